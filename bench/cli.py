@@ -1,0 +1,77 @@
+"""The ``screc`` command line: parse, call a library function, render.
+
+Each command group lives in its own module exposing ``register(subparsers)``;
+the handler it sets (``func``) takes the parsed ``argparse.Namespace`` and
+returns an exit code. Any :class:`tracegen.errors.InputError` becomes one line
+on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tracegen.errors import InputError
+
+# (module, group name or None): a module with a group registers its
+# sub-commands under ``screc <group>``; otherwise it adds top-level commands.
+COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
+    ("bench.cmd_trace", "trace", "generate, inspect and calibrate lookup traces"),
+    ("bench.cmd_store", "store", "build, verify and describe embedding stores"),
+    ("bench.cmd_plan", "plan", "solve and show placement plans"),
+    ("bench.cmd_replay", None, ""),
+    ("bench.bench_io", "bench", "micro-benchmarks against reference tools (fio, torch, SGEMM)"),
+    ("bench.bench_dram", "bench", ""),
+    ("bench.bench_tt", "bench", ""),
+    ("bench.cmd_report", None, ""),
+    ("bench.cmd_demo", None, ""),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="screc", description="Emulate SCRec computational-storage serving of DLRM embedding tables.",
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for module_name, group, help_text in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name == module_name:  # not written yet
+                continue
+            raise
+        if group is None:
+            module.register(sub)
+            continue
+        if group not in groups:
+            gp = sub.add_parser(group, help=help_text, description=help_text)
+            groups[group] = gp.add_subparsers(dest=f"{group}_command", metavar="SUBCOMMAND", parser_class=_Parser)
+            gp.set_defaults(func=lambda a, gp=gp: (gp.print_help(), 2)[1])
+        module.register(groups[group])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InputError as e:
+        print(f"screc: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("screc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

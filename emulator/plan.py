@@ -1,0 +1,143 @@
+"""The ``Plan``: where every row lives and how each device's cores are split.
+
+The engine executes plans; ``plans/`` produces them (as torchrec keeps its
+``ShardingPlan`` beside the runtime and its planner apart). A plan names the
+store and trace it was made for by content hash; a plan made for another store
+is refused.
+
+Tiers, per table, after the (optional) address remapping:
+
+* rows ``[0, hot_rows)`` live in host DRAM (tier ``dram``);
+* the remaining rows are served from the device by ``cold_tier``:
+  ``ssd_raw`` (raw rows read with O_DIRECT and extracted by memory-centric
+  cores) or ``ssd_tt`` (rebuilt from TT cores of rank ``tt_rank`` by
+  compute-centric cores).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from tracegen.atomic import atomic_path
+from tracegen.errors import InputError
+
+PLAN_FORMAT = "screc-plan"
+PLAN_FORMAT_VERSION = 1
+TIERS = ("dram", "ssd_raw", "ssd_tt")
+COLD_TIERS = ("ssd_raw", "ssd_tt")
+
+
+@dataclass(frozen=True)
+class TablePlacement:
+    table: str
+    hot_rows: int
+    cold_tier: str = "ssd_raw"
+    tt_rank: int | None = None
+    device: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hot_rows < 0:
+            raise ValueError(f"table {self.table}: hot_rows must be >= 0")
+        if self.cold_tier not in COLD_TIERS:
+            raise ValueError(f"table {self.table}: cold_tier {self.cold_tier!r} is not one of {COLD_TIERS}")
+        if self.cold_tier == "ssd_tt" and (self.tt_rank is None or self.tt_rank < 1):
+            raise ValueError(f"table {self.table}: ssd_tt needs a tt_rank >= 1")
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    name: str = "dev0"
+    mem_cores: int = 1
+    compute_cores: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mem_cores < 0 or self.compute_cores < 0:
+            raise ValueError(f"device {self.name}: core counts must be >= 0")
+
+
+@dataclass(frozen=True)
+class Plan:
+    store_id: str
+    tables: tuple[TablePlacement, ...]
+    devices: tuple[DevicePlan, ...] = (DevicePlan(),)
+    trace_id: str | None = None
+    dram_budget_bytes: int | None = None
+    planner: str = "manual"
+    remap: str | None = None  # HDF5 file of per-table permutations (new id of each old row), relative to the plan
+    predicted: Mapping[str, Any] = field(default_factory=dict)
+    solver: Mapping[str, Any] = field(default_factory=dict)
+    version: int = PLAN_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        for t in self.tables:
+            if not 0 <= t.device < len(self.devices):
+                raise ValueError(f"table {t.table}: device {t.device} does not exist")
+
+    def placement(self, table: str) -> TablePlacement:
+        for t in self.tables:
+            if t.table == table:
+                return t
+        raise KeyError(table)
+
+    # --- (de)serialisation -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["format"] = PLAN_FORMAT
+        d["predicted"] = dict(self.predicted)
+        d["solver"] = dict(self.solver)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
+        d = dict(d)
+        d.pop("format", None)
+        d["tables"] = tuple(TablePlacement(**t) for t in d["tables"])
+        d["devices"] = tuple(DevicePlan(**x) for x in d.get("devices", [{}]))
+        return cls(**d)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Plan":
+        p = Path(path)
+        if not p.is_file():
+            raise InputError("plan file not found", p)
+        try:
+            d = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"not a JSON plan ({e.__class__.__name__})", p) from None
+        if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
+            raise InputError("not a screc plan (format field missing or wrong)", p)
+        if d.get("version") != PLAN_FORMAT_VERSION:
+            raise InputError(f"plan version {d.get('version')} is not supported (expected {PLAN_FORMAT_VERSION})", p)
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError, KeyError) as e:
+            raise InputError(f"bad plan: {e}", p) from None
+
+    def check_store(self, store_id: str, path: str | os.PathLike | None = None) -> None:
+        if self.store_id != store_id:
+            raise InputError(
+                f"plan was made for store {self.store_id[:12]}, not this store ({store_id[:12]})", path)
+
+
+def uniform_plan(store_id: str, table_rows: Mapping[str, int], policy: str, *, tt_rank: int | None = None,
+                 trace_id: str | None = None) -> Plan:
+    """The simple policies: ``all-dram`` (every row hot), ``all-ssd`` (raw rows on SSD),
+    ``all-tt`` (every table served from its TT cores of ``tt_rank``)."""
+    if policy == "all-dram":
+        tables = tuple(TablePlacement(n, hot_rows=r) for n, r in table_rows.items())
+    elif policy == "all-ssd":
+        tables = tuple(TablePlacement(n, hot_rows=0) for n in table_rows)
+    elif policy == "all-tt":
+        tables = tuple(TablePlacement(n, hot_rows=0, cold_tier="ssd_tt", tt_rank=tt_rank) for n in table_rows)
+    else:
+        raise InputError(f"unknown policy {policy!r} (all-dram, all-ssd, all-tt)")
+    return Plan(store_id=store_id, tables=tables, trace_id=trace_id, planner=policy)

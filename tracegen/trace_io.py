@@ -1,0 +1,275 @@
+"""The HDF5 trace format: batches of table-major CSR lookups, streamed.
+
+Layout of one trace file (``format = "screc-trace"``, ``format_version = 1``):
+
+``indices``  (int32 or int64, total lookups)
+    Row ids, local to their table, all batches concatenated.
+``offsets``  (int64, num_batches * (T*B + 1))
+    Per batch, the table-major CSR offsets of length ``T*B + 1`` relative to
+    the batch's first index (so every block starts at 0): bag ``(t, b)`` of
+    batch ``i`` is ``indices[batch_ptr[i] + o[t*B + b] : batch_ptr[i] + o[t*B + b + 1]]``,
+    exactly Meta's dlrm_datasets convention within one batch.
+``batch_ptr`` (int64, num_batches + 1)
+    Where each batch starts in ``indices``.
+
+Attributes: ``format``, ``format_version``, ``spec`` (model spec JSON),
+``params`` (generator parameters JSON), ``seed``, ``batch_size``,
+``num_tables``, ``num_batches``, ``num_lookups`` and ``trace_id`` (a BLAKE2b
+content hash of the spec and every batch, computed while writing, which plans
+use to name the trace they were made for).
+
+Files are written under a temporary name and renamed into place when closed,
+so a trace that exists is complete. Reading is batch by batch: a trace larger
+than memory is normal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from tracegen.atomic import atomic_path
+from tracegen.errors import InputError
+from tracegen.spec import ModelSpec
+
+TRACE_FORMAT = "screc-trace"
+TRACE_FORMAT_VERSION = 1
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch: ``T*B`` bags in table-major CSR."""
+
+    index: int
+    indices: np.ndarray  # int64, all lookups of the batch
+    offsets: np.ndarray  # int64, length T*B + 1, starting at 0
+    num_tables: int
+    batch_size: int
+
+    @property
+    def num_lookups(self) -> int:
+        return int(self.offsets[-1])
+
+    def table(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and offsets (rebased to 0, length B+1) of table ``t``."""
+        B = self.batch_size
+        off = self.offsets[t * B : (t + 1) * B + 1]
+        lo, hi = int(off[0]), int(off[-1])
+        return self.indices[lo:hi], off - lo
+
+    def table_bounds(self) -> np.ndarray:
+        """Start of each table's lookups in ``indices`` (length T+1)."""
+        return self.offsets[:: self.batch_size][: self.num_tables + 1]
+
+
+def check_csr(offsets: np.ndarray, num_lookups: int, what: str, path: str | os.PathLike | None) -> None:
+    """Offsets must start at 0, never decrease, and end at ``num_lookups``."""
+    if offsets.size == 0 or offsets[0] != 0:
+        raise InputError(f"{what}: offsets do not start at 0", path)
+    if offsets.size > 1 and np.any(np.diff(offsets) < 0):
+        raise InputError(f"{what}: offsets are not monotonic (negative bag length)", path)
+    if offsets[-1] != num_lookups:
+        raise InputError(f"{what}: last offset {int(offsets[-1])} != number of indices {num_lookups}", path)
+
+
+def check_rows(batch: Batch, rows: np.ndarray, path: str | os.PathLike | None) -> None:
+    """Every index of table ``t`` must lie in ``[0, rows[t])``."""
+    bounds = batch.table_bounds()
+    for t in range(batch.num_tables):
+        idx = batch.indices[bounds[t] : bounds[t + 1]]
+        if idx.size == 0:
+            continue
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= rows[t]:
+            bad = lo if lo < 0 else hi
+            raise InputError(
+                f"batch {batch.index}: index {bad} out of range for table {t} with {int(rows[t])} rows", path
+            )
+
+
+class TraceWriter:
+    """Stream batches into a new trace file; use as a context manager.
+
+    >>> with TraceWriter("t.h5", spec, seed=0, params={}) as w:   # doctest: +SKIP
+    ...     w.append(indices, offsets)
+    """
+
+    def __init__(self, path: str | os.PathLike, spec: ModelSpec, *, seed: int | None = None,
+                 params: dict[str, Any] | None = None, batch_size: int | None = None):
+        self.path = Path(path)
+        self.spec = spec
+        self.batch_size = int(batch_size or spec.batch_size)
+        self.num_tables = spec.num_tables
+        self.seed = seed
+        self.params = dict(params or {})
+        self._rows = np.array([t.rows for t in spec.tables], dtype=np.int64)
+        self._idx_dtype = np.int32 if int(self._rows.max()) < 2**31 else np.int64
+        self._ctx = None
+        self._f: h5py.File | None = None
+        self._n_batches = 0
+        self._n_lookups = 0
+        self._hash = hashlib.blake2b(digest_size=16)
+        self._hash.update(spec.to_json().encode())
+        self._hash.update(str(self.batch_size).encode())
+
+    def __enter__(self) -> "TraceWriter":
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._f = h5py.File(tmp, "w")
+        tb1 = self.num_tables * self.batch_size + 1
+        self._f.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=self._idx_dtype,
+                               chunks=(_CHUNK,))
+        self._f.create_dataset("offsets", shape=(0,), maxshape=(None,), dtype=np.int64,
+                               chunks=(min(_CHUNK, tb1),))
+        self._f.create_dataset("batch_ptr", shape=(1,), maxshape=(None,), dtype=np.int64, data=[0])
+        return self
+
+    def append(self, indices: np.ndarray, offsets: np.ndarray) -> None:
+        """Append one batch (table-major CSR, offsets of length T*B+1 starting at 0)."""
+        assert self._f is not None, "use TraceWriter as a context manager"
+        indices = np.ascontiguousarray(indices)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        tb1 = self.num_tables * self.batch_size + 1
+        if offsets.shape != (tb1,):
+            raise ValueError(f"offsets must have length T*B+1 = {tb1}, got {offsets.shape}")
+        check_csr(offsets, indices.size, f"batch {self._n_batches}", None)
+        batch = Batch(self._n_batches, indices.astype(np.int64, copy=False), offsets, self.num_tables, self.batch_size)
+        check_rows(batch, self._rows, None)
+        idx = indices.astype(self._idx_dtype, copy=False)
+        f = self._f
+        n0 = self._n_lookups
+        f["indices"].resize((n0 + idx.size,))
+        f["indices"][n0:] = idx
+        m0 = self._n_batches * tb1
+        f["offsets"].resize((m0 + tb1,))
+        f["offsets"][m0:] = offsets
+        self._n_lookups += idx.size
+        self._n_batches += 1
+        f["batch_ptr"].resize((self._n_batches + 1,))
+        f["batch_ptr"][self._n_batches] = self._n_lookups
+        self._hash.update(offsets.tobytes())
+        self._hash.update(idx.astype(np.int64, copy=False).tobytes())
+
+    @property
+    def trace_id(self) -> str:
+        return self._hash.hexdigest()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        f, self._f = self._f, None
+        try:
+            if exc_type is None:
+                a = f.attrs
+                a["format"] = TRACE_FORMAT
+                a["format_version"] = TRACE_FORMAT_VERSION
+                a["spec"] = self.spec.to_json()
+                a["params"] = json.dumps(self.params, sort_keys=True)
+                a["seed"] = -1 if self.seed is None else int(self.seed)
+                a["batch_size"] = self.batch_size
+                a["num_tables"] = self.num_tables
+                a["num_batches"] = self._n_batches
+                a["num_lookups"] = self._n_lookups
+                a["trace_id"] = self.trace_id
+        finally:
+            f.close()
+            self._ctx.__exit__(exc_type, exc, tb)
+
+
+class TraceReader:
+    """Read a trace batch by batch, checking it as it goes.
+
+    Bad files raise :class:`InputError` naming the file and the problem.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, validate: bool = True):
+        self.path = Path(path)
+        self.validate = validate
+        if not self.path.is_file():
+            raise InputError("trace file not found", self.path)
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise InputError(f"not a readable HDF5 trace ({e.__class__.__name__})", self.path) from None
+        try:
+            self._open()
+        except InputError:
+            self._f.close()
+            raise
+        except Exception as e:
+            self._f.close()
+            raise InputError(f"corrupt trace: {e}", self.path) from None
+
+    def _open(self) -> None:
+        a = self._f.attrs
+        if a.get("format") != TRACE_FORMAT:
+            raise InputError(f"not a screc trace (format attribute is {a.get('format')!r})", self.path)
+        ver = int(a.get("format_version", -1))
+        if ver != TRACE_FORMAT_VERSION:
+            raise InputError(f"trace format version {ver} is not supported (expected {TRACE_FORMAT_VERSION})",
+                             self.path)
+        for name in ("indices", "offsets", "batch_ptr"):
+            if name not in self._f:
+                raise InputError(f"missing dataset {name!r}", self.path)
+        try:
+            self.spec = ModelSpec.from_json(str(a["spec"]))
+        except Exception as e:
+            raise InputError(f"bad spec attribute: {e}", self.path) from None
+        self.params = json.loads(str(a.get("params", "{}")))
+        self.seed = int(a.get("seed", -1))
+        self.batch_size = int(a["batch_size"])
+        self.num_tables = int(a["num_tables"])
+        self.num_batches = int(a["num_batches"])
+        self.num_lookups = int(a["num_lookups"])
+        self.trace_id = str(a["trace_id"])
+        if self.num_tables != self.spec.num_tables:
+            raise InputError(f"num_tables {self.num_tables} != {self.spec.num_tables} tables in spec", self.path)
+        self.rows = np.array([t.rows for t in self.spec.tables], dtype=np.int64)
+        self._tb1 = self.num_tables * self.batch_size + 1
+        self.batch_ptr = self._f["batch_ptr"][:].astype(np.int64)
+        if self.batch_ptr.shape != (self.num_batches + 1,):
+            raise InputError("batch_ptr length does not match num_batches", self.path)
+        if self._f["offsets"].shape != (self.num_batches * self._tb1,):
+            raise InputError("offsets length is not num_batches * (T*B+1)", self.path)
+        if self._f["indices"].shape != (self.num_lookups,) or self.batch_ptr[-1] != self.num_lookups:
+            raise InputError("indices length does not match num_lookups", self.path)
+        if self.batch_ptr[0] != 0 or np.any(np.diff(self.batch_ptr) < 0):
+            raise InputError("batch_ptr is not monotonic", self.path)
+
+    def __enter__(self) -> "TraceReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def batch(self, i: int) -> Batch:
+        if not 0 <= i < self.num_batches:
+            raise IndexError(i)
+        try:
+            off = self._f["offsets"][i * self._tb1 : (i + 1) * self._tb1].astype(np.int64)
+            lo, hi = int(self.batch_ptr[i]), int(self.batch_ptr[i + 1])
+            idx = self._f["indices"][lo:hi].astype(np.int64)
+        except OSError as e:
+            raise InputError(f"batch {i}: unreadable ({e})", self.path) from None
+        b = Batch(i, idx, off, self.num_tables, self.batch_size)
+        if self.validate:
+            check_csr(off, idx.size, f"batch {i}", self.path)
+            check_rows(b, self.rows, self.path)
+        return b
+
+    def batches(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
+        stop = self.num_batches if stop is None else min(stop, self.num_batches)
+        for i in range(start, stop):
+            yield self.batch(i)
