@@ -1,0 +1,319 @@
+"""``screc report RUN... [-o DIR]``: PNG plots from result files (matplotlib, Agg backend).
+
+Result files are written by :func:`bench.results.write_run`. The payloads this
+command reads (the schema ``replay`` and ``compare`` follow):
+
+``replay`` payload (one policy on one trace; :meth:`emulator.stats.ReplayStats.summary`
+produces every key but ``verify`` and ``access_curves``)::
+
+    policy           str    name used in legends ("all-dram", "all-ssd", "all-tt", "lru", "mip", ...)
+    batches, failed_batches, samples, lookups            int   (samples = queries)
+    elapsed_s, qps, lookups_per_s                        float (qps = samples / elapsed_s)
+    latency_s        {p50, p95, p99, max, mean}           per-batch latency in seconds
+    latency_hist     LatencyHistogram.to_dict()           buckets, for the latency CDF
+    tiers            {tier: {lookups, hits, bytes, busy_s, share, hit_ratio}}
+    devices          [{name, ios, bytes, iops, mb_per_s, avg_queue_depth, busy_share}]
+    cores            [{device, kind, n_cores, busy_s, lookups, bytes, ios, busy_share}]
+    dram_used_bytes, dram_budget_bytes                   int (budget may be null)
+    verify           optional, free-form, e.g. {"checked_batches", "max_abs_error", "ok"}
+    access_curves    optional {table: {"k": [top-k row counts], "share": [fraction of the
+                     table's lookups that its k most accessed rows serve]}}
+
+``compare`` payload (policies side by side on one trace)::
+
+    dram_budget_bytes  int | null
+    rows               [replay payload, ...]              one per policy
+    access_curves      optional, as above (the trace's; shared by the rows)
+
+or, for a sweep over DRAM budgets, ``{"sweep": [{"dram_budget_bytes": b, "rows": [...]}, ...],
+"access_curves": ...}``. A row without its own ``dram_budget_bytes`` takes its entry's.
+
+Plots (each drawn when the runs carry its data): ``throughput.png`` (queries/s
+by policy, bars), ``latency_cdf.png`` (per-batch latency CDF by policy),
+``throughput_vs_budget.png`` (queries/s against DRAM budget, a line per policy;
+needs two budgets or more), ``tier_share.png`` (share of lookups per tier,
+stacked bars) and ``access_curves.png`` (share of lookups served by the top-k
+rows, per table, log x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from bench.common import stdout_console
+from bench.results import load_run
+from emulator.stats import TIER_NAMES, LatencyHistogram
+from tracegen.atomic import atomic_path
+from tracegen.errors import InputError
+
+PLOT_FILES = ("throughput.png", "latency_cdf.png", "throughput_vs_budget.png", "tier_share.png", "access_curves.png")
+_GIB = 1024 ** 3
+_EXAMPLE = """example:
+  screc report runs/20260101T120000Z-compare-1a2b3c4d -o plots/
+  screc report runs/*-replay-* -o plots/replays   (several runs on one set of plots)"""
+
+
+# --- collecting rows -------------------------------------------------------------------
+
+def replay_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every replay payload a run carries (a replay, a compare, or a compare sweep), flattened.
+
+    Each row gets ``run_id`` and a ``dram_budget_bytes`` (its own, else its sweep entry's or
+    compare payload's). Rows that are not dicts raise :class:`InputError`.
+    """
+    payload = run["payload"]
+    where = os.path.join(run.get("run_dir", "?"), "result.json")
+    if "sweep" in payload:
+        groups = payload["sweep"]
+    elif "rows" in payload:
+        groups = [payload]
+    elif "qps" in payload or "policy" in payload:
+        groups = [{"dram_budget_bytes": payload.get("dram_budget_bytes"), "rows": [payload]}]
+    else:
+        groups = []
+    out = []
+    for g in groups if isinstance(groups, list) else [None]:
+        if not isinstance(g, dict) or not isinstance(g.get("rows"), list):
+            raise InputError("payload 'sweep'/'rows' entries must be objects holding a 'rows' list", where)
+        for row in g["rows"]:
+            if not isinstance(row, dict):
+                raise InputError("every entry of 'rows' must be a replay payload object", where)
+            r = dict(row)
+            if r.get("dram_budget_bytes") is None:
+                r["dram_budget_bytes"] = g.get("dram_budget_bytes")
+            r["run_id"] = run.get("run_id", "")
+            r.setdefault("policy", "?")
+            out.append(r)
+    return out
+
+
+def access_curves(run: Mapping[str, Any]) -> dict[str, dict[str, list]]:
+    """``{table: {"k": [...], "share": [...]}}`` of a run (payload level, else its first row's)."""
+    curves = run["payload"].get("access_curves")
+    if curves is None:
+        for row in replay_rows(run):
+            if row.get("access_curves"):
+                curves = row["access_curves"]
+                break
+    return curves if isinstance(curves, dict) else {}
+
+
+def _labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Policy names, with the budget and run added only where needed to tell rows apart."""
+    budgets = {r.get("dram_budget_bytes") for r in rows}
+    labels = []
+    for r in rows:
+        label = str(r.get("policy"))
+        if len(budgets) > 1 and r.get("dram_budget_bytes") is not None:
+            label += f" @ {r['dram_budget_bytes'] / _GIB:.3g} GiB"
+        labels.append(label)
+    counts = Counter(labels)
+    return [f"{lab} ({r['run_id'][-8:]})" if counts[lab] > 1 else lab for lab, r in zip(labels, rows)]
+
+
+def _num(x: Any) -> float:
+    """A float, or NaN for anything missing or not a number."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+# --- the plots ---------------------------------------------------------------------------
+
+def _figure(width_in: float = 8.0, height_in: float = 4.5):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path
+
+
+def plot_throughput(rows, labels, path: Path) -> Path | None:
+    pts = [(lab, _num(r.get("qps"))) for lab, r in zip(labels, rows) if math.isfinite(_num(r.get("qps")))]
+    if not pts:
+        return None
+    fig, ax = _figure(max(6.0, 0.9 * len(pts) + 2))
+    policies = list(dict.fromkeys(str(r.get("policy")) for r in rows if math.isfinite(_num(r.get("qps")))))
+    colors = [f"C{policies.index(str(r.get('policy'))) % 10}" for r in rows if math.isfinite(_num(r.get("qps")))]
+    bars = ax.bar(range(len(pts)), [q for _, q in pts], color=colors)
+    ax.bar_label(bars, labels=[f"{q:,.0f}" for _, q in pts], fontsize=8)
+    ax.set_xticks(range(len(pts)), [lab for lab, _ in pts], rotation=30 if len(pts) > 4 else 0, ha="right"
+                  if len(pts) > 4 else "center")
+    ax.set_ylabel("throughput (queries/s)")
+    ax.set_title("Throughput by policy")
+    return _save(fig, path)
+
+
+def plot_latency_cdf(rows, labels, path: Path) -> Path | None:
+    fig, ax = _figure()
+    drawn = 0
+    for lab, r in zip(labels, rows):
+        hist = r.get("latency_hist")
+        if isinstance(hist, dict) and hist.get("count"):
+            try:
+                h = LatencyHistogram.from_dict(hist)
+            except ValueError as e:
+                raise InputError(f"bad latency_hist for policy {r.get('policy')}: {e}", r.get("run_id")) from None
+            x_s, y = h.cdf()
+            ax.step([h.min_s * 1e3] + list(x_s * 1e3), [0.0] + list(y), where="post", label=lab)
+            drawn += 1
+        elif isinstance(r.get("latency_s"), dict):  # only percentiles stored: draw them as points
+            lat = r["latency_s"]
+            pts = [(_num(lat.get(k)) * 1e3, q) for k, q in (("p50", .5), ("p95", .95), ("p99", .99), ("max", 1.0))]
+            pts = [(x, q) for x, q in pts if math.isfinite(x) and x > 0]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{lab} (percentiles)")
+                drawn += 1
+    if not drawn:
+        return None
+    ax.set_xscale("log")
+    ax.set_xlabel("batch latency (ms, log scale)")
+    ax.set_ylabel("fraction of batches")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title("Batch latency CDF by policy")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_throughput_vs_budget(rows, path: Path) -> Path | None:
+    lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        b, q = _num(r.get("dram_budget_bytes")), _num(r.get("qps"))
+        if math.isfinite(b) and math.isfinite(q):
+            lines[str(r.get("policy"))].append((b / _GIB, q))
+    if len({b for pts in lines.values() for b, _ in pts}) < 2:
+        return None
+    fig, ax = _figure()
+    for policy, pts in sorted(lines.items()):
+        pts.sort()
+        ax.plot([b for b, _ in pts], [q for _, q in pts], marker="o", label=policy)
+    ax.set_xlabel("DRAM budget (GiB)")
+    ax.set_ylabel("throughput (queries/s)")
+    ax.set_title("Throughput against DRAM budget")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_tier_share(rows, labels, path: Path) -> Path | None:
+    rows_labels = [(lab, r["tiers"]) for lab, r in zip(labels, rows) if isinstance(r.get("tiers"), dict) and r["tiers"]]
+    if not rows_labels:
+        return None
+    names = sorted({t for _, tiers in rows_labels for t in tiers},
+                   key=lambda t: (TIER_NAMES.index(t) if t in TIER_NAMES else len(TIER_NAMES), t))
+    fig, ax = _figure(max(6.0, 0.9 * len(rows_labels) + 2))
+    bottom = [0.0] * len(rows_labels)
+    for name in names:
+        vals = []
+        for _, tiers in rows_labels:
+            v = _num((tiers.get(name) or {}).get("share")) * 100 if isinstance(tiers.get(name), dict) else 0.0
+            vals.append(v if math.isfinite(v) else 0.0)
+        ax.bar(range(len(rows_labels)), vals, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xticks(range(len(rows_labels)), [lab for lab, _ in rows_labels], rotation=30 if len(rows_labels) > 4 else 0,
+                  ha="right" if len(rows_labels) > 4 else "center")
+    ax.set_ylabel("share of lookups (%)")
+    ax.set_title("Lookups served per tier")
+    ax.legend(title="tier", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def plot_access_curves(runs, path: Path) -> Path | None:
+    fig, ax = _figure()
+    drawn = 0
+    with_curves = [run for run in runs if access_curves(run)]
+    for run in with_curves:
+        for table, curve in sorted(access_curves(run).items()):
+            k, share = (curve.get("k"), curve.get("share")) if isinstance(curve, dict) else (None, None)
+            if not isinstance(k, list) or not isinstance(share, list) or len(k) != len(share) or not k:
+                raise InputError(f"access curve of table {table} needs equal-length 'k' and 'share' lists",
+                                 run.get("run_dir"))
+            label = table if len(with_curves) == 1 else f"{table} ({run.get('run_id', '')[-8:]})"
+            ax.plot([_num(x) for x in k], [_num(s) * 100 for s in share], marker=".", label=label)
+            drawn += 1
+    if not drawn:
+        return None
+    ax.set_xscale("log")
+    ax.set_xlabel("top-k most accessed rows (k, log scale)")
+    ax.set_ylabel("share of the table's lookups (%)")
+    ax.set_ylim(0, 102)
+    ax.set_title("Hot-set access curves")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2 if drawn > 8 else 1)
+    return _save(fig, path)
+
+
+def make_report(run_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
+    """Load the runs and draw every plot their data supports into ``out_dir``; returns the files written."""
+    try:
+        import matplotlib  # noqa: F401
+    except ModuleNotFoundError:
+        raise InputError("plots need matplotlib: pip install 'screc[plots]'") from None
+    runs = [load_run(p) for p in run_paths]
+    rows = [r for run in runs for r in replay_rows(run)]
+    has_curves = any(access_curves(run) for run in runs)
+    if not rows and not has_curves:
+        raise InputError("nothing to plot: the runs carry no replay rows and no access curves",
+                         runs[0]["run_dir"] if len(runs) == 1 else None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = _labels(rows)
+    made = [plot_throughput(rows, labels, out / PLOT_FILES[0]),
+            plot_latency_cdf(rows, labels, out / PLOT_FILES[1]),
+            plot_throughput_vs_budget(rows, out / PLOT_FILES[2]),
+            plot_tier_share(rows, labels, out / PLOT_FILES[3]),
+            plot_access_curves(runs, out / PLOT_FILES[4])]
+    return [p for p in made if p is not None]
+
+
+def default_out_dir(run_paths: Sequence[str], runs_dir: str = "runs", now: datetime | None = None) -> Path:
+    """``<run>/plots`` for one run; ``runs/report-<UTC time>`` for several."""
+    if len(run_paths) == 1:
+        p = Path(run_paths[0])
+        return (p if p.is_dir() else p.parent) / "plots"
+    now = now or datetime.now(timezone.utc)
+    return Path(runs_dir) / f"report-{now:%Y%m%dT%H%M%SZ}"
+
+
+# --- the command -----------------------------------------------------------------------
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report", help="draw PNG plots from result files (throughput, latency CDF, tiers, hot sets)",
+        description="Draw PNG plots from replay/compare result files: throughput by policy, latency CDF, "
+                    "throughput against DRAM budget, per-tier shares and hot-set access curves.",
+        epilog=_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="a run directory under runs/ or its result.json")
+    p.add_argument("-o", "--out", metavar="DIR", default=None,
+                   help="where to write the PNGs (default: RUN/plots for one run, runs/report-<time> for several)")
+    p.add_argument("--json", action="store_true", help="print the files written as JSON")
+    p.set_defaults(func=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out) if args.out else default_out_dir(args.runs)
+    files = make_report(args.runs, out_dir)
+    if args.json:
+        print(json.dumps({"out_dir": str(out_dir), "files": [str(f) for f in files]}, indent=2))
+        return 0
+    console = stdout_console()
+    console.print(f"wrote {len(files)} plot(s) to {out_dir}/", highlight=False)
+    for f in files:
+        console.print(f"  {f.name}", highlight=False)
+    return 0

@@ -1,0 +1,153 @@
+"""``screc store build | verify | info``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.table import Table
+
+from bench.common import format_bytes, make_progress, stdout_console, write_json
+from emulator.store import Store, StoreBuildConfig
+from emulator.store_build import build_store, verify_store
+from tracegen.errors import InputError
+
+
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{what} {text!r} is not a comma-separated list of integers") from None
+    if any(v < 1 for v in vals):
+        raise InputError(f"{what} must be >= 1")
+    return vals
+
+
+def _imports(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--import {item!r} is not TABLE=FILE.npy or TABLE=FILE.h5[:DATASET]")
+        out[name] = path
+    return out
+
+
+class _ProgressAdapter:
+    """Turns library progress callbacks (desc, done, total) into rich tasks."""
+
+    def __init__(self, progress):
+        self.p = progress
+        self.tasks = {}
+
+    def __call__(self, desc: str, done: int, total: int) -> None:
+        if desc not in self.tasks:
+            self.tasks[desc] = self.p.add_task(desc, total=total)
+        self.p.update(self.tasks[desc], completed=done, total=total)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from tracegen.presets import load_model
+
+    spec = load_model(args.spec, scale=args.scale, batch_size=None)
+    tt_ranks = () if args.tt_tol is not None else _int_list(args.tt_ranks, "--tt-ranks") if args.tt_ranks else ()
+    if args.tt_tol is not None and not (0 < args.tt_tol < 1):
+        raise InputError(f"--tt-tol must be in (0, 1), got {args.tt_tol}")
+    config = StoreBuildConfig(weights_seed=args.seed, signal_rank=args.signal_rank, noise_ratio=args.noise_ratio,
+                              tt_ranks=tt_ranks, tt_rel_tol=args.tt_tol, imports=_imports(args.imports))
+    t0 = time.perf_counter()
+    with make_progress() as progress:
+        store = build_store(spec, args.output, config, progress=_ProgressAdapter(progress))
+    secs = time.perf_counter() - t0
+    summary = {"store": str(store.path), "store_id": store.store_id, "tables": len(store.tables),
+               "raw_bytes": store.raw_bytes, "seconds": round(secs, 3),
+               "write_bytes_per_s": store.raw_bytes / secs if secs > 0 else None}
+    if args.json:
+        write_json("-", summary)
+    else:
+        stdout_console().print(f"built {store.path}: {len(store.tables)} tables, {format_bytes(store.raw_bytes)} raw, "
+                               f"{secs:.1f} s ({format_bytes(store.raw_bytes / max(secs, 1e-9))}/s), "
+                               f"store_id {store.store_id}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with make_progress() as progress:
+        report = verify_store(args.store, progress=_ProgressAdapter(progress))
+    if args.json:
+        write_json("-", report.to_dict())
+    if not report.ok:
+        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        raise InputError(f"{report.problems[0]}{more}", args.store)
+    if not args.json:
+        stdout_console().print(f"ok: {report.files} files, {format_bytes(report.bytes)} checked, all checksums match")
+    return 0
+
+
+def store_info(store: Store) -> dict:
+    return {"store": str(store.path), "store_id": store.store_id, "spec": store.spec.name,
+            "raw_bytes": store.raw_bytes, "tables": [
+                {k: t[k] for k in ("name", "rows", "dim", "dtype", "row_bytes", "rows_per_page")}
+                | {"raw_bytes": t["raw"]["bytes"],
+                   "tt": [{k: v[k] for k in ("rank", "tt_p_shapes", "tt_q_shapes", "tt_ranks", "bytes",
+                                             "compression_ratio", "rel_fro_error", "max_abs_error")}
+                          for v in t["tt"]]}
+                for t in store.tables]}
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    store = Store.open(args.store)
+    info = store_info(store)
+    if args.json:
+        write_json("-", info)
+        return 0
+    table = Table(title=f"store {store.path} ({store.spec.name}, id {store.store_id[:12]})")
+    for col in ("table", "rows", "dim", "dtype", "raw", "TT rank", "TT bytes", "ratio", "rel err", "max abs err"):
+        table.add_column(col, justify="left" if col in ("table", "dtype") else "right")
+    for t in info["tables"]:
+        tts = t["tt"] or [None]
+        for j, v in enumerate(tts):
+            head = [t["name"], f"{t['rows']:,}", str(t["dim"]), t["dtype"], format_bytes(t["raw_bytes"])] if j == 0 \
+                else ["", "", "", "", ""]
+            tail = ["-"] * 5 if v is None else [
+                str(v["rank"]), format_bytes(v["bytes"]), f"{v['compression_ratio']:.1f}x",
+                f"{v['rel_fro_error']:.4f}", f"{v['max_abs_error']:.4f}"]
+            table.add_row(*head, *tail)
+    console = stdout_console()
+    console.print(table)
+    console.print(f"total raw {format_bytes(store.raw_bytes)} in {len(store.tables)} tables")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build a store (raw rows + TT cores) for a model spec",
+                       description="Build a store: raw row files padded to 4 KiB pages and TT cores in HDF5.\n\n"
+                                   "example: screc store build --spec tiny -o stores/tiny",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--spec", required=True, help="preset name (tiny, criteo-kaggle, mlperf-dlrmv2) or spec .json/.toml")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every table's row count (default 1)")
+    p.add_argument("-o", "--output", required=True, help="store directory to create (replaced only when complete)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
+    p.add_argument("--signal-rank", type=int, default=8, help="TT rank of the synthetic signal (default 8)")
+    p.add_argument("--noise-ratio", type=float, default=0.05, help="noise std / signal std (default 0.05)")
+    p.add_argument("--tt-ranks", default="8,16", help="TT ranks to store, comma separated ('' for none; default 8,16)")
+    p.add_argument("--tt-tol", type=float, default=None, help="choose the TT rank from this relative error instead")
+    p.add_argument("--import", dest="imports", action="append", metavar="TABLE=FILE",
+                   help="take a table's weights from FILE.npy or FILE.h5[:DATASET] (repeatable)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("verify", help="re-read a store and check every checksum",
+                       description="Check every chunk of every file against the manifest; exit 2 on any mismatch.\n\n"
+                                   "example: screc store verify stores/tiny",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("info", help="describe a store's tables, sizes and TT variants",
+                       description="example: screc store info stores/tiny",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)

@@ -1,0 +1,387 @@
+"""The replay engine: serve every lookup of a trace from the tier its plan puts it in.
+
+Per batch and table, lookups are translated through the plan's remap (if any)
+and split by tier:
+
+* ``dram``    rows ``[0, hot_rows)`` (new ids), held in host memory;
+* ``ssd_raw`` the table's cold rows: the pages they need are de-duplicated,
+  coalesced into reads of up to ``max_read_bytes`` and read with O_DIRECT by
+  the device's IO engine into one aligned buffer; the memory-centric cores
+  extract the rows from those pages while pooling;
+* ``ssd_tt``  the table's cold rows rebuilt from TT cores (held in emulated
+  device memory) by the compute-centric cores, once per unique row.
+
+Pooling (:func:`emulator.kernels.pool_sources`) then sums every bag in lookup
+order from whichever tier each row came from, so raw and DRAM results equal
+the NumPy reference bit for bit, whatever the mix. With ``pipeline`` on, the
+reads of batch ``i+1`` are in flight (on the engines' IO threads) while batch
+``i`` is rebuilt and pooled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from emulator.layout import RowLayout
+from emulator.plan import Plan, TablePlacement
+from emulator.stats import CoreCounters, DeviceCounters, ReplayStats, TierCounters
+from emulator.store import Store
+from tracegen.errors import InputError
+from tracegen.trace_io import Batch, TraceReader
+
+KIND_DRAM, KIND_PAGE, KIND_STAGED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    engine: str = "uring"  # uring | pread | null
+    queue_depth: int = 128
+    max_read_bytes: int = 128 << 10
+    allow_buffered: bool = False  # explicit opt-in to page-cache reads where O_DIRECT is refused
+    pipeline: bool = True
+    verify: bool = False
+    max_batches: int | None = None
+    start_batch: int = 0
+
+
+@dataclass
+class _Table:
+    index: int
+    name: str
+    layout: RowLayout
+    placement: TablePlacement
+    fwd: np.ndarray | None  # old id -> new id (None: identity)
+    inv: np.ndarray | None  # new id -> old id
+    dram: np.ndarray  # (hot_rows, dim) in the table dtype
+    tt: Any = None  # TTCores for ssd_tt
+    tt_error: dict | None = None
+    file_id: int = -1
+    device: int = 0
+
+
+@dataclass
+class _Prepared:
+    batch: Batch
+    kinds: list[np.ndarray]
+    locs: list[np.ndarray]
+    offsets: list[np.ndarray]
+    old_ids: list[np.ndarray]
+    tt_rows: list[np.ndarray | None]  # unique old ids to rebuild, per table
+    reads: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # per device
+    dest: np.ndarray
+    tier_lookups: dict[str, int]
+    handles: list = field(default_factory=list)
+    t_start: float = 0.0
+
+
+@dataclass
+class BatchOutput:
+    index: int
+    pooled: list[np.ndarray]  # per table, (B, dim) float32
+
+
+class Replayer:
+    """Executes a :class:`Plan` against a :class:`Store` for batches of a trace."""
+
+    def __init__(self, store: Store, plan: Plan, config: ReplayConfig = ReplayConfig(),
+                 stats: ReplayStats | None = None, clock: Callable[[], float] = time.perf_counter):
+        from emulator.io import aligned_empty, make_engine
+
+        plan.check_store(store.store_id)
+        self.store, self.plan, self.config, self.clock = store, plan, config, clock
+        self.stats = stats
+        self._aligned_empty = aligned_empty
+        remap = _load_remap(plan) if plan.remap else {}
+        self.engines = [make_engine(config.engine, queue_depth=config.queue_depth,
+                                    allow_buffered=config.allow_buffered) for _ in plan.devices]
+        self.tables: list[_Table] = []
+        self.dram_bytes = 0
+        try:
+            for i, t in enumerate(store.tables):
+                try:
+                    pl = plan.placement(t["name"])
+                except KeyError:
+                    raise InputError(f"plan has no placement for table {t['name']}") from None
+                lay = store.layouts[i]
+                hot = min(pl.hot_rows, lay.rows)
+                fwd = remap.get(t["name"])
+                inv = None
+                if fwd is not None:
+                    if fwd.shape != (lay.rows,):
+                        raise InputError(f"remap of table {t['name']} has {fwd.size} rows, table has {lay.rows}")
+                    inv = np.empty_like(fwd)
+                    inv[fwd] = np.arange(lay.rows, dtype=fwd.dtype)
+                dram = _load_hot_rows(store, i, hot, inv)
+                self.dram_bytes += dram.nbytes
+                tab = _Table(i, t["name"], lay, pl, fwd, inv, dram, device=pl.device)
+                if hot < lay.rows:
+                    if pl.cold_tier == "ssd_raw":
+                        tab.file_id = self.engines[pl.device].open(store.table_path(i))
+                    else:
+                        tab.tt = store.load_tt(i, pl.tt_rank)
+                        tab.tt_error = store.tt_variant(i, pl.tt_rank)
+                self.tables.append(tab)
+        except BaseException:
+            self.close()
+            raise
+        self._buffers = [aligned_empty(1 << 20), aligned_empty(1 << 20)]
+        self._next_buffer = 0
+
+    # --- one batch -------------------------------------------------------------------------------
+    def prepare(self, batch: Batch) -> _Prepared:
+        """Split lookups by tier and plan the page reads (no IO yet)."""
+        from emulator.io import plan_row_reads
+
+        kinds, locs, offs, olds, tt_rows = [], [], [], [], []
+        per_dev: list[list[tuple]] = [[] for _ in self.engines]
+        dest_pos = 0
+        tiers = {"dram": 0, "ssd_raw": 0, "ssd_tt": 0}
+        for tab in self.tables:
+            ids, off = batch.table(tab.index)
+            new = ids if tab.fwd is None else tab.fwd[ids]
+            kind = np.zeros(ids.size, dtype=np.uint8)
+            loc = new.astype(np.int64, copy=True)
+            cold = new >= tab.dram.shape[0]
+            n_cold = int(cold.sum()) if tab.dram.shape[0] else ids.size
+            tiers["dram"] += ids.size - n_cold
+            tt_unique = None
+            if n_cold:
+                cold_idx = np.flatnonzero(cold)
+                cold_old = ids[cold_idx]
+                if tab.tt is None:
+                    plan = plan_row_reads(cold_old, tab.layout.rows_per_page, tab.layout.pages_per_row,
+                                          tab.layout.row_bytes, max_read_bytes=self.config.max_read_bytes)
+                    kind[cold_idx] = KIND_PAGE
+                    loc[cold_idx] = plan.row_dest_offsets + dest_pos
+                    per_dev[tab.device].append((tab.file_id, plan.read_offsets, plan.read_nbytes,
+                                                plan.dest_offsets + dest_pos))
+                    dest_pos += plan.dest_bytes
+                    tiers["ssd_raw"] += n_cold
+                else:
+                    tt_unique, inverse = np.unique(cold_old, return_inverse=True)
+                    kind[cold_idx] = KIND_STAGED
+                    loc[cold_idx] = inverse
+                    tiers["ssd_tt"] += n_cold
+            kinds.append(kind)
+            locs.append(loc)
+            offs.append(off)
+            olds.append(ids)
+            tt_rows.append(tt_unique)
+        reads = [_concat_reads(reqs) if reqs else None for reqs in per_dev]
+        dest = self._buffer(dest_pos)
+        return _Prepared(batch, kinds, locs, offs, olds, tt_rows, reads, dest, tiers)
+
+    def _buffer(self, nbytes: int) -> np.ndarray:
+        k = self._next_buffer
+        self._next_buffer ^= 1
+        if self._buffers[k].size < nbytes:
+            self._buffers[k] = self._aligned_empty(max(nbytes, 2 * self._buffers[k].size))
+        return self._buffers[k]
+
+    def start_io(self, p: _Prepared) -> None:
+        p.t_start = self.clock()
+        for dev, r in enumerate(p.reads):
+            if r is not None:
+                p.handles.append((dev, self.engines[dev].start(r[0], r[1], r[2], p.dest, r[3])))
+
+    def finish(self, p: _Prepared) -> tuple[BatchOutput, dict[str, Any]]:
+        """Rebuild TT rows, wait for the reads, pool every table."""
+        from emulator.kernels import pool_sources
+        from emulator.tt_kernels import tt_rebuild_rows
+
+        B = p.batch.batch_size
+        t0 = self.clock()
+        staged = []
+        for tab, rows in zip(self.tables, p.tt_rows):
+            staged.append(tt_rebuild_rows(tab.tt, rows) if rows is not None else None)
+        t_tt = self.clock() - t0
+        ios = bytes_read = 0
+        io_time = 0.0
+        for dev, h in p.handles:
+            res = self.engines[dev].wait(h)
+            ios += res.ios
+            bytes_read += res.bytes_read
+            io_time = max(io_time, res.elapsed_s)
+        t1 = self.clock()
+        pooled = []
+        for tab, kind, loc, off, st in zip(self.tables, p.kinds, p.locs, p.offsets, staged):
+            out = np.empty((B, tab.layout.dim), dtype=np.float32)
+            if st is None:
+                st = np.zeros((0, tab.layout.dim), np.float32)
+            pool_sources(off, kind, loc, tab.dram, p.dest, st, out)
+            pooled.append(out)
+        t_pool = self.clock() - t1
+        info = {"tt_s": t_tt, "pool_s": t_pool, "io_s": io_time, "ios": ios, "bytes_read": bytes_read}
+        return BatchOutput(p.batch.index, pooled), info
+
+    # --- a whole trace ---------------------------------------------------------------------------
+    def run(self, reader: TraceReader, on_batch: Callable[[BatchOutput], None] | None = None) -> dict[str, Any]:
+        """Replay ``reader`` batch by batch; returns totals (the live stats go to ``self.stats``)."""
+        self._check_trace(reader)
+        start = self.config.start_batch
+        stop = reader.num_batches if self.config.max_batches is None else min(reader.num_batches,
+                                                                                 start + self.config.max_batches)
+        stats = self.stats
+        if stats is not None:
+            stats.start(stop - start, reader.batch_size, self.plan.planner, self.plan.dram_budget_bytes,
+                        clock=self.clock)
+            stats.set_dram_used(self.dram_bytes)
+        verify = _Verifier(self) if self.config.verify else None
+        totals = {"batches": 0, "lookups": 0, "ios": 0, "bytes_read": 0, "verified_batches": 0}
+        t_begin = self.clock()
+        pending: _Prepared | None = None
+        batches: Iterator[Batch] = reader.batches(start, stop)
+        while True:
+            nxt = next(batches, None)
+            p_next = None
+            if nxt is not None:
+                p_next = self.prepare(nxt)
+                if self.config.pipeline:
+                    self.start_io(p_next)
+            if pending is not None:
+                self._complete(pending, stats, totals, verify, on_batch)
+            if p_next is None:
+                break
+            if not self.config.pipeline:
+                self.start_io(p_next)
+                self._complete(p_next, stats, totals, verify, on_batch)
+                pending = None
+            else:
+                pending = p_next
+        totals["elapsed_s"] = self.clock() - t_begin
+        if stats is not None:
+            stats.stop()
+        if verify is not None:
+            totals["verify"] = verify.summary()
+        return totals
+
+    def _complete(self, p: _Prepared, stats, totals, verify, on_batch) -> None:
+        out, info = self.finish(p)
+        latency = self.clock() - p.t_start
+        n = p.batch.num_lookups
+        totals["batches"] += 1
+        totals["lookups"] += n
+        totals["ios"] += info["ios"]
+        totals["bytes_read"] += info["bytes_read"]
+        if verify is not None:
+            verify.check(p, out)
+            totals["verified_batches"] += 1
+        if stats is not None:
+            share = lambda k: p.tier_lookups[k] / n if n else 0.0  # noqa: E731
+            pool_s = info["pool_s"]
+            tiers = {
+                "dram": TierCounters(lookups=p.tier_lookups["dram"], bytes=0, busy_s=pool_s * share("dram")),
+                "ssd_raw": TierCounters(lookups=p.tier_lookups["ssd_raw"], bytes=info["bytes_read"],
+                                        busy_s=pool_s * share("ssd_raw")),
+                "ssd_tt": TierCounters(lookups=p.tier_lookups["ssd_tt"], busy_s=info["tt_s"] + pool_s * share("ssd_tt")),
+            }
+            devs = [DeviceCounters(d.name, ios=info["ios"] if i == 0 else 0) for i, d in enumerate(self.plan.devices)]
+            cores = [CoreCounters(d.name, "mem", n_cores=max(1, d.mem_cores),
+                                  busy_s=pool_s * share("ssd_raw"), lookups=p.tier_lookups["ssd_raw"],
+                                  bytes=info["bytes_read"], ios=info["ios"]) for d in self.plan.devices[:1]]
+            cores += [CoreCounters(d.name, "compute", n_cores=max(1, d.compute_cores), busy_s=info["tt_s"],
+                                   lookups=p.tier_lookups["ssd_tt"]) for d in self.plan.devices[:1]]
+            stats.record_batch(latency, samples=p.batch.batch_size, lookups=n, tiers=tiers, devices=devs, cores=cores)
+        if on_batch is not None:
+            on_batch(out)
+
+    def _check_trace(self, reader: TraceReader) -> None:
+        spec = reader.spec
+        if spec.num_tables != len(self.tables):
+            raise InputError(f"trace has {spec.num_tables} tables, store has {len(self.tables)}", reader.path)
+        for ts, tab in zip(spec.tables, self.tables):
+            if ts.rows > tab.layout.rows:
+                raise InputError(f"trace table {ts.name} has {ts.rows} rows, store table {tab.name} only "
+                                 f"{tab.layout.rows}", reader.path)
+
+    def close(self) -> None:
+        for e in getattr(self, "engines", []):
+            e.close()
+
+    def __enter__(self) -> "Replayer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _concat_reads(reqs: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    fids = np.concatenate([np.full(r[1].size, r[0], dtype=np.int64) for r in reqs])
+    return fids, np.concatenate([r[1] for r in reqs]), np.concatenate([r[2] for r in reqs]), \
+        np.concatenate([r[3] for r in reqs])
+
+
+def _load_hot_rows(store: Store, i: int, hot: int, inv: np.ndarray | None) -> np.ndarray:
+    lay = store.layouts[i]
+    if hot == 0:
+        return np.zeros((0, lay.dim), dtype=lay.np_dtype)
+    rows = np.arange(hot, dtype=np.int64) if inv is None else np.asarray(inv[:hot], dtype=np.int64)
+    out = np.empty((hot, lay.dim), dtype=lay.np_dtype)
+    step = 1 << 20
+    for s in range(0, hot, step):
+        out[s : s + step] = store.read_rows(i, rows[s : s + step])
+    return out
+
+
+def _load_remap(plan: Plan) -> dict[str, np.ndarray]:
+    import h5py
+
+    try:
+        with h5py.File(plan.remap, "r") as f:
+            return {name: f[name][:].astype(np.int64) for name in f}
+    except OSError as e:
+        raise InputError(f"cannot read the plan's remap file ({e})", plan.remap) from None
+
+
+class _Verifier:
+    """Checks each pooled batch against :func:`emulator.reference.pool_reference`."""
+
+    def __init__(self, rep: Replayer):
+        self.rep = rep
+        self.exact_bags = 0
+        self.tt_bags = 0
+        self.max_tt_abs_diff = 0.0
+        self.max_tt_bound_used = 0.0
+
+    def check(self, p: _Prepared, out: BatchOutput) -> None:
+        from emulator.reference import pool_reference
+        from emulator.tt import tt_rebuild_rows_reference
+
+        store = self.rep.store
+        for tab, kind, off, ids, got in zip(self.rep.tables, p.kinds, p.offsets, p.old_ids, out.pooled):
+            rows = store.read_rows(tab.index, ids).astype(np.float32)
+            tt_mask = kind == KIND_STAGED
+            if not tt_mask.any():
+                want = pool_reference(rows, off)
+                if not np.array_equal(got, want):
+                    bad = int(np.argwhere((got != want).any(axis=1))[0, 0])
+                    raise InputError(f"verify failed: batch {p.batch.index}, table {tab.name}, bag {bad}: "
+                                     f"pooled embedding differs from the NumPy reference")
+                self.exact_bags += got.shape[0]
+                continue
+            raw_want = pool_reference(rows, off)
+            rows_tt = rows.copy()
+            rows_tt[tt_mask] = tt_rebuild_rows_reference(tab.tt, ids[tt_mask])
+            tt_want = pool_reference(rows_tt, off)
+            scale = np.abs(tt_want).max(initial=0.0) + 1e-30
+            if not np.allclose(got, tt_want, rtol=1e-4, atol=1e-5 * scale):
+                raise InputError(f"verify failed: batch {p.batch.index}, table {tab.name}: TT-served embeddings "
+                                 f"differ from the NumPy TT reference")
+            n_tt = np.add.reduceat(tt_mask.astype(np.int64), off[:-1]) if off.size > 1 else np.zeros(0)
+            n_tt = np.where(np.diff(off) > 0, n_tt, 0)
+            # the manifest's max abs error is measured on a sample of rows: allow 2x for rows outside it
+            bound = 2.0 * tab.tt_error["max_abs_error"] * n_tt[:, None] + 1e-6
+            diff = np.abs(got - raw_want)
+            if (diff > bound).any():
+                raise InputError(f"verify failed: batch {p.batch.index}, table {tab.name}: TT error "
+                                 f"{float(diff.max()):.3g} exceeds the manifest bound")
+            self.tt_bags += got.shape[0]
+            self.max_tt_abs_diff = max(self.max_tt_abs_diff, float(diff.max(initial=0.0)))
+
+    def summary(self) -> dict[str, Any]:
+        return {"ok": True, "exact_bags": self.exact_bags, "tt_bags": self.tt_bags,
+                "max_tt_abs_diff": self.max_tt_abs_diff}

@@ -1,0 +1,540 @@
+"""Replay statistics: counters, a bounded latency histogram, and cheap snapshots.
+
+The replay loop owns one :class:`ReplayStats` and records every batch into it;
+a display thread calls :meth:`ReplayStats.snapshot` a few times a second and
+gets an immutable :class:`Snapshot` (rich's ``render(snapshot)`` pattern: the
+data knows nothing about the terminal).
+
+Typical use by the engine::
+
+    stats = ReplayStats()
+    stats.start(total_batches=n, samples_per_batch=B, policy="mip", dram_budget_bytes=budget)
+    for batch in trace:
+        ...
+        stats.record_batch(latency_s, samples=B, lookups=batch.num_lookups,
+                           tiers={"dram": TierCounters(lookups=..., bytes=...),
+                                  "ssd_raw": TierCounters(lookups=..., bytes=..., busy_s=...)},
+                           devices=[DeviceCounters("dev0", ios=..., bytes=..., busy_s=..., inflight_s=...)],
+                           cores=[CoreCounters("dev0", "mem", n_cores=2, busy_s=..., lookups=...)])
+    stats.stop()
+    payload = stats.summary()          # the ``replay`` result payload (see bench/cmd_report.py)
+
+Counters passed to ``record_batch`` are per-batch *deltas*; engines that keep
+cumulative counters subtract the previous value (``after - before``).
+
+Conventions:
+
+* A tier's ``lookups`` are the lookups sent to it. For a cache tier
+  (:data:`CACHE_TIERS`, e.g. ``lru``) ``lookups`` are probes and ``hits`` the
+  ones it served; a miss is counted again by the tier that then served it. The
+  *share* of a tier is the fraction of all lookups it served (its hits for a
+  cache, its lookups otherwise).
+* A device's ``inflight_s`` is the integral of its number of in-flight IOs
+  over time (equivalently the sum of the IOs' latencies), so its average queue
+  depth is ``inflight_s / elapsed_s``; ``busy_s`` is the time with at least
+  one IO in flight.
+* A core group's busy share is ``busy_s / (elapsed_s * n_cores)``.
+* MB are decimal (1e6 bytes).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+TIER_NAMES = ("dram", "ssd_raw", "ssd_tt", "lru")
+CACHE_TIERS = ("lru",)
+CORE_KINDS = ("mem", "compute")
+WINDOW_S = 1.0
+_WINDOW_SLOTS = 10
+_BYTES_PER_MB = 1e6
+
+
+# --- counters (per-batch deltas, added up by ReplayStats) ------------------------------
+
+@dataclass(frozen=True)
+class TierCounters:
+    """Work done by one tier: lookups sent to it, cache hits, bytes moved, busy time."""
+
+    lookups: int = 0
+    hits: int = 0
+    bytes: int = 0
+    busy_s: float = 0.0
+
+    def __add__(self, o: "TierCounters") -> "TierCounters":
+        return TierCounters(self.lookups + o.lookups, self.hits + o.hits, self.bytes + o.bytes, self.busy_s + o.busy_s)
+
+    def __sub__(self, o: "TierCounters") -> "TierCounters":
+        return TierCounters(self.lookups - o.lookups, self.hits - o.hits, self.bytes - o.bytes, self.busy_s - o.busy_s)
+
+
+@dataclass(frozen=True)
+class DeviceCounters:
+    """IO done by one device: reads, bytes, busy time and the in-flight time integral."""
+
+    name: str
+    ios: int = 0
+    bytes: int = 0
+    busy_s: float = 0.0
+    inflight_s: float = 0.0
+
+    def __add__(self, o: "DeviceCounters") -> "DeviceCounters":
+        _same(self.name, o.name, "device")
+        return DeviceCounters(self.name, self.ios + o.ios, self.bytes + o.bytes, self.busy_s + o.busy_s,
+                              self.inflight_s + o.inflight_s)
+
+    def __sub__(self, o: "DeviceCounters") -> "DeviceCounters":
+        _same(self.name, o.name, "device")
+        return DeviceCounters(self.name, self.ios - o.ios, self.bytes - o.bytes, self.busy_s - o.busy_s,
+                              self.inflight_s - o.inflight_s)
+
+
+@dataclass(frozen=True)
+class CoreCounters:
+    """Work done by one core group (``kind`` ``mem`` or ``compute`` cores of a device)."""
+
+    device: str
+    kind: str
+    n_cores: int = 1
+    busy_s: float = 0.0
+    lookups: int = 0
+    bytes: int = 0
+    ios: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in CORE_KINDS:
+            raise ValueError(f"core kind {self.kind!r} is not one of {CORE_KINDS}")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.device, self.kind)
+
+    def __add__(self, o: "CoreCounters") -> "CoreCounters":
+        _same(self.key, o.key, "core group")
+        return CoreCounters(self.device, self.kind, o.n_cores, self.busy_s + o.busy_s, self.lookups + o.lookups,
+                            self.bytes + o.bytes, self.ios + o.ios)
+
+    def __sub__(self, o: "CoreCounters") -> "CoreCounters":
+        _same(self.key, o.key, "core group")
+        return CoreCounters(self.device, self.kind, self.n_cores, self.busy_s - o.busy_s, self.lookups - o.lookups,
+                            self.bytes - o.bytes, self.ios - o.ios)
+
+
+def _same(a: Any, b: Any, what: str) -> None:
+    if a != b:
+        raise ValueError(f"cannot combine counters of {what} {a!r} with {b!r}")
+
+
+# --- latency histogram --------------------------------------------------------------
+
+class LatencyHistogram:
+    """Bounded-memory latency recorder with log-spaced buckets (HDR-histogram style).
+
+    Buckets cover ``[lowest_s, highest_s)`` with edges ``lowest_s * growth**i``;
+    values below or above land in an underflow or overflow bucket. Count, min,
+    max and mean are exact; a percentile is the geometric middle of the bucket
+    holding the nearest-rank sample (clamped to [min, max]), so its relative
+    error is at most ``sqrt(growth) - 1`` (0.4 % by default) inside the range.
+    """
+
+    def __init__(self, lowest_s: float = 1e-6, highest_s: float = 1e3, growth: float = 1.008):
+        if not (0 < lowest_s < highest_s) or not (1 < growth < 2):
+            raise ValueError("need 0 < lowest_s < highest_s and 1 < growth < 2")
+        self.lowest_s, self.highest_s, self.growth = float(lowest_s), float(highest_s), float(growth)
+        self._log_growth = math.log(self.growth)
+        self.n_buckets = int(math.ceil(math.log(self.highest_s / self.lowest_s) / self._log_growth))
+        self.counts = np.zeros(self.n_buckets + 2, dtype=np.int64)  # [underflow, buckets..., overflow]
+        self.count = 0
+        self.sum_s = 0.0
+        self.min_s = math.inf
+        self.max_s = -math.inf
+
+    def record(self, value_s: float) -> None:
+        v = float(value_s)
+        if not 0.0 <= v < math.inf:  # also refuses NaN
+            raise ValueError(f"latency must be finite and >= 0, got {value_s!r}")
+        i = 0 if v < self.lowest_s else min(int(math.log(v / self.lowest_s) / self._log_growth) + 1, self.n_buckets + 1)
+        self.counts[i] += 1
+        self.count += 1
+        self.sum_s += v
+        if v < self.min_s:
+            self.min_s = v
+        if v > self.max_s:
+            self.max_s = v
+
+    def record_many(self, values_s: np.ndarray) -> None:
+        v = np.asarray(values_s, dtype=np.float64).ravel()
+        if v.size == 0:
+            return
+        if not np.all(np.isfinite(v)) or np.any(v < 0):
+            raise ValueError("latencies must be finite and >= 0")
+        idx = np.zeros(v.size, dtype=np.int64)
+        pos = v >= self.lowest_s
+        idx[pos] = np.minimum(np.log(v[pos] / self.lowest_s) / self._log_growth, self.n_buckets).astype(np.int64) + 1
+        self.counts += np.bincount(idx, minlength=self.counts.size)
+        self.count += int(v.size)
+        self.sum_s += float(v.sum())
+        self.min_s = min(self.min_s, float(v.min()))
+        self.max_s = max(self.max_s, float(v.max()))
+
+    @property
+    def mean_s(self) -> float:
+        return self.sum_s / self.count if self.count else math.nan
+
+    def bucket_bounds_s(self, i: int) -> tuple[float, float]:
+        """Edges of bucket ``i`` (0 = underflow, ``n_buckets + 1`` = overflow)."""
+        if i <= 0:
+            return (0.0, self.lowest_s)
+        if i > self.n_buckets:
+            return (self.lowest_s * self.growth ** self.n_buckets, math.inf)
+        return (self.lowest_s * self.growth ** (i - 1), self.lowest_s * self.growth ** i)
+
+    def _value_of_bucket(self, i: int) -> float:
+        if i <= 0:
+            return self.min_s
+        if i > self.n_buckets:
+            return self.max_s
+        mid = self.lowest_s * self.growth ** (i - 0.5)
+        return min(max(mid, self.min_s), self.max_s)
+
+    def percentile(self, q: float) -> float:
+        """The ``q``-th percentile (0..100, nearest rank); NaN when empty."""
+        return float(self.percentiles([q])[0])
+
+    def percentiles(self, qs: Iterable[float]) -> np.ndarray:
+        qs = np.asarray(list(qs), dtype=np.float64)
+        if np.any((qs < 0) | (qs > 100)):
+            raise ValueError("percentiles must be within 0..100")
+        if self.count == 0:
+            return np.full(qs.shape, math.nan)
+        cum = np.cumsum(self.counts)
+        out = np.empty(qs.shape)
+        for j, q in enumerate(qs):
+            if q <= 0:
+                out[j] = self.min_s
+            elif q >= 100:
+                out[j] = self.max_s
+            else:
+                rank = max(1, math.ceil(q / 100.0 * self.count))
+                out[j] = self._value_of_bucket(int(np.searchsorted(cum, rank)))
+        return out
+
+    def merge(self, other: "LatencyHistogram") -> "LatencyHistogram":
+        """Add ``other``'s samples into this histogram (same layout required); returns self."""
+        if (other.lowest_s, other.highest_s, other.growth) != (self.lowest_s, self.highest_s, self.growth):
+            raise ValueError("cannot merge latency histograms with different bucket layouts")
+        self.counts += other.counts
+        self.count += other.count
+        self.sum_s += other.sum_s
+        self.min_s = min(self.min_s, other.min_s)
+        self.max_s = max(self.max_s, other.max_s)
+        return self
+
+    def copy(self) -> "LatencyHistogram":
+        h = LatencyHistogram(self.lowest_s, self.highest_s, self.growth)
+        return h.merge(self)
+
+    def cdf(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(upper_edge_s, cumulative_fraction)`` of the non-empty buckets (the last edge is max_s)."""
+        nz = np.flatnonzero(self.counts)
+        if nz.size == 0:
+            return np.empty(0), np.empty(0)
+        edges = np.array([min(self.bucket_bounds_s(int(i))[1], self.max_s) for i in nz])
+        return edges, np.cumsum(self.counts[nz]) / self.count
+
+    def to_dict(self) -> dict[str, Any]:
+        """Sparse export (non-empty buckets only) that :meth:`from_dict` restores exactly."""
+        nz = np.flatnonzero(self.counts)
+        return {"lowest_s": self.lowest_s, "highest_s": self.highest_s, "growth": self.growth,
+                "count": self.count, "sum_s": self.sum_s,
+                "min_s": self.min_s if self.count else None, "max_s": self.max_s if self.count else None,
+                "index": nz.tolist(), "counts": self.counts[nz].tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LatencyHistogram":
+        try:
+            h = cls(float(d["lowest_s"]), float(d["highest_s"]), float(d["growth"]))
+            idx = np.asarray(d["index"], dtype=np.int64)
+            counts = np.asarray(d["counts"], dtype=np.int64)
+            if idx.shape != counts.shape or np.any(idx < 0) or np.any(idx >= h.counts.size) or np.any(counts < 0):
+                raise ValueError("bucket index/counts do not fit the layout")
+            np.add.at(h.counts, idx, counts)
+            h.count = int(d["count"])
+            if h.count != int(counts.sum()):
+                raise ValueError("count does not equal the sum of the buckets")
+            h.sum_s = float(d["sum_s"])
+            if h.count:
+                h.min_s, h.max_s = float(d["min_s"]), float(d["max_s"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a latency histogram: {e}") from None
+        return h
+
+
+# --- snapshot -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LatencySummary:
+    count: int = 0
+    p50_s: float = math.nan
+    p95_s: float = math.nan
+    p99_s: float = math.nan
+    max_s: float = math.nan
+    mean_s: float = math.nan
+
+
+@dataclass(frozen=True)
+class TierView:
+    name: str
+    lookups: int
+    hits: int
+    bytes: int
+    busy_s: float
+    share: float                 # fraction of all lookups this tier served
+    hit_ratio: float | None      # hits / lookups for cache tiers, else None
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    name: str
+    ios: int
+    bytes: int
+    iops: float
+    mb_per_s: float
+    avg_queue_depth: float
+    busy_share: float
+
+
+@dataclass(frozen=True)
+class CoreView:
+    device: str
+    kind: str
+    n_cores: int
+    busy_s: float
+    lookups: int
+    bytes: int
+    ios: int
+    busy_share: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view of the replay so far ("now" = the last ``window_s`` seconds)."""
+
+    elapsed_s: float = 0.0
+    batches_done: int = 0
+    batches_total: int = 0
+    eta_s: float | None = None
+    samples_done: int = 0
+    lookups_done: int = 0
+    qps_now: float = 0.0
+    qps_avg: float = 0.0
+    lookups_per_s_now: float = 0.0
+    lookups_per_s_avg: float = 0.0
+    latency: LatencySummary = LatencySummary()
+    latency_recent: LatencySummary = LatencySummary()
+    tiers: tuple[TierView, ...] = ()
+    devices: tuple[DeviceView, ...] = ()
+    cores: tuple[CoreView, ...] = ()
+    dram_used_bytes: int = 0
+    dram_budget_bytes: int | None = None
+    policy: str = ""
+    samples_per_batch: int = 0
+    failed_batches: int = 0
+    window_s: float = WINDOW_S
+    finished: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- the accumulator ------------------------------------------------------------------
+
+class _Slot:
+    """Batches that finished within one ``window_s / 10`` slice of time (for the "now" figures)."""
+
+    __slots__ = ("key", "samples", "lookups", "hist")
+
+    def __init__(self, key: int, hist: LatencyHistogram):
+        self.key, self.samples, self.lookups, self.hist = key, 0, 0, hist
+
+
+class ReplayStats:
+    """Mutable accumulator owned by the replay loop; :meth:`snapshot` is thread-safe and cheap.
+
+    The "now" figures cover the batches that finished in the last ``window_s``
+    seconds, counted in whole slots of ``window_s / 10``: the window really
+    spans between ``window_s`` and ``1.1 * window_s`` (never more than the
+    elapsed time), so its cost does not grow with the batch rate.
+    """
+
+    def __init__(self, window_s: float = WINDOW_S):
+        if not window_s > 0:
+            raise ValueError("window_s must be > 0")
+        self.window_s = float(window_s)
+        self._slot_s = self.window_s / _WINDOW_SLOTS
+        self._lock = threading.Lock()
+        self.start(0, 0, "", None)
+        self._started = False
+
+    def start(self, total_batches: int, samples_per_batch: int, policy: str, dram_budget_bytes: int | None,
+              clock: Callable[[], float] = time.perf_counter) -> None:
+        """Reset every counter and start the elapsed-time clock."""
+        with self._lock:
+            self._clock, self._t0, self._t_end, self._started = clock, clock(), None, True
+            self.total_batches, self.samples_per_batch = int(total_batches), int(samples_per_batch)
+            self.policy, self.dram_budget_bytes = str(policy), dram_budget_bytes
+            self.dram_used_bytes = self.batches_done = self.failed_batches = self.samples_done = self.lookups_done = 0
+            self.latency = LatencyHistogram()
+            # running sums as plain lists (cheaper to add into than frozen dataclasses)
+            self._tiers: dict[str, list] = {}    # name -> [lookups, hits, bytes, busy_s]
+            self._devices: dict[str, list] = {}  # name -> [ios, bytes, busy_s, inflight_s]
+            self._cores: dict[tuple[str, str], list] = {}  # (device, kind) -> [n_cores, busy_s, lookups, bytes, ios]
+            self._slots: collections.deque[_Slot] = collections.deque()
+
+    def record_batch(self, latency_s: float, samples: int, lookups: int, *,
+                     tiers: Mapping[str, TierCounters] | None = None,
+                     devices: Iterable[DeviceCounters] = (), cores: Iterable[CoreCounters] = ()) -> None:
+        """Add one finished batch (counters are this batch's deltas)."""
+        with self._lock:
+            now = self._clock()
+            self.latency.record(latency_s)
+            self.batches_done += 1
+            self.samples_done += samples
+            self.lookups_done += lookups
+            for name, c in (tiers or {}).items():
+                acc = self._tiers.get(name) or self._tiers.setdefault(name, [0, 0, 0, 0.0])
+                acc[0] += c.lookups; acc[1] += c.hits; acc[2] += c.bytes; acc[3] += c.busy_s  # noqa: E702
+            for d in devices:
+                acc = self._devices.get(d.name) or self._devices.setdefault(d.name, [0, 0, 0.0, 0.0])
+                acc[0] += d.ios; acc[1] += d.bytes; acc[2] += d.busy_s; acc[3] += d.inflight_s  # noqa: E702
+            for c in cores:
+                acc = self._cores.get((c.device, c.kind)) or self._cores.setdefault((c.device, c.kind), [0, 0.0, 0, 0, 0])
+                acc[0] = c.n_cores; acc[1] += c.busy_s; acc[2] += c.lookups; acc[3] += c.bytes; acc[4] += c.ios  # noqa
+            key = math.floor(now / self._slot_s)
+            if not self._slots or self._slots[-1].key != key:
+                self._slots.append(_Slot(key, LatencyHistogram()))
+                self._prune(now)
+            slot = self._slots[-1]
+            slot.samples += samples
+            slot.lookups += lookups
+            slot.hist.record(latency_s)
+
+    def record_failure(self) -> None:
+        """A batch that failed: it counts towards progress, not towards served samples."""
+        with self._lock:
+            self.batches_done += 1
+            self.failed_batches += 1
+
+    def set_dram_used(self, used_bytes: int) -> None:
+        with self._lock:
+            self.dram_used_bytes = int(used_bytes)
+
+    def stop(self) -> None:
+        """Freeze the elapsed time (snapshots after this describe the finished run)."""
+        with self._lock:
+            if self._t_end is None:
+                self._t_end = self._clock()
+
+    def _prune(self, now: float) -> None:  # drop slots that ended before the window
+        while self._slots and (self._slots[0].key + 1) * self._slot_s <= now - self.window_s:
+            self._slots.popleft()
+
+    def latency_histogram(self) -> LatencyHistogram:
+        with self._lock:
+            return self.latency.copy()
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            now = self._t_end if self._t_end is not None else self._clock()
+            self._prune(now)
+            elapsed = max(0.0, now - self._t0) if self._started else 0.0
+            hist = self.latency.copy()
+            recent = LatencyHistogram()
+            for slot in self._slots:
+                recent.merge(slot.hist)
+            w_samples = sum(slot.samples for slot in self._slots)
+            w_lookups = sum(slot.lookups for slot in self._slots)
+            w_start = self._slots[0].key * self._slot_s if self._slots else now - self.window_s
+            tiers = {k: TierCounters(*v) for k, v in self._tiers.items()}
+            devices = {k: DeviceCounters(k, *v) for k, v in self._devices.items()}
+            cores = {k: CoreCounters(k[0], k[1], *v) for k, v in self._cores.items()}
+            done, failed, total = self.batches_done, self.failed_batches, self.total_batches
+            samples, lookups = self.samples_done, self.lookups_done
+            dram_used, finished = self.dram_used_bytes, self._t_end is not None
+        span = min(now - w_start, elapsed)
+        eta = None
+        if done and total:
+            eta = 0.0 if done >= total or finished else (total - done) * elapsed / done
+        return Snapshot(
+            elapsed_s=elapsed, batches_done=done, batches_total=total, eta_s=eta,
+            samples_done=samples, lookups_done=lookups,
+            qps_now=_rate(w_samples, span), qps_avg=_rate(samples, elapsed),
+            lookups_per_s_now=_rate(w_lookups, span), lookups_per_s_avg=_rate(lookups, elapsed),
+            latency=_summary(hist), latency_recent=_summary(recent),
+            tiers=_tier_views(tiers, lookups), devices=_device_views(devices, elapsed),
+            cores=_core_views(cores, elapsed), dram_used_bytes=dram_used, dram_budget_bytes=self.dram_budget_bytes,
+            policy=self.policy, samples_per_batch=self.samples_per_batch, failed_batches=failed,
+            window_s=self.window_s, finished=finished)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``replay`` result payload (schema in bench/cmd_report.py), without ``verify``."""
+        s = self.snapshot()
+        lat = s.latency
+        return {
+            "policy": s.policy, "batches": s.batches_done, "failed_batches": s.failed_batches,
+            "samples": s.samples_done, "lookups": s.lookups_done, "elapsed_s": s.elapsed_s,
+            "qps": s.qps_avg, "lookups_per_s": s.lookups_per_s_avg,
+            "latency_s": {"p50": lat.p50_s, "p95": lat.p95_s, "p99": lat.p99_s, "max": lat.max_s, "mean": lat.mean_s},
+            "latency_hist": self.latency_histogram().to_dict(),
+            "tiers": {t.name: {k: v for k, v in dataclasses.asdict(t).items() if k != "name"} for t in s.tiers},
+            "devices": [dataclasses.asdict(d) for d in s.devices],
+            "cores": [dataclasses.asdict(c) for c in s.cores],
+            "dram_used_bytes": s.dram_used_bytes, "dram_budget_bytes": s.dram_budget_bytes,
+        }
+
+
+def _rate(amount: float, seconds: float) -> float:
+    return float(amount) / seconds if seconds > 0 else 0.0
+
+
+def _summary(h: LatencyHistogram) -> LatencySummary:
+    if h.count == 0:
+        return LatencySummary()
+    p50, p95, p99 = h.percentiles([50, 95, 99])
+    return LatencySummary(h.count, float(p50), float(p95), float(p99), h.max_s, h.mean_s)
+
+
+def _tier_order(name: str) -> tuple[int, str]:
+    return (TIER_NAMES.index(name) if name in TIER_NAMES else len(TIER_NAMES), name)
+
+
+def _tier_views(tiers: Mapping[str, TierCounters], lookups_done: int) -> tuple[TierView, ...]:
+    out = []
+    for name in sorted(tiers, key=_tier_order):
+        c = tiers[name]
+        is_cache = name in CACHE_TIERS or c.hits > 0
+        served = c.hits if is_cache else c.lookups
+        out.append(TierView(name, c.lookups, c.hits, c.bytes, c.busy_s, share=_rate(served, lookups_done),
+                            hit_ratio=_rate(c.hits, c.lookups) if is_cache else None))
+    return tuple(out)
+
+
+def _device_views(devices: Mapping[str, DeviceCounters], elapsed_s: float) -> tuple[DeviceView, ...]:
+    return tuple(
+        DeviceView(d.name, d.ios, d.bytes, iops=_rate(d.ios, elapsed_s), mb_per_s=_rate(d.bytes / _BYTES_PER_MB, elapsed_s),
+                   avg_queue_depth=_rate(d.inflight_s, elapsed_s), busy_share=_rate(d.busy_s, elapsed_s))
+        for d in (devices[k] for k in sorted(devices)))
+
+
+def _core_views(cores: Mapping[tuple[str, str], CoreCounters], elapsed_s: float) -> tuple[CoreView, ...]:
+    return tuple(
+        CoreView(c.device, c.kind, c.n_cores, c.busy_s, c.lookups, c.bytes, c.ios,
+                 busy_share=_rate(c.busy_s, elapsed_s * c.n_cores))
+        for c in (cores[k] for k in sorted(cores)))

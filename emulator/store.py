@@ -1,0 +1,217 @@
+"""The model store: raw row files, TT cores in HDF5 and a checksummed manifest.
+
+A store is a directory::
+
+    manifest.json     format, spec, layout, files, per-chunk CRC32s, TT shapes/ranks/errors
+    raw/<table>.bin   raw rows, pages of 4 KiB (see emulator.layout), read with O_DIRECT
+    tt.h5             TT cores, group <table>/r<rank>, FBTT attribute names
+
+It is built in a temporary sibling directory and renamed into place only when
+complete (manifest last), so a directory that has a manifest is whole. Tables
+are written a chunk at a time: a table larger than RAM is never held in memory.
+``store_id`` is a content hash of the manifest (which holds every checksum), so
+a plan can name the exact store it was made for.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from emulator.layout import PAGE_BYTES, RowLayout
+from tracegen.atomic import atomic_dir
+from tracegen.errors import InputError
+from tracegen.spec import ModelSpec
+
+STORE_FORMAT = "screc-store"
+STORE_FORMAT_VERSION = 1
+CHUNK_BYTES = 4 << 20  # checksum granularity
+WRITE_BYTES = 64 << 20  # rows generated and written per step
+IN_MEMORY_TT_BYTES = 1 << 30  # larger tables use the streamed TT-SVD
+ERROR_SAMPLE_ROWS = 4096
+
+Progress = Callable[[str, int, int], None]  # (description, done, total)
+
+
+@dataclass(frozen=True)
+class StoreBuildConfig:
+    """How to build a store; ``tt_ranks`` empty means no TT variants."""
+
+    weights_seed: int = 0
+    signal_rank: int = 8
+    noise_ratio: float = 0.05
+    tt_ranks: tuple[int, ...] = (8, 16)
+    tt_rel_tol: float | None = None  # choose the rank from an error tolerance instead
+    tt_min_rows: int = 4096  # smaller tables are not worth compressing
+    imports: Mapping[str, str] = field(default_factory=dict)  # table name -> .npy / .h5[:dataset]
+
+
+class _ChecksummedWriter:
+    """Writes a file sequentially, computing one CRC32 per CHUNK_BYTES."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._f = open(path, "wb", buffering=0)
+        self.crcs: list[int] = []
+        self._crc = 0
+        self._in_chunk = 0
+        self.bytes = 0
+
+    def write(self, data: np.ndarray | bytes) -> None:
+        mv = memoryview(data).cast("B")
+        try:
+            n = 0
+            while n < len(mv):
+                n += self._f.write(mv[n:])
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise InputError("disk full while building the store", self.path) from None
+            raise
+        pos = 0
+        while pos < len(mv):
+            take = min(CHUNK_BYTES - self._in_chunk, len(mv) - pos)
+            self._crc = zlib.crc32(mv[pos : pos + take], self._crc)
+            self._in_chunk += take
+            pos += take
+            if self._in_chunk == CHUNK_BYTES:
+                self.crcs.append(self._crc)
+                self._crc, self._in_chunk = 0, 0
+        self.bytes += len(mv)
+
+    def close(self) -> None:
+        if self._in_chunk:
+            self.crcs.append(self._crc)
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+
+def file_crcs(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[int]:
+    crcs = []
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            if not block:
+                break
+            crcs.append(zlib.crc32(block))
+    return crcs
+
+
+def manifest_id(manifest: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "store_id"}
+    return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+class Store:
+    """A read-only view of a built store."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = path
+        self.manifest = manifest
+        self.store_id: str = manifest["store_id"]
+        self.spec = ModelSpec.from_dict(manifest["spec"])
+        self.tables: list[dict[str, Any]] = manifest["tables"]
+        self.layouts = [RowLayout(t["rows"], t["dim"], t["dtype"], manifest["page_bytes"]) for t in self.tables]
+        self._maps: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Store":
+        p = Path(path)
+        mpath = p / "manifest.json"
+        if not p.is_dir():
+            raise InputError("store directory not found", p)
+        if not mpath.is_file():
+            raise InputError("not a store (no manifest.json; an interrupted build leaves none)", p)
+        try:
+            m = json.loads(mpath.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise InputError("manifest is not valid JSON", mpath) from None
+        if not isinstance(m, dict) or m.get("format") != STORE_FORMAT:
+            raise InputError("not a screc store manifest (format field missing or wrong)", mpath)
+        if m.get("format_version") != STORE_FORMAT_VERSION:
+            raise InputError(f"store format version {m.get('format_version')} is not supported "
+                             f"(expected {STORE_FORMAT_VERSION})", mpath)
+        try:
+            if m.get("store_id") != manifest_id(m):
+                raise InputError("manifest was modified (store_id does not match its content)", mpath)
+            store = cls(p, m)
+            for t, lay in zip(store.tables, store.layouts):
+                f = p / t["raw"]["file"]
+                if not f.is_file():
+                    raise InputError(f"raw file of table {t['name']} is missing", f)
+                if f.stat().st_size != t["raw"]["bytes"] or t["raw"]["bytes"] != lay.file_bytes:
+                    raise InputError(f"raw file of table {t['name']} has {f.stat().st_size} bytes, "
+                                     f"expected {lay.file_bytes}", f)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"manifest is incomplete ({e.__class__.__name__}: {e})", mpath) from None
+        return store
+
+    # --- lookups by the serving path and by references ------------------------------
+    def table_index(self, name: str) -> int:
+        for i, t in enumerate(self.tables):
+            if t["name"] == name:
+                return i
+        raise InputError(f"no table {name!r} in store", self.path)
+
+    def table_path(self, i: int | str) -> Path:
+        i = self.table_index(i) if isinstance(i, str) else i
+        return self.path / self.tables[i]["raw"]["file"]
+
+    def _map(self, i: int) -> np.ndarray:
+        if i not in self._maps:
+            self._maps[i] = np.memmap(self.table_path(i), dtype=np.uint8, mode="r")
+        return self._maps[i]
+
+    def rows_view(self, i: int) -> np.ndarray:
+        """(groups, rows_per_page, dim) memory-mapped view of table ``i`` (buffered IO)."""
+        return self.layouts[i].rows_view(self._map(i))
+
+    def read_rows(self, i: int, rows: np.ndarray) -> np.ndarray:
+        """Rows of table ``i`` through the page cache (for references and tooling, not serving)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lay = self.layouts[i]
+        if rows.size and (rows.min() < 0 or rows.max() >= lay.rows):
+            raise InputError(f"row out of range for table {self.tables[i]['name']} ({lay.rows} rows)", self.path)
+        return self.rows_view(i)[rows // lay.rows_per_page, rows % lay.rows_per_page]
+
+    def read_range(self, i: int, start: int, stop: int) -> np.ndarray:
+        return self.read_rows(i, np.arange(start, stop, dtype=np.int64))
+
+    def tt_variants(self, i: int) -> list[dict[str, Any]]:
+        return list(self.tables[i].get("tt", []))
+
+    def tt_variant(self, i: int, rank: int) -> dict[str, Any]:
+        for v in self.tables[i].get("tt", []):
+            if v["rank"] == rank:
+                return v
+        have = sorted(v["rank"] for v in self.tables[i].get("tt", []))
+        raise InputError(f"table {self.tables[i]['name']} has no TT variant of rank {rank} (has {have})", self.path)
+
+    def load_tt(self, i: int, rank: int):
+        import h5py
+
+        from emulator.tt import load_tt
+
+        v = self.tt_variant(i, rank)
+        f = self.path / v["file"]
+        try:
+            with h5py.File(f, "r") as h:
+                if v["group"] not in h:
+                    raise InputError(f"TT group {v['group']} is missing", f)
+                return load_tt(h[v["group"]])
+        except OSError as e:
+            raise InputError(f"cannot read TT cores ({e})", f) from None
+
+    @property
+    def raw_bytes(self) -> int:
+        return sum(t["raw"]["bytes"] for t in self.tables)
+
+    def close(self) -> None:
+        self._maps.clear()

@@ -1,0 +1,458 @@
+"""Shared vocabulary of the planner: statistics, calibration, devices, budgets, costs.
+
+Laid out like torchrec's ``distributed/planner/types.py``: small frozen
+dataclasses for the values every stage passes around, cost values as small
+objects (:class:`Perf` with ``total_s``, :class:`Storage` with ``fits_in``),
+and one small abstract base per stage (:class:`StatsSource`,
+:class:`Estimator`, :class:`Planner`). The stages never compute a cost
+themselves: they ask ``plans.cost``.
+
+Units are in the names (``_bytes``, ``_s``, ``_per_s``); "per batch" means
+one inference batch of ``WorkloadStats.batch_size`` samples.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from tracegen.atomic import atomic_path
+from tracegen.errors import InputError
+
+PAGE_BYTES = 4096
+CALIBRATION_FORMAT = "screc-calibration"
+CALIBRATION_FORMAT_VERSION = 1
+STATS_SOURCES = ("measured", "modelled")
+ACCURACY_MODES = ("weighted", "per-table")
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TTVariant:
+    """One TT-compressed copy of a table (from the store manifest, or modelled)."""
+
+    rank: int
+    core_bytes: int
+    rel_fro_error: float
+    max_abs_error: float
+    flops_per_row: float  # multiply-adds x 2 to rebuild one row from its cores
+    modelled: bool = False
+
+
+def _ro(a: Any, dtype: Any) -> np.ndarray:
+    arr = np.array(a, dtype=dtype)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class TableStats:
+    """Access statistics of one table, on the remapped (hottest-first) row order.
+
+    ``hot_rows`` is the grid of candidate hot-set sizes k (ascending, starting
+    at 0). At each k: ``mass`` is the share of the table's lookups served by
+    rows [0, k); ``cold_unique_rows_per_batch`` and
+    ``cold_unique_pages_per_batch`` are the mean numbers of distinct rows and
+    distinct 4 KiB pages with id >= k that one batch touches. ``estimator``
+    says how those were obtained (measured per batch on the trace, or the
+    expectation under i.i.d. Zipf draws for modelled tables).
+    ``count_error_bound`` is the largest undercount of any row's access count
+    (0 for exact counting; N/(m+1) for a Misra-Gries sketch of m counters).
+    """
+
+    name: str
+    rows: int
+    row_bytes: int
+    rows_per_page: int
+    pages_per_row: int
+    lookups_per_batch: float
+    pooling: float  # mean lookups per sample
+    hot_rows: np.ndarray
+    mass: np.ndarray
+    cold_unique_rows_per_batch: np.ndarray
+    cold_unique_pages_per_batch: np.ndarray
+    tt: tuple[TTVariant, ...] = ()
+    seen_rows: int = 0
+    counting: str = "exact"
+    count_error_bound: float = 0.0
+    estimator: str = "measured"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hot_rows", _ro(self.hot_rows, np.int64))
+        for name in ("mass", "cold_unique_rows_per_batch", "cold_unique_pages_per_batch"):
+            object.__setattr__(self, name, _ro(getattr(self, name), np.float64))
+        k = self.hot_rows
+        n = k.size
+        if n == 0 or k[0] != 0 or np.any(np.diff(k) <= 0) or k[-1] > self.rows:
+            raise ValueError(f"table {self.name}: hot_rows must ascend from 0 to at most rows")
+        for name in ("mass", "cold_unique_rows_per_batch", "cold_unique_pages_per_batch"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"table {self.name}: {name} must have one value per hot_rows entry")
+
+    @property
+    def unique_rows_per_batch(self) -> float:
+        return float(self.cold_unique_rows_per_batch[0])
+
+    @property
+    def table_bytes(self) -> int:
+        return self.rows * self.row_bytes
+
+    def at(self, k: int) -> tuple[float, float, float]:
+        """(mass, cold unique rows, cold unique pages) at hot size ``k``: exact on the grid,
+        linearly interpolated between grid points (and to 1, 0, 0 at k = rows)."""
+        ks = self.hot_rows.astype(np.float64)
+        m, r, p = self.mass, self.cold_unique_rows_per_batch, self.cold_unique_pages_per_batch
+        if ks[-1] < self.rows:
+            ks = np.append(ks, float(self.rows))
+            m, r, p = np.append(m, max(1.0, m[-1])), np.append(r, 0.0), np.append(p, 0.0)
+        k = float(min(max(k, 0), self.rows))
+        return float(np.interp(k, ks, m)), float(np.interp(k, ks, r)), float(np.interp(k, ks, p))
+
+    def ssd_raw_bytes(self, k: int) -> int:
+        """Bytes of the raw pages holding rows [k, rows) (the cold part on SSD)."""
+        groups = -(-self.rows // self.rows_per_page) - (k // self.rows_per_page)
+        return int(max(groups, 0) * self.pages_per_row * PAGE_BYTES)
+
+    def tt_variant(self, rank: int) -> TTVariant:
+        for v in self.tt:
+            if v.rank == rank:
+                return v
+        raise KeyError(rank)
+
+    def with_tt(self, variants: Sequence[TTVariant]) -> "TableStats":
+        return replace(self, tt=tuple(variants))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        for name in ("hot_rows", "mass", "cold_unique_rows_per_batch", "cold_unique_pages_per_batch"):
+            d[name] = d[name].tolist()
+        d["tt"] = [asdict(v) for v in self.tt]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TableStats":
+        d = dict(d)
+        d["tt"] = tuple(TTVariant(**v) for v in d.get("tt", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True, eq=False)
+class WorkloadStats:
+    """Statistics of every table of a workload; ``source`` is "measured" or "modelled"."""
+
+    tables: tuple[TableStats, ...]
+    batch_size: int
+    source: str = "measured"
+    trace_id: str | None = None
+    store_id: str | None = None
+    profile_batches: tuple[int, int] | None = None
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.source not in STATS_SOURCES:
+            raise ValueError(f"source {self.source!r} is not one of {STATS_SOURCES}")
+        if not self.tables:
+            raise ValueError("no tables")
+
+    @property
+    def lookups_per_batch(self) -> float:
+        return float(sum(t.lookups_per_batch for t in self.tables))
+
+    def table(self, name: str) -> TableStats:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tables": [t.to_dict() for t in self.tables], "batch_size": self.batch_size, "source": self.source,
+                "trace_id": self.trace_id, "store_id": self.store_id,
+                "profile_batches": None if self.profile_batches is None else list(self.profile_batches),
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "WorkloadStats":
+        pb = d.get("profile_batches")
+        return cls(tables=tuple(TableStats.from_dict(t) for t in d["tables"]), batch_size=int(d["batch_size"]),
+                   source=d.get("source", "measured"), trace_id=d.get("trace_id"), store_id=d.get("store_id"),
+                   profile_batches=None if pb is None else (int(pb[0]), int(pb[1])), notes=tuple(d.get("notes", ())))
+
+
+# --- the machine -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Rates measured on one machine (see ``plans.calibration.measure_calibration``).
+
+    ``io_*_by_qd`` map a queue depth to random ``io_read_bytes`` reads (IOPS,
+    mean latency); ``mem_core_lookups_per_s`` is one memory-centric core
+    extracting rows from pages and pooling them; ``tt_rows_per_s_by_rank`` is
+    one compute-centric core rebuilding rows of the reference TT shape, and
+    ``compute_core_flops_per_s`` the same expressed in flops (so tables of
+    other shapes can be costed). ``source`` is "measured" or "modelled".
+    """
+
+    dram_lookups_per_s: float
+    dram_bytes_per_s: float
+    io_iops_by_qd: Mapping[int, float]
+    io_latency_s_by_qd: Mapping[int, float]
+    read_bytes_per_s: float
+    mem_core_lookups_per_s: float
+    tt_rows_per_s_by_rank: Mapping[int, float]
+    compute_core_flops_per_s: float
+    io_read_bytes: int = PAGE_BYTES
+    machine: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    source: str = "measured"
+    version: int = CALIBRATION_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "io_iops_by_qd", {int(k): float(v) for k, v in self.io_iops_by_qd.items()})
+        object.__setattr__(self, "io_latency_s_by_qd",
+                           {int(k): float(v) for k, v in self.io_latency_s_by_qd.items()})
+        object.__setattr__(self, "tt_rows_per_s_by_rank",
+                           {int(k): float(v) for k, v in self.tt_rows_per_s_by_rank.items()})
+        if not self.io_iops_by_qd:
+            raise ValueError("calibration has no IOPS measurement")
+        for name in ("dram_lookups_per_s", "dram_bytes_per_s", "read_bytes_per_s", "mem_core_lookups_per_s",
+                     "compute_core_flops_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"calibration {name} must be > 0")
+        if any(not v > 0 for v in self.io_iops_by_qd.values()):
+            raise ValueError("calibration IOPS must be > 0")
+
+    def iops_at(self, queue_depth: int) -> float:
+        """IOPS at ``queue_depth``: log-log interpolation between measured depths, clamped at the ends."""
+        qds = sorted(self.io_iops_by_qd)
+        x = np.log([float(q) for q in qds])
+        y = np.log([self.io_iops_by_qd[q] for q in qds])
+        return float(np.exp(np.interp(np.log(max(1, queue_depth)), x, y)))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["format"] = CALIBRATION_FORMAT
+        for name in ("io_iops_by_qd", "io_latency_s_by_qd", "tt_rows_per_s_by_rank"):
+            d[name] = {str(k): v for k, v in d[name].items()}
+        d["machine"] = dict(self.machine)
+        d["notes"] = list(self.notes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Calibration":
+        d = dict(d)
+        d.pop("format", None)
+        d["notes"] = tuple(d.get("notes", ()))
+        return cls(**d)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Calibration":
+        p = Path(path)
+        if not p.is_file():
+            raise InputError("calibration file not found", p)
+        try:
+            d = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"not a JSON calibration ({e.__class__.__name__})", p) from None
+        if not isinstance(d, dict) or d.get("format") != CALIBRATION_FORMAT:
+            raise InputError("not a screc calibration (format field missing or wrong)", p)
+        if d.get("version") != CALIBRATION_FORMAT_VERSION:
+            raise InputError(f"calibration version {d.get('version')} is not supported "
+                             f"(expected {CALIBRATION_FORMAT_VERSION})", p)
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError, KeyError) as e:
+            raise InputError(f"bad calibration: {e}", p) from None
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One computational-storage device as the planner sees it.
+
+    ``iops`` is at the planning queue depth; the per-core rates are for one
+    memory-centric core (rows extracted and pooled per second) and one
+    compute-centric core (flops per second rebuilding TT rows).
+    ``modelled`` is True when the numbers were not measured on this machine.
+    """
+
+    name: str
+    cores: int
+    device_dram_bytes: int
+    ssd_capacity_bytes: int
+    iops: float
+    read_bytes_per_s: float
+    mem_core_lookups_per_s: float
+    compute_core_flops_per_s: float
+    modelled: bool = False
+    page_bytes: int = PAGE_BYTES
+
+    def __post_init__(self) -> None:
+        if self.cores < 1:
+            raise ValueError(f"device {self.name}: cores must be >= 1")
+        for name in ("iops", "read_bytes_per_s", "mem_core_lookups_per_s", "compute_core_flops_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"device {self.name}: {name} must be > 0")
+        if self.device_dram_bytes < 0 or self.ssd_capacity_bytes < 0:
+            raise ValueError(f"device {self.name}: capacities must be >= 0")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What the plan may use. ``max_rel_error`` None: no accuracy constraint; 0: no TT.
+
+    ``accuracy_mode`` "weighted": the lookup-weighted mean relative (Frobenius)
+    error of the rows served must stay <= ``max_rel_error``; "per-table": a TT
+    variant may serve a table only if its own error is <= ``max_rel_error``.
+    """
+
+    host_dram_bytes: int
+    max_rel_error: float | None = None
+    accuracy_mode: str = "weighted"
+    host_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.host_dram_bytes < 0:
+            raise ValueError("host DRAM budget must be >= 0")
+        if self.max_rel_error is not None and self.max_rel_error < 0:
+            raise ValueError("accuracy budget must be >= 0")
+        if self.accuracy_mode not in ACCURACY_MODES:
+            raise ValueError(f"accuracy_mode must be one of {ACCURACY_MODES}")
+        if self.host_threads < 1:
+            raise ValueError("host_threads must be >= 1")
+
+
+# --- cost values -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Perf:
+    """Predicted seconds per batch of every resource that works in parallel; the batch takes the max."""
+
+    dram_s: float
+    io_s: tuple[float, ...]
+    mem_core_s: tuple[float, ...]
+    compute_core_s: tuple[float, ...]
+
+    @property
+    def total_s(self) -> float:
+        return max([self.dram_s, *self.io_s, *self.mem_core_s, *self.compute_core_s])
+
+    @property
+    def bottleneck(self) -> str:
+        items = [("dram", self.dram_s)]
+        for name, vals in (("io", self.io_s), ("mem_core", self.mem_core_s), ("compute_core", self.compute_core_s)):
+            items += [(f"{name}[{d}]", v) for d, v in enumerate(vals)]
+        return max(items, key=lambda kv: kv[1])[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dram_s": self.dram_s, "io_s": list(self.io_s), "mem_core_s": list(self.mem_core_s),
+                "compute_core_s": list(self.compute_core_s), "total_s": self.total_s, "bottleneck": self.bottleneck}
+
+
+@dataclass(frozen=True)
+class Storage:
+    """Bytes used (or available): host DRAM, and per device its DRAM and SSD."""
+
+    host_dram_bytes: int
+    device_dram_bytes: tuple[int, ...]
+    ssd_bytes: tuple[int, ...]
+
+    def fits_in(self, other: "Storage") -> bool:
+        return (self.host_dram_bytes <= other.host_dram_bytes
+                and len(self.device_dram_bytes) == len(other.device_dram_bytes)
+                and all(a <= b for a, b in zip(self.device_dram_bytes, other.device_dram_bytes))
+                and all(a <= b for a, b in zip(self.ssd_bytes, other.ssd_bytes)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host_dram_bytes": self.host_dram_bytes, "device_dram_bytes": list(self.device_dram_bytes),
+                "ssd_bytes": list(self.ssd_bytes)}
+
+
+def capacity(budgets: Budgets, devices: Sequence[DeviceProfile]) -> Storage:
+    return Storage(budgets.host_dram_bytes, tuple(d.device_dram_bytes for d in devices),
+                   tuple(d.ssd_capacity_bytes for d in devices))
+
+
+@dataclass(frozen=True)
+class TableLoad:
+    """Work and bytes one table's placement option puts on the resources, per batch (no seconds yet)."""
+
+    dram_lookups: float
+    dram_row_bytes: int
+    mem_core_lookups: float  # cold lookups of an ssd_raw table, extracted and pooled by memory-centric cores
+    io_pages: float
+    tt_rebuild_rows: float
+    tt_flops: float
+    host_dram_bytes: int
+    device_dram_bytes: int
+    ssd_bytes: int
+    error_weight: float  # this table's share of all lookups that are served approximated x rel error
+
+
+@dataclass(frozen=True)
+class TableOption:
+    """One candidate placement of one table (device chosen separately)."""
+
+    table: int
+    hot_rows: int
+    cold_tier: str  # "ssd_raw" | "ssd_tt" | "none" (every row hot)
+    tt_rank: int | None
+    load: TableLoad
+
+    @property
+    def needs_device(self) -> bool:
+        return self.cold_tier != "none"
+
+
+@dataclass(frozen=True)
+class PlannerOptions:
+    """Knobs of the search. ``hot_mass_levels``: candidate hot sets cover these shares of lookups
+    (plus 0 rows and every row)."""
+
+    hot_mass_levels: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+    queue_depth: int = 64
+    solver: str = "cbc"
+    time_limit_s: float = 60.0
+    gap: float = 1e-4
+    threads: int | None = None
+    symmetry_breaking: bool = True
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+
+class StatsSource(abc.ABC):
+    """Produces workload statistics (from a trace, or modelled from a spec)."""
+
+    @abc.abstractmethod
+    def workload_stats(self) -> WorkloadStats: ...
+
+
+class Estimator(abc.ABC):
+    """Turns statistics into candidate options with their loads (``plans.cost`` does the arithmetic)."""
+
+    @abc.abstractmethod
+    def table_options(self, stats: WorkloadStats, budgets: Budgets,
+                      options: PlannerOptions) -> list[list[TableOption]]: ...
+
+
+class Planner(abc.ABC):
+    """Decides a :class:`emulator.plan.Plan`; every planner has this one method."""
+
+    name: str = "planner"
+
+    @abc.abstractmethod
+    def plan(self, stats: WorkloadStats, calibration: Calibration | None, budgets: Budgets,
+             devices: Sequence[DeviceProfile]): ...

@@ -1,0 +1,152 @@
+"""Built-in model presets, and loading a model from a preset name or a spec file.
+
+Presets:
+
+``tiny``
+    Four small tables (500 to 3,000 rows, dims 8 and 16, one fp16), one of each
+    pooling kind (fixed, uniform, poisson, lognormal), batch 32. Fast enough for
+    every test.
+``criteo-kaggle``
+    The DLRM Criteo Kaggle (Display Advertising Challenge) model: 26 one-hot
+    categorical features, dim 16, fp32, batch 2048. Cardinalities are the ones
+    the facebookresearch/dlrm Kaggle preprocessing reports
+    (``--arch-embedding-size=1460-583-10131227-...-105-142572``); checked
+    against several public copies of that list, e.g. real-zhangzhe/wukong
+    ``exp/train_wukong_on_criteo_kaggle_dataset.py`` ("from dataset.npz").
+``mlperf-dlrmv2``
+    The MLPerf DLRMv2 (DCNv2, Criteo 1TB multi-hot) model: 26 tables, dim 128,
+    fp32, batch 2048, row counts capped at 40M as in the reference, and the
+    synthetic multi-hot sizes as fixed pooling factors. Both lists checked
+    against mlcommons/training ``recommendation_v2/torchrec_dlrm/README.MD``
+    (``--num_embeddings_per_feature 40000000,39060,...`` and
+    ``--multi_hot_sizes 3,2,1,...``), which the MLPerf inference reference and
+    the torchrec dlrm_v2 example repeat.
+
+Skew: every preset table gets ``zipf_alpha = DEFAULT_ZIPF_ALPHA`` (1.05) unless
+stated otherwise. Published one-hot Criteo features and Meta's production
+traces have rank-frequency slopes close to 1 for the large tables; 1.05 is the
+usual "strongly skewed but not degenerate" choice (a finite table with
+alpha > 1 keeps a bounded hot set as it grows). ``tiny`` varies alpha per table
+(0.6 to 1.2) so that tests see more than one skew.
+
+``--scale`` multiplies row counts (``ModelSpec.scaled``; at least one row each).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tracegen.errors import InputError
+from tracegen.spec import ModelSpec, PoolingSpec, TableSpec, load_spec_file
+
+DEFAULT_ZIPF_ALPHA = 1.05
+
+CRITEO_KAGGLE_ROWS = (
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
+    27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
+)
+
+MLPERF_DLRMV2_ROWS = (
+    40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10,
+    2209, 11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36,
+)
+
+MLPERF_DLRMV2_MULTI_HOT = (3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27, 10, 3, 1, 1)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: a builder of its spec and a line saying where it comes from."""
+
+    name: str
+    description: str
+    build: Callable[[], ModelSpec]
+
+
+def _tiny() -> ModelSpec:
+    tables = (
+        TableSpec("t0", rows=500, dim=16, dtype="fp32", pooling=PoolingSpec.fixed(4), zipf_alpha=1.05),
+        TableSpec("t1", rows=2000, dim=8, dtype="fp32",
+                  pooling=PoolingSpec(kind="uniform", mean=4.5, min=1, max=8), zipf_alpha=0.9),
+        TableSpec("t2", rows=3000, dim=16, dtype="fp16",
+                  pooling=PoolingSpec(kind="poisson", mean=3.0, min=0, max=12), zipf_alpha=1.2),
+        TableSpec("t3", rows=800, dim=8, dtype="fp32",
+                  pooling=PoolingSpec(kind="lognormal", mean=6.0, min=1, max=40, sigma=0.8), zipf_alpha=0.6),
+    )
+    return ModelSpec(name="tiny", tables=tables, batch_size=32)
+
+
+def _criteo_kaggle() -> ModelSpec:
+    tables = tuple(
+        TableSpec(f"c{i}", rows=rows, dim=16, dtype="fp32", pooling=PoolingSpec.fixed(1),
+                  zipf_alpha=DEFAULT_ZIPF_ALPHA)
+        for i, rows in enumerate(CRITEO_KAGGLE_ROWS)
+    )
+    return ModelSpec(name="criteo-kaggle", tables=tables, batch_size=2048)
+
+
+def _mlperf_dlrmv2() -> ModelSpec:
+    tables = tuple(
+        TableSpec(f"c{i}", rows=rows, dim=128, dtype="fp32", pooling=PoolingSpec.fixed(hot),
+                  zipf_alpha=DEFAULT_ZIPF_ALPHA)
+        for i, (rows, hot) in enumerate(zip(MLPERF_DLRMV2_ROWS, MLPERF_DLRMV2_MULTI_HOT))
+    )
+    return ModelSpec(name="mlperf-dlrmv2", tables=tables, batch_size=2048)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("tiny", "4 small tables, every pooling kind, batch 32 (tests and demos)", _tiny),
+        Preset("criteo-kaggle", "DLRM Criteo Kaggle: 26 one-hot tables, dim 16, batch 2048", _criteo_kaggle),
+        Preset("mlperf-dlrmv2", "MLPerf DLRMv2 Criteo 1TB multi-hot: 26 tables, dim 128, batch 2048",
+               _mlperf_dlrmv2),
+    )
+}
+
+
+def _check_scale(scale: float) -> float:
+    try:
+        s = float(scale)
+    except (TypeError, ValueError):
+        raise InputError(f"scale {scale!r} is not a number") from None
+    if not (math.isfinite(s) and s > 0):
+        raise InputError(f"scale must be a finite number > 0, got {scale!r}")
+    return s
+
+
+def _apply(spec: ModelSpec, scale: float, batch_size: int | None) -> ModelSpec:
+    spec = spec.scaled(_check_scale(scale))
+    if batch_size is not None:
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise InputError(f"batch size must be a whole number >= 1, got {batch_size!r}")
+        spec = spec.with_batch_size(int(batch_size))
+    return spec
+
+
+def get_preset(name: str, scale: float = 1.0, batch_size: int | None = None) -> ModelSpec:
+    """The spec of preset ``name``, rows scaled by ``scale``, batch size optionally overridden.
+
+    An unknown name raises :class:`InputError` listing the valid names.
+    """
+    preset = PRESETS.get(name)
+    if preset is None:
+        raise InputError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return _apply(preset.build(), scale, batch_size)
+
+
+def load_model(name_or_path: str, scale: float = 1.0, batch_size: int | None = None) -> ModelSpec:
+    """A preset name, or a ``.json`` / ``.toml`` spec file, scaled and with an optional batch size.
+
+    A name that is neither a preset nor a spec file raises :class:`InputError`.
+    """
+    text = str(name_or_path)
+    if text in PRESETS:
+        return get_preset(text, scale, batch_size)
+    p = Path(text)
+    if p.suffix.lower() in (".json", ".toml") or p.exists():
+        return _apply(load_spec_file(p), scale, batch_size)
+    raise InputError(f"{text!r} is neither a preset ({', '.join(PRESETS)}) nor a .json/.toml spec file")
