@@ -7,6 +7,10 @@ page-aligned offsets over the whole file, ``queue_depth`` in flight, through
 ``read_many`` in chunks of about a quarter second (the ring drains once per
 chunk, which costs well under 1%). Latency is per read, submit to reap, like
 fio's ``lat`` (``--lat_percentiles=1``).
+
+CPU time per read (user + system, from ``getrusage`` for the engine and
+fio's own ``usr_cpu``/``sys_cpu``) is reported too: unlike IOPS on a shared
+machine, it hardly depends on what else is running.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -82,10 +87,13 @@ def run_fio(fio: str, path: str, qd: int, seconds: float, block_bytes: int) -> d
     if proc.returncode != 0:
         raise RuntimeError(f"fio exited with {proc.returncode}: {(proc.stderr or proc.stdout).strip()[:200]}")
     text = proc.stdout[proc.stdout.index("{"):]  # fio may print notes before the JSON
-    read = json.loads(text)["jobs"][0]["read"]
+    job = json.loads(text)["jobs"][0]
+    read = job["read"]
     pct = read.get("lat_ns", {}).get("percentile") or read["clat_ns"].get("percentile", {})
+    cpu_s = (job["usr_cpu"] + job["sys_cpu"]) / 100 * read["runtime"] / 1e3  # fio: % of the run's wall time
     return {"iops": float(read["iops"]), "p50_us": pct.get("50.000000", float("nan")) / 1e3,
-            "p99_us": pct.get("99.000000", float("nan")) / 1e3}
+            "p99_us": pct.get("99.000000", float("nan")) / 1e3,
+            "cpu_us_per_io": cpu_s / max(1, read["total_ios"]) * 1e6}
 
 
 def run_engine(engine, file_id: int, size_bytes: int, qd: int, seconds: float, block_bytes: int,
@@ -96,21 +104,22 @@ def run_engine(engine, file_id: int, size_bytes: int, qd: int, seconds: float, b
     dest = aligned_empty(slots * block_bytes)
     warm = max(4 * qd, 64)
     chunk = warm
-    lat_parts, n_done, busy = [], 0, 0.0
+    lat_parts, n_done, busy, cpu_s = [], 0, 0.0, 0.0
     t_end = None
     while True:
         offs = rng.integers(0, blocks, chunk, dtype=np.int64) * block_bytes
         nb = np.full(chunk, block_bytes, dtype=np.int64)
         dofs = (np.arange(chunk, dtype=np.int64) % slots) * block_bytes
         fids = np.full(chunk, file_id, dtype=np.int64)
-        t0 = clock()
+        t0, c0 = clock(), _cpu_s()
         r = engine.read_many(fids, offs, nb, dest, dofs, latency=True)
-        dt = clock() - t0
+        dt, dc = clock() - t0, _cpu_s() - c0
         if t_end is None:  # that was the warm-up (also compiles kernels on first use)
             t_end = clock() + seconds
         else:
             n_done += chunk
             busy += dt
+            cpu_s += dc
             lat_parts.append(r.latency_ns)
         if clock() >= t_end:
             break
@@ -118,7 +127,14 @@ def run_engine(engine, file_id: int, size_bytes: int, qd: int, seconds: float, b
         chunk = int(min(max(warm, rate * 0.25), 1 << 20))
     lat = np.concatenate(lat_parts) if lat_parts else np.zeros(1)
     p50, p99 = np.percentile(lat, [50, 99]) / 1e3
-    return {"iops": n_done / busy if busy else 0.0, "p50_us": float(p50), "p99_us": float(p99)}
+    return {"iops": n_done / busy if busy else 0.0, "p50_us": float(p50), "p99_us": float(p99),
+            "cpu_us_per_io": cpu_s / max(1, n_done) * 1e6}
+
+
+def _cpu_s() -> float:
+    """User + system CPU time of this process (all threads: the pread engine's too)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def run_bench_io(config: BenchIOConfig, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -163,6 +179,7 @@ def run_bench_io(config: BenchIOConfig, on_step: Callable[[str], None] | None = 
             "ratio": (e_iops / f_iops) if (f_iops and e_iops is not None) else None,
             "engine_p50_us": med(eng_runs, "p50_us"), "engine_p99_us": med(eng_runs, "p99_us"),
             "fio_p50_us": med(fio_runs, "p50_us"), "fio_p99_us": med(fio_runs, "p99_us"),
+            "engine_cpu_us_per_io": med(eng_runs, "cpu_us_per_io"), "fio_cpu_us_per_io": med(fio_runs, "cpu_us_per_io"),
             "engine_iops_runs": [r["iops"] for r in eng_runs], "fio_iops_runs": [r["iops"] for r in fio_runs],
         })
     return {
@@ -223,7 +240,7 @@ def _handle(args: argparse.Namespace) -> int:
     )
     err = stderr_console()
     if shutil.which(config.fio_binary) is None:
-        err.print("fio not found: reporting engine numbers only (install it with apt-get install -y fio)")
+        err.print("fio not found: reporting engine numbers only (install it with apt-get install -y fio)", soft_wrap=True)
     steps = len(config.queue_depths) * config.rounds * 2
     with make_progress(err) as progress:
         task = progress.add_task("bench io", total=steps)
@@ -246,12 +263,14 @@ def render(result: dict[str, Any]):
 
     t = Table(title=f"bench io: {result['engine']} vs fio, {result['block_bytes']} B random reads, "
                     f"{format_bytes(result['size_bytes'])} file, {result['seconds']:g} s x {result['rounds']}")
-    for col in ("qd", "engine IOPS", "fio IOPS", "ratio", "engine p50/p99 us", "fio p50/p99 us"):
+    for col in ("qd", "engine IOPS", "fio IOPS", "ratio", "engine p50/p99 us", "fio p50/p99 us",
+                "CPU us/read engine/fio"):
         t.add_column(col, justify="right")
     for r in result["results"]:
         t.add_row(str(r["qd"]), f(r["engine_iops"], ",.0f"), f(r["fio_iops"], ",.0f"), f(r["ratio"], ".2f"),
                   f"{f(r['engine_p50_us'], '.0f')}/{f(r['engine_p99_us'], '.0f')}",
-                  f"{f(r['fio_p50_us'], '.0f')}/{f(r['fio_p99_us'], '.0f')}")
+                  f"{f(r['fio_p50_us'], '.0f')}/{f(r['fio_p99_us'], '.0f')}",
+                  f"{f(r['engine_cpu_us_per_io'], '.1f')}/{f(r['fio_cpu_us_per_io'], '.1f')}")
     if result.get("fio_missing"):
         t.caption = f"fio numbers missing: {result['fio_missing']}"
     else:

@@ -218,6 +218,7 @@ class LiveView:
         self.error: BaseException | None = None
         self.lines_printed = 0
         self.refreshes = 0
+        self.display_cpu_s = 0.0  # CPU time spent snapshotting and rendering (it holds the GIL meanwhile)
         self._live: Live | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -245,6 +246,7 @@ class LiveView:
         if self.error is not None:
             return
         with self._tick_lock:
+            cpu0 = time.thread_time()
             try:
                 if self._live is not None:
                     self._live.update(render(self.snapshot_fn()), refresh=True)
@@ -259,6 +261,8 @@ class LiveView:
                 self.lines_printed += 1
             except Exception as e:  # a display bug must not kill the replay it watches
                 self.error = e
+            finally:
+                self.display_cpu_s += time.thread_time() - cpu0
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._stop.set()
@@ -284,6 +288,17 @@ class Overhead:
     stats_s: float
     view_s: float
     refreshes: int
+    display_cpu_s: float  # CPU time of the view's snapshots and renders during the timed view run
+
+    @property
+    def cpu_ms_per_refresh(self) -> float:
+        return self.display_cpu_s / max(1, self.refreshes) * 1e3
+
+    @property
+    def display_core_share(self) -> float:
+        """Fraction of one core the display used (it holds the GIL meanwhile): a bound on its cost
+        to a replay loop that holds the GIL itself, robust to other load on the machine."""
+        return self.display_cpu_s / self.view_s
 
     @property
     def stats_overhead_pct(self) -> float:
@@ -329,22 +344,25 @@ def measure_overhead(n_batches: int = 10_000, repeats: int = 3, refresh_per_s: f
     rng = np.random.default_rng(seed)
     _fake_replay(100, ReplayStats(), rng, rows_per_batch)  # warm up caches and code paths
     best = {"bare": math.inf, "stats": math.inf, "view": math.inf}
-    refreshes = 0
+    refreshes, display_cpu_s = 0, 0.0
     for _ in range(repeats):
         best["bare"] = min(best["bare"], _fake_replay(n_batches, None, rng, rows_per_batch))
         best["stats"] = min(best["stats"], _fake_replay(n_batches, ReplayStats(), rng, rows_per_batch))
         stats = ReplayStats()
         console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system="truecolor")
         with LiveView(stats.snapshot, console, refresh_per_s=refresh_per_s, live=True) as view:
-            best["view"] = min(best["view"], _fake_replay(n_batches, stats, rng, rows_per_batch))
-        refreshes = max(refreshes, view.refreshes)
-    return Overhead(n_batches, rows_per_batch, best["bare"], best["stats"], best["view"], refreshes)
+            view_s = _fake_replay(n_batches, stats, rng, rows_per_batch)
+        if view_s < best["view"]:
+            best["view"], refreshes, display_cpu_s = view_s, view.refreshes, view.display_cpu_s
+    return Overhead(n_batches, rows_per_batch, best["bare"], best["stats"], best["view"], refreshes, display_cpu_s)
 
 
-if __name__ == "__main__":  # python -m bench.live [rows_per_batch]: print the overhead figures
+if __name__ == "__main__":  # python -m bench.live [rows_per_batch [n_batches [repeats]]]: the overhead figures
     import sys
 
-    o = measure_overhead(rows_per_batch=int(sys.argv[1]) if len(sys.argv) > 1 else 512)
+    argv = [int(a) for a in sys.argv[1:4]]
+    o = measure_overhead(**dict(zip(("rows_per_batch", "n_batches", "repeats"), argv)))
     print(f"{o.rows_per_batch} rows per batch, "
           f"{o.n_batches} batches: bare {o.bare_s:.3f} s, +stats {o.stats_s:.3f} s ({o.stats_overhead_pct:+.1f}%), "
-          f"+live view {o.view_s:.3f} s ({o.view_overhead_pct:+.1f}% over stats, {o.refreshes} refreshes)")
+          f"+live view {o.view_s:.3f} s ({o.view_overhead_pct:+.1f}% over stats, {o.refreshes} refreshes, "
+          f"{o.cpu_ms_per_refresh:.1f} ms CPU each = {o.display_core_share * 100:.1f}% of a core)")

@@ -9,13 +9,9 @@ Typical use by the engine::
 
     stats = ReplayStats()
     stats.start(total_batches=n, samples_per_batch=B, policy="mip", dram_budget_bytes=budget)
-    for batch in trace:
-        ...
-        stats.record_batch(latency_s, samples=B, lookups=batch.num_lookups,
-                           tiers={"dram": TierCounters(lookups=..., bytes=...),
-                                  "ssd_raw": TierCounters(lookups=..., bytes=..., busy_s=...)},
-                           devices=[DeviceCounters("dev0", ios=..., bytes=..., busy_s=..., inflight_s=...)],
-                           cores=[CoreCounters("dev0", "mem", n_cores=2, busy_s=..., lookups=...)])
+    for batch in trace:   # ... serve it, then:
+        stats.record_batch(latency_s, B, batch.num_lookups, tiers={"dram": TierCounters(lookups=...), ...},
+                           devices=[DeviceCounters("dev0", ios=...)], cores=[CoreCounters("dev0", "mem", 2, ...)])
     stats.stop()
     payload = stats.summary()          # the ``replay`` result payload (see bench/cmd_report.py)
 
@@ -59,8 +55,38 @@ _BYTES_PER_MB = 1e6
 
 # --- counters (per-batch deltas, added up by ReplayStats) ------------------------------
 
+class _Counters:
+    """``+`` and ``-`` field by field; identity fields (``_IDENTITY``) must match, ``n_cores`` is a setting."""
+
+    _IDENTITY: tuple[str, ...] = ()
+
+    def _combine(self, o: Any, sign: int) -> Any:
+        if type(o) is not type(self):
+            return NotImplemented
+        for k in self._IDENTITY:
+            if getattr(self, k) != getattr(o, k):
+                raise ValueError(f"cannot combine {type(self).__name__} of {k} {getattr(self, k)!r} "
+                                 f"with {getattr(o, k)!r}")
+        vals = {}
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(o, f.name)
+            if f.name in self._IDENTITY:
+                vals[f.name] = a
+            elif f.name == "n_cores":
+                vals[f.name] = b if sign > 0 else a
+            else:
+                vals[f.name] = a + sign * b
+        return type(self)(**vals)
+
+    def __add__(self, o: Any) -> Any:
+        return self._combine(o, 1)
+
+    def __sub__(self, o: Any) -> Any:  # cumulative counters -> per-batch delta: ``after - before``
+        return self._combine(o, -1)
+
+
 @dataclass(frozen=True)
-class TierCounters:
+class TierCounters(_Counters):
     """Work done by one tier: lookups sent to it, cache hits, bytes moved, busy time."""
 
     lookups: int = 0
@@ -68,38 +94,25 @@ class TierCounters:
     bytes: int = 0
     busy_s: float = 0.0
 
-    def __add__(self, o: "TierCounters") -> "TierCounters":
-        return TierCounters(self.lookups + o.lookups, self.hits + o.hits, self.bytes + o.bytes, self.busy_s + o.busy_s)
-
-    def __sub__(self, o: "TierCounters") -> "TierCounters":
-        return TierCounters(self.lookups - o.lookups, self.hits - o.hits, self.bytes - o.bytes, self.busy_s - o.busy_s)
-
 
 @dataclass(frozen=True)
-class DeviceCounters:
+class DeviceCounters(_Counters):
     """IO done by one device: reads, bytes, busy time and the in-flight time integral."""
 
+    _IDENTITY = ("name",)
     name: str
     ios: int = 0
     bytes: int = 0
     busy_s: float = 0.0
     inflight_s: float = 0.0
 
-    def __add__(self, o: "DeviceCounters") -> "DeviceCounters":
-        _same(self.name, o.name, "device")
-        return DeviceCounters(self.name, self.ios + o.ios, self.bytes + o.bytes, self.busy_s + o.busy_s,
-                              self.inflight_s + o.inflight_s)
-
-    def __sub__(self, o: "DeviceCounters") -> "DeviceCounters":
-        _same(self.name, o.name, "device")
-        return DeviceCounters(self.name, self.ios - o.ios, self.bytes - o.bytes, self.busy_s - o.busy_s,
-                              self.inflight_s - o.inflight_s)
-
 
 @dataclass(frozen=True)
-class CoreCounters:
-    """Work done by one core group (``kind`` ``mem`` or ``compute`` cores of a device)."""
+class CoreCounters(_Counters):
+    """Work done by one core group (``kind`` ``mem`` or ``compute`` cores of a device);
+    adding takes the latest ``n_cores``."""
 
+    _IDENTITY = ("device", "kind")
     device: str
     kind: str
     n_cores: int = 1
@@ -111,25 +124,6 @@ class CoreCounters:
     def __post_init__(self) -> None:
         if self.kind not in CORE_KINDS:
             raise ValueError(f"core kind {self.kind!r} is not one of {CORE_KINDS}")
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.device, self.kind)
-
-    def __add__(self, o: "CoreCounters") -> "CoreCounters":
-        _same(self.key, o.key, "core group")
-        return CoreCounters(self.device, self.kind, o.n_cores, self.busy_s + o.busy_s, self.lookups + o.lookups,
-                            self.bytes + o.bytes, self.ios + o.ios)
-
-    def __sub__(self, o: "CoreCounters") -> "CoreCounters":
-        _same(self.key, o.key, "core group")
-        return CoreCounters(self.device, self.kind, self.n_cores, self.busy_s - o.busy_s, self.lookups - o.lookups,
-                            self.bytes - o.bytes, self.ios - o.ios)
-
-
-def _same(a: Any, b: Any, what: str) -> None:
-    if a != b:
-        raise ValueError(f"cannot combine counters of {what} {a!r} with {b!r}")
 
 
 # --- latency histogram --------------------------------------------------------------
@@ -151,10 +145,7 @@ class LatencyHistogram:
         self._log_growth = math.log(self.growth)
         self.n_buckets = int(math.ceil(math.log(self.highest_s / self.lowest_s) / self._log_growth))
         self.counts = np.zeros(self.n_buckets + 2, dtype=np.int64)  # [underflow, buckets..., overflow]
-        self.count = 0
-        self.sum_s = 0.0
-        self.min_s = math.inf
-        self.max_s = -math.inf
+        self.count, self.sum_s, self.min_s, self.max_s = 0, 0.0, math.inf, -math.inf
 
     def record(self, value_s: float) -> None:
         v = float(value_s)
@@ -188,21 +179,10 @@ class LatencyHistogram:
     def mean_s(self) -> float:
         return self.sum_s / self.count if self.count else math.nan
 
-    def bucket_bounds_s(self, i: int) -> tuple[float, float]:
-        """Edges of bucket ``i`` (0 = underflow, ``n_buckets + 1`` = overflow)."""
-        if i <= 0:
-            return (0.0, self.lowest_s)
-        if i > self.n_buckets:
-            return (self.lowest_s * self.growth ** self.n_buckets, math.inf)
-        return (self.lowest_s * self.growth ** (i - 1), self.lowest_s * self.growth ** i)
-
-    def _value_of_bucket(self, i: int) -> float:
-        if i <= 0:
-            return self.min_s
-        if i > self.n_buckets:
-            return self.max_s
-        mid = self.lowest_s * self.growth ** (i - 0.5)
-        return min(max(mid, self.min_s), self.max_s)
+    def _value_of_bucket(self, i: int) -> float:  # geometric middle, clamped to the exact extremes
+        if i <= 0 or i > self.n_buckets:
+            return self.min_s if i <= 0 else self.max_s
+        return min(max(self.lowest_s * self.growth ** (i - 0.5), self.min_s), self.max_s)
 
     def percentile(self, q: float) -> float:
         """The ``q``-th percentile (0..100, nearest rank); NaN when empty."""
@@ -238,16 +218,14 @@ class LatencyHistogram:
         return self
 
     def copy(self) -> "LatencyHistogram":
-        h = LatencyHistogram(self.lowest_s, self.highest_s, self.growth)
-        return h.merge(self)
+        return LatencyHistogram(self.lowest_s, self.highest_s, self.growth).merge(self)
 
     def cdf(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(upper_edge_s, cumulative_fraction)`` of the non-empty buckets (the last edge is max_s)."""
+        """``(upper_edge_s, cumulative_fraction)`` of the non-empty buckets (edges clamped to max_s)."""
         nz = np.flatnonzero(self.counts)
-        if nz.size == 0:
-            return np.empty(0), np.empty(0)
-        edges = np.array([min(self.bucket_bounds_s(int(i))[1], self.max_s) for i in nz])
-        return edges, np.cumsum(self.counts[nz]) / self.count
+        edges = np.minimum(self.lowest_s * self.growth ** np.minimum(nz, self.n_buckets), self.max_s)
+        edges[nz > self.n_buckets] = self.max_s
+        return (edges, np.cumsum(self.counts[nz]) / self.count) if nz.size else (np.empty(0), np.empty(0))
 
     def to_dict(self) -> dict[str, Any]:
         """Sparse export (non-empty buckets only) that :meth:`from_dict` restores exactly."""
@@ -406,17 +384,19 @@ class ReplayStats:
             now = self._clock()
             self.latency.record(latency_s)
             self.batches_done += 1
+            samples, lookups = int(samples), int(lookups)  # plain ints, even when handed numpy scalars
             self.samples_done += samples
             self.lookups_done += lookups
             for name, c in (tiers or {}).items():
-                acc = self._tiers.get(name) or self._tiers.setdefault(name, [0, 0, 0, 0.0])
-                acc[0] += c.lookups; acc[1] += c.hits; acc[2] += c.bytes; acc[3] += c.busy_s  # noqa: E702
+                _add_into(self._tiers.setdefault(name, [0, 0, 0, 0.0]),
+                          (int(c.lookups), int(c.hits), int(c.bytes), float(c.busy_s)))
             for d in devices:
-                acc = self._devices.get(d.name) or self._devices.setdefault(d.name, [0, 0, 0.0, 0.0])
-                acc[0] += d.ios; acc[1] += d.bytes; acc[2] += d.busy_s; acc[3] += d.inflight_s  # noqa: E702
+                _add_into(self._devices.setdefault(d.name, [0, 0, 0.0, 0.0]),
+                          (int(d.ios), int(d.bytes), float(d.busy_s), float(d.inflight_s)))
             for c in cores:
-                acc = self._cores.get((c.device, c.kind)) or self._cores.setdefault((c.device, c.kind), [0, 0.0, 0, 0, 0])
-                acc[0] = c.n_cores; acc[1] += c.busy_s; acc[2] += c.lookups; acc[3] += c.bytes; acc[4] += c.ios  # noqa
+                acc = self._cores.setdefault((c.device, c.kind), [0, 0.0, 0, 0, 0])
+                acc[0] = int(c.n_cores)  # a setting, not a sum
+                _add_into(acc, (0, float(c.busy_s), int(c.lookups), int(c.bytes), int(c.ios)))
             key = math.floor(now / self._slot_s)
             if not self._slots or self._slots[-1].key != key:
                 self._slots.append(_Slot(key, LatencyHistogram()))
@@ -500,6 +480,11 @@ class ReplayStats:
         }
 
 
+def _add_into(acc: list, values: tuple) -> None:
+    for i, v in enumerate(values):
+        acc[i] += v
+
+
 def _rate(amount: float, seconds: float) -> float:
     return float(amount) / seconds if seconds > 0 else 0.0
 
@@ -528,8 +513,8 @@ def _tier_views(tiers: Mapping[str, TierCounters], lookups_done: int) -> tuple[T
 
 def _device_views(devices: Mapping[str, DeviceCounters], elapsed_s: float) -> tuple[DeviceView, ...]:
     return tuple(
-        DeviceView(d.name, d.ios, d.bytes, iops=_rate(d.ios, elapsed_s), mb_per_s=_rate(d.bytes / _BYTES_PER_MB, elapsed_s),
-                   avg_queue_depth=_rate(d.inflight_s, elapsed_s), busy_share=_rate(d.busy_s, elapsed_s))
+        DeviceView(d.name, d.ios, d.bytes, iops=_rate(d.ios, elapsed_s),
+                   mb_per_s=_rate(d.bytes / _BYTES_PER_MB, elapsed_s), avg_queue_depth=_rate(d.inflight_s, elapsed_s), busy_share=_rate(d.busy_s, elapsed_s))
         for d in (devices[k] for k in sorted(devices)))
 
 

@@ -50,7 +50,7 @@ class StoreBuildConfig:
     noise_ratio: float = 0.05
     tt_ranks: tuple[int, ...] = (8, 16)
     tt_rel_tol: float | None = None  # choose the rank from an error tolerance instead
-    tt_min_rows: int = 4096  # smaller tables are not worth compressing
+    tt_min_rows: int = 256  # smaller tables are not worth compressing
     imports: Mapping[str, str] = field(default_factory=dict)  # table name -> .npy / .h5[:dataset]
 
 

@@ -294,7 +294,8 @@ _EXACT_TERMS = 1 << 16
 
 def zipf_cumulative(n: np.ndarray | int, alpha: float) -> np.ndarray:
     """H(n, alpha) = sum_{j=1..n} j^-alpha: exact up to 65,536 terms, then the midpoint integral."""
-    n = np.asarray(n, dtype=np.float64)
+    scalar = np.ndim(n) == 0
+    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
     m = _EXACT_TERMS
     head = np.concatenate([[0.0], np.cumsum(np.arange(1, m + 1, dtype=np.float64) ** -alpha)])
     small = np.minimum(n, m).astype(np.int64)
@@ -305,7 +306,7 @@ def zipf_cumulative(n: np.ndarray | int, alpha: float) -> np.ndarray:
         tail = np.log(b / a) if abs(alpha - 1.0) < 1e-12 else (b ** (1 - alpha) - a ** (1 - alpha)) / (1 - alpha)
         out = out.copy()
         out[big] += tail
-    return out
+    return out[0] if scalar else out
 
 
 def zipf_mass(rows: int, alpha: float, k: np.ndarray | int) -> np.ndarray:

@@ -62,6 +62,8 @@ def test_out_of_range_values_clamp_to_exact_min_and_max():
     assert h.counts[0] == 2 and h.counts[-1] == 2
     assert h.percentile(25) == 1e-8  # underflow bucket reports the exact minimum
     assert h.percentile(99) == 7.0   # overflow bucket reports the exact maximum
+    edges, frac = h.cdf()
+    assert edges.tolist() == [1e-6, 7.0] and frac.tolist() == [0.5, 1.0]  # underflow edge = lowest_s
 
 
 def test_empty_and_invalid():

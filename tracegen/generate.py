@@ -17,12 +17,13 @@ generated without the ones before it, unless reuse is on):
    uniform makes one lookup (about 1% of tail candidates are rejected).
    ``alpha == 0`` is uniform.
 3. Rows: rank ``k`` (0-based) becomes row ``perm_t(k)``, a seeded bijection on
-   ``[0, rows)``: an unbalanced 4-round Feistel network on the smallest power of
-   two ``>= rows``, cycle-walking back into range. No permutation array is
-   stored (40M-row tables cost nothing), the hot rows are scattered over the
-   table rather than being the low ids, and the key depends only on
-   ``(seed, t)`` (stream ``spawn_key=(1, t)``), so a row keeps its popularity
-   across batches.
+   ``[0, rows)``: a 4-round Feistel network with modular addition over
+   ``[0, a) x [0, b)``, ``a*b >= rows``, cycle-walking back into range (see
+   :func:`hash_permute`). No permutation array is stored beyond the head
+   (40M-row tables cost nothing), the hot rows are scattered over the table
+   rather than being the low ids, and the key depends only on ``(seed, t)``
+   (stream ``spawn_key=(1, t)``), so a row keeps its popularity across
+   batches.
 4. Reuse (``reuse > 0``): each lookup, with probability ``reuse``, is replaced
    by a uniformly chosen lookup of the previous batch's same table. Batch ``i``
    then depends on batch ``i - 1``; :func:`generate_batch` regenerates the
@@ -52,12 +53,14 @@ from tracegen.trace_io import TraceWriter
 
 GENERATOR_NAME = "screc.zipf"
 GENERATOR_VERSION = 1
-HEAD_ROWS = 1 << 16  # ranks sampled by inverse CDF (the CDF stays in L2); rejection-inversion beyond
+CELL_BITS = 9  # 2**9 Zipf cells per octave of ranks: acceptance above 0.998
+CHUNK = 1 << 20  # lookups (and uniforms) per kernel call: bounds the temporary buffers
+PERM_HEAD_ROWS = 1 << 16  # rows of the hottest ranks kept in memory (512 KiB per table)
 FEISTEL_ROUNDS = 4
 _NJIT_OPTIONS = dict(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
 _M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_M3 = np.uint64(0x94D049BB133111EB)
+_S32 = np.uint64(32)
+_MASK32 = np.uint64(0xFFFFFFFF)
 
 
 @dataclass(frozen=True)
@@ -117,32 +120,55 @@ class GeneratorParams:
         return d
 
 
-# --- seeded hash permutation (Feistel network with cycle walking) ---------------------------
+# --- seeded hash permutation -----------------------------------------------------------------
+# A 4-round Feistel network over [0, a) x [0, b) with addition modulo each side (the FFX / FE2
+# construction of format-preserving encryption), a = ceil(sqrt(rows)), b = ceil(rows / a): each
+# round adds a keyed hash of one side to the other, which is a bijection whatever the hash is.
+# x in [0, a*b) splits as (x // b, x % b). Values that land in [rows, a*b) (a*b - rows < a, so
+# fewer than 1 in sqrt(rows)) are permuted again ("cycle walking") until they are below rows.
 
 @numba.njit
-def _round_hash(v, key):
+def _round_hash(v, key):  # 32 well-mixed bits of (v, key)
     h = (v ^ key) * _M1
-    h ^= h >> np.uint64(31)
-    h *= _M2
-    h ^= h >> np.uint64(29)
-    h *= _M3
-    h ^= h >> np.uint64(32)
-    return h
+    h ^= h >> _S32
+    return h & _MASK32
+
+
+@numba.njit
+def _permute_one(x, n, a, b, keys):
+    while True:
+        left = x // b
+        right = x - left * b
+        for r in range(keys.size):
+            if r % 2 == 0:
+                left += (_round_hash(right, keys[r]) * a) >> _S32  # + (hash mapped to [0, a))
+                if left >= a:
+                    left -= a
+            else:
+                right += (_round_hash(left, keys[r]) * b) >> _S32
+                if right >= b:
+                    right -= b
+        x = left * b + right
+        if x < n:
+            return x
 
 
 @numba.njit(**_NJIT_OPTIONS)
-def _feistel_kernel(x, rows, bits, keys, out):
-    rbits = np.uint64(bits // 2)
-    lmask = np.uint64((1 << (bits - bits // 2)) - 1)
-    rmask = np.uint64((1 << (bits // 2)) - 1)
-    n = np.uint64(rows)
+def _permute_kernel(x, head, rows, a, b, keys, out):
+    # out may be x. head[k] == perm(k) for k < head.size (a gather is cheaper than the rounds).
+    n, ua, ub = np.uint64(rows), np.uint64(a), np.uint64(b)
     for i in range(x.size):
-        out[i] = np.int64(_feistel_one(np.uint64(x[i]), n, rbits, lmask, rmask, keys))
+        k = x[i]
+        if k < head.size:
+            out[i] = head[k]
+        else:
+            out[i] = np.int64(_permute_one(np.uint64(k), n, ua, ub, keys))
 
 
-def permutation_bits(rows: int) -> int:
-    """Bits of the Feistel domain: the smallest ``b >= 1`` with ``2**b >= rows``."""
-    return max(1, int(rows - 1).bit_length())
+def permutation_shape(rows: int) -> tuple[int, int]:
+    """The Feistel domain ``(a, b)``: ``a = ceil(sqrt(rows))``, ``b = ceil(rows / a)``, ``a * b >= rows``."""
+    a = max(1, math.isqrt(rows - 1) + 1) if rows > 1 else 1
+    return a, -(-rows // a)
 
 
 def permutation_keys(seed: int, table_index: int, rounds: int = FEISTEL_ROUNDS) -> np.ndarray:
@@ -151,217 +177,158 @@ def permutation_keys(seed: int, table_index: int, rounds: int = FEISTEL_ROUNDS) 
     return ss.generate_state(rounds, dtype=np.uint64)
 
 
-def feistel_permute(x: np.ndarray, rows: int, keys: np.ndarray) -> np.ndarray:
-    """``perm(x)`` for every ``x`` in ``[0, rows)``: a bijection on ``[0, rows)`` keyed by ``keys``."""
-    x = np.ascontiguousarray(x)
-    if x.dtype != np.int64:
-        raise ValueError(f"feistel_permute needs int64 input, got {x.dtype}")
+def hash_permute(x: np.ndarray, rows: int, keys: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``perm(x)`` for every ``x`` in ``[0, rows)``: a bijection on ``[0, rows)`` keyed by ``keys``.
+
+    ``out`` (contiguous int64, may be ``x`` itself) receives the result.
+    """
+    if not isinstance(x, np.ndarray) or x.dtype != np.int64 or x.ndim != 1 or not x.flags.c_contiguous:
+        raise ValueError("hash_permute needs a contiguous 1-d int64 array")
     keys = np.ascontiguousarray(keys, dtype=np.uint64)
-    if rows < 1:
-        raise ValueError(f"rows must be >= 1, got {rows}")
+    if not 1 <= rows < 2**62:
+        raise ValueError(f"rows must be in [1, 2**62), got {rows}")
     if x.size and (int(x.min()) < 0 or int(x.max()) >= rows):
-        raise ValueError(f"feistel_permute input outside [0, {rows})")
-    out = np.empty_like(x)
-    if rows == 1:
-        out[:] = 0
-        return out
-    _feistel_kernel(x, int(rows), permutation_bits(rows), keys, out)
+        raise ValueError(f"hash_permute input outside [0, {rows})")
+    if out is None:
+        out = np.empty_like(x)
+    elif out.dtype != np.int64 or out.shape != x.shape or not out.flags.c_contiguous:
+        raise ValueError("out must be a contiguous int64 array shaped like x")
+    a, b = permutation_shape(int(rows))
+    _permute_kernel(x, np.zeros(0, dtype=np.int64), int(rows), a, b, keys, out)
     return out
 
 
+class HashPermutation:
+    """Table ``table_index``'s row permutation: rank ``k`` (0-based) -> row ``perm(k)``.
+
+    The rows of the ``head_rows`` hottest ranks are materialised (512 KiB by
+    default); the rest are computed.
+    """
+
+    def __init__(self, rows: int, keys: np.ndarray, head_rows: int = PERM_HEAD_ROWS):
+        self.rows = int(rows)
+        self.keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        self.shape = permutation_shape(self.rows)
+        self.head = hash_permute(np.arange(min(self.rows, head_rows), dtype=np.int64), self.rows, self.keys)
+
+    def apply(self, ranks: np.ndarray, out: np.ndarray) -> None:
+        """``out[i] = perm(ranks[i])`` (trusted input: int64 ranks in ``[0, rows)``; ``out`` may be ``ranks``)."""
+        _permute_kernel(ranks, self.head, self.rows, *self.shape, self.keys, out)
+
+
 # --- Zipf over a finite support ---------------------------------------------------------------
-# Rank k (1-based) has weight h(k) = k**-alpha. The head (ranks 1..K, K = min(rows, HEAD_ROWS))
-# is sampled by inverse CDF with a guide table (Chen & Asau); the tail (ranks K+1..rows) by
-# rejection-inversion. A uniform below P(head) picks the head; otherwise it is rescaled and used
-# as the tail's first candidate. Head ranks map to rows through a materialised permutation
-# prefix; tail ranks through the Feistel network.
-
-@numba.njit
-def _helper1(x):  # log1p(x) / x, continuous at 0
-    if abs(x) > 1e-8:
-        return math.log1p(x) / x
-    return 1.0 - x * (0.5 - x * (1.0 / 3.0 - 0.25 * x))
-
-
-@numba.njit
-def _helper2(x):  # expm1(x) / x, continuous at 0
-    if abs(x) > 1e-8:
-        return math.expm1(x) / x
-    return 1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + 0.25 * x))
-
-
-@numba.njit
-def _h_integral(x, alpha):  # (x**(1-alpha) - 1) / (1 - alpha), or log(x) at alpha == 1
-    log_x = math.log(x)
-    return _helper2((1.0 - alpha) * log_x) * log_x
-
-
-@numba.njit
-def _h(x, alpha):
-    return math.exp(-alpha * math.log(x))
-
-
-@numba.njit
-def _h_integral_inverse(x, alpha):
-    t = x * (1.0 - alpha)
-    if t < -1.0:
-        t = -1.0  # guards rounding near the support's end
-    return math.exp(_helper1(t) * x)
-
-
-@numba.njit
-def _feistel_one(y, n, rbits, lmask, rmask, keys):
-    while True:
-        left = y >> rbits
-        right = y & rmask
-        for r in range(keys.size):
-            if r % 2 == 0:
-                left ^= _round_hash(right, keys[r]) & lmask
-            else:
-                right ^= _round_hash(left, keys[r]) & rmask
-        y = (left << rbits) | right
-        if y < n:
-            return y
-
+# Rank r (1-based) has weight w(r) = r**-alpha. Ranks are grouped into cells: ranks below
+# 2**(CELL_BITS + 1) are cells of one rank; each octave [2**j, 2**(j+1)) above is split into
+# 2**CELL_BITS cells of equal width. A cell c of n ranks starting at rank lo has envelope mass
+# n * w(lo) >= its true mass (w decreases). Sampling: pick a cell by inverse CDF over the
+# envelope masses (guide table + binary search), a rank r uniformly in the cell (from the same
+# uniform, rescaled), and accept it with probability w(r) / w(lo) (one more uniform; a squeeze
+# (lo / hi)**alpha decides without a pow() almost always); on rejection start again. Accepted
+# ranks have probability proportional to w(r): exact. Cells grow with the rank, so the tables
+# are O(2**CELL_BITS * log2(rows)) (about 9K cells for 40M rows), and the acceptance rate is
+# above 0.998.
 
 @numba.njit(**_NJIT_OPTIONS)
-def _zipf_rows_kernel(u, cdf, guide, perm_head, rows, alpha, bits, keys, permute, out, start):
-    head = cdf.size
+def _zipf_ranks_kernel(u, cdf, guide, cell_lo, cell_n, squeeze, alpha, out, start):
     m = guide.size - 1
-    p_head = cdf[head - 1]
-    h_lo = 0.0
-    h_n = 0.0
-    s = 0.0
-    if head < rows:
-        h_lo = _h_integral(head + 1.5, alpha) - _h(head + 1.0, alpha)
-        h_n = _h_integral(rows + 0.5, alpha)
-        s = 2.0 - _h_integral_inverse(_h_integral(2.5, alpha) - _h(2.0, alpha), alpha)
-    rbits = np.uint64(bits // 2)
-    lmask = np.uint64((1 << (bits - bits // 2)) - 1)
-    rmask = np.uint64((1 << (bits // 2)) - 1)
-    n = np.uint64(rows)
     j = start
     i = 0
-    while j < out.size and i < u.size:
+    while j < out.size:
         first = i
+        if i >= u.size:
+            break
         x = u[i]
         i += 1
-        if x < p_head:  # head: first k with cdf[k] > x, searched between two guide entries
-            g = np.int64(x * m)
-            lo = guide[g]
-            hi = guide[g + 1]
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if cdf[mid] > x:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            out[j] = perm_head[lo] if permute else lo
-            j += 1
-            continue
-        w = (x - p_head) / (1.0 - p_head)  # uniform in [0, 1) again: the first tail candidate
-        k = np.int64(-1)
-        while True:
-            v = h_n + w * (h_lo - h_n)
-            xr = _h_integral_inverse(v, alpha)
-            kk = np.int64(xr + 0.5)
-            if kk <= head:
-                kk = head + 1
-            elif kk > rows:
-                kk = rows
-            if kk - xr <= s or v >= _h_integral(kk + 0.5, alpha) - _h(float(kk), alpha):
-                k = kk - 1
-                break
+        g = np.int64(x * m)  # exact: m is a power of two
+        lo = guide[g]
+        hi = guide[g + 1]
+        while lo < hi:  # first cell c with cdf[c] > x
+            mid = (lo + hi) >> 1
+            if cdf[mid] > x:
+                hi = mid
+            else:
+                lo = mid + 1
+        c = lo
+        k = cell_lo[c]  # 0-based rank
+        cnt = cell_n[c]
+        if cnt > 1:
             if i >= u.size:
-                break
-            w = u[i]
+                return j, first  # out of uniforms in the middle of a sample: report it unstarted
+            below = cdf[c - 1] if c > 0 else 0.0
+            pos = np.int64((x - below) / (cdf[c] - below) * cnt)
+            k += min(max(pos, 0), cnt - 1)
+            y = u[i]
             i += 1
-        if k < 0:  # out of uniforms in the middle of a sample: report it unstarted
-            return j, first
-        out[j] = np.int64(_feistel_one(np.uint64(k), n, rbits, lmask, rmask, keys)) if permute else k
+            if y >= squeeze[c] and y * math.pow((k + 1.0) / (cell_lo[c] + 1.0), alpha) > 1.0:
+                continue  # rejected: y > w(k+1) / w(lo)
+        out[j] = k
         j += 1
     return j, i
 
 
-def zipf_tail_sum(first: int, last: int, alpha: float) -> float:
-    """``sum(k**-alpha for k in range(first, last + 1))`` (1-based ranks; 0 when ``last < first``).
+def zipf_cells(rows: int, alpha: float, cell_bits: int = CELL_BITS) -> dict[str, np.ndarray]:
+    """The cell tables of Zipf(``alpha``) over ``rows`` ranks (see the comment above).
 
-    Summed directly (pairwise) up to 2**22 terms; beyond that the ranks from
-    ``c = max(first, 2**16)`` on use Euler-Maclaurin with three correction terms
-    (the next term is below 1e-22 of the sum for ``c >= 2**16``).
+    ``lo`` (0-based first rank), ``n`` (ranks in the cell), ``cdf`` (cumulative
+    envelope mass, normalised, last exactly 1), ``squeeze`` (a lower bound of
+    ``w(r) / w(lo)`` in the cell, 1 for one-rank cells) and ``guide``.
     """
-    if last < first:
-        return 0.0
-    if last - first < (1 << 22):
-        return float(np.sum(np.arange(first, last + 1, dtype=np.float64) ** -alpha))
-    c = max(first, 1 << 16)
-    direct = float(np.sum(np.arange(first, c, dtype=np.float64) ** -alpha)) if c > first else 0.0
-    a, b = float(c), float(last)
-
-    def f(x: float, d: int = 0) -> float:  # d-th derivative of x**-alpha
-        coef = 1.0
-        for i in range(d):
-            coef *= -(alpha + i)
-        return coef * x ** (-alpha - d)
-
-    if alpha == 1.0:
-        integral = math.log(b) - math.log(a)
-    else:
-        integral = (b ** (1.0 - alpha) - a ** (1.0 - alpha)) / (1.0 - alpha)
-    em = (f(a) + f(b)) / 2 + (f(b, 1) - f(a, 1)) / 12 - (f(b, 3) - f(a, 3)) / 720
-    return direct + integral + em
+    single = min(rows, (1 << (cell_bits + 1)) - 1)
+    starts = [np.arange(1, single + 1, dtype=np.int64)]
+    j = cell_bits + 1
+    while (1 << j) <= rows:
+        s = (1 << j) + (np.arange(1 << cell_bits, dtype=np.int64) << (j - cell_bits))
+        starts.append(s[s <= rows])
+        j += 1
+    lo1 = np.concatenate(starts)
+    n = np.diff(np.append(lo1, rows + 1))
+    env = n * lo1.astype(np.float64) ** -alpha
+    cdf = np.cumsum(env)
+    cdf /= cdf[-1]
+    cdf[-1] = 1.0
+    hi1 = (lo1 + n - 1).astype(np.float64)
+    squeeze = np.where(n > 1, (lo1 / hi1) ** alpha * (1.0 - 1e-12), 1.0)
+    return {"lo": lo1 - 1, "n": n, "cdf": cdf, "squeeze": squeeze, "guide": guide_table(cdf)}
 
 
 def guide_table(cdf: np.ndarray) -> np.ndarray:
     """``guide[g]`` = first ``k`` with ``cdf[k] > g / m`` (clipped to ``len(cdf) - 1``), ``g = 0..m``.
 
-    ``m`` is a power of two ``>= len(cdf)``, so ``u * m`` and ``g / m`` are exact.
+    ``m`` is a power of two ``>= 4 * len(cdf)`` (so most searches end at once), and
+    ``u * m`` and ``g / m`` are exact: the answer for ``u`` lies in
+    ``[guide[int(u * m)], guide[int(u * m) + 1]]``.
     """
-    m = 1 << max(0, int(cdf.size - 1).bit_length())
+    m = 1 << max(0, int(4 * cdf.size - 1).bit_length())
     g = np.searchsorted(cdf, np.arange(m + 1, dtype=np.float64) / m, side="right")
     return np.minimum(g, cdf.size - 1).astype(np.int64)
 
 
 class ZipfSampler:
-    """Exact Zipf(``alpha``) lookups over ``rows`` ranks, mapped to rows by a seeded permutation.
+    """Exact Zipf(``alpha``) ranks (0-based) over ``rows`` ranks; ``alpha == 0`` is uniform."""
 
-    ``keys=None`` (or ``permute=False``) returns the 0-based ranks themselves.
-    ``head_rows`` bounds the CDF kept in memory (``HEAD_ROWS`` = 2**16 float64,
-    plus the guide table and permutation prefix: 1.5 MiB per large table).
-    """
-
-    def __init__(self, rows: int, alpha: float, keys: np.ndarray | None = None, head_rows: int | None = None):
+    def __init__(self, rows: int, alpha: float, cell_bits: int = CELL_BITS):
         self.rows = int(rows)
         self.alpha = float(alpha)
         if self.rows < 1 or not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise ValueError(f"bad Zipf support rows={rows} alpha={alpha}")
-        self.keys = np.zeros(0, dtype=np.uint64) if keys is None else np.ascontiguousarray(keys, dtype=np.uint64)
-        self.permute = keys is not None and self.rows > 1
-        self.bits = permutation_bits(self.rows)
-        head = min(self.rows, HEAD_ROWS if head_rows is None else max(1, int(head_rows)))
-        w = np.arange(1, head + 1, dtype=np.float64) ** -self.alpha
-        cdf = np.cumsum(w)
-        total = cdf[-1] + zipf_tail_sum(head + 1, self.rows, self.alpha)
-        cdf /= total
-        if head == self.rows:
-            cdf[-1] = 1.0
-        self.cdf = cdf
-        self.p_head = float(cdf[-1])
-        self.guide = guide_table(cdf)
-        ranks = np.arange(head, dtype=np.int64)
-        self.perm_head = feistel_permute(ranks, self.rows, self.keys) if self.permute else ranks
+        self.cells = zipf_cells(self.rows, self.alpha, cell_bits) if self.alpha > 0 else None
+        self._u_per_rank = 1.0
+        if self.cells is not None:  # one uniform per rank, two in cells of more than one rank
+            mass = np.diff(self.cells["cdf"], prepend=0.0)
+            self._u_per_rank = 1.0 + float(mass[self.cells["n"] > 1].sum())
 
     def fill(self, rng: np.random.Generator, out: np.ndarray) -> None:
-        """Fill ``out`` (contiguous int64) with rows drawn with Zipf popularity."""
-        if self.alpha == 0:  # uniform: the permutation changes nothing
+        """Fill ``out`` (contiguous int64) with ranks, drawing uniforms in cache-sized chunks."""
+        if self.cells is None:
             out[:] = rng.integers(0, self.rows, size=out.size, dtype=np.int64)
             return
+        buf = np.empty(min(CHUNK, int(out.size * self._u_per_rank * 1.01) + 32))
         filled = 0
         while filled < out.size:
-            need = out.size - filled
-            u = rng.random(need + need // 4 + 16)
-            filled, _ = _zipf_rows_kernel(u, self.cdf, self.guide, self.perm_head, self.rows, self.alpha,
-                                          self.bits, self.keys, self.permute, out, filled)
+            want = min(buf.size, int((out.size - filled) * self._u_per_rank * 1.01) + 32)  # rejections are rare
+            u = buf[:want]
+            rng.random(out=u)
+            filled, _ = zipf_ranks(u, self, out, filled)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         out = np.empty(int(size), dtype=np.int64)
@@ -369,8 +336,8 @@ class ZipfSampler:
         return out
 
 
-def zipf_rows(u: np.ndarray, sampler: ZipfSampler, out: np.ndarray, start: int = 0) -> tuple[int, int]:
-    """Kernel wrapper: fill ``out[start:]`` from the uniforms ``u`` (float64 in [0, 1)), in order.
+def zipf_ranks(u: np.ndarray, sampler: ZipfSampler, out: np.ndarray, start: int = 0) -> tuple[int, int]:
+    """Kernel wrapper: fill ``out[start:]`` with ranks made from the uniforms ``u`` (float64 in [0, 1)), in order.
 
     Returns ``(filled, used)``: ``out[:filled]`` is complete and ``u[:used]``
     was consumed (a sample cut short by the end of ``u`` is left out, unused).
@@ -380,11 +347,11 @@ def zipf_rows(u: np.ndarray, sampler: ZipfSampler, out: np.ndarray, start: int =
         raise ValueError("u must be a contiguous 1-d float64 array")
     if out.dtype != np.int64 or out.ndim != 1 or not out.flags.c_contiguous:
         raise ValueError("out must be a contiguous 1-d int64 array")
-    if not sampler.alpha > 0 or not 0 <= start <= out.size:
-        raise ValueError(f"zipf_rows needs alpha > 0 and 0 <= start <= out.size (alpha={sampler.alpha})")
-    s = sampler
-    filled, used = _zipf_rows_kernel(u, s.cdf, s.guide, s.perm_head, s.rows, s.alpha, s.bits, s.keys, s.permute,
-                                     out, int(start))
+    if sampler.cells is None or not 0 <= start <= out.size:
+        raise ValueError(f"zipf_ranks needs alpha > 0 and 0 <= start <= out.size (alpha={sampler.alpha})")
+    c = sampler.cells
+    filled, used = _zipf_ranks_kernel(u, c["cdf"], c["guide"], c["lo"], c["n"], c["squeeze"], sampler.alpha,
+                                      out, int(start))
     return int(filled), int(used)
 
 
@@ -416,12 +383,16 @@ def _batch_rng(seed: int, table_index: int, batch_index: int) -> np.random.Gener
 class _TableGenerator:
     def __init__(self, table: TableSpec, table_index: int, params: GeneratorParams):
         self.table = table
-        keys = permutation_keys(params.seed, table_index) if params.permute else None
-        self.sampler = ZipfSampler(table.rows, table.zipf_alpha, keys)
+        self.sampler = ZipfSampler(table.rows, table.zipf_alpha)
+        self.perm = HashPermutation(table.rows, permutation_keys(params.seed, table_index)) if params.permute else None
 
     def fill(self, rng: np.random.Generator, out: np.ndarray, prev: np.ndarray | None, reuse: float) -> None:
         n = out.size
-        self.sampler.fill(rng, out)
+        for lo in range(0, n, CHUNK):  # ranks, then rows, while the chunk is in cache
+            part = out[lo : lo + CHUNK]
+            self.sampler.fill(rng, part)
+            if self.perm is not None:
+                self.perm.apply(part, part)
         if reuse > 0 and prev is not None and prev.size and n:
             mask = rng.random(n) < reuse
             k = int(np.count_nonzero(mask))

@@ -232,6 +232,7 @@ class TraceReader:
             raise InputError(f"num_tables {self.num_tables} != {self.spec.num_tables} tables in spec", self.path)
         self.rows = np.array([t.rows for t in self.spec.tables], dtype=np.int64)
         self._tb1 = self.num_tables * self.batch_size + 1
+        self._offsets_ds, self._indices_ds = self._f["offsets"], self._f["indices"]
         self.batch_ptr = self._f["batch_ptr"][:].astype(np.int64)
         if self.batch_ptr.shape != (self.num_batches + 1,):
             raise InputError("batch_ptr length does not match num_batches", self.path)
@@ -258,9 +259,9 @@ class TraceReader:
         if not 0 <= i < self.num_batches:
             raise IndexError(i)
         try:
-            off = self._f["offsets"][i * self._tb1 : (i + 1) * self._tb1].astype(np.int64)
+            off = self._offsets_ds[i * self._tb1 : (i + 1) * self._tb1].astype(np.int64)
             lo, hi = int(self.batch_ptr[i]), int(self.batch_ptr[i + 1])
-            idx = self._f["indices"][lo:hi].astype(np.int64)
+            idx = self._indices_ds[lo:hi].astype(np.int64)
         except OSError as e:
             raise InputError(f"batch {i}: unreadable ({e})", self.path) from None
         b = Batch(i, idx, off, self.num_tables, self.batch_size)

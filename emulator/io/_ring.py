@@ -16,6 +16,7 @@ to the identity once, so SQE slot ``tail & mask`` is always the next entry.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 from dataclasses import dataclass
@@ -44,9 +45,18 @@ class RingLayout:
 class RawRing:
     """An io_uring with ``entries`` submission slots (rounded up to a power of two by the kernel)."""
 
-    def __init__(self, entries: int, max_files: int = 0, max_buffers: int = 0):
+    def __init__(self, entries: int, max_files: int = 0, max_buffers: int = 0,
+                 setup_flags: int = _sys.IORING_SETUP_COOP_TASKRUN):
         params = (ctypes.c_uint32 * 30)()  # struct io_uring_params, 120 bytes
-        self.fd = _sys.sys_call(_sys.SYS_IO_URING_SETUP, int(entries), ctypes.addressof(params))
+        params[2] = int(setup_flags)
+        try:
+            self.fd = _sys.sys_call(_sys.SYS_IO_URING_SETUP, int(entries), ctypes.addressof(params))
+        except OSError as e:  # an older kernel refuses newer flags: retry plain, as fio does
+            if e.errno != errno.EINVAL or not setup_flags:
+                raise
+            params = (ctypes.c_uint32 * 30)()
+            self.fd = _sys.sys_call(_sys.SYS_IO_URING_SETUP, int(entries), ctypes.addressof(params))
+        self.setup_flags = int(params[2])
         self._maps: list[mmap.mmap] = []
         try:
             self._map(params)

@@ -170,6 +170,7 @@ class IOEngine(ABC):
     def read_many(self, file_ids, offsets, nbytes, dest: np.ndarray, dest_offsets, *,
                   latency: bool = False) -> IOResult:
         """Read every request into ``dest``, ``queue_depth`` at a time; raise IOFailure on a hard error."""
+        self._check_open()
         req = self.check_requests(file_ids, offsets, nbytes, dest, dest_offsets)
         with self._lock:
             self._check_open()

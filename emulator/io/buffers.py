@@ -24,7 +24,7 @@ def aligned_empty(nbytes: int, align: int = PAGE_BYTES) -> np.ndarray:
     if align <= 0 or align & (align - 1):
         raise ValueError(f"align must be a power of two, got {align}")
     extra = max(0, align - mmap.PAGESIZE)
-    raw = np.frombuffer(mmap.mmap(-1, max(1, nbytes + extra)), dtype=np.uint8)
+    raw = np.frombuffer(mmap.mmap(-1, max(1, nbytes) + extra), dtype=np.uint8)
     start = (-raw.ctypes.data) % align
     out = raw[start : start + nbytes]
     return out

@@ -161,7 +161,8 @@ class UringEngine(IOEngine):
         return Completions(tags=tags, results=results)
 
     def _close_engine(self) -> None:
-        self.ring.close()  # waits for / cancels anything in flight
+        if getattr(self, "ring", None) is not None:
+            self.ring.close()  # waits for / cancels anything in flight
         self._pending.clear()
         self._buffers.clear()
 

@@ -1,0 +1,498 @@
+"""Pooling kernels: the DRAM tier's gather-and-pool and the memory-centric cores' extract-and-pool.
+
+Every public function checks dtypes, shapes and layout, then calls a private
+``@njit`` kernel that takes arrays and scalars only (stumpy's split).
+
+Exactness. A bag is summed in lookup order with a float32 accumulator that
+starts at ``+0.0`` (or at ``out[b]`` with ``accumulate=True``); fp16 rows are
+widened to float32 (exactly) before adding. That is bit for bit what
+``tests/naive.py`` does (``acc += row.astype(np.float32)`` per lookup), so the
+replay's ``--verify`` can compare with ``np.array_equal``. Speed comes from
+keeping a whole row block (64 floats, four 16-lane vectors) of the accumulator
+in registers while the bag's rows stream past, from software prefetch of the
+row ``_PREFETCH_LOOKUPS`` lookups ahead, and from splitting bags over threads;
+none of it reorders the additions of one output element (vector lanes are
+independent columns, and one thread owns a whole bag).
+
+Threads. ``threads=1`` runs the serial kernel. ``threads=N>1`` runs a
+``prange`` kernel over chunks of bags with ``numba.set_num_threads(N)``, which
+is thread-local in Numba: it is set for the calling thread and restored before
+returning. Parallel launches are serialised by a module lock, so several
+Python threads may call these functions (the workqueue threading layer would
+otherwise abort on concurrent launches).
+
+fp16 widening uses LLVM's ``fpext`` (F16C ``vcvtph2ps`` on x86), which is exact.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from emulator._simd import prefetch, vadd, vload_f16, vload_f32, vload_row, vstore_f32, vzero
+from emulator.jit import njit
+
+__all__ = [
+    "DTYPE_FP32", "DTYPE_FP16", "KIND_DRAM", "KIND_PAGE", "KIND_STAGED",
+    "dtype_code", "pool_rows", "pool_sources", "gather_rows", "extract_rows",
+]
+
+DTYPE_FP32 = 0
+DTYPE_FP16 = 1
+_ITEM_BYTES = (4, 2)
+KIND_DRAM = 0  # row of the DRAM table (``locs`` = row index)
+KIND_PAGE = 1  # row inside the read pages (``locs`` = byte offset into ``pages``)
+KIND_STAGED = 2  # TT-rebuilt row staged in float32 (``locs`` = row of ``staged``)
+
+_PREFETCH_LOOKUPS = 16  # prefetch the row this many lookups ahead (FBGEMM's default distance)
+_CHUNKS_PER_THREAD = 4  # parallel kernels split the bags into threads * this chunks of equal lookups
+_PARALLEL_LOCK = threading.Lock()
+
+
+def dtype_code(dtype) -> int:
+    """``"fp32"`` / ``np.float32`` -> ``DTYPE_FP32``; ``"fp16"`` / ``np.float16`` -> ``DTYPE_FP16``."""
+    names = {"fp32": DTYPE_FP32, "float32": DTYPE_FP32, "fp16": DTYPE_FP16, "float16": DTYPE_FP16}
+    key = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if key not in names:
+        raise ValueError(f"dtype {dtype!r} is not fp32 or fp16")
+    return names[key]
+
+
+# ---------------------------------------------------------------- private kernels
+
+
+@njit
+def _load_src(kind, loc, col, n, dram, pages, staged, dim, page_half):
+    """Lanes ``[0, n)`` at column ``col`` of one lookup's row, whichever tier holds it."""
+    if kind == KIND_DRAM:
+        return vload_row(dram, np.uint64(loc) * np.uint64(dim) + np.uint64(col), n)
+    if kind == KIND_PAGE:
+        if page_half:
+            return vload_f16(pages, np.uint64(loc) + np.uint64(2 * col), n)
+        return vload_f32(pages, np.uint64(loc) + np.uint64(4 * col), n)
+    return vload_f32(staged, np.uint64(loc) * np.uint64(dim) + np.uint64(col), n)
+
+
+@njit
+def _lanes(rem, v):
+    """How many of vector ``v``'s 16 lanes lie inside the ``rem`` remaining columns."""
+    return min(max(rem - 16 * v, 0), 16)
+
+
+@njit
+def _prefetch_row(src, base, n_lines, line):
+    """Prefetch the ``n_lines`` cache lines of the row starting at element ``base`` of ``src``."""
+    prefetch(src, base)
+    if n_lines > 1:
+        prefetch(src, base + np.uint64(line))
+        if n_lines > 2:
+            prefetch(src, base + np.uint64(2 * line))
+            if n_lines > 3:
+                prefetch(src, base + np.uint64(3 * line))
+                c = np.uint64(4 * line)
+                stop = np.uint64(n_lines * line)
+                while c < stop:
+                    prefetch(src, base + c)
+                    c += np.uint64(line)
+
+
+@njit
+def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, accumulate):
+    """Bags ``[b_lo, b_hi)``: each 64-column block of a bag is summed in four registers over its lookups."""
+    line = 64 // src.itemsize  # elements per cache line, for prefetching
+    n_lines = (dim + line - 1) // line
+    end = np.uint64(offsets[b_hi])
+    udim = np.uint64(dim)
+    ahead = np.uint64(_PREFETCH_LOOKUPS)
+    for b in range(b_lo, b_hi):
+        lo = np.uint64(offsets[b])
+        hi = np.uint64(offsets[b + 1])
+        ob = np.uint64(b) * np.uint64(row_stride)
+        for jb in range(0, dim, 64):
+            rem = dim - jb
+            n0, n1, n2, n3 = _lanes(rem, 0), _lanes(rem, 1), _lanes(rem, 2), _lanes(rem, 3)
+            o = ob + np.uint64(jb)
+            if accumulate:
+                a0 = vload_f32(out, o, n0)
+                a1 = vload_f32(out, o + np.uint64(16), n1)
+                a2 = vload_f32(out, o + np.uint64(32), n2)
+                a3 = vload_f32(out, o + np.uint64(48), n3)
+            else:
+                a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
+            first = jb == 0  # the first block's pass prefetches whole rows ahead
+            k = lo
+            if rem >= 64:  # full block: constant masks fold into plain vector loads
+                while k < hi:
+                    if first and k + ahead < end:
+                        _prefetch_row(src, np.uint64(indices[k + ahead]) * udim, n_lines, line)
+                    p = np.uint64(indices[k]) * udim + np.uint64(jb)
+                    a0 = vadd(a0, vload_row(src, p, 16))
+                    a1 = vadd(a1, vload_row(src, p + np.uint64(16), 16))
+                    a2 = vadd(a2, vload_row(src, p + np.uint64(32), 16))
+                    a3 = vadd(a3, vload_row(src, p + np.uint64(48), 16))
+                    k += np.uint64(1)
+            else:
+                while k < hi:
+                    if first and k + ahead < end:
+                        _prefetch_row(src, np.uint64(indices[k + ahead]) * udim, n_lines, line)
+                    p = np.uint64(indices[k]) * udim + np.uint64(jb)
+                    a0 = vadd(a0, vload_row(src, p, n0))
+                    if n1 > 0:
+                        a1 = vadd(a1, vload_row(src, p + np.uint64(16), n1))
+                    if n2 > 0:
+                        a2 = vadd(a2, vload_row(src, p + np.uint64(32), n2))
+                    if n3 > 0:
+                        a3 = vadd(a3, vload_row(src, p + np.uint64(48), n3))
+                    k += np.uint64(1)
+            vstore_f32(out, o, a0, n0)
+            vstore_f32(out, o + np.uint64(16), a1, n1)
+            vstore_f32(out, o + np.uint64(32), a2, n2)
+            vstore_f32(out, o + np.uint64(48), a3, n3)
+
+
+@njit
+def _pool_rows_serial(src, dim, indices, offsets, out, row_stride, accumulate):
+    _pool_rows_range(src, dim, indices, offsets, out, row_stride, 0, offsets.shape[0] - 1, accumulate)
+
+
+@njit(parallel=True)
+def _pool_rows_parallel(src, dim, indices, offsets, out, row_stride, accumulate, chunks):
+    for c in numba.prange(chunks.shape[0] - 1):
+        _pool_rows_range(src, dim, indices, offsets, out, row_stride, chunks[c], chunks[c + 1], accumulate)
+
+
+@njit
+def _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
+                        b_lo, b_hi, accumulate):
+    line = 64 // dram.itemsize  # elements per cache line, for prefetching
+    n_lines = (dim + line - 1) // line
+    end = offsets[b_hi]
+    for b in range(b_lo, b_hi):
+        lo = offsets[b]
+        hi = offsets[b + 1]
+        ob = np.uint64(b) * np.uint64(row_stride)
+        for jb in range(0, dim, 64):
+            rem = dim - jb
+            n0, n1, n2, n3 = _lanes(rem, 0), _lanes(rem, 1), _lanes(rem, 2), _lanes(rem, 3)
+            o = ob + np.uint64(jb)
+            if accumulate:
+                a0 = vload_f32(out, o, n0)
+                a1 = vload_f32(out, o + np.uint64(16), n1)
+                a2 = vload_f32(out, o + np.uint64(32), n2)
+                a3 = vload_f32(out, o + np.uint64(48), n3)
+            else:
+                a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
+            for k in range(lo, hi):
+                if jb == 0 and k + _PREFETCH_LOOKUPS < end and kinds[k + _PREFETCH_LOOKUPS] == KIND_DRAM:
+                    _prefetch_row(dram, np.uint64(locs[k + _PREFETCH_LOOKUPS]) * np.uint64(dim), n_lines, line)
+                kind = kinds[k]
+                loc = locs[k]
+                a0 = vadd(a0, _load_src(kind, loc, jb, n0, dram, pages, staged, dim, page_half))
+                if n1 > 0:
+                    a1 = vadd(a1, _load_src(kind, loc, jb + 16, n1, dram, pages, staged, dim, page_half))
+                if n2 > 0:
+                    a2 = vadd(a2, _load_src(kind, loc, jb + 32, n2, dram, pages, staged, dim, page_half))
+                if n3 > 0:
+                    a3 = vadd(a3, _load_src(kind, loc, jb + 48, n3, dram, pages, staged, dim, page_half))
+            vstore_f32(out, o, a0, n0)
+            vstore_f32(out, o + np.uint64(16), a1, n1)
+            vstore_f32(out, o + np.uint64(32), a2, n2)
+            vstore_f32(out, o + np.uint64(48), a3, n3)
+
+
+@njit
+def _pool_sources_serial(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride, accumulate):
+    _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
+                        0, offsets.shape[0] - 1, accumulate)
+
+
+@njit(parallel=True)
+def _pool_sources_parallel(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
+                           accumulate, chunks):
+    for c in numba.prange(chunks.shape[0] - 1):
+        _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
+                            chunks[c], chunks[c + 1], accumulate)
+
+
+@njit
+def _copy_rows(kinds, locs, dram, pages, staged, page_half, dim, out, row_stride):
+    """out[i] = the row of lookup i (a gather / extract without pooling)."""
+    for i in range(locs.shape[0]):
+        o = np.uint64(i) * np.uint64(row_stride)
+        for jb in range(0, dim, 16):
+            n = min(dim - jb, 16)
+            v = _load_src(kinds[i], locs[i], jb, n, dram, pages, staged, dim, page_half)
+            vstore_f32(out, o + np.uint64(jb), v, n)
+
+
+@njit
+def _check_csr(offsets, n_lookups):
+    """0 if fine; else (code, position): 1 first offset < 0, 2 decreasing, 3 past the end."""
+    if offsets[0] < 0:
+        return 1, 0
+    for b in range(offsets.shape[0] - 1):
+        if offsets[b + 1] < offsets[b]:
+            return 2, b
+    if offsets[offsets.shape[0] - 1] > n_lookups:
+        return 3, offsets.shape[0] - 1
+    return 0, 0
+
+
+@njit
+def _first_bad_row(indices, lo, hi, n_rows):
+    """First lookup in ``[lo, hi)`` whose row is outside ``[0, n_rows)``, or -1.
+
+    One branch-free (vectorised) min/max pass; the slow search runs only when something is wrong."""
+    low = np.int64(0)
+    high = np.int64(-1)
+    if hi > lo:
+        low = indices[lo]
+        high = indices[lo]
+    k = np.uint64(lo)
+    while k < np.uint64(hi):  # unsigned index: no negative-index wraparound, so LLVM vectorises
+        v = indices[k]
+        low = min(low, v)
+        high = max(high, v)
+        k += np.uint64(1)
+    if low >= 0 and high < n_rows:
+        return -1
+    for k in range(lo, hi):
+        if indices[k] < 0 or indices[k] >= n_rows:
+            return k
+    return -1
+
+
+@njit
+def _first_bad_source(kinds, locs, lo, hi, n_dram, n_pages_bytes, row_bytes, n_staged):
+    """First lookup in ``[lo, hi)`` whose kind or location is invalid, or -1."""
+    for k in range(lo, hi):
+        kind = kinds[k]
+        loc = locs[k]
+        if kind == KIND_DRAM:
+            ok = 0 <= loc < n_dram
+        elif kind == KIND_PAGE:
+            ok = 0 <= loc and loc + row_bytes <= n_pages_bytes
+        elif kind == KIND_STAGED:
+            ok = 0 <= loc < n_staged
+        else:
+            ok = False
+        if not ok:
+            return k
+    return -1
+
+
+# ---------------------------------------------------------------- input checks (wrappers)
+
+
+def _table_view(table: np.ndarray, what: str) -> np.ndarray:
+    """A C-contiguous (rows, dim) fp32/fp16 table as a flat float32 / uint16 (fp16 bits) view."""
+    if not isinstance(table, np.ndarray) or table.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D numpy array (rows, dim), got {_describe(table)}")
+    if table.dtype not in (np.float32, np.float16):
+        raise TypeError(f"{what} must be float32 or float16, got {table.dtype}")
+    if not table.flags.c_contiguous:
+        raise ValueError(f"{what} must be C-contiguous (use np.ascontiguousarray)")
+    flat = table.reshape(-1)
+    return flat.view(np.uint16) if table.dtype == np.float16 else flat
+
+
+def _int_array(a: np.ndarray, dtype, what: str) -> np.ndarray:
+    if not isinstance(a, np.ndarray) or a.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D numpy array, got {_describe(a)}")
+    if a.dtype != dtype:
+        raise TypeError(f"{what} must be {np.dtype(dtype).name}, got {a.dtype} (convert with .astype(np.{np.dtype(dtype).name}))")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{what} must be contiguous (use np.ascontiguousarray)")
+    return a
+
+
+def _out_view(out: np.ndarray, n_rows: int, dim: int) -> tuple[np.ndarray, int]:
+    """A writable float32 (n_rows, dim) output whose rows are contiguous (the row stride may be larger,
+    e.g. a column slice of a (B, T*dim) DLRM output) -> (flat float32 view, row stride in elements)."""
+    if not isinstance(out, np.ndarray) or out.ndim != 2:
+        raise ValueError(f"out must be a 2-D numpy array, got {_describe(out)}")
+    if out.dtype != np.float32:
+        raise TypeError(f"out must be float32, got {out.dtype}")
+    if out.shape != (n_rows, dim):
+        raise ValueError(f"out has shape {out.shape}, expected {(n_rows, dim)}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if n_rows == 0 or dim == 0:
+        return np.empty(0, np.float32), dim
+    row_stride, col_stride = out.strides
+    if col_stride != 4 or row_stride < 4 * dim or row_stride % 4:
+        raise ValueError(f"out rows must be contiguous float32 rows (strides {out.strides}); use np.ascontiguousarray")
+    if out.flags.c_contiguous:
+        return out.reshape(-1), dim
+    span = (n_rows - 1) * (row_stride // 4) + dim  # the flat extent from out[0, 0] to out[-1, -1]
+    return np.lib.stride_tricks.as_strided(out, shape=(span,), strides=(4,)), row_stride // 4
+
+
+def _check_offsets(offsets: np.ndarray, n_lookups: int) -> None:
+    _int_array(offsets, np.int64, "offsets")
+    if offsets.size == 0:
+        raise ValueError("offsets must have length n_bags + 1 >= 1")
+    code, pos = _check_csr(offsets, n_lookups)
+    if code == 1:
+        raise ValueError(f"offsets[0] = {int(offsets[0])} is negative")
+    if code == 2:
+        raise ValueError(f"offsets decrease at bag {pos} ({int(offsets[pos])} -> {int(offsets[pos + 1])})")
+    if code == 3:
+        raise ValueError(f"last offset {int(offsets[-1])} exceeds the {n_lookups} lookups")
+
+
+def _check_threads(threads: int) -> int:
+    if not isinstance(threads, (int, np.integer)) or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(f"threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}], got {threads!r}")
+    return int(threads)
+
+
+def _chunks(offsets: np.ndarray, threads: int) -> np.ndarray:
+    """Bag boundaries splitting the lookups into about ``threads * _CHUNKS_PER_THREAD`` equal parts."""
+    n_bags = offsets.size - 1
+    n = min(n_bags, threads * _CHUNKS_PER_THREAD)
+    targets = np.linspace(offsets[0], offsets[-1], n + 1)
+    bounds = np.searchsorted(offsets, targets, side="left").clip(0, n_bags)
+    bounds[0], bounds[-1] = 0, n_bags
+    return np.unique(bounds).astype(np.int64)
+
+
+def _run(threads: int, offsets: np.ndarray, serial, parallel, *args) -> None:
+    if threads == 1 or offsets.size <= 2:
+        serial(*args)
+        return
+    chunks = _chunks(offsets, threads)
+    with _PARALLEL_LOCK:
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            parallel(*args, chunks)
+        finally:
+            numba.set_num_threads(previous)
+
+
+def _describe(a) -> str:
+    return f"{type(a).__name__} of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+
+
+# ---------------------------------------------------------------- public API
+
+
+def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: np.ndarray, *,
+              accumulate: bool = False, threads: int = 1) -> np.ndarray:
+    """The DRAM tier's gather-and-pool: ``out[b] (+)= sum(table[indices[offsets[b]:offsets[b+1]]])``.
+
+    ``table`` (rows, dim) float32|float16 C-contiguous; ``indices`` int64; ``offsets`` int64 of length
+    n_bags + 1 (non-decreasing, a CSR into ``indices``); ``out`` float32 (n_bags, dim) with contiguous
+    rows. Sums in lookup order from ``+0.0`` (``accumulate=False``) or from ``out[b]``
+    (``accumulate=True``, so pooling a bag in two calls equals pooling it in one). Returns ``out``.
+    Bad dtypes raise TypeError; bad shapes, layout or offsets ValueError; rows out of range IndexError.
+    """
+    src = _table_view(table, "table")
+    rows, dim = table.shape
+    _int_array(indices, np.int64, "indices")
+    _check_offsets(offsets, indices.size)
+    out_flat, row_stride = _out_view(out, offsets.size - 1, dim)
+    threads = _check_threads(threads)
+    bad = _first_bad_row(indices, offsets[0], offsets[-1], rows)
+    if bad >= 0:
+        raise IndexError(f"lookup {bad}: row {int(indices[bad])} out of range for a table of {rows} rows")
+    if dim == 0 or offsets.size == 1:
+        return out
+    _run(threads, offsets, _pool_rows_serial, _pool_rows_parallel,
+         src, dim, indices, offsets, out_flat, row_stride, bool(accumulate))
+    return out
+
+
+def _check_sources(kinds, locs, dram, pages, staged, code, dim, n_lookups_used=None):
+    """Shared checks of pool_sources / extract_rows; returns (dram flat, staged flat, page_half)."""
+    _int_array(kinds, np.uint8, "kinds")
+    _int_array(locs, np.int64, "locs")
+    if kinds.size != locs.size:
+        raise ValueError(f"kinds ({kinds.size}) and locs ({locs.size}) differ in length")
+    if not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    if code not in (DTYPE_FP32, DTYPE_FP16):
+        raise ValueError(f"dtype_code {code!r} is not DTYPE_FP32 ({DTYPE_FP32}) or DTYPE_FP16 ({DTYPE_FP16})")
+    dram_flat = _table_view(dram, "dram")
+    if dram.shape[1] != dim:
+        raise ValueError(f"dram rows have {dram.shape[1]} values, expected dim = {dim}")
+    if not isinstance(pages, np.ndarray) or pages.ndim != 1 or pages.dtype != np.uint8:
+        raise TypeError(f"pages must be a 1-D uint8 array (a buffer of read pages), got {_describe(pages)}"
+                        + (f" of {pages.dtype}" if isinstance(pages, np.ndarray) else ""))
+    if not pages.flags.c_contiguous:
+        raise ValueError("pages must be contiguous")
+    if not isinstance(staged, np.ndarray) or staged.ndim != 2 or staged.dtype != np.float32:
+        raise TypeError(f"staged must be a 2-D float32 array (S, dim), got {_describe(staged)}"
+                        + (f" of {staged.dtype}" if isinstance(staged, np.ndarray) else ""))
+    if staged.shape[1] != dim or not staged.flags.c_contiguous:
+        raise ValueError(f"staged must be C-contiguous with {dim} columns, got shape {staged.shape}")
+    return dram_flat, staged.reshape(-1), code == DTYPE_FP16
+
+
+def _check_locations(kinds, locs, lo, hi, dram, pages, staged, code, dim) -> None:
+    bad = _first_bad_source(kinds, locs, lo, hi, dram.shape[0], pages.size, dim * _ITEM_BYTES[code],
+                            staged.shape[0])
+    if bad >= 0:
+        kind, loc = int(kinds[bad]), int(locs[bad])
+        if kind == KIND_DRAM:
+            raise IndexError(f"lookup {bad}: dram row {loc} out of range for {dram.shape[0]} rows")
+        if kind == KIND_PAGE:
+            raise IndexError(f"lookup {bad}: a {dim * _ITEM_BYTES[code]}-byte row at byte offset {loc} "
+                             f"does not fit in the {pages.size}-byte pages buffer")
+        if kind == KIND_STAGED:
+            raise IndexError(f"lookup {bad}: staged row {loc} out of range for {staged.shape[0]} rows")
+        raise ValueError(f"lookup {bad}: kind {kind} is not KIND_DRAM (0), KIND_PAGE (1) or KIND_STAGED (2)")
+
+
+def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray,
+                 pages: np.ndarray, staged: np.ndarray, dtype_code: int, dim: int, out: np.ndarray, *,
+                 accumulate: bool = False, threads: int = 1) -> np.ndarray:
+    """Mixed-tier pooling: lookup k of bag b adds the row named by ``kinds[k]`` / ``locs[k]``.
+
+    ``KIND_DRAM`` (0): ``dram[locs[k]]`` ((R, dim) float32|float16, C-contiguous; may have 0 rows).
+    ``KIND_PAGE`` (1): ``dim`` values of ``dtype_code`` (DTYPE_FP32 / DTYPE_FP16) at byte offset
+    ``locs[k]`` of ``pages`` (1-D uint8; any offset, aligned or not) - the memory-centric core.
+    ``KIND_STAGED`` (2): ``staged[locs[k]]`` ((S, dim) float32) - a row rebuilt from TT cores.
+    Same order and accumulator rule as :func:`pool_rows`, so any mix of tiers gives exactly the
+    sequential sum of the same rows. ``kinds`` uint8, ``locs`` int64, ``offsets`` int64. Returns ``out``.
+    """
+    dram_flat, staged_flat, page_half = _check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
+    _check_offsets(offsets, kinds.size)
+    out_flat, row_stride = _out_view(out, offsets.size - 1, dim)
+    threads = _check_threads(threads)
+    _check_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), dram, pages, staged, dtype_code, dim)
+    if offsets.size == 1:
+        return out
+    _run(threads, offsets, _pool_sources_serial, _pool_sources_parallel,
+         offsets, kinds, locs, dram_flat, pages, staged_flat, page_half, int(dim), out_flat, row_stride,
+         bool(accumulate))
+    return out
+
+
+def _rows_out(out, n: int, dim: int) -> np.ndarray:
+    return np.empty((n, dim), np.float32) if out is None else out
+
+
+def gather_rows(table: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``out[i] = table[rows[i]]`` widened to float32 (exact); ``rows`` int64. Returns ``out``."""
+    _table_view(table, "table")
+    _int_array(rows, np.int64, "rows")
+    dim = table.shape[1]
+    kinds = np.full(rows.size, KIND_DRAM, np.uint8)
+    return extract_rows(kinds, rows, table, np.empty(0, np.uint8), np.empty((0, dim), np.float32), DTYPE_FP32, dim, out)
+
+
+def extract_rows(kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray, pages: np.ndarray,
+                 staged: np.ndarray, dtype_code: int, dim: int, out: np.ndarray | None = None) -> np.ndarray:
+    """``out[i]`` = the row lookup i names (same ``kinds`` / ``locs`` meaning as :func:`pool_sources`),
+    copied without pooling (e.g. rows extracted from read pages to fill a row cache). Returns ``out``."""
+    dram_flat, staged_flat, page_half = _check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
+    out = _rows_out(out, locs.size, int(dim))
+    out_flat, row_stride = _out_view(out, locs.size, dim)
+    _check_locations(kinds, locs, 0, locs.size, dram, pages, staged, dtype_code, dim)
+    if locs.size:
+        _copy_rows(kinds, locs, dram_flat, pages, staged_flat, page_half, int(dim), out_flat, row_stride)
+    return out

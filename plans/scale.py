@@ -1,0 +1,219 @@
+"""A modelled Meta-2021-like workload, and how the MIP's solve time grows with the table count.
+
+``meta2021_spec(seed)``: 856 tables (terabytes in all), batch 65,536, and
+15.8 lookups per table per sample on average, as in Meta's
+dlrm_datasets ``embedding_bag/2021`` traces (887,017,990 lookups per batch of
+65,536 over 856 tables). Row counts, dims and per-table pooling are drawn
+(lognormal) with ``seed``; per-table Zipf skew is drawn around
+``META2021_ALPHA_MEAN``, which :func:`fit_alpha_mean` chose so that the
+expected reuse histogram of one batch (share of lookups that fall on rows
+touched 1, 2, 3-4, ... times) is closest to the published one
+(``META2021_LOOKUP_SHARE_BY_REUSE``, from that repository's
+``locality_stats.txt``, MIT licence, copied in /work/shared/data).
+Everything here is modelled: no trace of this size exists on this machine.
+
+``python -m plans.scale`` solves the placement MIP for the first 26, 107,
+214, 428 and 856 tables on modelled SmartSSD-like devices and prints the
+solve time, the gap and the predicted batch time of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from plans.types import Budgets, PlannerOptions, WorkloadStats
+from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
+
+META2021_TABLES = 856
+META2021_BATCH_SIZE = 65536
+META2021_LOOKUPS_PER_BATCH = 887_017_990
+META2021_UNIQUE_ROWS_PER_BATCH = 128_435_723
+META2021_MEAN_POOLING = META2021_LOOKUPS_PER_BATCH / META2021_BATCH_SIZE / META2021_TABLES  # 15.81
+REUSE_BIN_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+# fbgemm_t856_bs65536.pt, "Ratio of index distribution at different column sizes" (bins (0,1], (1,2], ...):
+META2021_LOOKUP_SHARE_BY_REUSE = (0.069, 0.044, 0.068, 0.101, 0.121, 0.104, 0.073, 0.058, 0.052, 0.050, 0.049,
+                                  0.048, 0.048, 0.043, 0.031, 0.023, 0.019)
+# ... and "Histogram of col sizes" (share of the unique rows of a batch):
+META2021_UNIQUE_SHARE_BY_REUSE = (0.473, 0.152, 0.139, 0.112, 0.072, 0.032, 0.011, 0.005, 0.002, 0.001, 0.0,
+                                  0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+META2021_ALPHA_MEAN = 1.05  # fit_alpha_mean(seed=0) over 0.70..1.40 in steps of 0.05
+META2021_ALPHA_SD = 0.15
+ROWS_MEDIAN = 2_000_000
+ROWS_SIGMA = 1.6
+ROWS_MIN, ROWS_MAX = 1_000, 500_000_000
+DIMS = (64, 128, 128, 256)
+POOLING_SIGMA = 1.0
+
+
+def meta2021_spec(seed: int = 0, alpha_mean: float = META2021_ALPHA_MEAN, n_tables: int = META2021_TABLES) -> ModelSpec:
+    rng = np.random.default_rng(seed)
+    n = META2021_TABLES
+    rows = np.clip(np.round(ROWS_MEDIAN * np.exp(ROWS_SIGMA * rng.standard_normal(n))), ROWS_MIN, ROWS_MAX)
+    dims = rng.choice(DIMS, size=n)
+    w = np.exp(POOLING_SIGMA * rng.standard_normal(n))
+    pooling = np.maximum(1.0, META2021_MEAN_POOLING * w / w.mean())
+    alpha = np.clip(alpha_mean + META2021_ALPHA_SD * rng.standard_normal(n), 0.3, 1.6)
+    tables = tuple(
+        TableSpec(f"t{i}", rows=int(rows[i]), dim=int(dims[i]), dtype="fp32",
+                  pooling=PoolingSpec(kind="poisson", mean=float(pooling[i]), min=0, max=int(20 * pooling[i]) + 1),
+                  zipf_alpha=float(alpha[i]))
+        for i in range(n_tables))
+    return ModelSpec(name="meta-2021", tables=tables, batch_size=META2021_BATCH_SIZE)
+
+
+def meta2021_stats(seed: int = 0, n_tables: int = META2021_TABLES, tt_ranks: Sequence[int] = (8, 16, 32)) -> WorkloadStats:
+    """Modelled statistics of the first ``n_tables`` tables of :func:`meta2021_spec`."""
+    from plans.stats import modelled_stats
+
+    return modelled_stats(meta2021_spec(seed, n_tables=n_tables), tt_ranks)
+
+
+# --- fitting the skew to the published reuse histogram ----------------------------------------
+
+
+def _poisson_cdf(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """P(Poisson(lam) <= k) for each (k, lam) pair: exact sums for lam <= 200, normal approximation above."""
+    k = np.asarray(k, dtype=np.float64)
+    lam = np.asarray(lam, dtype=np.float64)
+    k, lam = np.broadcast_arrays(k, lam)
+    out = np.empty(k.shape)
+    small = lam <= 200
+    if np.any(small):
+        kmax = 1200
+        ls = lam[small]
+        j = np.arange(kmax + 1)
+        logpmf = j[None, :] * np.log(np.maximum(ls[:, None], 1e-300)) - ls[:, None] - np.array(
+            [math.lgamma(x + 1) for x in j])[None, :]
+        cdf = np.cumsum(np.exp(logpmf), axis=1)
+        kk = np.clip(k[small], -1, kmax).astype(np.int64)
+        vals = np.where(kk < 0, 0.0, cdf[np.arange(ls.size), np.maximum(kk, 0)])
+        out[small] = np.minimum(vals, 1.0)
+    big = ~small
+    if np.any(big):
+        z = (k[big] + 0.5 - lam[big]) / np.sqrt(lam[big])
+        out[big] = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+    return out
+
+
+def reuse_histograms(spec: ModelSpec, buckets: int = 200) -> tuple[np.ndarray, np.ndarray, float]:
+    """Expected (unique-row share, lookup share) per reuse bin of one batch, and lookups per unique row."""
+    from plans.stats import zipf_cumulative
+
+    edges = np.array(REUSE_BIN_EDGES[1:], dtype=np.float64)  # upper edges of bins 1..16; last bin open
+    nb = len(REUSE_BIN_EDGES)
+    uniq, look = np.zeros(nb), np.zeros(nb)
+    for t in spec.tables:
+        L = t.pooling.mean_lookups * spec.batch_size
+        b = np.unique(np.round(np.geomspace(1, t.rows + 1, buckets + 1)).astype(np.int64))
+        total = zipf_cumulative(t.rows, t.zipf_alpha)
+        mass = (zipf_cumulative(b[1:] - 1, t.zipf_alpha) - zipf_cumulative(b[:-1] - 1, t.zipf_alpha)) / total
+        n = (b[1:] - b[:-1]).astype(np.float64)
+        lam = L * mass / n
+        # P(C <= e) at each upper edge e; bins (prev, e]
+        cdf = np.stack([_poisson_cdf(np.full_like(lam, e), lam) for e in edges], axis=1)
+        cdf_m1 = np.stack([_poisson_cdf(np.full_like(lam, e - 1), lam) for e in edges], axis=1)  # for C-1 <= e-1
+        p0 = np.exp(-lam)
+        in_bin = np.diff(np.concatenate([p0[:, None], cdf, np.ones((lam.size, 1))], axis=1), axis=1)
+        # E[C 1{C in (a, b]}] = lam * P(a <= C' <= b - 1), C' ~ Poisson(lam)
+        look_cdf = np.concatenate([np.zeros((lam.size, 1)), cdf_m1, np.ones((lam.size, 1))], axis=1)
+        look_bin = lam[:, None] * np.diff(look_cdf, axis=1)
+        uniq += (n[:, None] * in_bin).sum(axis=0)
+        look += (n[:, None] * look_bin).sum(axis=0)
+    return uniq / uniq.sum(), look / look.sum(), float(look.sum() / uniq.sum())
+
+
+def histogram_distance(spec: ModelSpec) -> float:
+    u, lk, _ = reuse_histograms(spec)
+    ref_u = np.array(META2021_UNIQUE_SHARE_BY_REUSE)
+    ref_l = np.array(META2021_LOOKUP_SHARE_BY_REUSE)
+    return float(np.abs(np.cumsum(lk) - np.cumsum(ref_l)).sum() + np.abs(np.cumsum(u) - np.cumsum(ref_u)).sum())
+
+
+def fit_alpha_mean(seed: int = 0, grid: Sequence[float] = tuple(np.round(np.arange(0.70, 1.41, 0.05), 2)),
+                   n_tables: int = META2021_TABLES) -> tuple[float, dict[float, float]]:
+    """The mean Zipf alpha whose expected reuse histograms are closest to the published ones."""
+    dist = {float(a): histogram_distance(meta2021_spec(seed, float(a), n_tables)) for a in grid}
+    return min(dist, key=dist.get), dist
+
+
+# --- solve-time scaling ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScalePoint:
+    tables: int
+    variables: int
+    constraints: int
+    build_s: float
+    solve_s: float
+    status: str
+    gap: float | None
+    gap_source: str
+    predicted_batch_s: float | None
+
+
+def scaling_run(counts: Sequence[int] = (26, 107, 214, 428, 856), *, seed: int = 0, devices: int = 4,
+                dram_share: float = 0.02, time_limit_s: float = 60.0, max_rel_error: float = 0.02,
+                solver: str = "cbc", stats: WorkloadStats | None = None, on_point=None) -> list[ScalePoint]:
+    """Solve the MIP for the first n tables of meta-2021 (host DRAM = ``dram_share`` of their bytes)."""
+    from plans.calibration import default_calibration, smartssd_profiles
+    from plans.mip import build_problem, solve
+
+    full = stats or meta2021_stats(seed, max(counts))
+    calib = default_calibration()
+    devs = smartssd_profiles(devices)
+    points = []
+    for n in counts:
+        sub = WorkloadStats(full.tables[:n], full.batch_size, "modelled", notes=full.notes)
+        budget = int(dram_share * sum(t.table_bytes for t in sub.tables))
+        t0 = time.perf_counter()
+        prob, _ = build_problem(sub, calib, Budgets(budget, max_rel_error), devs,
+                                PlannerOptions(solver=solver, time_limit_s=time_limit_s))
+        build_s = time.perf_counter() - t0
+        res = solve(prob, solver, time_limit_s)
+        p = ScalePoint(n, res.variables, res.constraints, build_s, res.solve_time_s, res.status, res.gap,
+                       res.gap_source, res.objective_s)
+        points.append(p)
+        if on_point:
+            on_point(p)
+    return points
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m plans.scale",
+                                 description="MIP solve time vs table count on the modelled meta-2021 workload "
+                                             "(example: python -m plans.scale --counts 26 856 --time-limit 60)")
+    ap.add_argument("--counts", type=int, nargs="+", default=[26, 107, 214, 428, 856])
+    ap.add_argument("--devices", type=int, default=4)
+    ap.add_argument("--dram-share", type=float, default=0.02, help="host DRAM budget as a share of the table bytes")
+    ap.add_argument("--time-limit", type=float, default=60.0)
+    ap.add_argument("--solver", default="cbc")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    stats = meta2021_stats(a.seed, max(a.counts))
+    print(f"modelled meta-2021 statistics for {max(a.counts)} tables in {time.perf_counter() - t0:.1f} s "
+          f"({sum(t.table_bytes for t in stats.tables) / 1e12:.2f} TB; all figures modelled)")
+    print(f"{'tables':>6} {'vars':>7} {'rows':>6} {'build s':>8} {'solve s':>8} {'status':>9} {'gap':>9} "
+          f"{'batch s (modelled)':>18}")
+
+    def show(p: ScalePoint) -> None:
+        gap = "unknown" if p.gap is None else f"{p.gap:.2e}"
+        bt = "-" if p.predicted_batch_s is None else f"{p.predicted_batch_s:.4f}"
+        print(f"{p.tables:>6} {p.variables:>7} {p.constraints:>6} {p.build_s:>8.2f} {p.solve_s:>8.2f} "
+              f"{p.status:>9} {gap:>9} {bt:>18}", flush=True)
+
+    scaling_run(a.counts, seed=a.seed, devices=a.devices, dram_share=a.dram_share, time_limit_s=a.time_limit,
+                solver=a.solver, stats=stats, on_point=show)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
