@@ -74,6 +74,7 @@ class _Prepared:
     reads: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # per device
     dest: np.ndarray
     tier_lookups: dict[str, int]
+    read_tables: list = field(default_factory=list)  # per device: table index of each read
     handles: list = field(default_factory=list)
     t_start: float = 0.0
 
@@ -187,7 +188,7 @@ class Replayer:
                     kind[cold_idx] = KIND_PAGE
                     loc[cold_idx] = plan.row_dest_offsets + dest_pos
                     per_dev[tab.device].append((tab.file_id, plan.read_offsets, plan.read_nbytes,
-                                                plan.dest_offsets + dest_pos))
+                                                plan.dest_offsets + dest_pos, tab.index))
                     dest_pos += plan.dest_bytes
                     tiers["ssd_raw"] += n_cold
                 else:
@@ -201,8 +202,11 @@ class Replayer:
             olds.append(ids)
             tt_rows.append(tt_unique)
         reads = [_concat_reads(reqs) if reqs else None for reqs in per_dev]
+        read_tables = [np.concatenate([np.full(r[1].size, r[4], np.int64) for r in reqs]) if reqs else None
+                       for reqs in per_dev]
         dest = self._buffer(dest_pos)
-        return _Prepared(batch, kinds, locs, offs, olds, tt_rows, reads, dest, tiers, t_start=t_start)
+        return _Prepared(batch, kinds, locs, offs, olds, tt_rows, reads, dest, tiers, read_tables=read_tables,
+                         t_start=t_start)
 
     def _buffer(self, nbytes: int) -> np.ndarray:
         k = self._next_buffer
@@ -214,36 +218,60 @@ class Replayer:
     def start_io(self, p: _Prepared) -> None:
         for dev, r in enumerate(p.reads):
             if r is not None:
-                p.handles.append((dev, self.engines[dev].start(r[0], r[1], r[2], p.dest, r[3])))
+                p.handles.append((dev, self.engines[dev].start(r[0], r[1], r[2], p.dest, r[3], latency=True)))
 
     def finish(self, p: _Prepared) -> tuple[BatchOutput, dict[str, Any]]:
-        """Rebuild TT rows, wait for the reads, pool every table."""
+        """Rebuild TT rows (compute-centric cores), wait for the reads, pool every table."""
         from emulator.kernels import dtype_code, pool_sources
         from emulator.tt_kernels import tt_rebuild_rows
 
         B = p.batch.batch_size
-        t0 = self.clock()
+        n_dev = len(self.engines)
+        compute_s, mem_s = [0.0] * n_dev, [0.0] * n_dev
+        dram_s = 0.0
         staged = []
         for tab, rows in zip(self.tables, p.tt_rows):
-            staged.append(tt_rebuild_rows(tab.tt, rows) if rows is not None else None)
-        t_tt = self.clock() - t0
-        ios = bytes_read = 0
-        io_time = 0.0
+            if rows is None:
+                staged.append(None)
+                continue
+            t0 = self.clock()
+            staged.append(tt_rebuild_rows(tab.tt, rows))
+            compute_s[tab.device] += self.clock() - t0
+        devices = [{"ios": 0, "bytes": 0, "busy_s": 0.0, "inflight_s": 0.0} for _ in range(n_dev)]
         for dev, h in p.handles:
             res = self.engines[dev].wait(h)
-            ios += res.ios
-            bytes_read += res.bytes_read
-            io_time = max(io_time, res.elapsed_s)
-        t1 = self.clock()
+            r = p.reads[dev]
+            short = np.flatnonzero(res.nread != r[2])
+            if short.size:  # a raw file shrank under us: never pool zero-filled pages
+                k = int(short[0])
+                tab = self.tables[int(p.read_tables[dev][k])]
+                raise InputError(f"batch {p.batch.index}: short read of table {tab.name} at byte {int(r[1][k])} "
+                                 f"({int(res.nread[k])} of {int(r[2][k])} bytes); the store file is truncated",
+                                 self.store.table_path(tab.index))
+            d = devices[dev]
+            d["ios"] += res.ios
+            d["bytes"] += res.bytes_read
+            d["busy_s"] += res.elapsed_s
+            d["inflight_s"] += float(res.latency_ns.sum()) * 1e-9 if res.latency_ns is not None else 0.0
         pooled = []
         for tab, kind, loc, off, st in zip(self.tables, p.kinds, p.locs, p.offsets, staged):
             out = np.empty((B, tab.layout.dim), dtype=np.float32)
             if st is None:
                 st = np.zeros((0, tab.layout.dim), np.float32)
+            t0 = self.clock()
             pool_sources(off, kind, loc, tab.dram, p.dest, st, dtype_code(tab.layout.np_dtype), tab.layout.dim, out)
+            dt = self.clock() - t0
+            # the pooling time of a table is shared by the tiers its lookups came from
+            n = kind.size or 1
+            n_hot = int(np.count_nonzero(kind == KIND_DRAM))
+            dram_s += dt * n_hot / n
+            if tab.tt is None:
+                mem_s[tab.device] += dt * (n - n_hot) / n
+            else:
+                compute_s[tab.device] += dt * (n - n_hot) / n
             pooled.append(out)
-        t_pool = self.clock() - t1
-        info = {"tt_s": t_tt, "pool_s": t_pool, "io_s": io_time, "ios": ios, "bytes_read": bytes_read}
+        info = {"dram_s": dram_s, "mem_s": mem_s, "compute_s": compute_s, "devices": devices,
+                "ios": sum(d["ios"] for d in devices), "bytes_read": sum(d["bytes"] for d in devices)}
         return BatchOutput(p.batch.index, pooled), info
 
     # --- a whole trace ---------------------------------------------------------------------------
@@ -301,23 +329,28 @@ class Replayer:
             totals["verified_batches"] += 1
             self._excluded_s += self._base_clock() - t_v
         if stats is not None:
-            share = lambda k: p.tier_lookups[k] / n if n else 0.0  # noqa: E731
-            pool_s = info["pool_s"]
+            tl = p.tier_lookups
+            raw_bytes = sum(d["bytes"] for d in info["devices"])
             tiers = {
-                "dram": TierCounters(lookups=p.tier_lookups["dram"], bytes=0, busy_s=pool_s * share("dram")),
-                "ssd_raw": TierCounters(lookups=p.tier_lookups["ssd_raw"], bytes=info["bytes_read"],
-                                        busy_s=pool_s * share("ssd_raw")),
-                "ssd_tt": TierCounters(lookups=p.tier_lookups["ssd_tt"], busy_s=info["tt_s"] + pool_s * share("ssd_tt")),
+                "dram": TierCounters(lookups=tl["dram"], busy_s=info["dram_s"]),
+                "ssd_raw": TierCounters(lookups=tl["ssd_raw"], bytes=raw_bytes, busy_s=sum(info["mem_s"])),
+                "ssd_tt": TierCounters(lookups=tl["ssd_tt"], busy_s=sum(info["compute_s"])),
             }
-            devs = [DeviceCounters(d.name, ios=info["ios"] if i == 0 else 0) for i, d in enumerate(self.plan.devices)]
-            cores = [CoreCounters(d.name, "mem", n_cores=max(1, d.mem_cores),
-                                  busy_s=pool_s * share("ssd_raw"), lookups=p.tier_lookups["ssd_raw"],
-                                  bytes=info["bytes_read"], ios=info["ios"]) for d in self.plan.devices[:1]]
-            cores += [CoreCounters(d.name, "compute", n_cores=max(1, d.compute_cores), busy_s=info["tt_s"],
-                                   lookups=p.tier_lookups["ssd_tt"]) for d in self.plan.devices[:1]]
+            devs, cores = [], []
+            for k, (dp, d) in enumerate(zip(self.plan.devices, info["devices"])):
+                devs.append(DeviceCounters(dp.name, ios=d["ios"], bytes=d["bytes"], busy_s=d["busy_s"],
+                                           inflight_s=d["inflight_s"]))
+                cores.append(CoreCounters(dp.name, "mem", n_cores=max(1, dp.mem_cores), busy_s=info["mem_s"][k],
+                                          lookups=self._dev_lookups(p, k, "ssd_raw"), bytes=d["bytes"], ios=d["ios"]))
+                cores.append(CoreCounters(dp.name, "compute", n_cores=max(1, dp.compute_cores),
+                                          busy_s=info["compute_s"][k], lookups=self._dev_lookups(p, k, "ssd_tt")))
             stats.record_batch(latency, samples=p.batch.batch_size, lookups=n, tiers=tiers, devices=devs, cores=cores)
         if on_batch is not None:
             on_batch(out)
+
+    def _dev_lookups(self, p: _Prepared, dev: int, tier: str) -> int:
+        kind = KIND_PAGE if tier == "ssd_raw" else KIND_STAGED
+        return sum(int(np.count_nonzero(k == kind)) for tab, k in zip(self.tables, p.kinds) if tab.device == dev)
 
     def _check_trace(self, reader: TraceReader) -> None:
         spec = reader.spec
@@ -340,6 +373,7 @@ class Replayer:
 
 
 def _concat_reads(reqs: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(file_id, offsets, nbytes, dest_offsets, table) per table -> one request array set."""
     fids = np.concatenate([np.full(r[1].size, r[0], dtype=np.int64) for r in reqs])
     return fids, np.concatenate([r[1] for r in reqs]), np.concatenate([r[2] for r in reqs]), \
         np.concatenate([r[3] for r in reqs])

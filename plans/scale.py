@@ -78,27 +78,29 @@ def meta2021_stats(seed: int = 0, n_tables: int = META2021_TABLES, tt_ranks: Seq
 # --- fitting the skew to the published reuse histogram ----------------------------------------
 
 
-def _poisson_cdf(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """P(Poisson(lam) <= k) for each (k, lam) pair: exact sums for lam <= 200, normal approximation above."""
-    k = np.asarray(k, dtype=np.float64)
+_LGAMMA = np.array([math.lgamma(x + 1) for x in range(601)])
+_ERF = np.vectorize(math.erf)
+
+
+def _poisson_cdf(lam: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+    """P(Poisson(lam) <= k), shape (len(lam), len(ks)): exact sums for lam <= 200, normal approximation above."""
     lam = np.asarray(lam, dtype=np.float64)
-    k, lam = np.broadcast_arrays(k, lam)
-    out = np.empty(k.shape)
+    ks_arr = np.asarray(ks, dtype=np.int64)
+    out = np.empty((lam.size, ks_arr.size))
     small = lam <= 200
     if np.any(small):
-        kmax = 1200
         ls = lam[small]
-        j = np.arange(kmax + 1)
-        logpmf = j[None, :] * np.log(np.maximum(ls[:, None], 1e-300)) - ls[:, None] - np.array(
-            [math.lgamma(x + 1) for x in j])[None, :]
-        cdf = np.cumsum(np.exp(logpmf), axis=1)
-        kk = np.clip(k[small], -1, kmax).astype(np.int64)
-        vals = np.where(kk < 0, 0.0, cdf[np.arange(ls.size), np.maximum(kk, 0)])
-        out[small] = np.minimum(vals, 1.0)
+        j = np.arange(_LGAMMA.size)
+        cdf = np.cumsum(np.exp(j[None, :] * np.log(np.maximum(ls[:, None], 1e-300)) - ls[:, None] - _LGAMMA[None, :]),
+                        axis=1)
+        idx = np.clip(ks_arr, 0, j[-1])
+        vals = np.minimum(cdf[:, idx], 1.0)
+        vals[:, ks_arr < 0] = 0.0
+        out[small] = vals
     big = ~small
     if np.any(big):
-        z = (k[big] + 0.5 - lam[big]) / np.sqrt(lam[big])
-        out[big] = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+        lb = lam[big][:, None]
+        out[big] = 0.5 * (1 + _ERF((ks_arr[None, :] + 0.5 - lb) / np.sqrt(2 * lb)))
     return out
 
 
@@ -116,9 +118,9 @@ def reuse_histograms(spec: ModelSpec, buckets: int = 200) -> tuple[np.ndarray, n
         mass = (zipf_cumulative(b[1:] - 1, t.zipf_alpha) - zipf_cumulative(b[:-1] - 1, t.zipf_alpha)) / total
         n = (b[1:] - b[:-1]).astype(np.float64)
         lam = L * mass / n
-        # P(C <= e) at each upper edge e; bins (prev, e]
-        cdf = np.stack([_poisson_cdf(np.full_like(lam, e), lam) for e in edges], axis=1)
-        cdf_m1 = np.stack([_poisson_cdf(np.full_like(lam, e - 1), lam) for e in edges], axis=1)  # for C-1 <= e-1
+        # P(C <= e) at each upper edge e (bins (prev, e]), and at e - 1 for the lookup shares
+        both = _poisson_cdf(lam, [int(e) for e in edges] + [int(e) - 1 for e in edges])
+        cdf, cdf_m1 = both[:, :edges.size], both[:, edges.size:]
         p0 = np.exp(-lam)
         in_bin = np.diff(np.concatenate([p0[:, None], cdf, np.ones((lam.size, 1))], axis=1), axis=1)
         # E[C 1{C in (a, b]}] = lam * P(a <= C' <= b - 1), C' ~ Poisson(lam)

@@ -7,15 +7,15 @@ generated without the ones before it, unless reuse is on):
 1. Bag sizes: ``B`` pooling factors from the table's :class:`PoolingSpec`
    (fixed, uniform, poisson or lognormal, clipped to ``[min, max]``).
 2. Ranks: one Zipf rank per lookup over the table's ``rows`` ranks, rank ``k``
-   (1-based) with probability ``k**-alpha / H(rows, alpha)``, exactly:
-   the first ``HEAD_ROWS`` ranks by inverse CDF (a cached CDF searched through
-   a guide table), the ranks beyond by Hörmann & Derflinger's
-   rejection-inversion sampler ("Rejection-inversion to generate variates from
-   monotone discrete distributions", ACM TOMACS 6(3), 1996; the formulation of
-   Apache Commons RNG's ``RejectionInversionZipfSampler``), restricted to the
-   tail. Memory stays O(HEAD_ROWS) per table however large it is, and one
-   uniform makes one lookup (about 1% of tail candidates are rejected).
-   ``alpha == 0`` is uniform.
+   (1-based) with probability ``k**-alpha / sum(j**-alpha)``, exactly, by
+   rejection from a piecewise-constant envelope over geometrically growing
+   cells of ranks (see :func:`zipf_cells`): O(log rows) memory, no CDF over
+   all rows, no transcendental function on the common path, about 1.5
+   uniforms per lookup, acceptance above 0.998. (Hörmann & Derflinger's
+   rejection-inversion, the other exact O(1)-memory choice, spent about 30 ns
+   per lookup in ``log1p`` and ``exp`` alone on the development machine.)
+   Uniforms come from a SplitMix64 stream inside the kernel, seeded by one
+   draw from the batch's ``Generator``. ``alpha == 0`` is uniform.
 3. Rows: rank ``k`` (0-based) becomes row ``perm_t(k)``, a seeded bijection on
    ``[0, rows)``: a 4-round Feistel network with modular addition over
    ``[0, a) x [0, b)``, ``a*b >= rows``, cycle-walking back into range (see
@@ -54,12 +54,14 @@ from tracegen.trace_io import TraceWriter
 GENERATOR_NAME = "screc.zipf"
 GENERATOR_VERSION = 1
 CELL_BITS = 9  # 2**9 Zipf cells per octave of ranks: acceptance above 0.998
-CHUNK = 1 << 20  # lookups (and uniforms) per kernel call: bounds the temporary buffers
 PERM_HEAD_ROWS = 1 << 16  # rows of the hottest ranks kept in memory (512 KiB per table)
 FEISTEL_ROUNDS = 4
 _NJIT_OPTIONS = dict(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
 _M1 = np.uint64(0x9E3779B97F4A7C15)
-_S32 = np.uint64(32)
+_S11, _S27, _S30, _S31, _S32 = (np.uint64(k) for k in (11, 27, 30, 31, 32))
+_C1 = np.uint64(0xBF58476D1CE4E5B9)
+_C2 = np.uint64(0x94D049BB133111EB)
+_TWO_M53 = 2.0**-53
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
@@ -228,42 +230,48 @@ class HashPermutation:
 # are O(2**CELL_BITS * log2(rows)) (about 9K cells for 40M rows), and the acceptance rate is
 # above 0.998.
 
+@numba.njit
+def _next_uniform(state):  # SplitMix64 (Steele, Lea & Flood 2014): the next state and a double in [0, 1)
+    state += _M1
+    z = state
+    z = (z ^ (z >> _S30)) * _C1
+    z = (z ^ (z >> _S27)) * _C2
+    z ^= z >> _S31
+    return state, np.float64(z >> _S11) * _TWO_M53
+
+
 @numba.njit(**_NJIT_OPTIONS)
-def _zipf_ranks_kernel(u, cdf, guide, cell_lo, cell_n, squeeze, alpha, out, start):
+def _zipf_ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, alpha, out):
     m = guide.size - 1
-    j = start
-    i = 0
-    while j < out.size:
-        first = i
-        if i >= u.size:
+    state = np.uint64(seed)
+    used = 0
+    for j in range(out.size):
+        while True:
+            state, x = _next_uniform(state)
+            used += 1
+            g = np.int64(x * m)  # exact: m is a power of two
+            lo = guide[g]
+            hi = guide[g + 1]
+            while lo < hi:  # first cell c with cdf[c] > x
+                mid = (lo + hi) >> 1
+                if cdf[mid] > x:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            c = lo
+            k = cell_lo[c]  # 0-based rank
+            cnt = cell_n[c]
+            if cnt > 1:
+                below = cdf[c - 1] if c > 0 else 0.0
+                pos = np.int64((x - below) / (cdf[c] - below) * cnt)  # x rescaled: uniform in the cell
+                k += min(max(pos, 0), cnt - 1)
+                state, y = _next_uniform(state)
+                used += 1
+                if y >= squeeze[c] and y * math.pow((k + 1.0) / (cell_lo[c] + 1.0), alpha) > 1.0:
+                    continue  # rejected: y > w(k+1) / w(lo)
+            out[j] = k
             break
-        x = u[i]
-        i += 1
-        g = np.int64(x * m)  # exact: m is a power of two
-        lo = guide[g]
-        hi = guide[g + 1]
-        while lo < hi:  # first cell c with cdf[c] > x
-            mid = (lo + hi) >> 1
-            if cdf[mid] > x:
-                hi = mid
-            else:
-                lo = mid + 1
-        c = lo
-        k = cell_lo[c]  # 0-based rank
-        cnt = cell_n[c]
-        if cnt > 1:
-            if i >= u.size:
-                return j, first  # out of uniforms in the middle of a sample: report it unstarted
-            below = cdf[c - 1] if c > 0 else 0.0
-            pos = np.int64((x - below) / (cdf[c] - below) * cnt)
-            k += min(max(pos, 0), cnt - 1)
-            y = u[i]
-            i += 1
-            if y >= squeeze[c] and y * math.pow((k + 1.0) / (cell_lo[c] + 1.0), alpha) > 1.0:
-                continue  # rejected: y > w(k+1) / w(lo)
-        out[j] = k
-        j += 1
-    return j, i
+    return used
 
 
 def zipf_cells(rows: int, alpha: float, cell_bits: int = CELL_BITS) -> dict[str, np.ndarray]:
@@ -312,23 +320,13 @@ class ZipfSampler:
         if self.rows < 1 or not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise ValueError(f"bad Zipf support rows={rows} alpha={alpha}")
         self.cells = zipf_cells(self.rows, self.alpha, cell_bits) if self.alpha > 0 else None
-        self._u_per_rank = 1.0
-        if self.cells is not None:  # one uniform per rank, two in cells of more than one rank
-            mass = np.diff(self.cells["cdf"], prepend=0.0)
-            self._u_per_rank = 1.0 + float(mass[self.cells["n"] > 1].sum())
 
     def fill(self, rng: np.random.Generator, out: np.ndarray) -> None:
-        """Fill ``out`` (contiguous int64) with ranks, drawing uniforms in cache-sized chunks."""
+        """Fill ``out`` (contiguous int64) with ranks; takes one 64-bit seed from ``rng``."""
         if self.cells is None:
             out[:] = rng.integers(0, self.rows, size=out.size, dtype=np.int64)
             return
-        buf = np.empty(min(CHUNK, int(out.size * self._u_per_rank * 1.01) + 32))
-        filled = 0
-        while filled < out.size:
-            want = min(buf.size, int((out.size - filled) * self._u_per_rank * 1.01) + 32)  # rejections are rare
-            u = buf[:want]
-            rng.random(out=u)
-            filled, _ = zipf_ranks(u, self, out, filled)
+        zipf_ranks(int(rng.integers(0, 2**64, dtype=np.uint64)), self, out)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         out = np.empty(int(size), dtype=np.int64)
@@ -336,23 +334,21 @@ class ZipfSampler:
         return out
 
 
-def zipf_ranks(u: np.ndarray, sampler: ZipfSampler, out: np.ndarray, start: int = 0) -> tuple[int, int]:
-    """Kernel wrapper: fill ``out[start:]`` with ranks made from the uniforms ``u`` (float64 in [0, 1)), in order.
+def zipf_ranks(seed: int, sampler: ZipfSampler, out: np.ndarray) -> int:
+    """Kernel wrapper: fill ``out`` with ranks drawn from the SplitMix64 stream started at ``seed``.
 
-    Returns ``(filled, used)``: ``out[:filled]`` is complete and ``u[:used]``
-    was consumed (a sample cut short by the end of ``u`` is left out, unused).
-    Needs ``sampler.alpha > 0``.
+    Returns how many uniforms were used (one per rank, two in cells of more
+    than one rank, more after the rare rejections). Needs ``sampler.alpha > 0``.
     """
-    if u.dtype != np.float64 or u.ndim != 1 or not u.flags.c_contiguous:
-        raise ValueError("u must be a contiguous 1-d float64 array")
-    if out.dtype != np.int64 or out.ndim != 1 or not out.flags.c_contiguous:
+    if not isinstance(out, np.ndarray) or out.dtype != np.int64 or out.ndim != 1 or not out.flags.c_contiguous:
         raise ValueError("out must be a contiguous 1-d int64 array")
-    if sampler.cells is None or not 0 <= start <= out.size:
-        raise ValueError(f"zipf_ranks needs alpha > 0 and 0 <= start <= out.size (alpha={sampler.alpha})")
+    if sampler.cells is None:
+        raise ValueError(f"zipf_ranks needs alpha > 0 (alpha={sampler.alpha})")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed {seed} is not a 64-bit unsigned integer")
     c = sampler.cells
-    filled, used = _zipf_ranks_kernel(u, c["cdf"], c["guide"], c["lo"], c["n"], c["squeeze"], sampler.alpha,
-                                      out, int(start))
-    return int(filled), int(used)
+    return int(_zipf_ranks_kernel(np.uint64(seed), c["cdf"], c["guide"], c["lo"], c["n"], c["squeeze"],
+                                  sampler.alpha, out))
 
 
 # --- pooling factors -------------------------------------------------------------------------
@@ -384,15 +380,15 @@ class _TableGenerator:
     def __init__(self, table: TableSpec, table_index: int, params: GeneratorParams):
         self.table = table
         self.sampler = ZipfSampler(table.rows, table.zipf_alpha)
-        self.perm = HashPermutation(table.rows, permutation_keys(params.seed, table_index)) if params.permute else None
+        self.perm = None  # uniform rows (alpha == 0) need no permutation
+        if params.permute and table.zipf_alpha > 0:
+            self.perm = HashPermutation(table.rows, permutation_keys(params.seed, table_index))
 
     def fill(self, rng: np.random.Generator, out: np.ndarray, prev: np.ndarray | None, reuse: float) -> None:
         n = out.size
-        for lo in range(0, n, CHUNK):  # ranks, then rows, while the chunk is in cache
-            part = out[lo : lo + CHUNK]
-            self.sampler.fill(rng, part)
-            if self.perm is not None:
-                self.perm.apply(part, part)
+        self.sampler.fill(rng, out)
+        if self.perm is not None:
+            self.perm.apply(out, out)
         if reuse > 0 and prev is not None and prev.size and n:
             mask = rng.random(n) < reuse
             k = int(np.count_nonzero(mask))
@@ -413,8 +409,8 @@ class TraceGenerator:
 
     def batch(self, i: int, previous: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``i`` as ``(indices, offsets)``; ``previous`` is batch ``i - 1`` (used only when reuse is on)."""
-        if not 0 <= i < self.params.num_batches:
-            raise IndexError(f"batch {i} outside [0, {self.params.num_batches})")
+        if i < 0:
+            raise IndexError(f"batch index {i} < 0")
         reuse = float(self.params.reuse)
         if reuse > 0 and i > 0 and previous is None:
             previous = self.batch(0)

@@ -26,8 +26,7 @@ def aligned_empty(nbytes: int, align: int = PAGE_BYTES) -> np.ndarray:
     extra = max(0, align - mmap.PAGESIZE)
     raw = np.frombuffer(mmap.mmap(-1, max(1, nbytes) + extra), dtype=np.uint8)
     start = (-raw.ctypes.data) % align
-    out = raw[start : start + nbytes]
-    return out
+    return raw[start : start + max(1, nbytes)][:nbytes]  # (an empty slice would lose its address)
 
 
 def is_aligned(arr: np.ndarray, align: int = PAGE_BYTES) -> bool:
