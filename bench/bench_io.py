@@ -1,8 +1,8 @@
 """``screc bench io``: 4 KiB random O_DIRECT reads, our engine against fio on the same file, per queue depth.
 
 For each queue depth, fio (``--ioengine=io_uring``) and the engine each run
-for ``seconds`` on the same file, alternating, ``rounds`` times; the median of
-each side is reported with their ratio. The engine reads uniformly random
+for ``seconds`` on the same file, ``rounds`` times, taking turns at going
+first; the median of each side is reported with their ratio. The engine reads uniformly random
 page-aligned offsets over the whole file, ``queue_depth`` in flight, through
 ``read_many`` in chunks of about a quarter second (the ring drains once per
 chunk, which costs well under 1%). Latency is per read, submit to reap, like
@@ -164,14 +164,16 @@ def run_bench_io(config: BenchIOConfig, on_step: Callable[[str], None] | None = 
         with make_engine(config.engine, queue_depth=qd, **options) as engine:
             fid = engine.open(config.file)
             for k in range(config.rounds):
-                if fio and fio_missing is None:
-                    step(f"fio qd={qd} round {k + 1}/{config.rounds}")
-                    try:
-                        fio_runs.append(run_fio(fio, config.file, qd, config.seconds, config.block_bytes))
-                    except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
-                        fio_missing = f"fio failed: {e}"
-                step(f"{config.engine} qd={qd} round {k + 1}/{config.rounds}")
-                eng_runs.append(run_engine(engine, fid, size, qd, config.seconds, config.block_bytes, rng))
+                for side in (("fio", "engine") if k % 2 == 0 else ("engine", "fio")):  # alternate who goes first
+                    if side == "fio" and fio and fio_missing is None:
+                        step(f"fio qd={qd} round {k + 1}/{config.rounds}")
+                        try:
+                            fio_runs.append(run_fio(fio, config.file, qd, config.seconds, config.block_bytes))
+                        except (RuntimeError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+                            fio_missing = f"fio failed: {e}"
+                    elif side == "engine":
+                        step(f"{config.engine} qd={qd} round {k + 1}/{config.rounds}")
+                        eng_runs.append(run_engine(engine, fid, size, qd, config.seconds, config.block_bytes, rng))
         med = lambda runs, key: statistics.median(r[key] for r in runs) if runs else None  # noqa: E731
         e_iops, f_iops = med(eng_runs, "iops"), med(fio_runs, "iops")
         rows.append({

@@ -60,7 +60,7 @@ def run_replay(store: Store, reader: TraceReader, plan: Plan, config: ReplayConf
         payload = stats.summary()
         payload.update({
             "policy": plan.planner, "engine": config.engine, "queue_depth": config.queue_depth,
-            "pipeline": config.pipeline, "ios": totals["ios"], "bytes_read": totals["bytes_read"],
+            "pipeline": config.pipeline and not config.verify, "ios": totals["ios"], "bytes_read": totals["bytes_read"],
             "dram_used_bytes": rep.dram_bytes, "dram_budget_bytes": plan.dram_budget_bytes,
             "verify": totals.get("verify"), "store": str(store.path), "trace": str(reader.path),
         })

@@ -39,7 +39,8 @@ def format_bytes(n: float) -> str:
 
 
 def stdout_console() -> Console:
-    return Console(highlight=False)
+    # Not a terminal (a pipe, a CI log): rich would assume 80 columns and wrap tables; use 120.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def stderr_console() -> Console:

@@ -287,6 +287,9 @@ class Replayer:
                         clock=self.clock)
             stats.set_dram_used(self.dram_bytes)
         verify = _Verifier(self) if self.config.verify else None
+        # With --verify, batches run one at a time: the next batch's reads must not be in flight while a
+        # (time-excluded) check runs, or IO latencies and queue depths would include the check.
+        pipeline = self.config.pipeline and verify is None
         totals = {"batches": 0, "lookups": 0, "ios": 0, "bytes_read": 0, "verified_batches": 0}
         t_begin = self.clock()
         pending: _Prepared | None = None
@@ -296,13 +299,13 @@ class Replayer:
             p_next = None
             if nxt is not None:
                 p_next = self.prepare(nxt)
-                if self.config.pipeline:
+                if pipeline:
                     self.start_io(p_next)
             if pending is not None:
                 self._complete(pending, stats, totals, verify, on_batch)
             if p_next is None:
                 break
-            if not self.config.pipeline:
+            if not pipeline:
                 self.start_io(p_next)
                 self._complete(p_next, stats, totals, verify, on_batch)
                 pending = None

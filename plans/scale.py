@@ -52,14 +52,15 @@ DIMS = (64, 128, 128, 256)
 POOLING_SIGMA = 1.0
 
 
-def meta2021_spec(seed: int = 0, alpha_mean: float = META2021_ALPHA_MEAN, n_tables: int = META2021_TABLES) -> ModelSpec:
+def meta2021_spec(seed: int = 0, alpha_mean: float = META2021_ALPHA_MEAN, n_tables: int = META2021_TABLES,
+                  alpha_sd: float = META2021_ALPHA_SD) -> ModelSpec:
     rng = np.random.default_rng(seed)
     n = META2021_TABLES
     rows = np.clip(np.round(ROWS_MEDIAN * np.exp(ROWS_SIGMA * rng.standard_normal(n))), ROWS_MIN, ROWS_MAX)
     dims = rng.choice(DIMS, size=n)
     w = np.exp(POOLING_SIGMA * rng.standard_normal(n))
     pooling = np.maximum(1.0, META2021_MEAN_POOLING * w / w.mean())
-    alpha = np.clip(alpha_mean + META2021_ALPHA_SD * rng.standard_normal(n), 0.3, 1.6)
+    alpha = np.clip(alpha_mean + alpha_sd * rng.standard_normal(n), 0.3, 1.6)
     tables = tuple(
         TableSpec(f"t{i}", rows=int(rows[i]), dim=int(dims[i]), dtype="fp32",
                   pooling=PoolingSpec(kind="poisson", mean=float(pooling[i]), min=0, max=int(20 * pooling[i]) + 1),
@@ -104,7 +105,7 @@ def _poisson_cdf(lam: np.ndarray, ks: Sequence[int]) -> np.ndarray:
     return out
 
 
-def reuse_histograms(spec: ModelSpec, buckets: int = 200) -> tuple[np.ndarray, np.ndarray, float]:
+def reuse_histograms(spec: ModelSpec, buckets: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
     """Expected (unique-row share, lookup share) per reuse bin of one batch, and lookups per unique row."""
     from plans.stats import zipf_cumulative
 
@@ -132,16 +133,19 @@ def reuse_histograms(spec: ModelSpec, buckets: int = 200) -> tuple[np.ndarray, n
 
 
 def histogram_distance(spec: ModelSpec) -> float:
+    """L1 distance between the cumulative reuse histograms (lookups and unique rows) of ``spec`` and the reference."""
     u, lk, _ = reuse_histograms(spec)
     ref_u = np.array(META2021_UNIQUE_SHARE_BY_REUSE)
     ref_l = np.array(META2021_LOOKUP_SHARE_BY_REUSE)
     return float(np.abs(np.cumsum(lk) - np.cumsum(ref_l)).sum() + np.abs(np.cumsum(u) - np.cumsum(ref_u)).sum())
 
 
-def fit_alpha_mean(seed: int = 0, grid: Sequence[float] = tuple(np.round(np.arange(0.70, 1.41, 0.05), 2)),
-                   n_tables: int = META2021_TABLES) -> tuple[float, dict[float, float]]:
-    """The mean Zipf alpha whose expected reuse histograms are closest to the published ones."""
-    dist = {float(a): histogram_distance(meta2021_spec(seed, float(a), n_tables)) for a in grid}
+def fit_alpha(seed: int = 0, means: Sequence[float] = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2),
+              sds: Sequence[float] = (0.1, 0.25, 0.4), n_tables: int = META2021_TABLES
+              ) -> tuple[tuple[float, float], dict[tuple[float, float], float]]:
+    """The (mean, sd) of per-table Zipf alpha whose expected reuse histograms are closest to the reference."""
+    dist = {(float(m), float(s)): histogram_distance(meta2021_spec(seed, float(m), n_tables, float(s)))
+            for m in means for s in sds}
     return min(dist, key=dist.get), dist
 
 

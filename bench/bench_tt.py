@@ -1,0 +1,212 @@
+"""``screc bench tt``: rebuild TT-compressed rows (the compute-centric core) against NumPy SGEMM.
+
+For each TT rank, random TT cores of TT-Rec-like shapes (default
+p=(200,220,250) rows, q=(4,4,4) -> dim 64) are built, and batches of
+``batch`` row ids drawn **uniformly at random** over all rows (duplicates
+within a batch removed, as the cold rows of one batch of one table would be;
+``--distribution zipf`` draws Zipf(1.05)-ranked rows scattered by a fixed
+permutation instead) are rebuilt by ``emulator.tt_kernels.tt_rebuild_rows``
+for ``seconds``. Batches are drawn before the clock starts.
+
+FLOPs are those the kernel executes (``tt_rebuild_flops``: distinct prefixes
+x the partial-product GEMM + rows x the last-core GEMM, 2 per multiply-add).
+Right before each rank, NumPy SGEMM (``n x n x n`` float32 matmul, ``2 n^3``
+FLOPs, best of ``sgemm_repeats``, NumPy's own threads) is measured in the
+same process; ``fraction = gflops / sgemm_gflops``. Both are wall-clock rates;
+``*_cpu`` variants divide by the process CPU time instead (less sensitive to
+other load on a shared machine, a per-core rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from bench.common import stdout_console, write_json
+from emulator.tt import random_tt
+from emulator.tt_kernels import tt_rebuild_flops, tt_rebuild_rows, unique_prefix_counts
+from tracegen.errors import InputError
+
+FLOPS_FORMULA = ("sum_k U_k * 2 * (q_1..q_{k-1}) * r_{k-1} * q_k * r_k over distinct prefixes "
+                 "+ rows * 2 * (q_1..q_{d-1}) * r_{d-1} * q_d")
+DISTRIBUTIONS = ("uniform", "zipf")
+ZIPF_EXPONENT = 1.05
+
+
+@dataclass(frozen=True)
+class BenchTTConfig:
+    p_shapes: tuple[int, ...] = (200, 220, 250)
+    q_shapes: tuple[int, ...] = (4, 4, 4)
+    ranks: tuple[int, ...] = (16, 32)
+    batch: int = 4096
+    seconds: float = 5.0  # per rank
+    distribution: str = "uniform"
+    n_threads: int = 0  # 0: all Numba threads (numba.config.NUMBA_NUM_THREADS)
+    seed: int = 0
+    sgemm_n: int = 2048
+    sgemm_repeats: int = 3
+    n_batches: int = 16  # distinct batches drawn up front, cycled through
+
+
+def sgemm_gflops(n: int, repeats: int, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """Best NumPy float32 ``n x n @ n x n`` rate over ``repeats`` runs: (wall GFLOP/s, CPU GFLOP/s)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=out)  # warm up threads and caches
+    best_wall = best_cpu = 0.0
+    for _ in range(max(1, repeats)):
+        w0, c0 = clock(), time.process_time()
+        np.matmul(a, b, out=out)
+        w1, c1 = clock(), time.process_time()
+        best_wall = max(best_wall, 2 * n**3 / max(w1 - w0, 1e-9) / 1e9)
+        best_cpu = max(best_cpu, 2 * n**3 / max(c1 - c0, 1e-9) / 1e9)
+    return best_wall, best_cpu
+
+
+def draw_batch(rng: np.random.Generator, num_rows: int, batch: int, distribution: str) -> np.ndarray:
+    """Distinct row ids of one batch (in draw order): uniform over all rows, or Zipf-ranked and scattered."""
+    if distribution == "uniform":
+        rows = rng.integers(0, num_rows, size=batch, dtype=np.int64)
+    elif distribution == "zipf":
+        ranks = rng.zipf(ZIPF_EXPONENT, size=4 * batch)
+        ranks = ranks[ranks <= num_rows][:batch] - 1
+        rows = (ranks.astype(np.int64) * 2654435761) % num_rows  # a fixed scatter of hot ranks over the table
+    else:
+        raise InputError(f"distribution {distribution!r} is not one of {', '.join(DISTRIBUTIONS)}")
+    _, first = np.unique(rows, return_index=True)
+    return rows[np.sort(first)]
+
+
+def run_bench_tt(config: BenchTTConfig, clock: Callable[[], float] = time.perf_counter,
+                 on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns ``{"results": [per-rank dict], ...}`` (see the module docstring)."""
+    import numba
+
+    if len(config.p_shapes) != len(config.q_shapes) or not 2 <= len(config.p_shapes) <= 4:
+        raise InputError(f"--rows {config.p_shapes} and --dims {config.q_shapes} need the same number (2..4) of factors")
+    if min(config.p_shapes + config.q_shapes) < 1 or not config.ranks or min(config.ranks) < 1:
+        raise InputError("shapes and ranks must be positive")
+    if config.batch < 1 or config.seconds <= 0:
+        raise InputError("--batch must be >= 1 and --seconds > 0")
+    n_threads = config.n_threads or numba.config.NUMBA_NUM_THREADS
+    rng = np.random.default_rng(config.seed)
+    d = len(config.p_shapes)
+    results = []
+    for rank in config.ranks:
+        ranks = (1,) + (int(rank),) * (d - 1) + (1,)
+        tt = random_tt(config.p_shapes, config.q_shapes, ranks, rng, 1.0)
+        batches = [draw_batch(rng, tt.num_rows, config.batch, config.distribution) for _ in range(config.n_batches)]
+        flops = [tt_rebuild_flops(tt, b.size, unique_prefix_counts(tt, b)) for b in batches]
+        outs = [np.empty((b.size, tt.dim), dtype=np.float32) for b in batches]
+        tt_rebuild_rows(tt, batches[0], outs[0], n_threads=n_threads)  # compile / warm up
+        if on_step:
+            on_step(f"sgemm before rank {rank}")
+        sg_wall, sg_cpu = sgemm_gflops(config.sgemm_n, config.sgemm_repeats, clock)
+        if on_step:
+            on_step(f"tt rebuild rank {rank}")
+        n_done = rows_done = flops_done = 0
+        w0, c0 = clock(), time.process_time()
+        while True:
+            k = n_done % len(batches)
+            tt_rebuild_rows(tt, batches[k], outs[k], n_threads=n_threads)
+            n_done += 1
+            rows_done += batches[k].size
+            flops_done += flops[k]
+            elapsed = clock() - w0
+            if elapsed >= config.seconds:
+                break
+        cpu = max(time.process_time() - c0, 1e-9)
+        gflops = flops_done / elapsed / 1e9
+        gflops_cpu = flops_done / cpu / 1e9
+        results.append({
+            "rank": int(rank), "tt_ranks": list(ranks), "batches": n_done, "rows": rows_done, "seconds": elapsed,
+            "rows_per_batch": rows_done / n_done, "flops_per_row": flops_done / rows_done,
+            "rows_per_s": rows_done / elapsed, "gflops": gflops, "sgemm_gflops": sg_wall,
+            "fraction": gflops / sg_wall if sg_wall > 0 else None,
+            "gflops_cpu": gflops_cpu, "sgemm_gflops_cpu": sg_cpu,
+            "fraction_cpu": gflops_cpu / sg_cpu if sg_cpu > 0 else None,
+            "core_bytes": tt.nbytes,
+        })
+    return {
+        "benchmark": "tt", "config": asdict(config), "n_threads": n_threads, "flops_formula": FLOPS_FORMULA,
+        "row_distribution": config.distribution, "sgemm": f"numpy float32 matmul {config.sgemm_n}^3, best of "
+        f"{config.sgemm_repeats}, 2 n^3 FLOPs", "results": results,
+        "conditions": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]},
+    }
+
+
+def render(result: dict[str, Any]):
+    """The result as a rich Table (pure: no printing)."""
+    from rich.table import Table
+
+    cfg = result["config"]
+    shape = "x".join(map(str, cfg["p_shapes"])) + " rows, dims " + "x".join(map(str, cfg["q_shapes"]))
+    t = Table(title=f"bench tt: {shape}, {result['row_distribution']} batches of {cfg['batch']}, "
+                    f"{result['n_threads']} thread(s), {cfg['seconds']:g} s per rank")
+    for col in ("rank", "rows/s", "GFLOP/s", "SGEMM GFLOP/s", "fraction", "fraction (CPU time)", "FLOPs/row"):
+        t.add_column(col, justify="right")
+    for r in result["results"]:
+        t.add_row(str(r["rank"]), f"{r['rows_per_s']:,.0f}", f"{r['gflops']:.1f}", f"{r['sgemm_gflops']:.1f}",
+                  f"{r['fraction']:.2f}", f"{r['fraction_cpu']:.2f}", f"{r['flops_per_row']:,.0f}")
+    t.caption = (f"FLOPs = {result['flops_formula']}; {result['sgemm']}; load average "
+                 f"{result['conditions']['loadavg_1m']:.2f} on {result['conditions']['cpus']} CPUs")
+    return t
+
+
+EXAMPLE = """example:
+  screc bench tt --ranks 16,32 --seconds 5
+  screc bench tt --rows 100x100x100 --dims 4x4x8 --ranks 8 --batch 1024 --seconds 1 --json"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("tt", help="TT row rebuild (compute-centric core) vs NumPy SGEMM",
+                              description=__doc__.splitlines()[0] + "\n\n" + EXAMPLE,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", default="200x220x250", help="tt_p_shapes, e.g. 200x220x250 (11M rows, the default)")
+    p.add_argument("--dims", default="4x4x4", help="tt_q_shapes, e.g. 4x4x4 (dim 64, the default)")
+    p.add_argument("--ranks", default="16,32", help="comma-separated TT ranks to measure (default 16,32)")
+    p.add_argument("--batch", type=int, default=4096, help="row ids drawn per batch before de-duplication")
+    p.add_argument("--seconds", type=float, default=5.0, help="run time per rank (default 5)")
+    p.add_argument("--distribution", choices=DISTRIBUTIONS, default="uniform", help="row ids: uniform (default) or zipf")
+    p.add_argument("--threads", type=int, default=0, help="kernel threads (default 0: all Numba threads)")
+    p.add_argument("--seed", type=int, default=0, help="seed for cores and batches")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", default=None, help="also write the JSON result to this file (e.g. runs/bench_tt.json)")
+    p.set_defaults(func=_handle)
+
+
+def _parse_ints(text: str, sep: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in str(text).split(sep))
+    except ValueError:
+        raise InputError(f"{what} {text!r} is not a {sep!r}-separated list of integers") from None
+    if not values or min(values) < 1:
+        raise InputError(f"{what} {text!r}: values must be >= 1")
+    return values
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from bench.common import make_progress, stderr_console
+
+    if args.threads < 0:
+        raise InputError("--threads must be >= 0")
+    config = BenchTTConfig(p_shapes=_parse_ints(args.rows, "x", "--rows"), q_shapes=_parse_ints(args.dims, "x", "--dims"),
+                           ranks=_parse_ints(args.ranks, ",", "--ranks"), batch=args.batch, seconds=args.seconds,
+                           distribution=args.distribution, n_threads=args.threads, seed=args.seed)
+    with make_progress(stderr_console()) as progress:
+        task = progress.add_task("bench tt", total=2 * len(config.ranks))
+        result = run_bench_tt(config, on_step=lambda msg: progress.update(task, advance=1, description=msg))
+    if args.out:
+        write_json(args.out, result)
+    if args.json:
+        write_json("-", result)
+    else:
+        stdout_console().print(render(result))
+    return 0
