@@ -10,11 +10,14 @@ for ``seconds``. Batches are drawn before the clock starts.
 
 FLOPs are those the kernel executes (``tt_rebuild_flops``: distinct prefixes
 x the partial-product GEMM + rows x the last-core GEMM, 2 per multiply-add).
-Right before each rank, NumPy SGEMM (``n x n x n`` float32 matmul, ``2 n^3``
-FLOPs, best of ``sgemm_repeats``, NumPy's own threads) is measured in the
-same process; ``fraction = gflops / sgemm_gflops``. Both are wall-clock rates;
-``*_cpu`` variants divide by the process CPU time instead (less sensitive to
-other load on a shared machine, a per-core rate).
+The reference is NumPy SGEMM (``n x n x n`` float32 matmul, ``2 n^3`` FLOPs,
+NumPy's own threads) in the same process. Each rank's ``seconds`` are cut into
+``rounds`` slices, each preceded by one SGEMM, so both sides see the same
+machine load; the best slice of each side is reported (``gflops``,
+``sgemm_gflops``, ``rows_per_s``) and ``fraction = gflops / sgemm_gflops``;
+``gflops_mean`` is over the whole run. These are wall-clock rates; the
+``*_cpu`` variants divide by the process CPU time instead (a per-core rate,
+less sensitive to other load on a shared machine).
 """
 
 from __future__ import annotations
@@ -49,25 +52,27 @@ class BenchTTConfig:
     n_threads: int = 0  # 0: all Numba threads (numba.config.NUMBA_NUM_THREADS)
     seed: int = 0
     sgemm_n: int = 2048
-    sgemm_repeats: int = 3
+    rounds: int = 5  # SGEMM / kernel slices, alternated; the best slice of each is reported
     n_batches: int = 16  # distinct batches drawn up front, cycled through
 
 
-def sgemm_gflops(n: int, repeats: int, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
-    """Best NumPy float32 ``n x n @ n x n`` rate over ``repeats`` runs: (wall GFLOP/s, CPU GFLOP/s)."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    out = np.empty((n, n), dtype=np.float32)
-    np.matmul(a, b, out=out)  # warm up threads and caches
-    best_wall = best_cpu = 0.0
-    for _ in range(max(1, repeats)):
-        w0, c0 = clock(), time.process_time()
-        np.matmul(a, b, out=out)
-        w1, c1 = clock(), time.process_time()
-        best_wall = max(best_wall, 2 * n**3 / max(w1 - w0, 1e-9) / 1e9)
-        best_cpu = max(best_cpu, 2 * n**3 / max(c1 - c0, 1e-9) / 1e9)
-    return best_wall, best_cpu
+class Sgemm:
+    """NumPy float32 ``n x n @ n x n`` (``2 n^3`` FLOPs) on fixed random matrices, NumPy's own threads."""
+
+    def __init__(self, n: int, clock: Callable[[], float] = time.perf_counter):
+        rng = np.random.default_rng(0)
+        self.n, self.clock = n, clock
+        self.a = rng.standard_normal((n, n), dtype=np.float32)
+        self.b = rng.standard_normal((n, n), dtype=np.float32)
+        self.out = np.empty((n, n), dtype=np.float32)
+        np.matmul(self.a, self.b, out=self.out)  # warm up threads and caches
+
+    def run(self) -> tuple[float, float]:
+        """One product: (wall GFLOP/s, CPU GFLOP/s)."""
+        w0, c0 = self.clock(), time.process_time()
+        np.matmul(self.a, self.b, out=self.out)
+        w1, c1 = self.clock(), time.process_time()
+        return 2 * self.n**3 / max(w1 - w0, 1e-9) / 1e9, 2 * self.n**3 / max(c1 - c0, 1e-9) / 1e9
 
 
 def draw_batch(rng: np.random.Generator, num_rows: int, batch: int, distribution: str) -> np.ndarray:
@@ -96,7 +101,10 @@ def run_bench_tt(config: BenchTTConfig, clock: Callable[[], float] = time.perf_c
     if config.batch < 1 or config.seconds <= 0:
         raise InputError("--batch must be >= 1 and --seconds > 0")
     n_threads = config.n_threads or numba.config.NUMBA_NUM_THREADS
+    if config.rounds < 1:
+        raise InputError("rounds must be >= 1")
     rng = np.random.default_rng(config.seed)
+    sgemm = Sgemm(config.sgemm_n, clock)
     d = len(config.p_shapes)
     results = []
     for rank in config.ranks:
@@ -107,37 +115,41 @@ def run_bench_tt(config: BenchTTConfig, clock: Callable[[], float] = time.perf_c
         outs = [np.empty((b.size, tt.dim), dtype=np.float32) for b in batches]
         tt_rebuild_rows(tt, batches[0], outs[0], n_threads=n_threads)  # compile / warm up
         if on_step:
-            on_step(f"sgemm before rank {rank}")
-        sg_wall, sg_cpu = sgemm_gflops(config.sgemm_n, config.sgemm_repeats, clock)
-        if on_step:
             on_step(f"tt rebuild rank {rank}")
-        n_done = rows_done = flops_done = 0
-        w0, c0 = clock(), time.process_time()
-        while True:
-            k = n_done % len(batches)
-            tt_rebuild_rows(tt, batches[k], outs[k], n_threads=n_threads)
-            n_done += 1
-            rows_done += batches[k].size
-            flops_done += flops[k]
-            elapsed = clock() - w0
-            if elapsed >= config.seconds:
-                break
-        cpu = max(time.process_time() - c0, 1e-9)
-        gflops = flops_done / elapsed / 1e9
-        gflops_cpu = flops_done / cpu / 1e9
+        sg_wall, sg_cpu, slices, n_done = [], [], [], 0
+        for _ in range(config.rounds):  # alternate SGEMM and kernel slices: both see the same machine load
+            w, c = sgemm.run()
+            sg_wall.append(w)
+            sg_cpu.append(c)
+            rows_done = flops_done = 0
+            w0, c0 = clock(), time.process_time()
+            while True:
+                k = n_done % len(batches)
+                tt_rebuild_rows(tt, batches[k], outs[k], n_threads=n_threads)
+                n_done += 1
+                rows_done += batches[k].size
+                flops_done += flops[k]
+                elapsed = clock() - w0
+                if elapsed >= config.seconds / config.rounds:
+                    break
+            slices.append((rows_done, flops_done, elapsed, max(time.process_time() - c0, 1e-9)))
+        rows_done = sum(s[0] for s in slices)
+        flops_done = sum(s[1] for s in slices)
+        best = max(slices, key=lambda s: s[1] / s[2])
+        gflops, gflops_cpu = best[1] / best[2] / 1e9, max(s[1] / s[3] for s in slices) / 1e9
         results.append({
-            "rank": int(rank), "tt_ranks": list(ranks), "batches": n_done, "rows": rows_done, "seconds": elapsed,
-            "rows_per_batch": rows_done / n_done, "flops_per_row": flops_done / rows_done,
-            "rows_per_s": rows_done / elapsed, "gflops": gflops, "sgemm_gflops": sg_wall,
-            "fraction": gflops / sg_wall if sg_wall > 0 else None,
-            "gflops_cpu": gflops_cpu, "sgemm_gflops_cpu": sg_cpu,
-            "fraction_cpu": gflops_cpu / sg_cpu if sg_cpu > 0 else None,
+            "rank": int(rank), "tt_ranks": list(ranks), "batches": n_done, "rows": rows_done,
+            "seconds": sum(s[2] for s in slices), "rows_per_batch": rows_done / n_done,
+            "flops_per_row": flops_done / rows_done, "rows_per_s": best[0] / best[2], "gflops": gflops,
+            "gflops_mean": flops_done / sum(s[2] for s in slices) / 1e9, "sgemm_gflops": max(sg_wall),
+            "fraction": gflops / max(sg_wall), "gflops_cpu": gflops_cpu, "sgemm_gflops_cpu": max(sg_cpu),
+            "fraction_cpu": gflops_cpu / max(sg_cpu),
             "core_bytes": tt.nbytes,
         })
     return {
         "benchmark": "tt", "config": asdict(config), "n_threads": n_threads, "flops_formula": FLOPS_FORMULA,
         "row_distribution": config.distribution, "sgemm": f"numpy float32 matmul {config.sgemm_n}^3, best of "
-        f"{config.sgemm_repeats}, 2 n^3 FLOPs", "results": results,
+        f"{config.rounds}, 2 n^3 FLOPs", "results": results,
         "conditions": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]},
     }
 
@@ -175,6 +187,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=4096, help="row ids drawn per batch before de-duplication")
     p.add_argument("--seconds", type=float, default=5.0, help="run time per rank (default 5)")
     p.add_argument("--distribution", choices=DISTRIBUTIONS, default="uniform", help="row ids: uniform (default) or zipf")
+    p.add_argument("--rounds", type=int, default=5, help="SGEMM/kernel slices per rank, best reported (default 5)")
     p.add_argument("--threads", type=int, default=0, help="kernel threads (default 0: all Numba threads)")
     p.add_argument("--seed", type=int, default=0, help="seed for cores and batches")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -199,9 +212,10 @@ def _handle(args: argparse.Namespace) -> int:
         raise InputError("--threads must be >= 0")
     config = BenchTTConfig(p_shapes=_parse_ints(args.rows, "x", "--rows"), q_shapes=_parse_ints(args.dims, "x", "--dims"),
                            ranks=_parse_ints(args.ranks, ",", "--ranks"), batch=args.batch, seconds=args.seconds,
-                           distribution=args.distribution, n_threads=args.threads, seed=args.seed)
+                           distribution=args.distribution, n_threads=args.threads, seed=args.seed,
+                           rounds=args.rounds)
     with make_progress(stderr_console()) as progress:
-        task = progress.add_task("bench tt", total=2 * len(config.ranks))
+        task = progress.add_task("bench tt", total=len(config.ranks))
         result = run_bench_tt(config, on_step=lambda msg: progress.update(task, advance=1, description=msg))
     if args.out:
         write_json(args.out, result)

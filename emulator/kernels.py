@@ -63,25 +63,13 @@ def dtype_code(dtype) -> int:
 # ---------------------------------------------------------------- private kernels
 
 
-@njit
-def _load_src(kind, loc, col, n, dram, pages, staged, dim, page_half):
-    """Lanes ``[0, n)`` at column ``col`` of one lookup's row, whichever tier holds it."""
-    if kind == KIND_DRAM:
-        return vload_row(dram, np.uint64(loc) * np.uint64(dim) + np.uint64(col), n)
-    if kind == KIND_PAGE:
-        if page_half:
-            return vload_f16(pages, np.uint64(loc) + np.uint64(2 * col), n)
-        return vload_f32(pages, np.uint64(loc) + np.uint64(4 * col), n)
-    return vload_f32(staged, np.uint64(loc) * np.uint64(dim) + np.uint64(col), n)
-
-
-@njit
+@njit(inline="always")  # inlined in Numba IR: no call, no reference counting per lookup
 def _lanes(rem, v):
     """How many of vector ``v``'s 16 lanes lie inside the ``rem`` remaining columns."""
     return min(max(rem - 16 * v, 0), 16)
 
 
-@njit
+@njit(inline="always")  # inlined in Numba IR: no call, no reference counting per lookup
 def _prefetch_row(src, base, n_lines, line):
     """Prefetch the ``n_lines`` cache lines of the row starting at element ``base`` of ``src``."""
     prefetch(src, base)
@@ -166,40 +154,67 @@ def _pool_rows_parallel(src, dim, indices, offsets, out, row_stride, accumulate,
 @njit
 def _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
                         b_lo, b_hi, accumulate):
-    line = 64 // dram.itemsize  # elements per cache line, for prefetching
+    """Like ``_pool_rows_range``, each lookup's row block loaded from the tier ``kinds[k]`` names.
+
+    The loads are written out per tier (no helper taking arrays: a call per lookup would cost Numba
+    reference counting). Lanes past ``dim`` are loaded masked (as zeros) and never stored."""
+    line = 64 // dram.itemsize  # elements per cache line, for prefetching DRAM rows
     n_lines = (dim + line - 1) // line
-    end = offsets[b_hi]
+    end = np.uint64(offsets[b_hi])
+    udim = np.uint64(dim)
+    ahead = np.uint64(_PREFETCH_LOOKUPS)
+    c16, c32, c48 = np.uint64(16), np.uint64(32), np.uint64(48)
     for b in range(b_lo, b_hi):
-        lo = offsets[b]
-        hi = offsets[b + 1]
+        lo = np.uint64(offsets[b])
+        hi = np.uint64(offsets[b + 1])
         ob = np.uint64(b) * np.uint64(row_stride)
         for jb in range(0, dim, 64):
             rem = dim - jb
             n0, n1, n2, n3 = _lanes(rem, 0), _lanes(rem, 1), _lanes(rem, 2), _lanes(rem, 3)
             o = ob + np.uint64(jb)
+            ujb = np.uint64(jb)
             if accumulate:
                 a0 = vload_f32(out, o, n0)
-                a1 = vload_f32(out, o + np.uint64(16), n1)
-                a2 = vload_f32(out, o + np.uint64(32), n2)
-                a3 = vload_f32(out, o + np.uint64(48), n3)
+                a1 = vload_f32(out, o + c16, n1)
+                a2 = vload_f32(out, o + c32, n2)
+                a3 = vload_f32(out, o + c48, n3)
             else:
                 a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
-            for k in range(lo, hi):
-                if jb == 0 and k + _PREFETCH_LOOKUPS < end and kinds[k + _PREFETCH_LOOKUPS] == KIND_DRAM:
-                    _prefetch_row(dram, np.uint64(locs[k + _PREFETCH_LOOKUPS]) * np.uint64(dim), n_lines, line)
+            k = lo
+            while k < hi:
+                if jb == 0 and k + ahead < end and kinds[k + ahead] == KIND_DRAM:
+                    _prefetch_row(dram, np.uint64(locs[k + ahead]) * udim, n_lines, line)
                 kind = kinds[k]
-                loc = locs[k]
-                a0 = vadd(a0, _load_src(kind, loc, jb, n0, dram, pages, staged, dim, page_half))
-                if n1 > 0:
-                    a1 = vadd(a1, _load_src(kind, loc, jb + 16, n1, dram, pages, staged, dim, page_half))
-                if n2 > 0:
-                    a2 = vadd(a2, _load_src(kind, loc, jb + 32, n2, dram, pages, staged, dim, page_half))
-                if n3 > 0:
-                    a3 = vadd(a3, _load_src(kind, loc, jb + 48, n3, dram, pages, staged, dim, page_half))
+                loc = np.uint64(locs[k])
+                if kind == KIND_DRAM:
+                    p = loc * udim + ujb
+                    a0 = vadd(a0, vload_row(dram, p, n0))
+                    a1 = vadd(a1, vload_row(dram, p + c16, n1))
+                    a2 = vadd(a2, vload_row(dram, p + c32, n2))
+                    a3 = vadd(a3, vload_row(dram, p + c48, n3))
+                elif kind == KIND_PAGE and page_half:  # loc is a byte offset: 16 halves = 32 bytes
+                    p = loc + np.uint64(2) * ujb
+                    a0 = vadd(a0, vload_f16(pages, p, n0))
+                    a1 = vadd(a1, vload_f16(pages, p + c32, n1))
+                    a2 = vadd(a2, vload_f16(pages, p + np.uint64(64), n2))
+                    a3 = vadd(a3, vload_f16(pages, p + np.uint64(96), n3))
+                elif kind == KIND_PAGE:  # 16 floats = 64 bytes
+                    p = loc + np.uint64(4) * ujb
+                    a0 = vadd(a0, vload_f32(pages, p, n0))
+                    a1 = vadd(a1, vload_f32(pages, p + np.uint64(64), n1))
+                    a2 = vadd(a2, vload_f32(pages, p + np.uint64(128), n2))
+                    a3 = vadd(a3, vload_f32(pages, p + np.uint64(192), n3))
+                else:
+                    p = loc * udim + ujb
+                    a0 = vadd(a0, vload_f32(staged, p, n0))
+                    a1 = vadd(a1, vload_f32(staged, p + c16, n1))
+                    a2 = vadd(a2, vload_f32(staged, p + c32, n2))
+                    a3 = vadd(a3, vload_f32(staged, p + c48, n3))
+                k += np.uint64(1)
             vstore_f32(out, o, a0, n0)
-            vstore_f32(out, o + np.uint64(16), a1, n1)
-            vstore_f32(out, o + np.uint64(32), a2, n2)
-            vstore_f32(out, o + np.uint64(48), a3, n3)
+            vstore_f32(out, o + c16, a1, n1)
+            vstore_f32(out, o + c32, a2, n2)
+            vstore_f32(out, o + c48, a3, n3)
 
 
 @njit
@@ -217,17 +232,6 @@ def _pool_sources_parallel(offsets, kinds, locs, dram, pages, staged, page_half,
 
 
 @njit
-def _copy_rows(kinds, locs, dram, pages, staged, page_half, dim, out, row_stride):
-    """out[i] = the row of lookup i (a gather / extract without pooling)."""
-    for i in range(locs.shape[0]):
-        o = np.uint64(i) * np.uint64(row_stride)
-        for jb in range(0, dim, 16):
-            n = min(dim - jb, 16)
-            v = _load_src(kinds[i], locs[i], jb, n, dram, pages, staged, dim, page_half)
-            vstore_f32(out, o + np.uint64(jb), v, n)
-
-
-@njit
 def _check_csr(offsets, n_lookups):
     """0 if fine; else (code, position): 1 first offset < 0, 2 decreasing, 3 past the end."""
     if offsets[0] < 0:
@@ -241,46 +245,28 @@ def _check_csr(offsets, n_lookups):
 
 
 @njit
-def _first_bad_row(indices, lo, hi, n_rows):
-    """First lookup in ``[lo, hi)`` whose row is outside ``[0, n_rows)``, or -1.
-
-    One branch-free (vectorised) min/max pass; the slow search runs only when something is wrong."""
-    low = np.int64(0)
-    high = np.int64(-1)
-    if hi > lo:
-        low = indices[lo]
-        high = indices[lo]
+def _rows_in_range(indices, lo, hi, n_rows):
+    """Whether every row of lookups ``[lo, hi)`` is in ``[0, n_rows)``: one branch-free (vectorised)
+    pass; an unsigned index avoids Numba's negative-index wraparound, which would stop LLVM."""
+    ok = True
     k = np.uint64(lo)
-    while k < np.uint64(hi):  # unsigned index: no negative-index wraparound, so LLVM vectorises
-        v = indices[k]
-        low = min(low, v)
-        high = max(high, v)
+    while k < np.uint64(hi):
+        ok &= np.uint64(indices[k]) < np.uint64(n_rows)  # a negative row wraps past n_rows
         k += np.uint64(1)
-    if low >= 0 and high < n_rows:
-        return -1
-    for k in range(lo, hi):
-        if indices[k] < 0 or indices[k] >= n_rows:
-            return k
-    return -1
+    return ok
 
 
 @njit
-def _first_bad_source(kinds, locs, lo, hi, n_dram, n_pages_bytes, row_bytes, n_staged):
-    """First lookup in ``[lo, hi)`` whose kind or location is invalid, or -1."""
-    for k in range(lo, hi):
+def _sources_in_range(kinds, locs, lo, hi, limits):
+    """Whether every lookup in ``[lo, hi)`` has a known kind and ``0 <= loc < limits[kind]``."""
+    ok = True
+    k = np.uint64(lo)
+    while k < np.uint64(hi):
         kind = kinds[k]
-        loc = locs[k]
-        if kind == KIND_DRAM:
-            ok = 0 <= loc < n_dram
-        elif kind == KIND_PAGE:
-            ok = 0 <= loc and loc + row_bytes <= n_pages_bytes
-        elif kind == KIND_STAGED:
-            ok = 0 <= loc < n_staged
-        else:
-            ok = False
-        if not ok:
-            return k
-    return -1
+        limit = limits[kind] if kind < limits.shape[0] else np.uint64(0)
+        ok &= np.uint64(locs[k]) < limit
+        k += np.uint64(1)
+    return ok
 
 
 # ---------------------------------------------------------------- input checks (wrappers)
@@ -396,8 +382,9 @@ def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: 
     _check_offsets(offsets, indices.size)
     out_flat, row_stride = _out_view(out, offsets.size - 1, dim)
     threads = _check_threads(threads)
-    bad = _first_bad_row(indices, offsets[0], offsets[-1], rows)
-    if bad >= 0:
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    if not _rows_in_range(indices, lo, hi, rows):
+        bad = lo + int(np.flatnonzero((indices[lo:hi] < 0) | (indices[lo:hi] >= rows))[0])
         raise IndexError(f"lookup {bad}: row {int(indices[bad])} out of range for a table of {rows} rows")
     if dim == 0 or offsets.size == 1:
         return out
@@ -406,7 +393,7 @@ def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: 
     return out
 
 
-def _check_sources(kinds, locs, dram, pages, staged, code, dim, n_lookups_used=None):
+def _check_sources(kinds, locs, dram, pages, staged, code, dim):
     """Shared checks of pool_sources / extract_rows; returns (dram flat, staged flat, page_half)."""
     _int_array(kinds, np.uint8, "kinds")
     _int_array(locs, np.int64, "locs")
@@ -433,18 +420,22 @@ def _check_sources(kinds, locs, dram, pages, staged, code, dim, n_lookups_used=N
 
 
 def _check_locations(kinds, locs, lo, hi, dram, pages, staged, code, dim) -> None:
-    bad = _first_bad_source(kinds, locs, lo, hi, dram.shape[0], pages.size, dim * _ITEM_BYTES[code],
-                            staged.shape[0])
-    if bad >= 0:
-        kind, loc = int(kinds[bad]), int(locs[bad])
-        if kind == KIND_DRAM:
-            raise IndexError(f"lookup {bad}: dram row {loc} out of range for {dram.shape[0]} rows")
-        if kind == KIND_PAGE:
-            raise IndexError(f"lookup {bad}: a {dim * _ITEM_BYTES[code]}-byte row at byte offset {loc} "
-                             f"does not fit in the {pages.size}-byte pages buffer")
-        if kind == KIND_STAGED:
-            raise IndexError(f"lookup {bad}: staged row {loc} out of range for {staged.shape[0]} rows")
-        raise ValueError(f"lookup {bad}: kind {kind} is not KIND_DRAM (0), KIND_PAGE (1) or KIND_STAGED (2)")
+    row_bytes = dim * _ITEM_BYTES[code]
+    # a page row must end inside the buffer: byte offsets [0, size - row_bytes] are fine
+    limits = np.array([dram.shape[0], max(pages.size - row_bytes + 1, 0), staged.shape[0]], np.uint64)
+    if _sources_in_range(kinds, locs, lo, hi, limits):
+        return
+    kind_used = np.minimum(kinds[lo:hi], 3)
+    bad = lo + int(np.flatnonzero(locs[lo:hi].astype(np.uint64) >= np.append(limits, 0)[kind_used])[0])
+    kind, loc = int(kinds[bad]), int(locs[bad])
+    if kind == KIND_DRAM:
+        raise IndexError(f"lookup {bad}: dram row {loc} out of range for {dram.shape[0]} rows")
+    if kind == KIND_PAGE:
+        raise IndexError(f"lookup {bad}: a {row_bytes}-byte row at byte offset {loc} "
+                         f"does not fit in the {pages.size}-byte pages buffer")
+    if kind == KIND_STAGED:
+        raise IndexError(f"lookup {bad}: staged row {loc} out of range for {staged.shape[0]} rows")
+    raise ValueError(f"lookup {bad}: kind {kind} is not KIND_DRAM (0), KIND_PAGE (1) or KIND_STAGED (2)")
 
 
 def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray,
@@ -472,10 +463,6 @@ def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram:
     return out
 
 
-def _rows_out(out, n: int, dim: int) -> np.ndarray:
-    return np.empty((n, dim), np.float32) if out is None else out
-
-
 def gather_rows(table: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``out[i] = table[rows[i]]`` widened to float32 (exact); ``rows`` int64. Returns ``out``."""
     _table_view(table, "table")
@@ -488,11 +475,11 @@ def gather_rows(table: np.ndarray, rows: np.ndarray, out: np.ndarray | None = No
 def extract_rows(kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray, pages: np.ndarray,
                  staged: np.ndarray, dtype_code: int, dim: int, out: np.ndarray | None = None) -> np.ndarray:
     """``out[i]`` = the row lookup i names (same ``kinds`` / ``locs`` meaning as :func:`pool_sources`),
-    copied without pooling (e.g. rows extracted from read pages to fill a row cache). Returns ``out``."""
-    dram_flat, staged_flat, page_half = _check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
-    out = _rows_out(out, locs.size, int(dim))
-    out_flat, row_stride = _out_view(out, locs.size, dim)
-    _check_locations(kinds, locs, 0, locs.size, dram, pages, staged, dtype_code, dim)
-    if locs.size:
-        _copy_rows(kinds, locs, dram_flat, pages, staged_flat, page_half, int(dim), out_flat, row_stride)
-    return out
+    widened to float32 without pooling (e.g. rows extracted from read pages to fill a row cache).
+    ``out`` (n, dim) float32 is allocated when None. Returns ``out``."""
+    _check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
+    out = np.empty((locs.size, dim), np.float32) if out is None else out
+    _out_view(out, locs.size, dim)
+    out[...] = -0.0  # one bag per lookup, accumulated onto -0.0: -0.0 + x == x for every x, a bit-exact copy
+    offsets = np.arange(locs.size + 1, dtype=np.int64)
+    return pool_sources(offsets, kinds, locs, dram, pages, staged, dtype_code, dim, out, accumulate=True)

@@ -29,7 +29,8 @@ import numpy as np
 from tracegen.errors import InputError
 
 _SVD_MAX_ELEMENTS = 1 << 22  # wider unfoldings use the Gram matrix (memory: m*m, not m*n)
-_FACTOR_WINDOW = 32  # candidate smallest factors tried below the d-th root
+_FACTOR_WINDOW = 32  # candidate factors tried below the d-th root of what is left to cover
+_MAX_FACTOR_RATIO = 1.5  # largest / smallest factor of factorize_rows
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -38,45 +39,47 @@ _FACTOR_WINDOW = 32  # candidate smallest factors tried below the d-th root
 def factorize_rows(rows: int, d: int = 3) -> tuple[int, ...]:
     """``d`` near-balanced factors (ascending) with product >= ``rows`` and the least padding.
 
-    Among candidates whose smallest factor lies within a small window below the
-    d-th root, the least waste ``prod - rows`` wins, then the best balance.
-    ``factorize_rows(11_000_000) == (200, 220, 250)``.
+    Candidates have a largest/smallest factor ratio <= 1.5 (core bytes grow
+    with the sum of the factors, so balance matters); among them the least
+    waste ``prod - rows`` wins, then the best balance. The balanced ceiling
+    ``ceil(rows ** (1/d))`` repeated ``d`` times is always a candidate.
+    ``factorize_rows(11_000_000) == (200, 220, 250)`` (TT-Rec's shape).
     """
     rows, d = int(rows), int(d)
     if d < 1:
         raise ValueError(f"d={d}: a TT needs at least one core")
     if rows < 1:
         raise ValueError(f"rows={rows}: a table needs at least one row")
-    best = _best_row_factors(rows, d, 1)
-    if best is None:  # pragma: no cover - the window always admits the balanced ceiling
-        raise ValueError(f"rows={rows}: no factorisation into {d} factors")
+    ceiling = int(math.ceil(rows ** (1.0 / d) - 1e-9))
+    while ceiling**d < rows:  # guard against float rounding
+        ceiling += 1
+    best = (ceiling**d - rows, 1.0, (ceiling,) * d)
+    root = rows ** (1.0 / d)
+    for f in range(max(1, int(root) - _FACTOR_WINDOW), int(root) + 1):  # f: the smallest factor
+        sub = _best_row_factors(-(-rows // f), d - 1, f, int(f * _MAX_FACTOR_RATIO))
+        if sub is not None:
+            factors = (f,) + sub
+            key = (math.prod(factors) - rows, factors[-1] / factors[0], factors)
+            best = min(best, key)
     return best[2]
 
 
-def _best_row_factors(rows: int, d: int, min_factor: int):
-    """(waste, imbalance, factors) minimising waste then imbalance, factors >= min_factor ascending."""
+def _best_row_factors(rows: int, d: int, lo: int, hi: int) -> tuple[int, ...] | None:
+    """Ascending factors in [lo, hi] with product >= rows: least waste, then least spread; None if impossible."""
     if d == 1:
-        f = max(rows, min_factor)
-        return f - rows, 1.0, (f,)
-    root = rows ** (1.0 / d)
-    hi = int(math.floor(root + 1e-9))
-    lo = max(min_factor, hi - _FACTOR_WINDOW, int(math.ceil(root / 2)))
+        f = max(rows, lo)
+        return (f,) if f <= hi else None
+    if hi**d < rows:
+        return None
     best = None
-    for f in range(max(lo, min_factor), max(hi, min_factor) + 1):
-        sub = _best_row_factors(-(-rows // f), d - 1, f)
-        if sub is None:
-            continue
-        factors = (f,) + sub[2]
-        waste = math.prod(factors) - rows
-        key = (waste, factors[-1] / factors[0], factors)
-        if best is None or key[:2] < best[:2]:
-            best = key
-    if best is None:  # window empty (tiny rows): the balanced ceiling always works
-        f = max(min_factor, int(math.ceil(root - 1e-9)))
-        sub = _best_row_factors(-(-rows // f), d - 1, f)
-        factors = (f,) + sub[2]
-        best = (math.prod(factors) - rows, factors[-1] / factors[0], factors)
-    return best
+    root = rows ** (1.0 / d)
+    for f in range(max(lo, int(root) - _FACTOR_WINDOW), min(hi, int(root) + 1) + 1):
+        sub = _best_row_factors(-(-rows // f), d - 1, f, hi)
+        if sub is not None:
+            factors = (f,) + sub
+            key = (math.prod(factors) - rows, factors[-1] - factors[0], factors)
+            best = key if best is None or key < best else best
+    return None if best is None else best[2]
 
 
 def factorize_dim(dim: int, d: int = 3) -> tuple[int, ...]:

@@ -18,9 +18,10 @@ counting sorts), so consecutive rows reuse ``core_2[i_2]`` from L1/L2; for
 How it is made fast. Numba cannot keep an accumulator array in registers, so
 the kernels use a 16-lane float32 value type (``<16 x float>``, with masked
 loads and stores for ragged edges) built from LLVM intrinsics below: the
-partial products are GEMMs blocked 2 rows x 64 columns with 8 vector
-accumulators; the last stage computes 4 outputs at a time as dot products
-over the rank, reduced together by one shuffle tree. ``n_threads > 1`` splits
+partial products are GEMMs blocked 4 rows x 64 columns with 16 vector
+accumulators; the last stage computes dot products over the rank, 16
+outputs (4 rows x 4 columns, when q_d == 4) or 4 at a time, reduced together
+by one shuffle tree. ``n_threads > 1`` splits
 the ordered rows at prefix boundaries over ``prange`` threads (this machine
 has 2 cores); the default runs on the calling thread (kernels release the GIL).
 
@@ -259,6 +260,30 @@ def _vsum4(typingctx, a, b, c, d):
     return _Vec16(_Vec16, _Vec16, _Vec16, _Vec16), codegen
 
 
+def _tree_sum_codegen(builder, vectors):
+    """Horizontal sums of up to 16 vectors into the lanes of one (lane l = sum of vector l), by a shuffle tree:
+    each level pairs vectors and adds the two halves of every lane group (30 shuffles + 15 adds for 16)."""
+    size = _LANES
+    while len(vectors) > 1:
+        half = size // 2
+        groups = _LANES // size
+        lo = [g * size + i for g in range(groups) for i in range(half)]
+        lo = lo + [_LANES + x for x in lo]
+        hi = [x + half for x in lo]
+        vectors = [builder.fadd(_shuffle(builder, u, v, lo), _shuffle(builder, u, v, hi))
+                   for u, v in zip(vectors[0::2], vectors[1::2])]
+        size = half
+    return vectors[0]
+
+
+@intrinsic
+def _vsum16(typingctx, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15):
+    """Lane l = the sum of the lanes of argument l."""
+    if not all(x == _Vec16 for x in (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)):
+        return None
+    return _Vec16(*([_Vec16] * 16)), lambda context, builder, sig, args: _tree_sum_codegen(builder, list(args))
+
+
 # ---------------------------------------------------------------------------------------------- kernels
 
 
@@ -318,15 +343,39 @@ def _split_at_prefixes(rows, order, d, p_last, n_parts):
 
 @njit(fastmath=True, inline="always")
 def _gemm(a, a0, m, k, b, b0, n, c, c0):
-    """c[c0:][:m, :n] = a[a0:][:m, :k] @ b[b0:][:k, :n] (flat row-major); 2 x 64 blocks in 8 vector registers."""
-    for i in range(0, m, 2):
+    """c[c0:][:m, :n] = a[a0:][:m, :k] @ b[b0:][:k, :n] (flat row-major): 4 x 64 blocks in 16 vector
+    registers (each loaded b vector feeds 4 FMAs), the last m % 4 rows 2 or 1 at a time."""
+    m4 = m - m % 4
+    for i in range(0, m4, 4):
+        ai = a0 + i * k
+        for j in range(0, n, 64):
+            n0, n1, n2, n3 = _widths(n - j)
+            x0, x1, x2, x3 = _vzero(), _vzero(), _vzero(), _vzero()
+            y0, y1, y2, y3 = _vzero(), _vzero(), _vzero(), _vzero()
+            z0, z1, z2, z3 = _vzero(), _vzero(), _vzero(), _vzero()
+            w0, w1, w2, w3 = _vzero(), _vzero(), _vzero(), _vzero()
+            for t in range(k):
+                bt = b0 + t * n + j
+                v0, v1 = _vload(b, bt, n0), _vload(b, bt + 16, n1)
+                v2, v3 = _vload(b, bt + 32, n2), _vload(b, bt + 48, n3)
+                s = _vbroadcast(a[ai + t])
+                x0, x1, x2, x3 = _vfma(s, v0, x0), _vfma(s, v1, x1), _vfma(s, v2, x2), _vfma(s, v3, x3)
+                s = _vbroadcast(a[ai + k + t])
+                y0, y1, y2, y3 = _vfma(s, v0, y0), _vfma(s, v1, y1), _vfma(s, v2, y2), _vfma(s, v3, y3)
+                s = _vbroadcast(a[ai + 2 * k + t])
+                z0, z1, z2, z3 = _vfma(s, v0, z0), _vfma(s, v1, z1), _vfma(s, v2, z2), _vfma(s, v3, z3)
+                s = _vbroadcast(a[ai + 3 * k + t])
+                w0, w1, w2, w3 = _vfma(s, v0, w0), _vfma(s, v1, w1), _vfma(s, v2, w2), _vfma(s, v3, w3)
+            ci = c0 + i * n + j
+            _store4(c, ci, x0, x1, x2, x3, n0, n1, n2, n3)
+            _store4(c, ci + n, y0, y1, y2, y3, n0, n1, n2, n3)
+            _store4(c, ci + 2 * n, z0, z1, z2, z3, n0, n1, n2, n3)
+            _store4(c, ci + 3 * n, w0, w1, w2, w3, n0, n1, n2, n3)
+    for i in range(m4, m, 2):
         two = i + 1 < m
         ai = a0 + i * k
         for j in range(0, n, 64):
-            n0 = min(16, n - j)
-            n1 = min(16, max(0, n - j - 16))
-            n2 = min(16, max(0, n - j - 32))
-            n3 = min(16, max(0, n - j - 48))
+            n0, n1, n2, n3 = _widths(n - j)
             x0, x1, x2, x3 = _vzero(), _vzero(), _vzero(), _vzero()
             y0, y1, y2, y3 = _vzero(), _vzero(), _vzero(), _vzero()
             for t in range(k):
@@ -336,24 +385,37 @@ def _gemm(a, a0, m, k, b, b0, n, c, c0):
                 s = _vbroadcast(a[ai + t])
                 x0, x1, x2, x3 = _vfma(s, v0, x0), _vfma(s, v1, x1), _vfma(s, v2, x2), _vfma(s, v3, x3)
                 if two:
-                    u = _vbroadcast(a[ai + k + t])
-                    y0, y1, y2, y3 = _vfma(u, v0, y0), _vfma(u, v1, y1), _vfma(u, v2, y2), _vfma(u, v3, y3)
+                    s = _vbroadcast(a[ai + k + t])
+                    y0, y1, y2, y3 = _vfma(s, v0, y0), _vfma(s, v1, y1), _vfma(s, v2, y2), _vfma(s, v3, y3)
             ci = c0 + i * n + j
-            _vstore(c, ci, x0, n0)
-            _vstore(c, ci + 16, x1, n1)
-            _vstore(c, ci + 32, x2, n2)
-            _vstore(c, ci + 48, x3, n3)
+            _store4(c, ci, x0, x1, x2, x3, n0, n1, n2, n3)
             if two:
-                _vstore(c, ci + n, y0, n0)
-                _vstore(c, ci + n + 16, y1, n1)
-                _vstore(c, ci + n + 32, y2, n2)
-                _vstore(c, ci + n + 48, y3, n3)
+                _store4(c, ci + n, y0, y1, y2, y3, n0, n1, n2, n3)
+
+
+@njit(inline="always")
+def _widths(left):
+    """Lane counts of the four 16-lane vectors covering the next min(left, 64) columns."""
+    return min(16, left), min(16, max(0, left - 16)), min(16, max(0, left - 32)), min(16, max(0, left - 48))
+
+
+@njit(inline="always")
+def _store4(c, ci, v0, v1, v2, v3, n0, n1, n2, n3):
+    _vstore(c, ci, v0, n0)
+    _vstore(c, ci + 16, v1, n1)
+    _vstore(c, ci + 32, v2, n2)
+    _vstore(c, ci + 48, v3, n3)
 
 
 @njit(fastmath=True, inline="always")
 def _last_stage(part, p0, big_q, r, last_t, base, q_d, out, o0):
-    """out[o0 + j*q_d + k] = sum_b part[p0 + j*r + b] * last_t[base + k*r + b]: 4 outputs per vector sum."""
-    for j in range(big_q):
+    """out[o0 + j*q_d + k] = sum_b part[p0 + j*r + b] * last_t[base + k*r + b] (dot products over the rank)."""
+    j0 = 0
+    if q_d == 4:  # 4 rows x 4 outputs = 16 contiguous outputs per tree sum
+        for j0 in range(0, big_q - 3, 4):
+            _last_stage_4x4(part, p0 + j0 * r, r, last_t, base, out, o0 + j0 * 4)
+        j0 = big_q - big_q % 4
+    for j in range(j0, big_q):
         pj = p0 + j * r
         for k0 in range(0, q_d, 4):
             nk = min(4, q_d - k0)
@@ -370,6 +432,28 @@ def _last_stage(part, p0, big_q, r, last_t, base, q_d, out, o0):
                 if nk > 3:
                     a3 = _vfma(pv, _vload(last_t, cb + 3 * r + b0, nb), a3)
             _vstore(out, o0 + j * q_d + k0, _vsum4(a0, a1, a2, a3), nk)
+
+
+@njit(fastmath=True, inline="always")
+def _last_stage_4x4(part, p0, r, last_t, base, out, o0):
+    """16 outputs out[o0 + 4*j + k] (j, k < 4) = sum_b part[p0 + j*r + b] * last_t[base + k*r + b]."""
+    a0, a1, a2, a3 = _vzero(), _vzero(), _vzero(), _vzero()
+    a4, a5, a6, a7 = _vzero(), _vzero(), _vzero(), _vzero()
+    a8, a9, a10, a11 = _vzero(), _vzero(), _vzero(), _vzero()
+    a12, a13, a14, a15 = _vzero(), _vzero(), _vzero(), _vzero()
+    for b0 in range(0, r, 16):
+        nb = min(16, r - b0)
+        c0, c1 = _vload(last_t, base + b0, nb), _vload(last_t, base + r + b0, nb)
+        c2, c3 = _vload(last_t, base + 2 * r + b0, nb), _vload(last_t, base + 3 * r + b0, nb)
+        v = _vload(part, p0 + b0, nb)
+        a0, a1, a2, a3 = _vfma(v, c0, a0), _vfma(v, c1, a1), _vfma(v, c2, a2), _vfma(v, c3, a3)
+        v = _vload(part, p0 + r + b0, nb)
+        a4, a5, a6, a7 = _vfma(v, c0, a4), _vfma(v, c1, a5), _vfma(v, c2, a6), _vfma(v, c3, a7)
+        v = _vload(part, p0 + 2 * r + b0, nb)
+        a8, a9, a10, a11 = _vfma(v, c0, a8), _vfma(v, c1, a9), _vfma(v, c2, a10), _vfma(v, c3, a11)
+        v = _vload(part, p0 + 3 * r + b0, nb)
+        a12, a13, a14, a15 = _vfma(v, c0, a12), _vfma(v, c1, a13), _vfma(v, c2, a14), _vfma(v, c3, a15)
+    _vstore(out, o0, _vsum16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15), 16)
 
 
 @njit(fastmath=True)

@@ -43,8 +43,8 @@ META2021_LOOKUP_SHARE_BY_REUSE = (0.069, 0.044, 0.068, 0.101, 0.121, 0.104, 0.07
 # ... and "Histogram of col sizes" (share of the unique rows of a batch):
 META2021_UNIQUE_SHARE_BY_REUSE = (0.473, 0.152, 0.139, 0.112, 0.072, 0.032, 0.011, 0.005, 0.002, 0.001, 0.0,
                                   0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-META2021_ALPHA_MEAN = 1.05  # fit_alpha_mean(seed=0) over 0.70..1.40 in steps of 0.05
-META2021_ALPHA_SD = 0.15
+META2021_ALPHA_MEAN = 0.9  # fit_alpha(seed=0): best (mean, sd) of the grid means 0.7..1.2 x sds 0.1, 0.25, 0.4
+META2021_ALPHA_SD = 0.1
 ROWS_MEDIAN = 2_000_000
 ROWS_SIGMA = 1.6
 ROWS_MIN, ROWS_MAX = 1_000, 500_000_000

@@ -176,6 +176,25 @@ class EngineConformance:
         np.testing.assert_array_equal(dest[100:], want[100:])
         assert res.nread.tolist() == [2 * P]
 
+    def test_direct_and_buffered_files_in_one_engine(self, files, tmp_path, monkeypatch):
+        # b.bin refuses O_DIRECT; a.bin (O_DIRECT) still ends in a partial block that must read as EOF.
+        real_open = os.open
+
+        def open_b_buffered(path, flags, *a):
+            if flags & os.O_DIRECT and str(path).endswith("b.bin"):
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_open(path, flags, *a)
+
+        monkeypatch.setattr(io_base, "_os_open", open_b_buffered)
+        with self.make(allow_buffered=True) as eng:
+            fa, fb = eng.open(files[0]), eng.open(files[1])
+            assert eng.file(fa).direct and not eng.file(fb).direct
+            dest = aligned_empty(4 * P)
+            res = eng.read_many([fa, fb], [40 * P, 7 * P], [2 * P, 2 * P], dest, [0, 2 * P])
+        want, nread = self.expected(files, [0, 1], [40 * P, 7 * P], [2 * P, 2 * P], 4 * P, [0, 2 * P])
+        assert res.nread.tolist() == nread.tolist() == [1000, P]
+        np.testing.assert_array_equal(dest, want)
+
     def test_tmpfs(self):
         shm = "/dev/shm"
         if not os.path.isdir(shm):

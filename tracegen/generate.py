@@ -31,9 +31,8 @@ generated without the ones before it, unless reuse is on):
 
 The same ``(spec, params)`` gives byte-identical traces.
 
-The Numba kernels here use ``numba.njit`` with the options of
-``emulator.jit.NJIT_OPTIONS`` (repeated, because ``tracegen`` sits below
-``emulator`` and must not import it).
+The Numba kernels here use ``numba.njit`` with the project's options
+(:data:`tracegen.jit.NJIT_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ import numba
 import numpy as np
 
 from tracegen.errors import InputError
+from tracegen.jit import NJIT_OPTIONS as _NJIT_OPTIONS
 from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
 from tracegen.trace_io import TraceWriter
 
@@ -56,7 +56,6 @@ GENERATOR_VERSION = 1
 CELL_BITS = 9  # 2**9 Zipf cells per octave of ranks: acceptance above 0.998
 PERM_HEAD_ROWS = 1 << 16  # rows of the hottest ranks kept in memory (512 KiB per table)
 FEISTEL_ROUNDS = 4
-_NJIT_OPTIONS = dict(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _S11, _S27, _S30, _S31, _S32 = (np.uint64(k) for k in (11, 27, 30, 31, 32))
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -214,7 +213,12 @@ class HashPermutation:
         self.head = hash_permute(np.arange(min(self.rows, head_rows), dtype=np.int64), self.rows, self.keys)
 
     def apply(self, ranks: np.ndarray, out: np.ndarray) -> None:
-        """``out[i] = perm(ranks[i])`` (trusted input: int64 ranks in ``[0, rows)``; ``out`` may be ``ranks``)."""
+        """``out[i] = perm(ranks[i])``; ``out`` may be ``ranks``. Ranks must lie in ``[0, rows)`` (not checked)."""
+        for a in (ranks, out):
+            if a.dtype != np.int64 or a.ndim != 1 or not a.flags.c_contiguous:
+                raise ValueError("ranks and out must be contiguous 1-d int64 arrays")
+        if out.size != ranks.size:
+            raise ValueError("out must have the size of ranks")
         _permute_kernel(ranks, self.head, self.rows, *self.shape, self.keys, out)
 
 

@@ -12,8 +12,8 @@ Outcome of each read (indexed like the request arrays):
 
 * ``res == remaining``: done.
 * ``0 < res < remaining``: short read. If the file ends inside the block just
-  read (an O_DIRECT read returning a count that is not a multiple of
-  ``align``), or on a later ``res == 0``, the read stopped at end of file: the
+  read (an O_DIRECT read returning a count that is not a multiple of the
+  file's alignment ``aligns[file_id]``), or on a later ``res == 0``, the read stopped at end of file: the
   rest of its destination range is zero-filled and ``nread`` says how many
   bytes were real. Otherwise the remainder is queued again.
 * ``-EINTR`` / ``-EAGAIN``: queued again, up to ``MAX_RETRIES`` times.
@@ -71,8 +71,8 @@ def _write_sqe(sqes, slot, opcode, sqe_flags, fd, off, addr, nbytes, user_data, 
 
 
 @njit
-def _drive_reads(info, sq, cq, sqes, cqes, fds, fixed_files, buf_index, file_ids, offsets, nbytes,
-                 dest, dest_offsets, queue_depth, align, nread, stats, lat_ns, ts):
+def _drive_reads(info, sq, cq, sqes, cqes, fds, aligns, fixed_files, buf_index, file_ids, offsets, nbytes,
+                 dest, dest_offsets, queue_depth, nread, stats, lat_ns, ts):
     ring_fd = info[0]
     sq_tail_i, sq_head_i, sq_mask = info[2], info[1], info[3]
     cq_head_i, cq_tail_i, cq_mask = info[4], info[5], info[6]
@@ -109,7 +109,7 @@ def _drive_reads(info, sq, cq, sqes, cqes, fds, fixed_files, buf_index, file_ids
             tail += 1
             outstanding += 1
             stats[ST_SUBMITTED] += 1
-            if timing and done == 0:
+            if timing and done == 0 and tries[i] == 0:
                 t0[i] = _now_ns(ts)
         if outstanding == 0:
             break
@@ -153,6 +153,7 @@ def _drive_reads(info, sq, cq, sqes, cqes, fds, fixed_files, buf_index, file_ids
             nread[i] += res
             stats[ST_BYTES] += res
             remaining = nbytes[i] - nread[i]
+            align = aligns[file_ids[i]]
             eof = res == 0 or (align > 1 and res % align != 0)
             if remaining > 0 and not eof:
                 stats[ST_RETRIES] += 1
@@ -170,11 +171,22 @@ def _drive_reads(info, sq, cq, sqes, cqes, fds, fixed_files, buf_index, file_ids
         cq[cq_head_i] = np.uint32(chead)
 
 
-def drive_reads(ring, fds, fixed_files, buf_index, file_ids, offsets, nbytes, dest, dest_offsets,
-                queue_depth, align, nread, lat_ns):
-    """Run one batch through ``ring``; returns the stats array (``types.ST_*``). Inputs are pre-validated."""
+def drive_reads(ring, fds, aligns, fixed_files, buf_index, file_ids, offsets, nbytes, dest, dest_offsets,
+                queue_depth, nread, lat_ns):
+    """Run one batch through ``ring``; returns the stats array (``types.ST_*``).
+
+    Values (offsets in range, alignment, dest bounds) are checked by
+    :meth:`IOEngine.check_requests`; this wrapper only checks the array types
+    the kernel is compiled for.
+    """
+    for name, a, dt in (("file_ids", file_ids, np.int64), ("offsets", offsets, np.int64), ("nbytes", nbytes, np.int64),
+                        ("dest_offsets", dest_offsets, np.int64), ("nread", nread, np.int64),
+                        ("lat_ns", lat_ns, np.int64), ("fds", fds, np.int32), ("aligns", aligns, np.int64),
+                        ("dest", dest, np.uint8)):
+        if not isinstance(a, np.ndarray) or a.dtype != dt or a.ndim != 1 or not a.flags.c_contiguous:
+            raise TypeError(f"drive_reads: {name} must be a contiguous 1-D {np.dtype(dt).name} array")
     stats = new_stats()
-    _drive_reads(ring.info, ring.sq, ring.cq, ring.sqes, ring.cqes, fds, bool(fixed_files), int(buf_index),
-                 file_ids, offsets, nbytes, dest, dest_offsets, int(queue_depth), int(align), nread, stats,
+    _drive_reads(ring.info, ring.sq, ring.cq, ring.sqes, ring.cqes, fds, aligns, bool(fixed_files), int(buf_index),
+                 file_ids, offsets, nbytes, dest, dest_offsets, int(queue_depth), nread, stats,
                  lat_ns, _sys.timespec_scratch())
     return stats

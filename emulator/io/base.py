@@ -114,6 +114,8 @@ class IOEngine(ABC):
                  direct_align_bytes: int = T.DIRECT_ALIGN_BYTES, clock: Callable[[], float] = time.perf_counter):
         if int(queue_depth) < 1:
             raise ValueError(f"queue_depth must be >= 1, got {queue_depth}")
+        if direct_align_bytes < 1 or direct_align_bytes & (direct_align_bytes - 1):
+            raise ValueError(f"direct_align_bytes must be a power of two, got {direct_align_bytes}")
         self.queue_depth = int(queue_depth)
         self.allow_buffered = bool(allow_buffered)
         self.direct_align_bytes = int(direct_align_bytes)
@@ -171,7 +173,9 @@ class IOEngine(ABC):
                   latency: bool = False) -> IOResult:
         """Read every request into ``dest``, ``queue_depth`` at a time; raise IOFailure on a hard error."""
         self._check_open()
-        req = self.check_requests(file_ids, offsets, nbytes, dest, dest_offsets)
+        return self._run(self.check_requests(file_ids, offsets, nbytes, dest, dest_offsets), latency)
+
+    def _run(self, req: Requests, latency: bool) -> IOResult:
         with self._lock:
             self._check_open()
             t0 = self.clock()
@@ -220,16 +224,19 @@ class IOEngine(ABC):
         req = Requests(fid, off, nb, dest, doff)
         if n == 0:
             return req
-        if fid.min() < 0 or fid.max() >= len(self.files) or any(self.files[i] is None for i in np.unique(fid)):
+        is_open = np.array([f is not None for f in self.files], dtype=bool)
+        if fid.min() < 0 or fid.max() >= is_open.shape[0] or not is_open[fid].all():
             raise ValueError(f"file ids must be open files of this engine (0..{len(self.files) - 1})")
         if nb.min() <= 0 or nb.max() > T.MAX_READ_BYTES:
             raise ValueError(f"read lengths must be in 1..{T.MAX_READ_BYTES} bytes")
         if off.min() < 0 or doff.min() < 0 or int((doff + nb).max()) > dest.shape[0]:
             raise ValueError(f"offsets must be >= 0 and every read must fit in dest ({dest.shape[0]} bytes)")
-        direct = np.array([f is not None and f.direct for f in self.files], dtype=bool)[fid]
-        if direct.any():
-            a = self.direct_align_bytes
-            bad = direct & (((off % a) != 0) | ((nb % a) != 0) | (((doff + dest.ctypes.data) % a) != 0))
+        is_direct = np.array([f is not None and f.direct for f in self.files], dtype=bool)
+        if is_direct.any():
+            a = self.direct_align_bytes  # a power of two: one OR and one AND per read
+            bad = ((off | nb | (doff + dest.ctypes.data)) & (a - 1)) != 0
+            if not is_direct.all():
+                bad &= is_direct[fid]
             if bad.any():
                 k = int(np.flatnonzero(bad)[0])
                 raise ValueError(f"O_DIRECT read {k} (offset {off[k]}, {nb[k]} bytes, dest offset {doff[k]}) is not "
@@ -239,14 +246,17 @@ class IOEngine(ABC):
     # -- pipelining -----------------------------------------------------------------------------
 
     def start(self, file_ids, offsets, nbytes, dest: np.ndarray, dest_offsets, *, latency: bool = False) -> ReadHandle:
-        """Begin ``read_many`` on the engine's IO thread and return at once."""
+        """Begin ``read_many`` on the engine's IO thread and return at once.
+
+        The request arrays are copied; ``dest`` is not, so leave it alone until :meth:`wait`.
+        """
         self._check_open()
-        self.check_requests(file_ids, offsets, nbytes, dest, dest_offsets)  # fail here, not in the thread
+        req = self.check_requests(file_ids, offsets, nbytes, dest, dest_offsets)  # fail here, not in the thread
+        req = Requests(req.file_ids.copy(), req.offsets.copy(), req.nbytes.copy(), req.dest, req.dest_offsets.copy())
         with self._lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"screc-io-{self.name}")
-        return ReadHandle(self._executor.submit(self.read_many, file_ids, offsets, nbytes, dest, dest_offsets,
-                                                latency=latency))
+        return ReadHandle(self._executor.submit(self._run, req, latency))
 
     def wait(self, handle: ReadHandle) -> IOResult:
         """Block until a started read is done; its exception (IOFailure, ...) is raised here."""

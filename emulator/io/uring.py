@@ -52,13 +52,17 @@ class UringEngine(IOEngine):
         self.registered_files = self.ring.fixed_files > 0
         self.registered_buffers = self.ring.fixed_buffers > 0
         self._fds = np.full(16, -1, dtype=np.int32)  # file id -> fd, or registered slot
+        self._aligns = np.ones(16, dtype=np.int64)  # file id -> O_DIRECT alignment (1: buffered)
         self._buffers: OrderedDict[tuple[int, int], tuple[int, np.ndarray]] = OrderedDict()  # (addr, len) -> slot, ref
         self._pending: dict[int, np.ndarray] = {}  # low-level API: tag -> dest kept alive while in flight
         self._queued = 0  # low-level API: SQEs written, not yet committed
+        self._broken = ""  # set when the ring failed mid-batch; the engine refuses further batches
 
     def _on_open(self, file_id: int, f: OpenFile) -> None:
         if file_id >= self._fds.shape[0]:
             self._fds = np.concatenate([self._fds, np.full(self._fds.shape[0], -1, dtype=np.int32)])
+            self._aligns = np.concatenate([self._aligns, np.ones(self._aligns.shape[0], dtype=np.int64)])
+        self._aligns[file_id] = self.direct_align_bytes if f.direct else 1
         if self.registered_files:
             if file_id >= MAX_REGISTERED_FILES:
                 raise ValueError(f"at most {MAX_REGISTERED_FILES} files per engine with registered_files=True")
@@ -94,15 +98,18 @@ class UringEngine(IOEngine):
     # -- workhorse ------------------------------------------------------------------------------
 
     def _read_batch(self, req: Requests, latency: bool) -> BatchOutcome:
+        if self._broken:
+            raise RuntimeError(f"this io_uring engine is unusable after an earlier failure: {self._broken}")
         if self._pending or self._queued:
             raise RuntimeError("read_many while low-level reads are queued or in flight; reap them first")
         n = len(req)
         nread = np.zeros(n, dtype=np.int64)
         lat = np.zeros(n if latency else 0, dtype=np.int64)
-        direct = all(f is None or f.direct for f in self.files)
-        stats = drive_reads(self.ring, self._fds, self.registered_files, self._buffer_index(req.dest),
+        stats = drive_reads(self.ring, self._fds, self._aligns, self.registered_files, self._buffer_index(req.dest),
                             req.file_ids, req.offsets, req.nbytes, req.dest, req.dest_offsets,
-                            self.queue_depth, self.direct_align_bytes if direct else 1, nread, lat)
+                            self.queue_depth, nread, lat)
+        if stats[T.ST_FAILED_INDEX] == -2:  # io_uring_enter itself failed: reads may still be in flight
+            self._broken = f"io_uring_enter failed with errno {int(stats[T.ST_ERRNO])}"
         return BatchOutcome(nread, stats, lat if latency else None)
 
     # -- low-level contract (Python speed; fine for single reads) -------------------------------
