@@ -203,7 +203,8 @@ EXAMPLE = """example:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("io", help="random 4 KiB O_DIRECT reads: IO engine vs fio",
-                              description=__doc__.splitlines()[0] + "\n\n" + EXAMPLE,
+                              description="Random 4 KiB O_DIRECT reads: the IO engine against fio on the same file, "
+                                          "per queue depth (IOPS, latency, CPU per read).\n\n" + EXAMPLE,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--file", default=None, help=f"test file (created with --size if missing; default {DEFAULT_FILE}, "
                    "made once, git-ignored)")

@@ -88,12 +88,17 @@ def _prefetch_row(src, base, n_lines, line):
 
 @njit
 def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, accumulate):
-    """Bags ``[b_lo, b_hi)``: each 64-column block of a bag is summed in four registers over its lookups."""
-    line = 64 // src.itemsize  # elements per cache line, for prefetching
-    n_lines = (dim + line - 1) // line
+    """Bags ``[b_lo, b_hi)``: each 64-column block of a bag is summed in four registers over its lookups.
+
+    Returns how many lookups named a row outside the table; such a row is clamped to the last row
+    (branch-free), so nothing is read out of bounds and the wrapper raises afterwards."""
+    line = 64 // src.itemsize  # elements per cache line
+    last_row = np.uint64(src.shape[0] // dim - 1)  # src is never empty here (checked by the wrapper)
+    n_bad = 0
     end = np.uint64(offsets[b_hi])
     udim = np.uint64(dim)
     ahead = np.uint64(_PREFETCH_LOOKUPS)
+    c16, c32, c48 = np.uint64(16), np.uint64(32), np.uint64(48)
     for b in range(b_lo, b_hi):
         lo = np.uint64(offsets[b])
         hi = np.uint64(offsets[b + 1])
@@ -102,53 +107,72 @@ def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, ac
             rem = dim - jb
             n0, n1, n2, n3 = _lanes(rem, 0), _lanes(rem, 1), _lanes(rem, 2), _lanes(rem, 3)
             o = ob + np.uint64(jb)
+            ujb = np.uint64(jb)
+            # this block's cache lines in the row ``ahead`` lookups on: 4 branch-free prefetches whose
+            # offsets clamp to the block's last element (a repeated prefetch is nearly free)
+            last = min(rem, 64) - 1
+            f0 = ujb
+            f1 = ujb + np.uint64(min(line, last))
+            f2 = ujb + np.uint64(min(2 * line, last))
+            f3 = ujb + np.uint64(min(3 * line, last))
             if accumulate:
                 a0 = vload_f32(out, o, n0)
-                a1 = vload_f32(out, o + np.uint64(16), n1)
-                a2 = vload_f32(out, o + np.uint64(32), n2)
-                a3 = vload_f32(out, o + np.uint64(48), n3)
+                a1 = vload_f32(out, o + c16, n1)
+                a2 = vload_f32(out, o + c32, n2)
+                a3 = vload_f32(out, o + c48, n3)
             else:
                 a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
-            first = jb == 0  # the first block's pass prefetches whole rows ahead
             k = lo
             if rem >= 64:  # full block: constant masks fold into plain vector loads
                 while k < hi:
-                    if first and k + ahead < end:
-                        _prefetch_row(src, np.uint64(indices[k + ahead]) * udim, n_lines, line)
-                    p = np.uint64(indices[k]) * udim + np.uint64(jb)
+                    if k + ahead < end:
+                        q = np.uint64(indices[k + ahead]) * udim
+                        prefetch(src, q + f0)
+                        prefetch(src, q + f1)
+                        prefetch(src, q + f2)
+                        prefetch(src, q + f3)
+                    r = np.uint64(indices[k])  # a negative row wraps to a huge one
+                    n_bad += r > last_row
+                    p = min(r, last_row) * udim + ujb
                     a0 = vadd(a0, vload_row(src, p, 16))
-                    a1 = vadd(a1, vload_row(src, p + np.uint64(16), 16))
-                    a2 = vadd(a2, vload_row(src, p + np.uint64(32), 16))
-                    a3 = vadd(a3, vload_row(src, p + np.uint64(48), 16))
+                    a1 = vadd(a1, vload_row(src, p + c16, 16))
+                    a2 = vadd(a2, vload_row(src, p + c32, 16))
+                    a3 = vadd(a3, vload_row(src, p + c48, 16))
                     k += np.uint64(1)
-            else:
+            else:  # the row's tail: masked loads (lanes past dim read nothing, add zeros, are not stored)
                 while k < hi:
-                    if first and k + ahead < end:
-                        _prefetch_row(src, np.uint64(indices[k + ahead]) * udim, n_lines, line)
-                    p = np.uint64(indices[k]) * udim + np.uint64(jb)
+                    if k + ahead < end:
+                        q = np.uint64(indices[k + ahead]) * udim
+                        prefetch(src, q + f0)
+                        prefetch(src, q + f1)
+                        prefetch(src, q + f2)
+                        prefetch(src, q + f3)
+                    r = np.uint64(indices[k])
+                    n_bad += r > last_row
+                    p = min(r, last_row) * udim + ujb
                     a0 = vadd(a0, vload_row(src, p, n0))
-                    if n1 > 0:
-                        a1 = vadd(a1, vload_row(src, p + np.uint64(16), n1))
-                    if n2 > 0:
-                        a2 = vadd(a2, vload_row(src, p + np.uint64(32), n2))
-                    if n3 > 0:
-                        a3 = vadd(a3, vload_row(src, p + np.uint64(48), n3))
+                    a1 = vadd(a1, vload_row(src, p + c16, n1))
+                    a2 = vadd(a2, vload_row(src, p + c32, n2))
+                    a3 = vadd(a3, vload_row(src, p + c48, n3))
                     k += np.uint64(1)
             vstore_f32(out, o, a0, n0)
-            vstore_f32(out, o + np.uint64(16), a1, n1)
-            vstore_f32(out, o + np.uint64(32), a2, n2)
-            vstore_f32(out, o + np.uint64(48), a3, n3)
+            vstore_f32(out, o + c16, a1, n1)
+            vstore_f32(out, o + c32, a2, n2)
+            vstore_f32(out, o + c48, a3, n3)
+    return n_bad
 
 
 @njit
 def _pool_rows_serial(src, dim, indices, offsets, out, row_stride, accumulate):
-    _pool_rows_range(src, dim, indices, offsets, out, row_stride, 0, offsets.shape[0] - 1, accumulate)
+    return _pool_rows_range(src, dim, indices, offsets, out, row_stride, 0, offsets.shape[0] - 1, accumulate)
 
 
 @njit(parallel=True)
 def _pool_rows_parallel(src, dim, indices, offsets, out, row_stride, accumulate, chunks):
+    n_bad = 0
     for c in numba.prange(chunks.shape[0] - 1):
-        _pool_rows_range(src, dim, indices, offsets, out, row_stride, chunks[c], chunks[c + 1], accumulate)
+        n_bad += _pool_rows_range(src, dim, indices, offsets, out, row_stride, chunks[c], chunks[c + 1], accumulate)
+    return n_bad
 
 
 @njit
@@ -245,18 +269,6 @@ def _check_csr(offsets, n_lookups):
 
 
 @njit
-def _rows_in_range(indices, lo, hi, n_rows):
-    """Whether every row of lookups ``[lo, hi)`` is in ``[0, n_rows)``: one branch-free (vectorised)
-    pass; an unsigned index avoids Numba's negative-index wraparound, which would stop LLVM."""
-    ok = True
-    k = np.uint64(lo)
-    while k < np.uint64(hi):
-        ok &= np.uint64(indices[k]) < np.uint64(n_rows)  # a negative row wraps past n_rows
-        k += np.uint64(1)
-    return ok
-
-
-@njit
 def _sources_in_range(kinds, locs, lo, hi, limits):
     """Whether every lookup in ``[lo, hi)`` has a known kind and ``0 <= loc < limits[kind]``."""
     ok = True
@@ -345,16 +357,17 @@ def _chunks(offsets: np.ndarray, threads: int) -> np.ndarray:
     return np.unique(bounds).astype(np.int64)
 
 
-def _run(threads: int, offsets: np.ndarray, serial, parallel, *args) -> None:
+def _run(threads: int, offsets: np.ndarray, serial, parallel, *args):
+    """The serial kernel, or the parallel one with ``threads`` threads (set and restored, one launch at
+    a time); returns what the kernel returns."""
     if threads == 1 or offsets.size <= 2:
-        serial(*args)
-        return
+        return serial(*args)
     chunks = _chunks(offsets, threads)
     with _PARALLEL_LOCK:
         previous = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
-            parallel(*args, chunks)
+            return parallel(*args, chunks)
         finally:
             numba.set_num_threads(previous)
 
@@ -374,7 +387,8 @@ def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: 
     n_bags + 1 (non-decreasing, a CSR into ``indices``); ``out`` float32 (n_bags, dim) with contiguous
     rows. Sums in lookup order from ``+0.0`` (``accumulate=False``) or from ``out[b]``
     (``accumulate=True``, so pooling a bag in two calls equals pooling it in one). Returns ``out``.
-    Bad dtypes raise TypeError; bad shapes, layout or offsets ValueError; rows out of range IndexError.
+    Bad dtypes raise TypeError; bad shapes, layout or offsets ValueError (before anything is written);
+    rows out of range IndexError (after the kernel ran on clamped rows: ``out`` is then undefined).
     """
     src = _table_view(table, "table")
     rows, dim = table.shape
@@ -383,13 +397,17 @@ def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: 
     out_flat, row_stride = _out_view(out, offsets.size - 1, dim)
     threads = _check_threads(threads)
     lo, hi = int(offsets[0]), int(offsets[-1])
-    if not _rows_in_range(indices, lo, hi, rows):
-        bad = lo + int(np.flatnonzero((indices[lo:hi] < 0) | (indices[lo:hi] >= rows))[0])
-        raise IndexError(f"lookup {bad}: row {int(indices[bad])} out of range for a table of {rows} rows")
-    if dim == 0 or offsets.size == 1:
+    if hi == lo or dim == 0:  # only empty bags
+        if not accumulate:
+            out[...] = 0.0
         return out
-    _run(threads, offsets, _pool_rows_serial, _pool_rows_parallel,
-         src, dim, indices, offsets, out_flat, row_stride, bool(accumulate))
+    # rows are range-checked inside the kernel for free (a bad row is clamped, never read out of bounds)
+    n_bad = 0 if rows == 0 else _run(threads, offsets, _pool_rows_serial, _pool_rows_parallel,
+                                     src, dim, indices, offsets, out_flat, row_stride, bool(accumulate))
+    if rows == 0 or n_bad:
+        bad = lo + int(np.flatnonzero((indices[lo:hi] < 0) | (indices[lo:hi] >= rows))[0])
+        raise IndexError(f"lookup {bad}: row {int(indices[bad])} out of range for a table of {rows} rows "
+                         "(out is left undefined)")
     return out
 
 

@@ -341,7 +341,7 @@ def _split_at_prefixes(rows, order, d, p_last, n_parts):
     return bounds[:k + 1].copy()
 
 
-@njit(fastmath=True, inline="always")
+@njit(fastmath=True)
 def _gemm(a, a0, m, k, b, b0, n, c, c0):
     """c[c0:][:m, :n] = a[a0:][:m, :k] @ b[b0:][:k, :n] (flat row-major): 4 x 64 blocks in 16 vector
     registers (each loaded b vector feeds 4 FMAs), the last m % 4 rows 2 or 1 at a time."""
@@ -393,13 +393,13 @@ def _gemm(a, a0, m, k, b, b0, n, c, c0):
                 _store4(c, ci + n, y0, y1, y2, y3, n0, n1, n2, n3)
 
 
-@njit(inline="always")
+@njit
 def _widths(left):
     """Lane counts of the four 16-lane vectors covering the next min(left, 64) columns."""
     return min(16, left), min(16, max(0, left - 16)), min(16, max(0, left - 32)), min(16, max(0, left - 48))
 
 
-@njit(inline="always")
+@njit
 def _store4(c, ci, v0, v1, v2, v3, n0, n1, n2, n3):
     _vstore(c, ci, v0, n0)
     _vstore(c, ci + 16, v1, n1)
@@ -407,7 +407,7 @@ def _store4(c, ci, v0, v1, v2, v3, n0, n1, n2, n3):
     _vstore(c, ci + 48, v3, n3)
 
 
-@njit(fastmath=True, inline="always")
+@njit(fastmath=True)
 def _last_stage(part, p0, big_q, r, last_t, base, q_d, out, o0):
     """out[o0 + j*q_d + k] = sum_b part[p0 + j*r + b] * last_t[base + k*r + b] (dot products over the rank)."""
     j0 = 0
@@ -434,7 +434,7 @@ def _last_stage(part, p0, big_q, r, last_t, base, q_d, out, o0):
             _vstore(out, o0 + j * q_d + k0, _vsum4(a0, a1, a2, a3), nk)
 
 
-@njit(fastmath=True, inline="always")
+@njit(fastmath=True)
 def _last_stage_4x4(part, p0, r, last_t, base, out, o0):
     """16 outputs out[o0 + 4*j + k] (j, k < 4) = sum_b part[p0 + j*r + b] * last_t[base + k*r + b]."""
     a0, a1, a2, a3 = _vzero(), _vzero(), _vzero(), _vzero()

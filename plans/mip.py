@@ -17,6 +17,8 @@ Formulation (all coefficients come from ``plans.cost``):
   bound is exactly work / m (and m = 0 admits no memory-core work). The same
   for compute-centric cores with C-m cores (``wc``, ``time_compute_<d>``).
 * ``T >= host DRAM time`` (``time_dram``), ``T >= IO time of d`` (``time_io_<d>``).
+* ``time_cores_<d>``: C T >= memory work + compute work, implied by the two
+  bounds above for any split; it is what makes the LP relaxation tight.
 * Budgets: ``host_dram_budget``, ``device_dram_<d>`` (TT cores in device
   memory), ``ssd_capacity_<d>``, ``accuracy_budget`` (lookup-weighted mean TT
   error; in per-table mode the options are filtered instead).
@@ -182,6 +184,8 @@ def build_problem(stats: WorkloadStats, calib: Calibration, budgets: Budgets, de
             add(w <= comp_max[d] * split[(d, m)], f"compute_work_cap_{d}_{m}")
         add(T >= pulp.lpSum(w * (1.0 / m) for m, w in wm.items()), f"time_mem_{d}")
         add(T >= pulp.lpSum(w * (1.0 / (C - m)) for m, w in wc.items()), f"time_compute_{d}")
+        # valid cut: W/m <= T and V/(C-m) <= T imply W + V <= C T (tightens the LP relaxation)
+        add(C * T >= pulp.LpAffineExpression(mem_terms[d] + comp_terms[d]), f"time_cores_{d}")
         if options.symmetry_breaking and d > 0 and _identical(devices[d - 1], dev):
             add(pulp.LpAffineExpression(work_terms[d - 1]) >= pulp.LpAffineExpression(work_terms[d]),
                 f"symmetry_{d}")

@@ -28,6 +28,7 @@ it is labelled "modelled".
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -292,14 +293,19 @@ def attach_store(stats: WorkloadStats, store) -> WorkloadStats:
 _EXACT_TERMS = 1 << 16
 
 
+@functools.lru_cache(maxsize=8)
+def _zipf_head(alpha: float) -> np.ndarray:
+    head = np.concatenate([[0.0], np.cumsum(np.arange(1, _EXACT_TERMS + 1, dtype=np.float64) ** -alpha)])
+    head.setflags(write=False)
+    return head
+
+
 def zipf_cumulative(n: np.ndarray | int, alpha: float) -> np.ndarray:
     """H(n, alpha) = sum_{j=1..n} j^-alpha: exact up to 65,536 terms, then the midpoint integral."""
     scalar = np.ndim(n) == 0
     n = np.atleast_1d(np.asarray(n, dtype=np.float64))
     m = _EXACT_TERMS
-    head = np.concatenate([[0.0], np.cumsum(np.arange(1, m + 1, dtype=np.float64) ** -alpha)])
-    small = np.minimum(n, m).astype(np.int64)
-    out = head[small]
+    out = _zipf_head(float(alpha))[np.minimum(n, m).astype(np.int64)]
     big = n > m
     if np.any(big):
         a, b = m + 0.5, n[big] + 0.5
@@ -315,44 +321,57 @@ def zipf_mass(rows: int, alpha: float, k: np.ndarray | int) -> np.ndarray:
 
 
 def zipf_rows_for_mass(rows: int, alpha: float, level: float) -> int:
-    """Smallest k whose Zipf mass reaches ``level``."""
-    lo, hi = 0, rows
+    """Smallest k whose Zipf mass reaches ``level`` (the head searched exactly, the tail bisected)."""
+    target = level * zipf_cumulative(rows, alpha) - 1e-12 * zipf_cumulative(rows, alpha)
+    head = _zipf_head(float(alpha))
+    if rows <= _EXACT_TERMS or head[-1] >= target:
+        return int(min(np.searchsorted(head, target), rows))
+    lo, hi = _EXACT_TERMS, rows
     while lo < hi:
         mid = (lo + hi) // 2
-        if zipf_mass(rows, alpha, mid) >= level - 1e-12:
+        if zipf_cumulative(mid, alpha) >= target:
             hi = mid
         else:
             lo = mid + 1
     return lo
 
 
-def zipf_expected_unique(rows: int, alpha: float, lookups: float, start: int, group: int = 1,
-                         exact_groups: int = 4096, buckets: int = 512) -> float:
+def zipf_expected_unique(rows: int, alpha: float, lookups: float, starts, group: int = 1,
+                         exact_groups: int = 2048, buckets: int = 256) -> np.ndarray | float:
     """Expected distinct groups of ``group`` consecutive ranks (pages; 1 = rows) touched among ranks
-    >= ``start`` by ``lookups`` i.i.d. Zipf draws."""
-    if start >= rows or lookups <= 0:
-        return 0.0
-    total = zipf_cumulative(rows, alpha)
-    g0, g_end = start // group, -(-rows // group)
+    >= each of ``starts`` by ``lookups`` i.i.d. Zipf draws.
 
-    def prob(lo_rank: np.ndarray, hi_rank: np.ndarray) -> np.ndarray:
+    sum_j 1 - (1 - P_j)^L over the groups j from the start's group on (its first group counting only
+    ranks >= start). Groups are summed one by one for the first ``exact_groups`` and past each start,
+    then in ``buckets`` geometric buckets that use their mean group probability.
+    """
+    scalar = np.ndim(starts) == 0
+    starts = np.atleast_1d(np.asarray(starts, dtype=np.int64))
+    out = np.zeros(starts.size)
+    if lookups <= 0 or rows <= 0:
+        return float(out[0]) if scalar else out
+    total = zipf_cumulative(rows, alpha)
+    g_end = -(-rows // group)
+
+    def prob(lo_rank, hi_rank):
         return (zipf_cumulative(hi_rank, alpha) - zipf_cumulative(lo_rank, alpha)) / total
 
-    def touched(p: np.ndarray) -> np.ndarray:
+    def touched(p):
         return -np.expm1(lookups * np.log1p(-np.minimum(p, 1.0 - 1e-16)))
 
-    g_mid = min(g_end, g0 + exact_groups)
-    gs = np.arange(g0, g_mid, dtype=np.float64)
-    lo = np.maximum(gs * group, start)
-    hi = np.minimum((gs + 1) * group, rows)
-    result = float(touched(prob(lo, hi)).sum())
-    if g_mid < g_end:
-        edges = np.unique(np.round(np.geomspace(g_mid, g_end, buckets + 1)).astype(np.int64))
-        a, b = edges[:-1], edges[1:]
-        ngroups = (b - a).astype(np.float64)
-        p_mean = prob(a * group, np.minimum(b * group, rows)) / ngroups
-        result += float((ngroups * touched(p_mean)).sum())
-    return result
+    g0 = np.minimum(starts // group, g_end)
+    edges = {0, g_end, *range(0, min(exact_groups, g_end) + 1)}
+    edges.update(int(x) for x in np.round(np.geomspace(max(1, min(exact_groups, g_end)), g_end, buckets + 1)))
+    edges.update(int(x) for x in np.minimum(g0 + 1, g_end))
+    e = np.array(sorted(x for x in edges if 0 <= x <= g_end), dtype=np.int64)
+    a, b = e[:-1], e[1:]
+    n = (b - a).astype(np.float64)
+    contrib = n * touched(prob(a * group, np.minimum(b * group, rows)) / np.maximum(n, 1))
+    suffix = np.concatenate([np.cumsum(contrib[::-1])[::-1], [0.0]])  # suffix[i] = sum of segments i..
+    seg_after = np.searchsorted(e, np.minimum(g0 + 1, g_end))  # segment that starts at g0 + 1
+    first = touched(prob(np.minimum(starts, rows), np.minimum((g0 + 1) * group, rows)))
+    out = np.where(starts >= rows, 0.0, suffix[seg_after] + first)
+    return float(out[0]) if scalar else out
 
 
 def modelled_table_stats(name: str, rows: int, row_bytes: int, alpha: float, lookups_per_batch: float,
@@ -367,8 +386,8 @@ def modelled_table_stats(name: str, rows: int, row_bytes: int, alpha: float, loo
         ks.update(int(x) for x in np.unique(np.round(np.geomspace(1, rows, geometric_points))))
     grid = np.array(sorted(k for k in ks if 0 <= k <= rows), dtype=np.int64)
     mass = zipf_mass(rows, alpha, grid)
-    cold_rows = [zipf_expected_unique(rows, alpha, lookups_per_batch, int(k), 1) for k in grid]
-    cold_pages = [zipf_expected_unique(rows, alpha, lookups_per_batch, int(k), rpp) * ppr for k in grid]
+    cold_rows = zipf_expected_unique(rows, alpha, lookups_per_batch, grid, 1)
+    cold_pages = zipf_expected_unique(rows, alpha, lookups_per_batch, grid, rpp) * ppr
     return TableStats(name=name, rows=rows, row_bytes=row_bytes, rows_per_page=rpp, pages_per_row=ppr,
                       lookups_per_batch=float(lookups_per_batch), pooling=lookups_per_batch / batch_size,
                       hot_rows=grid, mass=mass, cold_unique_rows_per_batch=cold_rows,

@@ -9,6 +9,14 @@ Numba kernels ``io_uring_enter`` (through libc's ``syscall``), ``errno``, a
 memory fence and a monotonic clock, so that a whole batch of reads is driven
 from compiled code without touching the interpreter.
 
+Measured on the 2-core development VM (virtio disk, other jobs running, 4 KiB
+random O_DIRECT reads, medians of 3 alternating runs): CPU per read was
+4.4 us (1.5 us of it user time) for the best batched loop over the
+``liburing`` package (``io_uring_prep_readv`` into pre-built ``Iovec``s,
+``CqeIter`` reaping; ``io_uring_peek_batch_cqe`` is not implemented there),
+4.0-5.4 us for fio itself, and 2.7-3.2 us (0.2-0.5 us user) for this raw ring
+driven from Numba, which also runs without the GIL.
+
 The Numba externals are bound by symbol name (``numba.types.ExternalFunction``),
 so kernels that use them can still be cached on disk.
 """

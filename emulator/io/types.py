@@ -88,6 +88,11 @@ class IOResult:
     def requests(self) -> int:
         return int(self.nread.shape[0])
 
+    @property
+    def reads_per_s(self) -> float:
+        """Requests completed per second of this batch (0 for an empty or instantaneous batch)."""
+        return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
 
 @dataclass(frozen=True)
 class IOCounters:
