@@ -55,6 +55,11 @@ class DramBenchConfig:
                              f"(NUMBA_NUM_THREADS), got {self.threads}")
         if not self.seconds > 0:
             raise InputError(f"--seconds must be > 0, got {self.seconds}")
+        table_bytes = self.rows * self.dim * 4
+        free_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if table_bytes > 0.7 * free_bytes:
+            raise InputError(f"a {self.rows:,} x {self.dim} fp32 table needs {format_bytes(table_bytes)}, "
+                             f"more than this machine has free ({format_bytes(free_bytes)}); lower --rows or --dim")
 
 
 def zipf_indices(rows: int, n: int, alpha: float, rng: np.random.Generator, perm: np.ndarray | None = None) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.common import format_bytes, parse_size, stdout_console, write_json
-from emulator.io import aligned_empty, make_engine, uring_available
+from emulator.io import aligned_empty, liburing_available, make_engine, uring_available
 from tracegen.atomic import atomic_path
 from tracegen.errors import InputError
 
@@ -140,8 +140,8 @@ def _cpu_s() -> float:
 def run_bench_io(config: BenchIOConfig, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns a JSON-ready dict (``fio_iops`` and ``ratio`` are None when fio is missing)."""
     step = on_step or (lambda _msg: None)
-    if config.engine == "uring":
-        ok, why = uring_available()
+    if config.engine in ("uring", "liburing"):
+        ok, why = uring_available() if config.engine == "uring" else liburing_available()
         if not ok:
             raise InputError(f"io_uring is not available here ({why}); use --engine pread")
     qds = tuple(int(q) for q in config.queue_depths)
@@ -198,6 +198,7 @@ def run_bench_io(config: BenchIOConfig, on_step: Callable[[str], None] | None = 
 
 EXAMPLE = """example:
   screc bench io --qd 1,32,128 --seconds 5
+  screc bench io --engine liburing --qd 1,32,128 --seconds 3
   screc bench io --file /mnt/nvme/test.bin --engine pread --qd 8 --json"""
 
 
@@ -211,7 +212,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="2GiB", help="size of the test file when it is created (default 2GiB)")
     p.add_argument("--qd", default="1,32,128", help="comma-separated queue depths (default 1,32,128)")
     p.add_argument("--seconds", type=float, default=5.0, help="run time per queue depth and side (default 5)")
-    p.add_argument("--engine", choices=("uring", "pread", "null"), default="uring", help="engine to measure")
+    p.add_argument("--engine", choices=("uring", "liburing", "pread", "null"), default="uring",
+                   help="engine to measure (liburing: the same reads through the liburing package's Python calls)")
     p.add_argument("--rounds", type=int, default=1, help="alternate fio/engine this many times, report medians")
     p.add_argument("--registered-buffers", action="store_true", help="uring: read into a registered buffer")
     p.add_argument("--buffered-io", action="store_true", help="allow files on filesystems without O_DIRECT")

@@ -6,14 +6,20 @@ p=(200,220,250) rows, q=(4,4,4) -> dim 64) are built, and batches of
 within a batch removed, as the cold rows of one batch of one table would be;
 ``--distribution zipf`` draws Zipf(1.05)-ranked rows scattered by a fixed
 permutation instead) are rebuilt by ``emulator.tt_kernels.tt_rebuild_rows``
-for ``seconds``. Batches are drawn before the clock starts.
+for ``seconds``. Batches are drawn before the clock starts. With ``threads``
+> 1, that many Python threads each rebuild their own batches (the kernel
+releases the GIL), as a server would rebuild several tables side by side; the
+kernel's own ``prange`` split (``tt_rebuild_rows(n_threads=...)``) pays an
+OpenMP barrier per call and loses at batch sizes of a few thousand rows on a
+busy 2-core machine.
 
 FLOPs are those the kernel executes (``tt_rebuild_flops``: distinct prefixes
 x the partial-product GEMM + rows x the last-core GEMM, 2 per multiply-add).
 The reference is NumPy SGEMM (``n x n x n`` float32 matmul, ``2 n^3`` FLOPs,
 NumPy's own threads) in the same process. Each rank's ``seconds`` are cut into
-``rounds`` slices, each preceded by one SGEMM, so both sides see the same
-machine load; the best slice of each side is reported (``gflops``,
+``rounds`` slices (default: 0.2 s each, about one SGEMM's duration), each
+preceded by one SGEMM, so both sides see the same machine load and are
+sampled alike; the best slice of each side is reported (``gflops``,
 ``sgemm_gflops``, ``rows_per_s``) and ``fraction = gflops / sgemm_gflops``;
 ``gflops_mean`` is over the whole run. These are wall-clock rates; the
 ``*_cpu`` variants divide by the process CPU time instead (a per-core rate,
@@ -25,7 +31,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -39,6 +46,7 @@ FLOPS_FORMULA = ("sum_k U_k * 2 * (q_1..q_{k-1}) * r_{k-1} * q_k * r_k over dist
                  "+ rows * 2 * (q_1..q_{d-1}) * r_{d-1} * q_d")
 DISTRIBUTIONS = ("uniform", "zipf")
 ZIPF_EXPONENT = 1.05
+SLICE_S = 0.2  # default kernel slice: about as long as one 2048^3 SGEMM here, so both sides sample alike
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,10 @@ class BenchTTConfig:
     batch: int = 4096
     seconds: float = 5.0  # per rank
     distribution: str = "uniform"
-    n_threads: int = 0  # 0: all Numba threads (numba.config.NUMBA_NUM_THREADS)
+    n_threads: int = 0  # batches rebuilt concurrently (one kernel call per thread); 0: one per CPU
     seed: int = 0
     sgemm_n: int = 2048
-    rounds: int = 5  # SGEMM / kernel slices, alternated; the best slice of each is reported
+    rounds: int = 0  # SGEMM / kernel slices, alternated, best of each reported; 0: one per SLICE_S of seconds
     n_batches: int = 16  # distinct batches drawn up front, cycled through
 
 
@@ -95,63 +103,82 @@ def run_bench_tt(config: BenchTTConfig, clock: Callable[[], float] = time.perf_c
     import numba
 
     if len(config.p_shapes) != len(config.q_shapes) or not 2 <= len(config.p_shapes) <= 4:
-        raise InputError(f"--rows {config.p_shapes} and --dims {config.q_shapes} need the same number (2..4) of factors")
+        raise InputError(f"--rows {config.p_shapes} and --dims {config.q_shapes} need the same number (2..4) "
+                         "of factors")
     if min(config.p_shapes + config.q_shapes) < 1 or not config.ranks or min(config.ranks) < 1:
         raise InputError("shapes and ranks must be positive")
     if config.batch < 1 or config.seconds <= 0:
         raise InputError("--batch must be >= 1 and --seconds > 0")
-    n_threads = config.n_threads or numba.config.NUMBA_NUM_THREADS
-    if config.rounds < 1:
-        raise InputError("rounds must be >= 1")
+    n_threads = config.n_threads or numba.config.NUMBA_NUM_THREADS  # the CPUs Numba sees
+    if config.rounds < 0:
+        raise InputError("rounds must be >= 0")
+    config = replace(config, rounds=config.rounds or max(1, round(config.seconds / SLICE_S)))
     rng = np.random.default_rng(config.seed)
     sgemm = Sgemm(config.sgemm_n, clock)
     d = len(config.p_shapes)
-    results = []
-    for rank in config.ranks:
-        ranks = (1,) + (int(rank),) * (d - 1) + (1,)
-        tt = random_tt(config.p_shapes, config.q_shapes, ranks, rng, 1.0)
-        batches = [draw_batch(rng, tt.num_rows, config.batch, config.distribution) for _ in range(config.n_batches)]
-        flops = [tt_rebuild_flops(tt, b.size, unique_prefix_counts(tt, b)) for b in batches]
-        outs = [np.empty((b.size, tt.dim), dtype=np.float32) for b in batches]
-        tt_rebuild_rows(tt, batches[0], outs[0], n_threads=n_threads)  # compile / warm up
-        if on_step:
-            on_step(f"tt rebuild rank {rank}")
-        sg_wall, sg_cpu, slices, n_done = [], [], [], 0
-        for _ in range(config.rounds):  # alternate SGEMM and kernel slices: both see the same machine load
-            w, c = sgemm.run()
-            sg_wall.append(w)
-            sg_cpu.append(c)
-            rows_done = flops_done = 0
-            w0, c0 = clock(), time.process_time()
-            while True:
-                k = n_done % len(batches)
-                tt_rebuild_rows(tt, batches[k], outs[k], n_threads=n_threads)
-                n_done += 1
-                rows_done += batches[k].size
-                flops_done += flops[k]
-                elapsed = clock() - w0
-                if elapsed >= config.seconds / config.rounds:
-                    break
-            slices.append((rows_done, flops_done, elapsed, max(time.process_time() - c0, 1e-9)))
-        rows_done = sum(s[0] for s in slices)
-        flops_done = sum(s[1] for s in slices)
-        best = max(slices, key=lambda s: s[1] / s[2])
-        gflops, gflops_cpu = best[1] / best[2] / 1e9, max(s[1] / s[3] for s in slices) / 1e9
-        results.append({
-            "rank": int(rank), "tt_ranks": list(ranks), "batches": n_done, "rows": rows_done,
-            "seconds": sum(s[2] for s in slices), "rows_per_batch": rows_done / n_done,
-            "flops_per_row": flops_done / rows_done, "rows_per_s": best[0] / best[2], "gflops": gflops,
-            "gflops_mean": flops_done / sum(s[2] for s in slices) / 1e9, "sgemm_gflops": max(sg_wall),
-            "fraction": gflops / max(sg_wall), "gflops_cpu": gflops_cpu, "sgemm_gflops_cpu": max(sg_cpu),
-            "fraction_cpu": gflops_cpu / max(sg_cpu),
-            "core_bytes": tt.nbytes,
-        })
+    with ThreadPoolExecutor(n_threads) as pool:
+        results = [_bench_rank(config, rank, d, rng, sgemm, pool, n_threads, clock, on_step) for rank in config.ranks]
     return {
         "benchmark": "tt", "config": asdict(config), "n_threads": n_threads, "flops_formula": FLOPS_FORMULA,
         "row_distribution": config.distribution, "sgemm": f"numpy float32 matmul {config.sgemm_n}^3, best of "
         f"{config.rounds}, 2 n^3 FLOPs", "results": results,
         "conditions": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]},
     }
+
+
+def _bench_rank(config: BenchTTConfig, rank: int, d: int, rng: np.random.Generator, sgemm: Sgemm,
+                pool: ThreadPoolExecutor, n_threads: int, clock: Callable[[], float],
+                on_step: Callable[[str], None] | None) -> dict[str, Any]:
+    ranks = (1,) + (int(rank),) * (d - 1) + (1,)
+    tt = random_tt(config.p_shapes, config.q_shapes, ranks, rng, 1.0)
+    batches = [draw_batch(rng, tt.num_rows, config.batch, config.distribution) for _ in range(config.n_batches)]
+    flops = [tt_rebuild_flops(tt, b.size, unique_prefix_counts(tt, b)) for b in batches]
+    outs = [[np.empty((b.size, tt.dim), dtype=np.float32) for b in batches] for _ in range(n_threads)]
+    tt_rebuild_rows(tt, batches[0], outs[0][0])  # compile / warm up
+    if on_step:
+        on_step(f"tt rebuild rank {rank}")
+    sg_wall, sg_cpu, slices = [], [], []
+    for _ in range(config.rounds):  # alternate SGEMM and kernel slices: both see the same machine load
+        w, c = sgemm.run()
+        sg_wall.append(w)
+        sg_cpu.append(c)
+        w0, c0 = clock(), time.process_time()
+        done = list(pool.map(lambda worker: _work(tt, batches, flops, outs[worker], worker, n_threads, clock,
+                                                  w0 + config.seconds / config.rounds), range(n_threads)))
+        elapsed = max(end for _, _, _, end in done) - w0
+        slices.append((sum(x[0] for x in done), sum(x[1] for x in done), elapsed,
+                       max(time.process_time() - c0, 1e-9), sum(x[2] for x in done)))
+    n_done = sum(s[4] for s in slices)
+    rows_done = sum(s[0] for s in slices)
+    flops_done = sum(s[1] for s in slices)
+    best = max(slices, key=lambda s: s[1] / s[2])
+    gflops, gflops_cpu = best[1] / best[2] / 1e9, max(s[1] / s[3] for s in slices) / 1e9
+    return {
+        "rank": int(rank), "tt_ranks": list(ranks), "batches": n_done, "rows": rows_done,
+        "seconds": sum(s[2] for s in slices), "rows_per_batch": rows_done / n_done,
+        "flops_per_row": flops_done / rows_done, "rows_per_s": best[0] / best[2], "gflops": gflops,
+        "gflops_mean": flops_done / sum(s[2] for s in slices) / 1e9, "sgemm_gflops": max(sg_wall),
+        "fraction": gflops / max(sg_wall), "gflops_cpu": gflops_cpu, "sgemm_gflops_cpu": max(sg_cpu),
+        "fraction_cpu": gflops_cpu / max(sg_cpu),
+        "core_bytes": tt.nbytes,
+    }
+
+
+def _work(tt, batches, flops, outs, worker: int, n_workers: int, clock, deadline: float):
+    """One worker's share of a slice: batches worker, worker + n_workers, ... until the deadline.
+    Returns (rows, flops, batches, end time). Kernels release the GIL, so workers run in parallel."""
+    rows = flops_done = n = 0
+    k = worker
+    while True:
+        i = k % len(batches)
+        tt_rebuild_rows(tt, batches[i], outs[i])
+        rows += batches[i].size
+        flops_done += flops[i]
+        n += 1
+        k += n_workers
+        now = clock()
+        if now >= deadline:
+            return rows, flops_done, n, now
 
 
 def render(result: dict[str, Any]):
@@ -186,9 +213,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ranks", default="16,32", help="comma-separated TT ranks to measure (default 16,32)")
     p.add_argument("--batch", type=int, default=4096, help="row ids drawn per batch before de-duplication")
     p.add_argument("--seconds", type=float, default=5.0, help="run time per rank (default 5)")
-    p.add_argument("--distribution", choices=DISTRIBUTIONS, default="uniform", help="row ids: uniform (default) or zipf")
-    p.add_argument("--rounds", type=int, default=5, help="SGEMM/kernel slices per rank, best reported (default 5)")
-    p.add_argument("--threads", type=int, default=0, help="kernel threads (default 0: all Numba threads)")
+    p.add_argument("--distribution", choices=DISTRIBUTIONS, default="uniform",
+                   help="row ids: uniform (default) or zipf")
+    p.add_argument("--rounds", type=int, default=0,
+                   help=f"SGEMM/kernel slices per rank, best of each reported (default 0: one per {SLICE_S:g} s)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="batches rebuilt concurrently, one single-threaded kernel call each (default 0: one per CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed for cores and batches")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", default=None, help="also write the JSON result to this file (e.g. runs/bench_tt.json)")
@@ -210,7 +240,8 @@ def _handle(args: argparse.Namespace) -> int:
 
     if args.threads < 0:
         raise InputError("--threads must be >= 0")
-    config = BenchTTConfig(p_shapes=_parse_ints(args.rows, "x", "--rows"), q_shapes=_parse_ints(args.dims, "x", "--dims"),
+    config = BenchTTConfig(p_shapes=_parse_ints(args.rows, "x", "--rows"),
+                           q_shapes=_parse_ints(args.dims, "x", "--dims"),
                            ranks=_parse_ints(args.ranks, ",", "--ranks"), batch=args.batch, seconds=args.seconds,
                            distribution=args.distribution, n_threads=args.threads, seed=args.seed,
                            rounds=args.rounds)

@@ -40,6 +40,13 @@ def make_plan(store: Store, reader: TraceReader, policy: str | None, plan_path: 
     return Plan(store_id=store.store_id, tables=tuple(tables), trace_id=reader.trace_id, planner="all-tt")
 
 
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
 def replay_config(args: argparse.Namespace) -> ReplayConfig:
     if args.qd < 1:
         raise InputError(f"--qd must be >= 1, got {args.qd}")
@@ -54,6 +61,7 @@ def run_replay(store: Store, reader: TraceReader, plan: Plan, config: ReplayConf
     from bench.live import LiveView
 
     stats = ReplayStats()
+    rss_before = peak_rss_bytes()
     with Replayer(store, plan, config, stats=stats) as rep:
         with LiveView(stats.snapshot, stderr_console(), live=live):
             totals = rep.run(reader)
@@ -64,6 +72,13 @@ def run_replay(store: Store, reader: TraceReader, plan: Plan, config: ReplayConf
             "dram_used_bytes": rep.dram_bytes, "dram_budget_bytes": plan.dram_budget_bytes,
             "verify": totals.get("verify"), "store": str(store.path), "trace": str(reader.path),
         })
+    peak = peak_rss_bytes()
+    # Memory: the process's peak resident set against the DRAM the plan holds. The overhead is what the
+    # process needed besides the DRAM tier: interpreter, libraries and JIT code (rss_before), IO buffers,
+    # one batch of lookups, and (with --verify) the pages of the reference reads.
+    payload["memory"] = {"peak_rss_bytes": peak, "rss_before_replay_bytes": rss_before,
+                         "dram_tier_bytes": payload["dram_used_bytes"],
+                         "overhead_bytes": peak - payload["dram_used_bytes"]}
     return payload
 
 
@@ -90,7 +105,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def add_replay_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", choices=("uring", "pread", "null"), default="uring",
+    p.add_argument("--engine", choices=("uring", "liburing", "pread", "null"), default="uring",
                    help="IO engine for SSD reads (default uring; null only for overhead measurement)")
     p.add_argument("--qd", type=int, default=128, help="queue depth per device (default 128)")
     p.add_argument("--batches", type=int, default=None, help="replay at most this many batches")

@@ -113,10 +113,10 @@ def _make_load(vec_type):
     return load
 
 
-vload_f32 = intrinsic(_make_load(_VEC))
-vload_f16 = intrinsic(_make_load(_HALF_VEC))
 _load_f32 = _make_load(_VEC)
 _load_f16 = _make_load(_HALF_VEC)
+vload_f32 = intrinsic(_load_f32)
+vload_f16 = intrinsic(_load_f16)
 
 
 @intrinsic

@@ -1,27 +1,30 @@
 """Pooling kernels: the DRAM tier's gather-and-pool and the memory-centric cores' extract-and-pool.
 
-Every public function checks dtypes, shapes and layout, then calls a private
-``@njit`` kernel that takes arrays and scalars only (stumpy's split).
+Every public function checks dtypes, shapes, layout and every row / offset it
+will read, then calls a private ``@njit`` kernel that takes arrays and scalars
+only (stumpy's split); bad input raises before anything is written.
 
 Exactness. A bag is summed in lookup order with a float32 accumulator that
 starts at ``+0.0`` (or at ``out[b]`` with ``accumulate=True``); fp16 rows are
-widened to float32 (exactly) before adding. That is bit for bit what
-``tests/naive.py`` does (``acc += row.astype(np.float32)`` per lookup), so the
-replay's ``--verify`` can compare with ``np.array_equal``. Speed comes from
-keeping a whole row block (64 floats, four 16-lane vectors) of the accumulator
-in registers while the bag's rows stream past, from software prefetch of the
-row ``_PREFETCH_LOOKUPS`` lookups ahead, and from splitting bags over threads;
-none of it reorders the additions of one output element (vector lanes are
-independent columns, and one thread owns a whole bag).
+widened to float32 (exactly, LLVM ``fpext`` = F16C ``vcvtph2ps``) before
+adding. That is bit for bit what ``tests/naive.py`` does (``acc +=
+row.astype(np.float32)`` per lookup), so the replay's ``--verify`` can compare
+with ``np.array_equal``. (The one thing IEEE leaves open is which payload a NaN
+result carries; a signalling fp16 NaN comes out quieted.) Speed comes from
+keeping a 64-column block of the accumulator in four 16-lane registers while
+the bag's rows stream past (``emulator._simd``), from prefetching the row
+``_PREFETCH_LOOKUPS`` lookups ahead, and from splitting bags over threads; none
+of it reorders the additions of one output element (lanes are independent
+columns, and one thread owns a whole bag), and no fast-math is used.
 
 Threads. ``threads=1`` runs the serial kernel. ``threads=N>1`` runs a
-``prange`` kernel over chunks of bags with ``numba.set_num_threads(N)``, which
-is thread-local in Numba: it is set for the calling thread and restored before
+``prange`` kernel over ``N * _CHUNKS_PER_THREAD`` chunks of bags (equal
+lookups, handed out dynamically) with ``numba.set_num_threads(N)``, which is
+thread-local in Numba: set for the calling thread and restored before
 returning. Parallel launches are serialised by a module lock, so several
 Python threads may call these functions (the workqueue threading layer would
-otherwise abort on concurrent launches).
-
-fp16 widening uses LLVM's ``fpext`` (F16C ``vcvtph2ps`` on x86), which is exact.
+otherwise abort on concurrent launches). Parallel speed-ups need idle cores:
+on a loaded machine a worker woken per call can wait a whole time slice.
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ KIND_DRAM = 0  # row of the DRAM table (``locs`` = row index)
 KIND_PAGE = 1  # row inside the read pages (``locs`` = byte offset into ``pages``)
 KIND_STAGED = 2  # TT-rebuilt row staged in float32 (``locs`` = row of ``staged``)
 
-_PREFETCH_LOOKUPS = 16  # prefetch the row this many lookups ahead (FBGEMM's default distance)
-_CHUNKS_PER_THREAD = 4  # parallel kernels split the bags into threads * this chunks of equal lookups
+_PREFETCH_LOOKUPS = 16  # prefetch the row this many lookups ahead
+_CHUNKS_PER_THREAD = 8  # parallel kernels split the bags into threads * this chunks of equal lookups
 _PARALLEL_LOCK = threading.Lock()
 
 
@@ -69,33 +72,11 @@ def _lanes(rem, v):
     return min(max(rem - 16 * v, 0), 16)
 
 
-@njit(inline="always")  # inlined in Numba IR: no call, no reference counting per lookup
-def _prefetch_row(src, base, n_lines, line):
-    """Prefetch the ``n_lines`` cache lines of the row starting at element ``base`` of ``src``."""
-    prefetch(src, base)
-    if n_lines > 1:
-        prefetch(src, base + np.uint64(line))
-        if n_lines > 2:
-            prefetch(src, base + np.uint64(2 * line))
-            if n_lines > 3:
-                prefetch(src, base + np.uint64(3 * line))
-                c = np.uint64(4 * line)
-                stop = np.uint64(n_lines * line)
-                while c < stop:
-                    prefetch(src, base + c)
-                    c += np.uint64(line)
-
-
 @njit
 def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, accumulate):
-    """Bags ``[b_lo, b_hi)``: each 64-column block of a bag is summed in four registers over its lookups.
-
-    Returns how many lookups named a row outside the table; such a row is clamped to the last row
-    (branch-free), so nothing is read out of bounds and the wrapper raises afterwards."""
+    """Bags ``[b_lo, b_hi)``: each 64-column block of a bag is summed in four registers over its lookups."""
     line = 64 // src.itemsize  # elements per cache line
-    last_row = np.uint64(src.shape[0] // dim - 1)  # src is never empty here (checked by the wrapper)
-    n_bad = 0
-    end = np.uint64(offsets[b_hi])
+    last_k = np.uint64(max(offsets[b_hi] - 1, 0))  # prefetching stops at the last lookup
     udim = np.uint64(dim)
     ahead = np.uint64(_PREFETCH_LOOKUPS)
     c16, c32, c48 = np.uint64(16), np.uint64(32), np.uint64(48)
@@ -125,15 +106,12 @@ def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, ac
             k = lo
             if rem >= 64:  # full block: constant masks fold into plain vector loads
                 while k < hi:
-                    if k + ahead < end:
-                        q = np.uint64(indices[k + ahead]) * udim
-                        prefetch(src, q + f0)
-                        prefetch(src, q + f1)
-                        prefetch(src, q + f2)
-                        prefetch(src, q + f3)
-                    r = np.uint64(indices[k])  # a negative row wraps to a huge one
-                    n_bad += r > last_row
-                    p = min(r, last_row) * udim + ujb
+                    q = np.uint64(indices[min(k + ahead, last_k)]) * udim  # prefetch never faults
+                    prefetch(src, q + f0)
+                    prefetch(src, q + f1)
+                    prefetch(src, q + f2)
+                    prefetch(src, q + f3)
+                    p = np.uint64(indices[k]) * udim + ujb
                     a0 = vadd(a0, vload_row(src, p, 16))
                     a1 = vadd(a1, vload_row(src, p + c16, 16))
                     a2 = vadd(a2, vload_row(src, p + c32, 16))
@@ -141,15 +119,12 @@ def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, ac
                     k += np.uint64(1)
             else:  # the row's tail: masked loads (lanes past dim read nothing, add zeros, are not stored)
                 while k < hi:
-                    if k + ahead < end:
-                        q = np.uint64(indices[k + ahead]) * udim
-                        prefetch(src, q + f0)
-                        prefetch(src, q + f1)
-                        prefetch(src, q + f2)
-                        prefetch(src, q + f3)
-                    r = np.uint64(indices[k])
-                    n_bad += r > last_row
-                    p = min(r, last_row) * udim + ujb
+                    q = np.uint64(indices[min(k + ahead, last_k)]) * udim  # prefetch never faults
+                    prefetch(src, q + f0)
+                    prefetch(src, q + f1)
+                    prefetch(src, q + f2)
+                    prefetch(src, q + f3)
+                    p = np.uint64(indices[k]) * udim + ujb
                     a0 = vadd(a0, vload_row(src, p, n0))
                     a1 = vadd(a1, vload_row(src, p + c16, n1))
                     a2 = vadd(a2, vload_row(src, p + c32, n2))
@@ -159,20 +134,17 @@ def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, ac
             vstore_f32(out, o + c16, a1, n1)
             vstore_f32(out, o + c32, a2, n2)
             vstore_f32(out, o + c48, a3, n3)
-    return n_bad
 
 
 @njit
 def _pool_rows_serial(src, dim, indices, offsets, out, row_stride, accumulate):
-    return _pool_rows_range(src, dim, indices, offsets, out, row_stride, 0, offsets.shape[0] - 1, accumulate)
+    _pool_rows_range(src, dim, indices, offsets, out, row_stride, 0, offsets.shape[0] - 1, accumulate)
 
 
 @njit(parallel=True)
 def _pool_rows_parallel(src, dim, indices, offsets, out, row_stride, accumulate, chunks):
-    n_bad = 0
     for c in numba.prange(chunks.shape[0] - 1):
-        n_bad += _pool_rows_range(src, dim, indices, offsets, out, row_stride, chunks[c], chunks[c + 1], accumulate)
-    return n_bad
+        _pool_rows_range(src, dim, indices, offsets, out, row_stride, chunks[c], chunks[c + 1], accumulate)
 
 
 @njit
@@ -183,8 +155,7 @@ def _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, di
     The loads are written out per tier (no helper taking arrays: a call per lookup would cost Numba
     reference counting). Lanes past ``dim`` are loaded masked (as zeros) and never stored."""
     line = 64 // dram.itemsize  # elements per cache line, for prefetching DRAM rows
-    n_lines = (dim + line - 1) // line
-    end = np.uint64(offsets[b_hi])
+    last_k = np.uint64(max(offsets[b_hi] - 1, 0))
     udim = np.uint64(dim)
     ahead = np.uint64(_PREFETCH_LOOKUPS)
     c16, c32, c48 = np.uint64(16), np.uint64(32), np.uint64(48)
@@ -197,6 +168,10 @@ def _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, di
             n0, n1, n2, n3 = _lanes(rem, 0), _lanes(rem, 1), _lanes(rem, 2), _lanes(rem, 3)
             o = ob + np.uint64(jb)
             ujb = np.uint64(jb)
+            last = min(rem, 64) - 1  # prefetch offsets of this block's lines, as in _pool_rows_range
+            f1 = ujb + np.uint64(min(line, last))
+            f2 = ujb + np.uint64(min(2 * line, last))
+            f3 = ujb + np.uint64(min(3 * line, last))
             if accumulate:
                 a0 = vload_f32(out, o, n0)
                 a1 = vload_f32(out, o + c16, n1)
@@ -206,8 +181,13 @@ def _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, di
                 a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
             k = lo
             while k < hi:
-                if jb == 0 and k + ahead < end and kinds[k + ahead] == KIND_DRAM:
-                    _prefetch_row(dram, np.uint64(locs[k + ahead]) * udim, n_lines, line)
+                kp = min(k + ahead, last_k)
+                if kinds[kp] == KIND_DRAM:  # rows read from pages / staging are fresh in cache
+                    q = np.uint64(locs[kp]) * udim
+                    prefetch(dram, q + ujb)
+                    prefetch(dram, q + f1)
+                    prefetch(dram, q + f2)
+                    prefetch(dram, q + f3)
                 kind = kinds[k]
                 loc = np.uint64(locs[k])
                 if kind == KIND_DRAM:
@@ -266,6 +246,18 @@ def _check_csr(offsets, n_lookups):
     if offsets[offsets.shape[0] - 1] > n_lookups:
         return 3, offsets.shape[0] - 1
     return 0, 0
+
+
+@njit
+def _rows_in_range(indices, lo, hi, n_rows):
+    """Whether every row of lookups ``[lo, hi)`` is in ``[0, n_rows)``: one branch-free (vectorised)
+    pass; an unsigned index avoids Numba's negative-index wraparound, which would stop LLVM."""
+    ok = True
+    k = np.uint64(lo)
+    while k < np.uint64(hi):
+        ok &= np.uint64(indices[k]) < np.uint64(n_rows)  # a negative row wraps past n_rows
+        k += np.uint64(1)
+    return ok
 
 
 @njit
@@ -363,7 +355,7 @@ def _run(threads: int, offsets: np.ndarray, serial, parallel, *args):
     if threads == 1 or offsets.size <= 2:
         return serial(*args)
     chunks = _chunks(offsets, threads)
-    with _PARALLEL_LOCK:
+    with _PARALLEL_LOCK, numba.parallel_chunksize(1):  # chunk size 1: chunks handed out dynamically
         previous = numba.get_num_threads()
         numba.set_num_threads(threads)
         try:
@@ -387,8 +379,8 @@ def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: 
     n_bags + 1 (non-decreasing, a CSR into ``indices``); ``out`` float32 (n_bags, dim) with contiguous
     rows. Sums in lookup order from ``+0.0`` (``accumulate=False``) or from ``out[b]``
     (``accumulate=True``, so pooling a bag in two calls equals pooling it in one). Returns ``out``.
-    Bad dtypes raise TypeError; bad shapes, layout or offsets ValueError (before anything is written);
-    rows out of range IndexError (after the kernel ran on clamped rows: ``out`` is then undefined).
+    Bad dtypes raise TypeError; bad shapes, layout or offsets ValueError; rows out of range IndexError
+    (all checked before anything is written).
     """
     src = _table_view(table, "table")
     rows, dim = table.shape
@@ -401,13 +393,11 @@ def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: 
         if not accumulate:
             out[...] = 0.0
         return out
-    # rows are range-checked inside the kernel for free (a bad row is clamped, never read out of bounds)
-    n_bad = 0 if rows == 0 else _run(threads, offsets, _pool_rows_serial, _pool_rows_parallel,
-                                     src, dim, indices, offsets, out_flat, row_stride, bool(accumulate))
-    if rows == 0 or n_bad:
+    if not _rows_in_range(indices, lo, hi, rows):
         bad = lo + int(np.flatnonzero((indices[lo:hi] < 0) | (indices[lo:hi] >= rows))[0])
-        raise IndexError(f"lookup {bad}: row {int(indices[bad])} out of range for a table of {rows} rows "
-                         "(out is left undefined)")
+        raise IndexError(f"lookup {bad}: row {int(indices[bad])} out of range for a table of {rows} rows")
+    _run(threads, offsets, _pool_rows_serial, _pool_rows_parallel,
+         src, dim, indices, offsets, out_flat, row_stride, bool(accumulate))
     return out
 
 
@@ -498,6 +488,7 @@ def extract_rows(kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray, pages: n
     _check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
     out = np.empty((locs.size, dim), np.float32) if out is None else out
     _out_view(out, locs.size, dim)
+    _check_locations(kinds, locs, 0, locs.size, dram, pages, staged, dtype_code, dim)
     out[...] = -0.0  # one bag per lookup, accumulated onto -0.0: -0.0 + x == x for every x, a bit-exact copy
     offsets = np.arange(locs.size + 1, dtype=np.int64)
     return pool_sources(offsets, kinds, locs, dram, pages, staged, dtype_code, dim, out, accumulate=True)

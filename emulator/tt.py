@@ -116,9 +116,13 @@ def _ordered_factorizations(n: int, d: int, min_factor: int):
 # ---------------------------------------------------------------------------------------------- cores
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality (arrays have no truth value), hashable
 class TTCores:
-    """The cores of one TT-compressed table. Core ``k`` is float32, C-contiguous, ``(p_k, r_k, q_k, r_{k+1})``."""
+    """The cores of one TT-compressed table. Core ``k`` is float32, C-contiguous, ``(p_k, r_k, q_k, r_{k+1})``.
+
+    The cores are private read-only copies (kernels may cache layouts derived
+    from them), so a ``TTCores`` never changes after construction.
+    """
 
     p_shapes: tuple[int, ...]
     q_shapes: tuple[int, ...]
@@ -147,9 +151,10 @@ class TTCores:
                 raise ValueError(f"core {k}: shape {core.shape} is not (p_k, r_k, q_k, r_k+1) = {expected}")
             if not np.issubdtype(core.dtype, np.floating):
                 raise ValueError(f"core {k}: dtype {core.dtype} is not floating point")
-            core = np.ascontiguousarray(core, dtype=np.float32)
+            core = np.array(core, dtype=np.float32, order="C")  # a private copy, made read-only below
             if not np.all(np.isfinite(core)):
                 raise ValueError(f"core {k}: contains NaN or infinite values")
+            core.flags.writeable = False
             cores.append(core)
         object.__setattr__(self, "cores", tuple(cores))
 

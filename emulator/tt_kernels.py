@@ -15,15 +15,19 @@ GEMM with its last core. For ``d == 3`` the order is by ``(i_2, i_1)`` (two
 counting sorts), so consecutive rows reuse ``core_2[i_2]`` from L1/L2; for
 ``d == 4`` it is by row id; ``d == 2`` needs no order (its prefix is a slice).
 
-How it is made fast. Numba cannot keep an accumulator array in registers, so
-the kernels use a 16-lane float32 value type (``<16 x float>``, with masked
-loads and stores for ragged edges) built from LLVM intrinsics below: the
-partial products are GEMMs blocked 4 rows x 64 columns with 16 vector
-accumulators; the last stage computes dot products over the rank, 16
-outputs (4 rows x 4 columns, when q_d == 4) or 4 at a time, reduced together
-by one shuffle tree. ``n_threads > 1`` splits
-the ordered rows at prefix boundaries over ``prange`` threads (this machine
-has 2 cores); the default runs on the calling thread (kernels release the GIL).
+How it is made fast. The kernels work on a 16-lane float32 value type kept
+in registers (``emulator._tt_simd``, masked loads and stores for ragged
+edges): the partial products are GEMMs blocked 4 rows x 64 columns with 16
+vector accumulators; the last stage computes dot products over the rank, 16
+outputs (4 rows x 4 columns, when ``q_d == 4``) or 4 at a time, reduced
+together by one shuffle tree.
+
+Threads. By default a call runs on the calling thread and releases the GIL,
+so callers rebuild several batches or tables side by side (``screc bench tt
+--threads 2`` does). ``n_threads > 1`` instead splits one call's ordered rows
+at prefix boundaries over ``prange`` threads; on this 2-core machine, shared
+with other work, that lost to one thread at 4k-64k rows per call (an OpenMP
+barrier per call), so it is only worth trying for very large calls.
 
 FLOPs (multiply and add counted separately) are stated by
 :func:`tt_rebuild_flops`; :func:`unique_prefix_counts` gives its inputs.
@@ -32,13 +36,12 @@ FLOPs (multiply and add counted separately) are stated by
 from __future__ import annotations
 
 import math
+import weakref
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic, models, register_model
 
+from emulator._tt_simd import vbroadcast, vfma, vload, vstore, vsum4, vsum16, vzero
 from emulator.jit import njit
 from emulator.tt import TTCores
 
@@ -92,6 +95,8 @@ def tt_rebuild_rows(tt: TTCores, rows, out: np.ndarray | None = None, n_threads:
     if rows.ndim != 1 or not (np.issubdtype(rows.dtype, np.integer) or rows.size == 0):
         raise ValueError(f"rows must be a 1-D integer array, got {rows.dtype} with shape {rows.shape}")
     rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if not rows.flags.writeable:  # one compiled signature (Numba types read-only arrays apart)
+        rows = rows.copy()
     n = rows.shape[0]
     if out is None:
         out = np.empty((n, tt.dim), dtype=np.float32)
@@ -115,8 +120,8 @@ def tt_rebuild_rows(tt: TTCores, rows, out: np.ndarray | None = None, n_threads:
     q = tuple(tt.q_shapes) + (1,) * (MAX_D - d)
     r = tuple(tt.ranks[1:d]) + (1,) * (MAX_D - d)  # r_1 .. r_{d-1} (ranks entering cores 2..d)
     flat = [c.reshape(-1) for c in tt.cores[:-1]]
-    flat += [np.zeros(1, dtype=np.float32)] * (MAX_D - 1 - len(flat))
-    last_t = np.ascontiguousarray(tt.cores[-1][:, :, :, 0].transpose(0, 2, 1)).reshape(-1)  # (p_d, q_d, r_{d-1})
+    flat += [_DUMMY_CORE] * (MAX_D - 1 - len(flat))
+    last_t = _last_core_t(tt.cores[-1])
     order = _visit_order(rows, d, p[0], p[1], p[2], p[3])
     bounds = _split_at_prefixes(rows, order, d, p[d - 1], int(n_threads))
     args = (flat[0], flat[1], flat[2], last_t, rows, order, bounds, d, p[0], p[1], p[2], p[3],
@@ -133,155 +138,20 @@ def tt_rebuild_rows(tt: TTCores, rows, out: np.ndarray | None = None, n_threads:
     return out
 
 
-# ---------------------------------------------------------------------------------------------- 16-lane vectors
-
-_LANES = 16
-_F32 = ir.FloatType()
-_VEC = ir.VectorType(_F32, _LANES)
-_I32 = ir.IntType(32)
-_PTR = ir.PointerType()
+_DUMMY_CORE = np.zeros(1, dtype=np.float32)
+_DUMMY_CORE.flags.writeable = False  # read-only like TTCores' cores: one compiled signature for every d
+_LAST_T: dict[int, np.ndarray] = {}  # id(last core) -> its (p_d, q_d, r_{d-1}) copy, dropped with the core
 
 
-class _Vec16Type(types.Type):
-    def __init__(self) -> None:
-        super().__init__(name="TTVec16")
-
-
-_Vec16 = _Vec16Type()
-
-
-@register_model(_Vec16Type)
-class _Vec16Model(models.PrimitiveModel):
-    def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, _VEC)
-
-
-def _lane_mask(builder, n):
-    """``<16 x i1>`` with lanes ``[0, n)`` set (0 <= n <= 16)."""
-    n32 = builder.trunc(n, _I32) if n.type.width > 32 else builder.zext(n, _I32) if n.type.width < 32 else n
-    bits = builder.sub(builder.shl(ir.Constant(_I32, 1), n32), ir.Constant(_I32, 1))
-    return builder.bitcast(builder.trunc(bits, ir.IntType(_LANES)), ir.VectorType(ir.IntType(1), _LANES))
-
-
-def _f32_ptr(context, builder, arrty, arr, index):
-    ary = context.make_array(arrty)(context, builder, arr)
-    return builder.bitcast(builder.gep(ary.data, [index]), _PTR)
-
-
-def _is_f32_1d(t) -> bool:
-    return isinstance(t, types.Array) and t.ndim == 1 and t.dtype == types.float32
-
-
-def _shuffle(builder, a, b, lanes):
-    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(lanes)), lanes))
-
-
-@intrinsic
-def _vzero(typingctx):
-    return _Vec16(), lambda context, builder, sig, args: ir.Constant(_VEC, None)
-
-
-@intrinsic
-def _vload(typingctx, arr, index, n):
-    """Lanes [0, n) from arr[index:]; lanes >= n are 0.0 and not read."""
-    if not (_is_f32_1d(arr) and isinstance(index, types.Integer) and isinstance(n, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        mask = _lane_mask(builder, args[2])
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_PTR, _I32, mask.type, _VEC]),
-                                            "llvm.masked.load.v16f32.p0")
-        ptr = _f32_ptr(context, builder, sig.args[0], args[0], args[1])
-        return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VEC, None)])
-
-    return _Vec16(arr, index, n), codegen
-
-
-@intrinsic
-def _vstore(typingctx, arr, index, v, n):
-    """arr[index + l] = v[l] for lanes l < n."""
-    if not (_is_f32_1d(arr) and isinstance(index, types.Integer) and v == _Vec16 and isinstance(n, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        mask = _lane_mask(builder, args[3])
-        fnty = ir.FunctionType(ir.VoidType(), [_VEC, _PTR, _I32, mask.type])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.store.v16f32.p0")
-        builder.call(fn, [args[2], _f32_ptr(context, builder, sig.args[0], args[0], args[1]), ir.Constant(_I32, 4),
-                          mask])
-        return context.get_dummy_value()
-
-    return types.void(arr, index, _Vec16, n), codegen
-
-
-@intrinsic
-def _vbroadcast(typingctx, x):
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        undef = ir.Constant(_VEC, ir.Undefined)
-        one = builder.insert_element(undef, args[0], ir.Constant(_I32, 0))
-        return _shuffle(builder, one, undef, [0] * _LANES)
-
-    return _Vec16(x), codegen
-
-
-@intrinsic
-def _vfma(typingctx, a, b, c):
-    """a * b + c, lane-wise (one rounding)."""
-    if not (a == _Vec16 and b == _Vec16 and c == _Vec16):
-        return None
-
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3), "llvm.fma.v16f32")
-        return builder.call(fn, list(args))
-
-    return _Vec16(_Vec16, _Vec16, _Vec16), codegen
-
-
-@intrinsic
-def _vsum4(typingctx, a, b, c, d):
-    """Lanes 0..3 = (sum a, sum b, sum c, sum d): four horizontal sums by one shuffle tree."""
-    if not all(x == _Vec16 for x in (a, b, c, d)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        a, b, c, d = args
-        lo, hi = list(range(8)) + list(range(16, 24)), list(range(8, 16)) + list(range(24, 32))
-        ab = builder.fadd(_shuffle(builder, a, b, lo), _shuffle(builder, a, b, hi))  # a: 0-7, b: 8-15
-        cd = builder.fadd(_shuffle(builder, c, d, lo), _shuffle(builder, c, d, hi))  # c: 0-7, d: 8-15
-        v = builder.fadd(_shuffle(builder, ab, cd, [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]),
-                         _shuffle(builder, ab, cd, [4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31]))
-        v = builder.fadd(_shuffle(builder, v, v, [0, 1, 4, 5, 8, 9, 12, 13] * 2),  # a: 0-1, b: 2-3, c: 4-5, d: 6-7
-                         _shuffle(builder, v, v, [2, 3, 6, 7, 10, 11, 14, 15] * 2))
-        return builder.fadd(_shuffle(builder, v, v, [0, 2, 4, 6] * 4), _shuffle(builder, v, v, [1, 3, 5, 7] * 4))
-
-    return _Vec16(_Vec16, _Vec16, _Vec16, _Vec16), codegen
-
-
-def _tree_sum_codegen(builder, vectors):
-    """Horizontal sums of up to 16 vectors into the lanes of one (lane l = sum of vector l), by a shuffle tree:
-    each level pairs vectors and adds the two halves of every lane group (30 shuffles + 15 adds for 16)."""
-    size = _LANES
-    while len(vectors) > 1:
-        half = size // 2
-        groups = _LANES // size
-        lo = [g * size + i for g in range(groups) for i in range(half)]
-        lo = lo + [_LANES + x for x in lo]
-        hi = [x + half for x in lo]
-        vectors = [builder.fadd(_shuffle(builder, u, v, lo), _shuffle(builder, u, v, hi))
-                   for u, v in zip(vectors[0::2], vectors[1::2])]
-        size = half
-    return vectors[0]
-
-
-@intrinsic
-def _vsum16(typingctx, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15):
-    """Lane l = the sum of the lanes of argument l."""
-    if not all(x == _Vec16 for x in (a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15)):
-        return None
-    return _Vec16(*([_Vec16] * 16)), lambda context, builder, sig, args: _tree_sum_codegen(builder, list(args))
+def _last_core_t(core: np.ndarray) -> np.ndarray:
+    """The last core as a flat (p_d, q_d, r_{d-1}) array (each output a contiguous dot product), made once."""
+    key = id(core)
+    cached = _LAST_T.get(key)
+    if cached is None:
+        cached = np.ascontiguousarray(core[:, :, :, 0].transpose(0, 2, 1)).reshape(-1)
+        _LAST_T[key] = cached
+        weakref.finalize(core, _LAST_T.pop, key, None)
+    return cached
 
 
 # ---------------------------------------------------------------------------------------------- kernels
@@ -350,22 +220,22 @@ def _gemm(a, a0, m, k, b, b0, n, c, c0):
         ai = a0 + i * k
         for j in range(0, n, 64):
             n0, n1, n2, n3 = _widths(n - j)
-            x0, x1, x2, x3 = _vzero(), _vzero(), _vzero(), _vzero()
-            y0, y1, y2, y3 = _vzero(), _vzero(), _vzero(), _vzero()
-            z0, z1, z2, z3 = _vzero(), _vzero(), _vzero(), _vzero()
-            w0, w1, w2, w3 = _vzero(), _vzero(), _vzero(), _vzero()
+            x0, x1, x2, x3 = vzero(), vzero(), vzero(), vzero()
+            y0, y1, y2, y3 = vzero(), vzero(), vzero(), vzero()
+            z0, z1, z2, z3 = vzero(), vzero(), vzero(), vzero()
+            w0, w1, w2, w3 = vzero(), vzero(), vzero(), vzero()
             for t in range(k):
                 bt = b0 + t * n + j
-                v0, v1 = _vload(b, bt, n0), _vload(b, bt + 16, n1)
-                v2, v3 = _vload(b, bt + 32, n2), _vload(b, bt + 48, n3)
-                s = _vbroadcast(a[ai + t])
-                x0, x1, x2, x3 = _vfma(s, v0, x0), _vfma(s, v1, x1), _vfma(s, v2, x2), _vfma(s, v3, x3)
-                s = _vbroadcast(a[ai + k + t])
-                y0, y1, y2, y3 = _vfma(s, v0, y0), _vfma(s, v1, y1), _vfma(s, v2, y2), _vfma(s, v3, y3)
-                s = _vbroadcast(a[ai + 2 * k + t])
-                z0, z1, z2, z3 = _vfma(s, v0, z0), _vfma(s, v1, z1), _vfma(s, v2, z2), _vfma(s, v3, z3)
-                s = _vbroadcast(a[ai + 3 * k + t])
-                w0, w1, w2, w3 = _vfma(s, v0, w0), _vfma(s, v1, w1), _vfma(s, v2, w2), _vfma(s, v3, w3)
+                v0, v1 = vload(b, bt, n0), vload(b, bt + 16, n1)
+                v2, v3 = vload(b, bt + 32, n2), vload(b, bt + 48, n3)
+                s = vbroadcast(a[ai + t])
+                x0, x1, x2, x3 = vfma(s, v0, x0), vfma(s, v1, x1), vfma(s, v2, x2), vfma(s, v3, x3)
+                s = vbroadcast(a[ai + k + t])
+                y0, y1, y2, y3 = vfma(s, v0, y0), vfma(s, v1, y1), vfma(s, v2, y2), vfma(s, v3, y3)
+                s = vbroadcast(a[ai + 2 * k + t])
+                z0, z1, z2, z3 = vfma(s, v0, z0), vfma(s, v1, z1), vfma(s, v2, z2), vfma(s, v3, z3)
+                s = vbroadcast(a[ai + 3 * k + t])
+                w0, w1, w2, w3 = vfma(s, v0, w0), vfma(s, v1, w1), vfma(s, v2, w2), vfma(s, v3, w3)
             ci = c0 + i * n + j
             _store4(c, ci, x0, x1, x2, x3, n0, n1, n2, n3)
             _store4(c, ci + n, y0, y1, y2, y3, n0, n1, n2, n3)
@@ -376,17 +246,17 @@ def _gemm(a, a0, m, k, b, b0, n, c, c0):
         ai = a0 + i * k
         for j in range(0, n, 64):
             n0, n1, n2, n3 = _widths(n - j)
-            x0, x1, x2, x3 = _vzero(), _vzero(), _vzero(), _vzero()
-            y0, y1, y2, y3 = _vzero(), _vzero(), _vzero(), _vzero()
+            x0, x1, x2, x3 = vzero(), vzero(), vzero(), vzero()
+            y0, y1, y2, y3 = vzero(), vzero(), vzero(), vzero()
             for t in range(k):
                 bt = b0 + t * n + j
-                v0, v1 = _vload(b, bt, n0), _vload(b, bt + 16, n1)
-                v2, v3 = _vload(b, bt + 32, n2), _vload(b, bt + 48, n3)
-                s = _vbroadcast(a[ai + t])
-                x0, x1, x2, x3 = _vfma(s, v0, x0), _vfma(s, v1, x1), _vfma(s, v2, x2), _vfma(s, v3, x3)
+                v0, v1 = vload(b, bt, n0), vload(b, bt + 16, n1)
+                v2, v3 = vload(b, bt + 32, n2), vload(b, bt + 48, n3)
+                s = vbroadcast(a[ai + t])
+                x0, x1, x2, x3 = vfma(s, v0, x0), vfma(s, v1, x1), vfma(s, v2, x2), vfma(s, v3, x3)
                 if two:
-                    s = _vbroadcast(a[ai + k + t])
-                    y0, y1, y2, y3 = _vfma(s, v0, y0), _vfma(s, v1, y1), _vfma(s, v2, y2), _vfma(s, v3, y3)
+                    s = vbroadcast(a[ai + k + t])
+                    y0, y1, y2, y3 = vfma(s, v0, y0), vfma(s, v1, y1), vfma(s, v2, y2), vfma(s, v3, y3)
             ci = c0 + i * n + j
             _store4(c, ci, x0, x1, x2, x3, n0, n1, n2, n3)
             if two:
@@ -401,10 +271,10 @@ def _widths(left):
 
 @njit
 def _store4(c, ci, v0, v1, v2, v3, n0, n1, n2, n3):
-    _vstore(c, ci, v0, n0)
-    _vstore(c, ci + 16, v1, n1)
-    _vstore(c, ci + 32, v2, n2)
-    _vstore(c, ci + 48, v3, n3)
+    vstore(c, ci, v0, n0)
+    vstore(c, ci + 16, v1, n1)
+    vstore(c, ci + 32, v2, n2)
+    vstore(c, ci + 48, v3, n3)
 
 
 @njit(fastmath=True)
@@ -419,41 +289,41 @@ def _last_stage(part, p0, big_q, r, last_t, base, q_d, out, o0):
         pj = p0 + j * r
         for k0 in range(0, q_d, 4):
             nk = min(4, q_d - k0)
-            a0, a1, a2, a3 = _vzero(), _vzero(), _vzero(), _vzero()
+            a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
             cb = base + k0 * r
             for b0 in range(0, r, 16):
                 nb = min(16, r - b0)
-                pv = _vload(part, pj + b0, nb)
-                a0 = _vfma(pv, _vload(last_t, cb + b0, nb), a0)
+                pv = vload(part, pj + b0, nb)
+                a0 = vfma(pv, vload(last_t, cb + b0, nb), a0)
                 if nk > 1:
-                    a1 = _vfma(pv, _vload(last_t, cb + r + b0, nb), a1)
+                    a1 = vfma(pv, vload(last_t, cb + r + b0, nb), a1)
                 if nk > 2:
-                    a2 = _vfma(pv, _vload(last_t, cb + 2 * r + b0, nb), a2)
+                    a2 = vfma(pv, vload(last_t, cb + 2 * r + b0, nb), a2)
                 if nk > 3:
-                    a3 = _vfma(pv, _vload(last_t, cb + 3 * r + b0, nb), a3)
-            _vstore(out, o0 + j * q_d + k0, _vsum4(a0, a1, a2, a3), nk)
+                    a3 = vfma(pv, vload(last_t, cb + 3 * r + b0, nb), a3)
+            vstore(out, o0 + j * q_d + k0, vsum4(a0, a1, a2, a3), nk)
 
 
 @njit(fastmath=True)
 def _last_stage_4x4(part, p0, r, last_t, base, out, o0):
     """16 outputs out[o0 + 4*j + k] (j, k < 4) = sum_b part[p0 + j*r + b] * last_t[base + k*r + b]."""
-    a0, a1, a2, a3 = _vzero(), _vzero(), _vzero(), _vzero()
-    a4, a5, a6, a7 = _vzero(), _vzero(), _vzero(), _vzero()
-    a8, a9, a10, a11 = _vzero(), _vzero(), _vzero(), _vzero()
-    a12, a13, a14, a15 = _vzero(), _vzero(), _vzero(), _vzero()
+    a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
+    a4, a5, a6, a7 = vzero(), vzero(), vzero(), vzero()
+    a8, a9, a10, a11 = vzero(), vzero(), vzero(), vzero()
+    a12, a13, a14, a15 = vzero(), vzero(), vzero(), vzero()
     for b0 in range(0, r, 16):
         nb = min(16, r - b0)
-        c0, c1 = _vload(last_t, base + b0, nb), _vload(last_t, base + r + b0, nb)
-        c2, c3 = _vload(last_t, base + 2 * r + b0, nb), _vload(last_t, base + 3 * r + b0, nb)
-        v = _vload(part, p0 + b0, nb)
-        a0, a1, a2, a3 = _vfma(v, c0, a0), _vfma(v, c1, a1), _vfma(v, c2, a2), _vfma(v, c3, a3)
-        v = _vload(part, p0 + r + b0, nb)
-        a4, a5, a6, a7 = _vfma(v, c0, a4), _vfma(v, c1, a5), _vfma(v, c2, a6), _vfma(v, c3, a7)
-        v = _vload(part, p0 + 2 * r + b0, nb)
-        a8, a9, a10, a11 = _vfma(v, c0, a8), _vfma(v, c1, a9), _vfma(v, c2, a10), _vfma(v, c3, a11)
-        v = _vload(part, p0 + 3 * r + b0, nb)
-        a12, a13, a14, a15 = _vfma(v, c0, a12), _vfma(v, c1, a13), _vfma(v, c2, a14), _vfma(v, c3, a15)
-    _vstore(out, o0, _vsum16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15), 16)
+        c0, c1 = vload(last_t, base + b0, nb), vload(last_t, base + r + b0, nb)
+        c2, c3 = vload(last_t, base + 2 * r + b0, nb), vload(last_t, base + 3 * r + b0, nb)
+        v = vload(part, p0 + b0, nb)
+        a0, a1, a2, a3 = vfma(v, c0, a0), vfma(v, c1, a1), vfma(v, c2, a2), vfma(v, c3, a3)
+        v = vload(part, p0 + r + b0, nb)
+        a4, a5, a6, a7 = vfma(v, c0, a4), vfma(v, c1, a5), vfma(v, c2, a6), vfma(v, c3, a7)
+        v = vload(part, p0 + 2 * r + b0, nb)
+        a8, a9, a10, a11 = vfma(v, c0, a8), vfma(v, c1, a9), vfma(v, c2, a10), vfma(v, c3, a11)
+        v = vload(part, p0 + 3 * r + b0, nb)
+        a12, a13, a14, a15 = vfma(v, c0, a12), vfma(v, c1, a13), vfma(v, c2, a14), vfma(v, c3, a15)
+    vstore(out, o0, vsum16(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15), 16)
 
 
 @njit(fastmath=True)

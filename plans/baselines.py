@@ -22,7 +22,7 @@ from typing import Sequence
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
 from plans.cost import StatsEstimator, best_core_split, option_device_times
-from plans.mip import build_problem, extract_plan, finish_plan, solve
+from plans.mip import finish_plan, plan_mip
 from plans.types import Budgets, Calibration, DeviceProfile, Planner, PlannerOptions, TableOption, WorkloadStats
 from tracegen.errors import InputError
 
@@ -193,10 +193,9 @@ class MIPPlanner(Planner):
 
     def plan(self, stats: WorkloadStats, calibration: Calibration, budgets: Budgets,
              devices: Sequence[DeviceProfile]) -> Plan:
-        prob, handles = build_problem(stats, calibration, budgets, devices, self.options)
-        self.last_result = solve(prob, self.options.solver, self.options.time_limit_s, self.options.gap,
-                                 self.options.threads)
-        return extract_plan(prob, handles, self.last_result, planner=self.name)
+        plan = plan_mip(stats, calibration, budgets, devices, self.options)
+        self.last_result = dict(plan.solver)
+        return plan
 
 
 PLANNERS = {"mip": MIPPlanner, "greedy": GreedyPlanner, "static-topk": StaticTopKPlanner, "all-ssd": AllSSDPlanner}

@@ -19,10 +19,20 @@ Formulation (all coefficients come from ``plans.cost``):
 * ``T >= host DRAM time`` (``time_dram``), ``T >= IO time of d`` (``time_io_<d>``).
 * ``time_cores_<d>``: C T >= memory work + compute work, implied by the two
   bounds above for any split; it is what makes the LP relaxation tight.
+  ``table_io_<t>``, ``table_cores_<t>``: T >= the IO (and core work / C) of
+  each single table, valid because a table is never split across devices.
 * Budgets: ``host_dram_budget``, ``device_dram_<d>`` (TT cores in device
   memory), ``ssd_capacity_<d>``, ``accuracy_budget`` (lookup-weighted mean TT
   error; in per-table mode the options are filtered instead).
 * Optional ``symmetry_<d>``: identical devices ordered by their work.
+
+Pooled formulation (``PlannerOptions.formulation``; "auto" picks it for more
+than ``POOLED_ABOVE`` tables x devices on identical devices): one ``x[t,o]``
+per option, devices pooled (``time_io_pooled``: D T >= IO; ``time_cores_pooled``:
+D C T >= core work; pooled capacities), the per-table cuts kept. Its optimum
+is a lower bound on the exact problem; :func:`extract_plan` then assigns tables
+to devices and splits cores (``plans.assign``) and reports the gap of that
+plan against the bound.
 
 Objective: minimise T, the predicted batch time. Times are in microseconds and
 capacity rows are divided by their budget, to keep the solver well scaled.
@@ -30,6 +40,7 @@ capacity rows are divided by their budget, to keep the solver well scaled.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -38,9 +49,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import pulp
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
+from plans.assign import assign_devices
 from plans.cost import (StatsEstimator, memory_use, option_device_times, option_dram_time_s, plan_loads,
                         predict_batch_time, weighted_error)
 from plans.types import Budgets, Calibration, DeviceProfile, Estimator, PlannerOptions, TableOption, WorkloadStats
@@ -49,6 +62,8 @@ from tracegen.errors import InputError
 TIME_UNIT_S = 1e-6  # the MIP's time variables are in microseconds
 MIN_SCALE_BYTES = 1 << 20
 NO_DEVICE = -1
+POOLED = -2
+POOLED_ABOVE = 64  # auto: tables x devices above which identical devices are pooled
 
 
 @dataclass
@@ -64,6 +79,7 @@ class MIPHandles:
     split: dict[tuple[int, int], pulp.LpVariable]
     T: pulp.LpVariable
     constraint_names: list[str] = field(default_factory=list)
+    formulation: str = "exact"
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,17 @@ def _identical(a: DeviceProfile, b: DeviceProfile) -> bool:
     return da == db
 
 
+def choose_formulation(n_tables: int, devices: Sequence[DeviceProfile], requested: str = "auto") -> str:
+    identical = all(_identical(devices[0], d) for d in devices[1:])
+    if requested == "auto":
+        return "pooled" if len(devices) > 1 and identical and n_tables * len(devices) > POOLED_ABOVE else "exact"
+    if requested == "pooled" and not identical:
+        raise InputError("the pooled formulation needs identical devices; use the exact one")
+    if requested not in ("exact", "pooled"):
+        raise InputError(f"unknown formulation {requested!r} (exact, pooled, auto)")
+    return requested
+
+
 def build_problem(stats: WorkloadStats, calib: Calibration, budgets: Budgets, devices: Sequence[DeviceProfile],
                   options: PlannerOptions = PlannerOptions(),
                   estimator: Estimator | None = None) -> tuple[pulp.LpProblem, MIPHandles]:
@@ -99,6 +126,8 @@ def build_problem(stats: WorkloadStats, calib: Calibration, budgets: Budgets, de
     devices = tuple(devices)
     if not devices:
         raise InputError("need at least one device")
+    formulation = choose_formulation(len(stats.tables), devices, options.formulation)
+    pooled = formulation == "pooled"
     estimator = estimator or StatsEstimator()
     table_opts = estimator.table_options(stats, budgets, options)
     prob = pulp.LpProblem("screc_placement", pulp.LpMinimize)
@@ -106,28 +135,29 @@ def build_problem(stats: WorkloadStats, calib: Calibration, budgets: Budgets, de
     prob += T
     x: dict[tuple[int, int, int], pulp.LpVariable] = {}
     names: list[str] = []
-    nd = len(devices)
+    slots = [POOLED] if pooled else list(range(len(devices)))
+    ns = len(slots)
     dram_terms, host_terms, err_terms = [], [], []
-    io_terms = [[] for _ in range(nd)]
-    mem_terms = [[] for _ in range(nd)]
-    comp_terms = [[] for _ in range(nd)]
-    devmem_terms = [[] for _ in range(nd)]
-    ssd_terms = [[] for _ in range(nd)]
-    work_terms = [[] for _ in range(nd)]
-    mem_max, comp_max = [0.0] * nd, [0.0] * nd
+    io_terms, mem_terms, comp_terms = ([[] for _ in range(ns)] for _ in range(3))
+    devmem_terms, ssd_terms, work_terms = ([[] for _ in range(ns)] for _ in range(3))
+    mem_max, comp_max = [0.0] * ns, [0.0] * ns
     host_scale = max(budgets.host_dram_bytes, MIN_SCALE_BYTES)
-    dev_scale = [max(d.device_dram_bytes, MIN_SCALE_BYTES) for d in devices]
-    ssd_scale = [max(d.ssd_capacity_bytes, MIN_SCALE_BYTES) for d in devices]
+    dev_cap = [sum(d.device_dram_bytes for d in devices)] if pooled else [d.device_dram_bytes for d in devices]
+    ssd_cap = [sum(d.ssd_capacity_bytes for d in devices)] if pooled else [d.ssd_capacity_bytes for d in devices]
+    dev_scale = [max(c, MIN_SCALE_BYTES) for c in dev_cap]
+    ssd_scale = [max(c, MIN_SCALE_BYTES) for c in ssd_cap]
+    per_table_io, per_table_cores = [], []
     for t, opts in enumerate(table_opts):
         if not opts:
             raise InputError(f"table {stats.tables[t].name}: no placement option")
-        choice = []
-        tmax_mem, tmax_comp = [0.0] * nd, [0.0] * nd
+        choice, t_io, t_cores = [], [], []
+        tmax_mem, tmax_comp = [0.0] * ns, [0.0] * ns
         for o, opt in enumerate(opts):
             load = opt.load
             dram_us = option_dram_time_s(load, calib, budgets.host_threads) / TIME_UNIT_S
-            for d in (range(nd) if opt.needs_device else (NO_DEVICE,)):
-                v = pulp.LpVariable(f"x_{t}_{o}_{d if d >= 0 else 'h'}", cat="Binary")
+            for i in (range(ns) if opt.needs_device else (None,)):
+                d = NO_DEVICE if i is None else slots[i]
+                v = pulp.LpVariable(f"x_{t}_{o}_{'h' if d == NO_DEVICE else 'p' if d == POOLED else d}", cat="Binary")
                 x[(t, o, d)] = v
                 choice.append(v)
                 if dram_us:
@@ -136,25 +166,32 @@ def build_problem(stats: WorkloadStats, calib: Calibration, budgets: Budgets, de
                     host_terms.append((v, load.host_dram_bytes / host_scale))
                 if load.error_weight:
                     err_terms.append((v, load.error_weight))
-                if d == NO_DEVICE:
+                if i is None:
                     continue
-                io_s, mem_s, comp_s = option_device_times(load, devices[d])
+                dev = devices[0] if pooled else devices[d]
+                io_s, mem_s, comp_s = option_device_times(load, dev)
                 for terms, val in ((io_terms, io_s), (mem_terms, mem_s), (comp_terms, comp_s)):
                     if val:
-                        terms[d].append((v, val / TIME_UNIT_S))
+                        terms[i].append((v, val / TIME_UNIT_S))
+                if io_s:
+                    t_io.append((v, io_s / TIME_UNIT_S))
+                if mem_s + comp_s:
+                    t_cores.append((v, (mem_s + comp_s) / dev.cores / TIME_UNIT_S))
                 if io_s + mem_s + comp_s:
-                    work_terms[d].append((v, (io_s + mem_s + comp_s) / TIME_UNIT_S))
+                    work_terms[i].append((v, (io_s + mem_s + comp_s) / TIME_UNIT_S))
                 if load.device_dram_bytes:
-                    devmem_terms[d].append((v, load.device_dram_bytes / dev_scale[d]))
+                    devmem_terms[i].append((v, load.device_dram_bytes / dev_scale[i]))
                 if load.ssd_bytes:
-                    ssd_terms[d].append((v, load.ssd_bytes / ssd_scale[d]))
-                tmax_mem[d] = max(tmax_mem[d], mem_s / TIME_UNIT_S)
-                tmax_comp[d] = max(tmax_comp[d], comp_s / TIME_UNIT_S)
-        for d in range(nd):
-            mem_max[d] += tmax_mem[d]
-            comp_max[d] += tmax_comp[d]
+                    ssd_terms[i].append((v, load.ssd_bytes / ssd_scale[i]))
+                tmax_mem[i] = max(tmax_mem[i], mem_s / TIME_UNIT_S)
+                tmax_comp[i] = max(tmax_comp[i], comp_s / TIME_UNIT_S)
+        for i in range(ns):
+            mem_max[i] += tmax_mem[i]
+            comp_max[i] += tmax_comp[i]
         prob += pulp.lpSum(choice) == 1, f"one_choice_{t}"
         names.append(f"one_choice_{t}")
+        per_table_io.append(t_io)
+        per_table_cores.append(t_cores)
 
     def add(expr, name: str) -> None:
         nonlocal prob
@@ -165,11 +202,23 @@ def build_problem(stats: WorkloadStats, calib: Calibration, budgets: Budgets, de
     if budgets.max_rel_error is not None and budgets.accuracy_mode == "weighted" and err_terms:
         add(pulp.LpAffineExpression(err_terms) <= budgets.max_rel_error, "accuracy_budget")
     add(T >= pulp.LpAffineExpression(dram_terms), "time_dram")
+    for t in range(len(table_opts)):  # valid cuts: a table is on one device, which is at least as busy
+        if per_table_io[t]:
+            add(T >= pulp.LpAffineExpression(per_table_io[t]), f"table_io_{t}")
+        if per_table_cores[t]:
+            add(T >= pulp.LpAffineExpression(per_table_cores[t]), f"table_cores_{t}")
     split: dict[tuple[int, int], pulp.LpVariable] = {}
+    if pooled:
+        nd, C = len(devices), devices[0].cores
+        add(pulp.LpAffineExpression(devmem_terms[0]) <= dev_cap[0] / dev_scale[0], "device_dram_pooled")
+        add(pulp.LpAffineExpression(ssd_terms[0]) <= ssd_cap[0] / ssd_scale[0], "ssd_capacity_pooled")
+        add(nd * T >= pulp.LpAffineExpression(io_terms[0]), "time_io_pooled")
+        add(nd * C * T >= pulp.LpAffineExpression(mem_terms[0] + comp_terms[0]), "time_cores_pooled")
+        return prob, MIPHandles(stats, calib, budgets, devices, table_opts, x, split, T, names, formulation)
     for d, dev in enumerate(devices):
         C = dev.cores
-        add(pulp.LpAffineExpression(devmem_terms[d]) <= dev.device_dram_bytes / dev_scale[d], f"device_dram_{d}")
-        add(pulp.LpAffineExpression(ssd_terms[d]) <= dev.ssd_capacity_bytes / ssd_scale[d], f"ssd_capacity_{d}")
+        add(pulp.LpAffineExpression(devmem_terms[d]) <= dev_cap[d] / dev_scale[d], f"device_dram_{d}")
+        add(pulp.LpAffineExpression(ssd_terms[d]) <= ssd_cap[d] / ssd_scale[d], f"ssd_capacity_{d}")
         add(T >= pulp.LpAffineExpression(io_terms[d]), f"time_io_{d}")
         for m in range(C + 1):
             split[(d, m)] = pulp.LpVariable(f"s_{d}_{m}", cat="Binary")
@@ -189,7 +238,7 @@ def build_problem(stats: WorkloadStats, calib: Calibration, budgets: Budgets, de
         if options.symmetry_breaking and d > 0 and _identical(devices[d - 1], dev):
             add(pulp.LpAffineExpression(work_terms[d - 1]) >= pulp.LpAffineExpression(work_terms[d]),
                 f"symmetry_{d}")
-    return prob, MIPHandles(stats, calib, budgets, devices, table_opts, x, split, T, names)
+    return prob, MIPHandles(stats, calib, budgets, devices, table_opts, x, split, T, names, formulation)
 
 
 # --- solving -----------------------------------------------------------------------------------
@@ -200,6 +249,8 @@ _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 
 def _cbc_bound(log: str) -> tuple[float | None, str]:
     """Best bound from a CBC log ("Lower bound:" on a stopped search, else the last "best possible")."""
+    if re.search(r"Result - Optimal solution found", log):
+        return None, "proven optimal (within the gap tolerance)"
     m = re.findall(r"Lower bound:\s*" + _NUM, log)
     if m:
         return float(m[-1]), "solver log"
@@ -245,7 +296,7 @@ def solve(problem: pulp.LpProblem, solver: str = "cbc", time_limit_s: float = 60
     if status == "optimal" and problem.status != 1:
         status = "feasible"
     obj = pulp.value(problem.objective) if status in ("optimal", "feasible") else None
-    if obj is not None and source == "proven optimal":
+    if obj is not None and source.startswith("proven optimal"):
         bound = obj
     g = None
     if obj is not None and bound is not None and math.isfinite(bound):
@@ -259,26 +310,61 @@ def solve(problem: pulp.LpProblem, solver: str = "cbc", time_limit_s: float = 60
 
 def extract_plan(problem: pulp.LpProblem, handles: MIPHandles, result: SolveResult | None = None, *,
                  planner: str = "mip", remap: str | None = None) -> Plan:
-    """The plan the solution describes, with the cost model's prediction of it."""
+    """The plan the solution describes, with the cost model's prediction of it.
+
+    Pooled problems are finished by ``plans.assign.assign_devices`` (stage 2); the reported gap is then
+    measured from the stage-1 bound, a valid lower bound on every plan with these budgets and options.
+    """
     if result is not None and result.status not in ("optimal", "feasible"):
         raise InputError(f"the placement problem is {result.status}: no plan (loosen a budget)")
     stats, devices = handles.stats, handles.devices
-    tables = []
+    picked: list[tuple[TableOption, int]] = []
     for t, ts in enumerate(stats.tables):
         chosen = [(o, d) for (tt, o, d), v in handles.x.items() if tt == t and (v.varValue or 0) > 0.5]
         if len(chosen) != 1:
             raise InputError(f"table {ts.name}: the solution picks {len(chosen)} options (not solved?)")
         o, d = chosen[0]
-        opt = handles.options[t][o]
-        tier = "ssd_raw" if opt.cold_tier == "none" else opt.cold_tier
-        tables.append(TablePlacement(ts.name, int(opt.hot_rows), tier, opt.tt_rank, max(d, 0)))
-    dplans = []
-    for d, dev in enumerate(devices):
-        ms = [m for m in range(dev.cores + 1) if (handles.split[(d, m)].varValue or 0) > 0.5]
-        m = ms[0] if ms else dev.cores
-        dplans.append(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m))
-    return finish_plan(tuple(tables), tuple(dplans), stats, handles.calib, handles.budgets, devices, planner,
-                       solver=None if result is None else result.to_dict(), remap=remap)
+        picked.append((handles.options[t][o], d))
+    if handles.formulation == "pooled":
+        work = np.array([option_device_times(o.load, devices[0]) if o.needs_device else (0.0, 0.0, 0.0)
+                         for o, _ in picked])
+        dev_b = np.array([o.load.device_dram_bytes for o, _ in picked], dtype=np.float64)
+        ssd_b = np.array([o.load.ssd_bytes for o, _ in picked], dtype=np.float64)
+        device_of, mem_cores, _ = assign_devices(work, dev_b, ssd_b, devices)
+        picked = [(o, int(d) if o.needs_device else NO_DEVICE) for (o, _), d in zip(picked, device_of)]
+        dplans = tuple(DevicePlan(dev.name, mem_cores=int(m), compute_cores=dev.cores - int(m))
+                       for dev, m in zip(devices, mem_cores))
+    else:
+        dplans = []
+        for d, dev in enumerate(devices):
+            ms = [m for m in range(dev.cores + 1) if (handles.split[(d, m)].varValue or 0) > 0.5]
+            m = ms[0] if ms else dev.cores
+            dplans.append(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m))
+        dplans = tuple(dplans)
+    tables = tuple(TablePlacement(ts.name, int(o.hot_rows), "ssd_raw" if o.cold_tier == "none" else o.cold_tier,
+                                  o.tt_rank, max(d, 0)) for ts, (o, d) in zip(stats.tables, picked))
+    solver = None if result is None else result.to_dict()
+    if solver is not None:
+        solver["formulation"] = handles.formulation
+    plan = finish_plan(tables, dplans, stats, handles.calib, handles.budgets, devices, planner, solver=solver,
+                       remap=remap)
+    if result is not None and handles.formulation == "pooled":
+        final = plan.predicted["perf"]["total_s"]
+        bound = result.best_bound_s if result.best_bound_s is not None else result.objective_s
+        gap = max(0.0, (final - bound) / final) if final > 0 else 0.0
+        solver.update(stage1_status=result.status, stage1_objective_s=result.objective_s, objective_s=final,
+                      best_bound_s=bound, gap=gap, status="optimal" if gap <= 1e-9 else "feasible",
+                      gap_source="stage-1 pooled bound (valid lower bound) vs the assigned plan")
+        plan = dataclasses.replace(plan, solver=solver)
+    return plan
+
+
+def plan_mip(stats: WorkloadStats, calib: Calibration, budgets: Budgets, devices: Sequence[DeviceProfile],
+             options: PlannerOptions = PlannerOptions(), remap: str | None = None) -> Plan:
+    """Build, solve and read back in one call; ``plan.solver`` holds the (final) result."""
+    prob, handles = build_problem(stats, calib, budgets, devices, options)
+    result = solve(prob, options.solver, options.time_limit_s, options.gap, options.threads)
+    return extract_plan(prob, handles, result, remap=remap)
 
 
 def finish_plan(tables, dplans, stats: WorkloadStats, calib: Calibration, budgets: Budgets,

@@ -14,7 +14,8 @@ Everything here is modelled: no trace of this size exists on this machine.
 
 ``python -m plans.scale`` solves the placement MIP for the first 26, 107,
 214, 428 and 856 tables on modelled SmartSSD-like devices and prints the
-solve time, the gap and the predicted batch time of each.
+solve time (solver plus device assignment), the gap of the final plan
+against the solver's bound and the predicted batch time of each.
 """
 
 from __future__ import annotations
@@ -166,11 +167,11 @@ class ScalePoint:
 
 
 def scaling_run(counts: Sequence[int] = (26, 107, 214, 428, 856), *, seed: int = 0, devices: int = 4,
-                dram_share: float = 0.02, time_limit_s: float = 60.0, max_rel_error: float = 0.02,
+                dram_share: float = 0.02, time_limit_s: float = 50.0, gap: float = 1e-3, max_rel_error: float = 0.02,
                 solver: str = "cbc", stats: WorkloadStats | None = None, on_point=None) -> list[ScalePoint]:
-    """Solve the MIP for the first n tables of meta-2021 (host DRAM = ``dram_share`` of their bytes)."""
+    """Plan the first n tables of meta-2021 with the MIP (host DRAM = ``dram_share`` of their bytes)."""
     from plans.calibration import default_calibration, smartssd_profiles
-    from plans.mip import build_problem, solve
+    from plans.mip import build_problem, extract_plan, solve
 
     full = stats or meta2021_stats(seed, max(counts))
     calib = default_calibration()
@@ -180,12 +181,14 @@ def scaling_run(counts: Sequence[int] = (26, 107, 214, 428, 856), *, seed: int =
         sub = WorkloadStats(full.tables[:n], full.batch_size, "modelled", notes=full.notes)
         budget = int(dram_share * sum(t.table_bytes for t in sub.tables))
         t0 = time.perf_counter()
-        prob, _ = build_problem(sub, calib, Budgets(budget, max_rel_error), devs,
-                                PlannerOptions(solver=solver, time_limit_s=time_limit_s))
+        prob, handles = build_problem(sub, calib, Budgets(budget, max_rel_error), devs,
+                                      PlannerOptions(solver=solver, time_limit_s=time_limit_s, gap=gap))
         build_s = time.perf_counter() - t0
-        res = solve(prob, solver, time_limit_s)
-        p = ScalePoint(n, res.variables, res.constraints, build_s, res.solve_time_s, res.status, res.gap,
-                       res.gap_source, res.objective_s)
+        t1 = time.perf_counter()
+        res = solve(prob, solver, time_limit_s, gap)
+        s = extract_plan(prob, handles, res).solver if res.status in ("optimal", "feasible") else res.to_dict()
+        p = ScalePoint(n, res.variables, res.constraints, build_s, time.perf_counter() - t1, s["status"], s["gap"],
+                       s["gap_source"], s["objective_s"])
         points.append(p)
         if on_point:
             on_point(p)
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--counts", type=int, nargs="+", default=[26, 107, 214, 428, 856])
     ap.add_argument("--devices", type=int, default=4)
     ap.add_argument("--dram-share", type=float, default=0.02, help="host DRAM budget as a share of the table bytes")
-    ap.add_argument("--time-limit", type=float, default=60.0)
+    ap.add_argument("--time-limit", type=float, default=50.0, help="solver time limit per size (default 50 s)")
+    ap.add_argument("--gap", type=float, default=1e-3, help="relative gap at which the solver stops (default 1e-3)")
     ap.add_argument("--solver", default="cbc")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
@@ -207,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = meta2021_stats(a.seed, max(a.counts))
     print(f"modelled meta-2021 statistics for {max(a.counts)} tables in {time.perf_counter() - t0:.1f} s "
           f"({sum(t.table_bytes for t in stats.tables) / 1e12:.2f} TB; all figures modelled)")
+    print(f"{a.devices} modelled SmartSSD-like devices, host DRAM = {a.dram_share:.0%} of the table bytes, "
+          f"solver {a.solver}, time limit {a.time_limit:g} s, gap target {a.gap:g}")
     print(f"{'tables':>6} {'vars':>7} {'rows':>6} {'build s':>8} {'solve s':>8} {'status':>9} {'gap':>9} "
           f"{'batch s (modelled)':>18}")
 
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{p.tables:>6} {p.variables:>7} {p.constraints:>6} {p.build_s:>8.2f} {p.solve_s:>8.2f} "
               f"{p.status:>9} {gap:>9} {bt:>18}", flush=True)
 
-    scaling_run(a.counts, seed=a.seed, devices=a.devices, dram_share=a.dram_share, time_limit_s=a.time_limit,
+    scaling_run(a.counts, seed=a.seed, devices=a.devices, dram_share=a.dram_share, time_limit_s=a.time_limit, gap=a.gap,
                 solver=a.solver, stats=stats, on_point=show)
     return 0
 

@@ -428,6 +428,7 @@ class PlannerOptions:
     gap: float = 1e-4
     threads: int | None = None
     symmetry_breaking: bool = True
+    formulation: str = "auto"  # "exact" | "pooled" | "auto" (pooled for many tables on identical devices)
 
 
 # --- stages ------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_time_passes_alternates_until_the_budget_is_spent():
 
 
 @pytest.mark.parametrize("change", [dict(rows=0), dict(dim=-1), dict(alpha=0.0), dict(threads=0),
-                                    dict(threads=10**6), dict(seconds=0.0)])
+                                    dict(threads=10**6), dict(seconds=0.0), dict(rows=10**13)])
 def test_bad_config_is_an_input_error(change):
     with pytest.raises(InputError):
         run_bench_dram(DramBenchConfig(**{**TINY, **change}))

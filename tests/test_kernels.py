@@ -329,3 +329,28 @@ def test_pool_sources_fp16_page_rows_use_half_the_bytes():
     args["locs"] = np.array([0, 4081, 0], np.int64)
     with pytest.raises(IndexError, match="16-byte row"):
         pool_sources(**args)
+
+
+def test_empty_tiers_and_empty_bags():
+    # no DRAM rows, no pages, nothing staged, three empty bags: zeros (the replay's all-cold warm-up shape)
+    out = np.full((3, 5), 9.0, np.float32)
+    pool_sources(np.zeros(4, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.int64), np.zeros((0, 5), np.float16),
+                 np.zeros(0, np.uint8), np.zeros((0, 5), np.float32), DTYPE_FP16, 5, out)
+    np.testing.assert_array_equal(out, 0.0)
+    pool_rows(np.zeros((0, 5), np.float32), np.zeros(0, np.int64), np.zeros(3, np.int64), out[:2])
+    with pytest.raises(IndexError, match="table of 0 rows"):
+        pool_rows(np.zeros((0, 5), np.float32), np.zeros(1, np.int64), np.array([0, 1], np.int64), out[:1])
+
+
+def test_bad_lookup_leaves_out_untouched():
+    t, i, o, out = _rows_args()
+    out[:] = 5.0
+    with pytest.raises(IndexError):
+        pool_rows(t, np.array([1, 2, 99], np.int64), o, out)
+    np.testing.assert_array_equal(out, 5.0)
+    args = _sources_args()
+    args["out"][:] = 5.0
+    args["locs"] = np.array([0, 0, 7], np.int64)
+    with pytest.raises(IndexError):
+        pool_sources(**args)
+    np.testing.assert_array_equal(args["out"], 5.0)

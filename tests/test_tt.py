@@ -111,7 +111,8 @@ def test_row_digits_mixed_radix():
 
 
 @pytest.mark.parametrize("p, q, ranks", [((5,), (6,), (1, 1)), ((4, 5), (2, 3), (1, 3, 1)),
-                                         ((3, 4, 5), (2, 2, 3), (1, 2, 3, 1)), ((2, 3, 2, 3), (2, 1, 2, 2), (1, 2, 3, 2, 1))])
+                                         ((3, 4, 5), (2, 2, 3), (1, 2, 3, 1)),
+                                         ((2, 3, 2, 3), (2, 1, 2, 2), (1, 2, 3, 2, 1))])
 def test_rebuild_reference_and_range_equal_naive(p, q, ranks):
     tt = random_tt(p, q, ranks, np.random.default_rng(2))
     rows = np.arange(tt.num_rows)
