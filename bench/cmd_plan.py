@@ -40,6 +40,7 @@ class SolveConfig:
     time_limit_s: float
     solver: str
     queue_depth: int
+    formulation: str = "auto"
     store: str | None = None
     trace: str | None = None
     profile_batches: int | None = None
@@ -66,7 +67,7 @@ def _config(args: argparse.Namespace) -> SolveConfig:
                        device_dram_bytes=parse_size(args.device_dram, "--device-dram"),
                        accuracy_budget=args.accuracy_budget, accuracy_mode=args.accuracy_mode,
                        time_limit_s=args.time_limit, solver=args.solver, queue_depth=args.queue_depth,
-                       store=args.store, trace=args.trace, profile_batches=args.profile_batches,
+                       formulation=args.formulation, store=args.store, trace=args.trace, profile_batches=args.profile_batches,
                        calibration=args.calibration, model=args.model if args.modelled else None)
 
 
@@ -112,7 +113,8 @@ def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
         devices = local_profiles(calib, cfg.devices, cfg.cores, queue_depth=cfg.queue_depth,
                                  device_dram_bytes=cfg.device_dram_bytes)
     budgets = Budgets(cfg.dram_budget_bytes, cfg.accuracy_budget, cfg.accuracy_mode)
-    options = PlannerOptions(queue_depth=cfg.queue_depth, solver=cfg.solver, time_limit_s=cfg.time_limit_s)
+    options = PlannerOptions(queue_depth=cfg.queue_depth, solver=cfg.solver, time_limit_s=cfg.time_limit_s,
+                             formulation=cfg.formulation)
     plan = make_planner(cfg.planner, options).plan(stats, calib, budgets, devices)
     if remap is not None:
         remap_path = cfg.output.with_name(cfg.output.stem + ".remap.h5")
@@ -222,6 +224,9 @@ def register(subparsers) -> None:
     p.add_argument("--calibration", help="calibration JSON from `screc calibrate` (default: modelled rates)")
     p.add_argument("--time-limit", type=float, default=60.0, help="MIP time limit in seconds (default 60)")
     p.add_argument("--solver", choices=("cbc", "highs"), default="cbc")
+    p.add_argument("--formulation", choices=("auto", "exact", "pooled"), default="auto",
+                   help="MIP form: exact (devices and core splits in the MIP), pooled (identical devices pooled, "
+                        "then assigned; gap against the pooled bound); auto: pooled above 32 tables x devices")
     p.add_argument("--queue-depth", type=int, default=64, help="IO queue depth the plan assumes (default 64)")
     p.add_argument("-o", "--output", required=True, help="plan JSON to write (the remap goes beside it)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")

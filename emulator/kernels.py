@@ -73,12 +73,19 @@ def _lanes(rem, v):
 
 
 @njit
-def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, accumulate):
-    """Bags ``[b_lo, b_hi)``: each 64-column block of a bag is summed in four registers over its lookups."""
+def _pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, b_lo, b_hi, accumulate):
+    """Bags ``[b_lo, b_hi)``: each 64-column block of a bag is summed in four registers over its lookups.
+
+    Rows are range-checked where they are prefetched, ``_PREFETCH_LOOKUPS`` lookups before they are
+    read (the first few up front), so the check costs no pass of its own. Returns False, having
+    pooled only some bags, at the first row outside ``[0, n_rows)``."""
     line = 64 // src.itemsize  # elements per cache line
     last_k = np.uint64(max(offsets[b_hi] - 1, 0))  # prefetching stops at the last lookup
     udim = np.uint64(dim)
+    rows = np.uint64(n_rows)
     ahead = np.uint64(_PREFETCH_LOOKUPS)
+    if not _rows_in_range(indices, offsets[b_lo], min(offsets[b_lo] + _PREFETCH_LOOKUPS, offsets[b_hi]), n_rows):
+        return False
     c16, c32, c48 = np.uint64(16), np.uint64(32), np.uint64(48)
     for b in range(b_lo, b_hi):
         lo = np.uint64(offsets[b])
@@ -106,7 +113,10 @@ def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, ac
             k = lo
             if rem >= 64:  # full block: constant masks fold into plain vector loads
                 while k < hi:
-                    q = np.uint64(indices[min(k + ahead, last_k)]) * udim  # prefetch never faults
+                    q = np.uint64(indices[min(k + ahead, last_k)])  # a negative row wraps past n_rows
+                    if q >= rows:
+                        return False
+                    q *= udim
                     prefetch(src, q + f0)
                     prefetch(src, q + f1)
                     prefetch(src, q + f2)
@@ -119,7 +129,10 @@ def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, ac
                     k += np.uint64(1)
             else:  # the row's tail: masked loads (lanes past dim read nothing, add zeros, are not stored)
                 while k < hi:
-                    q = np.uint64(indices[min(k + ahead, last_k)]) * udim  # prefetch never faults
+                    q = np.uint64(indices[min(k + ahead, last_k)])  # a negative row wraps past n_rows
+                    if q >= rows:
+                        return False
+                    q *= udim
                     prefetch(src, q + f0)
                     prefetch(src, q + f1)
                     prefetch(src, q + f2)
@@ -134,17 +147,27 @@ def _pool_rows_range(src, dim, indices, offsets, out, row_stride, b_lo, b_hi, ac
             vstore_f32(out, o + c16, a1, n1)
             vstore_f32(out, o + c32, a2, n2)
             vstore_f32(out, o + c48, a3, n3)
+    return True
 
 
 @njit
-def _pool_rows_serial(src, dim, indices, offsets, out, row_stride, accumulate):
-    _pool_rows_range(src, dim, indices, offsets, out, row_stride, 0, offsets.shape[0] - 1, accumulate)
+def _pool_rows_serial(src, dim, n_rows, indices, offsets, out, row_stride, accumulate):
+    """False if the offsets or a row are out of range (then ``out`` is partly written)."""
+    if not _csr_ok(offsets, indices.shape[0]):
+        return False
+    return _pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, np.int64(0), offsets.shape[0] - 1,
+                            accumulate)
 
 
 @njit(parallel=True)
-def _pool_rows_parallel(src, dim, indices, offsets, out, row_stride, accumulate, chunks):
+def _pool_rows_parallel(src, dim, n_rows, indices, offsets, out, row_stride, accumulate, chunks):
+    if not _csr_ok(offsets, indices.shape[0]):
+        return False
+    n_failed = 0
     for c in numba.prange(chunks.shape[0] - 1):
-        _pool_rows_range(src, dim, indices, offsets, out, row_stride, chunks[c], chunks[c + 1], accumulate)
+        n_failed += not _pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, chunks[c],
+                                         chunks[c + 1], accumulate)
+    return n_failed == 0
 
 
 @njit
@@ -222,30 +245,40 @@ def _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, di
 
 
 @njit
-def _pool_sources_serial(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride, accumulate):
-    _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
-                        0, offsets.shape[0] - 1, accumulate)
-
-
-@njit(parallel=True)
-def _pool_sources_parallel(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
-                           accumulate, chunks):
-    for c in numba.prange(chunks.shape[0] - 1):
-        _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
-                            chunks[c], chunks[c + 1], accumulate)
+def _sources_ok(offsets, kinds, locs, limits):
+    return _csr_ok(offsets, kinds.shape[0]) and _sources_in_range(kinds, locs, offsets[0], offsets[-1], limits)
 
 
 @njit
-def _check_csr(offsets, n_lookups):
-    """0 if fine; else (code, position): 1 first offset < 0, 2 decreasing, 3 past the end."""
-    if offsets[0] < 0:
-        return 1, 0
-    for b in range(offsets.shape[0] - 1):
-        if offsets[b + 1] < offsets[b]:
-            return 2, b
-    if offsets[offsets.shape[0] - 1] > n_lookups:
-        return 3, offsets.shape[0] - 1
-    return 0, 0
+def _pool_sources_serial(offsets, kinds, locs, limits, dram, pages, staged, page_half, dim, out, row_stride,
+                         accumulate):
+    if not _sources_ok(offsets, kinds, locs, limits):
+        return False
+    _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
+                        np.int64(0), offsets.shape[0] - 1, accumulate)
+    return True
+
+
+@njit(parallel=True)
+def _pool_sources_parallel(offsets, kinds, locs, limits, dram, pages, staged, page_half, dim, out, row_stride,
+                           accumulate, chunks):
+    if not _sources_ok(offsets, kinds, locs, limits):
+        return False
+    for c in numba.prange(chunks.shape[0] - 1):
+        _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
+                            chunks[c], chunks[c + 1], accumulate)
+    return True
+
+
+@njit
+def _csr_ok(offsets, n_lookups):
+    """Whether ``offsets`` start at >= 0, never decrease and end at <= ``n_lookups`` (branch-free)."""
+    ok = offsets[0] >= 0 and offsets[offsets.shape[0] - 1] <= n_lookups
+    k = np.uint64(1)
+    while k < np.uint64(offsets.shape[0]):
+        ok &= offsets[k] >= offsets[k - np.uint64(1)]
+        k += np.uint64(1)
+    return ok
 
 
 @njit
@@ -320,16 +353,22 @@ def _out_view(out: np.ndarray, n_rows: int, dim: int) -> tuple[np.ndarray, int]:
     return np.lib.stride_tricks.as_strided(out, shape=(span,), strides=(4,)), row_stride // 4
 
 
-def _check_offsets(offsets: np.ndarray, n_lookups: int) -> None:
+def _check_offsets(offsets: np.ndarray) -> None:
+    """Type and layout only: the values are checked by the kernel's entry point (one pass, no dispatch)."""
     _int_array(offsets, np.int64, "offsets")
     if offsets.size == 0:
         raise ValueError("offsets must have length n_bags + 1 >= 1")
-    code, pos = _check_csr(offsets, n_lookups)
-    if code == 1:
+
+
+def _raise_for_offsets(offsets: np.ndarray, n_lookups: int) -> None:
+    """After a kernel refused its input: raise for the first bad offset, if any (NumPy, slow path)."""
+    if offsets[0] < 0:
         raise ValueError(f"offsets[0] = {int(offsets[0])} is negative")
-    if code == 2:
-        raise ValueError(f"offsets decrease at bag {pos} ({int(offsets[pos])} -> {int(offsets[pos + 1])})")
-    if code == 3:
+    drops = np.flatnonzero(np.diff(offsets) < 0)
+    if drops.size:
+        b = int(drops[0])
+        raise ValueError(f"offsets decrease at bag {b} ({int(offsets[b])} -> {int(offsets[b + 1])})")
+    if offsets[-1] > n_lookups:
         raise ValueError(f"last offset {int(offsets[-1])} exceeds the {n_lookups} lookups")
 
 
@@ -385,19 +424,15 @@ def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: 
     src = _table_view(table, "table")
     rows, dim = table.shape
     _int_array(indices, np.int64, "indices")
-    _check_offsets(offsets, indices.size)
+    _check_offsets(offsets)
     out_flat, row_stride = _out_view(out, offsets.size - 1, dim)
     threads = _check_threads(threads)
-    lo, hi = int(offsets[0]), int(offsets[-1])
-    if hi == lo or dim == 0:  # only empty bags
-        if not accumulate:
-            out[...] = 0.0
-        return out
-    if not _rows_in_range(indices, lo, hi, rows):
+    if not _run(threads, offsets, _pool_rows_serial, _pool_rows_parallel,
+                src, dim, rows, indices, offsets, out_flat, row_stride, bool(accumulate)):
+        _raise_for_offsets(offsets, indices.size)
+        lo, hi = int(offsets[0]), int(offsets[-1])
         bad = lo + int(np.flatnonzero((indices[lo:hi] < 0) | (indices[lo:hi] >= rows))[0])
         raise IndexError(f"lookup {bad}: row {int(indices[bad])} out of range for a table of {rows} rows")
-    _run(threads, offsets, _pool_rows_serial, _pool_rows_parallel,
-         src, dim, indices, offsets, out_flat, row_stride, bool(accumulate))
     return out
 
 
@@ -427,12 +462,13 @@ def _check_sources(kinds, locs, dram, pages, staged, code, dim):
     return dram_flat, staged.reshape(-1), code == DTYPE_FP16
 
 
-def _check_locations(kinds, locs, lo, hi, dram, pages, staged, code, dim) -> None:
+def _limits(dram, pages, staged, code, dim) -> np.ndarray:
+    """Exclusive upper bound of ``locs`` per kind; a page row must end inside the buffer."""
+    return np.array([dram.shape[0], max(pages.size - dim * _ITEM_BYTES[code] + 1, 0), staged.shape[0]], np.uint64)
+
+
+def _raise_for_locations(kinds, locs, lo, hi, limits, dram, pages, staged, code, dim) -> None:
     row_bytes = dim * _ITEM_BYTES[code]
-    # a page row must end inside the buffer: byte offsets [0, size - row_bytes] are fine
-    limits = np.array([dram.shape[0], max(pages.size - row_bytes + 1, 0), staged.shape[0]], np.uint64)
-    if _sources_in_range(kinds, locs, lo, hi, limits):
-        return
     kind_used = np.minimum(kinds[lo:hi], 3)
     bad = lo + int(np.flatnonzero(locs[lo:hi].astype(np.uint64) >= np.append(limits, 0)[kind_used])[0])
     kind, loc = int(kinds[bad]), int(locs[bad])
@@ -459,15 +495,16 @@ def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram:
     sequential sum of the same rows. ``kinds`` uint8, ``locs`` int64, ``offsets`` int64. Returns ``out``.
     """
     dram_flat, staged_flat, page_half = _check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
-    _check_offsets(offsets, kinds.size)
+    _check_offsets(offsets)
     out_flat, row_stride = _out_view(out, offsets.size - 1, dim)
     threads = _check_threads(threads)
-    _check_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), dram, pages, staged, dtype_code, dim)
-    if offsets.size == 1:
-        return out
-    _run(threads, offsets, _pool_sources_serial, _pool_sources_parallel,
-         offsets, kinds, locs, dram_flat, pages, staged_flat, page_half, int(dim), out_flat, row_stride,
-         bool(accumulate))
+    limits = _limits(dram, pages, staged, dtype_code, dim)
+    if not _run(threads, offsets, _pool_sources_serial, _pool_sources_parallel,
+                offsets, kinds, locs, limits, dram_flat, pages, staged_flat, page_half, int(dim), out_flat,
+                row_stride, bool(accumulate)):
+        _raise_for_offsets(offsets, kinds.size)
+        _raise_for_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), limits, dram, pages, staged,
+                             dtype_code, dim)
     return out
 
 
@@ -488,7 +525,9 @@ def extract_rows(kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray, pages: n
     _check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
     out = np.empty((locs.size, dim), np.float32) if out is None else out
     _out_view(out, locs.size, dim)
-    _check_locations(kinds, locs, 0, locs.size, dram, pages, staged, dtype_code, dim)
+    limits = _limits(dram, pages, staged, dtype_code, dim)
+    if not _sources_in_range(kinds, locs, 0, locs.size, limits):
+        _raise_for_locations(kinds, locs, 0, locs.size, limits, dram, pages, staged, dtype_code, dim)
     out[...] = -0.0  # one bag per lookup, accumulated onto -0.0: -0.0 + x == x for every x, a bit-exact copy
     offsets = np.arange(locs.size + 1, dtype=np.int64)
     return pool_sources(offsets, kinds, locs, dram, pages, staged, dtype_code, dim, out, accumulate=True)

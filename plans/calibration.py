@@ -7,9 +7,10 @@
   file in a directory, with ``emulator.io``'s io_uring engine (the pread engine
   when io_uring is unavailable; either way the calibration's ``notes`` say);
 * the host DRAM gather-and-pool rate at two row sizes (fitted to a per-lookup
-  plus a per-byte cost), with NumPy (``emulator.kernels.pool_rows`` is used
-  when it exists);
-* one memory-centric core: rows extracted from 4 KiB page buffers and pooled;
+  plus a per-byte cost), with ``emulator.kernels.pool_rows`` (NumPy when
+  that module is missing);
+* one memory-centric core: rows extracted from 4 KiB page buffers and pooled
+  (NumPy);
 * one compute-centric core: TT rows rebuilt per second by rank, on a reference
   shape (``emulator.tt_kernels.tt_rebuild_rows`` when it exists, else the
   NumPy reference), expressed in flops too.
@@ -153,15 +154,24 @@ def _pool_numpy(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def measure_dram(seconds: float, rng: np.random.Generator, notes: list[str], clock: Clock) -> tuple[float, float]:
     """(lookups per second, bytes per second) of one host thread gathering and pooling rows."""
-    pool = _pool_numpy
-    notes.append("DRAM rate measured with NumPy gather + reduceat")
+    try:
+        from emulator.kernels import pool_rows
+
+        def pool(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+            offsets = np.arange(0, ids.size + 1, POOL_BAG, dtype=np.int64)
+            return pool_rows(table, ids, offsets, np.empty((offsets.size - 1, table.shape[1]), np.float32))
+
+        notes.append("DRAM rate measured with emulator.kernels.pool_rows (1 thread)")
+    except ImportError:
+        pool = _pool_numpy
+        notes.append("DRAM rate measured with NumPy gather + fixed-bag sums (emulator.kernels unavailable)")
     per_lookup_s = []
     row_bytes = []
     for dim in (16, 256):
         rows = (64 << 20) // (dim * 4)
         table = rng.standard_normal((rows, dim), dtype=np.float32)
         n = 1 << 14
-        ids = rng.integers(0, rows, size=n)
+        ids = rng.integers(0, rows, size=n, dtype=np.int64)
         t = _timed(lambda: pool(table, ids), seconds / 2, clock)
         per_lookup_s.append(t / n)
         row_bytes.append(dim * 4)
@@ -172,7 +182,8 @@ def measure_dram(seconds: float, rng: np.random.Generator, notes: list[str], clo
 
 
 def measure_mem_core(seconds: float, rng: np.random.Generator, clock: Clock) -> float:
-    """Rows per second one core extracts from 4 KiB page buffers and pools (dim 64 fp32, 16 rows/page)."""
+    """Rows per second one core extracts from 4 KiB page buffers and pools (dim 64 fp32, 16 rows/page;
+    NumPy gather + fixed-bag sums)."""
     dim, rpp = 64, PAGE_BYTES // 256
     pages = 1 << 14
     buf = rng.standard_normal(pages * rpp * dim, dtype=np.float32).reshape(pages, rpp, dim)
@@ -216,7 +227,7 @@ def measure_tt(seconds: float, ranks: Sequence[int], rng: np.random.Generator, n
 
 def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Sequence[int] = DEFAULT_QUEUE_DEPTHS,
                         tt_ranks: Sequence[int] = TT_REFERENCE_RANKS, seed: int = 0,
-                        clock: Clock = time.perf_counter) -> Calibration:
+                        scratch_bytes: int = SCRATCH_FILE_BYTES, clock: Clock = time.perf_counter) -> Calibration:
     """Measure this machine. ``store_or_dir``: an ``emulator.store.Store`` (its raw files are read)
     or a directory on the disk to measure (a scratch file is written there and removed)."""
     if seconds <= 0:
@@ -232,9 +243,9 @@ def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Se
         where = Path(store_or_dir)
         if not where.is_dir():
             raise InputError("calibration directory not found", where)
-        scratch = _scratch_file(where, SCRATCH_FILE_BYTES, rng)
+        scratch = _scratch_file(where, scratch_bytes, rng)
         paths = [scratch]
-        notes.append(f"IO measured on a {SCRATCH_FILE_BYTES >> 20} MiB scratch file")
+        notes.append(f"IO measured on a {scratch_bytes >> 20} MiB scratch file")
     try:
         iops, lat, bw, engine = measure_io(paths, 0.6 * seconds, queue_depths, rng, notes)
     finally:

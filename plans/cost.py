@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from plans.types import (PAGE_BYTES, Budgets, Calibration, DeviceProfile, Estimator, Perf, PlannerOptions, Storage,
+from plans.types import (Budgets, Calibration, DeviceProfile, Estimator, Perf, PlannerOptions, Storage,
                          TableLoad, TableOption, TableStats, WorkloadStats)
 
 COLD_NONE = "none"
@@ -238,7 +238,3 @@ def best_core_split(mem_work_core_s: float, compute_work_core_s: float, cores: i
         if t < best[1] - 1e-15:
             best = (m, t)
     return best
-
-
-def page_bytes_of(ts: TableStats) -> int:
-    return ts.pages_per_row * PAGE_BYTES

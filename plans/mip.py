@@ -46,6 +46,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -63,7 +64,7 @@ TIME_UNIT_S = 1e-6  # the MIP's time variables are in microseconds
 MIN_SCALE_BYTES = 1 << 20
 NO_DEVICE = -1
 POOLED = -2
-POOLED_ABOVE = 64  # auto: tables x devices above which identical devices are pooled
+POOLED_ABOVE = 32  # auto: tables x devices above which identical devices are pooled
 
 
 @dataclass
@@ -123,6 +124,12 @@ def build_problem(stats: WorkloadStats, calib: Calibration, budgets: Budgets, de
                   options: PlannerOptions = PlannerOptions(),
                   estimator: Estimator | None = None) -> tuple[pulp.LpProblem, MIPHandles]:
     """The unsolved placement problem and the handles to read its solution."""
+    with warnings.catch_warnings():  # PuLP 3.x announces its 4.0 API on every variable
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _build(stats, calib, budgets, devices, options, estimator)
+
+
+def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpProblem, MIPHandles]:
     devices = tuple(devices)
     if not devices:
         raise InputError("need at least one device")
@@ -267,6 +274,12 @@ def solve(problem: pulp.LpProblem, solver: str = "cbc", time_limit_s: float = 60
     """Solve ``problem`` in place, quietly; the gap comes from the solver's best bound."""
     if time_limit_s <= 0:
         raise InputError(f"time limit must be > 0 s, got {time_limit_s}")
+    with warnings.catch_warnings():  # PuLP 3.x deprecation notices (PULP_CBC_CMD, constraints as a dict)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _solve(problem, solver, time_limit_s, gap, threads)
+
+
+def _solve(problem, solver, time_limit_s, gap, threads) -> SolveResult:
     log_text, bound, source = "", None, "unknown"
     t0 = time.perf_counter()
     if solver == "cbc":

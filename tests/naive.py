@@ -218,3 +218,156 @@ def locality_hist_naive(tables):
             unique += 1
             indices += c
     return indices, unique, col, idx
+
+
+# --- planner engineer: access statistics (plans/stats.py) ----------------------------------------
+
+
+def batch_cold_counts_naive(new_ids, k, rows_per_page, pages_per_row=1):
+    """Reference for one batch of ``plans.stats.measure_stats`` at hot size ``k``: (lookups with
+    new id < k, distinct rows with id >= k, distinct 4 KiB pages holding those rows). One Python step per id."""
+    hits, cold_rows, cold_pages = 0, set(), set()
+    for r in (int(x) for x in new_ids):
+        if r < k:
+            hits += 1
+        else:
+            cold_rows.add(r)
+            cold_pages.add(r // rows_per_page)
+    return hits, len(cold_rows), len(cold_pages) * pages_per_row
+
+
+def access_counts_naive(batches, table, rows):
+    """Reference for ``plans.stats.count_accesses``: a dict-free loop over every lookup of ``table``."""
+    counts = [0] * rows
+    for b in batches:
+        ids, _ = b.table(table)
+        for r in ids:
+            counts[int(r)] += 1
+    return np.array(counts, dtype=np.int64)
+
+
+# --- LRU row cache (emulator/cache.py) ------------------------------------------------------------
+
+
+def cache_set_naive(key, seed, n_sets):
+    """Reference for the cache's key -> set hash: the SplitMix64 finaliser of key + (seed + 1) * golden,
+    its high 32 bits scaled to [0, n_sets) (multiply-shift)."""
+    z = (int(key) + ((int(seed) + 1) * 0x9E3779B97F4A7C15)) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return ((z >> 32) * n_sets) >> 32
+
+
+class RowCacheNaive:
+    """Reference for ``emulator.cache.RowCache``: Python lists, one key at a time, the same rules
+    (victim = unpinned way with the smallest stamp, empty stamp -1; each probe / admit takes a tick)."""
+
+    def __init__(self, capacity_rows, dim, ways=16, seed=0, prefix_rows=0):
+        self.ways = min(ways, capacity_rows)
+        self.n_sets = capacity_rows // self.ways
+        cap = self.n_sets * self.ways
+        self.seed, self.base, self.dim = seed, prefix_rows, dim
+        self.keys, self.stamps, self.pins = [-1] * cap, [-1] * cap, [0] * cap
+        self.rows = [None] * cap  # the row bytes each slot holds
+        self.tick = 0
+        self.hits = self.misses = self.inserted = self.evictions = self.conflicts = 0
+
+    def _set(self, k):
+        s = cache_set_naive(k, self.seed, self.n_sets)
+        return range(s * self.ways, (s + 1) * self.ways)
+
+    def lookup(self, keys, pin=False):
+        out = []
+        for k in (int(x) for x in keys):
+            hit = [j for j in self._set(k) if self.keys[j] == k]
+            if hit:
+                j = hit[0]
+                self.stamps[j] = self.tick
+                self.pins[j] += int(pin)
+                out.append(self.base + j)
+                self.hits += 1
+            else:
+                out.append(-1)
+                self.misses += 1
+            self.tick += 1
+        return np.array(out, dtype=np.int64)
+
+    def admit(self, keys, src_pages, byte_offsets, row_bytes):
+        out = []
+        for k, o in zip((int(x) for x in keys), (int(x) for x in byte_offsets)):
+            ways = list(self._set(k))
+            hit = [j for j in ways if self.keys[j] == k]
+            if hit:
+                self.stamps[hit[0]] = self.tick
+                out.append(self.base + hit[0])
+            else:
+                free = [j for j in ways if self.pins[j] == 0]
+                if not free:
+                    out.append(-1)
+                    self.conflicts += 1
+                else:
+                    j = min(free, key=lambda j: (self.stamps[j], j))
+                    self.evictions += self.keys[j] >= 0
+                    self.keys[j], self.stamps[j] = k, self.tick
+                    self.rows[j] = bytes(src_pages[o : o + row_bytes])
+                    self.inserted += 1
+                    out.append(self.base + j)
+            self.tick += 1
+        return np.array([s if s >= 0 and self.keys[s - self.base] == int(k) else -1
+                         for s, k in zip(out, keys)], dtype=np.int64)
+
+    def unpin(self, slots):
+        for s in (int(x) for x in slots):
+            if s >= 0:
+                self.pins[s - self.base] -= 1
+
+
+def lru_hits_ordereddict_naive(batches, capacity):
+    """A textbook fully associative LRU (``collections.OrderedDict``) fed as the engine feeds the cache:
+    look the whole batch up (hits move to the end), then insert the batch's distinct misses in sorted
+    order, evicting the least recently used. Returns the hit count."""
+    from collections import OrderedDict
+
+    lru, hits = OrderedDict(), 0
+    for batch in batches:
+        missed = set()
+        for k in (int(x) for x in batch):
+            if k in lru:
+                lru.move_to_end(k)
+                hits += 1
+            else:
+                missed.add(k)
+        for k in sorted(missed):
+            lru[k] = True
+            lru.move_to_end(k)
+            if len(lru) > capacity:
+                lru.popitem(last=False)
+    return hits
+
+
+# --- dense model and accuracy report (emulator/dense.py, emulator/accuracy.py) -------------------
+
+
+def interact_features_naive(bottom_out, embeddings):
+    """DLRM's dot interaction, one sample and one pair at a time: [x_0, then x_i . x_j for i > j, row by row]."""
+    vecs = [np.asarray(bottom_out, np.float64)] + [np.asarray(e, np.float64) for e in embeddings]
+    n, batch = len(vecs), vecs[0].shape[0]
+    out = []
+    for b in range(batch):
+        row = list(vecs[0][b])
+        for i in range(n):
+            for j in range(i):
+                row.append(sum(float(u) * float(v) for u, v in zip(vecs[i][b], vecs[j][b])))
+        out.append(row)
+    return np.array(out, dtype=np.float64)
+
+
+def auc_naive(scores, labels):
+    """AUC by counting every (positive, negative) pair: 1 when the positive scores higher, 1/2 on a tie."""
+    pos = [float(s) for s, y in zip(scores, labels) if y]
+    neg = [float(s) for s, y in zip(scores, labels) if not y]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))

@@ -37,7 +37,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Callable
+
+import numpy as np
 
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec, PoolingSpec, TableSpec, load_spec_file
@@ -97,6 +100,61 @@ def _mlperf_dlrmv2() -> ModelSpec:
     return ModelSpec(name="mlperf-dlrmv2", tables=tables, batch_size=2048)
 
 
+# --- Meta's dlrm_datasets-sized models -------------------------------------------------------------
+
+META2021_TABLES = 856
+META2021_BATCH_SIZE = 65_536
+META2021_LOOKUPS_PER_BATCH = 887_017_990  # fbgemm_t856_bs65536.pt, "Avg # of indices"
+META2021_MEAN_POOLING = META2021_LOOKUPS_PER_BATCH / (META2021_BATCH_SIZE * META2021_TABLES)  # 15.81
+META2022_TABLES = 788
+META2022_BATCH_SIZE = 131_072
+META2022_MEAN_POOLING = 13.6
+META_ROWS_MEDIAN = 2_000_000
+META_ROWS_SIGMA = 1.5
+META_ROWS_MIN, META_ROWS_MAX = 1_000, 2**31 - 1
+META_DIMS = (64, 128, 128, 256)
+META_POOLING_SIGMA_TABLES = 1.0  # spread of the mean bag size across tables (lognormal)
+META_POOLING_SIGMA_BAGS = 0.8  # spread of bag sizes within a table (lognormal)
+META_POOLING_MAX_FACTOR = 10  # bags clipped at 10x the table's mean
+
+
+def _stratified_normal(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` standard-normal scores at the quantiles ``(i + 0.5) / n``, in a seeded random order."""
+    nd = NormalDist()
+    z = np.array([nd.inv_cdf((i + 0.5) / n) for i in range(n)])
+    return z[rng.permutation(n)]
+
+
+def meta_tables(n_tables: int, mean_pooling: float, seed: int, alpha: Callable[[np.ndarray, np.ndarray], np.ndarray]
+                ) -> tuple[TableSpec, ...]:
+    rng = np.random.default_rng(seed)
+    z_rows = _stratified_normal(n_tables, rng)
+    z_pool = _stratified_normal(n_tables, rng)
+    z_alpha = _stratified_normal(n_tables, rng)
+    rows = np.clip(np.round(META_ROWS_MEDIAN * np.exp(META_ROWS_SIGMA * z_rows)), META_ROWS_MIN, META_ROWS_MAX)
+    dims = np.array(META_DIMS)[rng.integers(0, len(META_DIMS), size=n_tables)]
+    w = np.exp(META_POOLING_SIGMA_TABLES * z_pool)
+    pool = mean_pooling * w / w.mean()
+    a = alpha(z_alpha, z_rows)
+    return tuple(
+        TableSpec(f"t{i}", rows=int(rows[i]), dim=int(dims[i]), dtype="fp32",
+                  pooling=PoolingSpec(kind="lognormal", mean=float(pool[i]), min=0,
+                                      max=int(math.ceil(META_POOLING_MAX_FACTOR * pool[i])),
+                                      sigma=META_POOLING_SIGMA_BAGS),
+                  zipf_alpha=float(a[i]))
+        for i in range(n_tables))
+
+
+def _meta2021() -> ModelSpec:
+    return ModelSpec("meta-2021", meta_tables(META2021_TABLES, META2021_MEAN_POOLING, 2021, lambda z, zr: 1.0 + 0 * z),
+                     batch_size=META2021_BATCH_SIZE)
+
+
+def _meta2022() -> ModelSpec:
+    return ModelSpec("meta-2022", meta_tables(META2022_TABLES, META2022_MEAN_POOLING, 2022, lambda z, zr: 1.0 + 0 * z),
+                     batch_size=META2022_BATCH_SIZE)
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -104,6 +162,10 @@ PRESETS: dict[str, Preset] = {
         Preset("criteo-kaggle", "DLRM Criteo Kaggle: 26 one-hot tables, dim 16, batch 2048", _criteo_kaggle),
         Preset("mlperf-dlrmv2", "MLPerf DLRMv2 Criteo 1TB multi-hot: 26 tables, dim 128, batch 2048",
                _mlperf_dlrmv2),
+        Preset("meta-2021", "Meta dlrm_datasets 2021 sized: 856 tables, batch 65,536, 15.8 lookups/table/sample, TBs",
+               _meta2021),
+        Preset("meta-2022", "Meta dlrm_datasets 2022 sized: 788 tables, batch 131,072, 13.6 lookups/table/sample, TBs",
+               _meta2022),
     )
 }
 

@@ -8,14 +8,16 @@ only a ``bytearray``), ``io_uring_sqe_set_data64`` for tags, one
 completion per round. It keeps the contract and the semantics of the other
 engines (``queue_depth`` in flight, short reads continued, EINTR/EAGAIN
 retried, end of file zero-filled and reported through ``nread``, hard errors
-raised as :class:`~emulator.io.types.IOFailure`), but it spends about a
-microsecond of Python per read, so at high queue depth the interpreter, not
-the device, sets the pace: :class:`~emulator.io.uring.UringEngine` is the
-fast one. The package cannot reap CQEs in batches (``io_uring_peek_batch_cqe``
-raises NotImplementedError) and gives no access to the ring's memory; the
-closest it has, ``CqeIter`` + ``io_uring_cq_advance``, is what this engine
-uses (about 3x cheaper per completion than ``io_uring_peek_cqe`` +
-``io_uring_cqe_seen``).
+raised as :class:`~emulator.io.types.IOFailure`), but every read costs
+several Python calls: measured on this 2-core machine (4 KiB random reads,
+under load), about 2-3 us more CPU per read than
+:class:`~emulator.io.uring.UringEngine` at queue depth 32-128 and about 10 us
+more at depth 1, where the extra time also lengthens each read. The package
+cannot reap CQEs in batches (``io_uring_peek_batch_cqe`` raises
+NotImplementedError) and gives no access to the ring's memory; the closest it
+has, ``CqeIter`` + ``io_uring_cq_advance``, is what this engine uses (about
+2-3x cheaper per completion than ``io_uring_peek_cqe`` + ``io_uring_cqe_seen``,
+whose empty-queue answer is an exception). UringEngine stays the fast one.
 
 The package's waiting calls (``io_uring_wait_cqe``, ``io_uring_submit_and_wait``)
 hold the GIL while the thread sleeps in the kernel, which would stall every
@@ -36,7 +38,9 @@ Options (each with its default, fio style):
 ``cache_iovecs=True``
     Keep the ``Iovec`` of every (dest address, offset, length) seen, up to
     ``MAX_CACHED_IOVECS``, so reads into the same slots of a reused buffer skip
-    building one (~0.4 us each).
+    building one (~0.4 us each). An Iovec holds raw addresses, so it stays
+    right for any buffer later placed at the same address. When off, each
+    read builds its own, kept alive until the read completes.
 ``release_gil=None``
     Wait with the GIL released (``True``), holding it (``False``), or only on
     the engine's IO thread (``None``).
@@ -179,7 +183,7 @@ class LiburingEngine(IOEngine):
         else:
             key_l = [(d << _KEY_SHIFT) | b for d, b in zip(doff_l, nb_l)]
         cache = self._iovec_cache(req.dest)
-        cache_room = MAX_CACHED_IOVECS - self._n_iovecs + len(cache)
+        cache_room = MAX_CACHED_IOVECS - self._n_iovecs + len(cache) if self.cache_iovecs else 0
         cget = cache.get
         mv = memoryview(req.dest)
         nread = [0] * n
@@ -188,28 +192,29 @@ class LiburingEngine(IOEngine):
         alive: dict[int, object] = {}  # uncached Iovecs of reads in flight
         retry: list[int] = []  # reads to submit again (short reads continued, EINTR/EAGAIN)
         tries: dict[int, int] = {}
-        next_new, in_flight, n_sqes, unsent, syscalls, n_bytes = 0, 0, 0, 0, 0, 0
+        next_new, in_flight, n_resubmitted, unsent, syscalls, n_bytes = 0, 0, 0, False, 0, 0
         failed, fail_errno, max_in_flight = -1, 0, 0
         while True:
             # 1. fill the ring up to the queue depth: continuations and retries first, then new reads
-            room = qd - in_flight
-            first = next_new
-            while room and retry and failed < 0:
-                i = retry.pop()
-                done = nread[i]
-                iov = alive[i] = Iovec([mv[doff_l[i] + done : doff_l[i] + nb_l[i]]])
-                sqe = get_sqe(ring)
-                prep(sqe, fd_l[i], iov, off_l[i] + done)
-                set_data(sqe, i)
-                if fixed:
-                    set_flags(sqe, fixed)
-                room -= 1
-                in_flight += 1
-                unsent += 1
-                n_sqes += 1
-            if room and next_new < n and failed < 0:
-                end = min(n, next_new + room)
-                for i in range(next_new, end):
+            if retry and failed < 0:
+                while in_flight < qd and retry:
+                    i = retry.pop()
+                    done = nread[i]
+                    iov = alive[i] = Iovec([mv[doff_l[i] + done : doff_l[i] + nb_l[i]]])
+                    sqe = get_sqe(ring)
+                    prep(sqe, fd_l[i], iov, off_l[i] + done)
+                    set_data(sqe, i)
+                    if fixed:
+                        set_flags(sqe, fixed)
+                    in_flight += 1
+                    n_resubmitted += 1
+                    unsent = True
+            if in_flight < qd and next_new < n and failed < 0:
+                first = next_new
+                next_new += qd - in_flight
+                if next_new > n:
+                    next_new = n
+                for i in range(first, next_new):
                     sqe = get_sqe(ring)
                     iov = cget(key_l[i])
                     if iov is None:
@@ -222,24 +227,20 @@ class LiburingEngine(IOEngine):
                     set_data(sqe, i)
                     if fixed:
                         set_flags(sqe, fixed)
-                in_flight += end - next_new
-                unsent += end - next_new
-                n_sqes += end - next_new
-                next_new = end
-            if in_flight == 0:
+                in_flight += next_new - first
+                unsent = True
+                if in_flight > max_in_flight:
+                    max_in_flight = in_flight
+                if latency:
+                    t0[first:next_new] = [now()] * (next_new - first)
+            elif in_flight == 0:
                 break
-            max_in_flight = max(max_in_flight, in_flight)
-            if latency and next_new > first:
-                t0[first:next_new] = [now()] * (next_new - first)
             # 2. one system call when possible: submit what is new, block for a completion only if none is ready
             try:
-                if cq_ready(ring):
-                    if unsent:
+                if poll is None:
+                    if unsent or not cq_ready(ring):
                         syscalls += 1
-                        submit(ring)
-                elif poll is None:
-                    syscalls += 1
-                    submit_wait(ring, 1)
+                        submit_wait(ring, 1)  # returns at once when a completion is already there
                 else:
                     if unsent:
                         syscalls += 1
@@ -248,7 +249,7 @@ class LiburingEngine(IOEngine):
                         syscalls += 1
                         if not poll(POLL_TIMEOUT_MS):  # never expected; run pending completion work, then look again
                             get_events(ring)
-                unsent = 0
+                unsent = False
             except OSError as e:
                 if e.errno not in _RETRYABLE and e.errno != errno.EBUSY:
                     self._broken = f"io_uring_submit failed with errno {e.errno}"
@@ -269,7 +270,7 @@ class LiburingEngine(IOEngine):
                 if res == nb_l[i] - done:  # the common case: finished in one go
                     nread[i] = done + res
                     n_bytes += res
-                    if lat is not None:
+                    if latency:
                         lat[i] = t_done - t0[i]
                     if alive:
                         alive.pop(i, None)
@@ -293,12 +294,12 @@ class LiburingEngine(IOEngine):
                     continue
                 stats[T.ST_SHORT] += 1  # end of file: never leave stale bytes behind
                 req.dest[doff_l[i] + done : doff_l[i] + nb_l[i]] = 0
-                if lat is not None:
+                if latency:
                     lat[i] = t_done - t0[i]
             if k:
                 cq_advance(ring, k)
                 in_flight -= k
-        stats[T.ST_SUBMITTED] = n_sqes
+        stats[T.ST_SUBMITTED] = next_new + n_resubmitted
         stats[T.ST_SYSCALLS] = syscalls
         stats[T.ST_MAX_IN_FLIGHT] = max_in_flight
         stats[T.ST_BYTES] = n_bytes

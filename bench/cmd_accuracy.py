@@ -1,0 +1,122 @@
+"""``screc accuracy``: how far TT-served embeddings (and the model's predictions) are from the raw ones."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from rich.table import Table
+
+from bench.common import stdout_console, write_json
+from emulator.accuracy import accuracy_report
+from emulator.dense import DenseConfig, DenseModel
+from emulator.plan import Plan
+from emulator.store import Store
+from tracegen.errors import InputError
+from tracegen.trace_io import TraceReader
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def render_tables(payload: dict[str, Any]) -> Table:
+    """Per table: tier, TT rank, compression, lookups served from TT, pooled-embedding differences."""
+    table = Table(title=f"pooled embeddings: {payload['tt_planner']} vs {payload['raw_policy']} "
+                        f"({payload['batches']} batches, {payload['samples']:,} samples)")
+    for col in ("table", "dim", "tier", "TT rank", "compression", "TT lookups", "mean |diff|", "max |diff|",
+                "rel. Frobenius"):
+        table.add_column(col, justify="left" if col in ("table", "tier") else "right")
+    for t in payload["tables"]:
+        tier = t["cold_tier"] if t["hot_rows"] == 0 else f"dram {t['hot_rows']:,} + {t['cold_tier']}"
+        table.add_row(t["table"], str(t["dim"]), tier, _fmt(t["tt_rank"], "d"),
+                      _fmt(t["compression_ratio"], ".1f") + ("x" if t["compression_ratio"] else ""),
+                      f"{t['tt_lookups']:,}", f"{t['mean_abs_diff']:.3e}", f"{t['max_abs_diff']:.3e}",
+                      f"{t['rel_fro_diff']:.4f}")
+    o = payload["overall"]
+    table.add_row("[bold]all[/]", "", "", "", "", f"{payload['tt_lookups']:,}", f"{o['mean_abs_diff']:.3e}",
+                  f"{o['max_abs_diff']:.3e}", f"{o['rel_fro_diff']:.4f}")
+    return table
+
+
+def render_dense(d: dict[str, Any]) -> Table:
+    """Prediction differences, AUC and log-loss of the raw and the TT run."""
+    seed = f" seed {d['weights_seed']}" if d["weights_seed"] is not None else ""
+    table = Table(title=f"predictions: raw vs TT ({d['samples']:,} samples)",
+                  caption=f"dense model: bottom MLP {d['bottom_mlp']}, top MLP {d['top_mlp']}, weights "
+                          f"{d['weights']}{seed}; labels ~ Bernoulli(p_raw), {d['positive_rate']:.1%} positive")
+    for col in ("metric", "raw", "TT", "difference"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    table.add_row("mean p", f"{d['mean_p_raw']:.4f}", f"{d['mean_p_tt']:.4f}", "")
+    table.add_row("|p_tt - p_raw|", "", "", f"mean {d['mean_abs_pred_diff']:.2e}, max {d['max_abs_pred_diff']:.2e}")
+    table.add_row("AUC", _fmt(d["auc_raw"], ".4f"), _fmt(d["auc_tt"], ".4f"),
+                  _fmt(None if d["auc_raw"] is None or d["auc_tt"] is None else d["auc_tt"] - d["auc_raw"], "+.4f"))
+    table.add_row("log-loss", f"{d['log_loss_raw']:.4f}", f"{d['log_loss_tt']:.4f}",
+                  f"{d['log_loss_tt'] - d['log_loss_raw']:+.4f}")
+    return table
+
+
+def _tt_plan(store: Store, reader: TraceReader, args: argparse.Namespace) -> Plan:
+    from bench.cmd_replay import make_plan
+
+    if args.tt_rank is not None and args.tt_rank < 1:
+        raise InputError(f"--tt-rank must be >= 1, got {args.tt_rank}")
+    return make_plan(store, reader, None if args.plan else "all-tt", args.plan, args.tt_rank)
+
+
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    from bench.results import to_jsonable, write_run
+
+    if args.batches is not None and args.batches < 1:
+        raise InputError(f"--batches must be >= 1, got {args.batches}")
+    store = Store.open(args.store)
+    dims = [lay.dim for lay in store.layouts]
+    dense = None
+    if not args.no_dense:
+        config = DenseConfig(seed=args.dense_seed)
+        dense = DenseModel.load(args.dense_weights, config, dims) if args.dense_weights else DenseModel(config, dims)
+    with TraceReader(args.trace) as reader:
+        plan = _tt_plan(store, reader, args)
+        payload = accuracy_report(store, reader, plan, batches=args.batches, engine=args.engine, dense=dense,
+                                  seed=args.seed)
+        trace_id = reader.trace_id
+    payload.update({"store": str(store.path), "trace": str(reader.path), "plan": args.plan})
+    payload = to_jsonable(payload)  # NaN (an AUC over one class) -> None
+    run_dir = write_run("accuracy", sys.argv, payload, store_id=store.store_id, trace_id=trace_id,
+                        tables={"tables": payload["tables"]}, store_path=store.path)
+    if args.json:
+        write_json(args.json, payload)
+    out = stdout_console()
+    if args.json != "-":
+        out.print(render_tables(payload))
+        if payload["dense"] is not None:
+            out.print(render_dense(payload["dense"]))
+        out.print(f"result in {run_dir}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("accuracy", help="compare TT-served embeddings and predictions with the raw ones",
+                       description="Replay the same batches under an all-raw plan and under a TT plan, and report\n"
+                                   "per table how far the pooled embeddings differ; with the dense model (on by\n"
+                                   "default) also the predictions, the AUC and the log-loss of both runs against\n"
+                                   "labels drawn from the raw run's probabilities.\n\n"
+                                   "example: screc accuracy --store stores/tiny --trace traces/tiny.h5 --tt-rank 8",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True)
+    p.add_argument("--trace", required=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--tt-rank", type=int, default=None,
+                   help="serve every table that has TT cores from rank R (default: each table's smallest rank)")
+    g.add_argument("--plan", default=None, help="judge this plan (from `screc plan solve`) instead of all-tt")
+    p.add_argument("--batches", type=int, default=None, help="compare at most this many batches (default all)")
+    p.add_argument("--engine", choices=("uring", "liburing", "pread"), default="pread",
+                   help="IO engine for raw SSD reads (default pread: accuracy does not depend on it)")
+    p.add_argument("--no-dense", action="store_true", help="only compare pooled embeddings")
+    p.add_argument("--dense-seed", type=int, default=0, help="seed of the dense model's weights (default 0)")
+    p.add_argument("--dense-weights", default=None, metavar="NPZ",
+                   help="load the dense model's weights from an .npz instead of seeding them")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dense features and the labels (default 0)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the result payload to FILE ('-' = stdout)")
+    p.set_defaults(func=cmd_accuracy)

@@ -1,0 +1,95 @@
+"""bench.cmd_plan and bench.cmd_calibrate: solve, show, refuse a plan for another store, bad input -> exit 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from bench.cli import main
+from bench.cmd_plan import render_plan
+from emulator.plan import Plan
+from plans_fixtures import small_spec, write_zipf_trace
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from emulator.store import StoreBuildConfig
+    from emulator.store_build import build_store
+
+    d = tmp_path_factory.mktemp("cmd_plan")
+    spec = small_spec()
+    write_zipf_trace(d / "t.h5", spec, n_batches=3, seed=4)
+    build_store(spec, d / "store", StoreBuildConfig(tt_ranks=(4,), tt_min_rows=1000))
+    other = small_spec().scaled(0.5)
+    build_store(other, d / "other", StoreBuildConfig(tt_ranks=()))
+    return d
+
+
+def test_solve_then_show(setup, capsys):
+    d = setup
+    rc = main(["plan", "solve", "--store", str(d / "store"), "--trace", str(d / "t.h5"), "--profile-batches", "2",
+               "--dram-budget", "64KiB", "--devices", "2", "--cores", "2", "--accuracy-budget", "0.5",
+               "--time-limit", "20", "-o", str(d / "plan.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "plan by mip" in out and "modelled" in out  # no --calibration: modelled default rates
+    plan = Plan.load(d / "plan.json")
+    assert plan.remap == "plan.remap.h5" and (d / "plan.remap.h5").is_file()
+    assert plan.predicted["storage"]["host_dram_bytes"] <= 64 * 1024
+    assert main(["plan", "show", str(d / "plan.json"), "--store", str(d / "store")]) == 0
+    assert "devices" in capsys.readouterr().out
+    assert main(["plan", "show", str(d / "plan.json"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "screc-plan"
+
+
+def test_show_refuses_another_store(setup, capsys):
+    d = setup
+    if not (d / "plan.json").exists():
+        pytest.skip("needs the plan from test_solve_then_show")
+    assert main(["plan", "show", str(d / "plan.json"), "--store", str(d / "other")]) == 2
+    err = capsys.readouterr().err
+    assert "plan was made for store" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra", [["--dram-budget", "5XB"], ["--dram-budget", "1MiB", "--devices", "0"],
+                                   ["--dram-budget", "1MiB", "--calibration", "/nonexistent.json"]])
+def test_bad_input_exits_2(setup, capsys, extra):
+    d = setup
+    rc = main(["plan", "solve", "--store", str(d / "store"), "--trace", str(d / "t.h5"), *extra,
+               "-o", str(d / "bad.json")])
+    assert rc == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_trace_for_another_store_is_refused(setup, capsys):
+    d = setup
+    rc = main(["plan", "solve", "--store", str(d / "other"), "--trace", str(d / "t.h5"), "--dram-budget", "1MiB",
+               "-o", str(d / "x.json")])
+    assert rc == 2 and "rows" in capsys.readouterr().err
+
+
+def test_modelled_solve_and_render(tmp_path):
+    rc = main(["plan", "solve", "--model", "tiny", "--modelled", "--dram-budget", "8KiB", "--planner", "greedy",
+               "--device-profile", "smartssd", "--devices", "2", "-o", str(tmp_path / "p.json")])
+    assert rc == 0
+    plan = Plan.load(tmp_path / "p.json")
+    con = Console(width=160, record=True)
+    con.print(render_plan(plan))
+    text = con.export_text()
+    assert "(modelled)" in text and "t0" in text and "smartssd1" in text
+
+
+def test_calibrate_command(tmp_path, capsys, monkeypatch):
+    import plans.calibration as pc
+
+    monkeypatch.setattr(pc, "SCRATCH_FILE_BYTES", 8 << 20)
+    real = pc.measure_calibration
+    monkeypatch.setattr(pc, "measure_calibration",
+                        lambda target, seconds: real(target, seconds, queue_depths=(1, 4), tt_ranks=(8,),
+                                                     scratch_bytes=8 << 20))
+    rc = main(["calibrate", "--dir", str(tmp_path), "--seconds", "1", "-o", str(tmp_path / "c.json")])
+    assert rc == 0 and (tmp_path / "c.json").is_file()
+    assert "calibration (measured)" in capsys.readouterr().out
+    assert main(["calibrate", "--dir", str(tmp_path / "missing"), "-o", str(tmp_path / "d.json")]) == 2
