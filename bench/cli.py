@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
     ("bench.cmd_calibrate", None, ""),
     ("bench.cmd_replay", None, ""),
     ("bench.cmd_compare", None, ""),
+    ("bench.cmd_accuracy", None, ""),
     ("bench.bench_io", "bench", "micro-benchmarks against reference tools (fio, torch, SGEMM)"),
     ("bench.bench_dram", "bench", ""),
     ("bench.bench_tt", "bench", ""),

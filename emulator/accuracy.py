@@ -191,8 +191,9 @@ def accuracy_report(store: Store, reader: TraceReader, tt_plan: Plan, *, raw_pla
                 tt_lookups[t] += int(np.count_nonzero(p.kinds[t] == KIND_STAGED))
             if dense is not None:
                 x = dense_features(seed, batch.index, batch.batch_size, dense.config.num_dense_features)
-                p_raw = dense.forward(x, out_raw.pooled)
-                p_tt = dense.forward(x, out_tt.pooled)
+                h = dense.bottom(x)  # the same dense inputs for both runs: one bottom MLP
+                p_raw = dense.forward(x, out_raw.pooled, bottom_out=h)
+                p_tt = dense.forward(x, out_tt.pooled, bottom_out=h)
                 rng = np.random.default_rng([seed, _LABEL_STREAM, batch.index])
                 preds["raw"].append(p_raw)
                 preds["tt"].append(p_tt)

@@ -6,10 +6,11 @@ parameter server): recently used rows are kept in DRAM, every other row is
 read from the device and then admitted, evicting the least recently used row.
 
 Layout (after FBGEMM's ``lxu_cache_state`` / ``lru_state``). ``capacity_rows``
-slots form ``n_sets`` sets of ``ways`` slots; key ``k`` (a table row id) can only
-live in set ``mix64(k, seed) % n_sets``, in any of its ways. Per slot: the key
-(int64, ``-1`` empty), the last-use stamp (int64; every probe and insert takes
-the next tick) and a pin count (int32; FBGEMM's ``lxu_cache_locking_counter``).
+slots form ``n_sets`` sets of ``ways`` slots (set ``s`` is slots ``[s * ways,
+(s + 1) * ways)``); key ``k`` (a table row id) can only live in one set (a
+SplitMix64 hash of ``k`` salted by ``seed``, scaled to ``n_sets``), in any of
+its ways. Per slot: the key (int64, ``-1`` empty), the last-use stamp (int64;
+every probe and insert takes the next tick) and a pin count (int32; FBGEMM's ``lxu_cache_locking_counter``).
 The rows themselves live in ``storage``, a C-contiguous ``(prefix_rows +
 capacity_rows, dim)`` array in the table's dtype, which the engine passes to
 :func:`emulator.kernels.pool_sources` as its ``dram`` source: a hit is a
@@ -38,6 +39,10 @@ The contract with the engine (why it is safe):
   hits; ``admit`` never evicts a pinned slot; the engine unpins batch ``i+1``'s
   hits after pooling it. So ``admit(batch i)`` cannot overwrite a row that
   batch ``i+1`` is about to pool. Without the pipeline pinning is harmless.
+  (As with FBGEMM's prefetch pipeline, a row missed by batches ``i`` and
+  ``i+1`` is then read twice: ``i+1`` was planned before ``i`` admitted it.)
+* Every probe of a batch is one Numba call (no per-key Python), and so is
+  every admit of a batch.
 
 With ``ways == capacity_rows``, no pins, and the engine's batch semantics (look
 the whole batch up, then admit the batch's unique misses in sorted order) the
@@ -45,29 +50,42 @@ hit count equals that of a textbook ``OrderedDict`` LRU fed the same way.
 
 Integration into ``emulator/replay.py`` (the lead wires it; pseudo-code)::
 
-    # plan: TablePlacement.lru_rows (cache capacity in rows, 0 = none; only with cold_tier ssd_raw)
-    # __init__, per table with pl.lru_rows > 0 and cold rows:
+    # plan: TablePlacement.lru_rows (cache capacity in rows, 0 = none; only with cold_tier "ssd_raw");
+    # ReplayConfig.lru_ways = 16; from a budget: lru_rows = budget_bytes // cache_bytes_per_row(row_bytes)
+    # __init__, per table with pl.lru_rows > 0 and hot < rows:
     tab.cache = RowCache(pl.lru_rows, lay.dim, lay.np_dtype, ways=config.lru_ways, seed=i, prefix=dram)
-    tab.dram = tab.cache.storage              # hot prefix rows, then the cache slots
-    self.dram_bytes += tab.cache.memory_bytes  # (the prefix is already counted as dram)
+    tab.dram = tab.cache.storage               # hot prefix rows [0, hot), then the cache slots
+    self.dram_bytes += tab.cache.memory_bytes  # (the prefix is already counted)
 
-    # prepare(), raw cold lookups of a cached table:
+    # prepare(), the raw cold lookups (cold_idx, cold_old) of a cached table:
     hit, hit_slots, miss_rows, miss_inv = split_hits(tab.cache, cold_old, pin=True)
-    kind[cold_idx[hit]] = KIND_DRAM;  loc[cold_idx[hit]] = hit_slots
-    miss_idx = cold_idx[~hit]
+    kind[cold_idx[hit]] = KIND_DRAM
+    loc[cold_idx[hit]] = hit_slots
+    admit = None
     if miss_rows.size:
-        plan = plan_row_reads(miss_rows, ...)            # unique rows: one read per page
+        plan = plan_row_reads(miss_rows, rows_per_page, pages_per_row, row_bytes, max_read_bytes=...)
+        miss_idx = cold_idx[~hit]
         kind[miss_idx] = KIND_PAGE
         loc[miss_idx] = plan.row_dest_offsets[miss_inv] + dest_pos
-        ... queue the reads as today; dest_pos += plan.dest_bytes
-    p.cache_pins[t] = hit_slots;  p.cache_admits[t] = (miss_rows, plan.row_dest_offsets + dest_pos_before)
-    tiers["lru"] += cold_old.size (probes); lru_hits += hit_slots.size; tiers["ssd_raw"] += miss_idx.size
+        per_dev[dev].append((file_id, plan.read_offsets, plan.read_nbytes, plan.dest_offsets + dest_pos, t))
+        admit = (miss_rows, plan.row_dest_offsets + dest_pos)
+        dest_pos += plan.dest_bytes
+    p.cache_work[t] = (hit_slots, admit)
+    tiers["lru"] += n_cold; lru_hits += hit_slots.size; tiers["ssd_raw"] += n_cold - hit_slots.size
 
-    # finish(), after pool_sources of that table (its reads are complete):
-    tab.cache.unpin(p.cache_pins[t])
-    tab.cache.admit(miss_rows, p.dest, row_offsets)      # rows copied out of this batch's pages
+    # finish(), right after pool_sources(...) of that table (its reads are complete, it was pooled):
+    hit_slots, admit = p.cache_work[t]
+    tab.cache.unpin(hit_slots)
+    if admit is not None:
+        tab.cache.admit(admit[0], p.dest, admit[1])    # copies the rows out of this batch's pages
+    # pooling-time split: hits are KIND_DRAM too, so n_hot = count(kind == KIND_DRAM) - hit_slots.size;
+    # the hits' share (plus lookup and admit time) is the lru tier's busy_s:
+    # TierCounters(lookups=probes, hits=lru_hits, busy_s=...) under the name "lru".
 
-    # _warm_up(): RowCache(1, dim, dtype).admit(...) and .lookup(...) once per dtype to compile.
+    # _warm_up(): RowCache(1, dim, dtype).admit(...) then .lookup(...) once per dtype compiles both.
+
+The pages buffer ``p.dest`` of batch ``i`` is intact when ``finish(i)`` admits
+from it (the engine double-buffers: it is reused by batch ``i+2``'s prepare).
 """
 
 from __future__ import annotations
@@ -79,7 +97,7 @@ import numpy as np
 from emulator._simd import prefetch
 from emulator.jit import njit
 
-__all__ = ["CacheCounters", "RowCache", "split_hits"]
+__all__ = ["CACHE_META_BYTES_PER_ROW", "CacheCounters", "RowCache", "cache_bytes_per_row", "split_hits"]
 
 _GOLDEN = 0x9E3779B97F4A7C15  # SplitMix64 increment: the seed's salt
 _MASK64 = (1 << 64) - 1
@@ -87,6 +105,13 @@ _STAMP_EMPTY = -1
 _NO_VICTIM = np.iinfo(np.int64).max
 _PREFETCH_KEYS = 16  # lookup prefetches the set this many keys ahead
 _MAX_SETS = 1 << 32  # the set hash scales 32 bits
+CACHE_META_BYTES_PER_ROW = 8 + 8 + 4  # key (int64) + last-use stamp (int64) + pin count (int32) per slot
+
+
+def cache_bytes_per_row(row_bytes: int) -> int:
+    """DRAM one cache slot costs (row + metadata): size a cache from a budget as
+    ``budget_bytes // cache_bytes_per_row(row_bytes)`` rows (``RowCache.memory_bytes`` per row)."""
+    return int(row_bytes) + CACHE_META_BYTES_PER_ROW
 
 
 @dataclass(frozen=True)
@@ -297,8 +322,8 @@ class RowCache:
             self.prefix_rows = 0
         else:
             if not isinstance(prefix, np.ndarray) or prefix.ndim != 2 or prefix.shape[1] != self.dim:
-                raise ValueError(f"prefix must be a 2-D array with {self.dim} columns, got "
-                                 + (f"shape {prefix.shape}" if isinstance(prefix, np.ndarray) else type(prefix).__name__))
+                got = f"shape {prefix.shape}" if isinstance(prefix, np.ndarray) else type(prefix).__name__
+                raise ValueError(f"prefix must be a 2-D array with {self.dim} columns, got {got}")
             if prefix.dtype != dtype:
                 raise TypeError(f"prefix must be {dtype}, got {prefix.dtype}")
             self.prefix_rows = prefix.shape[0]
@@ -329,8 +354,7 @@ class RowCache:
     @property
     def memory_bytes(self) -> int:
         """Cache rows plus per-slot metadata (key, stamp, pin); the prefix rows are not counted."""
-        return self.capacity_rows * (self.row_bytes + self._keys.itemsize + self._stamps.itemsize
-                                     + self._pins.itemsize)
+        return self.capacity_rows * cache_bytes_per_row(self.row_bytes)
 
     @property
     def hits(self) -> int:

@@ -3,7 +3,7 @@
 SCRec serves the embedding lookups; the MLPs (its "MLP cores") turn the pooled
 embeddings and the dense features of each sample into a click probability.
 This module is that part, on the host, in float32, with every matrix product a
-NumPy ``matmul`` (SGEMM through the BLAS NumPy links):
+NumPy ``matmul`` (SGEMM in the BLAS NumPy is linked to):
 
 1. bottom MLP: ``num_dense_features -> bottom_mlp[0] -> ... -> bottom_mlp[-1] = d``,
    ReLU after every layer (DLRM's default, ``sigmoid_bot = -1``);
@@ -30,8 +30,13 @@ Xavier-like in the form suited to ReLU layers (He et al. 2015): weights
 untrained, that collapses the logits (standard deviation 0.024 over the tiny
 preset's trace, every probability near 0.65), so labels drawn from it would
 hardly depend on the inputs. The He form keeps a logit standard deviation of
-about 0.9, of which about 0.5 comes from the embeddings (measured the same
-way), which is what an accuracy report needs from its ground-truth model.
+about 0.9 on that trace, of which about 0.5 comes from the embeddings (the
+logits minus those with every embedding zeroed), which is what an accuracy
+report needs from its ground-truth model. With many small tables the spread
+is smaller (``screc demo``'s 26-table store: logit std 0.24, 0.16 from the
+embeddings; the 325 embedding-embedding dots of synthetic rows are tiny), so
+labels drawn from it give an AUC near 0.56: an untrained model is a fixed
+random function, not a CTR model; load trained weights for real figures.
 Weights are named ``bottom.<k>.weight`` (``(out, in)``,
 torch's ``nn.Linear`` layout), ``bottom.<k>.bias``, ``top.<k>.weight``,
 ``top.<k>.bias`` and ``proj.<t>.weight``.
@@ -183,27 +188,33 @@ class DenseModel:
 
     # --- inference ---------------------------------------------------------------------------
     def bottom(self, dense_x: np.ndarray) -> np.ndarray:
-        h = dense_x
+        """The bottom MLP's output ``(B, d)`` for dense features ``(B, F)``."""
+        h = np.asarray(dense_x, dtype=np.float32)
         for w, b in self._bottom:
             h = _relu(np.matmul(h, w.T) + b)
         return h
 
-    def logits(self, dense_x: np.ndarray, pooled: Sequence[np.ndarray]) -> np.ndarray:
-        """``(B,)`` float32 logits; see the module docstring for the layers."""
+    def logits(self, dense_x: np.ndarray, pooled: Sequence[np.ndarray], *,
+               bottom_out: np.ndarray | None = None) -> np.ndarray:
+        """``(B,)`` float32 logits; see the module docstring for the layers. ``bottom_out``: the
+        bottom MLP's output for ``dense_x`` when already computed (:meth:`bottom`), to reuse it."""
         dense_x = self._check_inputs(dense_x, pooled)
-        h = self.bottom(dense_x)
+        h = self.bottom(dense_x) if bottom_out is None else bottom_out
+        if h.shape != (dense_x.shape[0], self.dim):
+            raise ValueError(f"bottom_out must be {(dense_x.shape[0], self.dim)}, got {h.shape}")
         embs = [e if p is None else np.matmul(e, p.T) for e, p in zip(pooled, self._proj)]
-        x = interact_features(h, [np.asarray(e, np.float32) for e in embs])
+        x = interact_features(h, embs)
         for k, (w, b) in enumerate(self._top):
             x = np.matmul(x, w.T) + b
             if k < len(self._top) - 1:
                 x = _relu(x)
         return x[:, 0].astype(np.float32, copy=False)
 
-    def forward(self, dense_x: np.ndarray, pooled: Sequence[np.ndarray]) -> np.ndarray:
+    def forward(self, dense_x: np.ndarray, pooled: Sequence[np.ndarray], *,
+                bottom_out: np.ndarray | None = None) -> np.ndarray:
         """Click probabilities ``(B,)`` float32 from dense features ``(B, F)`` and pooled embeddings
         ``[(B, dim_t)]`` (float32, one per table)."""
-        return _sigmoid(self.logits(dense_x, pooled))
+        return _sigmoid(self.logits(dense_x, pooled, bottom_out=bottom_out))
 
     def _check_inputs(self, dense_x: np.ndarray, pooled: Sequence[np.ndarray]) -> np.ndarray:
         dense_x = np.asarray(dense_x)

@@ -1,8 +1,11 @@
 """Pooling kernels: the DRAM tier's gather-and-pool and the memory-centric cores' extract-and-pool.
 
-Every public function checks dtypes, shapes, layout and every row / offset it
-will read, then calls a private ``@njit`` kernel that takes arrays and scalars
-only (stumpy's split); bad input raises before anything is written.
+Every public function checks dtypes, shapes and layout, then calls a private
+``@njit`` kernel that takes arrays and scalars only (stumpy's split). The
+kernels' entry points check every offset and location before they read it
+(``pool_rows`` checks each row where it prefetches it, 16 lookups ahead, which
+costs no pass of its own); on a bad value the wrapper raises naming the first
+one. Argument checks live in :mod:`emulator._kernel_args`.
 
 Exactness. A bag is summed in lookup order with a float32 accumulator that
 starts at ``+0.0`` (or at ``out[b]`` with ``accumulate=True``); fp16 rows are
@@ -34,6 +37,8 @@ import threading
 import numba
 import numpy as np
 
+from emulator import _kernel_args as _args
+from emulator._kernel_args import DTYPE_FP16, DTYPE_FP32, KIND_DRAM, KIND_PAGE, KIND_STAGED
 from emulator._simd import prefetch, vadd, vload_f16, vload_f32, vload_row, vstore_f32, vzero
 from emulator.jit import njit
 
@@ -42,12 +47,6 @@ __all__ = [
     "dtype_code", "pool_rows", "pool_sources", "gather_rows", "extract_rows",
 ]
 
-DTYPE_FP32 = 0
-DTYPE_FP16 = 1
-_ITEM_BYTES = (4, 2)
-KIND_DRAM = 0  # row of the DRAM table (``locs`` = row index)
-KIND_PAGE = 1  # row inside the read pages (``locs`` = byte offset into ``pages``)
-KIND_STAGED = 2  # TT-rebuilt row staged in float32 (``locs`` = row of ``staged``)
 
 _PREFETCH_LOOKUPS = 16  # prefetch the row this many lookups ahead
 _CHUNKS_PER_THREAD = 8  # parallel kernels split the bags into threads * this chunks of equal lookups
@@ -309,75 +308,6 @@ def _sources_in_range(kinds, locs, lo, hi, limits):
 # ---------------------------------------------------------------- input checks (wrappers)
 
 
-def _table_view(table: np.ndarray, what: str) -> np.ndarray:
-    """A C-contiguous (rows, dim) fp32/fp16 table as a flat float32 / uint16 (fp16 bits) view."""
-    if not isinstance(table, np.ndarray) or table.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D numpy array (rows, dim), got {_describe(table)}")
-    if table.dtype not in (np.float32, np.float16):
-        raise TypeError(f"{what} must be float32 or float16, got {table.dtype}")
-    if not table.flags.c_contiguous:
-        raise ValueError(f"{what} must be C-contiguous (use np.ascontiguousarray)")
-    flat = table.reshape(-1)
-    return flat.view(np.uint16) if table.dtype == np.float16 else flat
-
-
-def _int_array(a: np.ndarray, dtype, what: str) -> np.ndarray:
-    if not isinstance(a, np.ndarray) or a.ndim != 1:
-        raise ValueError(f"{what} must be a 1-D numpy array, got {_describe(a)}")
-    if a.dtype != dtype:
-        raise TypeError(f"{what} must be {np.dtype(dtype).name}, got {a.dtype} (convert with .astype(np.{np.dtype(dtype).name}))")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{what} must be contiguous (use np.ascontiguousarray)")
-    return a
-
-
-def _out_view(out: np.ndarray, n_rows: int, dim: int) -> tuple[np.ndarray, int]:
-    """A writable float32 (n_rows, dim) output whose rows are contiguous (the row stride may be larger,
-    e.g. a column slice of a (B, T*dim) DLRM output) -> (flat float32 view, row stride in elements)."""
-    if not isinstance(out, np.ndarray) or out.ndim != 2:
-        raise ValueError(f"out must be a 2-D numpy array, got {_describe(out)}")
-    if out.dtype != np.float32:
-        raise TypeError(f"out must be float32, got {out.dtype}")
-    if out.shape != (n_rows, dim):
-        raise ValueError(f"out has shape {out.shape}, expected {(n_rows, dim)}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    if n_rows == 0 or dim == 0:
-        return np.empty(0, np.float32), dim
-    row_stride, col_stride = out.strides
-    if col_stride != 4 or row_stride < 4 * dim or row_stride % 4:
-        raise ValueError(f"out rows must be contiguous float32 rows (strides {out.strides}); use np.ascontiguousarray")
-    if out.flags.c_contiguous:
-        return out.reshape(-1), dim
-    span = (n_rows - 1) * (row_stride // 4) + dim  # the flat extent from out[0, 0] to out[-1, -1]
-    return np.lib.stride_tricks.as_strided(out, shape=(span,), strides=(4,)), row_stride // 4
-
-
-def _check_offsets(offsets: np.ndarray) -> None:
-    """Type and layout only: the values are checked by the kernel's entry point (one pass, no dispatch)."""
-    _int_array(offsets, np.int64, "offsets")
-    if offsets.size == 0:
-        raise ValueError("offsets must have length n_bags + 1 >= 1")
-
-
-def _raise_for_offsets(offsets: np.ndarray, n_lookups: int) -> None:
-    """After a kernel refused its input: raise for the first bad offset, if any (NumPy, slow path)."""
-    if offsets[0] < 0:
-        raise ValueError(f"offsets[0] = {int(offsets[0])} is negative")
-    drops = np.flatnonzero(np.diff(offsets) < 0)
-    if drops.size:
-        b = int(drops[0])
-        raise ValueError(f"offsets decrease at bag {b} ({int(offsets[b])} -> {int(offsets[b + 1])})")
-    if offsets[-1] > n_lookups:
-        raise ValueError(f"last offset {int(offsets[-1])} exceeds the {n_lookups} lookups")
-
-
-def _check_threads(threads: int) -> int:
-    if not isinstance(threads, (int, np.integer)) or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-        raise ValueError(f"threads must be an integer in [1, {numba.config.NUMBA_NUM_THREADS}], got {threads!r}")
-    return int(threads)
-
-
 def _chunks(offsets: np.ndarray, threads: int) -> np.ndarray:
     """Bag boundaries splitting the lookups into about ``threads * _CHUNKS_PER_THREAD`` equal parts."""
     n_bags = offsets.size - 1
@@ -403,10 +333,6 @@ def _run(threads: int, offsets: np.ndarray, serial, parallel, *args):
             numba.set_num_threads(previous)
 
 
-def _describe(a) -> str:
-    return f"{type(a).__name__} of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-
-
 # ---------------------------------------------------------------- public API
 
 
@@ -418,68 +344,23 @@ def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: 
     n_bags + 1 (non-decreasing, a CSR into ``indices``); ``out`` float32 (n_bags, dim) with contiguous
     rows. Sums in lookup order from ``+0.0`` (``accumulate=False``) or from ``out[b]``
     (``accumulate=True``, so pooling a bag in two calls equals pooling it in one). Returns ``out``.
-    Bad dtypes raise TypeError; bad shapes, layout or offsets ValueError; rows out of range IndexError
-    (all checked before anything is written).
+    Bad dtypes raise TypeError, bad shapes, layout or offsets ValueError (before anything is written);
+    a row out of range raises IndexError, and then ``out`` is undefined (rows are checked as they are
+    prefetched, so bags before the bad row have been pooled).
     """
-    src = _table_view(table, "table")
+    src = _args.table_view(table, "table")
     rows, dim = table.shape
-    _int_array(indices, np.int64, "indices")
-    _check_offsets(offsets)
-    out_flat, row_stride = _out_view(out, offsets.size - 1, dim)
-    threads = _check_threads(threads)
+    _args.int_array(indices, np.int64, "indices")
+    _args.check_offsets(offsets)
+    out_flat, row_stride = _args.out_view(out, offsets.size - 1, dim)
+    threads = _args.check_threads(threads)
     if not _run(threads, offsets, _pool_rows_serial, _pool_rows_parallel,
                 src, dim, rows, indices, offsets, out_flat, row_stride, bool(accumulate)):
-        _raise_for_offsets(offsets, indices.size)
+        _args.raise_for_offsets(offsets, indices.size)
         lo, hi = int(offsets[0]), int(offsets[-1])
         bad = lo + int(np.flatnonzero((indices[lo:hi] < 0) | (indices[lo:hi] >= rows))[0])
         raise IndexError(f"lookup {bad}: row {int(indices[bad])} out of range for a table of {rows} rows")
     return out
-
-
-def _check_sources(kinds, locs, dram, pages, staged, code, dim):
-    """Shared checks of pool_sources / extract_rows; returns (dram flat, staged flat, page_half)."""
-    _int_array(kinds, np.uint8, "kinds")
-    _int_array(locs, np.int64, "locs")
-    if kinds.size != locs.size:
-        raise ValueError(f"kinds ({kinds.size}) and locs ({locs.size}) differ in length")
-    if not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    if code not in (DTYPE_FP32, DTYPE_FP16):
-        raise ValueError(f"dtype_code {code!r} is not DTYPE_FP32 ({DTYPE_FP32}) or DTYPE_FP16 ({DTYPE_FP16})")
-    dram_flat = _table_view(dram, "dram")
-    if dram.shape[1] != dim:
-        raise ValueError(f"dram rows have {dram.shape[1]} values, expected dim = {dim}")
-    if not isinstance(pages, np.ndarray) or pages.ndim != 1 or pages.dtype != np.uint8:
-        raise TypeError(f"pages must be a 1-D uint8 array (a buffer of read pages), got {_describe(pages)}"
-                        + (f" of {pages.dtype}" if isinstance(pages, np.ndarray) else ""))
-    if not pages.flags.c_contiguous:
-        raise ValueError("pages must be contiguous")
-    if not isinstance(staged, np.ndarray) or staged.ndim != 2 or staged.dtype != np.float32:
-        raise TypeError(f"staged must be a 2-D float32 array (S, dim), got {_describe(staged)}"
-                        + (f" of {staged.dtype}" if isinstance(staged, np.ndarray) else ""))
-    if staged.shape[1] != dim or not staged.flags.c_contiguous:
-        raise ValueError(f"staged must be C-contiguous with {dim} columns, got shape {staged.shape}")
-    return dram_flat, staged.reshape(-1), code == DTYPE_FP16
-
-
-def _limits(dram, pages, staged, code, dim) -> np.ndarray:
-    """Exclusive upper bound of ``locs`` per kind; a page row must end inside the buffer."""
-    return np.array([dram.shape[0], max(pages.size - dim * _ITEM_BYTES[code] + 1, 0), staged.shape[0]], np.uint64)
-
-
-def _raise_for_locations(kinds, locs, lo, hi, limits, dram, pages, staged, code, dim) -> None:
-    row_bytes = dim * _ITEM_BYTES[code]
-    kind_used = np.minimum(kinds[lo:hi], 3)
-    bad = lo + int(np.flatnonzero(locs[lo:hi].astype(np.uint64) >= np.append(limits, 0)[kind_used])[0])
-    kind, loc = int(kinds[bad]), int(locs[bad])
-    if kind == KIND_DRAM:
-        raise IndexError(f"lookup {bad}: dram row {loc} out of range for {dram.shape[0]} rows")
-    if kind == KIND_PAGE:
-        raise IndexError(f"lookup {bad}: a {row_bytes}-byte row at byte offset {loc} "
-                         f"does not fit in the {pages.size}-byte pages buffer")
-    if kind == KIND_STAGED:
-        raise IndexError(f"lookup {bad}: staged row {loc} out of range for {staged.shape[0]} rows")
-    raise ValueError(f"lookup {bad}: kind {kind} is not KIND_DRAM (0), KIND_PAGE (1) or KIND_STAGED (2)")
 
 
 def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray,
@@ -494,24 +375,24 @@ def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram:
     Same order and accumulator rule as :func:`pool_rows`, so any mix of tiers gives exactly the
     sequential sum of the same rows. ``kinds`` uint8, ``locs`` int64, ``offsets`` int64. Returns ``out``.
     """
-    dram_flat, staged_flat, page_half = _check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
-    _check_offsets(offsets)
-    out_flat, row_stride = _out_view(out, offsets.size - 1, dim)
-    threads = _check_threads(threads)
-    limits = _limits(dram, pages, staged, dtype_code, dim)
+    dram_flat, staged_flat, page_half = _args.check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
+    _args.check_offsets(offsets)
+    out_flat, row_stride = _args.out_view(out, offsets.size - 1, dim)
+    threads = _args.check_threads(threads)
+    limits = _args.location_limits(dram, pages, staged, dtype_code, dim)
     if not _run(threads, offsets, _pool_sources_serial, _pool_sources_parallel,
                 offsets, kinds, locs, limits, dram_flat, pages, staged_flat, page_half, int(dim), out_flat,
                 row_stride, bool(accumulate)):
-        _raise_for_offsets(offsets, kinds.size)
-        _raise_for_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), limits, dram, pages, staged,
+        _args.raise_for_offsets(offsets, kinds.size)
+        _args.raise_for_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), limits, dram, pages, staged,
                              dtype_code, dim)
     return out
 
 
 def gather_rows(table: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``out[i] = table[rows[i]]`` widened to float32 (exact); ``rows`` int64. Returns ``out``."""
-    _table_view(table, "table")
-    _int_array(rows, np.int64, "rows")
+    _args.table_view(table, "table")
+    _args.int_array(rows, np.int64, "rows")
     dim = table.shape[1]
     kinds = np.full(rows.size, KIND_DRAM, np.uint8)
     return extract_rows(kinds, rows, table, np.empty(0, np.uint8), np.empty((0, dim), np.float32), DTYPE_FP32, dim, out)
@@ -522,12 +403,12 @@ def extract_rows(kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray, pages: n
     """``out[i]`` = the row lookup i names (same ``kinds`` / ``locs`` meaning as :func:`pool_sources`),
     widened to float32 without pooling (e.g. rows extracted from read pages to fill a row cache).
     ``out`` (n, dim) float32 is allocated when None. Returns ``out``."""
-    _check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
+    _args.check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
     out = np.empty((locs.size, dim), np.float32) if out is None else out
-    _out_view(out, locs.size, dim)
-    limits = _limits(dram, pages, staged, dtype_code, dim)
+    _args.out_view(out, locs.size, dim)
+    limits = _args.location_limits(dram, pages, staged, dtype_code, dim)
     if not _sources_in_range(kinds, locs, 0, locs.size, limits):
-        _raise_for_locations(kinds, locs, 0, locs.size, limits, dram, pages, staged, dtype_code, dim)
+        _args.raise_for_locations(kinds, locs, 0, locs.size, limits, dram, pages, staged, dtype_code, dim)
     out[...] = -0.0  # one bag per lookup, accumulated onto -0.0: -0.0 + x == x for every x, a bit-exact copy
     offsets = np.arange(locs.size + 1, dtype=np.int64)
     return pool_sources(offsets, kinds, locs, dram, pages, staged, dtype_code, dim, out, accumulate=True)

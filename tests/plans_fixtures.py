@@ -32,3 +32,18 @@ def write_zipf_trace(path, spec: ModelSpec, n_batches: int, seed: int = 0) -> No
                 idx.append(perm[rng.choice(t.rows, size=int(n.sum()), p=p)])
                 lens.append(n)
             w.append(np.concatenate(idx), np.concatenate([[0], np.cumsum(np.concatenate(lens))]))
+
+
+def o_direct_supported(directory) -> bool:
+    """Whether files in ``directory`` open with O_DIRECT (tmpfs refuses it)."""
+    import os
+
+    probe = directory / ".o_direct_probe"
+    probe.write_bytes(b"\0" * 4096)
+    try:
+        os.close(os.open(probe, os.O_RDONLY | getattr(os, "O_DIRECT", 0)))
+        return hasattr(os, "O_DIRECT")
+    except OSError:
+        return False
+    finally:
+        probe.unlink()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.cache import CacheCounters, RowCache, split_hits
+from emulator.cache import CACHE_META_BYTES_PER_ROW, CacheCounters, RowCache, cache_bytes_per_row, split_hits
 from tests.naive import RowCacheNaive, cache_set_naive, lru_hits_ordereddict_naive
 
 PAD = 3  # rows sit at odd byte offsets of the page buffer: admit must not assume alignment
@@ -237,6 +237,7 @@ def test_capacity_rounding_and_memory_bytes():
     c = RowCache(32, 8, np.float16, ways=4, prefix=np.ones((5, 8), np.float16))
     # 32 slots x (16 row bytes + 8 key + 8 stamp + 4 pin) = 1152; the 5 prefix rows are not counted
     assert c.memory_bytes == 1152 and c.storage.shape == (37, 8) and c.n_sets == 8
+    assert cache_bytes_per_row(16) == 36 and CACHE_META_BYTES_PER_ROW == 20
     assert c.lookup(np.array([0, 1, 2], np.int64)).tolist() == [-1, -1, -1]  # prefix rows are not keys
 
 
@@ -251,6 +252,8 @@ def test_bad_constructor_arguments():
             RowCache(**args)
     with pytest.raises(TypeError, match="float32 or float16"):
         RowCache(4, 2, np.int32)
+    with pytest.raises(ValueError, match="sets"):  # the set hash scales 32 bits (checked before allocating)
+        RowCache(2**32, 1, np.float32, ways=1)
     with pytest.raises(ValueError, match="2 columns"):
         RowCache(4, 2, np.float32, prefix=np.zeros((3, 5), np.float32))
     with pytest.raises(TypeError, match="prefix must be float32"):

@@ -10,7 +10,7 @@ from rich.console import Console
 from bench.cli import main
 from bench.cmd_plan import render_plan
 from emulator.plan import Plan
-from plans_fixtures import small_spec, write_zipf_trace
+from plans_fixtures import o_direct_supported, small_spec, write_zipf_trace
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,8 @@ def test_modelled_solve_and_render(tmp_path):
 
 
 def test_calibrate_command(tmp_path, capsys, monkeypatch):
+    if not o_direct_supported(tmp_path):
+        pytest.skip("the temporary directory's filesystem refuses O_DIRECT, which the IO calibration needs")
     import plans.calibration as pc
 
     monkeypatch.setattr(pc, "SCRATCH_FILE_BYTES", 8 << 20)

@@ -121,3 +121,11 @@ def test_bad_npz_raises_input_error_naming_the_file(tmp_path):
         DenseModel.load(junk, SMALL, dims)
     with pytest.raises(InputError, match="not found"):
         DenseModel.load(tmp_path / "none.npz", SMALL, dims)
+
+
+def test_reusing_the_bottom_output_changes_nothing(rng):
+    dims = [8, 4]
+    m = DenseModel(SMALL, dims)
+    x = dense_features(2, 0, 7, 5)
+    pooled = _pooled(rng, 7, dims)
+    assert np.array_equal(m.forward(x, pooled), m.forward(x, pooled, bottom_out=m.bottom(x)))

@@ -342,12 +342,22 @@ def test_empty_tiers_and_empty_bags():
         pool_rows(np.zeros((0, 5), np.float32), np.zeros(1, np.int64), np.array([0, 1], np.int64), out[:1])
 
 
-def test_bad_lookup_leaves_out_untouched():
-    t, i, o, out = _rows_args()
-    out[:] = 5.0
-    with pytest.raises(IndexError):
-        pool_rows(t, np.array([1, 2, 99], np.int64), o, out)
-    np.testing.assert_array_equal(out, 5.0)
+def test_bad_lookup_is_caught_before_it_is_read():
+    # rows are checked 16 lookups ahead (where they are prefetched) and the first 16 up front: a bad
+    # row anywhere raises IndexError naming it; nothing outside the table is read
+    rng = np.random.default_rng(15)
+    t = table(rng, 50, 70, np.float32)
+    indices, offsets = random_csr(rng, 60, 8, 50)
+    for pos in (0, 15, 16, 17, indices.size // 2, indices.size - 1):
+        for bad_row in (50, -1, 2**62):
+            bad = indices.copy()
+            bad[pos] = bad_row
+            for threads in (1, 2):
+                with pytest.raises(IndexError, match=f"lookup {pos}: row {bad_row} out of range"):
+                    pool_rows(t, bad, offsets, np.empty((60, 70), np.float32), threads=threads)
+
+
+def test_bad_location_leaves_out_untouched():
     args = _sources_args()
     args["out"][:] = 5.0
     args["locs"] = np.array([0, 0, 7], np.int64)

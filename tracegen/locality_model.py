@@ -177,35 +177,47 @@ class ExpectedLocality:
         return self.unique / self.lookups if self.lookups else 0.0
 
 
-def expected_counts(layout: TableLayout, alpha: np.ndarray, lookups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Expected unique rows and lookups per bin (counts, not shares) of tables with skews ``alpha`` and
-    ``lookups`` lookups per batch each (arrays over the tables of ``layout``)."""
+def table_counts_by_bin(layout: TableLayout, alpha: np.ndarray, lookups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Expected unique rows and lookups per bin of each table: two ``(tables, NUM_BINS)`` arrays.
+
+    ``alpha`` and ``lookups`` (lookups per batch) are arrays over the tables of ``layout``.
+    """
     grid = poisson_bins()
+    ntab = len(alpha)
     a = np.asarray(alpha, dtype=np.float64)[layout.table]
     single_mass = np.exp(-a * np.log(layout.lo.astype(np.float64)))
     span = _power_integral(layout.lo - 0.5, layout.hi + 0.5, a)
     mass = np.where(layout.single, single_mass, span)
-    h = np.bincount(layout.table, weights=mass, minlength=len(alpha))
+    h = np.bincount(layout.table, weights=mass, minlength=ntab)
     lam = np.asarray(lookups, dtype=np.float64)[layout.table] * mass / (layout.count * h[layout.table])
-    uniq = np.zeros(NUM_BINS)
-    look = np.zeros(NUM_BINS)
+    uniq = np.zeros((ntab, NUM_BINS))
+    look = np.zeros((ntab, NUM_BINS))
     with np.errstate(divide="ignore"):
         pos = (np.log2(lam) - GRID_LOG2_MIN) * GRID_STEPS_PER_OCTAVE
     tiny = pos < 0
     if np.any(tiny):  # P(X = 1) = lam, E[X; X = 1] = lam, nothing else, to 1e-7
-        s = float(np.dot(layout.count[tiny], lam[tiny]))
-        uniq[0] += s
-        look[0] += s
+        s = np.bincount(layout.table[tiny], weights=layout.count[tiny] * lam[tiny], minlength=ntab)
+        uniq[:, 0] += s
+        look[:, 0] += s
     keep = ~tiny
-    pos = np.minimum(pos[keep], grid.log2_lam.size - 1 - 1e-9)
+    g = grid.log2_lam.size
+    pos = np.minimum(pos[keep], g - 1 - 1e-9)
     cnt = layout.count[keep]
     i = pos.astype(np.int64)
     w = pos - i
-    g = grid.log2_lam.size
-    weights = np.bincount(i, cnt * (1.0 - w), minlength=g) + np.bincount(i + 1, cnt * w, minlength=g)[:g]
+    flat = layout.table[keep] * (g + 1) + i
+    weights = (np.bincount(flat, cnt * (1.0 - w), minlength=ntab * (g + 1))
+               + np.bincount(flat + 1, cnt * w, minlength=ntab * (g + 1)))[: ntab * (g + 1)]
+    weights = weights.reshape(ntab, g + 1)[:, :g]
     uniq += weights @ grid.unique
     look += weights @ grid.lookups
     return uniq, look
+
+
+def expected_counts(layout: TableLayout, alpha: np.ndarray, lookups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Expected unique rows and lookups per bin of all the tables together (counts, not shares)."""
+    u, l = table_counts_by_bin(layout, alpha, lookups)
+    return u.sum(axis=0), l.sum(axis=0)
 
 
 def expected_locality(layout: TableLayout, alpha: np.ndarray, lookups: np.ndarray) -> ExpectedLocality:
