@@ -62,7 +62,8 @@ class DramBenchConfig:
                              f"more than this machine has free ({format_bytes(free_bytes)}); lower --rows or --dim")
 
 
-def zipf_indices(rows: int, n: int, alpha: float, rng: np.random.Generator, perm: np.ndarray | None = None) -> np.ndarray:
+def zipf_indices(rows: int, n: int, alpha: float, rng: np.random.Generator,
+                 perm: np.ndarray | None = None) -> np.ndarray:
     """``n`` row ids whose ranks follow P(rank r) ~ r**-alpha (r = 1..rows), by inverse CDF.
 
     Rank r is row ``perm[r - 1]`` (identity when ``perm`` is None). Returns int64.
@@ -83,7 +84,8 @@ def make_workload(config: DramBenchConfig) -> tuple[np.ndarray, list[np.ndarray]
     return table, batches, offsets
 
 
-def _time_passes(sides: dict[str, Callable[[], None]], seconds: float, clock: Callable[[], float]) -> dict[str, list[float]]:
+def _time_passes(sides: dict[str, Callable[[], None]], seconds: float,
+                 clock: Callable[[], float]) -> dict[str, list[float]]:
     """Alternate one pass of each side until ``seconds`` have gone by (at least MIN_PASSES each)."""
     times: dict[str, list[float]] = {name: [] for name in sides}
     start = clock()
@@ -193,7 +195,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", type=int, default=d.pooling, help=f"lookups per bag (default {d.pooling})")
     p.add_argument("--alpha", type=float, default=d.alpha, help=f"Zipf exponent of row popularity (default {d.alpha})")
     p.add_argument("--threads", type=int, default=d.threads, help="threads for both sides (default 1)")
-    p.add_argument("--seconds", type=float, default=d.seconds, help=f"timing budget, both sides (default {d.seconds:g})")
+    p.add_argument("--seconds", type=float, default=d.seconds,
+                   help=f"timing budget, both sides (default {d.seconds:g})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the table and the lookups (default 0)")
     p.add_argument("--no-torch", action="store_true", help="measure the kernel alone")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -36,7 +36,8 @@ def int_array(a: np.ndarray, dtype, what: str) -> np.ndarray:
     if not isinstance(a, np.ndarray) or a.ndim != 1:
         raise ValueError(f"{what} must be a 1-D numpy array, got {describe(a)}")
     if a.dtype != dtype:
-        raise TypeError(f"{what} must be {np.dtype(dtype).name}, got {a.dtype} (convert with .astype(np.{np.dtype(dtype).name}))")
+        name = np.dtype(dtype).name
+        raise TypeError(f"{what} must be {name}, got {a.dtype} (convert with .astype(np.{name}))")
     if not a.flags.c_contiguous:
         raise ValueError(f"{what} must be contiguous (use np.ascontiguousarray)")
     return a

@@ -154,8 +154,9 @@ def _pool_rows_serial(src, dim, n_rows, indices, offsets, out, row_stride, accum
     """False if the offsets or a row are out of range (then ``out`` is partly written)."""
     if not _csr_ok(offsets, indices.shape[0]):
         return False
-    return _pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, np.int64(0), offsets.shape[0] - 1,
-                            accumulate)
+    # np.int64(0), not a literal 0: a Literal[int] argument would compile another (slower here) variant
+    return _pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, np.int64(0),
+                            offsets.shape[0] - 1, accumulate)
 
 
 @njit(parallel=True)
@@ -305,7 +306,7 @@ def _sources_in_range(kinds, locs, lo, hi, limits):
     return ok
 
 
-# ---------------------------------------------------------------- input checks (wrappers)
+# ---------------------------------------------------------------- running the kernels
 
 
 def _chunks(offsets: np.ndarray, threads: int) -> np.ndarray:
@@ -374,6 +375,7 @@ def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram:
     ``KIND_STAGED`` (2): ``staged[locs[k]]`` ((S, dim) float32) - a row rebuilt from TT cores.
     Same order and accumulator rule as :func:`pool_rows`, so any mix of tiers gives exactly the
     sequential sum of the same rows. ``kinds`` uint8, ``locs`` int64, ``offsets`` int64. Returns ``out``.
+    Bad input raises (TypeError / ValueError / IndexError, as :func:`pool_rows`) before anything is written.
     """
     dram_flat, staged_flat, page_half = _args.check_sources(kinds, locs, dram, pages, staged, dtype_code, dim)
     _args.check_offsets(offsets)
@@ -384,8 +386,8 @@ def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram:
                 offsets, kinds, locs, limits, dram_flat, pages, staged_flat, page_half, int(dim), out_flat,
                 row_stride, bool(accumulate)):
         _args.raise_for_offsets(offsets, kinds.size)
-        _args.raise_for_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), limits, dram, pages, staged,
-                             dtype_code, dim)
+        _args.raise_for_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), limits, dram, pages,
+                                  staged, dtype_code, dim)
     return out
 
 
@@ -395,7 +397,8 @@ def gather_rows(table: np.ndarray, rows: np.ndarray, out: np.ndarray | None = No
     _args.int_array(rows, np.int64, "rows")
     dim = table.shape[1]
     kinds = np.full(rows.size, KIND_DRAM, np.uint8)
-    return extract_rows(kinds, rows, table, np.empty(0, np.uint8), np.empty((0, dim), np.float32), DTYPE_FP32, dim, out)
+    no_pages, no_staged = np.empty(0, np.uint8), np.empty((0, dim), np.float32)
+    return extract_rows(kinds, rows, table, no_pages, no_staged, DTYPE_FP32, dim, out)
 
 
 def extract_rows(kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray, pages: np.ndarray,

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from emulator.io.types import IOFailure
 from emulator.layout import RowLayout
 from emulator.plan import Plan, TablePlacement
 from emulator.stats import CoreCounters, DeviceCounters, ReplayStats, TierCounters
@@ -34,6 +35,13 @@ from tracegen.errors import InputError
 from tracegen.trace_io import Batch, TraceReader
 
 KIND_DRAM, KIND_PAGE, KIND_STAGED = 0, 1, 2
+
+
+class BatchFailure(InputError):
+    """A batch could not be served (a persistent IO error); it names the batch, table and rows.
+
+    No pooled output is returned for it. The CLI reports it in one line with exit code 2.
+    """
 
 
 @dataclass(frozen=True)
@@ -239,7 +247,10 @@ class Replayer:
             compute_s[tab.device] += self.clock() - t0
         devices = [{"ios": 0, "bytes": 0, "busy_s": 0.0, "inflight_s": 0.0} for _ in range(n_dev)]
         for dev, h in p.handles:
-            res = self.engines[dev].wait(h)
+            try:
+                res = self.engines[dev].wait(h)
+            except IOFailure as e:
+                raise self._batch_failure(p, dev, e) from None
             r = p.reads[dev]
             short = np.flatnonzero(res.nread != r[2])
             if short.size:  # a raw file shrank under us: never pool zero-filled pages
@@ -350,6 +361,19 @@ class Replayer:
             stats.record_batch(latency, samples=p.batch.batch_size, lookups=n, tiers=tiers, devices=devs, cores=cores)
         if on_batch is not None:
             on_batch(out)
+
+    def _batch_failure(self, p: _Prepared, dev: int, e: "IOFailure") -> "BatchFailure":
+        """Name the table and the rows a failed read was serving; the batch returns nothing."""
+        r = p.reads[dev]
+        hit = np.flatnonzero((r[1] <= e.offset) & (e.offset < r[1] + r[2]))
+        if hit.size:
+            tab = self.tables[int(p.read_tables[dev][hit[0]])]
+            lay = tab.layout
+            g0 = int(r[1][hit[0]]) // lay.span_bytes
+            g1 = (int(r[1][hit[0]]) + int(r[2][hit[0]]) - 1) // lay.span_bytes
+            rows = f"rows {g0 * lay.rows_per_page}..{min(lay.rows, (g1 + 1) * lay.rows_per_page) - 1}"
+            return BatchFailure(f"batch {p.batch.index} failed: table {tab.name}, {rows}: {e}")
+        return BatchFailure(f"batch {p.batch.index} failed: {e}")
 
     def _dev_lookups(self, p: _Prepared, dev: int, tier: str) -> int:
         kind = KIND_PAGE if tier == "ssd_raw" else KIND_STAGED
