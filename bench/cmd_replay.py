@@ -40,6 +40,19 @@ def make_plan(store: Store, reader: TraceReader, policy: str | None, plan_path: 
     return Plan(store_id=store.store_id, tables=tuple(tables), trace_id=reader.trace_id, planner="all-tt")
 
 
+def prediction_check(plan: Plan, payload: dict) -> dict | None:
+    """The plan's predicted batch time against the measured one (elapsed / batches) of this replay."""
+    perf = (plan.predicted or {}).get("perf") or {}
+    predicted = perf.get("total_s")
+    batches = payload.get("batches") or 0
+    if not predicted or not batches:
+        return None
+    measured = payload["elapsed_s"] / batches
+    return {"predicted_batch_s": predicted, "measured_batch_s": measured,
+            "relative_error": measured / predicted - 1.0, "bottleneck": perf.get("bottleneck"),
+            "calibration": plan.predicted.get("calibration_source"), "verify_serialised": bool(payload.get("verify"))}
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far (Linux reports KiB)."""
     import resource
@@ -72,6 +85,7 @@ def run_replay(store: Store, reader: TraceReader, plan: Plan, config: ReplayConf
             "dram_used_bytes": rep.dram_bytes, "dram_budget_bytes": plan.dram_budget_bytes,
             "verify": totals.get("verify"), "store": str(store.path), "trace": str(reader.path),
         })
+    payload["prediction"] = prediction_check(plan, payload)
     peak = peak_rss_bytes()
     # Memory: the process's peak resident set against the DRAM the plan holds. The overhead is what the
     # process needed besides the DRAM tier: interpreter, libraries and JIT code (rss_before), IO buffers,
@@ -100,6 +114,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"p99 {lat['p99'] * 1e3:.2f} ms, {payload['ios']} IOs ({format_bytes(payload['bytes_read'])}), "
         f"DRAM {format_bytes(payload['dram_used_bytes'])}"
         + (f", verify ok ({v['exact_bags']} exact bags, {v['tt_bags']} TT bags)" if v else "")
+        + (f", batch {pr['measured_batch_s'] * 1e3:.2f} ms vs {pr['predicted_batch_s'] * 1e3:.2f} ms predicted "
+           f"({pr['relative_error']:+.0%})" if (pr := payload.get("prediction")) else "")
         + f"; result in {run_dir}")
     return 0
 

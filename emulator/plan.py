@@ -118,9 +118,12 @@ class Plan:
         if d.get("version") != PLAN_FORMAT_VERSION:
             raise InputError(f"plan version {d.get('version')} is not supported (expected {PLAN_FORMAT_VERSION})", p)
         try:
-            return cls.from_dict(d)
+            plan = cls.from_dict(d)
         except (TypeError, ValueError, KeyError) as e:
             raise InputError(f"bad plan: {e}", p) from None
+        if plan.remap and not Path(plan.remap).is_absolute():  # stored relative to the plan file
+            plan = dataclasses.replace(plan, remap=str(p.parent / plan.remap))
+        return plan
 
     def check_store(self, store_id: str, path: str | os.PathLike | None = None) -> None:
         if self.store_id != store_id:

@@ -20,6 +20,7 @@ reads of batch ``i+1`` are in flight (on the engines' IO threads) while batch
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -62,8 +63,7 @@ class _Table:
     name: str
     layout: RowLayout
     placement: TablePlacement
-    fwd: np.ndarray | None  # old id -> new id (None: identity)
-    inv: np.ndarray | None  # new id -> old id
+    new_ids: Callable[[np.ndarray], np.ndarray] | None  # old -> new id under the remap (None: identity)
     dram: np.ndarray  # (hot_rows, dim) in the table dtype
     tt: Any = None  # TTCores for ssd_tt
     tt_error: dict | None = None
@@ -119,16 +119,14 @@ class Replayer:
                     raise InputError(f"plan has no placement for table {t['name']}") from None
                 lay = store.layouts[i]
                 hot = min(pl.hot_rows, lay.rows)
-                fwd = remap.get(t["name"])
-                inv = None
-                if fwd is not None:
-                    if fwd.shape != (lay.rows,):
-                        raise InputError(f"remap of table {t['name']} has {fwd.size} rows, table has {lay.rows}")
-                    inv = np.empty_like(fwd)
-                    inv[fwd] = np.arange(lay.rows, dtype=fwd.dtype)
+                rmap = remap.get(t["name"])
+                if rmap is not None and rmap.rows != lay.rows:
+                    raise InputError(f"remap of table {t['name']} is for {rmap.rows} rows, table has {lay.rows}")
+                inv = None if rmap is None else rmap.hot_old_ids(hot)
                 dram = _load_hot_rows(store, i, hot, inv)
                 self.dram_bytes += dram.nbytes
-                tab = _Table(i, t["name"], lay, pl, fwd, inv, dram, device=pl.device)
+                new_ids = None if rmap is None else rmap.hot_lookup(hot)
+                tab = _Table(i, t["name"], lay, pl, new_ids, dram, device=pl.device)
                 if hot < lay.rows:
                     if pl.cold_tier == "ssd_raw":
                         tab.file_id = self.engines[pl.device].open(store.table_path(i))
@@ -180,7 +178,7 @@ class Replayer:
         tiers = {"dram": 0, "ssd_raw": 0, "ssd_tt": 0}
         for tab in self.tables:
             ids, off = batch.table(tab.index)
-            new = ids if tab.fwd is None else tab.fwd[ids]
+            new = ids if tab.new_ids is None else tab.new_ids(ids)
             kind = np.zeros(ids.size, dtype=np.uint8)
             loc = new.astype(np.int64, copy=True)
             cold = new >= tab.dram.shape[0]
@@ -418,13 +416,64 @@ def _load_hot_rows(store: Store, i: int, hot: int, inv: np.ndarray | None) -> np
     return out
 
 
-def _load_remap(plan: Plan) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class _TableRemap:
+    """A table's renumbering as the engine needs it: the new id of any old id, and the old ids of the hot prefix.
+
+    ``dense``: a full permutation old -> new. ``prefix``: only the ``m`` hottest rows are renumbered
+    (``prefix[j]`` is the old id of new row ``j``); every other row is cold for any hot set <= m.
+    """
+
+    rows: int
+    perm: np.ndarray | None = None
+    prefix: np.ndarray | None = None
+
+    def hot_lookup(self, hot: int) -> Callable[[np.ndarray], np.ndarray]:
+        """A function giving the new id of each old id in the hot set ``[0, hot)``, and ``hot`` (cold) elsewhere."""
+        if self.perm is not None:
+            perm = self.perm
+            return lambda old: perm[old]
+        order = np.argsort(self.prefix[:hot], kind="stable")  # once per table, not per batch
+        sp = self.prefix[:hot][order]
+        if sp.size == 0:
+            return lambda old: np.full(old.shape, hot, dtype=np.int64)
+
+        def lookup(old: np.ndarray) -> np.ndarray:
+            j = np.searchsorted(sp, old)
+            jc = np.minimum(j, sp.size - 1)
+            return np.where(sp[jc] == old, order[jc], hot)
+
+        return lookup
+
+    def hot_old_ids(self, hot: int) -> np.ndarray:
+        if self.perm is not None:
+            inv = np.empty_like(self.perm)
+            inv[self.perm] = np.arange(self.rows, dtype=self.perm.dtype)
+            return inv[:hot]
+        if hot > self.prefix.size:
+            raise InputError(f"hot set of {hot} rows exceeds the remap's prefix of {self.prefix.size} rows")
+        return self.prefix[:hot]
+
+
+def _load_remap(plan: Plan) -> dict[str, _TableRemap]:
+    """Read the planner's remap file (see plans/remap.py for the format)."""
     import h5py
 
     try:
         with h5py.File(plan.remap, "r") as f:
-            return {name: f[name][:].astype(np.int64) for name in f}
-    except OSError as e:
+            if f.attrs.get("format") != "screc-remap":
+                raise InputError("not a screc remap file", plan.remap)
+            out = {}
+            for name in json.loads(str(f.attrs["tables"])):
+                ds = f[name]
+                kind, rows, data = str(ds.attrs["kind"]), int(ds.attrs["rows"]), ds[:].astype(np.int64)
+                if kind == "dense" and data.shape != (rows,):
+                    raise InputError(f"remap of table {name} has {data.size} ids, expected {rows}", plan.remap)
+                out[name] = _TableRemap(rows, perm=data) if kind == "dense" else _TableRemap(rows, prefix=data)
+            return out
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
         raise InputError(f"cannot read the plan's remap file ({e})", plan.remap) from None
 
 

@@ -73,6 +73,9 @@ class GeneratorParams:
     ``zipf_alpha``: overrides every table's skew; ``alpha_overrides``:
     ``(table name, alpha)`` pairs applied after it. ``permute``: scatter hot
     rows with the hash permutation (off: rank ``k`` is row ``k``).
+    ``pooling_scale``: multiplies every table's mean bag size (and its bounds,
+    see :func:`scale_pooling`); 1 leaves the spec's pooling as it is.
+    :mod:`tracegen.calibrate` writes per-table alphas and a pooling scale.
     """
 
     seed: int = 0
@@ -82,6 +85,7 @@ class GeneratorParams:
     zipf_alpha: float | None = None
     alpha_overrides: tuple[tuple[str, float], ...] = ()
     permute: bool = True
+    pooling_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
@@ -97,10 +101,13 @@ class GeneratorParams:
         for a in alphas:
             if not (math.isfinite(float(a)) and float(a) >= 0):
                 raise InputError(f"zipf alpha must be finite and >= 0, got {a!r}")
+        if not (math.isfinite(float(self.pooling_scale)) and float(self.pooling_scale) > 0):
+            raise InputError(f"pooling scale must be a finite number > 0, got {self.pooling_scale!r}")
         object.__setattr__(self, "alpha_overrides", tuple((str(n), float(a)) for n, a in self.alpha_overrides))
 
     def effective_spec(self, spec: ModelSpec) -> ModelSpec:
-        """``spec`` with this batch size and these skews applied (idempotent)."""
+        """``spec`` with this batch size, these skews and this pooling scale applied (idempotent when
+        ``pooling_scale`` is 1)."""
         names = {t.name for t in spec.tables}
         for name, _ in self.alpha_overrides:
             if name not in names:
@@ -109,7 +116,11 @@ class GeneratorParams:
         tables = []
         for t in spec.tables:
             alpha = over.get(t.name, self.zipf_alpha if self.zipf_alpha is not None else t.zipf_alpha)
-            tables.append(t if alpha == t.zipf_alpha else dataclasses.replace(t, zipf_alpha=float(alpha)))
+            if alpha != t.zipf_alpha:
+                t = dataclasses.replace(t, zipf_alpha=float(alpha))
+            if self.pooling_scale != 1.0:
+                t = dataclasses.replace(t, pooling=scale_pooling(t.pooling, self.pooling_scale))
+            tables.append(t)
         out = dataclasses.replace(spec, tables=tuple(tables))
         return out.with_batch_size(self.batch_size) if self.batch_size is not None else out
 
@@ -119,6 +130,44 @@ class GeneratorParams:
         d["generator"] = GENERATOR_NAME
         d["generator_version"] = GENERATOR_VERSION
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str | os.PathLike | None = None) -> "GeneratorParams":
+        """The inverse of :meth:`to_dict`; unknown keys or bad values raise :class:`InputError`."""
+        if not isinstance(d, dict):
+            raise InputError("generator parameters must be a JSON object", where)
+        if d.get("generator", GENERATOR_NAME) != GENERATOR_NAME:
+            raise InputError(f"parameters are for generator {d.get('generator')!r}, not {GENERATOR_NAME!r}", where)
+        if int(d.get("generator_version", GENERATOR_VERSION)) > GENERATOR_VERSION:
+            raise InputError(f"parameters need generator version {d.get('generator_version')} "
+                             f"(this is {GENERATOR_VERSION})", where)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k not in ("generator", "generator_version")}
+        unknown = sorted(set(kw) - fields)
+        if unknown:
+            raise InputError(f"unknown generator parameter(s): {', '.join(unknown)}", where)
+        try:
+            if "alpha_overrides" in kw:
+                kw["alpha_overrides"] = tuple((str(n), float(a)) for n, a in kw["alpha_overrides"])
+            return cls(**kw)
+        except InputError as e:
+            raise InputError(e.problem, where) from None
+        except (TypeError, ValueError) as e:
+            raise InputError(f"bad generator parameters: {e}", where) from None
+
+
+def scale_pooling(p: PoolingSpec, scale: float) -> PoolingSpec:
+    """``p`` with its mean bag size multiplied by ``scale``: ``fixed`` rounds the mean, the bounds become
+    ``floor(min * scale)`` and ``max(that, ceil(max * scale))``."""
+    if scale == 1.0:
+        return p
+    lo = int(math.floor(p.min * scale))
+    hi = max(lo, int(math.ceil(p.max * scale)))
+    if p.kind == "fixed":
+        return PoolingSpec.fixed(int(round(p.mean * scale)))
+    if p.kind == "uniform":
+        return PoolingSpec(kind="uniform", mean=(lo + hi) / 2.0, min=lo, max=hi)
+    return PoolingSpec(kind=p.kind, mean=p.mean * scale, min=lo, max=hi, sigma=p.sigma)
 
 
 # --- seeded hash permutation -----------------------------------------------------------------
