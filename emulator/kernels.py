@@ -138,9 +138,12 @@ def _pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, b_lo, 
                     prefetch(src, q + f3)
                     p = np.uint64(indices[k]) * udim + ujb
                     a0 = vadd(a0, vload_row(src, p, n0))
-                    a1 = vadd(a1, vload_row(src, p + c16, n1))
-                    a2 = vadd(a2, vload_row(src, p + c32, n2))
-                    a3 = vadd(a3, vload_row(src, p + c48, n3))
+                    if n1 > 0:  # branches taken the same way all loop long
+                        a1 = vadd(a1, vload_row(src, p + c16, n1))
+                        if n2 > 0:
+                            a2 = vadd(a2, vload_row(src, p + c32, n2))
+                            if n3 > 0:
+                                a3 = vadd(a3, vload_row(src, p + c48, n3))
                     k += np.uint64(1)
             vstore_f32(out, o, a0, n0)
             vstore_f32(out, o + c16, a1, n1)

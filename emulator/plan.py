@@ -8,6 +8,8 @@ is refused.
 Tiers, per table, after the (optional) address remapping:
 
 * rows ``[0, hot_rows)`` live in host DRAM (tier ``dram``);
+* optionally an LRU row cache of ``lru_rows`` rows in host DRAM in front of the
+  raw cold rows (tier ``lru``; the baseline of FBGEMM/HugeCTR-style caches);
 * the remaining rows are served from the device by ``cold_tier``:
   ``ssd_raw`` (raw rows read with O_DIRECT and extracted by memory-centric
   cores) or ``ssd_tt`` (rebuilt from TT cores of rank ``tt_rank`` by
@@ -39,10 +41,15 @@ class TablePlacement:
     cold_tier: str = "ssd_raw"
     tt_rank: int | None = None
     device: int = 0
+    lru_rows: int = 0  # an LRU row cache of this many rows in front of the ssd_raw rows (0 = none)
 
     def __post_init__(self) -> None:
         if self.hot_rows < 0:
             raise ValueError(f"table {self.table}: hot_rows must be >= 0")
+        if self.lru_rows < 0:
+            raise ValueError(f"table {self.table}: lru_rows must be >= 0")
+        if self.lru_rows and self.cold_tier != "ssd_raw":
+            raise ValueError(f"table {self.table}: an LRU cache sits only in front of ssd_raw rows")
         if self.cold_tier not in COLD_TIERS:
             raise ValueError(f"table {self.table}: cold_tier {self.cold_tier!r} is not one of {COLD_TIERS}")
         if self.cold_tier == "ssd_tt" and (self.tt_rank is None or self.tt_rank < 1):

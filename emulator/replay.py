@@ -52,6 +52,7 @@ class ReplayConfig:
     max_read_bytes: int = 128 << 10
     allow_buffered: bool = False  # explicit opt-in to page-cache reads where O_DIRECT is refused
     pipeline: bool = True
+    lru_ways: int = 16  # associativity of LRU row caches
     verify: bool = False
     max_batches: int | None = None
     start_batch: int = 0
@@ -64,8 +65,10 @@ class _Table:
     layout: RowLayout
     placement: TablePlacement
     new_ids: Callable[[np.ndarray], np.ndarray] | None  # old -> new id under the remap (None: identity)
-    dram: np.ndarray  # (hot_rows, dim) in the table dtype
+    dram: np.ndarray  # (hot_rows [+ cache slots], dim) in the table dtype
+    hot: int = 0  # rows [0, hot) (new ids) are the DRAM tier
     tt: Any = None  # TTCores for ssd_tt
+    cache: Any = None  # RowCache in front of the raw cold rows (lru)
     tt_error: dict | None = None
     file_id: int = -1
     device: int = 0
@@ -83,6 +86,8 @@ class _Prepared:
     dest: np.ndarray
     tier_lookups: dict[str, int]
     read_tables: list = field(default_factory=list)  # per device: table index of each read
+    cache_work: dict = field(default_factory=dict)  # table -> (hit slots to unpin, (rows, dest offsets) to admit)
+    lru_hits: int = 0
     handles: list = field(default_factory=list)
     t_start: float = 0.0
 
@@ -126,10 +131,17 @@ class Replayer:
                 dram = _load_hot_rows(store, i, hot, inv)
                 self.dram_bytes += dram.nbytes
                 new_ids = None if rmap is None else rmap.hot_lookup(hot)
-                tab = _Table(i, t["name"], lay, pl, new_ids, dram, device=pl.device)
+                tab = _Table(i, t["name"], lay, pl, new_ids, dram, hot=hot, device=pl.device)
                 if hot < lay.rows:
                     if pl.cold_tier == "ssd_raw":
                         tab.file_id = self.engines[pl.device].open(store.table_path(i))
+                        if pl.lru_rows:
+                            from emulator.cache import RowCache
+
+                            tab.cache = RowCache(pl.lru_rows, lay.dim, lay.np_dtype, ways=config.lru_ways, seed=i,
+                                                 prefix=dram)
+                            tab.dram = tab.cache.storage  # hot prefix rows, then the cache slots
+                            self.dram_bytes += tab.cache.memory_bytes
                     else:
                         tab.tt = store.load_tt(i, pl.tt_rank)
                         tab.tt_error = store.tt_variant(i, pl.tt_rank)
@@ -161,6 +173,13 @@ class Replayer:
             out = np.empty((1, lay.dim), np.float32)
             pool_sources(np.array([0, 2], np.int64), np.array([0, 2], np.uint8), np.zeros(2, np.int64), dram,
                          self._buffers[0], staged, dtype_code(lay.np_dtype), lay.dim, out)
+        for tab in self.tables:
+            if tab.cache is not None:  # compile the cache kernels on a throw-away cache of the same dtype
+                from emulator.cache import RowCache, split_hits
+
+                c = RowCache(16, tab.layout.dim, tab.layout.np_dtype, ways=min(16, self.config.lru_ways))
+                split_hits(c, np.zeros(1, np.int64), pin=True)
+                c.admit(np.zeros(1, np.int64), self._buffers[0], np.zeros(1, np.int64))
 
     def clock(self) -> float:
         """The replay's clock: wall time minus the time spent in ``--verify`` checks."""
@@ -175,28 +194,47 @@ class Replayer:
         kinds, locs, offs, olds, tt_rows = [], [], [], [], []
         per_dev: list[list[tuple]] = [[] for _ in self.engines]
         dest_pos = 0
-        tiers = {"dram": 0, "ssd_raw": 0, "ssd_tt": 0}
+        tiers = {"dram": 0, "ssd_raw": 0, "ssd_tt": 0, "lru": 0}
+        lru_hits = 0
+        cache_work: dict[int, tuple] = {}
         for tab in self.tables:
             ids, off = batch.table(tab.index)
             new = ids if tab.new_ids is None else tab.new_ids(ids)
             kind = np.zeros(ids.size, dtype=np.uint8)
             loc = new.astype(np.int64, copy=True)
-            cold = new >= tab.dram.shape[0]
-            n_cold = int(cold.sum()) if tab.dram.shape[0] else ids.size
+            cold = new >= tab.hot
+            n_cold = int(cold.sum()) if tab.hot else ids.size
             tiers["dram"] += ids.size - n_cold
             tt_unique = None
             if n_cold:
                 cold_idx = np.flatnonzero(cold)
                 cold_old = ids[cold_idx]
                 if tab.tt is None:
-                    plan = plan_row_reads(cold_old, tab.layout.rows_per_page, tab.layout.pages_per_row,
-                                          tab.layout.row_bytes, max_read_bytes=self.config.max_read_bytes)
-                    kind[cold_idx] = KIND_PAGE
-                    loc[cold_idx] = plan.row_dest_offsets + dest_pos
-                    per_dev[tab.device].append((tab.file_id, plan.read_offsets, plan.read_nbytes,
-                                                plan.dest_offsets + dest_pos, tab.index))
-                    dest_pos += plan.dest_bytes
-                    tiers["ssd_raw"] += n_cold
+                    hit_slots = admit = None
+                    read_idx, read_rows = cold_idx, cold_old
+                    if tab.cache is not None:
+                        from emulator.cache import split_hits
+
+                        hit, hit_slots, miss_rows, miss_inv = split_hits(tab.cache, cold_old, pin=True)
+                        kind[cold_idx[hit]] = KIND_DRAM
+                        loc[cold_idx[hit]] = hit_slots
+                        tiers["lru"] += n_cold
+                        lru_hits += int(hit_slots.size)
+                        read_idx, read_rows = cold_idx[~hit], miss_rows
+                    if read_rows.size:
+                        plan = plan_row_reads(read_rows, tab.layout.rows_per_page, tab.layout.pages_per_row,
+                                              tab.layout.row_bytes, max_read_bytes=self.config.max_read_bytes)
+                        kind[read_idx] = KIND_PAGE
+                        dest_rows = plan.row_dest_offsets + dest_pos
+                        loc[read_idx] = dest_rows if tab.cache is None else dest_rows[miss_inv]
+                        per_dev[tab.device].append((tab.file_id, plan.read_offsets, plan.read_nbytes,
+                                                    plan.dest_offsets + dest_pos, tab.index))
+                        dest_pos += plan.dest_bytes
+                        if tab.cache is not None:
+                            admit = (read_rows, dest_rows)
+                    tiers["ssd_raw"] += read_idx.size
+                    if tab.cache is not None:
+                        cache_work[tab.index] = (hit_slots, admit)
                 else:
                     tt_unique, inverse = np.unique(cold_old, return_inverse=True)
                     kind[cold_idx] = KIND_STAGED
@@ -212,7 +250,7 @@ class Replayer:
                        for reqs in per_dev]
         dest = self._buffer(dest_pos)
         return _Prepared(batch, kinds, locs, offs, olds, tt_rows, reads, dest, tiers, read_tables=read_tables,
-                         t_start=t_start)
+                         cache_work=cache_work, lru_hits=lru_hits, t_start=t_start)
 
     def _buffer(self, nbytes: int) -> np.ndarray:
         k = self._next_buffer
@@ -269,6 +307,12 @@ class Replayer:
                 st = np.zeros((0, tab.layout.dim), np.float32)
             t0 = self.clock()
             pool_sources(off, kind, loc, tab.dram, p.dest, st, dtype_code(tab.layout.np_dtype), tab.layout.dim, out)
+            work = p.cache_work.get(tab.index)
+            if work is not None:  # after pooling: release this batch's hits, admit its misses from the pages
+                hit_slots, admit = work
+                tab.cache.unpin(hit_slots)
+                if admit is not None:
+                    tab.cache.admit(admit[0], p.dest, admit[1])
             dt = self.clock() - t0
             # the pooling time of a table is shared by the tiers its lookups came from
             n = kind.size or 1
@@ -348,6 +392,8 @@ class Replayer:
                 "ssd_raw": TierCounters(lookups=tl["ssd_raw"], bytes=raw_bytes, busy_s=sum(info["mem_s"])),
                 "ssd_tt": TierCounters(lookups=tl["ssd_tt"], busy_s=sum(info["compute_s"])),
             }
+            if tl["lru"]:
+                tiers["lru"] = TierCounters(lookups=tl["lru"], hits=p.lru_hits)
             devs, cores = [], []
             for k, (dp, d) in enumerate(zip(self.plan.devices, info["devices"])):
                 devs.append(DeviceCounters(dp.name, ios=d["ios"], bytes=d["bytes"], busy_s=d["busy_s"],
