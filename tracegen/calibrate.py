@@ -213,36 +213,39 @@ def _objective(u: np.ndarray, l: np.ndarray, target: CalibrationTarget, ratio_we
     return d.unique_l1 + d.lookup_l1 + ratio_weight * d.ratio_error
 
 
-def _descent(tab: _Tabulated, target: CalibrationTarget, sub: np.ndarray, ratio_weight: float, max_sweeps: int
-             ) -> tuple[np.ndarray, int]:
-    """Per-table grid indices minimising ``f(all tables) + f(subset)`` by coordinate descent, from the best
-    common alpha: each sweep moves every table, in turn, to its best grid value given the others."""
-    T = tab.u.shape[0]
+def _objective_fn(target: CalibrationTarget, ratio_weight: float):
     tu, tl, tr = np.array(target.unique_share), np.array(target.lookup_share), target.unique_per_lookup
 
     def f(U, L):
         su, sl = U.sum(-1, keepdims=True), L.sum(-1, keepdims=True)
         return (np.abs(U / su - tu).sum(-1) + np.abs(L / sl - tl).sum(-1)
                 + ratio_weight * np.abs(su[..., 0] / sl[..., 0] - tr) / tr)
+    return f
 
+
+def _descent(tab: _Tabulated, f, k: np.ndarray, movable: np.ndarray, sub: np.ndarray | None, max_sweeps: int
+             ) -> int:
+    """Coordinate descent over the grid indices ``k`` (changed in place) of the ``movable`` tables, minimising
+    ``f(all tables) + f(subset)`` (``f(subset)`` alone when ``movable`` lies in ``sub`` and ``only_sub``)."""
+    T = tab.u.shape[0]
     in_sub = np.zeros(T, dtype=bool)
-    in_sub[sub] = True
-    two = bool(sub.size < T)
-    common = f(tab.u.sum(axis=0), tab.l.sum(axis=0))
-    if two:
-        common = common + f(tab.u[sub].sum(axis=0), tab.l[sub].sum(axis=0))
-    k = np.full(T, int(np.argmin(common)))
+    if sub is not None:
+        in_sub[sub] = True
     rows = np.arange(T)
     U, L = tab.u[rows, k].sum(axis=0), tab.l[rows, k].sum(axis=0)
-    Us, Ls = tab.u[sub, k[sub]].sum(axis=0), tab.l[sub, k[sub]].sum(axis=0)
-    fa, fs = float(f(U, L)), float(f(Us, Ls)) if two else 0.0
+    fa = float(f(U, L))
+    if sub is not None:
+        Us, Ls = tab.u[sub, k[sub]].sum(axis=0), tab.l[sub, k[sub]].sum(axis=0)
+        fs = float(f(Us, Ls))
+    else:
+        fs = 0.0
     evals = 0
     for _ in range(max_sweeps):
         changed = 0
-        for t in range(T):
+        for t in movable:
             Uc, Lc = U - tab.u[t, k[t]] + tab.u[t], L - tab.l[t, k[t]] + tab.l[t]
             fac = f(Uc, Lc)
-            if two and in_sub[t]:
+            if in_sub[t]:
                 Usc, Lsc = Us - tab.u[t, k[t]] + tab.u[t], Ls - tab.l[t, k[t]] + tab.l[t]
                 fsc = f(Usc, Lsc)
             else:
@@ -250,12 +253,35 @@ def _descent(tab: _Tabulated, target: CalibrationTarget, sub: np.ndarray, ratio_
             evals += fac.size
             j = int(np.argmin(fac + fsc))
             if j != k[t] and fac[j] + fsc[j] < fa + fs - 1e-12:
-                if two and in_sub[t]:
+                if in_sub[t]:
                     Us, Ls = Usc[j], Lsc[j]
                 k[t], U, L, fa, fs = j, Uc[j], Lc[j], float(fac[j]), float(fsc[j])
                 changed += 1
         if not changed:
             break
+    return evals
+
+
+def _fit_grid(tab: _Tabulated, target: CalibrationTarget, sub: np.ndarray, ratio_weight: float, max_sweeps: int
+              ) -> tuple[np.ndarray, int]:
+    """Per-table grid indices: (1) the subset alone fitted to the target, from its best common alpha; (2) the
+    other tables fitted so that all of them match too; (3) both together."""
+    T = tab.u.shape[0]
+    f = _objective_fn(target, ratio_weight)
+    whole = np.arange(T)
+    k = np.full(T, int(np.argmin(f(tab.u.sum(axis=0), tab.l.sum(axis=0)))))
+    if sub.size == T:
+        return k, _descent(tab, f, k, whole, None, max_sweeps)
+    k[sub] = int(np.argmin(f(tab.u[sub].sum(axis=0), tab.l[sub].sum(axis=0))))
+    fs = _objective_fn(target, ratio_weight)
+    sub_tab = _Tabulated.__new__(_Tabulated)
+    sub_tab.grid, sub_tab.u, sub_tab.l = tab.grid, tab.u[sub], tab.l[sub]
+    ks = k[sub].copy()
+    evals = _descent(sub_tab, fs, ks, np.arange(sub.size), None, max_sweeps)
+    k[sub] = ks
+    rest = np.setdiff1d(whole, sub)
+    evals += _descent(tab, f, k, rest, sub, max_sweeps)
+    evals += _descent(tab, f, k, whole, sub, max_sweeps)
     return k, evals
 
 
@@ -323,7 +349,7 @@ def calibrate(spec: ModelSpec, target: CalibrationTarget, config: CalibrationCon
     sub = check_subset(density, cfg.check_tables)
     use_sub = sub.size < rows.size
 
-    k, evals = _descent(tab, target, sub, cfg.ratio_weight, cfg.max_sweeps)
+    k, evals = _fit_grid(tab, target, sub, cfg.ratio_weight, cfg.max_sweeps)
     alpha = np.round(grid[k], 4)
     params = GeneratorParams(seed=cfg.seed, reuse=cfg.reuse, batch_size=B, pooling_scale=float(scale),
                              alpha_overrides=tuple((t.name, float(a)) for t, a in zip(spec.tables, alpha)))
