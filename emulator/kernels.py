@@ -179,7 +179,8 @@ def _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, di
     """Like ``_pool_rows_range``, each lookup's row block loaded from the tier ``kinds[k]`` names.
 
     The loads are written out per tier (no helper taking arrays: a call per lookup would cost Numba
-    reference counting). Lanes past ``dim`` are loaded masked (as zeros) and never stored."""
+    reference counting). Lanes past ``dim`` are loaded masked (as zeros) and never stored;
+    vectors wholly past it are skipped."""
     line = 64 // dram.itemsize  # elements per cache line, for prefetching DRAM rows
     last_k = np.uint64(max(offsets[b_hi] - 1, 0))
     udim = np.uint64(dim)
@@ -219,27 +220,39 @@ def _pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, di
                 if kind == KIND_DRAM:
                     p = loc * udim + ujb
                     a0 = vadd(a0, vload_row(dram, p, n0))
-                    a1 = vadd(a1, vload_row(dram, p + c16, n1))
-                    a2 = vadd(a2, vload_row(dram, p + c32, n2))
-                    a3 = vadd(a3, vload_row(dram, p + c48, n3))
+                    if n1 > 0:
+                        a1 = vadd(a1, vload_row(dram, p + c16, n1))
+                        if n2 > 0:
+                            a2 = vadd(a2, vload_row(dram, p + c32, n2))
+                            if n3 > 0:
+                                a3 = vadd(a3, vload_row(dram, p + c48, n3))
                 elif kind == KIND_PAGE and page_half:  # loc is a byte offset: 16 halves = 32 bytes
                     p = loc + np.uint64(2) * ujb
                     a0 = vadd(a0, vload_f16(pages, p, n0))
-                    a1 = vadd(a1, vload_f16(pages, p + c32, n1))
-                    a2 = vadd(a2, vload_f16(pages, p + np.uint64(64), n2))
-                    a3 = vadd(a3, vload_f16(pages, p + np.uint64(96), n3))
+                    if n1 > 0:
+                        a1 = vadd(a1, vload_f16(pages, p + c32, n1))
+                        if n2 > 0:
+                            a2 = vadd(a2, vload_f16(pages, p + np.uint64(64), n2))
+                            if n3 > 0:
+                                a3 = vadd(a3, vload_f16(pages, p + np.uint64(96), n3))
                 elif kind == KIND_PAGE:  # 16 floats = 64 bytes
                     p = loc + np.uint64(4) * ujb
                     a0 = vadd(a0, vload_f32(pages, p, n0))
-                    a1 = vadd(a1, vload_f32(pages, p + np.uint64(64), n1))
-                    a2 = vadd(a2, vload_f32(pages, p + np.uint64(128), n2))
-                    a3 = vadd(a3, vload_f32(pages, p + np.uint64(192), n3))
+                    if n1 > 0:
+                        a1 = vadd(a1, vload_f32(pages, p + np.uint64(64), n1))
+                        if n2 > 0:
+                            a2 = vadd(a2, vload_f32(pages, p + np.uint64(128), n2))
+                            if n3 > 0:
+                                a3 = vadd(a3, vload_f32(pages, p + np.uint64(192), n3))
                 else:
                     p = loc * udim + ujb
                     a0 = vadd(a0, vload_f32(staged, p, n0))
-                    a1 = vadd(a1, vload_f32(staged, p + c16, n1))
-                    a2 = vadd(a2, vload_f32(staged, p + c32, n2))
-                    a3 = vadd(a3, vload_f32(staged, p + c48, n3))
+                    if n1 > 0:
+                        a1 = vadd(a1, vload_f32(staged, p + c16, n1))
+                        if n2 > 0:
+                            a2 = vadd(a2, vload_f32(staged, p + c32, n2))
+                            if n3 > 0:
+                                a3 = vadd(a3, vload_f32(staged, p + c48, n3))
                 k += np.uint64(1)
             vstore_f32(out, o, a0, n0)
             vstore_f32(out, o + c16, a1, n1)

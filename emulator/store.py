@@ -15,7 +15,6 @@ a plan can name the exact store it was made for.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -27,7 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from emulator.layout import PAGE_BYTES, RowLayout
-from tracegen.atomic import atomic_dir
+from tracegen.atomic import atomic_dir, is_temporary_sibling
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec
 
@@ -67,14 +66,9 @@ class _ChecksummedWriter:
 
     def write(self, data: np.ndarray | bytes) -> None:
         mv = memoryview(data).cast("B")
-        try:
-            n = 0
-            while n < len(mv):
-                n += self._f.write(mv[n:])
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise InputError("disk full while building the store", self.path) from None
-            raise
+        n = 0
+        while n < len(mv):  # a full disk raises OSError(ENOSPC): atomic_dir names the store and cleans up
+            n += self._f.write(mv[n:])
         pos = 0
         while pos < len(mv):
             take = min(CHUNK_BYTES - self._in_chunk, len(mv) - pos)
@@ -127,6 +121,8 @@ class Store:
         mpath = p / "manifest.json"
         if not p.is_dir():
             raise InputError("store directory not found", p)
+        if is_temporary_sibling(p):
+            raise InputError("is the temporary directory of an unfinished or interrupted build, not a store", p)
         if not mpath.is_file():
             raise InputError("not a store (no manifest.json; an interrupted build leaves none)", p)
         try:

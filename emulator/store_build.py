@@ -95,6 +95,8 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
     import h5py
 
     out = Path(out)
+    if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError("exists and is not a store; refusing to replace it (remove it or choose another path)", out)
     unknown = set(config.imports) - {t.name for t in spec.tables}
     if unknown:
         raise InputError(f"--import names tables not in the spec: {', '.join(sorted(unknown))}")

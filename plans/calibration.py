@@ -13,15 +13,21 @@
   (NumPy);
 * one compute-centric core: TT rows rebuilt per second by rank, on a reference
   shape (``emulator.tt_kernels.tt_rebuild_rows`` when it exists, else the
-  NumPy reference), expressed in flops too.
+  NumPy reference), expressed in flops too;
+* the replay host thread's costs (``Calibration.host``): the real engine
+  replays synthetic batches under several plans and the per-batch, per-table,
+  per-lookup, per-read and per-TT-row costs are fitted (``plans.host_fit``),
+  on the store, or on a small scratch store built in the directory.
 
 Device profiles: :func:`local_profiles` (measured: this machine's disk shared
-by ``n`` emulated devices) and :func:`smartssd_profiles` (modelled:
-SmartSSD-like numbers, see the constants below).
+by ``n`` emulated devices, costed with the host-serial model of
+``plans.cost``) and :func:`smartssd_profiles` (modelled: SmartSSD-like
+numbers, see the constants below, costed with the parallel-resource model).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -32,7 +38,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from plans.cost import tt_flops_per_row
-from plans.types import PAGE_BYTES, Calibration, DeviceProfile
+from plans.types import PAGE_BYTES, Calibration, DeviceProfile, HostCosts
 from tracegen.errors import InputError
 
 DEFAULT_QUEUE_DEPTHS = (1, 4, 16, 64, 128)
@@ -43,6 +49,7 @@ TT_REFERENCE_P_SHAPES = (100, 100, 100)
 TT_REFERENCE_Q_SHAPES = (4, 4, 4)
 TT_REFERENCE_RANKS = (8, 16, 32, 64)
 DEFAULT_DEVICE_DRAM_BYTES = 4 << 30
+DEFAULT_QUEUE_DEPTH = 128  # the replay's default reads in flight per device (`screc replay --qd`)
 
 # SmartSSD-like device (modelled). Public facts: Samsung SmartSSD CSD = a PCIe Gen3 x4 enterprise SSD
 # (3.84 TB) + a Xilinx Kintex UltraScale+ KU15P FPGA + 4 GB DDR4 for the FPGA. The SCRec paper's own
@@ -225,20 +232,40 @@ def measure_tt(seconds: float, ranks: Sequence[int], rng: np.random.Generator, n
     return rates, float(np.median(flops))
 
 
+def _scratch_store(directory: Path, seed: int):
+    """A small store (8 tables, two of them TT-compressed) to fit host costs on when no store is given."""
+    from emulator.store import Store, StoreBuildConfig
+    from emulator.store_build import build_store
+    from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
+
+    rows = (20000, 5000, 2000, 500, 200, 50, 10, 1)
+    spec = ModelSpec("calibration-scratch", tuple(TableSpec(f"s{i}", rows=r, dim=16, pooling=PoolingSpec.fixed(1),
+                                                            zipf_alpha=1.0) for i, r in enumerate(rows)),
+                     batch_size=512)
+    return Store.open(build_store(spec, directory, StoreBuildConfig(weights_seed=seed, tt_ranks=(8, 16),
+                                                                     tt_min_rows=2000)).path)
+
+
 def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Sequence[int] = DEFAULT_QUEUE_DEPTHS,
                         tt_ranks: Sequence[int] = TT_REFERENCE_RANKS, seed: int = 0,
-                        scratch_bytes: int = SCRATCH_FILE_BYTES, clock: Clock = time.perf_counter) -> Calibration:
-    """Measure this machine. ``store_or_dir``: an ``emulator.store.Store`` (its raw files are read)
-    or a directory on the disk to measure (a scratch file is written there and removed)."""
+                        scratch_bytes: int = SCRATCH_FILE_BYTES, clock: Clock = time.perf_counter,
+                        host_costs: bool = True, replay_batches: int = 6,
+                        queue_depth: int = DEFAULT_QUEUE_DEPTH, on_sample=None) -> Calibration:
+    """Measure this machine. ``store_or_dir``: an ``emulator.store.Store`` (its raw files are read and its
+    tables replayed) or a directory on the disk to measure (a scratch file, and for the host costs a small
+    scratch store, are written there and removed). ``seconds`` budgets the rate measurements; the host-cost
+    replays (``host_costs``) take as long as ``replay_batches`` batches under each calibration plan need."""
     if seconds <= 0:
         raise InputError(f"calibration time must be > 0 seconds, got {seconds}")
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     scratch = None
+    store = None
     if hasattr(store_or_dir, "tables") and hasattr(store_or_dir, "table_path"):
-        paths = [store_or_dir.table_path(i) for i in range(len(store_or_dir.tables))]
-        where = Path(store_or_dir.path)
-        notes.append(f"IO measured on the raw files of store {store_or_dir.store_id[:12]}")
+        store = store_or_dir
+        paths = [store.table_path(i) for i in range(len(store.tables))]
+        where = Path(store.path)
+        notes.append(f"IO measured on the raw files of store {store.store_id[:12]}")
     else:
         where = Path(store_or_dir)
         if not where.is_dir():
@@ -258,11 +285,29 @@ def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Se
     machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                "numpy": np.__version__, "io_engine": engine, "disk_path": str(where),
                "disk_free_bytes": int(usage.free), "disk_total_bytes": int(usage.total),
-               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": float(seconds)}
-    return Calibration(dram_lookups_per_s=dram_lps, dram_bytes_per_s=dram_bps, io_iops_by_qd=iops,
-                       io_latency_s_by_qd=lat, read_bytes_per_s=bw, mem_core_lookups_per_s=mem,
-                       tt_rows_per_s_by_rank=tt_rates, compute_core_flops_per_s=flops, io_read_bytes=PAGE_BYTES,
-                       machine=machine, notes=tuple(notes), source="measured")
+               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": float(seconds),
+               "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    calib = Calibration(dram_lookups_per_s=dram_lps, dram_bytes_per_s=dram_bps, io_iops_by_qd=iops,
+                        io_latency_s_by_qd=lat, read_bytes_per_s=bw, mem_core_lookups_per_s=mem,
+                        tt_rows_per_s_by_rank=tt_rates, compute_core_flops_per_s=flops, io_read_bytes=PAGE_BYTES,
+                        machine=machine, notes=tuple(notes), source="measured")
+    if not host_costs:
+        return calib
+    from plans.host_fit import measure_host_costs
+
+    if store is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix=".screc-calibrate-", dir=where) as tmp:
+            host, _ = measure_host_costs(_scratch_store(Path(tmp) / "store", seed), calib, batches=replay_batches,
+                                         queue_depth=queue_depth, seed=seed, on_sample=on_sample)
+        notes.append("host costs fitted on replays of a scratch store (8 tables) and of 64 tiny tables")
+    else:
+        host, _ = measure_host_costs(store, calib, batches=replay_batches, queue_depth=queue_depth, seed=seed,
+                                     on_sample=on_sample)
+        notes.append(f"host costs fitted on replays of store {store.store_id[:12]} and of 64 tiny tables")
+    machine["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return dataclasses.replace(calib, host=host, notes=tuple(notes), machine=machine)
 
 
 def default_calibration() -> Calibration:
@@ -271,29 +316,51 @@ def default_calibration() -> Calibration:
                        io_latency_s_by_qd={1: 80e-6, 16: 100e-6, 128: 250e-6}, read_bytes_per_s=2.5e9,
                        mem_core_lookups_per_s=10e6, tt_rows_per_s_by_rank={8: 2e6, 16: 8e5, 32: 2.5e5},
                        compute_core_flops_per_s=5e9, machine={"note": "not measured"},
-                       notes=("modelled default: run `screc calibrate` to measure this machine",), source="modelled")
+                       notes=("modelled default: run `screc calibrate` to measure this machine",), source="modelled",
+                       host=default_host_costs())
+
+
+def default_host_costs() -> HostCosts:
+    """Modelled host-thread costs (rounded from one calibration of a 2-core VM under load; labelled modelled)."""
+    return HostCosts(batch_s=MODELLED_HOST["batch_s"], table_s=MODELLED_HOST["table_s"],
+                     lookup_s=MODELLED_HOST["lookup_s"], raw_table_s=MODELLED_HOST["raw_table_s"],
+                     raw_lookup_s=MODELLED_HOST["raw_lookup_s"], read_s=MODELLED_HOST["read_s"],
+                     tt_table_s=MODELLED_HOST["tt_table_s"], tt_lookup_s=MODELLED_HOST["tt_lookup_s"],
+                     tt_row_s=MODELLED_HOST["tt_row_s"], tt_flop_s=MODELLED_HOST["tt_flop_s"],
+                     io_device_s=MODELLED_HOST["io_device_s"], io_time_scale=1.0,
+                     fit={"note": "modelled, not fitted on this machine"}, source="modelled")
+
+
+MODELLED_HOST = {"batch_s": 1e-3, "table_s": 60e-6, "lookup_s": 50e-9, "raw_table_s": 40e-6, "raw_lookup_s": 100e-9,
+                 "read_s": 1e-6, "tt_table_s": 60e-6, "tt_lookup_s": 100e-9, "tt_row_s": 200e-9, "tt_flop_s": 0.1e-9,
+                 "io_device_s": 100e-6}
 
 
 # --- device profiles ---------------------------------------------------------------------------
 
 
-def local_profiles(calib: Calibration, n_devices: int = 1, cores: int | None = None, *, queue_depth: int = 64,
-                   device_dram_bytes: int = DEFAULT_DEVICE_DRAM_BYTES,
+def local_profiles(calib: Calibration, n_devices: int = 1, cores: int | None = None, *,
+                   queue_depth: int = DEFAULT_QUEUE_DEPTH, device_dram_bytes: int = DEFAULT_DEVICE_DRAM_BYTES,
                    ssd_capacity_bytes: int | None = None) -> list[DeviceProfile]:
     """``n_devices`` emulated devices on this machine; they share its one disk, so each gets 1/n of
-    the measured IOPS, bandwidth and free space (``modelled`` only when the calibration is)."""
+    the measured IOPS, bandwidth and free space (``modelled`` only when the calibration is). With host
+    costs in the calibration they are costed as the emulator runs here (``execution="host-serial"``)."""
     if n_devices < 1:
         raise InputError(f"need at least one device, got {n_devices}")
     cores = int(cores if cores is not None else max(2, os.cpu_count() or 2))
     if cores < 1:
         raise InputError(f"need at least one core per device, got {cores}")
+    if queue_depth < 1:
+        raise InputError(f"queue depth must be >= 1, got {queue_depth}")
     free = ssd_capacity_bytes if ssd_capacity_bytes is not None else int(calib.machine.get("disk_free_bytes", 1 << 40))
-    modelled = calib.source != "measured"
+    modelled = calib.source != "measured" or (calib.host is not None and calib.host.source != "measured")
+    execution = "host-serial" if calib.host is not None else "parallel"
     return [DeviceProfile(name=f"local{d}", cores=cores, device_dram_bytes=int(device_dram_bytes),
                           ssd_capacity_bytes=int(free // n_devices), iops=calib.iops_at(queue_depth) / n_devices,
                           read_bytes_per_s=calib.read_bytes_per_s / n_devices,
                           mem_core_lookups_per_s=calib.mem_core_lookups_per_s,
-                          compute_core_flops_per_s=calib.compute_core_flops_per_s, modelled=modelled)
+                          compute_core_flops_per_s=calib.compute_core_flops_per_s, modelled=modelled,
+                          execution=execution, queue_depth=int(queue_depth))
             for d in range(n_devices)]
 
 

@@ -3,7 +3,28 @@
 Every function states its unit in its name. The planners (MIP, greedy,
 baselines) only consume these numbers; none computes a cost itself.
 
-Model of one batch (all resources work in parallel, the batch takes the slowest):
+Two execution models, chosen by the devices' ``execution``:
+
+"host-serial" (``local`` profiles: the emulator as it runs on this machine).
+One host thread does everything but the reads, batch after batch; the reads
+run on each device's IO thread and, pipelined, overlap the host's work, so a
+batch takes ``max(host, IO of each device)``:
+
+* host = ``batch_s`` + per table (``table_s`` + ``lookup_s`` x lookups, and for
+  its cold part ``raw_table_s`` x P(cold raw lookups) + ``raw_lookup_s`` x cold
+  lookups + ``read_s`` x reads, or ``tt_table_s`` x P(TT lookups) +
+  ``tt_lookup_s`` x TT lookups + (``tt_row_s`` + ``tt_flop_s`` x flops per
+  row) x unique TT rows) + ``io_device_s`` per device with reads
+  (``Calibration.host``, fitted on real replays by ``plans.host_fit``);
+* IO of a device = ``io_time_scale`` x the larger of its own stream (reads at
+  ``min(reads, queue_depth)`` in flight: one latency when there are few, the
+  IOPS at the queue depth when there are many, plus the bytes of multi-page
+  reads at the large-read bandwidth) and the whole disk's work (every device
+  shares this machine's one disk), plus ``io_handoff_s`` (the gap between one
+  batch's reads and the next: thread hand-offs under the GIL).
+
+"parallel" (SmartSSD-like devices, modelled: every resource works in parallel,
+the batch takes the slowest):
 
 * host DRAM: hot lookups gather + pool, ``lookups / dram_lookups_per_s +
   lookups * row_bytes / dram_bytes_per_s`` on ``host_threads`` threads;
@@ -23,13 +44,76 @@ from typing import Sequence
 
 import numpy as np
 
-from plans.types import (Budgets, Calibration, DeviceProfile, Estimator, Perf, PlannerOptions, Storage,
+from plans.types import (Budgets, Calibration, DeviceProfile, Estimator, HostCosts, Perf, PlannerOptions, Storage,
                          TableLoad, TableOption, TableStats, WorkloadStats)
 
 COLD_NONE = "none"
 
 
 # --- unit costs --------------------------------------------------------------------------------
+
+
+def serial_io_time_s(reads: float, pages: float, calib: Calibration, queue_depth: float) -> float:
+    """Seconds one stream of ``reads`` requests covering ``pages`` 4 KiB pages takes with at most ``queue_depth``
+    in flight: ``reads / IOPS(min(reads, queue_depth))`` (about one latency when reads are few) plus the bytes
+    beyond one page per read at the large-read bandwidth."""
+    if reads <= 0:
+        return 0.0
+    depth = min(max(float(reads), 1.0), float(queue_depth))
+    return reads / calib.iops_at(depth) + max(pages - reads, 0.0) * calib.io_read_bytes / calib.read_bytes_per_s
+
+
+def io_linear_s_per_read(calib: Calibration, queue_depth: float) -> float:
+    """Seconds per read request at a full queue (the linear part of :func:`serial_io_time_s`)."""
+    return 1.0 / calib.iops_at(max(1.0, queue_depth))
+
+
+def local_io_times_s(reads: Sequence[float], pages: Sequence[float], calib: Calibration,
+                     queue_depths: Sequence[int], raw: bool = False) -> tuple[float, ...]:
+    """IO seconds per batch of each host-serial device: ``io_time_scale`` x the larger of its own stream and
+    the shared disk's work (every device's reads at the sum of the active devices' queue depths), plus the
+    hand-off gap ``io_handoff_s`` between batches. ``raw``: the bare stream model (scale 1, no gap)."""
+    host = None if raw else calib.host
+    scale = host.io_time_scale if host is not None else 1.0
+    handoff = host.io_handoff_s if host is not None else 0.0
+    active = [d for d, r in enumerate(reads) if r > 0]
+    qd_all = sum(queue_depths[d] for d in active)
+    shared = serial_io_time_s(sum(reads), sum(pages), calib, qd_all) if active else 0.0
+    return tuple(scale * max(serial_io_time_s(r, p, calib, qd), shared) + handoff * -math.expm1(-r) if r > 0 else 0.0
+                 for r, p, qd in zip(reads, pages, queue_depths))
+
+
+def option_host_parts_s(load: TableLoad, host: HostCosts) -> tuple[float, float, float]:
+    """Host-thread seconds of one table's option: (every table's part: tier split and pooling of every lookup;
+    the cold raw part; the TT part)."""
+    base = host.table_s + host.lookup_s * load.lookups
+    raw = host.raw_table_s * load.raw_active + host.raw_lookup_s * load.mem_core_lookups + host.read_s * load.io_reads
+    tt = (host.tt_table_s * load.tt_active + host.tt_lookup_s * load.tt_lookups + host.tt_row_s * load.tt_rebuild_rows
+          + host.tt_flop_s * load.tt_flops)
+    return base, raw, tt
+
+
+def option_host_time_s(load: TableLoad, host: HostCosts) -> float:
+    return sum(option_host_parts_s(load, host))
+
+
+def option_io_linear_s(load: TableLoad, calib: Calibration, queue_depth: float) -> float:
+    """The linear (full-queue) IO seconds of one option's reads, as the MIP sees them."""
+    if load.io_reads <= 0:
+        return 0.0
+    scale = calib.host.io_time_scale if calib.host is not None else 1.0
+    extra = max(load.io_pages - load.io_reads, 0.0) * calib.io_read_bytes / calib.read_bytes_per_s
+    return scale * (load.io_reads * io_linear_s_per_read(calib, queue_depth) + extra)
+
+
+def is_host_serial(devices: Sequence[DeviceProfile], calib: Calibration | None) -> bool:
+    """Whether the host-serial model applies: every device says so and the calibration has host costs."""
+    serial = [d.execution == "host-serial" for d in devices]
+    if any(serial) and not all(serial):
+        raise ValueError("devices mix the host-serial and parallel execution models")
+    if all(serial) and (calib is None or calib.host is None):
+        raise ValueError("host-serial devices need a calibration with host costs (run `screc calibrate`)")
+    return bool(serial) and all(serial)
 
 
 def dram_time_s(lookups: float, row_bytes: int, calib: Calibration, threads: int = 1) -> float:
@@ -106,17 +190,19 @@ def table_load(ts: TableStats, hot_rows: int, cold_tier: str, tt_rank: int | Non
     lookups = ts.lookups_per_batch
     cold_lookups = lookups * (1.0 - mass) if hot_rows < ts.rows else 0.0
     host_bytes = int(hot_rows) * ts.row_bytes
+    active = -math.expm1(-cold_lookups)  # P(at least one cold lookup in a batch), Poisson approximation
     if cold_tier == COLD_NONE or hot_rows >= ts.rows:
-        return TableLoad(lookups, ts.row_bytes, 0.0, 0.0, 0.0, 0.0, ts.rows * ts.row_bytes, 0, 0, 0.0)
+        return TableLoad(lookups, ts.row_bytes, 0.0, 0.0, 0.0, 0.0, ts.rows * ts.row_bytes, 0, 0, 0.0, lookups=lookups)
     if cold_tier == "ssd_raw":
+        reads = min(ts.reads_at(hot_rows), cold_pages) if cold_pages > 0 else 0.0
         return TableLoad(lookups - cold_lookups, ts.row_bytes, cold_lookups, cold_pages, 0.0, 0.0, host_bytes, 0,
-                         ts.ssd_raw_bytes(hot_rows), 0.0)
+                         ts.ssd_raw_bytes(hot_rows), 0.0, lookups=lookups, io_reads=reads, raw_active=active)
     if cold_tier == "ssd_tt":
         v = ts.tt_variant(int(tt_rank))
         share = cold_lookups / total_lookups_per_batch if total_lookups_per_batch > 0 else 0.0
         return TableLoad(lookups - cold_lookups, ts.row_bytes, 0.0, 0.0, cold_rows,
                          cold_rows * v.flops_per_row, host_bytes, v.core_bytes, v.core_bytes,
-                         share * v.rel_fro_error)
+                         share * v.rel_fro_error, lookups=lookups, tt_lookups=cold_lookups, tt_active=active)
     raise ValueError(f"unknown cold tier {cold_tier!r}")
 
 
@@ -188,6 +274,8 @@ def predict_batch_time(plan, stats: WorkloadStats, calib: Calibration, devices: 
     """Predicted seconds per batch of every resource under ``plan``."""
     if len(plan.devices) != len(devices):
         raise ValueError(f"plan has {len(plan.devices)} devices, {len(devices)} profiles given")
+    if is_host_serial(devices, calib):
+        return _predict_host_serial(plan, stats, calib, devices)
     n = len(devices)
     io, mem, comp = [0.0] * n, [0.0] * n, [0.0] * n
     dram = 0.0
@@ -201,6 +289,53 @@ def predict_batch_time(plan, stats: WorkloadStats, calib: Calibration, devices: 
     mem_t = tuple(_split_time_s(w, dp.mem_cores) for w, dp in zip(mem, plan.devices))
     comp_t = tuple(_split_time_s(w, dp.compute_cores) for w, dp in zip(comp, plan.devices))
     return Perf(dram, tuple(io), mem_t, comp_t)
+
+
+def _predict_host_serial(plan, stats: WorkloadStats, calib: Calibration, devices: Sequence[DeviceProfile]) -> Perf:
+    host = calib.host
+    n = len(devices)
+    reads, pages, raw, tt = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+    shared = host.batch_s
+    for ts, load in zip(stats.tables, plan_loads(plan, stats)):
+        d = plan.placement(ts.name).device
+        base, raw_s, tt_s = option_host_parts_s(load, host)
+        shared += base
+        raw[d] += raw_s
+        tt[d] += tt_s
+        reads[d] += load.io_reads
+        pages[d] += load.io_pages
+    io = local_io_times_s(reads, pages, calib, [d.queue_depth for d in devices])
+    # a device's IO thread hand-off (start, wait) is paid by the host only in batches with reads
+    hand_off = host.io_device_s * sum(-math.expm1(-r) for r in reads)
+    return Perf(shared + hand_off, io, tuple(raw), tuple(tt), host_s=shared + hand_off + sum(raw) + sum(tt),
+                execution="host-serial")
+
+
+def option_work_s(load: TableLoad, calib: Calibration, device: DeviceProfile | None, *, serial: bool,
+                  queue_depth: float = 128, host_threads: int = 1) -> float:
+    """The tie-breaking work of one option: the sum of the seconds it puts on every resource.
+
+    Parallel: DRAM + IO + memory-core + compute-core seconds (on one core; ``device`` None for options
+    without a device). Host-serial: host seconds plus the linear IO seconds at ``queue_depth``. The MIP
+    minimises it among the plans of the best batch time."""
+    if serial:
+        return option_host_time_s(load, calib.host) + option_io_linear_s(load, calib, queue_depth)
+    work = option_dram_time_s(load, calib, host_threads)
+    if device is not None:
+        work += sum(option_device_times(load, device))
+    return work
+
+
+def plan_work_s(plan, stats: WorkloadStats, calib: Calibration, devices: Sequence[DeviceProfile],
+                host_threads: int = 1) -> float:
+    """Sum of :func:`option_work_s` over the tables of ``plan`` (the MIP's second objective)."""
+    serial = is_host_serial(devices, calib)
+    total = 0.0
+    for ts, load in zip(stats.tables, plan_loads(plan, stats)):
+        dev = devices[plan.placement(ts.name).device]
+        total += option_work_s(load, calib, dev if plan.placement(ts.name).hot_rows < ts.rows else None,
+                               serial=serial, queue_depth=dev.queue_depth, host_threads=host_threads)
+    return total
 
 
 def memory_use(plan, stats: WorkloadStats) -> Storage:

@@ -55,8 +55,9 @@ import pulp
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
 from plans.assign import assign_devices
-from plans.cost import (StatsEstimator, memory_use, option_device_times, option_dram_time_s, plan_loads,
-                        predict_batch_time, weighted_error)
+from plans.cost import (StatsEstimator, best_core_split, is_host_serial, memory_use, option_device_times,
+                        option_dram_time_s, option_host_parts_s, option_host_time_s, option_io_linear_s,
+                        option_work_s, plan_loads, predict_batch_time, weighted_error)
 from plans.types import Budgets, Calibration, DeviceProfile, Estimator, PlannerOptions, TableOption, WorkloadStats
 from tracegen.errors import InputError
 
@@ -81,6 +82,8 @@ class MIPHandles:
     T: pulp.LpVariable
     constraint_names: list[str] = field(default_factory=list)
     formulation: str = "exact"
+    work: Any = None  # pulp expression: the second (tie-breaking) objective, total work in microseconds
+    serial: bool = False  # host-serial execution model (local devices)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,9 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
     dev_scale = [max(c, MIN_SCALE_BYTES) for c in dev_cap]
     ssd_scale = [max(c, MIN_SCALE_BYTES) for c in ssd_cap]
     per_table_io, per_table_cores = [], []
+    serial = is_host_serial(devices, calib)
+    qd = devices[0].queue_depth
+    all_work_terms, disk_terms = [], []
     for t, opts in enumerate(table_opts):
         if not opts:
             raise InputError(f"table {stats.tables[t].name}: no placement option")
@@ -161,7 +167,10 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
         tmax_mem, tmax_comp = [0.0] * ns, [0.0] * ns
         for o, opt in enumerate(opts):
             load = opt.load
-            dram_us = option_dram_time_s(load, calib, budgets.host_threads) / TIME_UNIT_S
+            if serial:  # the host thread's seconds for this table, whichever device it lands on
+                dram_us = option_host_time_s(load, calib.host) / TIME_UNIT_S
+            else:
+                dram_us = option_dram_time_s(load, calib, budgets.host_threads) / TIME_UNIT_S
             for i in (range(ns) if opt.needs_device else (None,)):
                 d = NO_DEVICE if i is None else slots[i]
                 v = pulp.LpVariable(f"x_{t}_{o}_{'h' if d == NO_DEVICE else 'p' if d == POOLED else d}", cat="Binary")
@@ -173,10 +182,18 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
                     host_terms.append((v, load.host_dram_bytes / host_scale))
                 if load.error_weight:
                     err_terms.append((v, load.error_weight))
+                dev = None if i is None else devices[0] if pooled else devices[d]
+                wk = option_work_s(load, calib, dev, serial=serial, queue_depth=qd, host_threads=budgets.host_threads)
+                if wk:
+                    all_work_terms.append((v, wk / TIME_UNIT_S))
                 if i is None:
                     continue
-                dev = devices[0] if pooled else devices[d]
-                io_s, mem_s, comp_s = option_device_times(load, dev)
+                if serial:
+                    io_s, mem_s, comp_s = option_io_linear_s(load, calib, qd), 0.0, 0.0
+                    if io_s:
+                        disk_terms.append((v, option_io_linear_s(load, calib, qd * len(devices)) / TIME_UNIT_S))
+                else:
+                    io_s, mem_s, comp_s = option_device_times(load, dev)
                 for terms, val in ((io_terms, io_s), (mem_terms, mem_s), (comp_terms, comp_s)):
                     if val:
                         terms[i].append((v, val / TIME_UNIT_S))
@@ -208,7 +225,13 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
     add(pulp.LpAffineExpression(host_terms) <= budgets.host_dram_bytes / host_scale, "host_dram_budget")
     if budgets.max_rel_error is not None and budgets.accuracy_mode == "weighted" and err_terms:
         add(pulp.LpAffineExpression(err_terms) <= budgets.max_rel_error, "accuracy_budget")
-    add(T >= pulp.LpAffineExpression(dram_terms), "time_dram")
+    if serial:
+        add(T >= pulp.LpAffineExpression(dram_terms, constant=calib.host.batch_s / TIME_UNIT_S), "time_host")
+        if len(devices) > 1 and disk_terms:
+            add(T >= pulp.LpAffineExpression(disk_terms), "time_disk")
+    else:
+        add(T >= pulp.LpAffineExpression(dram_terms), "time_dram")
+    work = pulp.LpAffineExpression(all_work_terms)
     for t in range(len(table_opts)):  # valid cuts: a table is on one device, which is at least as busy
         if per_table_io[t]:
             add(T >= pulp.LpAffineExpression(per_table_io[t]), f"table_io_{t}")
@@ -220,13 +243,20 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
         add(pulp.LpAffineExpression(devmem_terms[0]) <= dev_cap[0] / dev_scale[0], "device_dram_pooled")
         add(pulp.LpAffineExpression(ssd_terms[0]) <= ssd_cap[0] / ssd_scale[0], "ssd_capacity_pooled")
         add(nd * T >= pulp.LpAffineExpression(io_terms[0]), "time_io_pooled")
-        add(nd * C * T >= pulp.LpAffineExpression(mem_terms[0] + comp_terms[0]), "time_cores_pooled")
-        return prob, MIPHandles(stats, calib, budgets, devices, table_opts, x, split, T, names, formulation)
+        if not serial:
+            add(nd * C * T >= pulp.LpAffineExpression(mem_terms[0] + comp_terms[0]), "time_cores_pooled")
+        return prob, MIPHandles(stats, calib, budgets, devices, table_opts, x, split, T, names, formulation, work,
+                                serial)
     for d, dev in enumerate(devices):
         C = dev.cores
         add(pulp.LpAffineExpression(devmem_terms[d]) <= dev_cap[d] / dev_scale[d], f"device_dram_{d}")
         add(pulp.LpAffineExpression(ssd_terms[d]) <= ssd_cap[d] / ssd_scale[d], f"ssd_capacity_{d}")
         add(T >= pulp.LpAffineExpression(io_terms[d]), f"time_io_{d}")
+        if options.symmetry_breaking and d > 0 and _identical(devices[d - 1], dev):
+            add(pulp.LpAffineExpression(work_terms[d - 1]) >= pulp.LpAffineExpression(work_terms[d]),
+                f"symmetry_{d}")
+        if serial:  # one host thread runs every core: no core split to choose
+            continue
         for m in range(C + 1):
             split[(d, m)] = pulp.LpVariable(f"s_{d}_{m}", cat="Binary")
         add(pulp.lpSum(split[(d, m)] for m in range(C + 1)) == 1, f"core_split_{d}")
@@ -242,10 +272,7 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
         add(T >= pulp.lpSum(w * (1.0 / (C - m)) for m, w in wc.items()), f"time_compute_{d}")
         # valid cut: W/m <= T and V/(C-m) <= T imply W + V <= C T (tightens the LP relaxation)
         add(C * T >= pulp.LpAffineExpression(mem_terms[d] + comp_terms[d]), f"time_cores_{d}")
-        if options.symmetry_breaking and d > 0 and _identical(devices[d - 1], dev):
-            add(pulp.LpAffineExpression(work_terms[d - 1]) >= pulp.LpAffineExpression(work_terms[d]),
-                f"symmetry_{d}")
-    return prob, MIPHandles(stats, calib, budgets, devices, table_opts, x, split, T, names, formulation)
+    return prob, MIPHandles(stats, calib, budgets, devices, table_opts, x, split, T, names, formulation, work, serial)
 
 
 # --- solving -----------------------------------------------------------------------------------

@@ -11,8 +11,11 @@ Measured statistics take two passes over the profiling batches [a, b):
    as ``TableStats.count_error_bound``.
 2. :func:`measure_stats`: with the remap (hottest first) built from those
    counts, every batch is replayed and, at each candidate hot size k, the
-   share of lookups with new id < k and the distinct rows and 4 KiB pages with
-   new id >= k are counted exactly, then averaged over batches. Run on the
+   share of lookups with new id < k, the distinct rows with new id >= k, and
+   the distinct 4 KiB pages and read requests the engine needs for them are
+   counted exactly, then averaged over batches. The remap is applied at lookup
+   time, so cold rows are read at their place in the store (old ids): pages
+   and reads are counted in that order. Run on the
    profiling batches this is an in-sample measurement (the hot set was chosen
    on the same batches, so it is optimistic); pass later batches to measure
    out of sample.
@@ -46,6 +49,7 @@ DEFAULT_SKETCH_COUNTERS = 1 << 16
 GRID_LEVELS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 GRID_GEOMETRIC_POINTS = 16
 _FLUSH_LOOKUPS = 1 << 23
+MAX_READ_PAGES = 32  # the replay's reads: at most 128 KiB (`ReplayConfig.max_read_bytes`) of neighbouring pages
 
 
 def page_geometry(row_bytes: int) -> tuple[int, int]:
@@ -188,6 +192,33 @@ def hot_grid(counts: TableCounts, levels: Sequence[float] = GRID_LEVELS,
 # --- pass 2: per-batch measurement under the remap ---------------------------------------------
 
 
+def cold_pages_and_reads(old_ids: np.ndarray, new_ids: np.ndarray, grid: np.ndarray, rows_per_page: int,
+                         pages_per_row: int, max_read_pages: int = MAX_READ_PAGES) -> tuple[np.ndarray, np.ndarray]:
+    """Pages and read requests the engine issues for one batch's cold rows, at each hot size of ``grid``.
+
+    ``old_ids`` (sorted, unique) are the store's row ids of a batch, ``new_ids`` their ids after the remap.
+    Cold rows (new id >= k) are read by their store position, so a page group (``rows_per_page`` rows,
+    ``pages_per_row`` pages) is read when the largest new id among its touched rows is >= k; runs of
+    neighbouring groups are coalesced into reads of at most ``max_read_pages`` pages, as
+    ``emulator.io.plan_row_reads`` does.
+    """
+    groups = old_ids // rows_per_page
+    first = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if groups.size else np.zeros(0, np.int64)
+    gid = groups[first]
+    top = np.maximum.reduceat(new_ids, first) if first.size else np.zeros(0, np.int64)
+    pages = np.zeros(grid.size)
+    reads = np.zeros(grid.size)
+    for i, k in enumerate(grid):
+        gk = gid[top >= k]
+        if gk.size == 0:
+            continue
+        pages[i] = gk.size * pages_per_row
+        starts = np.flatnonzero(np.r_[True, np.diff(gk) != 1])
+        run_groups = np.diff(np.r_[starts, gk.size])
+        reads[i] = float(np.sum(-(-(run_groups * pages_per_row) // max_read_pages)))
+    return pages, reads
+
+
 def measure_stats(reader, remap: Remap, grids: Sequence[np.ndarray], start: int = 0, stop: int | None = None, *,
                   counts: Sequence[TableCounts] | None = None, note: str = "") -> WorkloadStats:
     """Mass, distinct cold rows and distinct cold pages per batch at each grid size, on batches [start, stop)."""
@@ -202,6 +233,7 @@ def measure_stats(reader, remap: Remap, grids: Sequence[np.ndarray], start: int 
     lookups = np.zeros(T)
     n = 0
     geo = [page_geometry(t.row_bytes) for t in spec.tables]
+    cold_reads = [np.zeros(g.size) for g in grids]
     for batch in reader.batches(start, stop):
         bounds = batch.table_bounds()
         for t in range(T):
@@ -213,14 +245,11 @@ def measure_stats(reader, remap: Remap, grids: Sequence[np.ndarray], start: int 
             s = np.sort(remap.new_ids(t, idx))
             hits[t] += np.searchsorted(s, g)
             u = s[np.r_[True, s[1:] != s[:-1]]]
-            first = np.searchsorted(u, g)
-            cold_rows[t] += u.size - first
-            rpp, ppr = geo[t]
-            pg = u // rpp
-            pu = pg[np.r_[True, pg[1:] != pg[:-1]]]
-            has = first < u.size
-            first_page = pg[np.minimum(first, u.size - 1)]
-            cold_pages[t] += np.where(has, pu.size - np.searchsorted(pu, first_page), 0) * ppr
+            cold_rows[t] += u.size - np.searchsorted(u, g)
+            old = np.unique(idx)
+            pages, reads = cold_pages_and_reads(old, remap.new_ids(t, old), g, *geo[t])
+            cold_pages[t] += pages
+            cold_reads[t] += reads
         n += 1
     tables = []
     for t, ts in enumerate(spec.tables):
@@ -231,7 +260,7 @@ def measure_stats(reader, remap: Remap, grids: Sequence[np.ndarray], start: int 
             lookups_per_batch=lookups[t] / n, pooling=lookups[t] / n / reader.batch_size, hot_rows=grids[t],
             mass=hits[t] / lookups[t] if lookups[t] else np.zeros(grids[t].size),
             cold_unique_rows_per_batch=cold_rows[t] / n, cold_unique_pages_per_batch=cold_pages[t] / n,
-            seen_rows=0 if c is None else c.seen_rows, counting="exact" if c is None else c.counting,
+            cold_reads_per_batch=cold_reads[t] / n, seen_rows=0 if c is None else c.seen_rows, counting="exact" if c is None else c.counting,
             count_error_bound=0.0 if c is None else c.error_bound, estimator=f"measured per batch on [{start}, {stop})"))
     notes = (note,) if note else ()
     return WorkloadStats(tuple(tables), reader.batch_size, "measured", trace_id=reader.trace_id,

@@ -27,7 +27,9 @@ from tracegen.errors import InputError
 
 PAGE_BYTES = 4096
 CALIBRATION_FORMAT = "screc-calibration"
-CALIBRATION_FORMAT_VERSION = 1
+CALIBRATION_FORMAT_VERSION = 2
+CALIBRATION_VERSIONS_READ = (1, 2)  # version 1 files have no host costs
+EXECUTION_MODELS = ("parallel", "host-serial")
 STATS_SOURCES = ("measured", "modelled")
 ACCURACY_MODES = ("weighted", "per-table")
 
@@ -66,6 +68,9 @@ class TableStats:
     expectation under i.i.d. Zipf draws for modelled tables).
     ``count_error_bound`` is the largest undercount of any row's access count
     (0 for exact counting; N/(m+1) for a Misra-Gries sketch of m counters).
+    ``cold_reads_per_batch`` (optional, same grid): the mean number of read
+    requests the engine issues for the cold rows (runs of neighbouring pages,
+    in the store's row order, up to 32 pages each); None means one per page.
     """
 
     name: str
@@ -84,9 +89,14 @@ class TableStats:
     counting: str = "exact"
     count_error_bound: float = 0.0
     estimator: str = "measured"
+    cold_reads_per_batch: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hot_rows", _ro(self.hot_rows, np.int64))
+        if self.cold_reads_per_batch is not None:
+            object.__setattr__(self, "cold_reads_per_batch", _ro(self.cold_reads_per_batch, np.float64))
+            if self.cold_reads_per_batch.shape != self.hot_rows.shape:
+                raise ValueError(f"table {self.name}: cold_reads_per_batch must have one value per hot_rows entry")
         for name in ("mass", "cold_unique_rows_per_batch", "cold_unique_pages_per_batch"):
             object.__setattr__(self, name, _ro(getattr(self, name), np.float64))
         k = self.hot_rows
@@ -116,6 +126,15 @@ class TableStats:
         k = float(min(max(k, 0), self.rows))
         return float(np.interp(k, ks, m)), float(np.interp(k, ks, r)), float(np.interp(k, ks, p))
 
+    def reads_at(self, k: int) -> float:
+        """Read requests per batch for the cold rows at hot size ``k`` (interpolated like :meth:`at`)."""
+        if self.cold_reads_per_batch is None:
+            return self.at(k)[2]
+        ks, rd = self.hot_rows.astype(np.float64), self.cold_reads_per_batch
+        if ks[-1] < self.rows:
+            ks, rd = np.append(ks, float(self.rows)), np.append(rd, 0.0)
+        return float(np.interp(float(min(max(k, 0), self.rows)), ks, rd))
+
     def ssd_raw_bytes(self, k: int) -> int:
         """Bytes of the raw pages holding rows [k, rows) (the cold part on SSD)."""
         groups = -(-self.rows // self.rows_per_page) - (k // self.rows_per_page)
@@ -134,6 +153,8 @@ class TableStats:
         d = {f: getattr(self, f) for f in self.__dataclass_fields__}
         for name in ("hot_rows", "mass", "cold_unique_rows_per_batch", "cold_unique_pages_per_batch"):
             d[name] = d[name].tolist()
+        if d["cold_reads_per_batch"] is not None:
+            d["cold_reads_per_batch"] = d["cold_reads_per_batch"].tolist()
         d["tt"] = [asdict(v) for v in self.tt]
         return d
 
@@ -190,6 +211,48 @@ class WorkloadStats:
 
 
 @dataclass(frozen=True)
+class HostCosts:
+    """Seconds the replay's one host thread spends per batch, by what it does (fitted on real replays by
+    ``plans.host_fit``): per batch, per table, per lookup, per table with cold raw lookups, per extra SSD-served
+    lookup, per read request, per table with TT lookups, per extra TT lookup, per unique TT row and per flop of
+    its rebuild, and per device with reads. ``io_time_scale``: the engine's measured IO busy time over the
+    IOPS-by-queue-depth model; ``io_handoff_s``: the gap between one batch's reads and the next on an IO-bound
+    device (thread hand-offs). ``fit`` holds the replays and residuals; ``source`` "measured" or "modelled"."""
+
+    batch_s: float
+    table_s: float
+    lookup_s: float
+    raw_table_s: float
+    raw_lookup_s: float
+    read_s: float
+    tt_table_s: float
+    tt_lookup_s: float
+    tt_row_s: float
+    tt_flop_s: float
+    io_device_s: float
+    io_time_scale: float = 1.0
+    io_handoff_s: float = 0.0
+    fit: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "measured"
+
+    def __post_init__(self) -> None:
+        for f in self.__dataclass_fields__:
+            if f.endswith("_s") and not getattr(self, f) >= 0:
+                raise ValueError(f"host cost {f} must be >= 0")
+        if not self.io_time_scale > 0:
+            raise ValueError("io_time_scale must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fit"] = dict(self.fit)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "HostCosts":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
 class Calibration:
     """Rates measured on one machine (see ``plans.calibration.measure_calibration``).
 
@@ -199,6 +262,7 @@ class Calibration:
     one compute-centric core rebuilding rows of the reference TT shape, and
     ``compute_core_flops_per_s`` the same expressed in flops (so tables of
     other shapes can be costed). ``source`` is "measured" or "modelled".
+    ``host``: the replay host thread's costs (None in version-1 files).
     """
 
     dram_lookups_per_s: float
@@ -214,8 +278,11 @@ class Calibration:
     notes: tuple[str, ...] = ()
     source: str = "measured"
     version: int = CALIBRATION_FORMAT_VERSION
+    host: HostCosts | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.host, Mapping):
+            object.__setattr__(self, "host", HostCosts.from_dict(self.host))
         object.__setattr__(self, "io_iops_by_qd", {int(k): float(v) for k, v in self.io_iops_by_qd.items()})
         object.__setattr__(self, "io_latency_s_by_qd",
                            {int(k): float(v) for k, v in self.io_latency_s_by_qd.items()})
@@ -244,6 +311,7 @@ class Calibration:
             d[name] = {str(k): v for k, v in d[name].items()}
         d["machine"] = dict(self.machine)
         d["notes"] = list(self.notes)
+        d["host"] = None if self.host is None else self.host.to_dict()
         return d
 
     @classmethod
@@ -268,9 +336,9 @@ class Calibration:
             raise InputError(f"not a JSON calibration ({e.__class__.__name__})", p) from None
         if not isinstance(d, dict) or d.get("format") != CALIBRATION_FORMAT:
             raise InputError("not a screc calibration (format field missing or wrong)", p)
-        if d.get("version") != CALIBRATION_FORMAT_VERSION:
+        if d.get("version") not in CALIBRATION_VERSIONS_READ:
             raise InputError(f"calibration version {d.get('version')} is not supported "
-                             f"(expected {CALIBRATION_FORMAT_VERSION})", p)
+                             f"(expected one of {CALIBRATION_VERSIONS_READ})", p)
         try:
             return cls.from_dict(d)
         except (TypeError, ValueError, KeyError) as e:
@@ -285,6 +353,10 @@ class DeviceProfile:
     memory-centric core (rows extracted and pooled per second) and one
     compute-centric core (flops per second rebuilding TT rows).
     ``modelled`` is True when the numbers were not measured on this machine.
+    ``execution``: "parallel" (every resource works in parallel, the batch takes
+    the slowest: a real device) or "host-serial" (the emulator on this machine:
+    all cores share one host thread, overlapped only with IO; needs
+    ``Calibration.host``). ``queue_depth``: reads in flight per device.
     """
 
     name: str
@@ -297,8 +369,14 @@ class DeviceProfile:
     compute_core_flops_per_s: float
     modelled: bool = False
     page_bytes: int = PAGE_BYTES
+    execution: str = "parallel"
+    queue_depth: int = 128
 
     def __post_init__(self) -> None:
+        if self.execution not in EXECUTION_MODELS:
+            raise ValueError(f"device {self.name}: execution must be one of {EXECUTION_MODELS}")
+        if self.queue_depth < 1:
+            raise ValueError(f"device {self.name}: queue_depth must be >= 1")
         if self.cores < 1:
             raise ValueError(f"device {self.name}: cores must be >= 1")
         for name in ("iops", "read_bytes_per_s", "mem_core_lookups_per_s", "compute_core_flops_per_s"):
@@ -338,27 +416,40 @@ class Budgets:
 
 @dataclass(frozen=True)
 class Perf:
-    """Predicted seconds per batch of every resource that works in parallel; the batch takes the max."""
+    """Predicted seconds per batch of every resource; the batch takes the max of those that work in parallel.
+
+    ``execution`` "parallel": DRAM, each device's IO and its memory- and compute-centric cores.
+    "host-serial": ``host_s`` (one host thread does everything but the reads) and each device's IO;
+    ``dram_s``, ``mem_core_s`` and ``compute_core_s`` are then the parts of ``host_s`` spent on each tier.
+    """
 
     dram_s: float
     io_s: tuple[float, ...]
     mem_core_s: tuple[float, ...]
     compute_core_s: tuple[float, ...]
+    host_s: float = 0.0
+    execution: str = "parallel"
+
+    def _items(self) -> list[tuple[str, float]]:
+        items = [("host", self.host_s)] if self.execution == "host-serial" else [("dram", self.dram_s)]
+        pairs = (("io", self.io_s),) if self.execution == "host-serial" else \
+            (("io", self.io_s), ("mem_core", self.mem_core_s), ("compute_core", self.compute_core_s))
+        for name, vals in pairs:
+            items += [(f"{name}[{d}]", v) for d, v in enumerate(vals)]
+        return items
 
     @property
     def total_s(self) -> float:
-        return max([self.dram_s, *self.io_s, *self.mem_core_s, *self.compute_core_s])
+        return max(v for _, v in self._items())
 
     @property
     def bottleneck(self) -> str:
-        items = [("dram", self.dram_s)]
-        for name, vals in (("io", self.io_s), ("mem_core", self.mem_core_s), ("compute_core", self.compute_core_s)):
-            items += [(f"{name}[{d}]", v) for d, v in enumerate(vals)]
-        return max(items, key=lambda kv: kv[1])[0]
+        return max(self._items(), key=lambda kv: kv[1])[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {"dram_s": self.dram_s, "io_s": list(self.io_s), "mem_core_s": list(self.mem_core_s),
-                "compute_core_s": list(self.compute_core_s), "total_s": self.total_s, "bottleneck": self.bottleneck}
+                "compute_core_s": list(self.compute_core_s), "host_s": self.host_s, "execution": self.execution,
+                "total_s": self.total_s, "bottleneck": self.bottleneck}
 
 
 @dataclass(frozen=True)
@@ -399,6 +490,11 @@ class TableLoad:
     device_dram_bytes: int
     ssd_bytes: int
     error_weight: float  # this table's share of all lookups that are served approximated x rel error
+    lookups: float = 0.0  # every lookup of the table (the host touches each one)
+    io_reads: float = 0.0  # read requests for the cold pages (runs of neighbouring pages)
+    raw_active: float = 0.0  # probability that a batch has cold raw lookups of this table
+    tt_lookups: float = 0.0  # cold lookups served from TT-rebuilt rows
+    tt_active: float = 0.0  # probability that a batch has TT lookups of this table
 
 
 @dataclass(frozen=True)
@@ -422,13 +518,14 @@ class PlannerOptions:
     (plus 0 rows and every row)."""
 
     hot_mass_levels: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
-    queue_depth: int = 64
+    queue_depth: int = 128
     solver: str = "cbc"
     time_limit_s: float = 60.0
     gap: float = 1e-4
     threads: int | None = None
     symmetry_breaking: bool = True
     formulation: str = "auto"  # "exact" | "pooled" | "auto" (pooled for many tables on identical devices)
+    tie_break: bool = True  # second stage: among plans with the optimal batch time, the least total work
 
 
 # --- stages ------------------------------------------------------------------------------------

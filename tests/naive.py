@@ -371,3 +371,23 @@ def auc_naive(scores, labels):
         return float("nan")
     wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg)
     return wins / (len(pos) * len(neg))
+
+
+def batch_cold_reads_naive(old_ids, new_ids, k, rows_per_page, pages_per_row=1, max_read_pages=32):
+    """Reference for the pages and reads of ``plans.stats.cold_pages_and_reads`` at hot size ``k``: the pages
+    (store order) of every row whose new id is >= k, then one read per run of neighbouring pages, a new read
+    after ``max_read_pages`` pages. One Python step per id and per page."""
+    pages = set()
+    for old, new in zip((int(x) for x in old_ids), (int(x) for x in new_ids)):
+        if new >= k:
+            first = (old // rows_per_page) * pages_per_row
+            pages.update(range(first, first + pages_per_row))
+    reads, run, last = 0, 0, None
+    for p in sorted(pages):
+        if last is not None and p == last + 1 and run < max_read_pages:
+            run += 1
+        else:
+            reads += 1
+            run = 1
+        last = p
+    return len(pages), reads

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from naive import access_counts_naive, batch_cold_counts_naive
+from naive import access_counts_naive, batch_cold_counts_naive, batch_cold_reads_naive
 from plans.stats import (MisraGries, count_accesses, hot_grid, measure_stats, modelled_stats, trace_stats,
                          zipf_expected_unique, zipf_mass, zipf_rows_for_mass)
 from plans.remap import Remap
@@ -35,17 +35,37 @@ def test_measured_stats_match_naive_per_batch(trace):
         batches = list(r.batches(3, 6))
     for t, ts in enumerate(stats.tables):
         want = np.zeros((ts.hot_rows.size, 3))
+        io = np.zeros((ts.hot_rows.size, 2))
         total = 0
         for b in batches:
-            new = remap.new_ids(t, b.table(t)[0])
+            old = b.table(t)[0]
+            new = remap.new_ids(t, old)
             total += new.size
             want += [batch_cold_counts_naive(new, int(k), ts.rows_per_page, ts.pages_per_row) for k in ts.hot_rows]
+            io += [batch_cold_reads_naive(old, new, int(k), ts.rows_per_page, ts.pages_per_row) for k in ts.hot_rows]
         np.testing.assert_allclose(ts.mass, want[:, 0] / total)
         np.testing.assert_allclose(ts.cold_unique_rows_per_batch, want[:, 1] / 3)
-        np.testing.assert_allclose(ts.cold_unique_pages_per_batch, want[:, 2] / 3)
+        # pages and reads are counted where the engine reads them: in the store's (old) row order
+        np.testing.assert_allclose(ts.cold_unique_pages_per_batch, io[:, 0] / 3)
+        np.testing.assert_allclose(ts.cold_reads_per_batch, io[:, 1] / 3)
+        assert np.all(ts.cold_reads_per_batch <= ts.cold_unique_pages_per_batch + 1e-9)
         assert ts.lookups_per_batch == pytest.approx(total / 3)
     assert stats.tables[2].pages_per_row == 2  # 8 KiB rows take two pages
     assert "out-of-sample" in stats.notes[0]
+
+
+def test_reads_coalesce_runs_and_split_long_ones():
+    from plans.stats import cold_pages_and_reads
+
+    # 16 rows per page; rows 0..47 (pages 0-2, one run) and row 100 (page 6); new ids: row r -> r
+    old = np.r_[np.arange(48), 100]
+    pages, reads = cold_pages_and_reads(old, old, np.array([0, 16, 48, 101]), 16, 1)
+    # k=0: pages {0,1,2,6} in 2 runs; k=16: page 0 holds only rows < 16 -> {1,2,6}, 2 runs; k=48: {6}; k=101: none
+    assert pages.tolist() == [4, 3, 1, 0] and reads.tolist() == [2, 2, 1, 0]
+    # 2 pages per row, 40 neighbouring rows = 80 pages: reads of at most 32 pages -> 3 reads
+    old = np.arange(40)
+    pages, reads = cold_pages_and_reads(old, old, np.array([0]), 1, 2)
+    assert pages.tolist() == [80] and reads.tolist() == [3]
 
 
 def test_grid_reaches_mass_levels(trace):

@@ -2,16 +2,38 @@
 
 A reader never sees a half-written file or directory: either the previous
 version or the complete new one.
+
+* The temporary sibling is ``.<name>.tmp-<pid>-<random>``. A process killed
+  mid-build leaves it behind; the next write to the same path removes the
+  siblings of processes that are gone (:func:`clean_stale_siblings`), and a
+  store never opens from such a name (:func:`is_temporary_sibling`).
+* A directory replaces an existing one with one atomic exchange
+  (``renameat2(RENAME_EXCHANGE)``) where the filesystem supports it, so the
+  path always holds a complete version; elsewhere with two renames (a crash
+  between them leaves no version at the path, and the old one in a sibling).
+* A full disk (ENOSPC, EDQUOT, or EFBIG from a file-size limit) becomes an
+  :class:`~tracegen.errors.InputError` naming the output, after the temporary
+  files are removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator
+
+from tracegen.errors import InputError
+
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -34,6 +56,78 @@ def _tmp_sibling(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def is_temporary_sibling(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is named like the temporary sibling of an output being written (or abandoned)."""
+    return _TMP_RE.match(Path(path).name) is not None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: gone for our purpose
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def clean_stale_siblings(final: str | os.PathLike) -> list[Path]:
+    """Remove the temporary siblings of ``final`` left by processes that no longer exist; returns them.
+
+    Siblings of live processes (a concurrent build) are left alone.
+    """
+    final = Path(final)
+    removed = []
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TMP_RE.match(p.name)
+        if m is None or m.group("name") != final.name or _pid_alive(int(m.group("pid"))):
+            continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(_libc, "renameat2", None)
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
+
+
+def _disk_full(e: BaseException, final: Path) -> BaseException:
+    if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
+        return InputError(f"disk full while writing ({os.strerror(e.errno)}); nothing was written", final)
+    return e
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling path for a *file*; rename it to ``final`` on success.
@@ -41,17 +135,23 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     On any exception the temporary file is removed and ``final`` is untouched.
     """
     final = Path(final)
+    if final.is_dir():
+        raise InputError("is a directory; expected a file path to write", final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_siblings(final)
     tmp = _tmp_sibling(final)
     try:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, final)
         fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
+        err = _disk_full(e, final)
+        if err is e:
+            raise
+        raise err from None
 
 
 @contextlib.contextmanager
@@ -63,20 +163,30 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     on failure the temporary directory is removed and ``final`` is untouched.
     """
     final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise InputError("exists and is not a directory", final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_siblings(final)
     tmp = _tmp_sibling(final)
     tmp.mkdir()
     try:
         yield tmp
         fsync_dir(tmp)
         if final.exists():
-            old = _tmp_sibling(final)
-            os.replace(final, old)
-            os.replace(tmp, final)
+            if _exchange(tmp, final):
+                old = tmp  # now holds the previous version
+            else:
+                old = _tmp_sibling(final)
+                os.replace(final, old)
+                os.replace(tmp, final)
+            fsync_dir(final.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        fsync_dir(final.parent)
-    except BaseException:
+            fsync_dir(final.parent)
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        err = _disk_full(e, final)
+        if err is e:
+            raise
+        raise err from None

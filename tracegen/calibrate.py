@@ -302,13 +302,21 @@ def skew_by_density(density: np.ndarray, alpha: np.ndarray, lookups: np.ndarray,
     return out
 
 
-def check_subset(density: np.ndarray, n: int) -> np.ndarray:
-    """``n`` table indices evenly spread over the density order (all tables when ``n >= len``)."""
+def check_subset(density: np.ndarray, lookups: np.ndarray, n: int) -> np.ndarray:
+    """``n`` table indices spread over the density order: the tables sorted by density are cut into ``n``
+    equal strata and each gives its table of median lookups (so no single table dominates the check batch).
+    All tables when ``n <= 0`` or ``n >= len``."""
     T = density.size
     if n <= 0 or n >= T:
         return np.arange(T)
     order = np.argsort(density, kind="stable")
-    return np.sort(order[np.floor((np.arange(n) + 0.5) * T / n).astype(np.int64)])
+    cuts = np.floor(np.arange(n + 1) * T / n).astype(np.int64)
+    out = []
+    for i in range(n):
+        stratum = order[cuts[i]:cuts[i + 1]]
+        by_lookups = stratum[np.argsort(lookups[stratum], kind="stable")]
+        out.append(by_lookups[(by_lookups.size - 1) // 2])
+    return np.sort(np.array(out, dtype=np.int64))
 
 
 def subset_spec(spec: ModelSpec, tables: np.ndarray) -> ModelSpec:
@@ -346,7 +354,7 @@ def calibrate(spec: ModelSpec, target: CalibrationTarget, config: CalibrationCon
     grid = np.round(np.arange(0.0, cfg.alpha_max + cfg.alpha_step / 2, cfg.alpha_step), 6)
     tab = _Tabulated(rows, lookups, grid)
     every = np.arange(rows.size)
-    sub = check_subset(density, cfg.check_tables)
+    sub = check_subset(density, lookups, cfg.check_tables)
     use_sub = sub.size < rows.size
 
     k, evals = _fit_grid(tab, target, sub, cfg.ratio_weight, cfg.max_sweeps)

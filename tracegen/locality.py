@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import h5py
 import numpy as np
 
 from tracegen.errors import InputError
@@ -317,24 +318,82 @@ def fit_alpha(mean_counts: np.ndarray, min_count: float = ALPHA_FIT_MIN_COUNT) -
     return float(-slope), int(use.size)
 
 
-def trace_stats(reader: TraceReader, max_batches: int | None = None) -> TraceStats:
-    """Statistics of the first ``max_batches`` batches (all if None), one batch in memory at a time."""
+STREAM_LOOKUPS = 1 << 26  # batches with more lookups are read table by table
+
+
+def _top_counts(counts: np.ndarray) -> tuple[int, int, np.ndarray]:
+    """(lookups, unique rows, the largest ``ALPHA_FIT_MAX_RANKS`` counts in descending order) of one table."""
+    k = min(counts.size, ALPHA_FIT_MAX_RANKS)
+    top = np.partition(counts, counts.size - k)[counts.size - k:] if counts.size > k else counts
+    return int(counts.sum()), int(counts.size), np.sort(top)[::-1]
+
+
+def _batch_by_table(reader: TraceReader, i: int, f: h5py.File) -> tuple[BatchLocality, list[np.ndarray]]:
+    """Locality of batch ``i`` read one table at a time (a full-size meta-2021 batch is 7 GB as int64)."""
+    T, B = reader.num_tables, reader.batch_size
+    tb1 = T * B + 1
+    base, end = int(reader.batch_ptr[i]), int(reader.batch_ptr[i + 1])
+    off_ds, idx_ds = f["offsets"], f["indices"]
+    bounds = off_ds[i * tb1 : (i + 1) * tb1 : B].astype(np.int64)  # offsets[t * B] for t = 0..T
+    if bounds.size != T + 1 or bounds[0] != 0 or bounds[-1] != end - base or np.any(np.diff(bounds) < 0):
+        raise InputError(f"batch {i}: table offsets do not match the batch's lookups", reader.path)
+    col = np.zeros(NUM_BINS, dtype=np.int64)
+    idx_hist = np.zeros(NUM_BINS, dtype=np.int64)
+    per_table, unique = [], 0
+    for t in range(T):
+        if reader.validate:
+            off = off_ds[i * tb1 + t * B : i * tb1 + (t + 1) * B + 1].astype(np.int64)
+            if np.any(np.diff(off) < 0):
+                raise InputError(f"batch {i}: offsets are not monotonic (negative bag length)", reader.path)
+        idx = idx_ds[base + int(bounds[t]) : base + int(bounds[t + 1])].astype(np.int64)
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= reader.rows[t]):
+            bad = int(idx.min()) if int(idx.min()) < 0 else int(idx.max())
+            raise InputError(f"batch {i}: index {bad} out of range for table {t} with {int(reader.rows[t])} rows",
+                             reader.path)
+        counts = table_counts(idx, int(reader.rows[t]))
+        del idx
+        per_table.append(_top_counts(counts))
+        if counts.size:
+            bins = count_bins(counts)
+            col += np.bincount(bins, minlength=NUM_BINS)
+            idx_hist += np.bincount(bins, weights=counts, minlength=NUM_BINS).astype(np.int64)
+            unique += counts.size
+    return BatchLocality(end - base, unique, col, idx_hist), per_table
+
+
+def _localities(reader: TraceReader, nb: int, stream_lookups: int) -> Iterable[tuple[BatchLocality, list[np.ndarray]]]:
+    f = None
+    try:
+        for i in range(nb):
+            if int(reader.batch_ptr[i + 1] - reader.batch_ptr[i]) > stream_lookups:
+                if f is None:
+                    f = h5py.File(reader.path, "r")
+                yield _batch_by_table(reader, i, f)
+            else:
+                per_table: list[np.ndarray] = []
+                loc = batch_locality(reader.batch(i), reader.rows, per_table)
+                yield loc, [_top_counts(c) for c in per_table]
+    finally:
+        if f is not None:
+            f.close()
+
+
+def trace_stats(reader: TraceReader, max_batches: int | None = None, stream_lookups: int = STREAM_LOOKUPS
+                ) -> TraceStats:
+    """Statistics of the first ``max_batches`` batches (all if None), one batch in memory at a time, or one
+    table at a time for batches of more than ``stream_lookups`` lookups."""
     nb = reader.num_batches if max_batches is None else max(0, min(int(max_batches), reader.num_batches))
     T, B = reader.num_tables, reader.batch_size
     acc = LocalityAccumulator(B)
     lookups = np.zeros(T, dtype=np.int64)
     unique = np.zeros(T, dtype=np.int64)
     curve = np.zeros((T, ALPHA_FIT_MAX_RANKS))
-    for batch in reader.batches(0, nb):
-        per_table: list[np.ndarray] = []
-        acc.add(batch_locality(batch, reader.rows, per_table))
-        for t, counts in enumerate(per_table):
-            lookups[t] += int(counts.sum())
-            unique[t] += counts.size
-            k = min(counts.size, ALPHA_FIT_MAX_RANKS)
-            if k:
-                top = np.partition(counts, counts.size - k)[counts.size - k:] if counts.size > k else counts
-                curve[t, :k] += np.sort(top)[::-1]
+    for loc, per_table in _localities(reader, nb, stream_lookups):
+        acc.add(loc)
+        for t, (n_look, n_uniq, top) in enumerate(per_table):
+            lookups[t] += n_look
+            unique[t] += n_uniq
+            curve[t, : top.size] += top
     n = max(nb, 1)
     tables = []
     for t, spec in enumerate(reader.spec.tables):

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from tracegen.atomic import atomic_path
+from tracegen.atomic import atomic_path, is_temporary_sibling
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec
 
@@ -100,6 +100,11 @@ class TraceWriter:
 
     >>> with TraceWriter("t.h5", spec, seed=0, params={}) as w:   # doctest: +SKIP
     ...     w.append(indices, offsets)
+
+    A batch too large for memory is written table by table instead:
+    :meth:`begin_batch` with the batch's offsets, :meth:`append_table` for
+    tables ``0 .. T-1`` in order, :meth:`end_batch`. The file and the
+    ``trace_id`` are byte-identical to one :meth:`append` of the whole batch.
     """
 
     def __init__(self, path: str | os.PathLike, spec: ModelSpec, *, seed: int | None = None,
@@ -116,6 +121,8 @@ class TraceWriter:
         self._f: h5py.File | None = None
         self._n_batches = 0
         self._n_lookups = 0
+        self._open_batch: np.ndarray | None = None  # offsets of a batch being written table by table
+        self._next_table = 0
         self._hash = hashlib.sha256()  # ~3x faster than BLAKE2b here; trace_id is its first 32 hex digits
         self._hash.update(spec.to_json().encode())
         self._hash.update(str(self.batch_size).encode())
@@ -138,6 +145,8 @@ class TraceWriter:
     def append(self, indices: np.ndarray, offsets: np.ndarray) -> None:
         """Append one batch (table-major CSR, offsets of length T*B+1 starting at 0)."""
         assert self._f is not None, "use TraceWriter as a context manager"
+        if self._open_batch is not None:
+            raise ValueError("append() inside begin_batch() ... end_batch()")
         indices = np.ascontiguousarray(indices)
         offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         tb1 = self.num_tables * self.batch_size + 1
@@ -161,13 +170,73 @@ class TraceWriter:
         self._hash.update(offsets.tobytes())
         self._hash.update(idx.astype(np.int64, copy=False).tobytes())
 
+    def begin_batch(self, offsets: np.ndarray) -> None:
+        """Start a batch written table by table: its offsets (length T*B+1, starting at 0) come first."""
+        assert self._f is not None, "use TraceWriter as a context manager"
+        if self._open_batch is not None:
+            raise ValueError("begin_batch() before end_batch() of the previous batch")
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        tb1 = self.num_tables * self.batch_size + 1
+        if offsets.shape != (tb1,):
+            raise ValueError(f"offsets must have length T*B+1 = {tb1}, got {offsets.shape}")
+        check_csr(offsets, int(offsets[-1]) if offsets.size else 0, f"batch {self._n_batches}", None)
+        f = self._f
+        m0 = self._n_batches * tb1
+        f["offsets"].resize((m0 + tb1,))
+        f["offsets"][m0:] = offsets
+        self._hash.update(offsets.tobytes())
+        self._open_batch = offsets
+        self._next_table = 0
+
+    def append_table(self, t: int, indices: np.ndarray) -> None:
+        """The lookups of table ``t`` of the open batch (tables in order ``0 .. T-1``)."""
+        off = self._open_batch
+        if off is None:
+            raise ValueError("append_table() outside begin_batch() ... end_batch()")
+        if t != self._next_table:
+            raise ValueError(f"expected table {self._next_table}, got table {t}")
+        B = self.batch_size
+        lo, hi = int(off[t * B]), int(off[(t + 1) * B])
+        indices = np.ascontiguousarray(indices)
+        if indices.shape != (hi - lo,):
+            raise ValueError(f"table {t}: {indices.size} indices, but its offsets say {hi - lo}")
+        if indices.size:
+            mn, mx = int(indices.min()), int(indices.max())
+            if mn < 0 or mx >= self._rows[t]:
+                bad = mn if mn < 0 else mx
+                raise InputError(f"batch {self._n_batches}: index {bad} out of range for table {t} with "
+                                 f"{int(self._rows[t])} rows")
+        idx = indices.astype(self._idx_dtype, copy=False)
+        n0 = self._n_lookups + lo
+        self._f["indices"].resize((n0 + idx.size,))
+        self._f["indices"][n0:] = idx
+        self._hash.update(idx.astype(np.int64, copy=False).tobytes())
+        self._next_table += 1
+
+    def end_batch(self) -> None:
+        """Close the batch opened by :meth:`begin_batch` (every table must have been appended)."""
+        off = self._open_batch
+        if off is None:
+            raise ValueError("end_batch() without begin_batch()")
+        if self._next_table != self.num_tables:
+            raise ValueError(f"end_batch() after {self._next_table} of {self.num_tables} tables")
+        self._n_lookups += int(off[-1])
+        self._n_batches += 1
+        f = self._f
+        f["batch_ptr"].resize((self._n_batches + 1,))
+        f["batch_ptr"][self._n_batches] = self._n_lookups
+        self._open_batch = None
+
     @property
     def trace_id(self) -> str:
         return self._hash.hexdigest()[:32]
 
     def __exit__(self, exc_type, exc, tb) -> None:
         f, self._f = self._f, None
+        ctx, self._ctx = self._ctx, None
         try:
+            if exc_type is None and self._open_batch is not None:
+                raise ValueError("trace closed inside begin_batch() ... end_batch()")
             if exc_type is None:
                 a = f.attrs
                 a["format"] = TRACE_FORMAT
@@ -180,9 +249,15 @@ class TraceWriter:
                 a["num_batches"] = self._n_batches
                 a["num_lookups"] = self._n_lookups
                 a["trace_id"] = self.trace_id
-        finally:
-            f.close()
-            self._ctx.__exit__(exc_type, exc, tb)
+            f.close()  # flushes: a full disk can surface here
+        except BaseException as e:
+            try:
+                f.close()
+            except Exception:
+                pass
+            ctx.__exit__(type(e), e, e.__traceback__)  # removes the temporary file; re-raises (maybe as InputError)
+            raise
+        ctx.__exit__(exc_type, exc, tb)  # on success: fsync and rename into place; else remove
 
 
 class TraceReader:
@@ -196,6 +271,8 @@ class TraceReader:
         self.validate = validate
         if not self.path.is_file():
             raise InputError("trace file not found", self.path)
+        if is_temporary_sibling(self.path):
+            raise InputError("is the temporary file of an unfinished or interrupted write, not a trace", self.path)
         try:
             self._f = h5py.File(self.path, "r")
         except OSError as e:

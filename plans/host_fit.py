@@ -1,0 +1,342 @@
+"""The host thread's costs, measured by running the real replay engine (:class:`emulator.replay.Replayer`).
+
+On this machine every emulated core shares one host thread: per batch it
+reads the trace, then per table splits lookups by tier and plans page reads
+(``prepare``), hands the reads to the device's io_uring thread, rebuilds the
+unique TT rows and pools every table (``finish``). With pipelining the next
+batch's reads overlap this batch's compute, so a batch takes about
+``max(host thread time, IO time)``.
+
+:func:`measure_host_costs` replays a few batches of small synthetic traces
+(drawn with the store's own table shapes and skew) under several plans
+(all-DRAM, all-SSD on one and two devices, all-TT at each rank, half-hot
+mixes) against the store, and against a scratch store of many tiny tables so
+that per-table and per-batch costs can be told apart. For each run it counts,
+from the engine's own ``prepare`` output, what the host did per batch
+(:data:`FEATURES`), and it measures the host thread's time per batch as
+``(elapsed - time blocked waiting for reads) / batches``. The constants of
+:class:`plans.types.HostCosts` are the non-negative least-squares fit
+(relative errors) of those times on those counts. Each device's IO busy time
+per batch is compared with the IOPS-by-queue-depth model to fit
+``HostCosts.io_time_scale``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from plans.cost import local_io_times_s, tt_flops_per_row
+from plans.types import PAGE_BYTES, Calibration, HostCosts
+from tracegen.errors import InputError
+
+FEATURES = ("batch", "table", "lookup", "raw_table", "raw_lookup", "read", "tt_table", "tt_lookup", "tt_row",
+            "tt_flop", "io_device")
+MINI_TABLES = 64  # tables of the scratch store that separates per-table from per-batch costs
+MINI_ROWS = 256
+DRAM_LIMIT_BYTES = 512 << 20  # configurations never pin more than this much of the store in host memory
+
+
+@dataclass(frozen=True)
+class ReplaySample:
+    """One calibration replay: what the host did per batch (``features``) and how long it took."""
+
+    name: str
+    batches: int
+    features: dict[str, float]
+    host_s: float  # per batch: (elapsed - IO wait) / batches
+    batch_s: float  # per batch: elapsed / batches
+    io_s: tuple[float, ...]  # per device, engine busy time per batch
+    reads: tuple[float, ...]  # per device, reads per batch
+    pages: tuple[float, ...]  # per device, pages per batch
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "batches": self.batches, "features": self.features, "host_s": self.host_s,
+                "batch_s": self.batch_s, "io_s": list(self.io_s), "reads": list(self.reads),
+                "pages": list(self.pages)}
+
+
+# --- synthetic traces --------------------------------------------------------------------------
+
+
+def write_synthetic_trace(path: Path, spec, batches: int, batch_size: int, rng: np.random.Generator) -> None:
+    """Zipf(``zipf_alpha``) lookups through a random permutation per table, pooling as in ``spec``."""
+    from tracegen.trace_io import TraceWriter
+
+    perms, cdfs = [], []
+    for t in spec.tables:
+        perms.append(rng.permutation(t.rows))
+        n = min(t.rows, 1 << 20)  # the head carries the mass; beyond it, draw uniformly in the tail
+        p = np.arange(1, n + 1, dtype=np.float64) ** -max(t.zipf_alpha, 0.0)
+        cdfs.append(np.cumsum(p) / p.sum())
+    with TraceWriter(path, spec, seed=int(rng.integers(1 << 31)), params={"calibration": True},
+                     batch_size=batch_size) as w:
+        for _ in range(batches):
+            idx, lens = [], []
+            for t, perm, cdf in zip(spec.tables, perms, cdfs):
+                pool = t.pooling
+                if pool.kind == "fixed":
+                    n = np.full(batch_size, int(pool.mean), np.int64)
+                else:
+                    n = np.clip(rng.poisson(max(pool.mean_lookups, 0.0), batch_size), pool.min, pool.max)
+                ranks = np.minimum(np.searchsorted(cdf, rng.random(int(n.sum()))), cdf.size - 1)
+                idx.append(perm[ranks])
+                lens.append(n)
+            w.append(np.concatenate(idx), np.concatenate([[0], np.cumsum(np.concatenate(lens))]))
+
+
+def _mini_spec(dim: int, batch_size: int):
+    from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
+
+    return ModelSpec("calibration-mini", tuple(TableSpec(f"m{i}", rows=MINI_ROWS, dim=dim, pooling=PoolingSpec.fixed(1),
+                                                         zipf_alpha=1.0) for i in range(MINI_TABLES)),
+                     batch_size=batch_size)
+
+
+# --- plans to calibrate on ---------------------------------------------------------------------
+
+
+def calibration_plans(store) -> list:
+    """Plans exercising every host path: (label, Plan). Hot sets are capped at ``DRAM_LIMIT_BYTES`` in total."""
+    from emulator.plan import DevicePlan, Plan, TablePlacement
+
+    tabs = store.tables
+    ranks = sorted({int(v["rank"]) for t in tabs for v in t.get("tt", [])})
+    budget = DRAM_LIMIT_BYTES
+
+    def hot_cap(rows_wanted: list[int]) -> list[int]:
+        total = sum(r * t["row_bytes"] for r, t in zip(rows_wanted, tabs))
+        if total <= budget:
+            return rows_wanted
+        f = budget / total
+        return [int(r * f) for r in rows_wanted]
+
+    def tier(t: dict, rank: int | None) -> tuple[str, int | None]:
+        have = {int(v["rank"]) for v in t.get("tt", [])}
+        return ("ssd_tt", rank) if rank is not None and rank in have else ("ssd_raw", None)
+
+    def plan(label: str, hot: list[int], rank: int | None, devices: int = 1, mask: list[bool] | None = None):
+        hot = hot_cap(hot)
+        pls = []
+        for i, (t, k) in enumerate(zip(tabs, hot)):
+            use_rank = rank if mask is None or mask[i] else None
+            ct, r = tier(t, use_rank)
+            pls.append(TablePlacement(t["name"], int(k), ct, r, i % devices))
+        devs = tuple(DevicePlan(f"cal{d}", 1, 1) for d in range(devices))
+        return label, Plan(store.store_id, tuple(pls), devs, planner=f"calibration:{label}")
+
+    rows = [int(t["rows"]) for t in tabs]
+    n = len(tabs)
+    out = [plan("all-dram", rows, None), plan("all-ssd", [0] * n, None), plan("all-ssd-2dev", [0] * n, None, 2),
+           plan("half-hot-ssd", [r // 2 for r in rows], None),
+           plan("alternate-dram-ssd", [r if i % 2 else 0 for i, r in enumerate(rows)], None, 2)]
+    for rank in ranks:
+        out.append(plan(f"all-tt-r{rank}", [0] * n, rank))
+    if ranks:
+        out.append(plan(f"half-hot-tt-r{ranks[0]}", [r // 2 for r in rows], ranks[0]))
+        out.append(plan(f"alternate-tt-ssd-r{ranks[-1]}", [0] * n, ranks[-1], 2, [i % 2 == 0 for i in range(n)]))
+    return out
+
+
+# --- one replay --------------------------------------------------------------------------------
+
+
+def _flops_by_table(store, plan) -> list[float]:
+    out = []
+    for t in store.tables:
+        p = plan.placement(t["name"])
+        f = 0.0
+        if p.cold_tier == "ssd_tt":
+            v = next(v for v in t["tt"] if int(v["rank"]) == p.tt_rank)
+            f = tt_flops_per_row(v["tt_q_shapes"], v["tt_ranks"])
+        out.append(f)
+    return out
+
+
+def batch_features(prepared, n_devices: int, flops: Sequence[float]) -> tuple[dict[str, float], list, list]:
+    """What the host does for one prepared batch (see :data:`FEATURES`), and reads and pages per device."""
+    from emulator.replay import KIND_PAGE, KIND_STAGED
+
+    f = dict.fromkeys(FEATURES, 0.0)
+    f["batch"] = 1.0
+    f["table"] = float(len(prepared.kinds))
+    f["lookup"] = float(prepared.batch.num_lookups)
+    for kind, rows, fl in zip(prepared.kinds, prepared.tt_rows, flops):
+        n_page = int(np.count_nonzero(kind == KIND_PAGE))
+        f["raw_table"] += n_page > 0
+        f["raw_lookup"] += n_page
+        if rows is not None:
+            f["tt_table"] += 1
+            f["tt_lookup"] += int(np.count_nonzero(kind == KIND_STAGED))
+            f["tt_row"] += rows.size
+            f["tt_flop"] += rows.size * fl
+    reads, pages = [0.0] * n_devices, [0.0] * n_devices
+    for d, r in enumerate(prepared.reads):
+        if r is not None:
+            reads[d] = float(r[1].size)
+            pages[d] = float(r[2].sum()) / PAGE_BYTES
+    f["read"] = float(sum(reads))
+    f["io_device"] = float(sum(1 for x in reads if x))
+    return f, reads, pages
+
+
+def replay_sample(store, plan, trace_path: Path, label: str, queue_depth: int, repeats: int = 1) -> ReplaySample:
+    """Replay ``trace_path`` under ``plan`` (pipelined, like ``screc replay``) and count what the host did."""
+    from emulator.replay import Replayer, ReplayConfig
+    from emulator.stats import ReplayStats
+    from tracegen.trace_io import TraceReader
+
+    nd = len(plan.devices)
+    with TraceReader(trace_path) as reader, \
+            Replayer(store, plan, ReplayConfig(queue_depth=queue_depth, pipeline=True)) as rep:
+        flops = _flops_by_table(store, plan)
+        feats, reads, pages = [], [], []
+        for b in reader.batches(0, reader.num_batches):  # counting pass: prepare only, no reads issued
+            f, r, p = batch_features(rep.prepare(b), nd, flops)
+            feats.append(f)
+            reads.append(r)
+            pages.append(p)
+        blocked = _time_blocking(rep)
+        rep.run(reader)  # warm-up run (first-touch of buffers, caches): not counted
+        host, total, io = [], [], []
+        for _ in range(max(1, repeats)):
+            c0 = [e.counters() for e in rep.engines]
+            blocked[0] = 0.0
+            rep.stats = ReplayStats()
+            tot = rep.run(reader)
+            c1 = [e.counters() for e in rep.engines]
+            nb = max(1, tot["batches"])
+            wait = sum(b.wait_s - a.wait_s for a, b in zip(c0, c1))
+            total.append(tot["elapsed_s"] / nb)
+            host.append((tot["elapsed_s"] - wait - blocked[0]) / nb)
+            io.append([(b.busy_s - a.busy_s) / nb for a, b in zip(c0, c1)])
+    mean = {k: float(np.mean([f[k] for f in feats])) for k in FEATURES}
+    pick = int(np.argsort(total)[len(total) // 2])  # the run of median batch time (robust to a burst of load)
+    return ReplaySample(label, len(feats), mean, float(host[pick]), float(total[pick]),
+                        tuple(float(x) for x in io[pick]), tuple(np.mean(reads, axis=0).tolist()),
+                        tuple(np.mean(pages, axis=0).tolist()))
+
+
+def _time_blocking(rep) -> list[float]:
+    """Time the replay's host thread spends inside each engine's ``start`` (it blocks there while the engine
+    still serves the previous batch): the engines' ``start`` is wrapped on these instances only."""
+    blocked = [0.0]
+    for eng in rep.engines:
+        def timed_start(*args, _start=eng.start, **kw):
+            t0 = time.perf_counter()
+            try:
+                return _start(*args, **kw)
+            finally:
+                blocked[0] += time.perf_counter() - t0
+
+        eng.start = timed_start
+    return blocked
+
+
+# --- fitting -----------------------------------------------------------------------------------
+
+
+def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Non-negative least squares by active-set elimination: refit without the most negative coefficient
+    until none is negative (small problems only)."""
+    active = list(range(a.shape[1]))
+    x = np.zeros(a.shape[1])
+    while active:
+        sol, *_ = np.linalg.lstsq(a[:, active], b, rcond=None)
+        if (sol >= 0).all():
+            x[:] = 0.0
+            x[active] = sol
+            return x
+        active.pop(int(np.argmin(sol)))
+    return x
+
+
+def fit_host_costs(samples: Sequence[ReplaySample]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-feature seconds minimising the relative error of the predicted host time; and fit quality."""
+    a = np.array([[s.features[k] for k in FEATURES] for s in samples], dtype=np.float64)
+    y = np.array([s.host_s for s in samples], dtype=np.float64)
+    scale = a.max(axis=0)
+    scale[scale == 0] = 1.0
+    w = 1.0 / y
+    coef = nnls(a / scale * w[:, None], y * w) / scale
+    pred = a @ coef
+    rel = pred / y - 1.0
+    return dict(zip(FEATURES, coef.tolist())), {"max_abs_rel_error": float(np.abs(rel).max()),
+                                                 "rms_rel_error": float(np.sqrt(np.mean(rel ** 2)))}
+
+
+def fit_io_scale(samples: Sequence[ReplaySample], calib: Calibration, queue_depth: int) -> float:
+    """Measured engine busy time over the IOPS-by-queue-depth model (``plans.cost.local_io_times_s`` at scale
+    1), summed over every device of every replay with reads."""
+    num = den = 0.0
+    for s in samples:
+        model = local_io_times_s(s.reads, s.pages, calib, [queue_depth] * len(s.reads), raw=True)
+        for io, m in zip(s.io_s, model):
+            if m > 0:
+                num += io
+                den += m
+    return num / den if den > 0 else 1.0
+
+
+def fit_io_handoff(samples: Sequence[ReplaySample]) -> float:
+    """Median of (batch time - busiest device's IO time) over the IO-bound replays: the gap between one
+    batch's reads and the next (thread hand-offs, GIL and scheduling), 0 without IO-bound replays."""
+    gaps = [s.batch_s - max(s.io_s) for s in samples if s.io_s and max(s.io_s) > s.host_s]
+    return max(0.0, float(np.median(gaps))) if gaps else 0.0
+
+
+def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_sizes: Sequence[int] | None = None,
+                       queue_depth: int = 128, repeats: int = 3, seed: int = 0, mini: bool = True,
+                       on_sample: Callable[[ReplaySample], None] | None = None) -> tuple[HostCosts, list[ReplaySample]]:
+    """Replay synthetic traces under :func:`calibration_plans` and fit :class:`HostCosts` (see the module doc)."""
+    from emulator.plan import DevicePlan, Plan, TablePlacement
+    from emulator.store import Store, StoreBuildConfig
+    from emulator.store_build import build_store
+    from tracegen.spec import ModelSpec
+
+    if batches < 2:
+        raise InputError(f"need at least 2 batches per calibration replay, got {batches}")
+    rng = np.random.default_rng(seed)
+    spec = ModelSpec.from_dict(store.manifest["spec"])
+    sizes = list(batch_sizes or (spec.batch_size, max(1, spec.batch_size // 4)))
+    samples: list[ReplaySample] = []
+    t0 = time.perf_counter()
+
+    def add(s: ReplaySample) -> None:
+        samples.append(s)
+        if on_sample:
+            on_sample(s)
+
+    with tempfile.TemporaryDirectory(prefix="screc-calibrate-") as tmp:
+        tmp = Path(tmp)
+        plans = calibration_plans(store)
+        for b in sizes:
+            trace = tmp / f"trace-b{b}.h5"
+            write_synthetic_trace(trace, spec, batches, b, rng)
+            for label, plan in plans:
+                add(replay_sample(store, plan, trace, f"{label} B={b}", queue_depth, repeats))
+        if mini:
+            dim = int(store.tables[0]["dim"])
+            mspec = _mini_spec(dim, sizes[0])
+            mstore = Store.open(build_store(mspec, tmp / "mini", StoreBuildConfig(tt_ranks=())).path)
+            for b in sizes:
+                trace = tmp / f"mini-b{b}.h5"
+                write_synthetic_trace(trace, _mini_spec(dim, b), batches, b, rng)
+                names = [t["name"] for t in mstore.tables]
+                for label, hot in (("all-dram", MINI_ROWS), ("all-ssd", 0)):
+                    plan = Plan(mstore.store_id, tuple(TablePlacement(n, hot) for n in names), (DevicePlan("cal0"),),
+                                planner=f"calibration:mini-{label}")
+                    add(replay_sample(mstore, plan, trace, f"mini {MINI_TABLES} tables {label} B={b}", queue_depth,
+                                      repeats))
+    coef, quality = fit_host_costs(samples)
+    io_scale = fit_io_scale(samples, calib, queue_depth)
+    handoff = fit_io_handoff(samples)
+    fit = {"samples": [s.to_dict() for s in samples], "seconds": time.perf_counter() - t0, "queue_depth": queue_depth,
+           "store_id": store.store_id, **quality}
+    return HostCosts(**{f"{k}_s": v for k, v in coef.items()}, io_time_scale=io_scale, io_handoff_s=handoff, fit=fit), samples
+
