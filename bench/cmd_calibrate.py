@@ -1,4 +1,4 @@
-"""``screc calibrate``: measure this machine's IO, DRAM and core rates for the cost model."""
+"""``screc calibrate``: measure this machine's IO, DRAM and core rates, and the replay host thread's costs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ from tracegen.errors import InputError
 EXAMPLE = """example:
   screc calibrate --store stores/tiny --seconds 10 -o runs/calibration.json
   screc calibrate --dir /mnt/nvme --seconds 20 -o runs/calibration.json
+  screc plan solve --store stores/tiny --trace traces/tiny.h5 --dram-budget 4MiB --calibration runs/calibration.json -o p.json
+
+The host costs come from replaying synthetic batches of the store (or of a scratch store built in --dir) under
+several plans with the real engine; calibrate close in time to the replays you compare with (a loaded machine
+shifts every number).
 """
+
+HOST_ROWS = (("batch_s", "per batch"), ("table_s", "per table"), ("lookup_s", "per lookup"),
+             ("raw_table_s", "per table with cold raw lookups"), ("raw_lookup_s", "per lookup served from SSD pages"),
+             ("read_s", "per read request"), ("tt_table_s", "per table with TT lookups"),
+             ("tt_lookup_s", "per TT lookup"), ("tt_row_s", "per unique TT row"), ("tt_flop_s", "per TT rebuild flop"))
 
 
 def render_calibration(calib) -> Table:
@@ -31,6 +41,17 @@ def render_calibration(calib) -> Table:
     for r in sorted(calib.tt_rows_per_s_by_rank):
         t.add_row(f"compute-centric core, TT rank {r}", f"{calib.tt_rows_per_s_by_rank[r]:,.0f} rows/s")
     t.add_row("compute-centric core", f"{calib.compute_core_flops_per_s / 1e9:,.2f} GFLOP/s")
+    h = calib.host
+    if h is not None:
+        label = "" if h.source == "measured" else f" ({h.source})"
+        for key, what in HOST_ROWS:
+            v = getattr(h, key)
+            t.add_row(f"host thread{label}, {what}", f"{v * 1e9:,.1f} ns" if v < 1e-6 else f"{v * 1e6:,.2f} us")
+        t.add_row(f"IO time / IOPS model{label}", f"x {h.io_time_scale:.2f}")
+        t.add_row(f"IO hand-off between batches{label}", f"{h.io_handoff_s * 1e3:.2f} ms")
+        if "rms_rel_error" in h.fit:
+            t.add_row("host-time fit", f"rms {h.fit['rms_rel_error']:.0%}, worst {h.fit['max_abs_rel_error']:.0%} "
+                                       f"over {len(h.fit.get('samples', []))} replays")
     return t
 
 
@@ -45,7 +66,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         target = Store.open(args.store)
     else:
         target = Path(args.dir or ".")
-    calib = measure_calibration(target, args.seconds)
+    if args.replay_batches < 2:
+        raise InputError(f"--replay-batches must be >= 2, got {args.replay_batches}")
+    calib = measure_calibration(target, args.seconds, host_costs=not args.no_host_costs,
+                                replay_batches=args.replay_batches, queue_depth=args.qd)
     calib.save(args.output)
     if args.json:
         write_json("-", calib.to_dict())
@@ -54,7 +78,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     con.print(render_calibration(calib))
     for n in calib.notes:
         con.print(f"note: {n}")
-    con.print(f"wrote {args.output} (measured on this machine, possibly under contention from other processes)")
+    load = calib.machine.get("load_average")
+    con.print(f"wrote {args.output} (measured on this machine, possibly under contention from other processes"
+              + (f"; load average {load[0]:.2f} before, {calib.machine['load_average_after'][0]:.2f} after"
+                 if load and calib.machine.get("load_average_after") else "") + ")")
     return 0
 
 
@@ -65,7 +92,13 @@ def register(subparsers) -> None:
                               epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", help="measure IO on this store's raw files")
     p.add_argument("--dir", help="measure IO on a scratch file in this directory (default: current directory)")
-    p.add_argument("--seconds", type=float, default=10.0, help="about how long to measure (default 10)")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="about how long to measure the rates (default 10; the host-cost replays come on top)")
+    p.add_argument("--replay-batches", type=int, default=8,
+                   help="batches per calibration replay (default 8; each plan is replayed 3 times)")
+    p.add_argument("--qd", type=int, default=128, help="queue depth of the calibration replays (default 128)")
+    p.add_argument("--no-host-costs", action="store_true",
+                   help="skip the replays (the local profile then falls back to the parallel-resource model)")
     p.add_argument("-o", "--output", required=True, help="calibration JSON to write")
     p.add_argument("--json", action="store_true", help="print the calibration as JSON")
     p.set_defaults(func=cmd_calibrate)

@@ -112,6 +112,13 @@ def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
     else:
         devices = local_profiles(calib, cfg.devices, cfg.cores, queue_depth=cfg.queue_depth,
                                  device_dram_bytes=cfg.device_dram_bytes)
+        if devices[0].execution == "host-serial":
+            notes.append("local devices: the emulator on this machine (one host thread runs every core, "
+                         f"overlapped with IO at queue depth {cfg.queue_depth}); host costs "
+                         f"{'measured' if calib.host.source == 'measured' else 'modelled'}")
+        else:
+            notes.append("calibration has no host costs (version 1): local devices costed with the "
+                         "parallel-resource model; re-run `screc calibrate`")
     budgets = Budgets(cfg.dram_budget_bytes, cfg.accuracy_budget, cfg.accuracy_mode)
     options = PlannerOptions(queue_depth=cfg.queue_depth, solver=cfg.solver, time_limit_s=cfg.time_limit_s,
                              formulation=cfg.formulation)
@@ -149,10 +156,16 @@ def render_plan(plan: Plan) -> Group:
     tot.add_column("resource")
     tot.add_column("seconds", justify="right")
     tot.add_column("bytes used", justify="right")
-    if perf:
+    serial = perf.get("execution") == "host-serial"
+    if perf and serial:
+        tot.add_row("host thread (every core, serial)", f"{perf['host_s']:.6f}",
+                    format_bytes(storage.get("host_dram_bytes", 0)))
+        tot.add_row("  of which shared (batch, tables, lookups)", f"{perf['dram_s']:.6f}", "")
+    elif perf:
         tot.add_row("host DRAM", f"{perf['dram_s']:.6f}", format_bytes(storage.get("host_dram_bytes", 0)))
     dev = Table(title="devices")
-    for col in ("device", "mem cores", "compute cores", "IO s", "mem-core s", "compute-core s", "device DRAM", "SSD"):
+    core_cols = ("host s raw", "host s TT") if serial else ("mem-core s", "compute-core s")
+    for col in ("device", "mem cores", "compute cores", "IO s", *core_cols, "device DRAM", "SSD"):
         dev.add_column(col, justify="left" if col == "device" else "right")
     for i, dp in enumerate(plan.devices):
         get = (lambda k: perf[k][i] if perf and i < len(perf.get(k, [])) else float("nan"))
@@ -170,6 +183,11 @@ def render_plan(plan: Plan) -> Group:
         parts.append(f"solver {s.get('solver')}: {s.get('status')}, gap {gap} ({s.get('gap_source')}), "
                      f"{s.get('solve_time_s', 0):.2f} s, {s.get('variables')} variables, "
                      f"{s.get('constraints')} constraints")
+        tb = s.get("tie_break")
+        if tb:
+            parts.append(f"tie-break (least total work at that batch time): {tb.get('status')}"
+                         + (f", {tb['solve_time_s']:.2f} s" if tb.get("solve_time_s") is not None else "")
+                         + (f" ({tb['reason']})" if tb.get("reason") else ""))
     return Group(*parts)
 
 
@@ -227,7 +245,8 @@ def register(subparsers) -> None:
     p.add_argument("--formulation", choices=("auto", "exact", "pooled"), default="auto",
                    help="MIP form: exact (devices and core splits in the MIP), pooled (identical devices pooled, "
                         "then assigned; gap against the pooled bound); auto: pooled above 32 tables x devices")
-    p.add_argument("--queue-depth", type=int, default=64, help="IO queue depth the plan assumes (default 64)")
+    p.add_argument("--queue-depth", type=int, default=128,
+                   help="IO queue depth per device the plan assumes (default 128, as `screc replay --qd`)")
     p.add_argument("-o", "--output", required=True, help="plan JSON to write (the remap goes beside it)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_solve)

@@ -65,8 +65,11 @@ def replay_config(args: argparse.Namespace) -> ReplayConfig:
         raise InputError(f"--qd must be >= 1, got {args.qd}")
     if args.batches is not None and args.batches < 1:
         raise InputError(f"--batches must be >= 1, got {args.batches}")
+    if args.start_batch < 0:
+        raise InputError(f"--start-batch must be >= 0, got {args.start_batch}")
     return ReplayConfig(engine=args.engine, queue_depth=args.qd, allow_buffered=args.buffered_io,
-                        pipeline=not args.no_pipeline, verify=args.verify, max_batches=args.batches)
+                        pipeline=not args.no_pipeline, verify=args.verify, max_batches=args.batches,
+                        start_batch=args.start_batch)
 
 
 def run_replay(store: Store, reader: TraceReader, plan: Plan, config: ReplayConfig, *, live: bool) -> dict:
@@ -144,5 +147,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tt-rank", type=int, default=None, help="TT rank for --policy all-tt")
     p.add_argument("--verify", action="store_true", help="check every batch against a NumPy reference")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the result payload to FILE ('-' = stdout)")
+    p.add_argument("--start-batch", type=int, default=0,
+                   help="first batch to replay (e.g. after the batches a plan was profiled on)")
     add_replay_args(p)
     p.set_defaults(func=cmd_replay)

@@ -17,7 +17,7 @@ from emulator.store import (CHUNK_BYTES, ERROR_SAMPLE_ROWS, IN_MEMORY_TT_BYTES, 
                             WRITE_BYTES, Progress, Store, StoreBuildConfig, _ChecksummedWriter, file_crcs,
                             manifest_id)
 from emulator.weights import ArrayRows, SyntheticRows, SyntheticWeightsConfig
-from tracegen.atomic import atomic_dir, fsync_file
+from tracegen.atomic import atomic_dir, fsync_file, release_reserve, reserve_space
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec, TableSpec
 
@@ -77,6 +77,9 @@ def _build_tt(store_dir: Path, table: TableSpec, lay: RowLayout, raw_file: Path,
         group = f"{table.name}/r{r_eff}"
         if group in h5:
             continue  # two requested ranks collapsed to the same effective rank
+        # HDF5 cannot fail a write cleanly: make a full disk fail here instead (see tracegen.atomic.reserve_space)
+        reserve_space(h5.filename, max(os.path.getsize(h5.filename), h5.id.get_filesize()) + core_bytes
+                      + core_bytes // 4 + (256 << 10))
         save_tt(h5.create_group(group), tt)
         variants.append({
             "rank": r_eff, "file": "tt.h5", "group": group,
@@ -130,6 +133,7 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
                     "pages_per_row": lay.pages_per_row, "pages": lay.pages, "raw": raw, "tt": tt,
                     "weights": weights,
                 })
+        release_reserve(h5path)
         fsync_file(h5path)
         manifest = {
             "format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION,

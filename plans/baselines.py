@@ -9,7 +9,8 @@
   parts: tables go to devices longest-first, and the move (switch a table on
   the bottleneck device to TT, or move it to another device) that most lowers
   the predicted batch time is taken until none helps; each device gets its
-  best core split. Respects every budget, including accuracy.
+  best core split. Respects every budget, including accuracy. On host-serial
+  (local) devices the moves are judged by max(host thread, IO per device).
 * :class:`MIPPlanner`: ``plans.mip`` (optimal within the candidate lists).
 
 They all ask ``plans.cost`` for every number.
@@ -21,7 +22,8 @@ import heapq
 from typing import Sequence
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
-from plans.cost import StatsEstimator, best_core_split, option_device_times
+from plans.cost import (StatsEstimator, best_core_split, is_host_serial, option_device_times, option_host_parts_s,
+                        option_host_time_s, option_io_linear_s)
 from plans.mip import finish_plan, plan_mip
 from plans.types import Budgets, Calibration, DeviceProfile, Planner, PlannerOptions, TableOption, WorkloadStats
 from tracegen.errors import InputError
@@ -107,6 +109,8 @@ class GreedyPlanner(Planner):
         devices = tuple(devices)
         opts = _options(stats, budgets, self.options)
         chosen = _hot_by_density(stats, opts, budgets.host_dram_bytes)
+        if is_host_serial(devices, calibration):
+            return self._plan_serial(stats, calibration, budgets, devices, opts, chosen)
         nd = len(devices)
         # TT alternatives at the same hot size
         alts = [[o for o in opts[t] if o.hot_rows == chosen[t].hot_rows and o.cold_tier == "ssd_tt"]
@@ -179,6 +183,67 @@ class GreedyPlanner(Planner):
         dplans = []
         for d, dev in enumerate(devices):
             m, _ = best_core_split(load[d][1], load[d][2], dev.cores)
+            dplans.append(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m))
+        return finish_plan(_placements(stats, chosen, device_of), tuple(dplans), stats, calibration, budgets,
+                           devices, self.name)
+
+
+    def _plan_serial(self, stats, calibration, budgets, devices, opts, chosen) -> Plan:
+        """Host-serial devices: the batch takes max(host thread, IO of each device). Tables go to devices
+        longest IO first; then the move (another cold tier at the same hot size, or another device) that most
+        lowers the predicted time (then the total work) is taken until none helps."""
+        host, nd, qd = calibration.host, len(devices), devices[0].queue_depth
+        alts = [[o for o in opts[t] if o.hot_rows == chosen[t].hot_rows and o.needs_device] for t in range(len(opts))]
+        hs = {id(o): option_host_time_s(o.load, host) for ol in opts for o in ol}
+        ios = {id(o): option_io_linear_s(o.load, calibration, qd) for ol in opts for o in ol}
+        io, dev_bytes, ssd_bytes = [0.0] * nd, [0] * nd, [0] * nd
+        device_of = [0] * len(chosen)
+        for t in sorted(range(len(chosen)), key=lambda t: -ios[id(chosen[t])]):
+            d = min(range(nd), key=lambda d: io[d])
+            device_of[t] = d
+            io[d] += ios[id(chosen[t])]
+            dev_bytes[d] += chosen[t].load.device_dram_bytes
+            ssd_bytes[d] += chosen[t].load.ssd_bytes
+        host_total = host.batch_s + sum(hs[id(o)] for o in chosen)
+        err = sum(o.load.error_weight for o in chosen)
+        err_budget = budgets.max_rel_error if budgets.accuracy_mode == "weighted" else None
+        for _ in range(self.max_moves if self.max_moves is not None else 4 * len(chosen)):
+            cur = (max(host_total, *io), host_total + sum(io))
+            best = None
+            for t, o0 in enumerate(chosen):
+                if not o0.needs_device:
+                    continue
+                d0 = device_of[t]
+                for o in alts[t]:
+                    if err_budget is not None and err - o0.load.error_weight + o.load.error_weight > err_budget + 1e-12:
+                        continue
+                    for d in range(nd):
+                        if o is o0 and d == d0:
+                            continue
+                        new_io = list(io)
+                        new_io[d0] -= ios[id(o0)]
+                        new_io[d] += ios[id(o)]
+                        db = [b - (o0.load.device_dram_bytes if i == d0 else 0) + (o.load.device_dram_bytes if i == d
+                                                                                  else 0) for i, b in enumerate(dev_bytes)]
+                        sb = [b - (o0.load.ssd_bytes if i == d0 else 0) + (o.load.ssd_bytes if i == d else 0)
+                              for i, b in enumerate(ssd_bytes)]
+                        if any(b > dv.device_dram_bytes for b, dv in zip(db, devices)) or \
+                                any(b > dv.ssd_capacity_bytes for b, dv in zip(sb, devices)):
+                            continue
+                        h = host_total - hs[id(o0)] + hs[id(o)]
+                        val = (max(h, *new_io), h + sum(new_io))
+                        if val < (cur[0] * (1 - 1e-9), cur[1]) or (val[0] <= cur[0] and val[1] < cur[1] * (1 - 1e-9)):
+                            if best is None or val < best[0]:
+                                best = (val, t, o, d, new_io, db, sb, h)
+            if best is None:
+                break
+            _, t, o, d, io, dev_bytes, ssd_bytes, host_total = best
+            err += o.load.error_weight - chosen[t].load.error_weight
+            chosen[t], device_of[t] = o, d
+        dplans = []
+        for d, dev in enumerate(devices):
+            parts = [option_host_parts_s(o.load, host) for o, dd in zip(chosen, device_of) if dd == d]
+            m, _ = best_core_split(sum(p[1] for p in parts), sum(p[2] for p in parts), dev.cores)
             dplans.append(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m))
         return finish_plan(_placements(stats, chosen, device_of), tuple(dplans), stats, calibration, budgets,
                            devices, self.name)

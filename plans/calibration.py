@@ -41,7 +41,7 @@ from plans.cost import tt_flops_per_row
 from plans.types import PAGE_BYTES, Calibration, DeviceProfile, HostCosts
 from tracegen.errors import InputError
 
-DEFAULT_QUEUE_DEPTHS = (1, 4, 16, 64, 128)
+DEFAULT_QUEUE_DEPTHS = (1, 4, 16, 64, 128, 256)
 SCRATCH_FILE_BYTES = 256 << 20
 LARGE_READ_BYTES = 128 << 10
 LARGE_READ_QUEUE_DEPTH = 32
@@ -327,13 +327,13 @@ def default_host_costs() -> HostCosts:
                      raw_lookup_s=MODELLED_HOST["raw_lookup_s"], read_s=MODELLED_HOST["read_s"],
                      tt_table_s=MODELLED_HOST["tt_table_s"], tt_lookup_s=MODELLED_HOST["tt_lookup_s"],
                      tt_row_s=MODELLED_HOST["tt_row_s"], tt_flop_s=MODELLED_HOST["tt_flop_s"],
-                     io_device_s=MODELLED_HOST["io_device_s"], io_time_scale=1.0,
+                     io_time_scale=MODELLED_HOST["io_time_scale"], io_handoff_s=MODELLED_HOST["io_handoff_s"],
                      fit={"note": "modelled, not fitted on this machine"}, source="modelled")
 
 
 MODELLED_HOST = {"batch_s": 1e-3, "table_s": 60e-6, "lookup_s": 50e-9, "raw_table_s": 40e-6, "raw_lookup_s": 100e-9,
                  "read_s": 1e-6, "tt_table_s": 60e-6, "tt_lookup_s": 100e-9, "tt_row_s": 200e-9, "tt_flop_s": 0.1e-9,
-                 "io_device_s": 100e-6}
+                 "io_time_scale": 1.0, "io_handoff_s": 0.0}
 
 
 # --- device profiles ---------------------------------------------------------------------------

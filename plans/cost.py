@@ -14,8 +14,7 @@ batch takes ``max(host, IO of each device)``:
   its cold part ``raw_table_s`` x P(cold raw lookups) + ``raw_lookup_s`` x cold
   lookups + ``read_s`` x reads, or ``tt_table_s`` x P(TT lookups) +
   ``tt_lookup_s`` x TT lookups + (``tt_row_s`` + ``tt_flop_s`` x flops per
-  row) x unique TT rows) + ``io_device_s`` per device with reads
-  (``Calibration.host``, fitted on real replays by ``plans.host_fit``);
+  row) x unique TT rows) (``Calibration.host``, fitted on real replays by ``plans.host_fit``);
 * IO of a device = ``io_time_scale`` x the larger of its own stream (reads at
   ``min(reads, queue_depth)`` in flight: one latency when there are few, the
   IOPS at the queue depth when there are many, plus the bytes of multi-page
@@ -305,10 +304,7 @@ def _predict_host_serial(plan, stats: WorkloadStats, calib: Calibration, devices
         reads[d] += load.io_reads
         pages[d] += load.io_pages
     io = local_io_times_s(reads, pages, calib, [d.queue_depth for d in devices])
-    # a device's IO thread hand-off (start, wait) is paid by the host only in batches with reads
-    hand_off = host.io_device_s * sum(-math.expm1(-r) for r in reads)
-    return Perf(shared + hand_off, io, tuple(raw), tuple(tt), host_s=shared + hand_off + sum(raw) + sum(tt),
-                execution="host-serial")
+    return Perf(shared, io, tuple(raw), tuple(tt), host_s=shared + sum(raw) + sum(tt), execution="host-serial")
 
 
 def option_work_s(load: TableLoad, calib: Calibration, device: DeviceProfile | None, *, serial: bool,

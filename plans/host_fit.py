@@ -36,10 +36,10 @@ from plans.types import PAGE_BYTES, Calibration, HostCosts
 from tracegen.errors import InputError
 
 FEATURES = ("batch", "table", "lookup", "raw_table", "raw_lookup", "read", "tt_table", "tt_lookup", "tt_row",
-            "tt_flop", "io_device")
+            "tt_flop")
 MINI_TABLES = 64  # tables of the scratch store that separates per-table from per-batch costs
 MINI_ROWS = 256
-DRAM_LIMIT_BYTES = 512 << 20  # configurations never pin more than this much of the store in host memory
+DRAM_LIMIT_BYTES = 256 << 20  # a calibration plan never pins more than this much of the store in host memory
 
 
 @dataclass(frozen=True)
@@ -181,45 +181,46 @@ def batch_features(prepared, n_devices: int, flops: Sequence[float]) -> tuple[di
             reads[d] = float(r[1].size)
             pages[d] = float(r[2].sum()) / PAGE_BYTES
     f["read"] = float(sum(reads))
-    f["io_device"] = float(sum(1 for x in reads if x))
     return f, reads, pages
 
 
-def replay_sample(store, plan, trace_path: Path, label: str, queue_depth: int, repeats: int = 1) -> ReplaySample:
-    """Replay ``trace_path`` under ``plan`` (pipelined, like ``screc replay``) and count what the host did."""
-    from emulator.replay import Replayer, ReplayConfig
-    from emulator.stats import ReplayStats
-    from tracegen.trace_io import TraceReader
+class _Job:
+    """One (replayer, trace) pair of the calibration: what the host does per batch, and its timed runs."""
 
-    nd = len(plan.devices)
-    with TraceReader(trace_path) as reader, \
-            Replayer(store, plan, ReplayConfig(queue_depth=queue_depth, pipeline=True)) as rep:
-        flops = _flops_by_table(store, plan)
+    def __init__(self, label: str, rep, reader, blocked: list[float], flops: Sequence[float]):
+        self.label, self.rep, self.reader, self.blocked = label, rep, reader, blocked
+        nd = len(rep.engines)
         feats, reads, pages = [], [], []
         for b in reader.batches(0, reader.num_batches):  # counting pass: prepare only, no reads issued
             f, r, p = batch_features(rep.prepare(b), nd, flops)
             feats.append(f)
             reads.append(r)
             pages.append(p)
-        blocked = _time_blocking(rep)
-        rep.run(reader)  # warm-up run (first-touch of buffers, caches): not counted
-        host, total, io = [], [], []
-        for _ in range(max(1, repeats)):
-            c0 = [e.counters() for e in rep.engines]
-            blocked[0] = 0.0
-            rep.stats = ReplayStats()
-            tot = rep.run(reader)
-            c1 = [e.counters() for e in rep.engines]
-            nb = max(1, tot["batches"])
-            wait = sum(b.wait_s - a.wait_s for a, b in zip(c0, c1))
-            total.append(tot["elapsed_s"] / nb)
-            host.append((tot["elapsed_s"] - wait - blocked[0]) / nb)
-            io.append([(b.busy_s - a.busy_s) / nb for a, b in zip(c0, c1)])
-    mean = {k: float(np.mean([f[k] for f in feats])) for k in FEATURES}
-    pick = int(np.argsort(total)[len(total) // 2])  # the run of median batch time (robust to a burst of load)
-    return ReplaySample(label, len(feats), mean, float(host[pick]), float(total[pick]),
-                        tuple(float(x) for x in io[pick]), tuple(np.mean(reads, axis=0).tolist()),
-                        tuple(np.mean(pages, axis=0).tolist()))
+        self.features = {k: float(np.mean([f[k] for f in feats])) for k in FEATURES}
+        self.reads = tuple(np.mean(reads, axis=0).tolist())
+        self.pages = tuple(np.mean(pages, axis=0).tolist())
+        self.batches = len(feats)
+        self.runs: list[tuple[float, float, list[float]]] = []  # (host s, batch s, IO s per device), per batch
+
+    def run(self) -> None:
+        """One timed replay of the whole trace, as ``screc replay`` runs it (pipelined, with live statistics)."""
+        from emulator.stats import ReplayStats
+
+        rep = self.rep
+        c0 = [e.counters() for e in rep.engines]
+        self.blocked[0] = 0.0
+        rep.stats = ReplayStats()
+        tot = rep.run(self.reader)
+        c1 = [e.counters() for e in rep.engines]
+        nb = max(1, tot["batches"])
+        wait = sum(b.wait_s - a.wait_s for a, b in zip(c0, c1))
+        self.runs.append(((tot["elapsed_s"] - wait - self.blocked[0]) / nb, tot["elapsed_s"] / nb,
+                          [(b.busy_s - a.busy_s) / nb for a, b in zip(c0, c1)]))
+
+    def sample(self) -> ReplaySample:
+        """The run of median batch time (robust to a burst of load from other processes)."""
+        host, total, io = self.runs[int(np.argsort([r[1] for r in self.runs])[len(self.runs) // 2])]
+        return ReplaySample(self.label, self.batches, self.features, host, total, tuple(io), self.reads, self.pages)
 
 
 def _time_blocking(rep) -> list[float]:
@@ -291,52 +292,67 @@ def fit_io_handoff(samples: Sequence[ReplaySample]) -> float:
 
 
 def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_sizes: Sequence[int] | None = None,
-                       queue_depth: int = 128, repeats: int = 3, seed: int = 0, mini: bool = True,
+                       queue_depth: int = 128, rounds: int = 3, seed: int = 0, mini: bool = True,
                        on_sample: Callable[[ReplaySample], None] | None = None) -> tuple[HostCosts, list[ReplaySample]]:
-    """Replay synthetic traces under :func:`calibration_plans` and fit :class:`HostCosts` (see the module doc)."""
+    """Replay synthetic traces under :func:`calibration_plans` and fit :class:`HostCosts` (see the module doc).
+
+    Every (plan, trace) pair is replayed once per round, the rounds interleaved in time so that a burst of
+    load from other processes hits different pairs; each pair keeps its run of median batch time."""
+    import contextlib
+
     from emulator.plan import DevicePlan, Plan, TablePlacement
+    from emulator.replay import Replayer, ReplayConfig
     from emulator.store import Store, StoreBuildConfig
     from emulator.store_build import build_store
     from tracegen.spec import ModelSpec
+    from tracegen.trace_io import TraceReader
 
     if batches < 2:
         raise InputError(f"need at least 2 batches per calibration replay, got {batches}")
+    if rounds < 1:
+        raise InputError(f"need at least 1 round of calibration replays, got {rounds}")
     rng = np.random.default_rng(seed)
     spec = ModelSpec.from_dict(store.manifest["spec"])
     sizes = list(batch_sizes or (spec.batch_size, max(1, spec.batch_size // 4)))
-    samples: list[ReplaySample] = []
     t0 = time.perf_counter()
-
-    def add(s: ReplaySample) -> None:
-        samples.append(s)
+    config = ReplayConfig(queue_depth=queue_depth, pipeline=True)
+    with tempfile.TemporaryDirectory(prefix="screc-calibrate-") as tmp, contextlib.ExitStack() as stack:
+        tmp = Path(tmp)
+        targets = [(store, spec, calibration_plans(store), "")]
+        if mini:
+            mspec = _mini_spec(int(store.tables[0]["dim"]), sizes[0])
+            mstore = Store.open(build_store(mspec, tmp / "mini", StoreBuildConfig(tt_ranks=())).path)
+            names = [t["name"] for t in mstore.tables]
+            mplans = [(label, Plan(mstore.store_id, tuple(TablePlacement(n, hot) for n in names),
+                                   (DevicePlan("cal0"),), planner=f"calibration:mini-{label}"))
+                      for label, hot in (("all-dram", MINI_ROWS), ("all-ssd", 0))]
+            targets.append((mstore, mspec, mplans, f"mini {MINI_TABLES} tables "))
+        jobs: list[_Job] = []
+        for st, sp, plans, prefix in targets:
+            readers = []
+            for b in sizes:
+                path = tmp / f"{prefix.strip().replace(' ', '-') or 'store'}-b{b}.h5"
+                write_synthetic_trace(path, sp, batches, b, rng)
+                readers.append((b, stack.enter_context(TraceReader(path))))
+            for label, plan in plans:
+                rep = stack.enter_context(Replayer(st, plan, config))
+                blocked = _time_blocking(rep)
+                flops = _flops_by_table(st, plan)
+                for b, reader in readers:
+                    jobs.append(_Job(f"{prefix}{label} B={b}", rep, reader, blocked, flops))
+        for job in jobs:  # warm-up (first touch of buffers, engine threads): not counted
+            job.rep.run(job.reader)
+        for _ in range(rounds):
+            for job in jobs:
+                job.run()
+        samples = [job.sample() for job in jobs]
+    for s in samples:
         if on_sample:
             on_sample(s)
-
-    with tempfile.TemporaryDirectory(prefix="screc-calibrate-") as tmp:
-        tmp = Path(tmp)
-        plans = calibration_plans(store)
-        for b in sizes:
-            trace = tmp / f"trace-b{b}.h5"
-            write_synthetic_trace(trace, spec, batches, b, rng)
-            for label, plan in plans:
-                add(replay_sample(store, plan, trace, f"{label} B={b}", queue_depth, repeats))
-        if mini:
-            dim = int(store.tables[0]["dim"])
-            mspec = _mini_spec(dim, sizes[0])
-            mstore = Store.open(build_store(mspec, tmp / "mini", StoreBuildConfig(tt_ranks=())).path)
-            for b in sizes:
-                trace = tmp / f"mini-b{b}.h5"
-                write_synthetic_trace(trace, _mini_spec(dim, b), batches, b, rng)
-                names = [t["name"] for t in mstore.tables]
-                for label, hot in (("all-dram", MINI_ROWS), ("all-ssd", 0)):
-                    plan = Plan(mstore.store_id, tuple(TablePlacement(n, hot) for n in names), (DevicePlan("cal0"),),
-                                planner=f"calibration:mini-{label}")
-                    add(replay_sample(mstore, plan, trace, f"mini {MINI_TABLES} tables {label} B={b}", queue_depth,
-                                      repeats))
     coef, quality = fit_host_costs(samples)
     io_scale = fit_io_scale(samples, calib, queue_depth)
     handoff = fit_io_handoff(samples)
     fit = {"samples": [s.to_dict() for s in samples], "seconds": time.perf_counter() - t0, "queue_depth": queue_depth,
-           "store_id": store.store_id, **quality}
-    return HostCosts(**{f"{k}_s": v for k, v in coef.items()}, io_time_scale=io_scale, io_handoff_s=handoff, fit=fit), samples
-
+           "rounds": rounds, "store_id": store.store_id, **quality}
+    return HostCosts(**{f"{k}_s": v for k, v in coef.items()}, io_time_scale=io_scale, io_handoff_s=handoff,
+                     fit=fit), samples

@@ -101,6 +101,7 @@ class SolveResult:
     time_limit_s: float
     variables: int
     constraints: int
+    tie_break: dict | None = None  # the second stage (least total work at the optimal batch time), if run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -297,23 +298,57 @@ def _cbc_bound(log: str) -> tuple[float | None, str]:
 
 
 def solve(problem: pulp.LpProblem, solver: str = "cbc", time_limit_s: float = 60.0, gap: float = 1e-4,
-          threads: int | None = None) -> SolveResult:
-    """Solve ``problem`` in place, quietly; the gap comes from the solver's best bound."""
+          threads: int | None = None, warm_start: bool = False) -> SolveResult:
+    """Solve ``problem`` in place, quietly; the gap comes from the solver's best bound.
+    ``warm_start``: start from the variables' current values (a known feasible solution)."""
     if time_limit_s <= 0:
         raise InputError(f"time limit must be > 0 s, got {time_limit_s}")
     with warnings.catch_warnings():  # PuLP 3.x deprecation notices (PULP_CBC_CMD, constraints as a dict)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return _solve(problem, solver, time_limit_s, gap, threads)
+        return _solve(problem, solver, time_limit_s, gap, threads, warm_start)
 
 
-def _solve(problem, solver, time_limit_s, gap, threads) -> SolveResult:
+TIE_BREAK_MIN_S = 0.5  # the second stage runs only with at least this much of the time limit left
+TIE_BREAK_T_SLACK = 1e-7  # relative slack on the optimal batch time in the second stage
+
+
+def solve_placement(problem: pulp.LpProblem, handles: MIPHandles, options: PlannerOptions) -> SolveResult:
+    """Lexicographic solve: (1) minimise the batch time T; (2) with T held at its optimum, minimise the total
+    work (``handles.work``: the sum of every resource's seconds), so that ties (e.g. free DRAM left unused)
+    go to the plan doing least. Stage 2 is warm-started from stage 1 and gets what is left of the time
+    limit; the returned result is stage 1's (objective, bound, gap of T), with ``tie_break`` describing
+    stage 2. If stage 2 finds nothing, stage 1's solution is kept."""
+    res = solve(problem, options.solver, options.time_limit_s, options.gap, options.threads)
+    if not options.tie_break or handles.work is None or res.status not in ("optimal", "feasible"):
+        return res
+    left = options.time_limit_s - res.solve_time_s
+    if left < TIE_BREAK_MIN_S:
+        return dataclasses.replace(res, tie_break={"status": "skipped", "reason": "no time left"})
+    t_best = float(handles.T.varValue or 0.0)
+    saved = {v.name: v.varValue for v in problem.variables()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        problem += handles.T <= t_best * (1 + TIE_BREAK_T_SLACK) + 1e-9, "tie_break_time"
+        problem.setObjective(handles.work)
+    res2 = solve(problem, options.solver, left, options.gap, options.threads, warm_start=options.solver == "cbc")
+    info = {"status": res2.status, "solve_time_s": res2.solve_time_s, "work_s": res2.objective_s,
+            "objective": "total work (sum of every resource's seconds) at the optimal batch time"}
+    if res2.status not in ("optimal", "feasible"):
+        for v in problem.variables():
+            v.varValue = saved.get(v.name)
+        info["kept"] = "stage 1 solution"
+    return dataclasses.replace(res, tie_break=info)
+
+
+def _solve(problem, solver, time_limit_s, gap, threads, warm_start=False) -> SolveResult:
     log_text, bound, source = "", None, "unknown"
     t0 = time.perf_counter()
     if solver == "cbc":
         fd, log_path = tempfile.mkstemp(prefix="screc-cbc-", suffix=".log")
         os.close(fd)
         try:
-            cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads, logPath=log_path)
+            cmd = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap, threads=threads, logPath=log_path,
+                                    warmStart=warm_start)
             problem.solve(cmd)
             with open(log_path, errors="replace") as f:
                 log_text = f.read()
@@ -366,8 +401,13 @@ def extract_plan(problem: pulp.LpProblem, handles: MIPHandles, result: SolveResu
         o, d = chosen[0]
         picked.append((handles.options[t][o], d))
     if handles.formulation == "pooled":
-        work = np.array([option_device_times(o.load, devices[0]) if o.needs_device else (0.0, 0.0, 0.0)
-                         for o, _ in picked])
+        if handles.serial:  # devices differ only by their IO: balance it
+            qd = devices[0].queue_depth
+            work = np.array([(option_io_linear_s(o.load, handles.calib, qd), 0.0, 0.0) if o.needs_device
+                             else (0.0, 0.0, 0.0) for o, _ in picked])
+        else:
+            work = np.array([option_device_times(o.load, devices[0]) if o.needs_device else (0.0, 0.0, 0.0)
+                             for o, _ in picked])
         dev_b = np.array([o.load.device_dram_bytes for o, _ in picked], dtype=np.float64)
         ssd_b = np.array([o.load.ssd_bytes for o, _ in picked], dtype=np.float64)
         device_of, mem_cores, _ = assign_devices(work, dev_b, ssd_b, devices)
@@ -377,10 +417,18 @@ def extract_plan(problem: pulp.LpProblem, handles: MIPHandles, result: SolveResu
     else:
         dplans = []
         for d, dev in enumerate(devices):
-            ms = [m for m in range(dev.cores + 1) if (handles.split[(d, m)].varValue or 0) > 0.5]
+            ms = [m for m in range(dev.cores + 1) if (d, m) in handles.split and
+                  (handles.split[(d, m)].varValue or 0) > 0.5]
             m = ms[0] if ms else dev.cores
             dplans.append(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m))
         dplans = tuple(dplans)
+    if handles.serial:  # one host thread runs every core: the split only labels the work (raw vs TT seconds)
+        host_work = np.zeros((len(devices), 2))
+        for o, d in picked:
+            if d >= 0:
+                host_work[d] += option_host_parts_s(o.load, handles.calib.host)[1:]
+        dplans = tuple(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m) for dev, (m, _) in
+                       zip(devices, (best_core_split(w[0], w[1], dev.cores) for w, dev in zip(host_work, devices))))
     tables = tuple(TablePlacement(ts.name, int(o.hot_rows), "ssd_raw" if o.cold_tier == "none" else o.cold_tier,
                                   o.tt_rank, max(d, 0)) for ts, (o, d) in zip(stats.tables, picked))
     solver = None if result is None else result.to_dict()
@@ -403,7 +451,7 @@ def plan_mip(stats: WorkloadStats, calib: Calibration, budgets: Budgets, devices
              options: PlannerOptions = PlannerOptions(), remap: str | None = None) -> Plan:
     """Build, solve and read back in one call; ``plan.solver`` holds the (final) result."""
     prob, handles = build_problem(stats, calib, budgets, devices, options)
-    result = solve(prob, options.solver, options.time_limit_s, options.gap, options.threads)
+    result = solve_placement(prob, handles, options)
     return extract_plan(prob, handles, result, remap=remap)
 
 

@@ -215,7 +215,7 @@ class HostCosts:
     """Seconds the replay's one host thread spends per batch, by what it does (fitted on real replays by
     ``plans.host_fit``): per batch, per table, per lookup, per table with cold raw lookups, per extra SSD-served
     lookup, per read request, per table with TT lookups, per extra TT lookup, per unique TT row and per flop of
-    its rebuild, and per device with reads. ``io_time_scale``: the engine's measured IO busy time over the
+    its rebuild. ``io_time_scale``: the engine's measured IO busy time over the
     IOPS-by-queue-depth model; ``io_handoff_s``: the gap between one batch's reads and the next on an IO-bound
     device (thread hand-offs). ``fit`` holds the replays and residuals; ``source`` "measured" or "modelled"."""
 
@@ -229,7 +229,6 @@ class HostCosts:
     tt_lookup_s: float
     tt_row_s: float
     tt_flop_s: float
-    io_device_s: float
     io_time_scale: float = 1.0
     io_handoff_s: float = 0.0
     fit: Mapping[str, Any] = field(default_factory=dict)

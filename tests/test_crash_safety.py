@@ -222,7 +222,7 @@ def test_next_build_removes_leftovers_of_dead_builds_only(tmp_path, tiny_spec):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = tmp_path / f".s.tmp-{dead.pid}-0123abcd"  # a dead build's directory, with a complete manifest
-    build_store(tiny_spec, stale, StoreBuildConfig(tt_ranks=()))
+    build_store(tiny_spec, tmp_path / "complete", StoreBuildConfig(tt_ranks=())).path.rename(stale)
     live = tmp_path / f".s.tmp-{os.getppid()}-89abcdef"  # a concurrent build of a live process
     live.mkdir()
     other = tmp_path / f".x.tmp-{dead.pid}-0123abcd"  # another output's leftover
@@ -309,24 +309,32 @@ def test_file_size_limit_in_child_is_disk_full(tmp_path, previous_store, previou
     KILLS[f"disk full (RLIMIT_FSIZE, {what})"] += 1
 
 
-def test_real_enospc_on_a_small_tmpfs(tmp_path, previous_store):
-    """A 1 MiB tmpfs holding the previous store; the new build needs ~3 MiB."""
+@pytest.mark.parametrize("what", ["store", "trace"])
+def test_real_enospc_on_a_small_tmpfs(tmp_path, previous_store, previous_trace, what):
+    """A 1 MiB tmpfs holding the previous output; the new store needs ~2 MiB, the new trace ~1.4 MiB."""
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN): {r.stderr.strip()}")
     try:
-        prev_path, prev_id = previous_store
-        out = mnt / "s"
-        shutil.copytree(prev_path, out)
-        argv = [("6" if a == "3" else a) for a in NEW_STORE]  # --scale 6: ~2 MiB of raw rows
+        prev_path, prev_id = previous_store if what == "store" else previous_trace
+        out = mnt / ("s" if what == "store" else "t.h5")
+        (shutil.copytree if what == "store" else shutil.copy)(prev_path, out)
+        if what == "store":
+            argv = [("6" if a == "3" else a) for a in NEW_STORE]  # --scale 6
+        else:
+            argv = [("400" if a == "100" else a) for a in NEW_TRACE]  # --batches 400
         proc = _child("none", 0, "-", argv + ["-o", str(out)])
         _, err = proc.communicate(timeout=180)
         assert proc.returncode == 2 and one_line_error(err) and "disk full" in err, err
-        assert sorted(p.name for p in mnt.iterdir()) == ["s"]
-        assert Store.open(out).store_id == prev_id and verify_store(out).ok
-        KILLS["disk full (real ENOSPC, tmpfs)"] += 1
+        assert sorted(p.name for p in mnt.iterdir()) == [out.name]
+        if what == "store":
+            assert Store.open(out).store_id == prev_id and verify_store(out).ok
+        else:
+            with TraceReader(out) as tr:
+                assert tr.trace_id == prev_id
+        KILLS[f"disk full (real ENOSPC on tmpfs, {what})"] += 1
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
 

@@ -108,10 +108,7 @@ _libc: ctypes.CDLL | None = None
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically (``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    fn = getattr(_libc, "renameat2", None)
+    fn = getattr(_get_libc(), "renameat2", None)
     if fn is None:
         return False
     if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
@@ -120,6 +117,53 @@ def _exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
+
+
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _get_libc() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def reserve_space(path: str | os.PathLike, total_bytes: int) -> None:
+    """Reserve disk blocks so that the file at ``path`` can grow to ``total_bytes`` without running out.
+
+    For writers whose library cannot fail a write cleanly (HDF5 cannot close a
+    file after a failed write, and crashes at exit): they reserve ahead, so a
+    full disk raises ``OSError(ENOSPC)`` here, in Python, before any of their
+    writes fails. The file's size is unchanged (``fallocate`` with
+    ``FALLOC_FL_KEEP_SIZE``); :func:`release_reserve` frees what was not used.
+    A file-size limit (``RLIMIT_FSIZE``) below ``total_bytes`` raises
+    ``OSError(EFBIG)``. Filesystems without ``fallocate`` are not reserved on.
+    """
+    import resource
+
+    total_bytes = int(total_bytes)
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and total_bytes > soft:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG), os.fspath(path))
+    fn = getattr(_get_libc(), "fallocate", None)
+    if fn is None:
+        return
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        if fn(fd, _FALLOC_FL_KEEP_SIZE, 0, total_bytes) != 0:
+            err = ctypes.get_errno()
+            if err in DISK_FULL_ERRNOS:
+                raise OSError(err, os.strerror(err), os.fspath(path))
+    finally:
+        os.close(fd)
+
+
+def release_reserve(path: str | os.PathLike) -> None:
+    """Free the blocks :func:`reserve_space` reserved beyond the end of the (closed) file."""
+    p = os.fspath(path)
+    os.truncate(p, os.path.getsize(p))
 
 
 def _disk_full(e: BaseException, final: Path) -> BaseException:

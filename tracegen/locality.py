@@ -77,6 +77,13 @@ class LocalityStats:
         d["bins"] = list(BIN_LABELS)
         return d
 
+    @classmethod
+    def from_shares(cls, num_batches: int, batch_size: int, avg_indices: float, avg_unique: float,
+                    col_size_share: Iterable[float], index_share: Iterable[float]) -> "LocalityStats":
+        col, idx = tuple(float(x) for x in col_size_share), tuple(float(x) for x in index_share)
+        return cls(num_batches, batch_size, avg_indices, avg_unique, avg_indices / avg_unique if avg_unique else 0.0,
+                   col, _cumulative(col), idx, _cumulative(idx))
+
 
 def table_counts(indices: np.ndarray, rows: int) -> np.ndarray:
     """How many times each touched row of one table is looked up (order unspecified)."""

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from tracegen.atomic import atomic_path, is_temporary_sibling
+from tracegen.atomic import atomic_path, is_temporary_sibling, release_reserve, reserve_space
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec
 
@@ -129,18 +129,37 @@ class TraceWriter:
 
     def __enter__(self) -> "TraceWriter":
         self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        self._f = h5py.File(tmp, "w")
-        tb1 = self.num_tables * self.batch_size + 1
-        # chunk about one batch of lookups (4 Ki .. 1 Mi entries), so small traces stay small on disk
-        expected = self.batch_size * sum(max(1.0, t.pooling.mean_lookups) for t in self.spec.tables)
-        chunk = int(min(_CHUNK, max(4096, 1 << int(np.ceil(np.log2(expected))))))
-        self._f.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=self._idx_dtype,
-                               chunks=(chunk,))
-        self._f.create_dataset("offsets", shape=(0,), maxshape=(None,), dtype=np.int64,
-                               chunks=(min(_CHUNK, tb1),))
-        self._f.create_dataset("batch_ptr", shape=(1,), maxshape=(None,), dtype=np.int64, data=[0])
+        self._tmp = self._ctx.__enter__()
+        self._written_bytes = self._reserved_bytes = 0
+        try:
+            self._f = h5py.File(self._tmp, "w")
+            tb1 = self.num_tables * self.batch_size + 1
+            # chunk about one batch of lookups (4 Ki .. 1 Mi entries), so small traces stay small on disk
+            expected = self.batch_size * sum(max(1.0, t.pooling.mean_lookups) for t in self.spec.tables)
+            chunk = int(min(_CHUNK, max(4096, 1 << int(np.ceil(np.log2(expected))))))
+            self._f.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=self._idx_dtype,
+                                   chunks=(chunk,))
+            self._f.create_dataset("offsets", shape=(0,), maxshape=(None,), dtype=np.int64,
+                                   chunks=(min(_CHUNK, tb1),))
+            self._f.create_dataset("batch_ptr", shape=(1,), maxshape=(None,), dtype=np.int64, data=[0])
+            self._reserve(0)
+        except BaseException as e:
+            f, self._f = self._f, None
+            if f is not None:
+                f.close()
+            ctx, self._ctx = self._ctx, None
+            ctx.__exit__(type(e), e, e.__traceback__)  # removes the temporary file; re-raises
+            raise
         return self
+
+    def _reserve(self, more_bytes: int) -> None:
+        """Reserve disk space ahead of HDF5's writes: a full disk must fail here, in Python, since HDF5
+        cannot close (and crashes at exit on) a file whose writes failed."""
+        self._written_bytes += int(more_bytes)
+        need = self._written_bytes + self._written_bytes // 4 + (256 << 10)  # chunk and B-tree overhead
+        if need > self._reserved_bytes:
+            self._reserved_bytes = need + max(1 << 20, self._written_bytes // 4)
+            reserve_space(self._tmp, self._reserved_bytes)
 
     def append(self, indices: np.ndarray, offsets: np.ndarray) -> None:
         """Append one batch (table-major CSR, offsets of length T*B+1 starting at 0)."""
@@ -156,6 +175,7 @@ class TraceWriter:
         batch = Batch(self._n_batches, indices.astype(np.int64, copy=False), offsets, self.num_tables, self.batch_size)
         check_rows(batch, self._rows, None)
         idx = indices.astype(self._idx_dtype, copy=False)
+        self._reserve(idx.nbytes + offsets.nbytes + 8)
         f = self._f
         n0 = self._n_lookups
         f["indices"].resize((n0 + idx.size,))
@@ -180,6 +200,7 @@ class TraceWriter:
         if offsets.shape != (tb1,):
             raise ValueError(f"offsets must have length T*B+1 = {tb1}, got {offsets.shape}")
         check_csr(offsets, int(offsets[-1]) if offsets.size else 0, f"batch {self._n_batches}", None)
+        self._reserve(offsets.nbytes + int(offsets[-1]) * np.dtype(self._idx_dtype).itemsize + 8)
         f = self._f
         m0 = self._n_batches * tb1
         f["offsets"].resize((m0 + tb1,))
@@ -250,6 +271,7 @@ class TraceWriter:
                 a["num_lookups"] = self._n_lookups
                 a["trace_id"] = self.trace_id
             f.close()  # flushes: a full disk can surface here
+            release_reserve(self._tmp)
         except BaseException as e:
             try:
                 f.close()
