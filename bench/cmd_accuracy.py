@@ -13,6 +13,7 @@ from emulator.accuracy import accuracy_report
 from emulator.dense import DenseConfig, DenseModel
 from emulator.plan import Plan
 from emulator.store import Store
+from tracegen.atomic import check_writable
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 
@@ -70,6 +71,8 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
 
     if args.batches is not None and args.batches < 1:
         raise InputError(f"--batches must be >= 1, got {args.batches}")
+    if args.json and args.json != "-":
+        check_writable(args.json)  # fail now, not after the run has written its result directory
     store = Store.open(args.store)
     dims = [lay.dim for lay in store.layouts]
     dense = None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from rich.table import Table
 
 from bench.common import format_bytes, stdout_console, write_json
+from tracegen.atomic import check_writable
 from tracegen.errors import InputError
 
 EXAMPLE = """example:
@@ -47,7 +49,8 @@ def render_calibration(calib) -> Table:
         for key, what in HOST_ROWS:
             v = getattr(h, key)
             t.add_row(f"host thread{label}, {what}", f"{v * 1e9:,.1f} ns" if v < 1e-6 else f"{v * 1e6:,.2f} us")
-        t.add_row(f"IO time / IOPS model{label}", f"x {h.io_time_scale:.2f}")
+        t.add_row(f"device IO{label}", f"{h.io_read_s * 1e6:.2f} us/read + {h.io_page_s * 1e6:.2f} us/page + "
+                                       f"{h.io_other_page_s * 1e6:.2f} us/page of the other devices")
         t.add_row(f"IO hand-off between batches{label}", f"{h.io_handoff_s * 1e3:.2f} ms")
         if "rms_rel_error" in h.fit:
             t.add_row("host-time fit", f"rms {h.fit['rms_rel_error']:.0%}, worst {h.fit['max_abs_rel_error']:.0%} "
@@ -60,6 +63,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.store and args.dir:
         raise InputError("give --store or --dir, not both")
+    if not (0 < args.seconds < math.inf):
+        raise InputError(f"--seconds must be a finite number > 0, got {args.seconds}")
+    check_writable(args.output)  # before measuring for seconds
     if args.store:
         from emulator.store import Store
 

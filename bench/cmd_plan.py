@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from rich.table import Table
 
 from bench.common import format_bytes, parse_size, stdout_console, write_json
 from emulator.plan import Plan
+from tracegen.atomic import check_writable
 from tracegen.errors import InputError
 
 SOLVE_EXAMPLE = """example:
@@ -58,8 +60,10 @@ def _config(args: argparse.Namespace) -> SolveConfig:
         raise InputError(f"--devices must be >= 1, got {args.devices}")
     if args.cores is not None and args.cores < 1:
         raise InputError(f"--cores must be >= 1, got {args.cores}")
-    if args.accuracy_budget is not None and args.accuracy_budget < 0:
-        raise InputError(f"--accuracy-budget must be >= 0, got {args.accuracy_budget}")
+    if args.accuracy_budget is not None and not (0 <= args.accuracy_budget < math.inf):
+        raise InputError(f"--accuracy-budget must be a finite number >= 0, got {args.accuracy_budget}")
+    if not (0 < args.time_limit < math.inf):
+        raise InputError(f"--time-limit must be a finite number of seconds > 0, got {args.time_limit}")
     if args.profile_batches is not None and args.profile_batches < 1:
         raise InputError(f"--profile-batches must be >= 1, got {args.profile_batches}")
     return SolveConfig(output=Path(args.output), dram_budget_bytes=parse_size(args.dram_budget, "--dram-budget"),
@@ -193,6 +197,7 @@ def render_plan(plan: Plan) -> Group:
 
 def cmd_solve(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    check_writable(cfg.output)  # before solving: a bad -o must not leave the remap file behind
     plan, notes = solve_plan(cfg)
     if args.json:
         write_json("-", plan.to_dict())
@@ -214,7 +219,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         write_json("-", plan.to_dict())
     else:
-        stdout_console().print(render_plan(plan))
+        try:
+            view = render_plan(plan)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise InputError(f"the plan's 'predicted' or 'solver' section is malformed ({e.__class__.__name__}: {e})",
+                             args.plan) from None
+        stdout_console().print(view)
     return 0
 
 

@@ -10,6 +10,7 @@ from emulator.plan import Plan, TablePlacement, uniform_plan
 from emulator.replay import Replayer, ReplayConfig
 from emulator.stats import ReplayStats
 from emulator.store import Store
+from tracegen.atomic import check_writable
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 
@@ -43,10 +44,10 @@ def make_plan(store: Store, reader: TraceReader, policy: str | None, plan_path: 
 def prediction_check(plan: Plan, payload: dict) -> dict | None:
     """The plan's predicted batch time against the measured one (elapsed / batches) of this replay."""
     perf = (plan.predicted or {}).get("perf") or {}
-    predicted = perf.get("total_s")
+    predicted = perf.get("total_s") if isinstance(perf, dict) else None
     batches = payload.get("batches") or 0
-    if not predicted or not batches:
-        return None
+    if isinstance(predicted, bool) or not isinstance(predicted, (int, float)) or not predicted > 0 or not batches:
+        return None  # no prediction (or a malformed one: it is only reported, never used)
     measured = payload["elapsed_s"] / batches
     return {"predicted_batch_s": predicted, "measured_batch_s": measured,
             "relative_error": measured / predicted - 1.0, "bottleneck": perf.get("bottleneck"),
@@ -102,6 +103,8 @@ def run_replay(store: Store, reader: TraceReader, plan: Plan, config: ReplayConf
 def cmd_replay(args: argparse.Namespace) -> int:
     from bench.results import write_run
 
+    if args.json and args.json != "-":
+        check_writable(args.json)  # fail now, not after the run has written its result directory
     store = Store.open(args.store)
     with TraceReader(args.trace) as reader:
         plan = make_plan(store, reader, args.policy, args.plan, args.tt_rank)

@@ -72,7 +72,6 @@ def cmd_gen(args: argparse.Namespace) -> int:
 
 def _params(args: argparse.Namespace, num_batches: int = 1):
     """GeneratorParams from ``--params`` (a calibration or parameters JSON) with the flags given on top."""
-    import dataclasses
     import json
 
     from tracegen.calibrate import load_params_file
@@ -93,7 +92,7 @@ def _params(args: argparse.Namespace, num_batches: int = 1):
         value = getattr(args, flag, None)
         if value is not None:
             over[field] = value
-    return GeneratorParams.from_dict({**{k: v for k, v in base.to_dict().items()}, **over})
+    return GeneratorParams.from_dict({**base.to_dict(), **over})
 
 
 def _stats_table(stats) -> Table:

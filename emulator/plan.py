@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,10 @@ TIERS = ("dram", "ssd_raw", "ssd_tt")
 COLD_TIERS = ("ssd_raw", "ssd_tt")
 
 
+def _is_whole(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 @dataclass(frozen=True)
 class TablePlacement:
     table: str
@@ -44,6 +49,11 @@ class TablePlacement:
     lru_rows: int = 0  # an LRU row cache of this many rows in front of the ssd_raw rows (0 = none)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.table, str) or not self.table:
+            raise ValueError(f"table name {self.table!r} is not a non-empty string")
+        for what in ("hot_rows", "device", "lru_rows") + (("tt_rank",) if self.tt_rank is not None else ()):
+            if not _is_whole(getattr(self, what)):
+                raise ValueError(f"table {self.table}: {what} must be a whole number, got {getattr(self, what)!r}")
         if self.hot_rows < 0:
             raise ValueError(f"table {self.table}: hot_rows must be >= 0")
         if self.lru_rows < 0:
@@ -63,6 +73,8 @@ class DevicePlan:
     compute_cores: int = 1
 
     def __post_init__(self) -> None:
+        if not _is_whole(self.mem_cores) or not _is_whole(self.compute_cores):
+            raise ValueError(f"device {self.name}: core counts must be whole numbers")
         if self.mem_cores < 0 or self.compute_cores < 0:
             raise ValueError(f"device {self.name}: core counts must be >= 0")
 
@@ -81,9 +93,24 @@ class Plan:
     version: int = PLAN_FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        if not isinstance(self.store_id, str):
+            raise ValueError(f"store_id must be a string, got {self.store_id!r}")
+        if not self.devices:
+            raise ValueError("a plan needs at least one device")
         for t in self.tables:
             if not 0 <= t.device < len(self.devices):
                 raise ValueError(f"table {t.table}: device {t.device} does not exist")
+        names = [t.table for t in self.tables]
+        if len(set(names)) != len(names):
+            raise ValueError("a table is placed twice")
+        if self.remap is not None and not isinstance(self.remap, str):
+            raise ValueError(f"remap must be a file name, got {self.remap!r}")
+        if self.trace_id is not None and not isinstance(self.trace_id, str):
+            raise ValueError(f"trace_id must be a string, got {self.trace_id!r}")
+        if self.dram_budget_bytes is not None and (not _is_whole(self.dram_budget_bytes) or self.dram_budget_bytes < 0):
+            raise ValueError(f"dram_budget_bytes must be a whole number >= 0, got {self.dram_budget_bytes!r}")
+        if not isinstance(self.predicted, Mapping) or not isinstance(self.solver, Mapping):
+            raise ValueError("'predicted' and 'solver' must be objects")
 
     def placement(self, table: str) -> TablePlacement:
         for t in self.tables:
@@ -103,6 +130,8 @@ class Plan:
     def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
         d = dict(d)
         d.pop("format", None)
+        if not isinstance(d["tables"], list) or not isinstance(d.get("devices", []), list):
+            raise ValueError("'tables' and 'devices' must be lists")
         d["tables"] = tuple(TablePlacement(**t) for t in d["tables"])
         d["devices"] = tuple(DevicePlan(**x) for x in d.get("devices", [{}]))
         return cls(**d)
@@ -151,3 +180,26 @@ def uniform_plan(store_id: str, table_rows: Mapping[str, int], policy: str, *, t
     else:
         raise InputError(f"unknown policy {policy!r} (all-dram, all-ssd, all-tt)")
     return Plan(store_id=store_id, tables=tables, trace_id=trace_id, planner=policy)
+
+
+def check_remap_table(name: str, kind: str, rows: int, data, path: str | os.PathLike | None = None) -> None:
+    """Refuse a table's remap (see plans/remap.py) unless ``dense`` is a permutation of ``[0, rows)`` and
+    ``prefix`` lists distinct row ids in range: anything else would serve the wrong rows."""
+    import numpy as np
+
+    data = np.asarray(data)
+    problem = None
+    if kind not in ("dense", "prefix"):
+        problem = f"unknown kind {kind!r} (dense or prefix)"
+    elif data.ndim != 1 or data.dtype.kind not in "iu" or rows < 1:
+        problem = "is not a list of row ids"
+    elif kind == "dense" and data.shape != (rows,):
+        problem = f"has {data.size} ids, expected {rows}"
+    elif data.size > rows:
+        problem = f"has {data.size} ids for {rows} rows"
+    elif data.size and (data.min() < 0 or data.max() >= rows):
+        problem = f"has a row id outside [0, {rows})"
+    elif np.unique(data).size != data.size:
+        problem = "names a row twice (not a permutation)"
+    if problem:
+        raise InputError(f"remap of table {name} {problem}", path)

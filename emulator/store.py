@@ -103,6 +103,77 @@ def manifest_id(manifest: Mapping[str, Any]) -> str:
     return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
+def _is_int(v: Any, lo: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _safe_rel(v: Any) -> bool:
+    """A relative path that stays inside the store directory."""
+    return isinstance(v, str) and bool(v) and not os.path.isabs(v) and ".." not in Path(v).parts
+
+
+def check_manifest(m: Mapping[str, Any], mpath: Path) -> None:
+    """Every field a reader relies on has the right type, range and consistency; else InputError naming it."""
+    def bad(what: str) -> InputError:
+        return InputError(f"manifest field {what}", mpath)
+
+    if m.get("page_bytes") != PAGE_BYTES:
+        raise bad(f"page_bytes is {m.get('page_bytes')!r}; this version reads {PAGE_BYTES}-byte pages only")
+    if m.get("chunk_bytes") != CHUNK_BYTES:
+        raise bad(f"chunk_bytes is {m.get('chunk_bytes')!r}; checksums are per {CHUNK_BYTES} bytes")
+    tables, files = m.get("tables"), m.get("files", [])
+    if not isinstance(tables, list) or not tables or not isinstance(files, list):
+        raise bad("'tables' must be a non-empty list and 'files' a list")
+    try:
+        spec = ModelSpec.from_dict(m["spec"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise bad(f"'spec' is not a model spec ({e})") from None
+    if len(spec.tables) != len(tables):
+        raise bad(f"'tables' has {len(tables)} entries, the spec {len(spec.tables)}")
+
+    def check_file(entry: Any, what: str) -> None:
+        if not isinstance(entry, dict) or not _safe_rel(entry.get("file")) or not _is_int(entry.get("bytes")):
+            raise bad(f"{what}: needs a relative 'file' inside the store and a whole 'bytes' >= 0")
+        crcs = entry.get("crc32")
+        n_chunks = -(-entry["bytes"] // CHUNK_BYTES)
+        if not isinstance(crcs, list) or len(crcs) != n_chunks or not all(_is_int(c) for c in crcs):
+            raise bad(f"{what}: 'crc32' must list one checksum per {CHUNK_BYTES}-byte chunk ({n_chunks})")
+
+    for i, (t, ts) in enumerate(zip(tables, spec.tables)):
+        if not isinstance(t, dict):
+            raise bad(f"tables[{i}] is not an object")
+        name = t.get("name")
+        if name != ts.name or t.get("rows") != ts.rows or t.get("dim") != ts.dim or t.get("dtype") != ts.dtype:
+            raise bad(f"tables[{i}] ({name!r}) does not match the spec's table {ts.name!r} (name, rows, dim, dtype)")
+        lay = RowLayout(ts.rows, ts.dim, ts.dtype)
+        for k in ("row_bytes", "rows_per_page", "pages_per_row", "pages"):
+            if t.get(k) != getattr(lay, k):
+                raise bad(f"tables[{i}].{k} is {t.get(k)!r}, the layout says {getattr(lay, k)}")
+        check_file(t.get("raw"), f"tables[{i}].raw")
+        if t["raw"]["bytes"] != lay.file_bytes:
+            raise bad(f"tables[{i}].raw.bytes is {t['raw']['bytes']}, the layout says {lay.file_bytes}")
+        tts = t.get("tt", [])
+        if not isinstance(tts, list):
+            raise bad(f"tables[{i}].tt is not a list")
+        for j, v in enumerate(tts):
+            w = f"tables[{i}].tt[{j}]"
+            if not isinstance(v, dict) or not _is_int(v.get("rank"), 1) or not _safe_rel(v.get("file")) \
+                    or not isinstance(v.get("group"), str):
+                raise bad(f"{w}: needs a whole 'rank' >= 1, a relative 'file' and a 'group'")
+            for k in ("max_abs_error", "rel_fro_error", "compression_ratio"):
+                x = v.get(k)
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not (0 <= x < float("inf")):
+                    raise bad(f"{w}.{k} must be a finite number >= 0")
+            for k in ("tt_p_shapes", "tt_q_shapes", "tt_ranks"):
+                if not isinstance(v.get(k), list) or not all(_is_int(x, 1) for x in v[k]):
+                    raise bad(f"{w}.{k} must be a list of whole numbers >= 1")
+    for j, f in enumerate(files):
+        check_file(f, f"files[{j}]")
+    names = [t["name"] for t in tables]
+    if len(set(names)) != len(names):
+        raise bad("'tables' has duplicate names")
+
+
 class Store:
     """A read-only view of a built store."""
 
@@ -114,6 +185,7 @@ class Store:
         self.tables: list[dict[str, Any]] = manifest["tables"]
         self.layouts = [RowLayout(t["rows"], t["dim"], t["dtype"], manifest["page_bytes"]) for t in self.tables]
         self._maps: dict[int, np.ndarray] = {}
+        self._good_chunks: set[tuple[str, int]] = set()  # (file, chunk) whose CRC32 was checked
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "Store":
@@ -137,7 +209,12 @@ class Store:
         try:
             if m.get("store_id") != manifest_id(m):
                 raise InputError("manifest was modified (store_id does not match its content)", mpath)
+            check_manifest(m, mpath)
             store = cls(p, m)
+            for entry in m["files"]:
+                f = p / entry["file"]
+                if not f.is_file() or f.stat().st_size != entry["bytes"]:
+                    raise InputError(f"store file {entry['file']} is missing or not {entry['bytes']} bytes", f)
             for t, lay in zip(store.tables, store.layouts):
                 f = p / t["raw"]["file"]
                 if not f.is_file():
@@ -197,13 +274,49 @@ class Store:
 
         v = self.tt_variant(i, rank)
         f = self.path / v["file"]
+        entry = next((e for e in self.manifest["files"] if e["file"] == v["file"]), None)
+        if entry is None:
+            raise InputError(f"TT file {v['file']} of table {self.tables[i]['name']} is not listed in the manifest", f)
+        self._check_chunks(entry, range(len(entry["crc32"])), f"TT cores of table {self.tables[i]['name']}")
         try:
             with h5py.File(f, "r") as h:
                 if v["group"] not in h:
                     raise InputError(f"TT group {v['group']} is missing", f)
-                return load_tt(h[v["group"]])
-        except OSError as e:
+                tt = load_tt(h[v["group"]])
+        except (OSError, KeyError, ValueError) as e:
             raise InputError(f"cannot read TT cores ({e})", f) from None
+        if list(tt.ranks) != v["tt_ranks"] or list(tt.p_shapes) != v["tt_p_shapes"] \
+                or list(tt.q_shapes) != v["tt_q_shapes"]:
+            raise InputError(f"TT cores of group {v['group']} do not have the manifest's shapes and ranks", f)
+        return tt
+
+    def _check_chunks(self, entry: Mapping[str, Any], chunks, what: str) -> None:
+        """Compare the CRC32 of each listed chunk of a manifest file entry (once per chunk per Store)."""
+        f = self.path / entry["file"]
+        todo = [k for k in chunks if (entry["file"], k) not in self._good_chunks]
+        if not todo:
+            return
+        with open(f, "rb") as fh:
+            for k in todo:
+                fh.seek(k * CHUNK_BYTES)
+                block = fh.read(CHUNK_BYTES)
+                if zlib.crc32(block) != entry["crc32"][k]:
+                    raise InputError(f"{what}: {entry['file']} checksum mismatch in bytes {k * CHUNK_BYTES}-"
+                                     f"{k * CHUNK_BYTES + len(block)}; the store is corrupt (see screc store verify)",
+                                     self.path)
+                self._good_chunks.add((entry["file"], k))
+
+    def check_rows(self, i: int, rows: np.ndarray) -> None:
+        """Check the checksums of the raw-file chunks holding ``rows`` of table ``i`` (InputError if corrupt).
+
+        For ``--verify``: the reference rows come from the same files as the served ones, so a corrupt byte
+        would go unnoticed unless the chunks are checked against the manifest.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return
+        chunks = np.unique(self.layouts[i].row_offsets(rows) // CHUNK_BYTES)
+        self._check_chunks(self.tables[i]["raw"], chunks.tolist(), f"table {self.tables[i]['name']}")
 
     @property
     def raw_bytes(self) -> int:

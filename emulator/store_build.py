@@ -22,13 +22,29 @@ from tracegen.errors import InputError
 from tracegen.spec import ModelSpec, TableSpec
 
 
-def _write_raw(src, lay: RowLayout, path: Path, progress: Progress | None, desc: str) -> dict[str, Any]:
+def _read_checked(src, start: int, stop: int, source: str | None, table: str) -> np.ndarray:
+    """Rows ``[start, stop)`` of ``src``; imported weights must be readable and finite (else InputError)."""
+    if source is None:
+        return src.read(start, stop)
+    try:
+        block = src.read(start, stop)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read the weights of table {table} ({e.__class__.__name__}: {e})", source) from None
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.all():
+        row = start + int(np.flatnonzero(~finite)[0])
+        raise InputError(f"weights of table {table} are not finite (row {row})", source)
+    return block
+
+
+def _write_raw(src, lay: RowLayout, path: Path, progress: Progress | None, desc: str,
+               source: str | None = None) -> dict[str, Any]:
     rows_per_step = max(lay.rows_per_page, (WRITE_BYTES // lay.span_bytes) * lay.rows_per_page)
     w = _ChecksummedWriter(path)
     try:
         for start in range(0, lay.rows, rows_per_step):
             stop = min(lay.rows, start + rows_per_step)
-            w.write(lay.pack(src.read(start, stop)))
+            w.write(lay.pack(_read_checked(src, start, stop, source, path.stem)))
             if progress:
                 progress(desc, stop, lay.rows)
     finally:
@@ -98,6 +114,8 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
     import h5py
 
     out = Path(out)
+    if isinstance(config.weights_seed, bool) or not isinstance(config.weights_seed, int) or config.weights_seed < 0:
+        raise InputError(f"weights seed must be a whole number >= 0, got {config.weights_seed!r}")
     if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
         raise InputError("exists and is not a store; refusing to replace it (remove it or choose another path)", out)
     unknown = set(config.imports) - {t.name for t in spec.tables}
@@ -119,7 +137,7 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
                     src = SyntheticRows(table, i, wcfg)
                     weights = {"source": "synthetic"}
                 raw_file = tmp / "raw" / f"{table.name}.bin"
-                raw = _write_raw(src, lay, raw_file, progress, f"raw {table.name}")
+                raw = _write_raw(src, lay, raw_file, progress, f"raw {table.name}", config.imports.get(table.name))
                 if hasattr(src, "close"):
                     src.close()
                 if progress:

@@ -23,7 +23,7 @@ from typing import Sequence
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
 from plans.cost import (StatsEstimator, best_core_split, is_host_serial, option_device_times, option_host_parts_s,
-                        option_host_time_s, option_io_linear_s)
+                        option_host_time_s, option_io_linear_s, option_io_other_s)
 from plans.mip import finish_plan, plan_mip
 from plans.types import Budgets, Calibration, DeviceProfile, Planner, PlannerOptions, TableOption, WorkloadStats
 from tracegen.errors import InputError
@@ -196,18 +196,26 @@ class GreedyPlanner(Planner):
         alts = [[o for o in opts[t] if o.hot_rows == chosen[t].hot_rows and o.needs_device] for t in range(len(opts))]
         hs = {id(o): option_host_time_s(o.load, host) for ol in opts for o in ol}
         ios = {id(o): option_io_linear_s(o.load, calibration, qd) for ol in opts for o in ol}
-        io, dev_bytes, ssd_bytes = [0.0] * nd, [0] * nd, [0] * nd
+        oth = {id(o): option_io_other_s(o.load, calibration) for ol in opts for o in ol}
+        own, other, dev_bytes, ssd_bytes = [0.0] * nd, [0.0] * nd, [0] * nd, [0] * nd
         device_of = [0] * len(chosen)
+
+        def io_times(own_: list[float], other_: list[float]) -> list[float]:  # a device also waits for the others
+            tot = sum(other_)
+            return [o + tot - x for o, x in zip(own_, other_)]
+
         for t in sorted(range(len(chosen)), key=lambda t: -ios[id(chosen[t])]):
-            d = min(range(nd), key=lambda d: io[d])
+            d = min(range(nd), key=lambda d: own[d])
             device_of[t] = d
-            io[d] += ios[id(chosen[t])]
+            own[d] += ios[id(chosen[t])]
+            other[d] += oth[id(chosen[t])]
             dev_bytes[d] += chosen[t].load.device_dram_bytes
             ssd_bytes[d] += chosen[t].load.ssd_bytes
         host_total = host.batch_s + sum(hs[id(o)] for o in chosen)
         err = sum(o.load.error_weight for o in chosen)
         err_budget = budgets.max_rel_error if budgets.accuracy_mode == "weighted" else None
         for _ in range(self.max_moves if self.max_moves is not None else 4 * len(chosen)):
+            io = io_times(own, other)
             cur = (max(host_total, *io), host_total + sum(io))
             best = None
             for t, o0 in enumerate(chosen):
@@ -220,9 +228,11 @@ class GreedyPlanner(Planner):
                     for d in range(nd):
                         if o is o0 and d == d0:
                             continue
-                        new_io = list(io)
-                        new_io[d0] -= ios[id(o0)]
-                        new_io[d] += ios[id(o)]
+                        new_own, new_other = list(own), list(other)
+                        new_own[d0] -= ios[id(o0)]
+                        new_own[d] += ios[id(o)]
+                        new_other[d0] -= oth[id(o0)]
+                        new_other[d] += oth[id(o)]
                         db = [b - (o0.load.device_dram_bytes if i == d0 else 0) + (o.load.device_dram_bytes if i == d
                                                                                   else 0) for i, b in enumerate(dev_bytes)]
                         sb = [b - (o0.load.ssd_bytes if i == d0 else 0) + (o.load.ssd_bytes if i == d else 0)
@@ -231,13 +241,14 @@ class GreedyPlanner(Planner):
                                 any(b > dv.ssd_capacity_bytes for b, dv in zip(sb, devices)):
                             continue
                         h = host_total - hs[id(o0)] + hs[id(o)]
+                        new_io = io_times(new_own, new_other)
                         val = (max(h, *new_io), h + sum(new_io))
-                        if val < (cur[0] * (1 - 1e-9), cur[1]) or (val[0] <= cur[0] and val[1] < cur[1] * (1 - 1e-9)):
+                        if val[0] < cur[0] * (1 - 1e-9) or (val[0] <= cur[0] and val[1] < cur[1] * (1 - 1e-9)):
                             if best is None or val < best[0]:
-                                best = (val, t, o, d, new_io, db, sb, h)
+                                best = (val, t, o, d, new_own, new_other, db, sb, h)
             if best is None:
                 break
-            _, t, o, d, io, dev_bytes, ssd_bytes, host_total = best
+            _, t, o, d, own, other, dev_bytes, ssd_bytes, host_total = best
             err += o.load.error_weight - chosen[t].load.error_weight
             chosen[t], device_of[t] = o, d
         dplans = []

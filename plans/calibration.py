@@ -62,6 +62,52 @@ SMARTSSD_CORES = 8  # EMB cores per FPGA, assumption
 SMARTSSD_MEM_CORE_LOOKUPS_PER_S = 25.0e6  # 200 MHz, one 512 B row per 8 cycles (64 B/cycle), assumption
 SMARTSSD_COMPUTE_CORE_FLOPS_PER_S = 100.0e9  # 256 MAC lanes x 200 MHz x 2, assumption
 
+# Modelled host-thread costs for the local profile when nothing was measured (rounded from one `screc calibrate`
+# of the demo store on a 2-core VM under load; labelled modelled): seconds per unit, see plans.types.HostCosts.
+MODELLED_HOST = {"batch_s": 1e-3, "table_s": 60e-6, "lookup_s": 50e-9, "raw_table_s": 40e-6, "raw_lookup_s": 100e-9,
+                 "read_s": 1e-6, "tt_table_s": 60e-6, "tt_lookup_s": 100e-9, "tt_row_s": 200e-9, "tt_flop_s": 0.1e-9,
+                 "io_read_s": 10e-6, "io_page_s": 10e-6, "io_other_page_s": 5e-6, "io_handoff_s": 0.0}
+
+
+# --- device profiles ---------------------------------------------------------------------------
+
+
+def local_profiles(calib: Calibration, n_devices: int = 1, cores: int | None = None, *,
+                   queue_depth: int = DEFAULT_QUEUE_DEPTH, device_dram_bytes: int = DEFAULT_DEVICE_DRAM_BYTES,
+                   ssd_capacity_bytes: int | None = None) -> list[DeviceProfile]:
+    """``n_devices`` emulated devices on this machine; they share its one disk, so each gets 1/n of
+    the measured IOPS, bandwidth and free space (``modelled`` only when the calibration is). With host
+    costs in the calibration they are costed as the emulator runs here (``execution="host-serial"``)."""
+    if n_devices < 1:
+        raise InputError(f"need at least one device, got {n_devices}")
+    cores = int(cores if cores is not None else max(2, os.cpu_count() or 2))
+    if cores < 1:
+        raise InputError(f"need at least one core per device, got {cores}")
+    if queue_depth < 1:
+        raise InputError(f"queue depth must be >= 1, got {queue_depth}")
+    free = ssd_capacity_bytes if ssd_capacity_bytes is not None else int(calib.machine.get("disk_free_bytes", 1 << 40))
+    modelled = calib.source != "measured" or (calib.host is not None and calib.host.source != "measured")
+    execution = "host-serial" if calib.host is not None else "parallel"
+    return [DeviceProfile(name=f"local{d}", cores=cores, device_dram_bytes=int(device_dram_bytes),
+                          ssd_capacity_bytes=int(free // n_devices), iops=calib.iops_at(queue_depth) / n_devices,
+                          read_bytes_per_s=calib.read_bytes_per_s / n_devices,
+                          mem_core_lookups_per_s=calib.mem_core_lookups_per_s,
+                          compute_core_flops_per_s=calib.compute_core_flops_per_s, modelled=modelled,
+                          execution=execution, queue_depth=int(queue_depth))
+            for d in range(n_devices)]
+
+
+def smartssd_profiles(n_devices: int = 1, cores: int = SMARTSSD_CORES) -> list[DeviceProfile]:
+    """SmartSSD-like devices (modelled: see the SMARTSSD_* constants and their sources)."""
+    if n_devices < 1:
+        raise InputError(f"need at least one device, got {n_devices}")
+    return [DeviceProfile(name=f"smartssd{d}", cores=int(cores), device_dram_bytes=SMARTSSD_DEVICE_DRAM_BYTES,
+                          ssd_capacity_bytes=SMARTSSD_SSD_CAPACITY_BYTES, iops=SMARTSSD_IOPS,
+                          read_bytes_per_s=SMARTSSD_READ_BYTES_PER_S,
+                          mem_core_lookups_per_s=SMARTSSD_MEM_CORE_LOOKUPS_PER_S,
+                          compute_core_flops_per_s=SMARTSSD_COMPUTE_CORE_FLOPS_PER_S, modelled=True)
+            for d in range(n_devices)]
+
 Clock = Callable[[], float]
 
 
@@ -292,6 +338,7 @@ def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Se
                         tt_rows_per_s_by_rank=tt_rates, compute_core_flops_per_s=flops, io_read_bytes=PAGE_BYTES,
                         machine=machine, notes=tuple(notes), source="measured")
     if not host_costs:
+        machine["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         return calib
     from plans.host_fit import measure_host_costs
 
@@ -327,50 +374,7 @@ def default_host_costs() -> HostCosts:
                      raw_lookup_s=MODELLED_HOST["raw_lookup_s"], read_s=MODELLED_HOST["read_s"],
                      tt_table_s=MODELLED_HOST["tt_table_s"], tt_lookup_s=MODELLED_HOST["tt_lookup_s"],
                      tt_row_s=MODELLED_HOST["tt_row_s"], tt_flop_s=MODELLED_HOST["tt_flop_s"],
-                     io_time_scale=MODELLED_HOST["io_time_scale"], io_handoff_s=MODELLED_HOST["io_handoff_s"],
+                     io_read_s=MODELLED_HOST["io_read_s"], io_page_s=MODELLED_HOST["io_page_s"],
+                     io_other_page_s=MODELLED_HOST["io_other_page_s"], io_handoff_s=MODELLED_HOST["io_handoff_s"],
                      fit={"note": "modelled, not fitted on this machine"}, source="modelled")
 
-
-MODELLED_HOST = {"batch_s": 1e-3, "table_s": 60e-6, "lookup_s": 50e-9, "raw_table_s": 40e-6, "raw_lookup_s": 100e-9,
-                 "read_s": 1e-6, "tt_table_s": 60e-6, "tt_lookup_s": 100e-9, "tt_row_s": 200e-9, "tt_flop_s": 0.1e-9,
-                 "io_time_scale": 1.0, "io_handoff_s": 0.0}
-
-
-# --- device profiles ---------------------------------------------------------------------------
-
-
-def local_profiles(calib: Calibration, n_devices: int = 1, cores: int | None = None, *,
-                   queue_depth: int = DEFAULT_QUEUE_DEPTH, device_dram_bytes: int = DEFAULT_DEVICE_DRAM_BYTES,
-                   ssd_capacity_bytes: int | None = None) -> list[DeviceProfile]:
-    """``n_devices`` emulated devices on this machine; they share its one disk, so each gets 1/n of
-    the measured IOPS, bandwidth and free space (``modelled`` only when the calibration is). With host
-    costs in the calibration they are costed as the emulator runs here (``execution="host-serial"``)."""
-    if n_devices < 1:
-        raise InputError(f"need at least one device, got {n_devices}")
-    cores = int(cores if cores is not None else max(2, os.cpu_count() or 2))
-    if cores < 1:
-        raise InputError(f"need at least one core per device, got {cores}")
-    if queue_depth < 1:
-        raise InputError(f"queue depth must be >= 1, got {queue_depth}")
-    free = ssd_capacity_bytes if ssd_capacity_bytes is not None else int(calib.machine.get("disk_free_bytes", 1 << 40))
-    modelled = calib.source != "measured" or (calib.host is not None and calib.host.source != "measured")
-    execution = "host-serial" if calib.host is not None else "parallel"
-    return [DeviceProfile(name=f"local{d}", cores=cores, device_dram_bytes=int(device_dram_bytes),
-                          ssd_capacity_bytes=int(free // n_devices), iops=calib.iops_at(queue_depth) / n_devices,
-                          read_bytes_per_s=calib.read_bytes_per_s / n_devices,
-                          mem_core_lookups_per_s=calib.mem_core_lookups_per_s,
-                          compute_core_flops_per_s=calib.compute_core_flops_per_s, modelled=modelled,
-                          execution=execution, queue_depth=int(queue_depth))
-            for d in range(n_devices)]
-
-
-def smartssd_profiles(n_devices: int = 1, cores: int = SMARTSSD_CORES) -> list[DeviceProfile]:
-    """SmartSSD-like devices (modelled: see the SMARTSSD_* constants and their sources)."""
-    if n_devices < 1:
-        raise InputError(f"need at least one device, got {n_devices}")
-    return [DeviceProfile(name=f"smartssd{d}", cores=int(cores), device_dram_bytes=SMARTSSD_DEVICE_DRAM_BYTES,
-                          ssd_capacity_bytes=SMARTSSD_SSD_CAPACITY_BYTES, iops=SMARTSSD_IOPS,
-                          read_bytes_per_s=SMARTSSD_READ_BYTES_PER_S,
-                          mem_core_lookups_per_s=SMARTSSD_MEM_CORE_LOOKUPS_PER_S,
-                          compute_core_flops_per_s=SMARTSSD_COMPUTE_CORE_FLOPS_PER_S, modelled=True)
-            for d in range(n_devices)]

@@ -15,12 +15,13 @@ batch takes ``max(host, IO of each device)``:
   lookups + ``read_s`` x reads, or ``tt_table_s`` x P(TT lookups) +
   ``tt_lookup_s`` x TT lookups + (``tt_row_s`` + ``tt_flop_s`` x flops per
   row) x unique TT rows) (``Calibration.host``, fitted on real replays by ``plans.host_fit``);
-* IO of a device = ``io_time_scale`` x the larger of its own stream (reads at
-  ``min(reads, queue_depth)`` in flight: one latency when there are few, the
-  IOPS at the queue depth when there are many, plus the bytes of multi-page
-  reads at the large-read bandwidth) and the whole disk's work (every device
-  shares this machine's one disk), plus ``io_handoff_s`` (the gap between one
-  batch's reads and the next: thread hand-offs under the GIL).
+* IO of a device = ``io_read_s`` x reads + ``io_page_s`` x pages +
+  ``io_other_page_s`` x the pages the other devices read (one disk), fitted on
+  the engine's busy times in the same replays, but at least one read latency
+  at ``min(reads, queue_depth)`` in flight (IOPS by queue depth, measured with
+  the engine's ``read_many``), plus, when the IO is the bottleneck,
+  ``io_handoff_s`` (the gap between one batch's reads and the next: thread
+  wake-ups on a loaded machine; hidden behind the host's work otherwise).
 
 "parallel" (SmartSSD-like devices, modelled: every resource works in parallel,
 the batch takes the slowest):
@@ -68,18 +69,30 @@ def io_linear_s_per_read(calib: Calibration, queue_depth: float) -> float:
 
 
 def local_io_times_s(reads: Sequence[float], pages: Sequence[float], calib: Calibration,
-                     queue_depths: Sequence[int], raw: bool = False) -> tuple[float, ...]:
-    """IO seconds per batch of each host-serial device: ``io_time_scale`` x the larger of its own stream and
-    the shared disk's work (every device's reads at the sum of the active devices' queue depths), plus the
-    hand-off gap ``io_handoff_s`` between batches. ``raw``: the bare stream model (scale 1, no gap)."""
-    host = None if raw else calib.host
-    scale = host.io_time_scale if host is not None else 1.0
-    handoff = host.io_handoff_s if host is not None else 0.0
-    active = [d for d, r in enumerate(reads) if r > 0]
-    qd_all = sum(queue_depths[d] for d in active)
-    shared = serial_io_time_s(sum(reads), sum(pages), calib, qd_all) if active else 0.0
-    return tuple(scale * max(serial_io_time_s(r, p, calib, qd), shared) + handoff * -math.expm1(-r) if r > 0 else 0.0
-                 for r, p, qd in zip(reads, pages, queue_depths))
+                     queue_depths: Sequence[int], host_s: float | None = None) -> tuple[float, ...]:
+    """IO seconds per batch of each host-serial device: ``io_read_s`` x reads + ``io_page_s`` x pages +
+    ``io_other_page_s`` x the other devices' pages (one disk), at least one latency at that queue depth
+    (``reads / IOPS(min(reads, queue depth))``). Given the host thread's time ``host_s``, a device whose IO
+    comes within ``io_handoff_s`` of it also pays the hand-off gap between batches (ramping in linearly, so
+    the batch time stays continuous); below that the gap hides behind the host's work.
+    Without host costs: the bare stream model :func:`serial_io_time_s`."""
+    host = calib.host
+    total_pages = float(sum(pages))
+    out = []
+    for r, p, qd in zip(reads, pages, queue_depths):
+        if r <= 0:
+            out.append(0.0)
+            continue
+        floor = r / calib.iops_at(min(max(r, 1.0), qd))
+        if host is None:
+            out.append(max(floor, serial_io_time_s(r, p, calib, qd)))
+            continue
+        io = max(floor, host.io_read_s * r + host.io_page_s * p + host.io_other_page_s * (total_pages - p))
+        gap = host.io_handoff_s
+        if host_s is not None and gap > 0:
+            io += gap * min(1.0, max(0.0, (io - host_s + gap) / gap))
+        out.append(io)
+    return tuple(out)
 
 
 def option_host_parts_s(load: TableLoad, host: HostCosts) -> tuple[float, float, float]:
@@ -97,12 +110,19 @@ def option_host_time_s(load: TableLoad, host: HostCosts) -> float:
 
 
 def option_io_linear_s(load: TableLoad, calib: Calibration, queue_depth: float) -> float:
-    """The linear (full-queue) IO seconds of one option's reads, as the MIP sees them."""
+    """The linear IO seconds of one option's reads on its own device, as the MIP sees them (no latency floor,
+    no hand-off)."""
     if load.io_reads <= 0:
         return 0.0
-    scale = calib.host.io_time_scale if calib.host is not None else 1.0
-    extra = max(load.io_pages - load.io_reads, 0.0) * calib.io_read_bytes / calib.read_bytes_per_s
-    return scale * (load.io_reads * io_linear_s_per_read(calib, queue_depth) + extra)
+    if calib.host is None:
+        extra = max(load.io_pages - load.io_reads, 0.0) * calib.io_read_bytes / calib.read_bytes_per_s
+        return load.io_reads * io_linear_s_per_read(calib, queue_depth) + extra
+    return calib.host.io_read_s * load.io_reads + calib.host.io_page_s * load.io_pages
+
+
+def option_io_other_s(load: TableLoad, calib: Calibration) -> float:
+    """IO seconds one option's pages add to every other device (they share the disk)."""
+    return calib.host.io_other_page_s * load.io_pages if calib.host is not None and load.io_reads > 0 else 0.0
 
 
 def is_host_serial(devices: Sequence[DeviceProfile], calib: Calibration | None) -> bool:
@@ -303,7 +323,7 @@ def _predict_host_serial(plan, stats: WorkloadStats, calib: Calibration, devices
         tt[d] += tt_s
         reads[d] += load.io_reads
         pages[d] += load.io_pages
-    io = local_io_times_s(reads, pages, calib, [d.queue_depth for d in devices])
+    io = local_io_times_s(reads, pages, calib, [d.queue_depth for d in devices], host_s=shared + sum(raw) + sum(tt))
     return Perf(shared, io, tuple(raw), tuple(tt), host_s=shared + sum(raw) + sum(tt), execution="host-serial")
 
 

@@ -16,9 +16,10 @@ from the engine's own ``prepare`` output, what the host did per batch
 (:data:`FEATURES`), and it measures the host thread's time per batch as
 ``(elapsed - time blocked waiting for reads) / batches``. The constants of
 :class:`plans.types.HostCosts` are the non-negative least-squares fit
-(relative errors) of those times on those counts. Each device's IO busy time
-per batch is compared with the IOPS-by-queue-depth model to fit
-``HostCosts.io_time_scale``.
+(relative errors) of those times on those counts; each device's IO busy time
+per batch is fitted on its reads and pages (and the other devices' pages);
+the gap between batches of an IO-bound replay is the median excess of its
+batch time over its busiest device's IO.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from plans.cost import local_io_times_s, tt_flops_per_row
+from plans.cost import tt_flops_per_row
 from plans.types import PAGE_BYTES, Calibration, HostCosts
 from tracegen.errors import InputError
 
@@ -271,17 +272,23 @@ def fit_host_costs(samples: Sequence[ReplaySample]) -> tuple[dict[str, float], d
                                                  "rms_rel_error": float(np.sqrt(np.mean(rel ** 2)))}
 
 
-def fit_io_scale(samples: Sequence[ReplaySample], calib: Calibration, queue_depth: int) -> float:
-    """Measured engine busy time over the IOPS-by-queue-depth model (``plans.cost.local_io_times_s`` at scale
-    1), summed over every device of every replay with reads."""
-    num = den = 0.0
+def fit_io_costs(samples: Sequence[ReplaySample], min_reads: float = 16.0) -> tuple[float, float, float]:
+    """(seconds per read, per page, per page of the other devices) fitted, relative errors, on every device's
+    engine busy time per batch in the replays with at least ``min_reads`` reads (fewer: latency-bound)."""
+    rows, ys = [], []
     for s in samples:
-        model = local_io_times_s(s.reads, s.pages, calib, [queue_depth] * len(s.reads), raw=True)
-        for io, m in zip(s.io_s, model):
-            if m > 0:
-                num += io
-                den += m
-    return num / den if den > 0 else 1.0
+        total = sum(s.pages)
+        for io, r, p in zip(s.io_s, s.reads, s.pages):
+            if r >= min_reads and io > 0:
+                rows.append([r, p, total - p])
+                ys.append(io)
+    if not rows:
+        return 0.0, 0.0, 0.0
+    a, y = np.array(rows, dtype=np.float64), np.array(ys)
+    scale = a.max(axis=0)
+    scale[scale == 0] = 1.0
+    coef = nnls(a / scale / y[:, None], np.ones_like(y)) / scale
+    return float(coef[0]), float(coef[1]), float(coef[2])
 
 
 def fit_io_handoff(samples: Sequence[ReplaySample]) -> float:
@@ -292,7 +299,7 @@ def fit_io_handoff(samples: Sequence[ReplaySample]) -> float:
 
 
 def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_sizes: Sequence[int] | None = None,
-                       queue_depth: int = 128, rounds: int = 3, seed: int = 0, mini: bool = True,
+                       queue_depth: int = 128, rounds: int = 5, seed: int = 0, mini: bool = True,
                        on_sample: Callable[[ReplaySample], None] | None = None) -> tuple[HostCosts, list[ReplaySample]]:
     """Replay synthetic traces under :func:`calibration_plans` and fit :class:`HostCosts` (see the module doc).
 
@@ -342,17 +349,18 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
                     jobs.append(_Job(f"{prefix}{label} B={b}", rep, reader, blocked, flops))
         for job in jobs:  # warm-up (first touch of buffers, engine threads): not counted
             job.rep.run(job.reader)
-        for _ in range(rounds):
-            for job in jobs:
-                job.run()
+        order = np.random.default_rng(seed + 1)
+        for _ in range(rounds):  # a new order every round, so no job always follows the same one
+            for j in order.permutation(len(jobs)):
+                jobs[int(j)].run()
         samples = [job.sample() for job in jobs]
     for s in samples:
         if on_sample:
             on_sample(s)
     coef, quality = fit_host_costs(samples)
-    io_scale = fit_io_scale(samples, calib, queue_depth)
+    io_read, io_page, io_other = fit_io_costs(samples)
     handoff = fit_io_handoff(samples)
     fit = {"samples": [s.to_dict() for s in samples], "seconds": time.perf_counter() - t0, "queue_depth": queue_depth,
            "rounds": rounds, "store_id": store.store_id, **quality}
-    return HostCosts(**{f"{k}_s": v for k, v in coef.items()}, io_time_scale=io_scale, io_handoff_s=handoff,
-                     fit=fit), samples
+    return HostCosts(**{f"{k}_s": v for k, v in coef.items()}, io_read_s=io_read, io_page_s=io_page,
+                     io_other_page_s=io_other, io_handoff_s=handoff, fit=fit), samples

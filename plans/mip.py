@@ -56,7 +56,7 @@ import pulp
 from emulator.plan import DevicePlan, Plan, TablePlacement
 from plans.assign import assign_devices
 from plans.cost import (StatsEstimator, best_core_split, is_host_serial, memory_use, option_device_times,
-                        option_dram_time_s, option_host_parts_s, option_host_time_s, option_io_linear_s,
+                        option_dram_time_s, option_host_parts_s, option_host_time_s, option_io_linear_s, option_io_other_s,
                         option_work_s, plan_loads, predict_batch_time, weighted_error)
 from plans.types import Budgets, Calibration, DeviceProfile, Estimator, PlannerOptions, TableOption, WorkloadStats
 from tracegen.errors import InputError
@@ -160,7 +160,7 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
     per_table_io, per_table_cores = [], []
     serial = is_host_serial(devices, calib)
     qd = devices[0].queue_depth
-    all_work_terms, disk_terms = [], []
+    all_work_terms = []
     for t, opts in enumerate(table_opts):
         if not opts:
             raise InputError(f"table {stats.tables[t].name}: no placement option")
@@ -191,8 +191,13 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
                     continue
                 if serial:
                     io_s, mem_s, comp_s = option_io_linear_s(load, calib, qd), 0.0, 0.0
-                    if io_s:
-                        disk_terms.append((v, option_io_linear_s(load, calib, qd * len(devices)) / TIME_UNIT_S))
+                    other = option_io_other_s(load, calib) / TIME_UNIT_S  # the disk is shared by every device
+                    if other and pooled:
+                        io_terms[i].append((v, other * (len(devices) - 1)))
+                    elif other:
+                        for j in range(ns):
+                            if j != i:
+                                io_terms[j].append((v, other))
                 else:
                     io_s, mem_s, comp_s = option_device_times(load, dev)
                 for terms, val in ((io_terms, io_s), (mem_terms, mem_s), (comp_terms, comp_s)):
@@ -228,8 +233,6 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
         add(pulp.LpAffineExpression(err_terms) <= budgets.max_rel_error, "accuracy_budget")
     if serial:
         add(T >= pulp.LpAffineExpression(dram_terms, constant=calib.host.batch_s / TIME_UNIT_S), "time_host")
-        if len(devices) > 1 and disk_terms:
-            add(T >= pulp.LpAffineExpression(disk_terms), "time_disk")
     else:
         add(T >= pulp.LpAffineExpression(dram_terms), "time_dram")
     work = pulp.LpAffineExpression(all_work_terms)
@@ -309,6 +312,8 @@ def solve(problem: pulp.LpProblem, solver: str = "cbc", time_limit_s: float = 60
 
 
 TIE_BREAK_MIN_S = 0.5  # the second stage runs only with at least this much of the time limit left
+TIE_BREAK_FLOOR_S = 2.0  # ... and for at most max(this, the first stage's time)
+TIE_BREAK_GAP = 1e-3  # the second stage's relative gap (at least): a tie-break need not be proven to 1e-4
 TIE_BREAK_T_SLACK = 1e-7  # relative slack on the optimal batch time in the second stage
 
 
@@ -316,12 +321,13 @@ def solve_placement(problem: pulp.LpProblem, handles: MIPHandles, options: Plann
     """Lexicographic solve: (1) minimise the batch time T; (2) with T held at its optimum, minimise the total
     work (``handles.work``: the sum of every resource's seconds), so that ties (e.g. free DRAM left unused)
     go to the plan doing least. Stage 2 is warm-started from stage 1 and gets what is left of the time
-    limit; the returned result is stage 1's (objective, bound, gap of T), with ``tie_break`` describing
-    stage 2. If stage 2 finds nothing, stage 1's solution is kept."""
+    limit, but no more than ``max(TIE_BREAK_FLOOR_S, stage 1's time)``; the returned result is stage 1's
+    (objective, bound, gap of T), with ``tie_break`` describing stage 2. If stage 2 finds nothing, stage 1's
+    solution is kept."""
     res = solve(problem, options.solver, options.time_limit_s, options.gap, options.threads)
     if not options.tie_break or handles.work is None or res.status not in ("optimal", "feasible"):
         return res
-    left = options.time_limit_s - res.solve_time_s
+    left = min(options.time_limit_s - res.solve_time_s, max(TIE_BREAK_FLOOR_S, res.solve_time_s))
     if left < TIE_BREAK_MIN_S:
         return dataclasses.replace(res, tie_break={"status": "skipped", "reason": "no time left"})
     t_best = float(handles.T.varValue or 0.0)
@@ -330,7 +336,8 @@ def solve_placement(problem: pulp.LpProblem, handles: MIPHandles, options: Plann
         warnings.simplefilter("ignore", DeprecationWarning)
         problem += handles.T <= t_best * (1 + TIE_BREAK_T_SLACK) + 1e-9, "tie_break_time"
         problem.setObjective(handles.work)
-    res2 = solve(problem, options.solver, left, options.gap, options.threads, warm_start=options.solver == "cbc")
+    res2 = solve(problem, options.solver, left, max(options.gap, TIE_BREAK_GAP), options.threads,
+                 warm_start=options.solver == "cbc")
     info = {"status": res2.status, "solve_time_s": res2.solve_time_s, "work_s": res2.objective_s,
             "objective": "total work (sum of every resource's seconds) at the optimal batch time"}
     if res2.status not in ("optimal", "feasible"):

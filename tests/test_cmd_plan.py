@@ -36,7 +36,7 @@ def test_solve_then_show(setup, capsys):
     out = capsys.readouterr().out
     assert "plan by mip" in out and "modelled" in out  # no --calibration: modelled default rates
     plan = Plan.load(d / "plan.json")
-    assert plan.remap == "plan.remap.h5" and (d / "plan.remap.h5").is_file()
+    assert plan.remap == str(d / "plan.remap.h5") and (d / "plan.remap.h5").is_file()  # resolved beside the plan
     assert plan.predicted["storage"]["host_dram_bytes"] <= 64 * 1024
     assert main(["plan", "show", str(d / "plan.json"), "--store", str(d / "store")]) == 0
     assert "devices" in capsys.readouterr().out
@@ -89,9 +89,36 @@ def test_calibrate_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pc, "SCRATCH_FILE_BYTES", 8 << 20)
     real = pc.measure_calibration
     monkeypatch.setattr(pc, "measure_calibration",
-                        lambda target, seconds: real(target, seconds, queue_depths=(1, 4), tt_ranks=(8,),
-                                                     scratch_bytes=8 << 20))
-    rc = main(["calibrate", "--dir", str(tmp_path), "--seconds", "1", "-o", str(tmp_path / "c.json")])
+                        lambda target, seconds, **kw: real(target, seconds, queue_depths=(1, 4), tt_ranks=(8,),
+                                                           scratch_bytes=8 << 20, **kw))
+    rc = main(["calibrate", "--dir", str(tmp_path), "--seconds", "1", "--no-host-costs", "-o", str(tmp_path / "c.json")])
     assert rc == 0 and (tmp_path / "c.json").is_file()
-    assert "calibration (measured)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "calibration (measured)" in out and "load average" in out
     assert main(["calibrate", "--dir", str(tmp_path / "missing"), "-o", str(tmp_path / "d.json")]) == 2
+    assert main(["calibrate", "--dir", str(tmp_path), "--replay-batches", "1", "-o", str(tmp_path / "e.json")]) == 2
+
+
+def test_render_calibration_shows_host_costs():
+    from bench.cmd_calibrate import render_calibration
+    from plans.calibration import default_calibration
+
+    con = Console(width=160, record=True)
+    con.print(render_calibration(default_calibration()))
+    text = con.export_text()
+    assert "host thread (modelled), per table" in text and "device IO (modelled)" in text
+
+
+def test_solve_with_a_calibration_predicts_the_host_serial_emulator(setup, tmp_path, capsys):
+    from plans.calibration import default_calibration
+
+    d = setup
+    default_calibration().save(tmp_path / "cal.json")  # modelled host costs: the local devices are host-serial
+    rc = main(["plan", "solve", "--store", str(d / "store"), "--trace", str(d / "t.h5"), "--dram-budget", "16KiB",
+               "--devices", "2", "--calibration", str(tmp_path / "cal.json"), "--time-limit", "20",
+               "-o", str(tmp_path / "p.json")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "host thread (every core, serial)" in out and "one host thread runs every core" in out
+    plan = Plan.load(tmp_path / "p.json")
+    assert plan.predicted["perf"]["execution"] == "host-serial" and plan.predicted["perf"]["bottleneck"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +100,103 @@ def test_help_has_examples(capsys):
             run_cli(["trace", cmd, "--help"], capsys)
         assert e.value.code == 0
         assert "example:" in capsys.readouterr().out
+
+
+# --- calibrate, gen --params, stats --model ---------------------------------------------------------------
+
+
+def _stats_file(tmp_path, capsys) -> tuple:
+    """A locality_stats.txt with two blocks, made from small generated traces of known skew."""
+    from tracegen.locality import format_locality_stats, trace_stats
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"name": "s", "batch_size": 1024, "tables": [
+        {"name": n, "rows": r, "dim": 4, "pooling": {"kind": "fixed", "mean": p, "min": p, "max": p}}
+        for n, r, p in (("a", 3000, 4), ("b", 40_000, 6), ("c", 500, 8), ("d", 90_000, 2))]}))
+    blocks = []
+    for name, alpha in (("small_t4_x.pt", "0.9"), ("small_t4_y.pt", "0.4")):
+        out = tmp_path / f"{alpha}.h5"
+        code, _, err = run_cli(["trace", "gen", "--model", str(spec), "--batches", "2", "--alpha", alpha,
+                                "-o", str(out)], capsys)
+        assert code == 0, err
+        with TraceReader(out) as r:
+            blocks.append(format_locality_stats(name, trace_stats(r).locality))
+    target = tmp_path / "locality_stats.txt"
+    target.write_text("\n\n".join(blocks) + "\n")
+    return spec, target
+
+
+def test_calibrate_then_gen_with_the_fit(tmp_path, capsys):
+    spec, target = _stats_file(tmp_path, capsys)
+    fit = tmp_path / "fit.json"
+    code, out, err = run_cli(["trace", "calibrate", "--target", str(target), "--block", "small_t4_x.pt",
+                              "--spec", str(spec), "--check-tables", "0", "-o", str(fit)], capsys)
+    assert code == 0, err
+    assert "small_t4_x.pt" in out and "wrote" in out
+    doc = json.loads(fit.read_text())
+    assert doc["format"] == "screc-calibration" and doc["target"]["name"] == "small_t4_x.pt"
+    m = doc["check_measured"]
+    assert m["unique_l1"] < 0.1 and m["lookup_l1"] < 0.1
+    assert len(doc["params"]["alpha_overrides"]) == 4 and doc["params"]["batch_size"] == 1024
+
+    out_trace = tmp_path / "g.h5"
+    code, _, err = run_cli(["trace", "gen", "--model", str(spec), "--params", str(fit), "--batches", "1",
+                            "--seed", "5", "-o", str(out_trace)], capsys)
+    assert code == 0, err
+    with TraceReader(out_trace) as r:
+        fitted = dict((n, a) for n, a in doc["params"]["alpha_overrides"])
+        assert [t.zipf_alpha for t in r.spec.tables] == [fitted[n] for n in "abcd"]
+        assert r.seed == 5 and r.params["pooling_scale"] == doc["params"]["pooling_scale"]
+
+    code, out, err = run_cli(["trace", "calibrate", "--target", str(target), "--all", "--spec", str(spec),
+                              "--check-tables", "0", "--no-check", "-o", str(tmp_path / "fits")], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "fits").iterdir()) == ["small_t4_x.json", "small_t4_y.json"]
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ([], "--block NAME"),
+    (["--block", "nope"], "no block 'nope'"),
+    (["--all", "--check-tables", "-1"], "--check-tables"),
+    (["--all", "--alpha-step", "0"], "--alpha-step"),
+])
+def test_calibrate_bad_inputs(tmp_path, capsys, extra, needle):
+    spec, target = _stats_file(tmp_path, capsys)
+    code, _, err = _run(["trace", "calibrate", "--target", str(target), "--spec", str(spec), *extra,
+                         "-o", str(tmp_path / "f.json")], capsys)
+    assert code == 2 and one_line_error(err) and needle in err
+
+
+def test_gen_with_a_bad_params_file(tmp_path, capsys):
+    bad = tmp_path / "p.json"
+    bad.write_text("{not json")
+    code, _, err = _run(["trace", "gen", "--model", "tiny", "--batches", "1", "--params", str(bad),
+                         "-o", str(tmp_path / "x.h5")], capsys)
+    assert code == 2 and one_line_error(err) and "not a JSON file" in err
+    bad.write_text(json.dumps({"alpha_overrides": [["no_such_table", 1.0]]}))
+    code, _, err = _run(["trace", "gen", "--model", "tiny", "--batches", "1", "--params", str(bad),
+                         "-o", str(tmp_path / "x.h5")], capsys)
+    assert code == 2 and one_line_error(err) and "unknown table" in err
+
+
+def test_expected_stats_of_a_full_size_preset(capsys):
+    code, out, err = run_cli(["trace", "stats", "--model", "meta-2021", "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["tables"] == 856 and doc["bytes"] > 1e12 and doc["expected"] is True
+    assert doc["locality"]["avg_indices"] == pytest.approx(887e6, rel=0.01)  # 15.8 x 856 x 65,536
+    code, out, err = run_cli(["trace", "stats", "--model", "meta-2022", "--scale", "0.001"], capsys)
+    assert code == 0, err and "Histogram of col sizes:" in out
+    code, _, err = _run(["trace", "stats"], capsys)
+    assert code == 2 and one_line_error(err)
+
+
+def test_calibrate_bad_or_truncated_target(tmp_path, capsys):
+    good = (Path(__file__).resolve().parents[2] / "shared" / "data" / "dlrm_datasets_2021_locality_stats.txt")
+    text = good.read_text() if good.is_file() else "name\nHistogram of col sizes:\n(0, 1]: 1.0\n" * 2
+    cut = tmp_path / "cut.txt"
+    cut.write_text(text[: len(text) // 3 + 7])  # ends inside a histogram
+    for target in (cut, tmp_path / "missing.txt"):
+        code, _, err = _run(["trace", "calibrate", "--target", str(target), "--all", "--spec", "tiny",
+                             "-o", str(tmp_path / "f")], capsys)
+        assert code == 2 and one_line_error(err) and str(target) in err

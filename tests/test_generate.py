@@ -285,3 +285,77 @@ def test_params_round_trip_to_dict():
     d["alpha_overrides"] = tuple(tuple(x) for x in d["alpha_overrides"])
     assert GeneratorParams(**d) == p
     assert dataclasses.replace(p, seed=4) != p
+
+
+# --- table-by-table writing, pooling scale, parameters from JSON ------------------------------------
+
+
+def test_streamed_batches_equal_appended_ones(tmp_path, tiny_spec):
+    from tracegen.trace_io import TraceWriter
+
+    params = GeneratorParams(seed=6, num_batches=3, reuse=0.3)
+    streamed = generate_trace(tiny_spec, params, tmp_path / "s.h5")
+    gen = TraceGenerator(tiny_spec, params)
+    with TraceWriter(tmp_path / "a.h5", gen.spec, seed=6, params=params.to_dict()) as w:
+        prev = None
+        for i in range(3):
+            prev = gen.batch(i, prev)
+            w.append(*prev)
+    assert w.trace_id == streamed  # HDF5's chunk layout may differ; the content and its hash do not
+    with TraceReader(tmp_path / "a.h5") as a, TraceReader(tmp_path / "s.h5") as s:
+        assert np.array_equal(a._f["indices"][:], s._f["indices"][:])
+        assert np.array_equal(a._f["offsets"][:], s._f["offsets"][:]) and np.array_equal(a.batch_ptr, s.batch_ptr)
+
+
+def test_table_by_table_writer_checks_its_calls(tmp_path, tiny_spec):
+    from tracegen.trace_io import TraceWriter
+
+    idx, off = generate_batch(tiny_spec, GeneratorParams(seed=1), 0)
+    B = tiny_spec.batch_size
+    with pytest.raises(ValueError, match="expected table 0"):
+        with TraceWriter(tmp_path / "x.h5", tiny_spec) as w:
+            w.begin_batch(off)
+            w.append_table(1, idx[off[B] : off[2 * B]])
+    with pytest.raises(ValueError, match="indices, but its offsets say"):
+        with TraceWriter(tmp_path / "x.h5", tiny_spec) as w:
+            w.begin_batch(off)
+            w.append_table(0, idx[:3])
+    with pytest.raises(InputError, match="out of range for table 0"):
+        with TraceWriter(tmp_path / "x.h5", tiny_spec) as w:
+            w.begin_batch(off)
+            w.append_table(0, np.full(int(off[B]), 10**6))
+    with pytest.raises(ValueError, match="after 1 of 4 tables"):
+        with TraceWriter(tmp_path / "x.h5", tiny_spec) as w:
+            w.begin_batch(off)
+            w.append_table(0, idx[: off[B]])
+            w.end_batch()
+    with pytest.raises(ValueError, match="inside begin_batch"):
+        with TraceWriter(tmp_path / "x.h5", tiny_spec) as w:
+            w.begin_batch(off)
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_pooling_scale():
+    from tracegen.generate import scale_pooling
+
+    p = PoolingSpec(kind="lognormal", mean=6.0, min=1, max=40, sigma=0.8)
+    # mean 6 * 0.5 = 3, min floor(0.5) = 0, max ceil(20) = 20
+    assert scale_pooling(p, 0.5) == PoolingSpec(kind="lognormal", mean=3.0, min=0, max=20, sigma=0.8)
+    assert scale_pooling(PoolingSpec.fixed(3), 1.5) == PoolingSpec.fixed(4)  # round(4.5) = 4 (to even)
+    assert scale_pooling(PoolingSpec(kind="uniform", mean=4.5, min=1, max=8), 2.0).mean == 9.0  # [2, 16]
+    spec = get_preset("tiny")
+    eff = GeneratorParams(pooling_scale=2.0).effective_spec(spec)
+    assert eff.tables[0].pooling == PoolingSpec.fixed(8)
+    with pytest.raises(InputError, match="pooling scale"):
+        GeneratorParams(pooling_scale=0)
+
+
+def test_params_from_dict():
+    p = GeneratorParams(seed=3, reuse=0.1, alpha_overrides=(("t0", 0.5),), pooling_scale=1.5, batch_size=8)
+    assert GeneratorParams.from_dict(p.to_dict()) == p
+    with pytest.raises(InputError, match="unknown generator parameter"):
+        GeneratorParams.from_dict({"speed": 1})
+    with pytest.raises(InputError, match="reuse"):
+        GeneratorParams.from_dict({"reuse": 2})
+    with pytest.raises(InputError, match="not 'screc.zipf'"):
+        GeneratorParams.from_dict({"generator": "other"})

@@ -182,3 +182,10 @@ def test_alpha_estimate_near_the_generating_skew(tmp_path):
     with TraceReader(tmp_path / "t.h5") as r:
         t = trace_stats(r).tables[0]
     assert t.alpha_fit_ranks >= 100 and abs(t.alpha_estimate - 1.05) < 0.1
+
+
+def test_large_batches_are_read_table_by_table(tiny_trace):
+    with TraceReader(tiny_trace) as r:
+        whole = trace_stats(r)
+        streamed = trace_stats(r, stream_lookups=0)  # every batch "large"
+    assert streamed.to_dict() == whole.to_dict()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
 from plans.cost import (best_core_split, candidate_hot_rows, compute_core_time_s, device_io_time_s, dram_time_s,
-                        io_time_s, mem_core_time_s, memory_use, predict_batch_time, table_load, tt_flops_per_row,
-                        tt_rebuild_time_s, weighted_error)
-from plans.types import Calibration, DeviceProfile, TableStats, TTVariant, WorkloadStats
+                        io_time_s, local_io_times_s, mem_core_time_s, memory_use, plan_work_s, predict_batch_time,
+                        table_load, tt_flops_per_row, tt_rebuild_time_s, weighted_error)
+from plans.types import Calibration, DeviceProfile, HostCosts, TableStats, TTVariant, WorkloadStats
 
 CAL = Calibration(dram_lookups_per_s=2e6, dram_bytes_per_s=1e9, io_iops_by_qd={1: 1e4, 16: 1.6e5},
                   io_latency_s_by_qd={1: 1e-4, 16: 1e-4}, read_bytes_per_s=4096e5, mem_core_lookups_per_s=1e5,
@@ -86,3 +87,52 @@ def test_predict_and_memory_use_by_hand():
     assert weighted_error(plan, stats()) == pytest.approx(0.02)
     raw = Plan("s", (TablePlacement("a", 0, "ssd_raw", None, 0),), (DevicePlan("d", 0, 4),))
     assert predict_batch_time(raw, stats(), CAL, [DEV]).total_s == math.inf  # raw work but no memory core
+
+
+# --- host-serial model (local devices: one host thread, overlapped with IO) --------------------------------------
+
+HOST = HostCosts(batch_s=1e-3, table_s=1e-4, lookup_s=1e-7, raw_table_s=2e-4, raw_lookup_s=1e-7, read_s=1e-5,
+                 tt_table_s=3e-4, tt_lookup_s=1e-7, tt_row_s=1e-6, tt_flop_s=1e-9, io_read_s=2e-5, io_page_s=1e-5,
+                 io_other_page_s=5e-6)
+SERIAL = dataclasses.replace(DEV, execution="host-serial", queue_depth=16)
+
+
+def test_host_serial_prediction_by_hand():
+    cal = dataclasses.replace(CAL, host=HOST)
+    raw = Plan("s", (TablePlacement("a", 100, "ssd_raw", None, 0),), (DevicePlan("d", 4, 0),))
+    perf = predict_batch_time(raw, stats(), cal, [SERIAL])
+    # host: batch 1 ms + table 0.1 ms + 100 lookups x 0.1 us + (cold raw: P(active) ~ 1 x 0.2 ms + 40 x 0.1 us
+    #       + 20 reads x 10 us) = 1 + 0.1 + 0.01 + 0.2 + 0.004 + 0.2 = 1.514 ms
+    assert perf.host_s == pytest.approx(1.514e-3, rel=1e-6) and perf.execution == "host-serial"
+    assert perf.mem_core_s[0] == pytest.approx(0.404e-3, rel=1e-6)  # the raw part of the host's time
+    # IO: 20 reads x 20 us + 20 pages x 10 us = 0.6 ms (above the floor 20 / IOPS(16) = 0.125 ms)
+    assert perf.io_s[0] == pytest.approx(0.6e-3) and perf.total_s == perf.host_s and perf.bottleneck == "host"
+    tt = Plan("s", (TablePlacement("a", 100, "ssd_tt", 8, 0),), (DevicePlan("d", 0, 4),))
+    # TT: 1.11 ms + 0.3 ms + 40 lookups x 0.1 us + 40 rows x (1 us + 1000 flops x 1 ns) = 1.494 ms, no IO
+    p2 = predict_batch_time(tt, stats(), cal, [SERIAL])
+    assert p2.host_s == pytest.approx(1.494e-3, rel=1e-6) and p2.io_s == (0.0,)
+    # the floor: with free reads, 20 reads still take 20 / IOPS(16) = 0.125 ms
+    free = dataclasses.replace(cal, host=dataclasses.replace(HOST, io_read_s=0.0, io_page_s=0.0))
+    assert predict_batch_time(raw, stats(), free, [SERIAL]).io_s[0] == pytest.approx(1.25e-4)
+    # the hand-off gap of 1 ms ramps in as IO nears the host time: (0.6 - 1.514 + 1) / 1 of it = 0.086 ms
+    gap = dataclasses.replace(cal, host=dataclasses.replace(HOST, io_handoff_s=1e-3))
+    assert predict_batch_time(raw, stats(), gap, [SERIAL]).io_s[0] == pytest.approx(0.686e-3)
+    # tie-breaking work: the table's host seconds (no batch cost) + its linear IO = 0.514 + 0.6 ms
+    assert plan_work_s(raw, stats(), cal, [SERIAL]) == pytest.approx(1.114e-3)
+
+
+def test_devices_share_the_disk():
+    cal = dataclasses.replace(CAL, host=HOST)
+    # device 0: 10 reads / 30 pages; device 1: 20 pages; device 0 also waits for the other's 20 pages x 5 us
+    io = local_io_times_s([10.0, 20.0], [30.0, 20.0], cal, [16, 16])
+    assert io[0] == pytest.approx(10 * 2e-5 + 30 * 1e-5 + 20 * 5e-6)
+    assert io[1] == pytest.approx(20 * 2e-5 + 20 * 1e-5 + 30 * 5e-6)
+    assert local_io_times_s([0.0, 1.0], [0.0, 1.0], cal, [16, 16])[0] == 0.0
+
+
+def test_execution_models_must_agree():
+    raw = Plan("s", (TablePlacement("a", 100, "ssd_raw", None, 0),), (DevicePlan("d", 4, 0), DevicePlan("e", 4, 0)))
+    with pytest.raises(ValueError, match="mix"):
+        predict_batch_time(raw, stats(), dataclasses.replace(CAL, host=HOST), [SERIAL, DEV])
+    with pytest.raises(ValueError, match="host costs"):
+        predict_batch_time(raw, stats(), CAL, [SERIAL, SERIAL])

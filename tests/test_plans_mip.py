@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
-from plans.cost import StatsEstimator, memory_use, predict_batch_time, weighted_error
+from plans.cost import StatsEstimator, memory_use, plan_work_s, predict_batch_time, weighted_error
 from plans.mip import build_problem, plan_mip, solve
-from plans.types import Budgets, Calibration, DeviceProfile, PlannerOptions, TableStats, TTVariant, WorkloadStats, \
-    capacity
+from plans.types import Budgets, Calibration, DeviceProfile, HostCosts, PlannerOptions, TableStats, TTVariant, \
+    WorkloadStats, capacity
 
 EXACT = PlannerOptions(formulation="exact", time_limit_s=30)
 
@@ -109,11 +110,13 @@ def test_infeasible_budget_is_reported():
     assert res.status == "infeasible"
 
 
-def brute_force(stats, budgets, devices) -> float:
-    """Every option x device per table and every core split: the least feasible predicted batch time."""
+def brute_force(stats, budgets, devices, cal=None) -> tuple[float, float]:
+    """Every option x device per table and every core split: the least feasible predicted batch time, and the
+    least total work (``plan_work_s``) among the plans reaching it (the MIP's lexicographic objective)."""
+    cal = cal or calib()
     opts = StatsEstimator().table_options(stats, budgets, PlannerOptions())
     cap = capacity(budgets, devices)
-    best = math.inf
+    found = []
     per_table = [[(o, d) for o in ol for d in (range(len(devices)) if o.needs_device else [0])] for ol in opts]
     splits = list(itertools.product(*[range(d.cores + 1) for d in devices]))
     for combo in itertools.product(*per_table):
@@ -126,8 +129,9 @@ def brute_force(stats, budgets, devices) -> float:
                 continue
             if budgets.max_rel_error is not None and weighted_error(plan, stats) > budgets.max_rel_error + 1e-12:
                 continue
-            best = min(best, predict_batch_time(plan, stats, calib(), devices).total_s)
-    return best
+            found.append((predict_batch_time(plan, stats, cal, devices).total_s, plan_work_s(plan, stats, cal, devices)))
+    best = min(t for t, _ in found)
+    return best, min(w for t, w in found if t <= best * (1 + 1e-9))
 
 
 def random_table(rng, name) -> TableStats:
@@ -152,9 +156,13 @@ def test_mip_equals_exhaustive_search(seed, n_tables, n_devices, cores):
     total = sum(t.rows * t.row_bytes for t in stats.tables)
     budgets = Budgets(int(total * rng.uniform(0.1, 0.6)), max_rel_error=float(rng.uniform(0.01, 0.1)))
     devices = [device(cores=cores, dram=int(rng.integers(300, 1200)), name=f"d{i}") for i in range(n_devices)]
-    want = brute_force(stats, budgets, devices)
+    want, want_work = brute_force(stats, budgets, devices)
     got, plan = mip_T(stats, budgets, devices)
     assert got == pytest.approx(want, rel=1e-6)
+    # second stage: among the plans of that batch time, the least total work (within the solver's gap)
+    assert plan.solver["tie_break"]["status"] == "optimal"
+    assert predict_batch_time(plan, stats, calib(), devices).total_s <= want * (1 + 1e-6)
+    assert plan_work_s(plan, stats, calib(), devices) <= want_work * (1 + 1e-3)
 
 
 def test_pooled_bound_brackets_the_exact_optimum():
@@ -169,3 +177,48 @@ def test_pooled_bound_brackets_the_exact_optimum():
     assert s["best_bound_s"] <= exact * (1 + 1e-6)
     assert s["objective_s"] >= exact * (1 - 1e-6)
     assert s["gap"] == pytest.approx((s["objective_s"] - s["best_bound_s"]) / s["objective_s"])
+
+
+def test_tie_break_uses_free_dram():
+    # table B (15 TT rows, no room in DRAM) sets the batch time: 15 ms of compute on device 0's 2 cores = 7.5 ms.
+    # C (one row, 10 lookups) is as fast hot (10 us of DRAM) as raw on device 1 (1 page = 1 ms of IO, 10 rows
+    # = 5 ms on 2 memory cores < 7.5 ms): only the second objective (least total work) puts its row in the free DRAM
+    b = table("B", 200, [0, 200], [0, 1.0], 20, [15, 0], [3, 0], 600, 0.0)
+    c = table("C", 1, [0, 1], [0, 1.0], 10, [1, 0], [1, 0], 0, 0.0)
+    stats = WorkloadStats((b, c), batch_size=10, store_id="s")
+    devs = [device(cores=2, dram=1000, name="d0"), device(cores=2, dram=1000, name="d1")]
+    T, plan = mip_T(stats, Budgets(64), devs)
+    assert T == pytest.approx(7.5e-3, rel=1e-6)
+    assert plan.placement("C").hot_rows == 1  # every row hot
+    off = plan_mip(stats, calib(), Budgets(64), devs, PlannerOptions(formulation="exact", time_limit_s=30,
+                                                                      tie_break=False))
+    assert off.solver.get("tie_break") is None and off.solver["objective_s"] == pytest.approx(T, rel=1e-6)
+
+
+def serial_calib() -> Calibration:
+    # host-serial: 1 ms per batch, 0.1 ms per table, 10 us per lookup, raw 0.5 ms per table + 20 us per lookup
+    # + 0.1 ms per read, TT 0.2 ms per table + 0.1 ms per row; IO 1 ms per read + 0.2 ms per page, 0.1 ms per page
+    # of the other device; IOPS so high that the one-latency floor never binds
+    host = HostCosts(batch_s=1e-3, table_s=1e-4, lookup_s=1e-5, raw_table_s=5e-4, raw_lookup_s=2e-5, read_s=1e-4,
+                     tt_table_s=2e-4, tt_lookup_s=0.0, tt_row_s=1e-4, tt_flop_s=0.0, io_read_s=1e-3, io_page_s=2e-4,
+                     io_other_page_s=1e-4)
+    return Calibration(dram_lookups_per_s=1e6, dram_bytes_per_s=1e18, io_iops_by_qd={1: 1e12}, io_latency_s_by_qd={1: 0.0},
+                       read_bytes_per_s=1e18, mem_core_lookups_per_s=1.0, tt_rows_per_s_by_rank={4: 1.0},
+                       compute_core_flops_per_s=1.0, host=host)
+
+
+@pytest.mark.parametrize("seed,n_tables,n_devices", [(10, 2, 1), (11, 3, 2), (12, 3, 2)])
+def test_host_serial_mip_equals_exhaustive_search(seed, n_tables, n_devices):
+    rng = np.random.default_rng(seed)
+    stats = WorkloadStats(tuple(random_table(rng, f"t{i}") for i in range(n_tables)), 10, store_id="s")
+    total = sum(t.rows * t.row_bytes for t in stats.tables)
+    budgets = Budgets(int(total * rng.uniform(0.1, 0.6)), max_rel_error=float(rng.uniform(0.01, 0.1)))
+    devices = [dataclasses.replace(device(cores=2, dram=int(rng.integers(300, 1200)), name=f"d{i}"),
+                                   execution="host-serial") for i in range(n_devices)]
+    cal = serial_calib()
+    want, want_work = brute_force(stats, budgets, devices, cal)
+    plan = plan_mip(stats, cal, budgets, devices, EXACT)
+    assert plan.solver["status"] == "optimal" and plan.predicted["perf"]["execution"] == "host-serial"
+    assert plan.solver["objective_s"] == pytest.approx(want, rel=1e-6)
+    assert predict_batch_time(plan, stats, cal, devices).total_s == pytest.approx(want, rel=1e-6)
+    assert plan_work_s(plan, stats, cal, devices) <= want_work * (1 + 1e-3)

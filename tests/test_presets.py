@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from tracegen.errors import InputError
@@ -20,7 +21,7 @@ from tracegen.presets import (
 
 
 def test_registry_names():
-    assert list(PRESETS) == ["tiny", "criteo-kaggle", "mlperf-dlrmv2"]
+    assert list(PRESETS) == ["tiny", "criteo-kaggle", "mlperf-dlrmv2", "meta-2021", "meta-2022"]
 
 
 def test_tiny():
@@ -71,7 +72,7 @@ def test_scale_and_batch_size():
 def test_unknown_preset_lists_the_names():
     with pytest.raises(InputError) as e:
         get_preset("criteo")
-    assert "tiny, criteo-kaggle, mlperf-dlrmv2" in str(e.value)
+    assert "tiny, criteo-kaggle, mlperf-dlrmv2, meta-2021, meta-2022" in str(e.value)
 
 
 @pytest.mark.parametrize("scale", [0, -1, math.nan, math.inf, "x"])
@@ -113,3 +114,34 @@ def test_load_model_bad_inputs(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(InputError, match="bad model spec"):
         load_model(str(bad))
+
+
+@pytest.mark.parametrize("name, tables, batch, pooling", [
+    ("meta-2021", 856, 65_536, 887_017_990 / (856 * 65_536)),  # 15.81 lookups per table per sample
+    ("meta-2022", 788, 131_072, 13.6),
+])
+def test_meta_presets(name, tables, batch, pooling):
+    from tracegen.locality_model import effective_pooling_mean
+
+    s = get_preset(name)
+    assert s.num_tables == tables and s.batch_size == batch
+    assert np.mean([t.pooling.mean for t in s.tables]) == pytest.approx(pooling, rel=1e-9)
+    # what the generator draws (bags rounded and clipped) is within 0.3% of it
+    assert np.mean([effective_pooling_mean(t.pooling) for t in s.tables]) == pytest.approx(pooling, rel=3e-3)
+    assert 1e12 < s.total_bytes < 1e13  # terabytes
+    assert all(100 <= t.rows < 2**31 for t in s.tables) and all(0 <= t.zipf_alpha <= 2 for t in s.tables)
+    assert get_preset(name) == s  # deterministic
+    small = get_preset(name, scale=0.001, batch_size=4096)
+    assert small.total_bytes < 3e9 and small.batch_size == 4096
+
+
+def test_meta_2021_expected_locality_is_near_the_published_one():
+    from tracegen.locality_model import spec_locality
+
+    # fbgemm_t856_bs65536.pt: shares of unique rows and of lookups per reuse bin, unique/lookups = 0.1448
+    unique = (0.473, 0.152, 0.139, 0.112, 0.072, 0.032, 0.011, 0.005, 0.002, 0.001) + (0.0,) * 7
+    lookups = (0.069, 0.044, 0.068, 0.101, 0.121, 0.104, 0.073, 0.058, 0.052, 0.050, 0.049, 0.048, 0.048, 0.043,
+               0.031, 0.023, 0.019)
+    e = spec_locality(get_preset("meta-2021"))
+    assert np.abs(e.unique_share - unique).sum() < 0.1 and np.abs(e.lookup_share - lookups).sum() < 0.1
+    assert e.unique_per_lookup == pytest.approx(0.1448, rel=0.1)

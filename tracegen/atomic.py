@@ -13,7 +13,8 @@ version or the complete new one.
   between them leaves no version at the path, and the old one in a sibling).
 * A full disk (ENOSPC, EDQUOT, or EFBIG from a file-size limit) becomes an
   :class:`~tracegen.errors.InputError` naming the output, after the temporary
-  files are removed.
+  files are removed; so does an output directory that cannot be created or
+  written.
 """
 
 from __future__ import annotations
@@ -166,10 +167,42 @@ def release_reserve(path: str | os.PathLike) -> None:
     os.truncate(p, os.path.getsize(p))
 
 
-def _disk_full(e: BaseException, final: Path) -> BaseException:
+def _write_error(e: BaseException, final: Path) -> BaseException:
+    """A full disk as the one-line InputError naming the output; anything else as is."""
     if isinstance(e, OSError) and e.errno in DISK_FULL_ERRNOS:
         return InputError(f"disk full while writing ({os.strerror(e.errno)}); nothing was written", final)
     return e
+
+
+def check_writable(final: str | os.PathLike, kind: str = "file") -> None:
+    """Raise InputError unless an output ``kind`` (``"file"`` or ``"dir"``) could be written at ``final``.
+
+    Creates nothing: commands call it before any work so that a bad output path
+    fails at once, instead of after a run that leaves other outputs behind.
+    """
+    final = Path(final)
+    if kind == "file" and final.is_dir():
+        raise InputError("is a directory; expected a file path to write", final)
+    if kind == "dir" and final.exists() and not final.is_dir():
+        raise InputError("exists and is not a directory", final)
+    parent = final.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"cannot create the output's directory ({parent} is not a directory)", final)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError("cannot write here (the directory is read-only or not ours)", final)
+
+
+def _prepare(final: Path) -> None:
+    """The output's directory exists and is writable (else InputError); stale leftovers are gone."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create the output's directory ({os.strerror(e.errno)})", final) from None
+    if not os.access(final.parent, os.W_OK | os.X_OK):
+        raise InputError("cannot write here (the directory is read-only or not ours)", final)
+    clean_stale_siblings(final)
 
 
 @contextlib.contextmanager
@@ -181,8 +214,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     if final.is_dir():
         raise InputError("is a directory; expected a file path to write", final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_siblings(final)
+    _prepare(final)
     tmp = _tmp_sibling(final)
     try:
         yield tmp
@@ -192,7 +224,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        err = _disk_full(e, final)
+        err = _write_error(e, final)
         if err is e:
             raise
         raise err from None
@@ -209,10 +241,12 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     if final.exists() and not final.is_dir():
         raise InputError("exists and is not a directory", final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_siblings(final)
+    _prepare(final)
     tmp = _tmp_sibling(final)
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as e:
+        raise _write_error(e, final) from None
     try:
         yield tmp
         fsync_dir(tmp)
@@ -230,7 +264,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
             fsync_dir(final.parent)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        err = _disk_full(e, final)
+        err = _write_error(e, final)
         if err is e:
             raise
         raise err from None

@@ -8,45 +8,48 @@ chooses
 * the pooling scale ``c`` (:attr:`GeneratorParams.pooling_scale`) so that the
   mean lookups per table per sample are the block's (``lookups / (T * B)``);
   this is computed, not searched;
-* every table's Zipf skew, as a function of the table's *density*
-  ``d = log10(lookups per batch / rows)``: ``alpha(d)`` is piecewise linear
-  through ``knots`` points placed at quantiles of ``d`` over the tables (so
-  "how skew is spread across tables" is that curve), clipped to
-  ``[0, alpha_max]``. Sparse tables (``d < 0``) need ``alpha`` near 1 for the
-  flat upper part of the lookup histogram; tables with ``d`` around 1 need
-  near-uniform rows for its bump at counts 8 to 32.
+* every table's Zipf skew (``alpha_overrides``), on a grid of ``alpha_step``
+  in ``[0, alpha_max]``. How skew ends up spread across tables is reported as
+  :func:`skew_by_density`: the lookup-weighted mean and spread of alpha per
+  half decade of table density ``log10(lookups per batch / rows)``. For
+  ``meta-2021`` sparse tables (density below 1) get alpha 0.7 to 1.1 (the flat
+  upper part of the lookup histogram), tables with about 3 to 30 lookups per
+  row get near-uniform rows (its bump at counts 8 to 32), denser ones 0.3 to
+  0.6.
 
 Reuse between batches is not fitted: the published blocks are single batches
 ("processing 1 batches"), which say nothing about it; the fit holds for batch
-0 (and, for ``reuse = 0``, every batch).
+0 (and, with ``reuse = 0``, for every batch).
 
-Objective: ``L1(unique shares) + L1(lookup shares) + ratio_weight *
+Objective: ``f = L1(unique shares) + L1(lookup shares) + ratio_weight *
 |unique/lookups - target| / target``, computed from the expected histograms of
-:mod:`tracegen.locality_model` (milliseconds per evaluation, via per-table
-contributions tabulated on an alpha grid of ``alpha_step`` and interpolated),
-for all the tables *and* for the check subset (below), summed. The search:
-a free per-table coordinate descent over the alpha grid gives a start, a
-weighted least-squares fit of the knots to it the initial curve, then a
-compass (pattern) search over the knot values, step halving from 0.2 to
-``min_step``. Everything is deterministic; the only randomness is in the
-check batch (``seed``).
+:mod:`tracegen.locality_model` (each table's expected counts per bin are
+tabulated once per grid alpha, so evaluating an assignment is a sum), for all
+the tables plus, separately, for the check subset (below): ``f(all) +
+f(subset)``. The search is a deterministic coordinate descent (each table in
+turn moves to its best grid alpha given the others, until a sweep changes
+nothing): first the subset alone from its best common alpha, then the other
+tables, then all together. The only randomness is the check batch (``seed``).
 
 Transfer to the published batch. Counts per row are what the histograms bin,
 and they depend on ``B`` only through each table's ``lookups = B * pooling``:
 halving ``B`` halves every hot row's count (one bin to the left), which no
-change of skew undoes for the top bins (at ``B / 32`` a row would need more
-than all of a typical table's lookups to reach the ``32768+`` bin). So the fit
-keeps the published ``B`` and reduces the *number of tables* instead: tables
-are independent within a batch, the batch's histograms are the mixture of its
-tables', and the check batch is the published batch restricted to
-``check_tables`` tables spread evenly over the density order. The objective
-makes both the whole set and that subset match; the analytic model of the
-whole set at the published size (``full``) and the measured histograms of
-the generated subset batch (``check_measured``) are both reported. Generating
-at a smaller batch size with ``--scale`` equal to the batch ratio keeps the
-share of rows touched a few times (the ``alpha < 1`` tables are then
-self-similar) but moves hot rows down by ``log2`` of the ratio bins; fit at
-that batch size (``batch_size=``) when a small batch must itself match.
+skew undoes for the top bins (at ``B / 32`` a row would need more than all of
+a typical table's lookups to reach the ``32768+`` bin). So the fit keeps the
+published ``B`` and reduces the number of *tables* instead. Tables are
+independent within a batch and a batch's histograms are the mixture of its
+tables', so the check batch is the published batch restricted to
+``check_tables`` tables, one per stratum of the density order (the one of
+median lookups, so that no table dominates): counts per row are exactly those
+of the full batch. The expected histograms of the whole batch at the published
+size (``full``) come from the same model, and the generated check batch
+(``check_measured``) shows that the model predicts generated batches (they
+agree to about 0.005 in L1). Generating at a smaller batch size with rows
+scaled by the same factor keeps the histograms of tables with ``alpha < 1``
+(self-similar: rank ``r`` of the small table has the counts of rank ``r / s``
+of the large one) but moves the heads of tables with ``alpha >= 1`` down by
+about ``log2(1/s)`` bins; to make a small batch match by itself, fit at that
+batch size (``batch_size=``), within what its top bins allow.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class CalibrationTarget:
 
     name: str
     batch_size: int
-    num_tables: int  # of the published trace: from the block name ("..._t856_..."), else the spec's
+    num_tables: int  # of the published trace: from the block name ("..._t856_...") unless given
     lookups_per_batch: float
     unique_per_lookup: float
     unique_share: tuple[float, ...]
@@ -92,7 +95,7 @@ class CalibrationTarget:
         if num_tables is None:
             m = _TABLES_IN_NAME.search(name)
             if m is None:
-                raise InputError(f"block {name!r} does not say its table count (no '_t<N>_'); give it")
+                raise InputError(f"block {name!r} does not say its table count (no '_t<N>_'); give it (--tables)")
             num_tables = int(m.group(1))
         if stats.avg_indices <= 0 or stats.avg_unique <= 0 or num_tables < 1:
             raise InputError(f"block {name!r} has no lookups")
@@ -113,10 +116,12 @@ def load_targets(path, blocks: Sequence[str] | None = None, num_tables: int | No
 
 @dataclass(frozen=True)
 class CalibrationConfig:
+    """Settings of :func:`calibrate` (the defaults are what ``screc trace calibrate`` uses)."""
+
     alpha_step: float = 0.05  # grid of the tabulated per-table contributions
     alpha_max: float = 2.0
     ratio_weight: float = 1.0
-    check_tables: int = 32  # tables of the generated check batch (0: no subset term, no check)
+    check_tables: int = 64  # tables of the generated check batch (0 or >= the spec's: all of them, no subset term)
     max_sweeps: int = 50
     seed: int = 0
     reuse: float = 0.0

@@ -43,7 +43,7 @@ _CHUNK = 1 << 22
 def _torch():
     try:
         import torch
-    except ModuleNotFoundError:
+    except ImportError:
         raise InputError("reading or writing .pt files needs torch: install the torch extra "
                          "(pip install 'screc[torch]')") from None
     return torch

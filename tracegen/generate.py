@@ -48,7 +48,8 @@ import numpy as np
 
 from tracegen.errors import InputError
 from tracegen.jit import NJIT_OPTIONS as _NJIT_OPTIONS
-from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
+from tracegen.pooling import bag_sizes, scale_pooling
+from tracegen.spec import ModelSpec, TableSpec
 from tracegen.trace_io import TraceWriter
 
 GENERATOR_NAME = "screc.zipf"
@@ -154,20 +155,6 @@ class GeneratorParams:
             raise InputError(e.problem, where) from None
         except (TypeError, ValueError) as e:
             raise InputError(f"bad generator parameters: {e}", where) from None
-
-
-def scale_pooling(p: PoolingSpec, scale: float) -> PoolingSpec:
-    """``p`` with its mean bag size multiplied by ``scale``: ``fixed`` rounds the mean, the bounds become
-    ``floor(min * scale)`` and ``max(that, ceil(max * scale))``."""
-    if scale == 1.0:
-        return p
-    lo = int(math.floor(p.min * scale))
-    hi = max(lo, int(math.ceil(p.max * scale)))
-    if p.kind == "fixed":
-        return PoolingSpec.fixed(int(round(p.mean * scale)))
-    if p.kind == "uniform":
-        return PoolingSpec(kind="uniform", mean=(lo + hi) / 2.0, min=lo, max=hi)
-    return PoolingSpec(kind=p.kind, mean=p.mean * scale, min=lo, max=hi, sigma=p.sigma)
 
 
 # --- seeded hash permutation -----------------------------------------------------------------
@@ -404,25 +391,6 @@ def zipf_ranks(seed: int, sampler: ZipfSampler, out: np.ndarray) -> int:
                                   sampler.alpha, out))
 
 
-# --- pooling factors -------------------------------------------------------------------------
-
-def bag_sizes(pooling: PoolingSpec, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-    """``batch_size`` pooling factors (int64) drawn from ``pooling``, clipped to ``[min, max]``."""
-    p = pooling
-    if p.kind == "fixed":
-        return np.full(batch_size, int(p.mean), dtype=np.int64)
-    if p.kind == "uniform":
-        return rng.integers(p.min, p.max + 1, size=batch_size, dtype=np.int64)
-    if p.kind == "poisson":
-        n = rng.poisson(max(p.mean, 0.0), size=batch_size)
-    else:  # lognormal with mean p.mean: mu = log(mean) - sigma^2 / 2
-        if p.mean <= 0:
-            n = np.zeros(batch_size)
-        else:
-            n = np.rint(rng.lognormal(math.log(p.mean) - p.sigma**2 / 2, p.sigma, size=batch_size))
-    return np.clip(n, p.min, p.max).astype(np.int64)
-
-
 # --- batches -----------------------------------------------------------------------------------
 
 def _batch_rng(seed: int, table_index: int, batch_index: int) -> np.random.Generator:
@@ -518,8 +486,9 @@ def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.Path
     """Write the ``params.num_batches`` batches of ``(spec, params)`` to ``path``; return the trace id.
 
     Batches are written table by table (:meth:`TraceWriter.begin_batch`), so
-    memory holds the batch's offsets and one table's lookups: a full-size
-    ``meta-2021`` batch (887M lookups) needs about 0.5 GB, not 7 GB. With
+    memory holds the batch's offsets and bag sizes, one table's lookups and a
+    write buffer: a full-size ``meta-2021`` batch (887M lookups, 7 GB as
+    int64) peaked at 1.8 GB resident on the development machine. With
     reuse on, the previous batch is kept whole (it is sampled from). The file
     records the effective spec (batch size, skew overrides and pooling scale
     applied) and the parameters. ``progress(done_batches, total)`` is called

@@ -22,12 +22,45 @@ Presets:
     ``--multi_hot_sizes 3,2,1,...``), which the MLPerf inference reference and
     the torchrec dlrm_v2 example repeat.
 
+``meta-2021``, ``meta-2022``
+    Sized like Meta's dlrm_datasets embedding-lookup traces
+    (facebookresearch/dlrm_datasets, ``embedding_bag/2021`` and ``2022``):
+    856 tables at batch 65,536 with 15.81 lookups per table per sample
+    (887,017,990 lookups in the full 2021 file, ``locality_stats.txt``, copied
+    in ../shared/data), and 788 tables at batch 131,072 with about 13.6 (the
+    2022 figures as published with that repository; its statistics file is not
+    copied here). The files give lookups, not table sizes, so rows are chosen:
+    lognormal over the tables (at stratified quantiles in a seeded order, so
+    the total is exact, not a draw), median ``META_ROWS_MEDIAN`` = 50,000 rows
+    and log-spread ``META_ROWS_SIGMA`` = 3.0, clipped to [100, 2**31 - 1]:
+    2.83G rows (the largest table 849M rows) and, with dims 64/128/128/256
+    fp32, 1.87 TB for meta-2021 (1.87 TB for meta-2022). Two constraints set
+    the two numbers: the model must reach terabytes (the regime SCRec is
+    about), and the published locality must be reachable: with Zipf tables,
+    lookups per row (``B * pooling / rows``) decide how many rows are touched
+    once and how many lookups fall on rows touched thousands of times, and a
+    median of 2M rows (spread 1.5) left the best fit of the 2021 histograms at
+    L1 0.35 on the lookup shares, whereas 50,000 (spread 3.0) fits every block
+    of the 2021 file within 0.07 (``screc trace calibrate``; the terabytes
+    then come from a long tail of large, rarely read tables, as in production
+    models). Mean bag sizes are lognormal over the tables (spread 1.0), bags
+    lognormal within a table (sigma 0.8, clipped to [0, 10 x mean]). Each
+    table's skew comes from its density ``log10(lookups per batch / rows)``
+    through ``META_ALPHA_BY_DENSITY``, the smoothed per-table skews of the fit
+    to the full 2021 file (expected L1 0.035 / 0.085 against it as is; the
+    per-table fit, ``--params``, reaches 0.024 / 0.040). Full size is for
+    statistics and planning (``screc trace stats --model``, ``screc plan
+    solve --modelled``); ``--scale 0.001 --batch-size 4096`` gives a model of
+    about 1.9 GB and batches of 55M lookups (see :mod:`tracegen.calibrate` for
+    what a smaller batch does to the histograms).
+
 Skew: every preset table gets ``zipf_alpha = DEFAULT_ZIPF_ALPHA`` (1.05) unless
 stated otherwise. Published one-hot Criteo features and Meta's production
 traces have rank-frequency slopes close to 1 for the large tables; 1.05 is the
 usual "strongly skewed but not degenerate" choice (a finite table with
 alpha > 1 keeps a bounded hot set as it grows). ``tiny`` varies alpha per table
-(0.6 to 1.2) so that tests see more than one skew.
+(0.6 to 1.2) so that tests see more than one skew; the meta presets take it from
+the 2021 calibration (above).
 
 ``--scale`` multiplies row counts (``ModelSpec.scaled``; at least one row each).
 """
@@ -116,6 +149,13 @@ META_DIMS = (64, 128, 128, 256)
 META_POOLING_SIGMA_TABLES = 1.0  # spread of the mean bag size across tables (lognormal)
 META_POOLING_SIGMA_BAGS = 0.8  # spread of bag sizes within a table (lognormal)
 META_POOLING_MAX_FACTOR = 10  # bags clipped at 10x the table's mean
+# (density log10(lookups per batch / rows), alpha): the lookup-weighted mean skew per half decade of density of
+# `screc trace calibrate --spec meta-2021 --block fbgemm_t856_bs65536.pt` (runs/fits2021), smoothed into a curve
+META_ALPHA_BY_DENSITY = (
+    (-3.25, 1.4), (-2.75, 1.07), (-2.25, 0.91), (-1.75, 0.94), (-1.25, 0.88), (-0.75, 0.82), (-0.25, 0.72),
+    (0.25, 0.38), (0.75, 0.18), (1.25, 0.03), (1.75, 0.46), (2.25, 0.58), (2.75, 0.6), (3.25, 0.56), (3.75, 0.28),
+    (4.25, 0.46), (4.75, 0.96),
+)
 
 
 def _stratified_normal(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -125,33 +165,39 @@ def _stratified_normal(n: int, rng: np.random.Generator) -> np.ndarray:
     return z[rng.permutation(n)]
 
 
-def meta_tables(n_tables: int, mean_pooling: float, seed: int, alpha: Callable[[np.ndarray, np.ndarray], np.ndarray]
-                ) -> tuple[TableSpec, ...]:
+def meta_alpha(density_log10: np.ndarray) -> np.ndarray:
+    """The skew of a table of the meta presets from its density ``log10(lookups per batch / rows)``."""
+    d, a = zip(*META_ALPHA_BY_DENSITY)
+    return np.interp(density_log10, d, a)
+
+
+def meta_tables(n_tables: int, mean_pooling: float, batch_size: int, seed: int) -> tuple[TableSpec, ...]:
+    """Tables of a meta preset: stratified lognormal rows and mean bag sizes, dims drawn from ``META_DIMS``, skew
+    from :func:`meta_alpha`; the same ``seed``, the same tables."""
     rng = np.random.default_rng(seed)
     z_rows = _stratified_normal(n_tables, rng)
     z_pool = _stratified_normal(n_tables, rng)
-    z_alpha = _stratified_normal(n_tables, rng)
     rows = np.clip(np.round(META_ROWS_MEDIAN * np.exp(META_ROWS_SIGMA * z_rows)), META_ROWS_MIN, META_ROWS_MAX)
     dims = np.array(META_DIMS)[rng.integers(0, len(META_DIMS), size=n_tables)]
     w = np.exp(META_POOLING_SIGMA_TABLES * z_pool)
     pool = mean_pooling * w / w.mean()
-    a = alpha(z_alpha, z_rows)
+    alpha = np.round(meta_alpha(np.log10(batch_size * pool / rows)), 3)
     return tuple(
         TableSpec(f"t{i}", rows=int(rows[i]), dim=int(dims[i]), dtype="fp32",
                   pooling=PoolingSpec(kind="lognormal", mean=float(pool[i]), min=0,
                                       max=int(math.ceil(META_POOLING_MAX_FACTOR * pool[i])),
                                       sigma=META_POOLING_SIGMA_BAGS),
-                  zipf_alpha=float(a[i]))
+                  zipf_alpha=float(alpha[i]))
         for i in range(n_tables))
 
 
 def _meta2021() -> ModelSpec:
-    return ModelSpec("meta-2021", meta_tables(META2021_TABLES, META2021_MEAN_POOLING, 2021, lambda z, zr: 1.0 + 0 * z),
+    return ModelSpec("meta-2021", meta_tables(META2021_TABLES, META2021_MEAN_POOLING, META2021_BATCH_SIZE, 2021),
                      batch_size=META2021_BATCH_SIZE)
 
 
 def _meta2022() -> ModelSpec:
-    return ModelSpec("meta-2022", meta_tables(META2022_TABLES, META2022_MEAN_POOLING, 2022, lambda z, zr: 1.0 + 0 * z),
+    return ModelSpec("meta-2022", meta_tables(META2022_TABLES, META2022_MEAN_POOLING, META2022_BATCH_SIZE, 2022),
                      batch_size=META2022_BATCH_SIZE)
 
 

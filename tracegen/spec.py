@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,10 @@ class PoolingSpec:
     sigma: float = 1.0
 
     def __post_init__(self) -> None:
+        for what in ("min", "max"):
+            v = getattr(self, what)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"pooling {what} must be a whole number, got {v!r}")
         if self.kind not in POOLING_KINDS:
             raise ValueError(f"pooling kind {self.kind!r} is not one of {', '.join(POOLING_KINDS)}")
         if self.min < 0 or self.max < self.min:
@@ -74,6 +79,10 @@ class TableSpec:
     zipf_alpha: float = 1.05
 
     def __post_init__(self) -> None:
+        for what in ("rows", "dim"):
+            v = getattr(self, what)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise ValueError(f"table {self.name}: {what} must be a whole number, got {v!r}")
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise ValueError(f"table name {self.name!r} is not a plain file-safe name")
         if self.rows < 1:
@@ -108,6 +117,8 @@ class ModelSpec:
         names = [t.name for t in self.tables]
         if len(set(names)) != len(names):
             raise ValueError(f"model {self.name}: duplicate table names")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral):
+            raise ValueError(f"model {self.name}: batch_size must be a whole number, got {self.batch_size!r}")
         if self.batch_size < 1:
             raise ValueError(f"model {self.name}: batch_size must be >= 1")
 
@@ -155,14 +166,24 @@ class ModelSpec:
             if isinstance(pool, (int, float)):
                 pool = PoolingSpec.fixed(int(pool))
             else:
-                pool = PoolingSpec(**pool)
+                pool = PoolingSpec(**_whole(dict(pool), "min", "max"))
             t["pooling"] = pool
-            tables.append(TableSpec(**t))
-        return cls(name=str(d.get("name", "custom")), tables=tuple(tables), batch_size=int(d.get("batch_size", 2048)))
+            tables.append(TableSpec(**_whole(t, "rows", "dim")))
+        return cls(name=str(d.get("name", "custom")), tables=tuple(tables),
+                   batch_size=_whole(dict(d), "batch_size").get("batch_size", 2048))
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
         return cls.from_dict(json.loads(text))
+
+
+def _whole(d: dict, *keys: str) -> dict:
+    """Whole-number floats (``1e6`` in JSON/TOML) of ``keys`` as ints; anything else is left for validation."""
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, float) and v.is_integer():
+            d[k] = int(v)
+    return d
 
 
 def load_spec_file(path: str | os.PathLike) -> ModelSpec:

@@ -16,7 +16,10 @@ Attributes: ``format``, ``format_version``, ``spec`` (model spec JSON),
 ``params`` (generator parameters JSON), ``seed``, ``batch_size``,
 ``num_tables``, ``num_batches``, ``num_lookups`` and ``trace_id`` (a SHA-256
 content hash of the spec and every batch, computed while writing, which plans
-use to name the trace they were made for).
+use to name the trace they were made for), and ``attrs_crc32`` (a CRC32 of
+the other attributes). Every dataset is chunked with HDF5's fletcher32 filter,
+so a corrupted byte anywhere in the data or the attributes is an error on read
+(traces written before these checksums existed read without the checks).
 
 Files are written under a temporary name and renamed into place when closed,
 so a trace that exists is complete. Reading is batch by batch: a trace larger
@@ -28,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,6 +46,18 @@ from tracegen.spec import ModelSpec
 TRACE_FORMAT = "screc-trace"
 TRACE_FORMAT_VERSION = 1
 _CHUNK = 1 << 20
+_STREAM_RUN = 1 << 24  # table-by-table batches reach the file in runs of at least 16M lookups
+ATTRS_CRC = "attrs_crc32"  # CRC32 of the other attributes (datasets carry fletcher32 chunk checksums)
+
+
+def attrs_crc32(attrs) -> int:
+    """CRC32 of a trace's attributes other than ``attrs_crc32`` itself, in a canonical JSON form."""
+    def plain(v):
+        v = v.item() if hasattr(v, "item") else v
+        return v.decode() if isinstance(v, bytes) else v
+
+    body = {k: plain(attrs[k]) for k in sorted(attrs) if k != ATTRS_CRC}
+    return zlib.crc32(json.dumps(body, sort_keys=True, default=str).encode())
 
 
 @dataclass(frozen=True)
@@ -137,11 +153,13 @@ class TraceWriter:
             # chunk about one batch of lookups (4 Ki .. 1 Mi entries), so small traces stay small on disk
             expected = self.batch_size * sum(max(1.0, t.pooling.mean_lookups) for t in self.spec.tables)
             chunk = int(min(_CHUNK, max(4096, 1 << int(np.ceil(np.log2(expected))))))
+            # fletcher32: every chunk carries a checksum HDF5 verifies on read (a flipped byte is an error)
             self._f.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=self._idx_dtype,
-                                   chunks=(chunk,))
+                                   chunks=(chunk,), fletcher32=True)
             self._f.create_dataset("offsets", shape=(0,), maxshape=(None,), dtype=np.int64,
-                                   chunks=(min(_CHUNK, tb1),))
-            self._f.create_dataset("batch_ptr", shape=(1,), maxshape=(None,), dtype=np.int64, data=[0])
+                                   chunks=(min(_CHUNK, tb1),), fletcher32=True)
+            self._f.create_dataset("batch_ptr", shape=(1,), maxshape=(None,), dtype=np.int64, data=[0],
+                                   fletcher32=True)
             self._reserve(0)
         except BaseException as e:
             f, self._f = self._f, None
@@ -200,14 +218,17 @@ class TraceWriter:
         if offsets.shape != (tb1,):
             raise ValueError(f"offsets must have length T*B+1 = {tb1}, got {offsets.shape}")
         check_csr(offsets, int(offsets[-1]) if offsets.size else 0, f"batch {self._n_batches}", None)
-        self._reserve(offsets.nbytes + int(offsets[-1]) * np.dtype(self._idx_dtype).itemsize + 8)
         f = self._f
         m0 = self._n_batches * tb1
         f["offsets"].resize((m0 + tb1,))
         f["offsets"][m0:] = offsets
+        f["indices"].resize((self._n_lookups + int(offsets[-1]),))  # once: resizing per table is slow
         self._hash.update(offsets.tobytes())
         self._open_batch = offsets
         self._next_table = 0
+        self._pending: list[np.ndarray] = []  # tables not yet written (written in runs of >= _STREAM_RUN)
+        self._pending_size = 0
+        self._written = self._n_lookups  # where the pending run starts in the file
 
     def append_table(self, t: int, indices: np.ndarray) -> None:
         """The lookups of table ``t`` of the open batch (tables in order ``0 .. T-1``)."""
@@ -227,12 +248,20 @@ class TraceWriter:
                 bad = mn if mn < 0 else mx
                 raise InputError(f"batch {self._n_batches}: index {bad} out of range for table {t} with "
                                  f"{int(self._rows[t])} rows")
-        idx = indices.astype(self._idx_dtype, copy=False)
-        n0 = self._n_lookups + lo
-        self._f["indices"].resize((n0 + idx.size,))
-        self._f["indices"][n0:] = idx
+        idx = indices.astype(self._idx_dtype)  # a copy: the caller may reuse its array
         self._hash.update(idx.astype(np.int64, copy=False).tobytes())
+        self._pending.append(idx)
+        self._pending_size += idx.size
+        if self._pending_size >= _STREAM_RUN:
+            self._flush_pending()
         self._next_table += 1
+
+    def _flush_pending(self) -> None:
+        if self._pending_size:
+            run = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._f["indices"][self._written : self._written + run.size] = run
+            self._written += run.size
+        self._pending, self._pending_size = [], 0
 
     def end_batch(self) -> None:
         """Close the batch opened by :meth:`begin_batch` (every table must have been appended)."""
@@ -241,6 +270,7 @@ class TraceWriter:
             raise ValueError("end_batch() without begin_batch()")
         if self._next_table != self.num_tables:
             raise ValueError(f"end_batch() after {self._next_table} of {self.num_tables} tables")
+        self._flush_pending()
         self._n_lookups += int(off[-1])
         self._n_batches += 1
         f = self._f
@@ -270,6 +300,7 @@ class TraceWriter:
                 a["num_batches"] = self._n_batches
                 a["num_lookups"] = self._n_lookups
                 a["trace_id"] = self.trace_id
+                a[ATTRS_CRC] = attrs_crc32(a)
             f.close()  # flushes: a full disk can surface here
             release_reserve(self._tmp)
         except BaseException as e:
@@ -330,6 +361,8 @@ class TraceReader:
         self.num_batches = int(a["num_batches"])
         self.num_lookups = int(a["num_lookups"])
         self.trace_id = str(a["trace_id"])
+        if ATTRS_CRC in a and int(a[ATTRS_CRC]) != attrs_crc32(a):
+            raise InputError("corrupt trace: its attributes do not match their checksum", self.path)
         if self.num_tables != self.spec.num_tables:
             raise InputError(f"num_tables {self.num_tables} != {self.spec.num_tables} tables in spec", self.path)
         self.rows = np.array([t.rows for t in self.spec.tables], dtype=np.int64)
@@ -365,7 +398,7 @@ class TraceReader:
             lo, hi = int(self.batch_ptr[i]), int(self.batch_ptr[i + 1])
             idx = self._indices_ds[lo:hi].astype(np.int64)
         except OSError as e:
-            raise InputError(f"batch {i}: unreadable ({e})", self.path) from None
+            raise InputError(f"batch {i}: unreadable, the file is corrupt ({e})", self.path) from None
         b = Batch(i, idx, off, self.num_tables, self.batch_size)
         if self.validate:
             check_csr(off, idx.size, f"batch {i}", self.path)

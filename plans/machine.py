@@ -1,0 +1,198 @@
+"""The machine as the planner sees it: measured rates (:class:`Calibration`), the replay host thread's costs
+(:class:`HostCosts`) and computational-storage devices (:class:`DeviceProfile`). Re-exported by ``plans.types``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from tracegen.atomic import atomic_path
+from tracegen.errors import InputError
+
+PAGE_BYTES = 4096
+CALIBRATION_FORMAT = "screc-calibration"
+CALIBRATION_FORMAT_VERSION = 2
+CALIBRATION_VERSIONS_READ = (1, 2)  # version 1 files have no host costs
+EXECUTION_MODELS = ("parallel", "host-serial")
+
+
+@dataclass(frozen=True)
+class HostCosts:
+    """Seconds the replay's one host thread spends per batch, by what it does (fitted on real replays by
+    ``plans.host_fit``): per batch, per table, per lookup, per table with cold raw lookups, per extra SSD-served
+    lookup, per read request, per table with TT lookups, per extra TT lookup, per unique TT row and per flop of
+    its rebuild. A device's IO per batch (fitted on the same replays' engine busy times): ``io_read_s`` per
+    read request, ``io_page_s`` per 4 KiB page, ``io_other_page_s`` per page the other devices read at the
+    same time (they share this machine's disk), never less than one latency at that depth
+    (``Calibration.io_iops_by_qd``); ``io_handoff_s``: the gap between one batch's reads and the next on an
+    IO-bound device (thread hand-offs). ``fit`` holds the replays and residuals; ``source`` "measured" or "modelled"."""
+
+    batch_s: float
+    table_s: float
+    lookup_s: float
+    raw_table_s: float
+    raw_lookup_s: float
+    read_s: float
+    tt_table_s: float
+    tt_lookup_s: float
+    tt_row_s: float
+    tt_flop_s: float
+    io_read_s: float = 0.0
+    io_page_s: float = 0.0
+    io_other_page_s: float = 0.0
+    io_handoff_s: float = 0.0
+    fit: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "measured"
+
+    def __post_init__(self) -> None:
+        for f in self.__dataclass_fields__:
+            if f.endswith("_s") and not getattr(self, f) >= 0:
+                raise ValueError(f"host cost {f} must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fit"] = dict(self.fit)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "HostCosts":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Rates measured on one machine (see ``plans.calibration.measure_calibration``).
+
+    ``io_*_by_qd`` map a queue depth to random ``io_read_bytes`` reads (IOPS,
+    mean latency); ``mem_core_lookups_per_s`` is one memory-centric core
+    extracting rows from pages and pooling them; ``tt_rows_per_s_by_rank`` is
+    one compute-centric core rebuilding rows of the reference TT shape, and
+    ``compute_core_flops_per_s`` the same expressed in flops (so tables of
+    other shapes can be costed). ``source`` is "measured" or "modelled".
+    ``host``: the replay host thread's costs (None in version-1 files).
+    """
+
+    dram_lookups_per_s: float
+    dram_bytes_per_s: float
+    io_iops_by_qd: Mapping[int, float]
+    io_latency_s_by_qd: Mapping[int, float]
+    read_bytes_per_s: float
+    mem_core_lookups_per_s: float
+    tt_rows_per_s_by_rank: Mapping[int, float]
+    compute_core_flops_per_s: float
+    io_read_bytes: int = PAGE_BYTES
+    machine: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    source: str = "measured"
+    version: int = CALIBRATION_FORMAT_VERSION
+    host: HostCosts | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.host, Mapping):
+            object.__setattr__(self, "host", HostCosts.from_dict(self.host))
+        object.__setattr__(self, "io_iops_by_qd", {int(k): float(v) for k, v in self.io_iops_by_qd.items()})
+        object.__setattr__(self, "io_latency_s_by_qd",
+                           {int(k): float(v) for k, v in self.io_latency_s_by_qd.items()})
+        object.__setattr__(self, "tt_rows_per_s_by_rank",
+                           {int(k): float(v) for k, v in self.tt_rows_per_s_by_rank.items()})
+        if not self.io_iops_by_qd:
+            raise ValueError("calibration has no IOPS measurement")
+        for name in ("dram_lookups_per_s", "dram_bytes_per_s", "read_bytes_per_s", "mem_core_lookups_per_s",
+                     "compute_core_flops_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"calibration {name} must be > 0")
+        if any(not v > 0 for v in self.io_iops_by_qd.values()):
+            raise ValueError("calibration IOPS must be > 0")
+
+    def iops_at(self, queue_depth: int) -> float:
+        """IOPS at ``queue_depth``: log-log interpolation between measured depths, clamped at the ends."""
+        qds = sorted(self.io_iops_by_qd)
+        x = np.log([float(q) for q in qds])
+        y = np.log([self.io_iops_by_qd[q] for q in qds])
+        return float(np.exp(np.interp(np.log(max(1, queue_depth)), x, y)))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["format"] = CALIBRATION_FORMAT
+        for name in ("io_iops_by_qd", "io_latency_s_by_qd", "tt_rows_per_s_by_rank"):
+            d[name] = {str(k): v for k, v in d[name].items()}
+        d["machine"] = dict(self.machine)
+        d["notes"] = list(self.notes)
+        d["host"] = None if self.host is None else self.host.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Calibration":
+        d = dict(d)
+        d.pop("format", None)
+        d["notes"] = tuple(d.get("notes", ()))
+        return cls(**d)
+
+    def save(self, path: str | os.PathLike) -> None:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Calibration":
+        p = Path(path)
+        if not p.is_file():
+            raise InputError("calibration file not found", p)
+        try:
+            d = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"not a JSON calibration ({e.__class__.__name__})", p) from None
+        if not isinstance(d, dict) or d.get("format") != CALIBRATION_FORMAT:
+            raise InputError("not a screc calibration (format field missing or wrong)", p)
+        if d.get("version") not in CALIBRATION_VERSIONS_READ:
+            raise InputError(f"calibration version {d.get('version')} is not supported "
+                             f"(expected one of {CALIBRATION_VERSIONS_READ})", p)
+        try:
+            return cls.from_dict(d)
+        except (TypeError, ValueError, KeyError) as e:
+            raise InputError(f"bad calibration: {e}", p) from None
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """One computational-storage device as the planner sees it.
+
+    ``iops`` is at the planning queue depth; the per-core rates are for one
+    memory-centric core (rows extracted and pooled per second) and one
+    compute-centric core (flops per second rebuilding TT rows).
+    ``modelled`` is True when the numbers were not measured on this machine.
+    ``execution``: "parallel" (every resource works in parallel, the batch takes
+    the slowest: a real device) or "host-serial" (the emulator on this machine:
+    all cores share one host thread, overlapped only with IO; needs
+    ``Calibration.host``). ``queue_depth``: reads in flight per device.
+    """
+
+    name: str
+    cores: int
+    device_dram_bytes: int
+    ssd_capacity_bytes: int
+    iops: float
+    read_bytes_per_s: float
+    mem_core_lookups_per_s: float
+    compute_core_flops_per_s: float
+    modelled: bool = False
+    page_bytes: int = PAGE_BYTES
+    execution: str = "parallel"
+    queue_depth: int = 128
+
+    def __post_init__(self) -> None:
+        if self.execution not in EXECUTION_MODELS:
+            raise ValueError(f"device {self.name}: execution must be one of {EXECUTION_MODELS}")
+        if self.queue_depth < 1:
+            raise ValueError(f"device {self.name}: queue_depth must be >= 1")
+        if self.cores < 1:
+            raise ValueError(f"device {self.name}: cores must be >= 1")
+        for name in ("iops", "read_bytes_per_s", "mem_core_lookups_per_s", "compute_core_flops_per_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"device {self.name}: {name} must be > 0")
+        if self.device_dram_bytes < 0 or self.ssd_capacity_bytes < 0:
+            raise ValueError(f"device {self.name}: capacities must be >= 0")
