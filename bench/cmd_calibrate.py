@@ -25,7 +25,8 @@ shifts every number).
 HOST_ROWS = (("batch_s", "per batch"), ("table_s", "per table"), ("lookup_s", "per lookup"),
              ("raw_table_s", "per table with cold raw lookups"), ("raw_lookup_s", "per lookup served from SSD pages"),
              ("read_s", "per read request"), ("tt_table_s", "per table with TT lookups"),
-             ("tt_lookup_s", "per TT lookup"), ("tt_row_s", "per unique TT row"), ("tt_flop_s", "per TT rebuild flop"))
+             ("tt_lookup_s", "per TT lookup"), ("tt_row_s", "per unique TT row"), ("tt_flop_s", "per TT rebuild flop"),
+             ("io_device_s", "per device with reads"))
 
 
 def render_calibration(calib) -> Table:

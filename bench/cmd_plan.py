@@ -18,9 +18,14 @@ from tracegen.atomic import check_writable
 from tracegen.errors import InputError
 
 SOLVE_EXAMPLE = """example:
-  screc plan solve --store stores/tiny --trace traces/tiny.h5 --profile-batches 50 \\
+  screc calibrate --store stores/tiny -o runs/cal.json
+  screc plan solve --store stores/tiny --trace traces/tiny.h5 --profile-batches 50 --calibration runs/cal.json \\
       --dram-budget 64KiB --devices 2 --cores 4 --accuracy-budget 0.02 -o runs/plan.json
   screc plan solve --model meta-2021 --modelled --dram-budget 64GB --devices 4 --device-profile smartssd -o runs/meta.json
+
+With --device-profile local (the default) the plan is costed as the emulator runs on this machine: one host
+thread does every core's work, overlapped only with the devices' reads (host costs from `screc calibrate`;
+without --calibration, modelled ones). smartssd: modelled devices whose cores and IO all work in parallel.
 """
 SHOW_EXAMPLE = """example:
   screc plan show runs/plan.json

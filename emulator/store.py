@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from emulator.layout import PAGE_BYTES, RowLayout
-from tracegen.atomic import atomic_dir, is_temporary_sibling
+from tracegen.atomic import is_temporary_sibling
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec
 

@@ -66,6 +66,7 @@ SMARTSSD_COMPUTE_CORE_FLOPS_PER_S = 100.0e9  # 256 MAC lanes x 200 MHz x 2, assu
 # of the demo store on a 2-core VM under load; labelled modelled): seconds per unit, see plans.types.HostCosts.
 MODELLED_HOST = {"batch_s": 1e-3, "table_s": 60e-6, "lookup_s": 50e-9, "raw_table_s": 40e-6, "raw_lookup_s": 100e-9,
                  "read_s": 1e-6, "tt_table_s": 60e-6, "tt_lookup_s": 100e-9, "tt_row_s": 200e-9, "tt_flop_s": 0.1e-9,
+                 "io_device_s": 1e-3,
                  "io_read_s": 10e-6, "io_page_s": 10e-6, "io_other_page_s": 5e-6, "io_handoff_s": 0.0}
 
 
@@ -374,7 +375,8 @@ def default_host_costs() -> HostCosts:
                      raw_lookup_s=MODELLED_HOST["raw_lookup_s"], read_s=MODELLED_HOST["read_s"],
                      tt_table_s=MODELLED_HOST["tt_table_s"], tt_lookup_s=MODELLED_HOST["tt_lookup_s"],
                      tt_row_s=MODELLED_HOST["tt_row_s"], tt_flop_s=MODELLED_HOST["tt_flop_s"],
-                     io_read_s=MODELLED_HOST["io_read_s"], io_page_s=MODELLED_HOST["io_page_s"],
+                     io_device_s=MODELLED_HOST["io_device_s"], io_read_s=MODELLED_HOST["io_read_s"],
+                     io_page_s=MODELLED_HOST["io_page_s"],
                      io_other_page_s=MODELLED_HOST["io_other_page_s"], io_handoff_s=MODELLED_HOST["io_handoff_s"],
                      fit={"note": "modelled, not fitted on this machine"}, source="modelled")
 

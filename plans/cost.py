@@ -14,7 +14,8 @@ batch takes ``max(host, IO of each device)``:
   its cold part ``raw_table_s`` x P(cold raw lookups) + ``raw_lookup_s`` x cold
   lookups + ``read_s`` x reads, or ``tt_table_s`` x P(TT lookups) +
   ``tt_lookup_s`` x TT lookups + (``tt_row_s`` + ``tt_flop_s`` x flops per
-  row) x unique TT rows) (``Calibration.host``, fitted on real replays by ``plans.host_fit``);
+  row) x unique TT rows) + ``io_device_s`` per device with reads
+  (``Calibration.host``, fitted on real replays by ``plans.host_fit``);
 * IO of a device = ``io_read_s`` x reads + ``io_page_s`` x pages +
   ``io_other_page_s`` x the pages the other devices read (one disk), fitted on
   the engine's busy times in the same replays, but at least one read latency
@@ -323,6 +324,7 @@ def _predict_host_serial(plan, stats: WorkloadStats, calib: Calibration, devices
         tt[d] += tt_s
         reads[d] += load.io_reads
         pages[d] += load.io_pages
+    shared += host.io_device_s * sum(1 for r in reads if r > 0)  # handing each device's reads to its IO thread
     io = local_io_times_s(reads, pages, calib, [d.queue_depth for d in devices], host_s=shared + sum(raw) + sum(tt))
     return Perf(shared, io, tuple(raw), tuple(tt), host_s=shared + sum(raw) + sum(tt), execution="host-serial")
 

@@ -16,7 +16,9 @@ from the engine's own ``prepare`` output, what the host did per batch
 (:data:`FEATURES`), and it measures the host thread's time per batch as
 ``(elapsed - time blocked waiting for reads) / batches``. The constants of
 :class:`plans.types.HostCosts` are the non-negative least-squares fit
-(relative errors) of those times on those counts; each device's IO busy time
+(relative errors) of those times on those counts (of the batch time itself
+when the host is the bottleneck, so that the time it loses handing reads to
+the IO threads is counted, per device with reads); each device's IO busy time
 per batch is fitted on its reads and pages (and the other devices' pages);
 the gap between batches of an IO-bound replay is the median excess of its
 batch time over its busiest device's IO.
@@ -37,7 +39,7 @@ from plans.types import PAGE_BYTES, Calibration, HostCosts
 from tracegen.errors import InputError
 
 FEATURES = ("batch", "table", "lookup", "raw_table", "raw_lookup", "read", "tt_table", "tt_lookup", "tt_row",
-            "tt_flop")
+            "tt_flop", "io_device")
 MINI_TABLES = 64  # tables of the scratch store that separates per-table from per-batch costs
 MINI_ROWS = 256
 DRAM_LIMIT_BYTES = 256 << 20  # a calibration plan never pins more than this much of the store in host memory
@@ -135,12 +137,14 @@ def calibration_plans(store) -> list:
     n = len(tabs)
     out = [plan("all-dram", rows, None), plan("all-ssd", [0] * n, None), plan("all-ssd-2dev", [0] * n, None, 2),
            plan("half-hot-ssd", [r // 2 for r in rows], None),
-           plan("alternate-dram-ssd", [r if i % 2 else 0 for i, r in enumerate(rows)], None, 2)]
+           plan("alternate-dram-ssd", [r if i % 2 else 0 for i, r in enumerate(rows)], None, 2),
+           plan("mostly-hot-ssd-2dev", [r - max(1, r // 20) for r in rows], None, 2)]  # few reads on both devices
     for rank in ranks:
         out.append(plan(f"all-tt-r{rank}", [0] * n, rank))
     if ranks:
         out.append(plan(f"half-hot-tt-r{ranks[0]}", [r // 2 for r in rows], ranks[0]))
         out.append(plan(f"alternate-tt-ssd-r{ranks[-1]}", [0] * n, ranks[-1], 2, [i % 2 == 0 for i in range(n)]))
+        out.append(plan(f"mostly-hot-tt-2dev-r{ranks[0]}", [r - max(1, r // 10) for r in rows], ranks[0], 2))
     return out
 
 
@@ -182,6 +186,7 @@ def batch_features(prepared, n_devices: int, flops: Sequence[float]) -> tuple[di
             reads[d] = float(r[1].size)
             pages[d] = float(r[2].sum()) / PAGE_BYTES
     f["read"] = float(sum(reads))
+    f["io_device"] = float(sum(1 for x in reads if x > 0))
     return f, reads, pages
 
 
@@ -223,6 +228,11 @@ class _Job:
         host, total, io = self.runs[int(np.argsort([r[1] for r in self.runs])[len(self.runs) // 2])]
         return ReplaySample(self.label, self.batches, self.features, host, total, tuple(io), self.reads, self.pages)
 
+    def run_samples(self) -> list[ReplaySample]:
+        """One sample per timed run (the host fit weighs them robustly)."""
+        return [ReplaySample(self.label, self.batches, self.features, host, total, tuple(io), self.reads, self.pages)
+                for host, total, io in self.runs]
+
 
 def _time_blocking(rep) -> list[float]:
     """Time the replay's host thread spends inside each engine's ``start`` (it blocks there while the engine
@@ -258,18 +268,35 @@ def nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
-def fit_host_costs(samples: Sequence[ReplaySample]) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-feature seconds minimising the relative error of the predicted host time; and fit quality."""
+def host_target_s(s: ReplaySample) -> float:
+    """What the host model must explain in one replay: its batch time when the host is the bottleneck (so the
+    time it spends blocked handing reads to the IO threads counts), else the host thread's own time."""
+    return s.batch_s if not s.io_s or max(s.io_s) < 0.5 * s.host_s else s.host_s
+
+
+def fit_host_costs(samples: Sequence[ReplaySample], iterations: int = 30) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-feature seconds minimising the sum of absolute relative errors of the predicted host time
+    (:func:`host_target_s`): non-negative least squares, reweighted by 1 / |residual| (robust to the runs a burst
+    of load from other processes slowed down); and the fit's quality (over the samples' medians per name)."""
     a = np.array([[s.features[k] for k in FEATURES] for s in samples], dtype=np.float64)
-    y = np.array([s.host_s for s in samples], dtype=np.float64)
+    y = np.array([host_target_s(s) for s in samples], dtype=np.float64)
     scale = a.max(axis=0)
     scale[scale == 0] = 1.0
-    w = 1.0 / y
-    coef = nnls(a / scale * w[:, None], y * w) / scale
-    pred = a @ coef
-    rel = pred / y - 1.0
-    return dict(zip(FEATURES, coef.tolist())), {"max_abs_rel_error": float(np.abs(rel).max()),
-                                                 "rms_rel_error": float(np.sqrt(np.mean(rel ** 2)))}
+    an = a / scale / y[:, None]  # relative residuals: (a c - y) / y
+    w = np.ones_like(y)
+    coef = np.zeros(a.shape[1])
+    for _ in range(max(1, iterations)):
+        sw = np.sqrt(w)
+        coef = nnls(an * sw[:, None], sw)
+        rel = an @ coef - 1.0
+        w = 1.0 / np.maximum(np.abs(rel), 0.01)
+    coef = coef / scale
+    rel = a @ coef / y - 1.0
+    names = sorted({s.name for s in samples})
+    per_name = [float(np.median([r for r, s in zip(rel, samples) if s.name == n])) for n in names]
+    return dict(zip(FEATURES, coef.tolist())), {"max_abs_rel_error": float(np.max(np.abs(per_name))),
+                                                 "rms_rel_error": float(np.sqrt(np.mean(np.square(per_name)))),
+                                                 "median_abs_rel_error_runs": float(np.median(np.abs(rel)))}
 
 
 def fit_io_costs(samples: Sequence[ReplaySample], min_reads: float = 16.0) -> tuple[float, float, float]:
@@ -354,10 +381,11 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
             for j in order.permutation(len(jobs)):
                 jobs[int(j)].run()
         samples = [job.sample() for job in jobs]
+        runs = [r for job in jobs for r in job.run_samples()]
     for s in samples:
         if on_sample:
             on_sample(s)
-    coef, quality = fit_host_costs(samples)
+    coef, quality = fit_host_costs(runs)
     io_read, io_page, io_other = fit_io_costs(samples)
     handoff = fit_io_handoff(samples)
     fit = {"samples": [s.to_dict() for s in samples], "seconds": time.perf_counter() - t0, "queue_depth": queue_depth,

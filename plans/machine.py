@@ -26,7 +26,8 @@ class HostCosts:
     """Seconds the replay's one host thread spends per batch, by what it does (fitted on real replays by
     ``plans.host_fit``): per batch, per table, per lookup, per table with cold raw lookups, per extra SSD-served
     lookup, per read request, per table with TT lookups, per extra TT lookup, per unique TT row and per flop of
-    its rebuild. A device's IO per batch (fitted on the same replays' engine busy times): ``io_read_s`` per
+    its rebuild, and per device with reads (``io_device_s``: handing the reads to the device's IO thread and
+    waiting for it; on a busy 2-core machine that thread is slow to get the GIL and a CPU). A device's IO per batch (fitted on the same replays' engine busy times): ``io_read_s`` per
     read request, ``io_page_s`` per 4 KiB page, ``io_other_page_s`` per page the other devices read at the
     same time (they share this machine's disk), never less than one latency at that depth
     (``Calibration.io_iops_by_qd``); ``io_handoff_s``: the gap between one batch's reads and the next on an
@@ -42,6 +43,7 @@ class HostCosts:
     tt_lookup_s: float
     tt_row_s: float
     tt_flop_s: float
+    io_device_s: float = 0.0
     io_read_s: float = 0.0
     io_page_s: float = 0.0
     io_other_page_s: float = 0.0
@@ -95,6 +97,9 @@ class Calibration:
     def __post_init__(self) -> None:
         if isinstance(self.host, Mapping):
             object.__setattr__(self, "host", HostCosts.from_dict(self.host))
+        for name in ("io_iops_by_qd", "io_latency_s_by_qd", "tt_rows_per_s_by_rank", "machine"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ValueError(f"calibration {name} must be an object")
         object.__setattr__(self, "io_iops_by_qd", {int(k): float(v) for k, v in self.io_iops_by_qd.items()})
         object.__setattr__(self, "io_latency_s_by_qd",
                            {int(k): float(v) for k, v in self.io_latency_s_by_qd.items()})
@@ -104,10 +109,16 @@ class Calibration:
             raise ValueError("calibration has no IOPS measurement")
         for name in ("dram_lookups_per_s", "dram_bytes_per_s", "read_bytes_per_s", "mem_core_lookups_per_s",
                      "compute_core_flops_per_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"calibration {name} must be > 0")
-        if any(not v > 0 for v in self.io_iops_by_qd.values()):
-            raise ValueError("calibration IOPS must be > 0")
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"calibration {name} must be a finite number > 0")
+        if any(not 0 < v < float("inf") for v in self.io_iops_by_qd.values()):
+            raise ValueError("calibration IOPS must be finite and > 0")
+        if any(not 0 <= v < float("inf") for v in self.io_latency_s_by_qd.values()):
+            raise ValueError("calibration IO latencies must be finite and >= 0")
+        if any(not 0 < v < float("inf") for v in self.tt_rows_per_s_by_rank.values()):
+            raise ValueError("calibration TT rebuild rates must be finite and > 0")
+        if isinstance(self.io_read_bytes, bool) or not isinstance(self.io_read_bytes, int) or self.io_read_bytes < 1:
+            raise ValueError(f"calibration io_read_bytes must be a whole number >= 1, got {self.io_read_bytes!r}")
 
     def iops_at(self, queue_depth: int) -> float:
         """IOPS at ``queue_depth``: log-log interpolation between measured depths, clamped at the ends."""
@@ -153,7 +164,7 @@ class Calibration:
                              f"(expected one of {CALIBRATION_VERSIONS_READ})", p)
         try:
             return cls.from_dict(d)
-        except (TypeError, ValueError, KeyError) as e:
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
             raise InputError(f"bad calibration: {e}", p) from None
 
 

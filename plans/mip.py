@@ -26,6 +26,16 @@ Formulation (all coefficients come from ``plans.cost``):
   error; in per-table mode the options are filtered instead).
 * Optional ``symmetry_<d>``: identical devices ordered by their work.
 
+Host-serial devices (the emulator on this machine, ``plans.cost``): no core
+split; ``time_host``: T >= the host thread's time (per-batch constant, every
+option's host seconds, and ``io_device_s`` per device that reads, through a
+binary ``u_<d>`` forced by ``device_reads_<d>``); ``time_io_<d>``: T >= the
+device's linear IO (its reads and pages, and the other devices' pages).
+
+Second stage (``PlannerOptions.tie_break``, :func:`solve_placement`): with T
+held at its optimum, minimise the total work (the sum of every resource's
+seconds), so that ties go to the plan doing least (free DRAM gets used).
+
 Pooled formulation (``PlannerOptions.formulation``; "auto" picks it for more
 than ``POOLED_ABOVE`` tables x devices on identical devices): one ``x[t,o]``
 per option, devices pooled (``time_io_pooled``: D T >= IO; ``time_cores_pooled``:
@@ -161,6 +171,7 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
     serial = is_host_serial(devices, calib)
     qd = devices[0].queue_depth
     all_work_terms = []
+    reading: list[list] = [[] for _ in range(ns)]  # per device slot: the options that read from it
     for t, opts in enumerate(table_opts):
         if not opts:
             raise InputError(f"table {stats.tables[t].name}: no placement option")
@@ -190,6 +201,8 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
                 if i is None:
                     continue
                 if serial:
+                    if load.io_reads > 0:
+                        reading[i].append(v)
                     io_s, mem_s, comp_s = option_io_linear_s(load, calib, qd), 0.0, 0.0
                     other = option_io_other_s(load, calib) / TIME_UNIT_S  # the disk is shared by every device
                     if other and pooled:
@@ -232,7 +245,15 @@ def _build(stats, calib, budgets, devices, options, estimator) -> tuple[pulp.LpP
     if budgets.max_rel_error is not None and budgets.accuracy_mode == "weighted" and err_terms:
         add(pulp.LpAffineExpression(err_terms) <= budgets.max_rel_error, "accuracy_budget")
     if serial:
-        add(T >= pulp.LpAffineExpression(dram_terms, constant=calib.host.batch_s / TIME_UNIT_S), "time_host")
+        # a device with reads costs the host io_device_s (hand-off to its IO thread): u_i = 1 if device i reads
+        active = []
+        for i, opts_i in enumerate(reading):
+            if opts_i and calib.host.io_device_s > 0:
+                u = pulp.LpVariable(f"u_{i}", cat="Binary")
+                add(pulp.lpSum(opts_i) <= len(table_opts) * u, f"device_reads_{i}")
+                active.append((u, calib.host.io_device_s * (len(devices) if pooled else 1) / TIME_UNIT_S))
+        add(T >= pulp.LpAffineExpression(dram_terms + active, constant=calib.host.batch_s / TIME_UNIT_S),
+            "time_host")
     else:
         add(T >= pulp.LpAffineExpression(dram_terms), "time_dram")
     work = pulp.LpAffineExpression(all_work_terms)

@@ -165,6 +165,17 @@ def test_replay_under_transient_faults_equals_reference(tiny_store, tiny_trace, 
     assert len(sleeps) == c["slow"] and set(sleeps) == {0.002}
 
 
+@pytest.mark.parametrize("inner", INNER)
+def test_slow_completions_with_pipelining_never_mix_batches(tiny_store, tiny_trace, inner):
+    """Real delays (2 ms on 30% of reads) while the next batch's reads overlap pooling (double buffers)."""
+    store = Store.open(tiny_store)
+    with faulty_engines(FaultPlan(seed=11, slow_p=0.3, slow_s=0.002, short_read_p=0.1), inner=inner) as log:
+        outs, _ = _replay(store, uniform_plan(store.store_id, _rows(store), "all-ssd"), tiny_trace, engine="faulty",
+                          pipeline=True, queue_depth=2, max_read_bytes=4096)
+    _assert_reference(store, tiny_trace, outs)
+    assert _tally(log)["slow"] > 5
+
+
 def test_replay_with_verify_under_faults(tiny_store, tiny_trace):
     """--verify itself (the replay's own reference check) passes under faults, through the mixed tiers."""
     store = Store.open(tiny_store)

@@ -119,6 +119,10 @@ def test_host_serial_prediction_by_hand():
     assert predict_batch_time(raw, stats(), gap, [SERIAL]).io_s[0] == pytest.approx(0.686e-3)
     # tie-breaking work: the table's host seconds (no batch cost) + its linear IO = 0.514 + 0.6 ms
     assert plan_work_s(raw, stats(), cal, [SERIAL]) == pytest.approx(1.114e-3)
+    # handing reads to the device's IO thread: 0.5 ms per device with reads (none for the TT plan)
+    hand = dataclasses.replace(cal, host=dataclasses.replace(HOST, io_device_s=5e-4))
+    assert predict_batch_time(raw, stats(), hand, [SERIAL]).host_s == pytest.approx(2.014e-3, rel=1e-6)
+    assert predict_batch_time(tt, stats(), hand, [SERIAL]).host_s == pytest.approx(1.494e-3, rel=1e-6)
 
 
 def test_devices_share_the_disk():

@@ -197,11 +197,11 @@ def test_tie_break_uses_free_dram():
 
 def serial_calib() -> Calibration:
     # host-serial: 1 ms per batch, 0.1 ms per table, 10 us per lookup, raw 0.5 ms per table + 20 us per lookup
-    # + 0.1 ms per read, TT 0.2 ms per table + 0.1 ms per row; IO 1 ms per read + 0.2 ms per page, 0.1 ms per page
-    # of the other device; IOPS so high that the one-latency floor never binds
+    # + 0.1 ms per read, TT 0.2 ms per table + 0.1 ms per row, 0.3 ms per device with reads; IO 1 ms per read
+    # + 0.2 ms per page, 0.1 ms per page of the other device; IOPS so high that the one-latency floor never binds
     host = HostCosts(batch_s=1e-3, table_s=1e-4, lookup_s=1e-5, raw_table_s=5e-4, raw_lookup_s=2e-5, read_s=1e-4,
-                     tt_table_s=2e-4, tt_lookup_s=0.0, tt_row_s=1e-4, tt_flop_s=0.0, io_read_s=1e-3, io_page_s=2e-4,
-                     io_other_page_s=1e-4)
+                     tt_table_s=2e-4, tt_lookup_s=0.0, tt_row_s=1e-4, tt_flop_s=0.0, io_device_s=3e-4, io_read_s=1e-3,
+                     io_page_s=2e-4, io_other_page_s=1e-4)
     return Calibration(dram_lookups_per_s=1e6, dram_bytes_per_s=1e18, io_iops_by_qd={1: 1e12}, io_latency_s_by_qd={1: 0.0},
                        read_bytes_per_s=1e18, mem_core_lookups_per_s=1.0, tt_rows_per_s_by_rank={4: 1.0},
                        compute_core_flops_per_s=1.0, host=host)

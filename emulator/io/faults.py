@@ -311,6 +311,7 @@ class FaultyEngine(IOEngine):
         self._inj = _Injector(plan, self.log, sleep)
         self.hook = _install(inner, self._inj)
         if plan.transient and self.hook is None:
+            self.close()  # and the inner engine with it
             raise ValueError(f"transient faults need an engine whose retry path runs in Python (pread, liburing); "
                              f"the {inner.name} engine's is out of reach")
 
