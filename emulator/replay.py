@@ -30,7 +30,7 @@ import numpy as np
 
 from emulator.io.types import IOFailure
 from emulator.layout import RowLayout
-from emulator.plan import Plan, TablePlacement
+from emulator.plan import Plan, TablePlacement, check_remap_table
 from emulator.stats import CoreCounters, DeviceCounters, ReplayStats, TierCounters
 from emulator.store import Store
 from tracegen.errors import InputError
@@ -73,16 +73,17 @@ class _Table:
     tt_error: dict | None = None
     file_id: int = -1
     device: int = 0
+    perm: np.ndarray | None = None  # the dense remap (old -> new), if any
 
 
 @dataclass
 class _Prepared:
     batch: Batch
-    kinds: list[np.ndarray]
-    locs: list[np.ndarray]
-    offsets: list[np.ndarray]
-    old_ids: list[np.ndarray]
-    tt_rows: list[np.ndarray | None]  # unique old ids to rebuild, per table
+    s_kinds: list[np.ndarray]  # per slow-path table (Replayer._slow)
+    s_locs: list[np.ndarray]
+    s_offsets: list[np.ndarray]
+    s_old_ids: list[np.ndarray]
+    s_tt_rows: list[np.ndarray | None]  # unique old ids to rebuild, per slow-path table
     reads: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # per device
     dest: np.ndarray
     tier_lookups: dict[str, int]
@@ -91,6 +92,49 @@ class _Prepared:
     lru_hits: int = 0
     handles: list = field(default_factory=list)
     t_start: float = 0.0
+    works: list = field(default_factory=list)  # per group: emulator.replay_groups.GroupWork
+    dev_lookups: dict = field(default_factory=dict)  # tier -> lookups per device
+    slow_tables: list = field(default_factory=list)  # table index of each slow-path entry
+    _per_table: list | None = None
+
+    def _tables(self) -> list:
+        """Per table (in table order): (kinds, locs, offsets rebased to 0, old ids, unique TT rows or None).
+        Built on first use (verify, accuracy, host fitting); group tables' arrays are views of the group's,
+        their DRAM ``locs`` count from the group's DRAM array."""
+        if self._per_table is None:
+            views: list = [None] * self.batch.num_tables
+            for j, t in enumerate(self.slow_tables):
+                views[t] = (self.s_kinds[j], self.s_locs[j], self.s_offsets[j], self.s_old_ids[j],
+                            self.s_tt_rows[j])
+            for w in self.works:
+                cum = np.concatenate([[0], np.cumsum(w.counts)])
+                tt = dict(w.tt_rows)
+                for k, t in enumerate(w.group.tables):
+                    ids, off = self.batch.table(int(t))
+                    a, b = int(cum[k]), int(cum[k + 1])
+                    views[int(t)] = (w.kind[a:b], w.loc[a:b], off, ids, tt.get(k))
+            self._per_table = views
+        return self._per_table
+
+    @property
+    def kinds(self) -> list[np.ndarray]:
+        return [v[0] for v in self._tables()]
+
+    @property
+    def locs(self) -> list[np.ndarray]:
+        return [v[1] for v in self._tables()]
+
+    @property
+    def offsets(self) -> list[np.ndarray]:
+        return [v[2] for v in self._tables()]
+
+    @property
+    def old_ids(self) -> list[np.ndarray]:
+        return [v[3] for v in self._tables()]
+
+    @property
+    def tt_rows(self) -> list[np.ndarray | None]:
+        return [v[4] for v in self._tables()]
 
 
 @dataclass
@@ -116,43 +160,110 @@ class Replayer:
         self.engines = [make_engine(config.engine, queue_depth=config.queue_depth,
                                     allow_buffered=config.allow_buffered) for _ in plan.devices]
         self.tables: list[_Table] = []
+        self.groups: list = []  # emulator.replay_groups.Group, tables served with whole-batch passes
+        self._slow: list[_Table] = []  # tables served one by one (LRU cache, prefix remap, wide raw rows)
         self.dram_bytes = 0
         try:
-            for i, t in enumerate(store.tables):
-                try:
-                    pl = plan.placement(t["name"])
-                except KeyError:
-                    raise InputError(f"plan has no placement for table {t['name']}") from None
-                lay = store.layouts[i]
-                hot = min(pl.hot_rows, lay.rows)
-                rmap = remap.get(t["name"])
-                if rmap is not None and rmap.rows != lay.rows:
-                    raise InputError(f"remap of table {t['name']} is for {rmap.rows} rows, table has {lay.rows}")
-                inv = None if rmap is None else rmap.hot_old_ids(hot)
-                dram = _load_hot_rows(store, i, hot, inv)
-                self.dram_bytes += dram.nbytes
-                new_ids = None if rmap is None else rmap.hot_lookup(hot)
-                tab = _Table(i, t["name"], lay, pl, new_ids, dram, hot=hot, device=pl.device)
-                if hot < lay.rows:
-                    if pl.cold_tier == "ssd_raw":
-                        tab.file_id = self.engines[pl.device].open(store.table_path(i))
-                        if pl.lru_rows:
-                            from emulator.cache import RowCache
-
-                            tab.cache = RowCache(pl.lru_rows, lay.dim, lay.np_dtype, ways=config.lru_ways, seed=i,
-                                                 prefix=dram)
-                            tab.dram = tab.cache.storage  # hot prefix rows, then the cache slots
-                            self.dram_bytes += tab.cache.memory_bytes
-                    else:
-                        tab.tt = store.load_tt(i, pl.tt_rank)
-                        tab.tt_error = store.tt_variant(i, pl.tt_rank)
-                self.tables.append(tab)
+            self._open_tables(store, plan, config, remap)
         except BaseException:
             self.close()
             raise
         self._buffers = [aligned_empty(1 << 20), aligned_empty(1 << 20)]
         self._next_buffer = 0
         self._warm_up()
+
+    def _open_tables(self, store: Store, plan: Plan, config: ReplayConfig, remap: dict) -> None:
+        from emulator.replay_groups import COLD_NONE, COLD_RAW, COLD_TT, Group
+
+        metas = []
+        for i, t in enumerate(store.tables):
+            try:
+                pl = plan.placement(t["name"])
+            except KeyError:
+                raise InputError(f"plan has no placement for table {t['name']}") from None
+            lay = store.layouts[i]
+            hot = min(pl.hot_rows, lay.rows)
+            rmap = remap.get(t["name"])
+            if rmap is not None and rmap.rows != lay.rows:
+                raise InputError(f"remap of table {t['name']} is for {rmap.rows} rows, table has {lay.rows}")
+            raw = hot < lay.rows and pl.cold_tier == "ssd_raw"
+            fast = not (raw and (pl.lru_rows or lay.pages_per_row > 1)) and (rmap is None or rmap.perm is not None)
+            metas.append((i, t, pl, lay, hot, rmap, fast))
+        # one DRAM array per (dim, dtype) group: each member's hot rows load straight into a view of it
+        keyed: dict[tuple, list] = {}
+        for m in metas:
+            if m[6]:
+                keyed.setdefault((m[3].dim, m[3].np_dtype.str), []).append(m)
+        views: dict[int, tuple[int, int, np.ndarray]] = {}
+        arrays = []
+        for (dim, _), members in keyed.items():
+            arr = np.empty((sum(m[4] for m in members), dim), members[0][3].np_dtype)
+            base = 0
+            for m in members:
+                views[m[0]] = (len(arrays), base, arr[base:base + m[4]])
+                base += m[4]
+            arrays.append(arr)
+        for i, t, pl, lay, hot, rmap, fast in metas:
+            inv = None if rmap is None else rmap.hot_old_ids(hot)
+            dram = _load_hot_rows(store, i, hot, inv, out=views[i][2] if fast else None)
+            self.dram_bytes += dram.nbytes
+            new_ids = None if rmap is None else rmap.hot_lookup(hot)
+            tab = _Table(i, t["name"], lay, pl, new_ids, dram, hot=hot, device=pl.device)
+            tab.perm = None if rmap is None else rmap.perm
+            if hot < lay.rows:
+                if pl.cold_tier == "ssd_raw":
+                    tab.file_id = self.engines[pl.device].open(store.table_path(i))
+                    if pl.lru_rows:
+                        from emulator.cache import RowCache
+
+                        cap = min(pl.lru_rows, lay.rows - hot)  # a huge lru_rows must not allocate
+                        tab.cache = RowCache(cap, lay.dim, lay.np_dtype, ways=config.lru_ways, seed=i,
+                                             prefix=dram)
+                        tab.dram = tab.cache.storage  # hot prefix rows, then the cache slots
+                        self.dram_bytes += tab.cache.memory_bytes
+                else:
+                    tab.tt = store.load_tt(i, pl.tt_rank)
+                    tab.tt_error = store.tt_variant(i, pl.tt_rank)
+            self.tables.append(tab)
+            if not fast:
+                self._slow.append(tab)
+        # device files laid end to end in a global page space, one-page gap between files
+        n_dev = len(self.engines)
+        dev_next = [0] * n_dev
+        dev_files: list[list[tuple[int, int, int]]] = [[] for _ in range(n_dev)]
+        page_of: dict[int, int] = {}
+        for tab in self.tables:
+            if tab.file_id >= 0 and tab.cache is None and views.get(tab.index) is not None:
+                d = tab.device
+                page_of[tab.index] = dev_next[d]
+                dev_files[d].append((dev_next[d], tab.file_id, tab.index))
+                dev_next[d] += tab.layout.pages + 1
+        self._dev_files = [(np.array([f[0] for f in fs], np.int64), np.array([f[1] for f in fs], np.int64),
+                            np.array([f[2] for f in fs], np.int64)) for fs in dev_files]
+        groups = []
+        for arr, ((dim, _), members) in zip(arrays, keyed.items()):
+            tabs = [self.tables[m[0]] for m in members]
+            perms = [tab.perm for tab in tabs if tab.perm is not None]
+            perm_base, pb = [], 0
+            for tab in tabs:
+                perm_base.append(-1 if tab.perm is None else pb)
+                pb += 0 if tab.perm is None else tab.perm.size
+            cold = [COLD_NONE if tab.hot >= tab.layout.rows else COLD_TT if tab.tt is not None else COLD_RAW
+                    for tab in tabs]
+            rows = np.array([tab.layout.rows for tab in tabs], np.int64)
+            key_base = np.zeros(len(tabs), np.int64)
+            np.cumsum(rows[:-1], out=key_base[1:])
+            groups.append(Group(
+                dim=dim, np_dtype=arr.dtype, tables=np.array([tab.index for tab in tabs], np.int64), dram=arr,
+                dram_base=np.array([views[tab.index][1] for tab in tabs], np.int64),
+                hot=np.array([tab.hot for tab in tabs], np.int64), cold_kind=np.array(cold, np.uint8),
+                device=np.array([tab.device for tab in tabs], np.int64), perm_base=np.array(perm_base, np.int64),
+                perm=np.concatenate(perms).astype(np.int64) if perms else np.zeros(0, np.int64),
+                page_base=np.array([page_of.get(tab.index, 0) for tab in tabs], np.int64),
+                rows_per_page=np.array([tab.layout.rows_per_page for tab in tabs], np.int64),
+                row_bytes=np.array([tab.layout.row_bytes for tab in tabs], np.int64), key_base=key_base,
+                tt_members=[k for k, c in enumerate(cold) if c == COLD_TT]))
+        self.groups = groups
 
     def _warm_up(self) -> None:
         """Compile (or load from Numba's cache) every kernel this plan uses before any clock starts."""
@@ -190,6 +301,8 @@ class Replayer:
     def prepare(self, batch: Batch) -> _Prepared:
         """Split lookups by tier and plan the page reads (no IO yet)."""
         from emulator.io import plan_row_reads
+        from emulator.io.types import PAGE_BYTES
+        from emulator.replay_groups import plan_raw, prepare_group
 
         t_start = self.clock()
         kinds, locs, offs, olds, tt_rows = [], [], [], [], []
@@ -198,7 +311,9 @@ class Replayer:
         tiers = {"dram": 0, "ssd_raw": 0, "ssd_tt": 0, "lru": 0}
         lru_hits = 0
         cache_work: dict[int, tuple] = {}
-        for tab in self.tables:
+        n_dev = len(self.engines)
+        dev_lookups = {"ssd_raw": np.zeros(n_dev, np.int64), "ssd_tt": np.zeros(n_dev, np.int64)}
+        for tab in self._slow:
             ids, off = batch.table(tab.index)
             new = ids if tab.new_ids is None else tab.new_ids(ids)
             kind = np.zeros(ids.size, dtype=np.uint8)
@@ -234,6 +349,7 @@ class Replayer:
                         if tab.cache is not None:
                             admit = (read_rows, dest_rows)
                     tiers["ssd_raw"] += read_idx.size
+                    dev_lookups["ssd_raw"][tab.device] += read_idx.size
                     if tab.cache is not None:
                         cache_work[tab.index] = (hit_slots, admit)
                 else:
@@ -241,17 +357,43 @@ class Replayer:
                     kind[cold_idx] = KIND_STAGED
                     loc[cold_idx] = inverse
                     tiers["ssd_tt"] += n_cold
+                    dev_lookups["ssd_tt"][tab.device] += n_cold
             kinds.append(kind)
             locs.append(loc)
             offs.append(off)
             olds.append(ids)
             tt_rows.append(tt_unique)
-        reads = [_concat_reads(reqs) if reqs else None for reqs in per_dev]
-        read_tables = [np.concatenate([np.full(r[1].size, r[4], np.int64) for r in reqs]) if reqs else None
-                       for reqs in per_dev]
+        works, raw_pending = [], [[] for _ in range(n_dev)]
+        for g in self.groups:
+            w = prepare_group(g, batch, n_dev, raw_pending)
+            works.append(w)
+            n_page, n_tt = int(w.page_per_dev.sum()), int(w.tt_per_dev.sum())
+            tiers["dram"] += w.ids.size - n_page - n_tt
+            tiers["ssd_raw"] += n_page
+            tiers["ssd_tt"] += n_tt
+            dev_lookups["ssd_raw"] += w.page_per_dev
+            dev_lookups["ssd_tt"] += w.tt_per_dev
+        reads, read_tables = [], []
+        for dev, reqs in enumerate(per_dev):
+            parts = [(np.full(r[1].size, r[0], np.int64), r[1], r[2], r[3], np.full(r[1].size, r[4], np.int64))
+                     for r in reqs]
+            if raw_pending[dev]:
+                base, fids, ftabs = self._dev_files[dev]
+                *req, used = plan_raw(raw_pending[dev], base, fids, ftabs, dest_pos, self.config.max_read_bytes,
+                                      PAGE_BYTES)
+                parts.append(tuple(req))
+                dest_pos += used
+            if parts:
+                cat = [np.concatenate([q[j] for q in parts]) for j in range(5)]
+                reads.append(tuple(cat[:4]))
+                read_tables.append(cat[4])
+            else:
+                reads.append(None)
+                read_tables.append(None)
         dest = self._buffer(dest_pos)
         return _Prepared(batch, kinds, locs, offs, olds, tt_rows, reads, dest, tiers, read_tables=read_tables,
-                         cache_work=cache_work, lru_hits=lru_hits, t_start=t_start)
+                         cache_work=cache_work, lru_hits=lru_hits, t_start=t_start, works=works,
+                         dev_lookups=dev_lookups, slow_tables=[tab.index for tab in self._slow])
 
     def _buffer(self, nbytes: int) -> np.ndarray:
         k = self._next_buffer
@@ -266,8 +408,12 @@ class Replayer:
                 p.handles.append((dev, self.engines[dev].start(r[0], r[1], r[2], p.dest, r[3], latency=True)))
 
     def finish(self, p: _Prepared) -> tuple[BatchOutput, dict[str, Any]]:
-        """Rebuild TT rows (compute-centric cores), wait for the reads, pool every table."""
+        """Rebuild TT rows (compute-centric cores), wait for the reads, pool every table.
+
+        Time attribution: a kernel call's pooling time is shared by the tiers (and, for SSD tiers, the
+        devices) of its lookups in proportion to their counts; a group's call covers all its tables."""
         from emulator.kernels import dtype_code, pool_sources
+        from emulator.replay_groups import rebuild_group
         from emulator.tt_kernels import tt_rebuild_rows
 
         B = p.batch.batch_size
@@ -275,13 +421,18 @@ class Replayer:
         compute_s, mem_s = [0.0] * n_dev, [0.0] * n_dev
         dram_s = 0.0
         staged = []
-        for tab, rows in zip(self.tables, p.tt_rows):
+        for tab, rows in zip(self._slow, p.s_tt_rows):
             if rows is None:
                 staged.append(None)
                 continue
             t0 = self.clock()
             staged.append(tt_rebuild_rows(tab.tt, rows))
             compute_s[tab.device] += self.clock() - t0
+        group_staged = []
+        for w in p.works:
+            g = w.group
+            group_staged.append(rebuild_group(w, lambda m, g=g: self.tables[int(g.tables[m])].tt, self.clock,
+                                              compute_s) if w.tt_rows else np.zeros((0, g.dim), np.float32))
         devices = [{"ios": 0, "bytes": 0, "busy_s": 0.0, "inflight_s": 0.0} for _ in range(n_dev)]
         for dev, h in p.handles:
             try:
@@ -301,8 +452,8 @@ class Replayer:
             d["bytes"] += res.bytes_read
             d["busy_s"] += res.elapsed_s
             d["inflight_s"] += float(res.latency_ns.sum()) * 1e-9 if res.latency_ns is not None else 0.0
-        pooled = []
-        for tab, kind, loc, off, st in zip(self.tables, p.kinds, p.locs, p.offsets, staged):
+        pooled: list = [None] * len(self.tables)
+        for tab, kind, loc, off, st in zip(self._slow, p.s_kinds, p.s_locs, p.s_offsets, staged):
             out = np.empty((B, tab.layout.dim), dtype=np.float32)
             if st is None:
                 st = np.zeros((0, tab.layout.dim), np.float32)
@@ -323,7 +474,20 @@ class Replayer:
                 mem_s[tab.device] += dt * (n - n_hot) / n
             else:
                 compute_s[tab.device] += dt * (n - n_hot) / n
-            pooled.append(out)
+            pooled[tab.index] = out
+        for w, st in zip(p.works, group_staged):
+            g = w.group
+            out = np.empty((g.size * B, g.dim), dtype=np.float32)
+            t0 = self.clock()
+            pool_sources(w.offsets, w.kind, w.loc, g.dram, p.dest, st, dtype_code(g.np_dtype), g.dim, out)
+            dt = self.clock() - t0
+            n = w.kind.size or 1
+            dram_s += dt * (w.kind.size - w.n_cold) / n
+            for d in range(n_dev):
+                mem_s[d] += dt * int(w.page_per_dev[d]) / n
+                compute_s[d] += dt * int(w.tt_per_dev[d]) / n
+            for k, t in enumerate(g.tables):
+                pooled[int(t)] = out[k * B:(k + 1) * B]
         info = {"dram_s": dram_s, "mem_s": mem_s, "compute_s": compute_s, "devices": devices,
                 "ios": sum(d["ios"] for d in devices), "bytes_read": sum(d["bytes"] for d in devices)}
         return BatchOutput(p.batch.index, pooled), info
@@ -410,7 +574,8 @@ class Replayer:
     def _batch_failure(self, p: _Prepared, dev: int, e: "IOFailure") -> "BatchFailure":
         """Name the table and the rows a failed read was serving; the batch returns nothing."""
         r = p.reads[dev]
-        hit = np.flatnonzero((r[1] <= e.offset) & (e.offset < r[1] + r[2]))
+        fids = [i for i, f in enumerate(self.engines[dev].files) if f is not None and f.path == e.path]
+        hit = np.flatnonzero(np.isin(r[0], fids) & (r[1] <= e.offset) & (e.offset < r[1] + r[2]))
         if hit.size:
             tab = self.tables[int(p.read_tables[dev][hit[0]])]
             lay = tab.layout
@@ -421,8 +586,7 @@ class Replayer:
         return BatchFailure(f"batch {p.batch.index} failed: {e}")
 
     def _dev_lookups(self, p: _Prepared, dev: int, tier: str) -> int:
-        kind = KIND_PAGE if tier == "ssd_raw" else KIND_STAGED
-        return sum(int(np.count_nonzero(k == kind)) for tab, k in zip(self.tables, p.kinds) if tab.device == dev)
+        return int(p.dev_lookups[tier][dev])
 
     def _check_trace(self, reader: TraceReader) -> None:
         spec = reader.spec
@@ -444,18 +608,12 @@ class Replayer:
         self.close()
 
 
-def _concat_reads(reqs: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(file_id, offsets, nbytes, dest_offsets, table) per table -> one request array set."""
-    fids = np.concatenate([np.full(r[1].size, r[0], dtype=np.int64) for r in reqs])
-    return fids, np.concatenate([r[1] for r in reqs]), np.concatenate([r[2] for r in reqs]), \
-        np.concatenate([r[3] for r in reqs])
-
-
-def _load_hot_rows(store: Store, i: int, hot: int, inv: np.ndarray | None) -> np.ndarray:
-    """Read a table's hot rows into a new array with plain reads of 1 MiB blocks (no memory map, so the
-    process's resident set holds the DRAM tier and one block, not every page the rows sit in)."""
+def _load_hot_rows(store: Store, i: int, hot: int, inv: np.ndarray | None,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """Read a table's hot rows into ``out`` (or a new array) with plain reads of 1 MiB blocks (no memory map,
+    so the process's resident set holds the DRAM tier and one block, not every page the rows sit in)."""
     lay = store.layouts[i]
-    out = np.empty((hot, lay.dim), dtype=lay.np_dtype)
+    out = np.empty((hot, lay.dim), dtype=lay.np_dtype) if out is None else out
     if hot == 0:
         return out
     rows = np.arange(hot, dtype=np.int64) if inv is None else np.asarray(inv[:hot], dtype=np.int64)
@@ -527,16 +685,19 @@ def _load_remap(plan: Plan) -> dict[str, _TableRemap]:
             if f.attrs.get("format") != "screc-remap":
                 raise InputError("not a screc remap file", plan.remap)
             out = {}
-            for name in json.loads(str(f.attrs["tables"])):
+            names = json.loads(str(f.attrs["tables"]))
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise InputError("the remap's 'tables' attribute is not a list of table names", plan.remap)
+            for name in names:
                 ds = f[name]
-                kind, rows, data = str(ds.attrs["kind"]), int(ds.attrs["rows"]), ds[:].astype(np.int64)
-                if kind == "dense" and data.shape != (rows,):
-                    raise InputError(f"remap of table {name} has {data.size} ids, expected {rows}", plan.remap)
+                kind, rows, data = str(ds.attrs["kind"]), int(ds.attrs["rows"]), ds[:]
+                check_remap_table(name, kind, rows, data, plan.remap)  # a permutation / distinct ids in range
+                data = data.astype(np.int64)
                 out[name] = _TableRemap(rows, perm=data) if kind == "dense" else _TableRemap(rows, prefix=data)
             return out
     except InputError:
         raise
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, TypeError) as e:
         raise InputError(f"cannot read the plan's remap file ({e})", plan.remap) from None
 
 
@@ -556,6 +717,7 @@ class _Verifier:
 
         store = self.rep.store
         for tab, kind, off, ids, got in zip(self.rep.tables, p.kinds, p.offsets, p.old_ids, out.pooled):
+            store.check_rows(tab.index, ids)  # the reference must not read corrupt bytes (chunk CRC32s)
             rows = store.read_rows(tab.index, ids).astype(np.float32)
             tt_mask = kind == KIND_STAGED
             if not tt_mask.any():
