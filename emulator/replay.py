@@ -20,8 +20,6 @@ reads of batch ``i+1`` are in flight (on the engines' IO threads) while batch
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -29,14 +27,16 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from emulator.io.types import IOFailure
+from emulator.kernels import KIND_DRAM, KIND_PAGE, KIND_STAGED
 from emulator.layout import RowLayout
-from emulator.plan import Plan, TablePlacement, check_remap_table
+from emulator.plan import Plan, TablePlacement
+from emulator.replay_remap import load_hot_rows, load_remap
+from emulator.replay_verify import Verifier
 from emulator.stats import CoreCounters, DeviceCounters, ReplayStats, TierCounters
 from emulator.store import Store
 from tracegen.errors import InputError
 from tracegen.trace_io import Batch, TraceReader
 
-KIND_DRAM, KIND_PAGE, KIND_STAGED = 0, 1, 2
 
 
 class BatchFailure(InputError):
@@ -156,7 +156,7 @@ class Replayer:
         self._excluded_s = 0.0  # time spent verifying: excluded from every timing
         self.stats = stats
         self._aligned_empty = aligned_empty
-        remap = _load_remap(plan) if plan.remap else {}
+        remap = load_remap(plan) if plan.remap else {}
         self.engines = [make_engine(config.engine, queue_depth=config.queue_depth,
                                     allow_buffered=config.allow_buffered) for _ in plan.devices]
         self.tables: list[_Table] = []
@@ -205,7 +205,7 @@ class Replayer:
             arrays.append(arr)
         for i, t, pl, lay, hot, rmap, fast in metas:
             inv = None if rmap is None else rmap.hot_old_ids(hot)
-            dram = _load_hot_rows(store, i, hot, inv, out=views[i][2] if fast else None)
+            dram = load_hot_rows(store, i, hot, inv, out=views[i][2] if fast else None)
             self.dram_bytes += dram.nbytes
             new_ids = None if rmap is None else rmap.hot_lookup(hot)
             tab = _Table(i, t["name"], lay, pl, new_ids, dram, hot=hot, device=pl.device)
@@ -504,7 +504,7 @@ class Replayer:
             stats.start(stop - start, reader.batch_size, self.plan.planner, self.plan.dram_budget_bytes,
                         clock=self.clock)
             stats.set_dram_used(self.dram_bytes)
-        verify = _Verifier(self) if self.config.verify else None
+        verify = Verifier(self) if self.config.verify else None
         # With --verify, batches run one at a time: the next batch's reads must not be in flight while a
         # (time-excluded) check runs, or IO latencies and queue depths would include the check.
         pipeline = self.config.pipeline and verify is None
@@ -606,148 +606,3 @@ class Replayer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _load_hot_rows(store: Store, i: int, hot: int, inv: np.ndarray | None,
-                   out: np.ndarray | None = None) -> np.ndarray:
-    """Read a table's hot rows into ``out`` (or a new array) with plain reads of 1 MiB blocks (no memory map,
-    so the process's resident set holds the DRAM tier and one block, not every page the rows sit in)."""
-    lay = store.layouts[i]
-    out = np.empty((hot, lay.dim), dtype=lay.np_dtype) if out is None else out
-    if hot == 0:
-        return out
-    rows = np.arange(hot, dtype=np.int64) if inv is None else np.asarray(inv[:hot], dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    offs = lay.row_offsets(rows[order])
-    block = max(1 << 20, lay.span_bytes)
-    blocks = offs // block
-    starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
-    ends = np.r_[starts[1:], offs.size]
-    buf = np.empty(block + lay.span_bytes, dtype=np.uint8)
-    with open(store.table_path(i), "rb", buffering=0) as f:
-        for a, b in zip(starts, ends):
-            base = int(blocks[a]) * block
-            n = os.preadv(f.fileno(), [memoryview(buf)[: min(buf.size, lay.file_bytes - base)]], base)
-            rel = offs[a:b] - base
-            if int(rel.max()) + lay.row_bytes > n:
-                raise InputError(f"table {store.tables[i]['name']}: short read while loading hot rows",
-                                 store.table_path(i))
-            idx = rel[:, None] + np.arange(lay.row_bytes)
-            out[order[a:b]] = buf[idx].view(lay.np_dtype).reshape(b - a, lay.dim)
-    return out
-
-
-@dataclass(frozen=True)
-class _TableRemap:
-    """A table's renumbering as the engine needs it: the new id of any old id, and the old ids of the hot prefix.
-
-    ``dense``: a full permutation old -> new. ``prefix``: only the ``m`` hottest rows are renumbered
-    (``prefix[j]`` is the old id of new row ``j``); every other row is cold for any hot set <= m.
-    """
-
-    rows: int
-    perm: np.ndarray | None = None
-    prefix: np.ndarray | None = None
-
-    def hot_lookup(self, hot: int) -> Callable[[np.ndarray], np.ndarray]:
-        """A function giving the new id of each old id in the hot set ``[0, hot)``, and ``hot`` (cold) elsewhere."""
-        if self.perm is not None:
-            perm = self.perm
-            return lambda old: perm[old]
-        order = np.argsort(self.prefix[:hot], kind="stable")  # once per table, not per batch
-        sp = self.prefix[:hot][order]
-        if sp.size == 0:
-            return lambda old: np.full(old.shape, hot, dtype=np.int64)
-
-        def lookup(old: np.ndarray) -> np.ndarray:
-            j = np.searchsorted(sp, old)
-            jc = np.minimum(j, sp.size - 1)
-            return np.where(sp[jc] == old, order[jc], hot)
-
-        return lookup
-
-    def hot_old_ids(self, hot: int) -> np.ndarray:
-        if self.perm is not None:
-            inv = np.empty_like(self.perm)
-            inv[self.perm] = np.arange(self.rows, dtype=self.perm.dtype)
-            return inv[:hot]
-        if hot > self.prefix.size:
-            raise InputError(f"hot set of {hot} rows exceeds the remap's prefix of {self.prefix.size} rows")
-        return self.prefix[:hot]
-
-
-def _load_remap(plan: Plan) -> dict[str, _TableRemap]:
-    """Read the planner's remap file (see plans/remap.py for the format)."""
-    import h5py
-
-    try:
-        with h5py.File(plan.remap, "r") as f:
-            if f.attrs.get("format") != "screc-remap":
-                raise InputError("not a screc remap file", plan.remap)
-            out = {}
-            names = json.loads(str(f.attrs["tables"]))
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise InputError("the remap's 'tables' attribute is not a list of table names", plan.remap)
-            for name in names:
-                ds = f[name]
-                kind, rows, data = str(ds.attrs["kind"]), int(ds.attrs["rows"]), ds[:]
-                check_remap_table(name, kind, rows, data, plan.remap)  # a permutation / distinct ids in range
-                data = data.astype(np.int64)
-                out[name] = _TableRemap(rows, perm=data) if kind == "dense" else _TableRemap(rows, prefix=data)
-            return out
-    except InputError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        raise InputError(f"cannot read the plan's remap file ({e})", plan.remap) from None
-
-
-class _Verifier:
-    """Checks each pooled batch against :func:`emulator.reference.pool_reference`."""
-
-    def __init__(self, rep: Replayer):
-        self.rep = rep
-        self.exact_bags = 0
-        self.tt_bags = 0
-        self.max_tt_abs_diff = 0.0
-        self.max_tt_bound_used = 0.0
-
-    def check(self, p: _Prepared, out: BatchOutput) -> None:
-        from emulator.reference import pool_reference
-        from emulator.tt import tt_rebuild_rows_reference
-
-        store = self.rep.store
-        for tab, kind, off, ids, got in zip(self.rep.tables, p.kinds, p.offsets, p.old_ids, out.pooled):
-            store.check_rows(tab.index, ids)  # the reference must not read corrupt bytes (chunk CRC32s)
-            rows = store.read_rows(tab.index, ids).astype(np.float32)
-            tt_mask = kind == KIND_STAGED
-            if not tt_mask.any():
-                want = pool_reference(rows, off)
-                if not np.array_equal(got, want):
-                    bad = int(np.argwhere((got != want).any(axis=1))[0, 0])
-                    raise InputError(f"verify failed: batch {p.batch.index}, table {tab.name}, bag {bad}: "
-                                     f"pooled embedding differs from the NumPy reference")
-                self.exact_bags += got.shape[0]
-                continue
-            raw_want = pool_reference(rows, off)
-            rows_tt = rows.copy()
-            rows_tt[tt_mask] = tt_rebuild_rows_reference(tab.tt, ids[tt_mask])
-            tt_want = pool_reference(rows_tt, off)
-            scale = np.abs(tt_want).max(initial=0.0) + 1e-30
-            if not np.allclose(got, tt_want, rtol=1e-4, atol=1e-5 * scale):
-                raise InputError(f"verify failed: batch {p.batch.index}, table {tab.name}: TT-served embeddings "
-                                 f"differ from the NumPy TT reference")
-            c = np.concatenate([[0], np.cumsum(tt_mask, dtype=np.int64)])
-            n_tt = c[off[1:]] - c[off[:-1]]  # TT lookups per bag
-            # the manifest's max abs error is measured on a sample of rows: allow 2x for rows outside it
-            bound = 2.0 * tab.tt_error["max_abs_error"] * n_tt[:, None] + 1e-6
-            diff = np.abs(got - raw_want)
-            if (diff > bound).any():
-                raise InputError(f"verify failed: batch {p.batch.index}, table {tab.name}: TT error "
-                                 f"{float(diff.max()):.3g} exceeds the manifest bound")
-            self.tt_bags += got.shape[0]
-            self.max_tt_abs_diff = max(self.max_tt_abs_diff, float(diff.max(initial=0.0)))
-        store.close()  # unmap the reference's pages: resident memory stays bounded by one batch
-
-    def summary(self) -> dict[str, Any]:
-        return {"ok": True, "exact_bags": self.exact_bags, "tt_bags": self.tt_bags,
-                "max_tt_abs_diff": self.max_tt_abs_diff}
