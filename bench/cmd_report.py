@@ -261,11 +261,11 @@ def plot_access_curves(runs, path: Path) -> Path | None:
 
 def make_report(run_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> list[Path]:
     """Load the runs and draw every plot their data supports into ``out_dir``; returns the files written."""
+    runs = [load_run(p) for p in run_paths]  # bad files are reported first, whatever is installed
     try:
         import matplotlib  # noqa: F401
     except ModuleNotFoundError:
         raise InputError("plots need matplotlib: pip install 'screc[plots]'") from None
-    runs = [load_run(p) for p in run_paths]
     rows = [r for run in runs for r in replay_rows(run)]
     has_curves = any(access_curves(run) for run in runs)
     if not rows and not has_curves:
