@@ -9,8 +9,9 @@ batch's reads overlap this batch's compute, so a batch takes about
 
 :func:`measure_host_costs` replays a few batches of small synthetic traces
 (drawn with the store's own table shapes and skew) under several plans
-(all-DRAM, all-SSD on one and two devices, all-TT at each rank, half-hot
-mixes) against the store, and against a scratch store of many tiny tables so
+(all-DRAM, all-SSD on one and two devices, all-TT at each rank, half-hot and
+mostly-hot mixes, each with a random remap as planned plans carry one)
+against the store, and against a scratch store of many tiny tables so
 that per-table and per-batch costs can be told apart. For each run it counts,
 from the engine's own ``prepare`` output, what the host did per batch
 (:data:`FEATURES`), and it measures the host thread's time per batch as
@@ -43,6 +44,7 @@ FEATURES = ("batch", "table", "lookup", "raw_table", "raw_lookup", "read", "tt_t
 MINI_TABLES = 64  # tables of the scratch store that separates per-table from per-batch costs
 MINI_ROWS = 256
 DRAM_LIMIT_BYTES = 256 << 20  # a calibration plan never pins more than this much of the store in host memory
+REMAP_ROWS_LIMIT = 1 << 24  # tables up to this many rows get a (random) remap in the calibration plans
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,20 @@ def _mini_spec(dim: int, batch_size: int):
 # --- plans to calibrate on ---------------------------------------------------------------------
 
 
-def calibration_plans(store) -> list:
-    """Plans exercising every host path: (label, Plan). Hot sets are capped at ``DRAM_LIMIT_BYTES`` in total."""
+def write_random_remap(store, path: Path, rng: np.random.Generator) -> Path:
+    """A dense random renumbering of every table of at most ``REMAP_ROWS_LIMIT`` rows (larger ones keep their
+    order): plans from ``screc plan solve`` always carry a remap, and translating ids costs the host time."""
+    from plans.remap import Remap, TableRemap
+
+    tables = [TableRemap(t["name"], int(t["rows"]), perm=rng.permutation(int(t["rows"])).astype(np.int64))
+              for t in store.tables if int(t["rows"]) <= REMAP_ROWS_LIMIT]
+    Remap(tables, {"source": "calibration: random"}).save(path)
+    return path
+
+
+def calibration_plans(store, remap: Path | None = None) -> list:
+    """Plans exercising every host path: (label, Plan), each with ``remap`` (a remap file) if given. Hot sets
+    are capped at ``DRAM_LIMIT_BYTES`` in total."""
     from emulator.plan import DevicePlan, Plan, TablePlacement
 
     tabs = store.tables
@@ -131,7 +145,8 @@ def calibration_plans(store) -> list:
             ct, r = tier(t, use_rank)
             pls.append(TablePlacement(t["name"], int(k), ct, r, i % devices))
         devs = tuple(DevicePlan(f"cal{d}", 1, 1) for d in range(devices))
-        return label, Plan(store.store_id, tuple(pls), devs, planner=f"calibration:{label}")
+        return label, Plan(store.store_id, tuple(pls), devs, planner=f"calibration:{label}",
+                           remap=None if remap is None else str(remap))
 
     rows = [int(t["rows"]) for t in tabs]
     n = len(tabs)
@@ -299,9 +314,10 @@ def fit_host_costs(samples: Sequence[ReplaySample], iterations: int = 30) -> tup
                                                  "median_abs_rel_error_runs": float(np.median(np.abs(rel)))}
 
 
-def fit_io_costs(samples: Sequence[ReplaySample], min_reads: float = 16.0) -> tuple[float, float, float]:
+def fit_io_costs(samples: Sequence[ReplaySample], min_reads: float = 64.0) -> tuple[float, float, float]:
     """(seconds per read, per page, per page of the other devices) fitted, relative errors, on every device's
-    engine busy time per batch in the replays with at least ``min_reads`` reads (fewer: latency-bound)."""
+    engine busy time per batch in the replays with at least ``min_reads`` reads (fewer: latency-bound, the
+    one-latency floor of ``plans.cost.local_io_times_s`` covers them)."""
     rows, ys = [], []
     for s in samples:
         total = sum(s.pages)
@@ -352,13 +368,14 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
     config = ReplayConfig(queue_depth=queue_depth, pipeline=True)
     with tempfile.TemporaryDirectory(prefix="screc-calibrate-") as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
-        targets = [(store, spec, calibration_plans(store), "")]
+        targets = [(store, spec, calibration_plans(store, write_random_remap(store, tmp / "remap.h5", rng)), "")]
         if mini:
             mspec = _mini_spec(int(store.tables[0]["dim"]), sizes[0])
             mstore = Store.open(build_store(mspec, tmp / "mini", StoreBuildConfig(tt_ranks=())).path)
             names = [t["name"] for t in mstore.tables]
+            mremap = str(write_random_remap(mstore, tmp / "mini-remap.h5", rng))
             mplans = [(label, Plan(mstore.store_id, tuple(TablePlacement(n, hot) for n in names),
-                                   (DevicePlan("cal0"),), planner=f"calibration:mini-{label}"))
+                                   (DevicePlan("cal0"),), planner=f"calibration:mini-{label}", remap=mremap))
                       for label, hot in (("all-dram", MINI_ROWS), ("all-ssd", 0))]
             targets.append((mstore, mspec, mplans, f"mini {MINI_TABLES} tables "))
         jobs: list[_Job] = []

@@ -73,9 +73,9 @@ def test_fits_recover_known_constants():
     for k, v in coef.items():
         assert v == pytest.approx(truth.get(k, 0.0), rel=1e-6, abs=1e-12)
     assert quality["max_abs_rel_error"] < 1e-9
-    # IO: 20 us per read + 5 us per page + 2 us per page of the other device, on every device with >= 16 reads
+    # IO: 20 us per read + 5 us per page + 2 us per page of the other device, on every device with >= 64 reads
     io_samples = []
-    for r0, p0, r1, p1 in ((100, 150, 0, 0), (400, 900, 0, 0), (200, 300, 250, 260), (50, 60, 300, 700)):
+    for r0, p0, r1, p1 in ((100, 150, 0, 0), (400, 900, 0, 0), (200, 300, 250, 260), (70, 80, 300, 700)):
         io = [20e-6 * r + 5e-6 * p + 2e-6 * po if r else 0.0 for r, p, po in ((r0, p0, p1), (r1, p1, p0))]
         io_samples.append(_sample("io", {}, 1e-3, io, (r0, r1), (p0, p1)))
     assert fit_io_costs(io_samples) == pytest.approx((20e-6, 5e-6, 2e-6), rel=1e-6)
