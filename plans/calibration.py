@@ -62,12 +62,12 @@ SMARTSSD_CORES = 8  # EMB cores per FPGA, assumption
 SMARTSSD_MEM_CORE_LOOKUPS_PER_S = 25.0e6  # 200 MHz, one 512 B row per 8 cycles (64 B/cycle), assumption
 SMARTSSD_COMPUTE_CORE_FLOPS_PER_S = 100.0e9  # 256 MAC lanes x 200 MHz x 2, assumption
 
-# Modelled host-thread costs for the local profile when nothing was measured (rounded from one `screc calibrate`
-# of the demo store on a 2-core VM under load; labelled modelled): seconds per unit, see plans.types.HostCosts.
-MODELLED_HOST = {"batch_s": 1e-3, "table_s": 60e-6, "lookup_s": 50e-9, "raw_table_s": 40e-6, "raw_lookup_s": 100e-9,
-                 "read_s": 1e-6, "tt_table_s": 60e-6, "tt_lookup_s": 100e-9, "tt_row_s": 200e-9, "tt_flop_s": 0.1e-9,
-                 "io_device_s": 1e-3,
-                 "io_read_s": 10e-6, "io_page_s": 10e-6, "io_other_page_s": 5e-6, "io_handoff_s": 0.0}
+# Modelled host-thread costs for the local profile when nothing was measured (rounded from three `screc calibrate`
+# runs on the demo store, 2-core VM, load 0.3-2.3; labelled modelled): seconds per unit, see plans.types.HostCosts.
+MODELLED_HOST = {"batch_s": 400e-6, "table_s": 2e-6, "lookup_s": 50e-9, "raw_table_s": 20e-6, "raw_lookup_s": 120e-9,
+                 "read_s": 1.2e-6, "tt_table_s": 80e-6, "tt_lookup_s": 30e-9, "tt_row_s": 150e-9, "tt_flop_s": 0.1e-12,
+                 "io_device_s": 350e-6, "io_read_s": 15e-6, "io_page_s": 3e-6, "io_other_page_s": 9e-6,
+                 "io_handoff_s": 1.5e-3}
 
 
 # --- device profiles ---------------------------------------------------------------------------

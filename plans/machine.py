@@ -97,6 +97,8 @@ class Calibration:
     def __post_init__(self) -> None:
         if isinstance(self.host, Mapping):
             object.__setattr__(self, "host", HostCosts.from_dict(self.host))
+        if self.host is not None and not isinstance(self.host, HostCosts):
+            raise ValueError("calibration host costs must be an object of per-unit seconds")
         for name in ("io_iops_by_qd", "io_latency_s_by_qd", "tt_rows_per_s_by_rank", "machine"):
             if not isinstance(getattr(self, name), Mapping):
                 raise ValueError(f"calibration {name} must be an object")

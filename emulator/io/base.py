@@ -122,6 +122,7 @@ class IOEngine(ABC):
         self.clock = clock
         self.files: list[OpenFile | None] = []
         self._lock = threading.RLock()  # one batch at a time per engine
+        self._executor_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
@@ -253,7 +254,7 @@ class IOEngine(ABC):
         self._check_open()
         req = self.check_requests(file_ids, offsets, nbytes, dest, dest_offsets)  # fail here, not in the thread
         req = Requests(req.file_ids.copy(), req.offsets.copy(), req.nbytes.copy(), req.dest, req.dest_offsets.copy())
-        with self._lock:
+        with self._executor_lock:  # not the engine lock: a batch in flight holds that one
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"screc-io-{self.name}")
         return ReadHandle(self._executor.submit(self._run, req, latency))
