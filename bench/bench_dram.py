@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
-from bench.common import format_bytes, stdout_console, write_json
+from bench.common import emit_result, format_bytes
 from emulator.kernels import pool_rows
 from tracegen.errors import InputError
 
@@ -218,12 +218,7 @@ def _handle(args: argparse.Namespace) -> int:
         result = run_bench_dram(config)
     if result["torch_missing"] and config.use_torch:
         err.print(result["torch_missing"], soft_wrap=True)
-    if args.out:
-        write_json(args.out, result)
-    if args.json:
-        write_json("-", result)
-    else:
-        stdout_console().print(render(result))
+    emit_result("bench-dram", result, args, render)
     return 0
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.common import format_bytes, parse_size, stdout_console, write_json
+from bench.common import emit_result, format_bytes, parse_size
 from emulator.io import aligned_empty, liburing_available, make_engine, uring_available
 from tracegen.atomic import atomic_path
 from tracegen.errors import InputError
@@ -250,12 +250,7 @@ def _handle(args: argparse.Namespace) -> int:
     with make_progress(err) as progress:
         task = progress.add_task("bench io", total=steps)
         result = run_bench_io(config, on_step=lambda msg: progress.update(task, advance=1, description=msg))
-    if args.out:
-        write_json(args.out, result)
-    if args.json:
-        write_json("-", result)
-    else:
-        stdout_console().print(render(result))
+    emit_result("bench-io", result, args, render)
     return 0
 
 

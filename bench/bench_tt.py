@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.common import stdout_console, write_json
+from bench.common import emit_result
 from emulator.tt import random_tt
 from emulator.tt_kernels import tt_rebuild_flops, tt_rebuild_rows, unique_prefix_counts
 from tracegen.errors import InputError
@@ -248,10 +248,5 @@ def _handle(args: argparse.Namespace) -> int:
     with make_progress(stderr_console()) as progress:
         task = progress.add_task("bench tt", total=len(config.ranks))
         result = run_bench_tt(config, on_step=lambda msg: progress.update(task, advance=1, description=msg))
-    if args.out:
-        write_json(args.out, result)
-    if args.json:
-        write_json("-", result)
-    else:
-        stdout_console().print(render(result))
+    emit_result("bench-tt", result, args, render)
     return 0

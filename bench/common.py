@@ -82,3 +82,17 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def emit_result(kind: str, result: dict, args, render) -> None:
+    """The end of every ``screc bench`` command: a result directory under ``runs/``, ``--out FILE``,
+    ``--json`` on stdout, else the rendered table."""
+    from bench.results import write_run
+
+    write_run(kind, sys.argv, result)
+    if getattr(args, "out", None):
+        write_json(args.out, result)
+    if args.json:
+        write_json("-", result)
+    else:
+        stdout_console().print(render(result))
