@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
     ("bench.bench_io", "bench", "micro-benchmarks against reference tools (fio, torch, SGEMM)"),
     ("bench.bench_dram", "bench", ""),
     ("bench.bench_tt", "bench", ""),
+    ("bench.bench_predict", "bench", ""),
     ("bench.cmd_report", None, ""),
     ("bench.cmd_demo", None, ""),
 )

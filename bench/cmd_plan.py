@@ -53,6 +53,7 @@ class SolveConfig:
     profile_batches: int | None = None
     calibration: str | None = None
     model: str | None = None
+    folds: int = 10
 
 
 def _config(args: argparse.Namespace) -> SolveConfig:
@@ -71,13 +72,15 @@ def _config(args: argparse.Namespace) -> SolveConfig:
         raise InputError(f"--time-limit must be a finite number of seconds > 0, got {args.time_limit}")
     if args.profile_batches is not None and args.profile_batches < 1:
         raise InputError(f"--profile-batches must be >= 1, got {args.profile_batches}")
+    if args.folds < 1:
+        raise InputError(f"--folds must be >= 1, got {args.folds}")
     return SolveConfig(output=Path(args.output), dram_budget_bytes=parse_size(args.dram_budget, "--dram-budget"),
                        planner=args.planner, devices=args.devices, cores=args.cores, device_profile=args.device_profile,
                        device_dram_bytes=parse_size(args.device_dram, "--device-dram"),
                        accuracy_budget=args.accuracy_budget, accuracy_mode=args.accuracy_mode,
                        time_limit_s=args.time_limit, solver=args.solver, queue_depth=args.queue_depth,
                        formulation=args.formulation, store=args.store, trace=args.trace, profile_batches=args.profile_batches,
-                       calibration=args.calibration, model=args.model if args.modelled else None)
+                       calibration=args.calibration, model=args.model if args.modelled else None, folds=args.folds)
 
 
 def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
@@ -94,7 +97,7 @@ def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
 
             stats = meta2021_stats()
         else:
-            from plans.stats import modelled_stats
+            from plans.modelled import modelled_stats
             from tracegen.presets import load_model
 
             stats = modelled_stats(load_model(cfg.model))
@@ -107,9 +110,9 @@ def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
         store = Store.open(cfg.store)
         with TraceReader(cfg.trace) as reader:
             stop = reader.num_batches if cfg.profile_batches is None else min(cfg.profile_batches, reader.num_batches)
-            stats, remap, _ = trace_stats(reader, (0, stop))
+            stats, remap, _ = trace_stats(reader, (0, stop), folds=cfg.folds)
         stats = attach_store(stats, store)
-        notes.append(f"statistics measured on batches [0, {stop}) of {cfg.trace} (in-sample)")
+        notes.append(f"statistics measured on batches [0, {stop}) of {cfg.trace}: {stats.notes[0]}")
     if cfg.calibration:
         calib = Calibration.load(cfg.calibration)
     else:
@@ -242,6 +245,10 @@ def register(subparsers) -> None:
     p.add_argument("--store", help="store directory (TT variants and the store id come from it)")
     p.add_argument("--trace", help="trace file (HDF5) to measure statistics on")
     p.add_argument("--profile-batches", type=int, help="use the first N batches (default: all)")
+    p.add_argument("--folds", type=int, default=10,
+                   help="cross-fit the statistics: measure each of N blocks of the profile under a remap ranked "
+                        "on the others, so rows unseen while ranking cost what they will cost later (default 10; "
+                        "1 = in sample, optimistic)")
     p.add_argument("--model", help="with --modelled: a preset name, a spec file, or meta-2021")
     p.add_argument("--modelled", action="store_true", help="plan from Zipf parameters alone (labelled modelled)")
     p.add_argument("--dram-budget", required=True, help="host DRAM for hot rows, e.g. 512MiB, 64GB")

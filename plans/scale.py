@@ -72,7 +72,7 @@ def meta2021_spec(seed: int = 0, alpha_mean: float = META2021_ALPHA_MEAN, n_tabl
 
 def meta2021_stats(seed: int = 0, n_tables: int = META2021_TABLES, tt_ranks: Sequence[int] = (8, 16, 32)) -> WorkloadStats:
     """Modelled statistics of the first ``n_tables`` tables of :func:`meta2021_spec`."""
-    from plans.stats import modelled_stats
+    from plans.modelled import modelled_stats
 
     return modelled_stats(meta2021_spec(seed, n_tables=n_tables), tt_ranks)
 
@@ -108,7 +108,7 @@ def _poisson_cdf(lam: np.ndarray, ks: Sequence[int]) -> np.ndarray:
 
 def reuse_histograms(spec: ModelSpec, buckets: int = 64) -> tuple[np.ndarray, np.ndarray, float]:
     """Expected (unique-row share, lookup share) per reuse bin of one batch, and lookups per unique row."""
-    from plans.stats import zipf_cumulative
+    from plans.modelled import zipf_cumulative
 
     edges = np.array(REUSE_BIN_EDGES[1:], dtype=np.float64)  # upper edges of bins 1..16; last bin open
     nb = len(REUSE_BIN_EDGES)

@@ -1,4 +1,4 @@
-"""Access statistics from a trace (measured) or from a spec's Zipf parameters (modelled).
+"""Access statistics measured on a trace.
 
 Measured statistics take two passes over the profiling batches [a, b):
 
@@ -17,22 +17,17 @@ Measured statistics take two passes over the profiling batches [a, b):
    time, so cold rows are read at their place in the store (old ids): pages
    and reads are counted in that order. Run on the
    profiling batches this is an in-sample measurement (the hot set was chosen
-   on the same batches, so it is optimistic); pass later batches to measure
-   out of sample.
+   on the same batches, so it is optimistic: rows never seen while profiling
+   look free); :func:`trace_stats` therefore cross-fits by default in the
+   planner (``folds``): each block of profiling batches is measured under a
+   remap ranked on the other blocks, which is what a plan meets on later
+   batches.
 
-Modelled statistics (:func:`modelled_stats`) use rank-frequency
-p_i = (i+1)^-alpha / H(N, alpha) and L = pooling x batch lookups drawn i.i.d.:
-mass(k) = H(k)/H(N), and the expected distinct pages among ranks >= k is
-sum_j 1 - (1 - P_j)^L over pages j (P_j = the page's probability), exact for
-i.i.d. draws and evaluated numerically (exactly for the first pages, then in
-geometric buckets of pages with their mean page mass). Everything derived from
-it is labelled "modelled".
+Modelled statistics (no trace: Zipf expectations) are in :mod:`plans.modelled`.
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -42,7 +37,6 @@ from plans.cost import tt_flops_per_row
 from plans.remap import Remap
 from plans.types import PAGE_BYTES, StatsSource, TableStats, TTVariant, WorkloadStats
 from tracegen.errors import InputError
-from tracegen.spec import DTYPE_BYTES, ModelSpec
 
 DEFAULT_EXACT_ROWS_LIMIT = 1 << 27  # 1 GiB of int64 counters per table
 DEFAULT_SKETCH_COUNTERS = 1 << 16
@@ -219,68 +213,141 @@ def cold_pages_and_reads(old_ids: np.ndarray, new_ids: np.ndarray, grid: np.ndar
     return pages, reads
 
 
+class _Sums:
+    """Per-table sums over batches of what :func:`measure_stats` averages."""
+
+    def __init__(self, grids: Sequence[np.ndarray]):
+        self.hits = [np.zeros(g.size) for g in grids]
+        self.cold_rows = [np.zeros(g.size) for g in grids]
+        self.cold_pages = [np.zeros(g.size) for g in grids]
+        self.cold_reads = [np.zeros(g.size) for g in grids]
+        self.lookups = np.zeros(len(grids))
+        self.batches = 0
+
+
+def _accumulate(reader, remap: Remap, grids: Sequence[np.ndarray], start: int, stop: int, sums: _Sums) -> None:
+    """Add batches [start, stop), looked up through ``remap``, to ``sums``."""
+    geo = [page_geometry(t.row_bytes) for t in reader.spec.tables]
+    for batch in reader.batches(start, stop):
+        bounds = batch.table_bounds()
+        for t in range(len(grids)):
+            idx = batch.indices[bounds[t]:bounds[t + 1]]
+            sums.lookups[t] += idx.size
+            if idx.size == 0:
+                continue
+            g = grids[t]
+            s = np.sort(remap.new_ids(t, idx))
+            sums.hits[t] += np.searchsorted(s, g)
+            u = s[np.r_[True, s[1:] != s[:-1]]]
+            sums.cold_rows[t] += u.size - np.searchsorted(u, g)
+            old = np.unique(idx)
+            pages, reads = cold_pages_and_reads(old, remap.new_ids(t, old), g, *geo[t])
+            sums.cold_pages[t] += pages
+            sums.cold_reads[t] += reads
+        sums.batches += 1
+
+
+def _stats_from_sums(reader, grids: Sequence[np.ndarray], sums: _Sums, counts: Sequence[TableCounts] | None,
+                     estimator: str, profile: tuple[int, int], note: str) -> WorkloadStats:
+    n = sums.batches
+    tables = []
+    for t, ts in enumerate(reader.spec.tables):
+        rpp, ppr = page_geometry(ts.row_bytes)
+        c = counts[t] if counts is not None else None
+        look = sums.lookups[t]
+        tables.append(TableStats(
+            name=ts.name, rows=ts.rows, row_bytes=ts.row_bytes, rows_per_page=rpp, pages_per_row=ppr,
+            lookups_per_batch=look / n, pooling=look / n / reader.batch_size, hot_rows=grids[t],
+            mass=sums.hits[t] / look if look else np.zeros(grids[t].size),
+            cold_unique_rows_per_batch=sums.cold_rows[t] / n, cold_unique_pages_per_batch=sums.cold_pages[t] / n,
+            cold_reads_per_batch=sums.cold_reads[t] / n, seen_rows=0 if c is None else c.seen_rows,
+            counting="exact" if c is None else c.counting, count_error_bound=0.0 if c is None else c.error_bound,
+            estimator=estimator))
+    return WorkloadStats(tuple(tables), reader.batch_size, "measured", trace_id=reader.trace_id,
+                         profile_batches=profile, notes=(note,) if note else ())
+
+
 def measure_stats(reader, remap: Remap, grids: Sequence[np.ndarray], start: int = 0, stop: int | None = None, *,
                   counts: Sequence[TableCounts] | None = None, note: str = "") -> WorkloadStats:
     """Mass, distinct cold rows and distinct cold pages per batch at each grid size, on batches [start, stop)."""
     stop = reader.num_batches if stop is None else min(stop, reader.num_batches)
     if not 0 <= start < stop:
         raise InputError(f"batches [{start}, {stop}) are empty (trace has {reader.num_batches})", reader.path)
-    spec = reader.spec
-    T = spec.num_tables
-    hits = [np.zeros(g.size) for g in grids]
-    cold_rows = [np.zeros(g.size) for g in grids]
-    cold_pages = [np.zeros(g.size) for g in grids]
-    lookups = np.zeros(T)
-    n = 0
-    geo = [page_geometry(t.row_bytes) for t in spec.tables]
-    cold_reads = [np.zeros(g.size) for g in grids]
-    for batch in reader.batches(start, stop):
-        bounds = batch.table_bounds()
-        for t in range(T):
-            idx = batch.indices[bounds[t]:bounds[t + 1]]
-            lookups[t] += idx.size
-            if idx.size == 0:
-                continue
-            g = grids[t]
-            s = np.sort(remap.new_ids(t, idx))
-            hits[t] += np.searchsorted(s, g)
-            u = s[np.r_[True, s[1:] != s[:-1]]]
-            cold_rows[t] += u.size - np.searchsorted(u, g)
-            old = np.unique(idx)
-            pages, reads = cold_pages_and_reads(old, remap.new_ids(t, old), g, *geo[t])
-            cold_pages[t] += pages
-            cold_reads[t] += reads
-        n += 1
-    tables = []
-    for t, ts in enumerate(spec.tables):
-        rpp, ppr = geo[t]
-        c = counts[t] if counts is not None else None
-        tables.append(TableStats(
-            name=ts.name, rows=ts.rows, row_bytes=ts.row_bytes, rows_per_page=rpp, pages_per_row=ppr,
-            lookups_per_batch=lookups[t] / n, pooling=lookups[t] / n / reader.batch_size, hot_rows=grids[t],
-            mass=hits[t] / lookups[t] if lookups[t] else np.zeros(grids[t].size),
-            cold_unique_rows_per_batch=cold_rows[t] / n, cold_unique_pages_per_batch=cold_pages[t] / n,
-            cold_reads_per_batch=cold_reads[t] / n, seen_rows=0 if c is None else c.seen_rows, counting="exact" if c is None else c.counting,
-            count_error_bound=0.0 if c is None else c.error_bound, estimator=f"measured per batch on [{start}, {stop})"))
-    notes = (note,) if note else ()
-    return WorkloadStats(tuple(tables), reader.batch_size, "measured", trace_id=reader.trace_id,
-                         profile_batches=(start, stop), notes=notes)
+    sums = _Sums(grids)
+    _accumulate(reader, remap, grids, start, stop, sums)
+    return _stats_from_sums(reader, grids, sums, counts, f"measured per batch on [{start}, {stop})", (start, stop),
+                            note)
+
+
+def fold_ranges(start: int, stop: int, folds: int) -> list[tuple[int, int]]:
+    """``folds`` contiguous, nearly equal, non-empty batch ranges covering [start, stop)."""
+    n = stop - start
+    k = max(1, min(folds, n))
+    edges = [start + (n * i) // k for i in range(k + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(k)]
+
+
+def _complement_counts(reader, counts: Sequence[TableCounts], start: int, stop: int, fa: int, fb: int,
+                       **count_kwargs) -> list[TableCounts]:
+    """Counts over [start, stop) without [fa, fb): exact tables by subtraction, sketched ones recounted."""
+    fold = count_accesses(reader, fa, fb, **count_kwargs)
+    sketched = any(c.exact is None for c in counts)
+    rest: list[list[TableCounts]] = []
+    if sketched:
+        rest = [count_accesses(reader, a, b, **count_kwargs) for a, b in ((start, fa), (fb, stop)) if b > a]
+    out = []
+    for t, (c, f) in enumerate(zip(counts, fold)):
+        if c.exact is not None:
+            out.append(TableCounts(c.rows, c.total - f.total, exact=np.subtract(c.exact, f.exact, out=f.exact)))
+            continue
+        sk = MisraGries(count_kwargs.get("sketch_counters", DEFAULT_SKETCH_COUNTERS))
+        bound = 0.0
+        for part in rest:
+            sk.merge(part[t].hot_ids, part[t].hot_counts)
+            bound += part[t].error_bound
+        ids, est = sk.ranked()
+        out.append(TableCounts(c.rows, c.total - f.total, hot_ids=ids, hot_counts=est,
+                               error_bound=bound + sk.decremented))
+    return out
 
 
 def trace_stats(reader, profile: tuple[int, int | None] = (0, None), evaluate: tuple[int, int | None] | None = None,
-                *, exact_rows_limit: int = DEFAULT_EXACT_ROWS_LIMIT, sketch_counters: int = DEFAULT_SKETCH_COUNTERS,
+                *, folds: int = 1, exact_rows_limit: int = DEFAULT_EXACT_ROWS_LIMIT,
+                sketch_counters: int = DEFAULT_SKETCH_COUNTERS,
                 levels: Sequence[float] = GRID_LEVELS) -> tuple[WorkloadStats, Remap, list[TableCounts]]:
-    """Count on ``profile`` batches, remap hottest-first, measure on ``evaluate`` (default: the profile)."""
+    """Count on ``profile`` batches, remap hottest-first, and measure the statistics at each candidate hot size.
+
+    Where they are measured:
+
+    * ``evaluate`` given: on those batches, under the profile's remap (out of sample when they do not overlap);
+    * ``folds`` > 1 (cross-fitted): the profile is cut into ``folds`` contiguous blocks and each block is
+      measured under a remap ranked on the other blocks only, so no batch is measured under a ranking that
+      saw it. This is what a plan meets on later batches: rows never seen while profiling are not free. The
+      remap returned is ranked on the whole profile (it has seen ``folds / (folds - 1)`` times more batches
+      than each fold's, so the cold traffic to rarely seen rows is slightly overestimated);
+    * otherwise in sample (ranked and measured on the same batches: optimistic).
+    """
     a, b = profile
     b = reader.num_batches if b is None else min(b, reader.num_batches)
-    counts = count_accesses(reader, a, b, exact_rows_limit=exact_rows_limit, sketch_counters=sketch_counters)
+    kw = {"exact_rows_limit": exact_rows_limit, "sketch_counters": sketch_counters}
+    counts = count_accesses(reader, a, b, **kw)
     names = [t.name for t in reader.spec.tables]
     remap = Remap.from_counts(counts, names, {"trace_id": reader.trace_id, "profile_batches": [a, b]})
     grids = [hot_grid(c, levels) for c in counts]
-    ea, eb = (a, b) if evaluate is None else evaluate
-    note = ("in-sample: hot sets ranked and measured on the same batches" if evaluate is None
-            else f"out-of-sample: ranked on [{a}, {b}), measured on [{ea}, {eb})")
-    stats = measure_stats(reader, remap, grids, ea, eb, counts=counts, note=note)
+    parts = fold_ranges(a, b, folds)
+    if evaluate is not None or len(parts) < 2:
+        ea, eb = (a, b) if evaluate is None else evaluate
+        note = ("in-sample: hot sets ranked and measured on the same batches" if evaluate is None
+                else f"out-of-sample: ranked on [{a}, {b}), measured on [{ea}, {eb})")
+        return measure_stats(reader, remap, grids, ea, eb, counts=counts, note=note), remap, counts
+    sums = _Sums(grids)
+    for fa, fb in parts:
+        rest = _complement_counts(reader, counts, a, b, fa, fb, **kw)
+        _accumulate(reader, Remap.from_counts(rest, names), grids, fa, fb, sums)
+    note = (f"cross-fitted: [{a}, {b}) cut into {len(parts)} blocks, each measured under a remap ranked on the "
+            "other blocks (out of sample)")
+    stats = _stats_from_sums(reader, grids, sums, counts, f"cross-fitted over {len(parts)} folds of [{a}, {b})",
+                             (a, b), note)
     return stats, remap, counts
 
 
@@ -315,147 +382,3 @@ def attach_store(stats: WorkloadStats, store) -> WorkloadStats:
         tables.append(ts.with_tt(variants))
     return WorkloadStats(tuple(tables), stats.batch_size, stats.source, stats.trace_id, store.store_id,
                          stats.profile_batches, stats.notes)
-
-
-# --- modelled: Zipf ----------------------------------------------------------------------------
-
-_EXACT_TERMS = 1 << 16
-
-
-@functools.lru_cache(maxsize=8)
-def _zipf_head(alpha: float) -> np.ndarray:
-    head = np.concatenate([[0.0], np.cumsum(np.arange(1, _EXACT_TERMS + 1, dtype=np.float64) ** -alpha)])
-    head.setflags(write=False)
-    return head
-
-
-def zipf_cumulative(n: np.ndarray | int, alpha: float) -> np.ndarray:
-    """H(n, alpha) = sum_{j=1..n} j^-alpha: exact up to 65,536 terms, then the midpoint integral."""
-    scalar = np.ndim(n) == 0
-    n = np.atleast_1d(np.asarray(n, dtype=np.float64))
-    m = _EXACT_TERMS
-    out = _zipf_head(float(alpha))[np.minimum(n, m).astype(np.int64)]
-    big = n > m
-    if np.any(big):
-        a, b = m + 0.5, n[big] + 0.5
-        tail = np.log(b / a) if abs(alpha - 1.0) < 1e-12 else (b ** (1 - alpha) - a ** (1 - alpha)) / (1 - alpha)
-        out = out.copy()
-        out[big] += tail
-    return out[0] if scalar else out
-
-
-def zipf_mass(rows: int, alpha: float, k: np.ndarray | int) -> np.ndarray:
-    """Share of lookups on the k most popular of ``rows`` Zipf(alpha) rows."""
-    return zipf_cumulative(np.minimum(k, rows), alpha) / zipf_cumulative(rows, alpha)
-
-
-def zipf_rows_for_mass(rows: int, alpha: float, level: float) -> int:
-    """Smallest k whose Zipf mass reaches ``level`` (the head searched exactly, the tail bisected)."""
-    target = level * zipf_cumulative(rows, alpha) - 1e-12 * zipf_cumulative(rows, alpha)
-    head = _zipf_head(float(alpha))
-    if rows <= _EXACT_TERMS or head[-1] >= target:
-        return int(min(np.searchsorted(head, target), rows))
-    lo, hi = _EXACT_TERMS, rows
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if zipf_cumulative(mid, alpha) >= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def zipf_expected_unique(rows: int, alpha: float, lookups: float, starts, group: int = 1,
-                         exact_groups: int = 2048, buckets: int = 256) -> np.ndarray | float:
-    """Expected distinct groups of ``group`` consecutive ranks (pages; 1 = rows) touched among ranks
-    >= each of ``starts`` by ``lookups`` i.i.d. Zipf draws.
-
-    sum_j 1 - (1 - P_j)^L over the groups j from the start's group on (its first group counting only
-    ranks >= start). Groups are summed one by one for the first ``exact_groups`` and past each start,
-    then in ``buckets`` geometric buckets that use their mean group probability.
-    """
-    scalar = np.ndim(starts) == 0
-    starts = np.atleast_1d(np.asarray(starts, dtype=np.int64))
-    out = np.zeros(starts.size)
-    if lookups <= 0 or rows <= 0:
-        return float(out[0]) if scalar else out
-    total = zipf_cumulative(rows, alpha)
-    g_end = -(-rows // group)
-
-    def prob(lo_rank, hi_rank):
-        return (zipf_cumulative(hi_rank, alpha) - zipf_cumulative(lo_rank, alpha)) / total
-
-    def touched(p):
-        return -np.expm1(lookups * np.log1p(-np.minimum(p, 1.0 - 1e-16)))
-
-    g0 = np.minimum(starts // group, g_end)
-    edges = {0, g_end, *range(0, min(exact_groups, g_end) + 1)}
-    edges.update(int(x) for x in np.round(np.geomspace(max(1, min(exact_groups, g_end)), g_end, buckets + 1)))
-    edges.update(int(x) for x in np.minimum(g0 + 1, g_end))
-    e = np.array(sorted(x for x in edges if 0 <= x <= g_end), dtype=np.int64)
-    a, b = e[:-1], e[1:]
-    n = (b - a).astype(np.float64)
-    contrib = n * touched(prob(a * group, np.minimum(b * group, rows)) / np.maximum(n, 1))
-    suffix = np.concatenate([np.cumsum(contrib[::-1])[::-1], [0.0]])  # suffix[i] = sum of segments i..
-    seg_after = np.searchsorted(e, np.minimum(g0 + 1, g_end))  # segment that starts at g0 + 1
-    first = touched(prob(np.minimum(starts, rows), np.minimum((g0 + 1) * group, rows)))
-    out = np.where(starts >= rows, 0.0, suffix[seg_after] + first)
-    return float(out[0]) if scalar else out
-
-
-def modelled_table_stats(name: str, rows: int, row_bytes: int, alpha: float, lookups_per_batch: float,
-                         batch_size: int, tt: Sequence[TTVariant] = (), levels: Sequence[float] = GRID_LEVELS,
-                         geometric_points: int = 8) -> TableStats:
-    rpp, ppr = page_geometry(row_bytes)
-    ks = {0, rows}
-    for level in levels:
-        if level < 1.0:
-            ks.add(zipf_rows_for_mass(rows, alpha, level))
-    if rows > 1:
-        ks.update(int(x) for x in np.unique(np.round(np.geomspace(1, rows, geometric_points))))
-    grid = np.array(sorted(k for k in ks if 0 <= k <= rows), dtype=np.int64)
-    mass = zipf_mass(rows, alpha, grid)
-    cold_rows = zipf_expected_unique(rows, alpha, lookups_per_batch, grid, 1)
-    cold_pages = zipf_expected_unique(rows, alpha, lookups_per_batch, grid, rpp) * ppr
-    return TableStats(name=name, rows=rows, row_bytes=row_bytes, rows_per_page=rpp, pages_per_row=ppr,
-                      lookups_per_batch=float(lookups_per_batch), pooling=lookups_per_batch / batch_size,
-                      hot_rows=grid, mass=mass, cold_unique_rows_per_batch=cold_rows,
-                      cold_unique_pages_per_batch=cold_pages, tt=tuple(tt), seen_rows=rows, counting="modelled",
-                      estimator=f"modelled: Zipf(alpha={alpha:g}), i.i.d. draws")
-
-
-# Placeholder TT error by rank for modelled tables (no weights exist to measure): labelled modelled.
-MODELLED_TT_REL_ERROR = {8: 0.12, 16: 0.08, 32: 0.05, 64: 0.03}
-
-
-def modelled_tt_variants(rows: int, dim: int, itemsize: int = 4,
-                         ranks: Sequence[int] = (8, 16, 32)) -> list[TTVariant]:
-    from emulator.tt import factorize_dim, factorize_rows
-
-    p, q = factorize_rows(rows), factorize_dim(dim)
-    out = []
-    for r in ranks:
-        rk = [1, r, r, 1]
-        core_bytes = sum(rk[i] * p[i] * q[i] * rk[i + 1] for i in range(3)) * itemsize
-        err = MODELLED_TT_REL_ERROR.get(r, MODELLED_TT_REL_ERROR[8] * math.sqrt(8 / r))
-        out.append(TTVariant(r, int(core_bytes), err, float("nan"), tt_flops_per_row(q, rk), modelled=True))
-    return out
-
-
-def modelled_stats(spec: ModelSpec, tt_ranks: Sequence[int] = (8, 16, 32), tt_min_rows: int = 4096) -> WorkloadStats:
-    """Statistics of ``spec`` from its Zipf skew and pooling alone (no trace); all labelled modelled."""
-    tables = []
-    for t in spec.tables:
-        tt = modelled_tt_variants(t.rows, t.dim, DTYPE_BYTES[t.dtype], tt_ranks) if t.rows >= tt_min_rows else []
-        tables.append(modelled_table_stats(t.name, t.rows, t.row_bytes, t.zipf_alpha,
-                                           t.pooling.mean_lookups * spec.batch_size, spec.batch_size, tt))
-    return WorkloadStats(tuple(tables), spec.batch_size, "modelled",
-                         notes=("modelled from Zipf parameters; TT errors are a placeholder curve",))
-
-
-class ModelledStatsSource(StatsSource):
-    def __init__(self, spec: ModelSpec, **kwargs):
-        self.spec, self.kwargs = spec, kwargs
-
-    def workload_stats(self) -> WorkloadStats:
-        return modelled_stats(self.spec, **self.kwargs)

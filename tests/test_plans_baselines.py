@@ -7,7 +7,8 @@ import pytest
 from plans.baselines import PLANNERS, make_planner
 from plans.calibration import default_calibration, local_profiles
 from plans.cost import memory_use, weighted_error
-from plans.stats import modelled_tt_variants, trace_stats
+from plans.modelled import modelled_tt_variants
+from plans.stats import trace_stats
 from plans.types import Budgets, PlannerOptions, WorkloadStats, capacity
 from plans_fixtures import small_spec, write_zipf_trace
 from tracegen.errors import InputError

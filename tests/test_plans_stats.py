@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from naive import access_counts_naive, batch_cold_counts_naive, batch_cold_reads_naive
-from plans.stats import (MisraGries, count_accesses, hot_grid, measure_stats, modelled_stats, trace_stats,
-                         zipf_expected_unique, zipf_mass, zipf_rows_for_mass)
+from plans.stats import MisraGries, count_accesses, fold_ranges, hot_grid, measure_stats, trace_stats
 from plans.remap import Remap
 from plans_fixtures import small_spec, write_zipf_trace
 from tracegen.trace_io import TraceReader
@@ -102,31 +101,6 @@ def test_sketched_tables_give_prefix_remaps(trace):
     assert remap.is_permutation()
 
 
-def test_zipf_numerics_against_brute_force():
-    rows, alpha, L = 3000, 0.9, 2000.0
-    p = np.arange(1, rows + 1, dtype=np.float64) ** -alpha
-    p /= p.sum()
-    assert zipf_mass(rows, alpha, 100) == pytest.approx(p[:100].sum())
-    k = zipf_rows_for_mass(rows, alpha, 0.8)
-    assert p[:k].sum() >= 0.8 > p[:k - 1].sum()
-    for group, start in ((1, 0), (1, 250), (16, 0), (16, 250)):
-        pages = [p[max(j * group, start):(j + 1) * group].sum() for j in range(start // group, -(-rows // group))]
-        want = sum(1 - (1 - q) ** L for q in pages)  # E[distinct groups] for L i.i.d. draws
-        assert zipf_expected_unique(rows, alpha, L, start, group) == pytest.approx(want, rel=1e-3)
-    # beyond 65,536 rows the sum is the midpoint integral: H(10^6, 1) = ln(10^6) + 0.5772 + ... = 14.39
-    assert zipf_mass(10**6, 1.0, 10**6) == 1.0
-
-
-def test_modelled_stats_are_labelled(tiny_spec):
-    s = modelled_stats(tiny_spec)
-    assert s.source == "modelled"
-    for ts in s.tables:
-        assert ts.estimator.startswith("modelled")
-        assert np.all(np.diff(ts.mass) >= 0) and ts.mass[-1] == pytest.approx(1.0)
-        assert np.all(np.diff(ts.cold_unique_pages_per_batch) <= 1e-9)
-    assert all(v.modelled for ts in s.tables for v in ts.tt)
-
-
 def test_measure_stats_rejects_empty_window(trace):
     from tracegen.errors import InputError
 
@@ -135,3 +109,60 @@ def test_measure_stats_rejects_empty_window(trace):
             count_accesses(r, 5, 5)
         with pytest.raises(InputError):
             measure_stats(r, Remap.identity([t.name for t in r.spec.tables], r.rows), [np.array([0])] * 3, 9, 12)
+
+
+def test_fold_ranges_cover_the_profile_in_contiguous_blocks():
+    assert fold_ranges(0, 10, 3) == [(0, 3), (3, 6), (6, 10)]  # edges 10*i//3 = 0, 3, 6, 10
+    assert fold_ranges(4, 6, 10) == [(4, 5), (5, 6)]  # never more folds than batches
+    assert fold_ranges(0, 5, 1) == [(0, 5)]
+
+
+def test_cross_fitted_stats_match_naive_leave_one_block_out(trace):
+    # Each block of batches is measured under a remap ranked (stable, hottest first) on the other blocks only.
+    with TraceReader(trace) as r:
+        stats, remap, counts = trace_stats(r, (0, 6), folds=3)
+        batches = list(r.batches(0, 6))
+    blocks = [(0, 2), (2, 4), (4, 6)]
+    for t, ts in enumerate(stats.tables):
+        want = np.zeros((ts.hot_rows.size, 3))
+        io = np.zeros((ts.hot_rows.size, 2))
+        total = 0
+        for a, b in blocks:
+            other = batches[:a] + batches[b:]
+            order = np.argsort(-access_counts_naive(other, t, ts.rows), kind="stable")
+            perm = np.empty(ts.rows, np.int64)
+            perm[order] = np.arange(ts.rows)
+            for bt in batches[a:b]:
+                old = bt.table(t)[0]
+                new = perm[old]
+                total += new.size
+                want += [batch_cold_counts_naive(new, int(k), ts.rows_per_page, ts.pages_per_row) for k in ts.hot_rows]
+                io += [batch_cold_reads_naive(old, new, int(k), ts.rows_per_page, ts.pages_per_row) for k in ts.hot_rows]
+        np.testing.assert_allclose(ts.mass, want[:, 0] / total)
+        np.testing.assert_allclose(ts.cold_unique_rows_per_batch, want[:, 1] / 6)
+        np.testing.assert_allclose(ts.cold_unique_pages_per_batch, io[:, 0] / 6)  # in store order, as read
+        np.testing.assert_allclose(ts.cold_reads_per_batch, io[:, 1] / 6)
+    assert "cross-fitted" in stats.notes[0]
+    # the returned remap and the grid are those of the whole profile
+    np.testing.assert_array_equal(remap.new_ids(0, np.argsort(-counts[0].exact, kind="stable")[:5]), np.arange(5))
+
+
+def test_cross_fitting_charges_rows_unseen_while_ranking(trace):
+    # In sample, keeping every seen row hot serves every lookup (mass 1 at k = seen rows); cross-fitted, the
+    # lookups of a block to rows only that block touched are cold, as they will be on later batches.
+    with TraceReader(trace) as r:
+        ins, _, _ = trace_stats(r, (0, 6))
+        cross, _, _ = trace_stats(r, (0, 6), folds=3)
+    t = 0  # table a: 3,000 rows, about 6 x 64 x 3 lookups at Zipf 1.0 leave a long tail seen once
+    i = int(np.searchsorted(ins.tables[t].hot_rows, ins.tables[t].seen_rows))
+    assert ins.tables[t].mass[i] == pytest.approx(1.0)
+    assert cross.tables[t].mass[i] < 1.0
+    assert np.all(cross.tables[t].mass <= ins.tables[t].mass + 1e-12)  # the in-sample ranking is the best one
+
+
+def test_cross_fitting_with_sketched_tables(trace):
+    with TraceReader(trace) as r:
+        stats, remap, _ = trace_stats(r, (0, 6), folds=2, exact_rows_limit=1000, sketch_counters=300)
+    for ts in stats.tables:
+        assert np.all(np.diff(ts.mass) >= -1e-12) and np.all(np.diff(ts.cold_unique_rows_per_batch) <= 1e-9)
+    assert stats.tables[0].counting == "misra-gries" and remap.is_permutation()

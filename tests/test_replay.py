@@ -179,3 +179,25 @@ def test_lru_cache_policy_is_exact_and_hits(tiny_store, tmp_path, pipeline):
                 assert np.array_equal(pooled[i], pool_reference(store.read_rows(i, ids), off))
     lru = {v.name: v for v in stats.snapshot().tiers}["lru"]
     assert lru.lookups > 0 and 0 < lru.hits < lru.lookups  # Zipf traffic: later batches hit the cache
+
+
+def test_steady_state_interval_excludes_the_first_batch(tiny_store, tiny_trace):
+    # elapsed = first batch + (batches - 1) x steady interval: the steady interval's definition
+    store = Store.open(tiny_store)
+    with TraceReader(tiny_trace) as r, Replayer(store, uniform_plan(store.store_id, _rows(store), "all-dram"),
+                                                ReplayConfig()) as rep:
+        tot = rep.run(r)
+    assert tot["batches"] == 4 and 0 < tot["first_batch_s"] <= tot["elapsed_s"]
+    assert tot["first_batch_s"] + 3 * tot["steady_batch_s"] == pytest.approx(tot["elapsed_s"])
+
+
+def test_prediction_check_uses_the_steady_interval():
+    from bench.cmd_replay import prediction_check
+    from emulator.plan import Plan, TablePlacement
+
+    plan = Plan("x", (TablePlacement("a", 0, "ssd_raw"),), predicted={"perf": {"total_s": 0.004, "bottleneck": "host"}})
+    got = prediction_check(plan, {"batches": 11, "elapsed_s": 0.06, "steady_batch_s": 0.005})
+    assert got["measured_batch_s"] == 0.005 and got["relative_error"] == pytest.approx(0.25)  # 5 ms / 4 ms - 1
+    assert got["measured_with_first_batch_s"] == pytest.approx(0.06 / 11)
+    assert prediction_check(plan, {"batches": 1, "elapsed_s": 0.01})["measured_batch_s"] == 0.01  # one batch: no steady
+    assert prediction_check(Plan("x", (TablePlacement("a", 0, "ssd_raw"),)), {"batches": 3, "elapsed_s": 1}) is None
