@@ -91,6 +91,7 @@ def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
 
     notes: list[str] = []
     remap = None
+    counts = later = later_range = None
     if cfg.model:
         if cfg.model == "meta-2021":
             from plans.scale import meta2021_stats
@@ -110,7 +111,12 @@ def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
         store = Store.open(cfg.store)
         with TraceReader(cfg.trace) as reader:
             stop = reader.num_batches if cfg.profile_batches is None else min(cfg.profile_batches, reader.num_batches)
-            stats, remap, _ = trace_stats(reader, (0, stop), folds=cfg.folds)
+            stats, remap, counts = trace_stats(reader, (0, stop), folds=cfg.folds)
+            if stop < reader.num_batches:  # the hot sets' drift on as many later batches as were profiled
+                from plans.stats import count_accesses
+
+                later_range = (stop, min(reader.num_batches, 2 * stop))
+                later = count_accesses(reader, *later_range)
         stats = attach_store(stats, store)
         notes.append(f"statistics measured on batches [0, {stop}) of {cfg.trace}: {stats.notes[0]}")
     if cfg.calibration:
@@ -135,6 +141,17 @@ def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
     options = PlannerOptions(queue_depth=cfg.queue_depth, solver=cfg.solver, time_limit_s=cfg.time_limit_s,
                              formulation=cfg.formulation)
     plan = make_planner(cfg.planner, options).plan(stats, calib, budgets, devices)
+    if later is not None:
+        from plans.remap import plan_drift
+
+        drift = plan_drift(counts, later, [plan.placement(ts.name).hot_rows for ts in stats.tables])
+        drift["batches"] = list(later_range)
+        plan = dataclasses.replace(plan, predicted={**plan.predicted, "drift": drift})
+        if drift["hit_ratio"] is not None:
+            notes.append(f"hot-set drift on later batches [{later_range[0]}, {later_range[1]}): the plan's hot rows "
+                         f"serve {drift['hit_ratio']:.1%} of the later lookups of the {drift['tables']} partly hot "
+                         f"tables, their own top rows would serve {drift['oracle_hit_ratio']:.1%}; "
+                         f"{drift['new_row_share']:.1%} of those top rows are new")
     if remap is not None:
         remap_path = cfg.output.with_name(cfg.output.stem + ".remap.h5")
         remap.save(remap_path)
@@ -188,6 +205,12 @@ def render_plan(plan: Plan) -> Group:
     if perf:
         tot.add_row("batch (max)", f"{perf['total_s']:.6f}", f"bottleneck {perf.get('bottleneck', '?')}")
         tot.add_row("weighted TT error", f"{pred.get('weighted_rel_error', 0.0):.4f}", "")
+    drift = pred.get("drift") or {}
+    if drift.get("hit_ratio") is not None:
+        b = drift.get("batches", ["?", "?"])
+        tot.add_row(f"hot-set hits on later batches [{b[0]}, {b[1]})",
+                    f"{drift['hit_ratio']:.1%} of {drift['oracle_hit_ratio']:.1%}",
+                    f"{drift['new_row_share']:.1%} new rows")
     parts: list[Any] = [t, tot, dev]
     if plan.solver:
         s = plan.solver

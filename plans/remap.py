@@ -249,6 +249,30 @@ def hot_set_drift(profile_counts: np.ndarray, later_counts: np.ndarray, k: int) 
     return Drift(k, new_share, hit, oracle)
 
 
+def plan_drift(profile_counts: Sequence[Any], later_counts: Sequence[Any], hot_rows: Sequence[int],
+               lookups: Sequence[float] | None = None) -> dict[str, Any]:
+    """How the hot sets of a plan (``hot_rows[t]`` rows of table t, chosen on the profile's counts) hold up on
+    later batches, over the tables with exact counts and a hot set that is neither empty nor the whole table:
+    the later lookups they serve against what the later batches' own top-k would serve (lookup-weighted), and the
+    share of the later top-k rows that are new (row-weighted). ``*_counts`` are ``plans.stats.TableCounts``."""
+    hit = oracle = total = new = rows = 0.0
+    tables = 0
+    for t, (p, q, k) in enumerate(zip(profile_counts, later_counts, hot_rows)):
+        if p.exact is None or q.exact is None or not 0 < k < p.rows or q.total == 0:
+            continue
+        d = hot_set_drift(p.exact, q.exact, int(k))
+        w = float(q.total)
+        hit += d.hit_ratio * w
+        oracle += d.oracle_hit_ratio * w
+        total += w
+        new += d.new_share * d.k
+        rows += d.k
+        tables += 1
+    return {"tables": tables, "hit_ratio": hit / total if total else None,
+            "oracle_hit_ratio": oracle / total if total else None,
+            "new_row_share": new / rows if rows else None}
+
+
 # --- a remapped copy of a store -----------------------------------------------------------------
 
 

@@ -38,6 +38,11 @@ def test_solve_then_show(setup, capsys):
     plan = Plan.load(d / "plan.json")
     assert plan.remap == str(d / "plan.remap.h5") and (d / "plan.remap.h5").is_file()  # resolved beside the plan
     assert plan.predicted["storage"]["host_dram_bytes"] <= 64 * 1024
+    assert "cross-fitted" in out  # the default: no profile batch is measured under a ranking that saw it
+    drift = plan.predicted["drift"]  # profiled on [0, 2): drift measured on the one batch left, [2, 3)
+    assert drift["batches"] == [2, 3]
+    if drift["tables"]:
+        assert 0 <= drift["hit_ratio"] <= drift["oracle_hit_ratio"] + 1e-12 <= 1 + 1e-12
     assert main(["plan", "show", str(d / "plan.json"), "--store", str(d / "store")]) == 0
     assert "devices" in capsys.readouterr().out
     assert main(["plan", "show", str(d / "plan.json"), "--json"]) == 0

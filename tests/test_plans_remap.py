@@ -58,6 +58,21 @@ def test_drift_by_hand():
     assert d.hit_ratio_loss == pytest.approx(12 / 30)
 
 
+
+def test_plan_drift_weights_tables_by_later_lookups():
+    from plans.remap import plan_drift
+
+    a_prof, a_later = np.array([10, 8, 6, 0, 0, 1]), np.array([0, 9, 7, 12, 1, 1])  # the case above: 9/30, 21/30
+    b_prof, b_later = np.array([5, 1, 0, 0]), np.array([6, 2, 1, 1])  # top-1 {0} both times: 6/10, oracle 6/10
+    prof = [TableCounts(6, 25, exact=a_prof), TableCounts(4, 6, exact=b_prof), TableCounts(4, 6, exact=b_prof)]
+    later = [TableCounts(6, 30, exact=a_later), TableCounts(4, 10, exact=b_later), TableCounts(4, 10, exact=b_later)]
+    d = plan_drift(prof, later, [2, 1, 4])  # the third table is wholly hot: left out
+    assert d["tables"] == 2
+    assert d["hit_ratio"] == pytest.approx((9 + 6) / 40)  # lookup-weighted: (9/30 x 30 + 6/10 x 10) / 40
+    assert d["oracle_hit_ratio"] == pytest.approx((21 + 6) / 40)
+    assert d["new_row_share"] == pytest.approx(1 / 3)  # 1 new of the 2 + 1 top rows
+
+
 @pytest.fixture(scope="module")
 def store_and_trace(tmp_path_factory):
     from emulator.store import StoreBuildConfig
