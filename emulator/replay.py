@@ -527,10 +527,10 @@ class Replayer:
                 self.start_io(p_next)
                 self._complete(p_next, stats, totals, verify, on_batch)
                 pending = None
-            if totals["batches"] == 1 and "first_batch_s" not in totals:
-                totals["first_batch_s"] = self.clock() - t_begin
             else:
                 pending = p_next
+            if totals["batches"] >= 1 and "first_batch_s" not in totals:
+                totals["first_batch_s"] = self.clock() - t_begin
         totals["elapsed_s"] = self.clock() - t_begin
         # Steady state: from the first batch's completion on (it alone pays first-touch page faults of buffers
         # and tables); the interval per batch is what a long replay converges to.

@@ -391,3 +391,44 @@ def batch_cold_reads_naive(old_ids, new_ids, k, rows_per_page, pages_per_row=1, 
             run = 1
         last = p
     return len(pages), reads
+
+
+# --- trace reader: HDF5's fletcher32 and the batch checks (tracegen/trace_fast.py, tracegen/trace_io.py) ---
+
+
+def fletcher32_naive(data: bytes) -> int:
+    """HDF5's ``H5_checksum_fletcher32`` transcribed: big-endian 16-bit words, both sums folded to 16 bits
+    every 360 words, a last odd byte counting as ``byte << 8``, and a final fold."""
+    n, p, s1, s2 = len(data) // 2, 0, 0, 0
+    while n:
+        run = min(n, 360)
+        n -= run
+        for _ in range(run):
+            s1 = (s1 + ((data[p] << 8) | data[p + 1])) & 0xFFFFFFFF
+            s2 = (s2 + s1) & 0xFFFFFFFF
+            p += 2
+        s1, s2 = (s1 & 0xFFFF) + (s1 >> 16), (s2 & 0xFFFF) + (s2 >> 16)
+    if len(data) % 2:
+        s1 += data[p] << 8
+        s2 += s1
+        s1, s2 = (s1 & 0xFFFF) + (s1 >> 16), (s2 & 0xFFFF) + (s2 >> 16)
+    s1, s2 = (s1 & 0xFFFF) + (s1 >> 16), (s2 & 0xFFFF) + (s2 >> 16)
+    return (s2 << 16) | s1
+
+
+def check_batch_naive(offsets, indices, rows, batch_size, index):
+    """The problem ``check_csr`` then ``check_rows`` report for a batch (``None`` when it is fine), one
+    Python step per offset and per index."""
+    off, idx = [int(x) for x in offsets], [int(x) for x in indices]
+    if not off or off[0] != 0:
+        return f"batch {index}: offsets do not start at 0"
+    if any(b < a for a, b in zip(off, off[1:])):
+        return f"batch {index}: offsets are not monotonic (negative bag length)"
+    if off[-1] != len(idx):
+        return f"batch {index}: last offset {off[-1]} != number of indices {len(idx)}"
+    for t, r in enumerate(int(x) for x in rows):
+        vals = idx[off[t * batch_size] : off[(t + 1) * batch_size]]
+        if vals and (min(vals) < 0 or max(vals) >= r):
+            bad = min(vals) if min(vals) < 0 else max(vals)
+            return f"batch {index}: index {bad} out of range for table {t} with {r} rows"
+    return None

@@ -1,9 +1,14 @@
+import os
+import shutil
+
 import h5py
 import numpy as np
 import pytest
 
+from tests import naive
+from tracegen import trace_fast
 from tracegen.errors import InputError
-from tracegen.trace_io import TraceReader, TraceWriter
+from tracegen.trace_io import Batch, TraceReader, TraceWriter, check_batch, check_csr, check_rows
 
 from conftest import small_spec
 
@@ -78,3 +83,232 @@ def test_reader_catches_corrupted_indices(tmp_path):
         f["offsets"][2] = 0  # offsets 0,1,0,... -> negative bag length
     with pytest.raises(InputError, match="monotonic"), TraceReader(p) as r:
         r.batch(0)
+
+
+# --- the raw read path (tracegen/trace_fast.py) and the one-pass batch check ----------------------
+
+
+@pytest.fixture(scope="module")
+def gen_trace(tmp_path_factory):
+    """24 batches of the tiny preset: ~560 lookups a batch in 4096-entry index chunks, so batches straddle
+    chunk boundaries."""
+    from tracegen.generate import GeneratorParams, generate_trace
+    from tracegen.presets import get_preset
+
+    path = tmp_path_factory.mktemp("fast") / "g.h5"
+    generate_trace(get_preset("tiny"), GeneratorParams(seed=5, num_batches=24), path)
+    return path
+
+
+def _copy_trace(src, dst, chunks=(None, None), idx_dtype=None, **filters):
+    """``src`` rewritten by hand: ``indices`` / ``offsets`` with the given chunk lengths (``None``: h5py's
+    choice, or contiguous without filters), dtype and h5py filters; the same attributes."""
+    with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
+        for name, ch in zip(("indices", "offsets"), chunks):
+            data = f[name][:]
+            if name == "indices" and idx_dtype is not None:
+                data = data.astype(idx_dtype)
+            g.create_dataset(name, data=data, chunks=(ch,) if ch else None, **filters)
+        g.create_dataset("batch_ptr", data=f["batch_ptr"][:])
+        for k, v in f.attrs.items():
+            g.attrs[k] = v
+    return dst
+
+
+def _h5py_batches(path):
+    """The reference: every batch sliced with plain h5py, as int64."""
+    with h5py.File(path, "r") as f:
+        bp, tb1 = f["batch_ptr"][:], int(f.attrs["num_tables"]) * int(f.attrs["batch_size"]) + 1
+        return [(f["indices"][bp[i] : bp[i + 1]].astype(np.int64),
+                 f["offsets"][i * tb1 : (i + 1) * tb1].astype(np.int64)) for i in range(int(f.attrs["num_batches"]))]
+
+
+LAYOUTS = {  # name: _copy_trace arguments (None: the file as TraceWriter wrote it)
+    "as-written": None,
+    "small-chunks": dict(chunks=(300, 50), fletcher32=True),  # a batch spans 2-3 index chunks: the window
+    "tiny-chunks": dict(chunks=(64, 7), fletcher32=True),  # wider than the 4-chunk window: staged reads
+    "int64-indices": dict(chunks=(300, 50), idx_dtype=np.int64, fletcher32=True),
+    "unchecked-chunks": dict(chunks=(300, 50)),
+    "contiguous": dict(),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fast_path_reads_the_same_batches_as_h5py(gen_trace, tmp_path, monkeypatch, layout):
+    monkeypatch.setattr(trace_fast, "_WINDOW_BYTES", 1)  # the smallest window (4 chunks): it moves a lot
+    path = gen_trace if LAYOUTS[layout] is None else _copy_trace(gen_trace, tmp_path / "c.h5", **LAYOUTS[layout])
+    ref = _h5py_batches(path)
+    order = list(range(len(ref))) + list(range(len(ref)))[::-1] + list(np.random.default_rng(1).permutation(len(ref)))
+    with TraceReader(path) as r:
+        assert r._raw_idx is not None and r._raw_off is not None, "the raw path was not taken"
+        kept = list(r.batches())  # batches the caller keeps must never be reused for later ones
+        for i in order:
+            b = r.batch(int(i))
+            for got, want in ((b.indices, ref[i][0]), (b.offsets, ref[i][1])):
+                assert got.dtype == np.int64 and np.array_equal(got, want), (layout, i)
+        for i, b in enumerate(kept):
+            assert np.array_equal(b.indices, ref[i][0]) and np.array_equal(b.offsets, ref[i][1]), (layout, i)
+
+
+@pytest.mark.parametrize("how", [dict(compression="gzip", fletcher32=True), dict(compression="gzip", shuffle=True),
+                                 dict(idx_dtype=">i4", fletcher32=True)])
+def test_fast_path_falls_back_to_h5py(gen_trace, tmp_path, how):
+    path = _copy_trace(gen_trace, tmp_path / "c.h5", chunks=(300, 50), **how)
+    ref = _h5py_batches(path)
+    with TraceReader(path) as r:
+        assert r._raw_idx is None
+        if "compression" in how:
+            assert r._raw_off is None
+        for i, b in enumerate(r.batches()):
+            assert np.array_equal(b.indices, ref[i][0]) and np.array_equal(b.offsets, ref[i][1])
+            assert b.indices.dtype == np.int64 and b.offsets.dtype == np.int64
+
+
+def test_fletcher32_equals_hdf5s(gen_trace):
+    rng = np.random.default_rng(2)
+    cases = [b"", b"\x01", b"\xff" * 2, b"\xff" * 7, bytes(1000), b"\xff" * 4000,
+             rng.integers(0, 256, 300_001, dtype=np.uint8).tobytes()]  # > one 2^16-pair block, odd length
+    cases += [rng.integers(0, 256, int(rng.integers(0, 3000)), dtype=np.uint8).tobytes() for _ in range(40)]
+    cases += [(rng.random(int(rng.integers(1, 3000))) < 0.02).astype(np.uint8).tobytes() for _ in range(20)]
+    for data in cases:
+        assert trace_fast.fletcher32(np.frombuffer(data, np.uint8)) == naive.fletcher32_naive(data), len(data)
+    assert trace_fast.fletcher32(np.frombuffer(b"\x00" + cases[-1], np.uint8)[1:]) == naive.fletcher32_naive(cases[-1])
+    with h5py.File(gen_trace, "r") as f:  # what HDF5's filter stored after each chunk
+        for name in ("indices", "offsets"):
+            ds = f[name]
+            for k in range(min(3, ds.id.get_num_chunks())):
+                mask, raw = ds.id.read_direct_chunk(ds.id.get_chunk_info(k).chunk_offset)
+                assert trace_fast.fletcher32(np.frombuffer(raw[:-4], np.uint8)) == int.from_bytes(raw[-4:], "little")
+
+
+def _legacy_problem(offsets, indices, rows, batch_size, index):
+    try:
+        check_csr(offsets, indices.size, f"batch {index}", None)
+        check_rows(Batch(index, indices, offsets, rows.size, batch_size), rows, None)
+    except InputError as e:
+        return str(e)
+    return None
+
+
+def _bad_batches(ref, rows, batch_size, rng):
+    """Batches of the trace, fine and broken in every way the checks know, several at once too."""
+    T = rows.size
+
+    def edited(a, at, value):
+        a = a.copy()
+        a[at] = value
+        return a
+
+    for i, (idx, off) in enumerate(ref):
+        yield i, idx, off
+        yield i, idx, edited(off, 0, 1)  # not starting at 0
+        j = int(rng.integers(1, off.size - 1))
+        yield i, idx, edited(off, j, off[j - 1] - 1)  # a negative bag length
+        yield i, idx[:-1], off  # last offset != number of indices
+        yield i, np.concatenate([idx, [0, 0, 0]]), edited(off, -1, off[-1] + 3)  # fine: a longer last bag
+        for _ in range(3):  # out-of-range indices in some tables (the first such table is reported)
+            x = idx.copy()
+            for t in rng.choice(T, size=int(rng.integers(1, T + 1)), replace=False):
+                lo, hi = int(off[t * batch_size]), int(off[(t + 1) * batch_size])
+                if hi > lo:
+                    x[int(rng.integers(lo, hi))] = rng.choice([-1, -(2**31), rows[t], rows[t] + 7, 2**31 - 1])
+                    if rng.random() < 0.3:
+                        x[int(rng.integers(lo, hi))] = -5  # both too low and too high: the minimum is reported
+            yield i, x, off
+        t = int(rng.integers(T))  # table t emptied: fine, a table without lookups
+        lo, hi = int(off[t * batch_size]), int(off[(t + 1) * batch_size])
+        o = off.copy()
+        o[t * batch_size + 1 : (t + 1) * batch_size + 1] = lo
+        o[(t + 1) * batch_size + 1 :] -= hi - lo
+        yield i, np.concatenate([idx[:lo], idx[hi:]]), o
+
+
+def test_check_batch_reports_what_check_csr_and_check_rows_do(gen_trace):
+    with TraceReader(gen_trace) as r:
+        rows, B = r.rows, r.batch_size
+    rng = np.random.default_rng(3)
+    seen = set()
+    for i, idx, off in _bad_batches(_h5py_batches(gen_trace)[:6], rows, B, rng):
+        idx, off = np.ascontiguousarray(idx, np.int64), np.ascontiguousarray(off, np.int64)
+        want = naive.check_batch_naive(off, idx, rows, B, i)
+        assert _legacy_problem(off, idx, rows, B, i) == want
+        seen.update(k for k in ("start at 0", "monotonic", "last offset", "out of range") if k in (want or ""))
+        seen.add(want is None)
+        for src in (idx, idx.astype(np.int32)):
+            out = np.full(src.size, -99, np.int64)
+            try:
+                got = check_batch(off, src, rows, B, i, None, out=out)
+                problem = None
+            except InputError as e:
+                problem = str(e)
+            assert problem == want, (i, src.dtype, problem, want)
+            if problem is None:
+                assert got is out and np.array_equal(out, idx)
+        if want is None:
+            assert check_batch(off, idx, rows, B, i, None) is idx  # int64 without out: no copy
+    assert seen == {"start at 0", "monotonic", "last offset", "out of range", True, False}, seen
+    with pytest.raises(InputError, match=r"^t\.h5: batch 9: offsets do not start at 0$"):
+        check_batch(np.ones(rows.size * B + 1, np.int64), np.zeros(0, np.int64), rows, B, 9, "t.h5")
+
+
+def test_truncated_trace_is_an_input_error(gen_trace, tmp_path):
+    p = tmp_path / "t.h5"
+    shutil.copy(gen_trace, p)
+    with TraceReader(p) as r:  # cut under an open reader: the raw reads come up short
+        assert r._raw_idx is not None
+        os.truncate(p, p.stat().st_size // 2)
+        with pytest.raises(InputError, match="truncated") as e:
+            for _ in r.batches():
+                pass
+        assert str(p) in str(e.value) and "unreadable" in str(e.value)
+    with pytest.raises(InputError) as e:  # cut before opening: refused at open or on reading
+        with TraceReader(p) as r:
+            for _ in r.batches():
+                pass
+    assert str(p) in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["indices", "offsets"])
+def test_flipped_byte_in_a_chunk_is_an_input_error(gen_trace, tmp_path, name):
+    p = tmp_path / "t.h5"
+    shutil.copy(gen_trace, p)
+    with h5py.File(p, "r") as f:
+        info = f[name].id.get_chunk_info(1)
+        first, clen = info.chunk_offset[0], f[name].chunks[0]
+    with open(p, "r+b") as fh:
+        fh.seek(info.byte_offset + 37)
+        b = fh.read(1)
+        fh.seek(info.byte_offset + 37)
+        fh.write(bytes([b[0] ^ 0x10]))
+    with TraceReader(p) as r:
+        assert r._raw_idx is not None and r._raw_off is not None
+        hit = 0
+        for i in range(r.num_batches):
+            if name == "offsets":
+                touches = i == first // r._tb1
+            else:
+                touches = r.batch_ptr[i] < first + clen and r.batch_ptr[i + 1] > first
+            if touches:
+                hit += 1
+                with pytest.raises(InputError, match="Fletcher32") as e:
+                    r.batch(i)
+                assert str(p) in str(e.value)
+            else:
+                r.batch(i)
+        assert hit
+
+
+def test_array_pool_reuses_only_arrays_nobody_holds():
+    pool = trace_fast.ArrayPool(slots=4)
+    a = pool.take(100)
+    b = pool.take(100)
+    assert a is not b and a.dtype == np.int64 and a.shape == (100,)
+    view = b[10:20]
+    del b
+    c = pool.take(100)
+    assert not np.shares_memory(c, view) and not np.shares_memory(c, a)  # b lives on through its view
+    a_addr = a.ctypes.data
+    del a
+    d = pool.take(90)  # a is free again: reused (as a view of 90 of its 100)
+    assert d.ctypes.data == a_addr and d.shape == (90,)
+    assert pool.take(1000, slack=True).shape == (1000,)

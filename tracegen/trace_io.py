@@ -23,7 +23,10 @@ so a corrupted byte anywhere in the data or the attributes is an error on read
 
 Files are written under a temporary name and renamed into place when closed,
 so a trace that exists is complete. Reading is batch by batch: a trace larger
-than memory is normal.
+than memory is normal. ``indices`` and ``offsets`` are read with ``os.preadv``
+from their chunks' file offsets when the file allows it (see
+:mod:`tracegen.trace_fast`, which also verifies the fletcher32 checksums),
+else through h5py; either way the batches are the same.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ import numpy as np
 
 from tracegen.atomic import atomic_path, is_temporary_sibling, release_reserve, reserve_space
 from tracegen.errors import InputError
+from tracegen.jit import njit
 from tracegen.spec import ModelSpec
+from tracegen.trace_fast import ArrayPool, RawFile, file_handle, open_raw
 
 TRACE_FORMAT = "screc-trace"
 TRACE_FORMAT_VERSION = 1
@@ -109,6 +114,80 @@ def check_rows(batch: Batch, rows: np.ndarray, path: str | os.PathLike | None) -
             raise InputError(
                 f"batch {batch.index}: index {bad} out of range for table {t} with {int(rows[t])} rows", path
             )
+
+
+@njit
+def _check_batch(offsets: np.ndarray, src: np.ndarray, dst: np.ndarray, rows: np.ndarray, batch_size: int):
+    """The checks of :func:`check_csr` then :func:`check_rows` in one pass: ``(code, table, value)``.
+
+    Codes: 0 fine; 1 offsets empty or not starting at 0; 2 a negative bag length; 3 the last offset
+    (``value``) is not the number of indices; 4 ``table`` is the first table holding an index outside
+    ``[0, rows[table])`` and ``value`` its minimum if negative, else its maximum (as check_rows reports).
+    When ``dst`` has the size of ``src``, the indices are also copied (widened) into it on the way.
+    """
+    n = offsets.size
+    if n == 0 or offsets[0] != 0:
+        return 1, -1, np.int64(0)
+    bad = False
+    for i in range(1, n):  # no early exit: the loop vectorises
+        bad |= offsets[i] < offsets[i - 1]
+    if bad:
+        return 2, -1, np.int64(0)
+    if offsets[n - 1] != src.size:
+        return 3, -1, np.int64(offsets[n - 1])
+    widen = dst.size == src.size
+    for t in range(rows.size):
+        lo, hi = offsets[t * batch_size], offsets[(t + 1) * batch_size]
+        if hi > lo:
+            s = src[lo:hi]  # slices, not range(lo, hi): only these loops vectorise
+            mn = np.int64(s[0])
+            mx = mn
+            if widen:
+                d = dst[lo:hi]
+                for j in range(s.size):
+                    v = np.int64(s[j])
+                    d[j] = v
+                    mn = v if v < mn else mn
+                    mx = v if v > mx else mx
+            else:
+                for j in range(s.size):
+                    v = np.int64(s[j])
+                    mn = v if v < mn else mn
+                    mx = v if v > mx else mx
+            if mn < 0 or mx >= rows[t]:
+                return 4, t, mn if mn < 0 else mx
+    return 0, -1, np.int64(0)
+
+
+def check_batch(offsets: np.ndarray, indices: np.ndarray, rows: np.ndarray, batch_size: int, index: int,
+                path: str | os.PathLike | None, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`check_csr` (as ``batch {index}``) then :func:`check_rows` in one Numba pass, same messages.
+
+    ``offsets`` (int64, length ``T*B + 1``), ``indices`` (int32 or int64) and ``rows`` (int64, length ``T``)
+    are contiguous 1-D arrays. Returns the indices as int64: a copy made in the same pass into ``out`` (a
+    contiguous int64 array of their length) when given, else ``indices`` itself if int64, else a new array.
+    """
+    for name, a, kinds in (("offsets", offsets, (np.int64,)), ("indices", indices, (np.int32, np.int64)),
+                           ("rows", rows, (np.int64,))):
+        if not isinstance(a, np.ndarray) or a.dtype not in kinds or a.ndim != 1 or not a.flags.c_contiguous:
+            raise TypeError(f"check_batch: {name} must be a contiguous 1-D array of {kinds}")
+    if offsets.size != rows.size * int(batch_size) + 1:
+        raise ValueError(f"check_batch: {offsets.size} offsets for {rows.size} tables of batch {batch_size}")
+    if out is None:
+        out = indices if indices.dtype == np.int64 else np.empty(indices.size, np.int64)
+    elif out.dtype != np.int64 or out.shape != indices.shape or not out.flags.c_contiguous:
+        raise TypeError("check_batch: out must be a contiguous int64 array as long as indices")
+    code, t, value = _check_batch(offsets, indices, out if out is not indices else out[:0], rows, int(batch_size))
+    if code == 1:
+        raise InputError(f"batch {index}: offsets do not start at 0", path)
+    if code == 2:
+        raise InputError(f"batch {index}: offsets are not monotonic (negative bag length)", path)
+    if code == 3:
+        raise InputError(f"batch {index}: last offset {int(value)} != number of indices {indices.size}", path)
+    if code == 4:
+        raise InputError(f"batch {index}: index {int(value)} out of range for table {int(t)} with "
+                         f"{int(rows[t])} rows", path)
+    return out
 
 
 class TraceWriter:
@@ -316,12 +395,15 @@ class TraceWriter:
 class TraceReader:
     """Read a trace batch by batch, checking it as it goes.
 
-    Bad files raise :class:`InputError` naming the file and the problem.
+    Bad files raise :class:`InputError` naming the file and the problem. ``indices`` and ``offsets``
+    are read raw with ``os.preadv`` where :func:`tracegen.trace_fast.open_raw` allows, else by h5py.
     """
 
     def __init__(self, path: str | os.PathLike, *, validate: bool = True):
         self.path = Path(path)
         self.validate = validate
+        self._raw: RawFile | None = None
+        self._pool = ArrayPool()  # the batches' arrays, reused once the caller has dropped them
         if not self.path.is_file():
             raise InputError("trace file not found", self.path)
         if is_temporary_sibling(self.path):
@@ -333,10 +415,10 @@ class TraceReader:
         try:
             self._open()
         except InputError:
-            self._f.close()
+            self.close()
             raise
         except Exception as e:
-            self._f.close()
+            self.close()
             raise InputError(f"corrupt trace: {e}", self.path) from None
 
     def _open(self) -> None:
@@ -377,6 +459,17 @@ class TraceReader:
             raise InputError("indices length does not match num_lookups", self.path)
         if self.batch_ptr[0] != 0 or np.any(np.diff(self.batch_ptr) < 0):
             raise InputError("batch_ptr is not monotonic", self.path)
+        self._raw_off = self._raw_idx = None  # raw readers, when the file and datasets allow them
+        fd = file_handle(self._f)
+        if fd is not None:
+            self._raw = RawFile(fd)
+            self._raw_off = open_raw(self._raw, self._offsets_ds, np.int64)
+            idx_dtype = self._indices_ds.dtype
+            if idx_dtype in (np.dtype(np.int32), np.dtype(np.int64)):
+                self._raw_idx = open_raw(self._raw, self._indices_ds, idx_dtype)
+            if self._raw_off is None and self._raw_idx is None:
+                self._raw.close()
+                self._raw = None
 
     def __enter__(self) -> "TraceReader":
         return self
@@ -385,6 +478,8 @@ class TraceReader:
         self.close()
 
     def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
         self._f.close()
 
     def __len__(self) -> int:
@@ -393,17 +488,28 @@ class TraceReader:
     def batch(self, i: int) -> Batch:
         if not 0 <= i < self.num_batches:
             raise IndexError(i)
+        lo, hi = int(self.batch_ptr[i]), int(self.batch_ptr[i + 1])
         try:
-            off = self._offsets_ds[i * self._tb1 : (i + 1) * self._tb1].astype(np.int64)
-            lo, hi = int(self.batch_ptr[i]), int(self.batch_ptr[i + 1])
-            idx = self._indices_ds[lo:hi].astype(np.int64)
+            if self._raw_off is not None:
+                off = self._raw_off.read(i * self._tb1, (i + 1) * self._tb1, self._pool.take(self._tb1))
+            else:
+                off = self._offsets_ds[i * self._tb1 : (i + 1) * self._tb1].astype(np.int64, copy=False)
+            if self._raw_idx is not None:  # a view of the reader's buffer: copied below into the batch's own
+                idx = self._raw_idx.view(lo, hi)
+            else:
+                idx = self._indices_ds[lo:hi]
+                if idx.dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
+                    idx = idx.astype(np.int64)
         except OSError as e:
             raise InputError(f"batch {i}: unreadable, the file is corrupt ({e})", self.path) from None
-        b = Batch(i, idx, off, self.num_tables, self.batch_size)
+        own = self._raw_idx is not None or idx.dtype != np.int64  # needs a copy (widened) of its own
+        out = self._pool.take(idx.size, slack=True) if own else None
         if self.validate:
-            check_csr(off, idx.size, f"batch {i}", self.path)
-            check_rows(b, self.rows, self.path)
-        return b
+            idx = check_batch(off, idx, self.rows, self.batch_size, i, self.path, out=out)
+        elif out is not None:
+            out[:] = idx
+            idx = out
+        return Batch(i, idx, off, self.num_tables, self.batch_size)
 
     def batches(self, start: int = 0, stop: int | None = None) -> Iterator[Batch]:
         stop = self.num_batches if stop is None else min(stop, self.num_batches)

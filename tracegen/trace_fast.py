@@ -1,0 +1,350 @@
+"""The fast read path of a trace's ``indices`` and ``offsets``: ``os.preadv`` straight from the file.
+
+h5py's slicing of these datasets runs at 1-1.6 GB/s (per-call overhead, HDF5's chunk cache and its
+fletcher32 filter summing one 16-bit word at a time), about 1 ms per batch of a criteo-sized trace. Here
+each dataset's chunk table (the file byte offset of every chunk) is read once at open through h5py's
+low-level API, and element ranges are then read with ``os.preadv``: a chunk that a range covers whole
+goes straight into the caller's array, the others into a window of consecutive chunks side by side (a
+range spanning chunks is then a slice of it, and the chunk a batch ended in is still there for the next).
+:class:`ArrayPool` recycles the batches' arrays once the caller has dropped them (fresh ones cost their
+page faults every time).
+
+The fletcher32 checksum HDF5 would verify is verified here too, by :func:`fletcher32` (a Numba kernel
+giving HDF5's value bit for bit): a corrupted byte is still an error, never wrong data. A short read (a
+truncated file) or a checksum mismatch raises :class:`RawReadError`, an ``OSError`` like h5py's own.
+
+:func:`open_raw` returns ``None`` -- read through h5py -- unless both the file and the dataset are plain:
+the ``sec2`` driver on a regular file, no user block, a little-endian machine, a 1-D dataset of exactly the
+expected little-endian integer type, contiguous or chunked layout, no external storage, no filter other
+than fletcher32, and every chunk allocated, with all its filters applied and of the full stored size.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import threading
+import weakref
+
+import h5py
+import numpy as np
+
+from tracegen.jit import njit
+
+_FLETCHER_LEN = 4
+_WINDOW_BYTES = 8 << 20  # RawDataset.view's window of consecutive chunks (at least 4 chunks)
+_BLOCK_PAIRS = 1 << 16  # per block of uint32 pairs: sums < 2^48, sum of k * pair < 2^64
+
+
+class RawReadError(OSError):
+    """A short read or a checksum mismatch: the file is truncated or corrupt."""
+
+
+@njit
+def _fletcher32_words(u: np.ndarray) -> np.uint32:
+    """HDF5's ``H5_checksum_fletcher32`` of the bytes behind ``u`` (uint16 words in memory order, the data
+    4-byte aligned).
+
+    HDF5 reads big-endian 16-bit words ``w`` and keeps ``sum1 = sum(w)`` and ``sum2 = sum((n - i) * w_i)``
+    folded mod 65535 (its fold keeps the residue: 65536 == 1). A little-endian load ``x`` of the same bytes
+    has ``w == 256 * x (mod 65535)``, and a little-endian uint32 load ``y_k`` of words ``2k, 2k+1`` has
+    ``y_k == x_2k + x_2k+1``, so ``sum(x) == sum(y)`` and ``sum(i * x_i) == 2 * sum(k * y_k) + sum(y_k >> 16)``:
+    sums over blocks of pairs, with no serial dependency, so the loop vectorises. HDF5 ends with a residue
+    in 1..65535 unless the true sum is 0, i.e. unless every word is 0: 65535 stands for a nonzero multiple.
+    """
+    n = u.size
+    m = np.uint64(65535)
+    pairs = n // 2
+    y = u[: 2 * pairs].view(np.uint32)
+    s_tot = np.uint64(0)  # sum of x_i
+    t_tot = np.uint64(0)  # sum of k * y_k
+    h_tot = np.uint64(0)  # sum of y_k >> 16 (the odd words)
+    nonzero = False
+    base = 0
+    while base < pairs:
+        v = y[base : base + _BLOCK_PAIRS]
+        s = np.uint64(0)
+        t = np.uint64(0)
+        h = np.uint64(0)
+        for k in range(v.size):
+            w = v[k]
+            s += np.uint64(w)
+            t += np.uint64(np.uint32(k)) * np.uint64(w)  # both < 2^32: one 32x32->64 multiply
+            h += np.uint64(w >> np.uint32(16))
+        if s != 0:
+            nonzero = True
+        s_tot = (s_tot + s % m) % m
+        t_tot = (t_tot + (np.uint64(base) % m) * (s % m) + t % m) % m
+        h_tot = (h_tot + h % m) % m
+        base += _BLOCK_PAIRS
+    t_tot = (np.uint64(2) * t_tot + h_tot) % m  # sum of i * x_i
+    if n % 2:
+        x = np.uint64(u[n - 1])
+        if x != 0:
+            nonzero = True
+        s_tot = (s_tot + x) % m
+        t_tot = (t_tot + (np.uint64(n - 1) % m) * x) % m
+    s1 = (s_tot * np.uint64(256)) % m
+    t1 = (t_tot * np.uint64(256)) % m
+    s2 = ((np.uint64(n) % m) * s1 + m - t1) % m  # sum((n - i) * w_i) = n * sum(w) - sum(i * w_i)
+    if nonzero:
+        if s1 == 0:
+            s1 = m
+        if s2 == 0:
+            s2 = m
+    return np.uint32((s2 << np.uint64(16)) | s1)
+
+
+def fletcher32(data: np.ndarray) -> int:
+    """HDF5's fletcher32 checksum of the bytes of a C-contiguous array (what its filter stores per chunk)."""
+    data = np.asarray(data)
+    if not data.flags.c_contiguous:
+        raise ValueError("fletcher32 needs a C-contiguous array")
+    b = data.reshape(-1).view(np.uint8)
+    if b.size % 2 or b.ctypes.data % 4:  # a last odd byte counts as the word (byte << 8): pad with a zero
+        b = np.concatenate([b, np.zeros(b.size % 2, np.uint8)])
+    return int(_fletcher32_words(b.view(np.uint16)))
+
+
+def _fletcher_matches(stored: int, computed: int) -> bool:
+    """HDF5 also accepts the checksum with the bytes of each 16-bit half swapped (written before 1.6.3)."""
+    swapped = ((computed & 0x00FF00FF) << 8) | ((computed >> 8) & 0x00FF00FF)
+    return stored == computed or stored == swapped
+
+
+def file_handle(f: h5py.File) -> int | None:
+    """A duplicate of ``f``'s file descriptor when raw reads are safe, else ``None``.
+
+    Duplicated from h5py's own descriptor, so it is the very file h5py opened (a rename in between cannot
+    swap it); the caller owns it (see :class:`RawFile`).
+    """
+    try:
+        if sys.byteorder != "little" or f.driver != "sec2" or f.userblock_size != 0:
+            return None
+        fd = os.dup(int(f.id.get_vfd_handle()))
+    except Exception:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+class RawFile:
+    """Owns the duplicated descriptor; closed by :meth:`close` or, at the latest, when collected."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self._finalizer = weakref.finalize(self, os.close, fd)
+        self.lock = threading.RLock()  # the datasets' windows are shared state
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+class ArrayPool:
+    """Hands out int64 arrays, reusing one once nothing but the pool refers to it any more.
+
+    A fresh array of a few hundred KiB pays its page faults (and the kernel's zeroing) again and again,
+    since glibc gives a freed heap top back to the kernel: for a criteo-sized batch that costs as much as
+    reading it. A reader's batches are usually dropped a batch or two later, so their arrays come back
+    here. "Nothing refers to it" is the array's reference count being that of an array held by the pool
+    alone (measured at start, not assumed): a batch, a view, a memoryview or a container holding the array
+    all count, so an array still in use is never handed out again.
+    """
+
+    def __init__(self, slots: int = 8, max_bytes: int = 64 << 20):
+        self._slots, self._max_bytes = slots, max_bytes  # at most ``slots`` arrays, ``max_bytes`` in all
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._arrays.append(np.empty(0, np.int64))
+        self._alone = self._refs(0)
+        self._arrays.clear()
+
+    def _refs(self, k: int) -> int:
+        return sys.getrefcount(self._arrays[k])
+
+    def take(self, n: int, slack: bool = False) -> np.ndarray:
+        """An int64 array of ``n`` elements (a view of a pooled one when that one is longer); ``slack``
+        makes a new array 1/8 longer, room for the next batch's if it is a little longer."""
+        with self._lock:
+            arrays = self._arrays
+            for k in range(len(arrays) - 1, -1, -1):  # the most recently handed out first: cache-warm
+                if arrays[k].size >= n and self._refs(k) == self._alone:
+                    a = arrays.pop(k)
+                    arrays.append(a)
+                    return a if a.size == n else a[:n]
+            a = np.empty(n + (n // 8 if slack else 0), np.int64)
+            if len(arrays) >= self._slots:
+                arrays.pop(0)
+            while arrays and sum(x.nbytes for x in arrays) + a.nbytes > self._max_bytes:
+                arrays.pop(0)
+            if a.nbytes <= self._max_bytes:
+                arrays.append(a)
+            return a if a.size == n else a[:n]
+
+
+class RawDataset:
+    """Element ranges of one 1-D dataset, read with ``os.preadv`` (build with :func:`open_raw`).
+
+    A chunk with a checksum is read whole: straight into the caller's array when a range covers it,
+    else into a window where consecutive chunks sit side by side (so a range spanning chunks is a plain
+    slice, and the chunk a range ended in is still there for the next, neighbouring range).
+    """
+
+    def __init__(self, raw: RawFile, name: str, dtype: np.dtype, size: int, chunk: int, starts: np.ndarray,
+                 fletcher: bool):
+        self.raw, self.name, self.dtype, self.size = raw, name, np.dtype(dtype), int(size)
+        self.chunk = int(chunk)  # elements per chunk; 0 for the contiguous layout (``starts[0]`` is its offset)
+        self.starts = [int(s) for s in starts]  # file byte offset of each chunk, in element order
+        self.fletcher = fletcher
+        self._trailer = np.zeros(_FLETCHER_LEN, np.uint8)
+        self._win_chunks = max(4, _WINDOW_BYTES // max(1, self.chunk * self.dtype.itemsize))
+        self._win = np.empty(0, self.dtype)  # chunks _win_first, _win_first + 1, ... side by side
+        self._win_ids: list[int] = []  # the chunk each window slot holds (checked), or -1
+        self._win_first = 0
+        self._stage = np.empty(0, self.dtype)
+
+    def _span(self, lo: int, hi: int) -> tuple[int, int]:
+        if not 0 <= lo <= hi <= self.size:
+            raise IndexError(f"{self.name}[{lo}:{hi}] outside 0..{self.size}")
+        return (lo // self.chunk, (hi - 1) // self.chunk) if self.chunk and hi > lo else (0, -1)
+
+    def view(self, lo: int, hi: int) -> np.ndarray:
+        """Elements ``[lo, hi)`` as a view of an internal buffer, valid until the next call: not to keep.
+
+        No copy for a range within the window; others (wider than the window, or from a dataset
+        without checksums) are read into a reused buffer. Raises :class:`RawReadError`.
+        """
+        k0, k1 = self._span(lo, hi)
+        if self.fletcher and 0 < k1 - k0 + 1 <= self._win_chunks:
+            with self.raw.lock:
+                return self._window(lo, hi, k0, k1)
+        n = hi - lo
+        if self._stage.size < n:
+            self._stage = np.empty(n + n // 8, self.dtype)
+        return self.read(lo, hi, self._stage[:n])
+
+    def read(self, lo: int, hi: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Elements ``[lo, hi)`` into ``out`` (a new array when ``None``); raises :class:`RawReadError`."""
+        k0, k1 = self._span(lo, hi)
+        n = hi - lo
+        if out is None:
+            out = np.empty(n, self.dtype)
+        elif out.shape != (n,) or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a contiguous {self.dtype} array of {n} elements")
+        isz = self.dtype.itemsize
+        if self.chunk == 0:
+            if n:
+                self._pread([out], self.starts[0] + lo * isz)
+            return out
+        c = self.chunk
+        with self.raw.lock:
+            for k in range(k0, k1 + 1):
+                c_lo = k * c
+                a, b = max(lo, c_lo), min(hi, c_lo + c)
+                dst = out[a - lo : b - lo]
+                if not self.fletcher:
+                    self._pread([dst], self.starts[k] + (a - c_lo) * isz)
+                elif b - a == c:  # the whole chunk: straight into out, then its checksum
+                    self._pread([dst, self._trailer], self.starts[k])
+                    self._check(dst, self._trailer, k)
+                else:
+                    dst[:] = self._window(a, b, k, k)
+        return out
+
+    def _window(self, lo: int, hi: int, k0: int, k1: int) -> np.ndarray:
+        """``[lo, hi)`` (chunks ``k0..k1``, at most the window's size) as a view of the window."""
+        c, w = self.chunk, self._win_chunks
+        if self._win.size == 0:
+            self._win = np.empty(w * c, self.dtype)
+            self._win_ids = [-1] * w
+        first = self._win_first
+        if k0 < first or k1 >= first + w:  # move the window to start at k0, keeping chunk k0 if held
+            ids = [-1] * w
+            if first < k0 < first + w and self._win_ids[k0 - first] == k0:
+                self._win[:c] = self._win[(k0 - first) * c : (k0 - first + 1) * c]
+                ids[0] = k0
+            self._win_first, self._win_ids, first = k0, ids, k0
+        for k in range(k0, k1 + 1):
+            slot = k - first
+            if self._win_ids[slot] != k:
+                self._win_ids[slot] = -1
+                data = self._win[slot * c : (slot + 1) * c]
+                self._pread([data, self._trailer], self.starts[k])
+                self._check(data, self._trailer, k)
+                self._win_ids[slot] = k
+        return self._win[lo - first * c : hi - first * c]
+
+    def _check(self, data: np.ndarray, trailer: np.ndarray, k: int) -> None:
+        stored = int(trailer.view("<u4")[0])
+        if not _fletcher_matches(stored, int(_fletcher32_words(data.view(np.uint16)))):
+            raise RawReadError(f"{self.name}: chunk {k} at byte {self.starts[k]}: "
+                               "data error detected by Fletcher32 checksum")
+
+    def _pread(self, bufs: list[np.ndarray], offset: int) -> None:
+        """Fill ``bufs`` from ``offset``; a read ending early (end of file) is an error."""
+        views = [memoryview(b).cast("B") for b in bufs]
+        want = sum(len(v) for v in views)
+        got = os.preadv(self.raw.fd, views, offset)
+        while got < want:  # regular files read short only at their end; finish (or find the end) the slow way
+            more = 0
+            pos = got
+            for v in views:
+                if pos < len(v):
+                    more = os.preadv(self.raw.fd, [v[pos:]], offset + got)
+                    break
+                pos -= len(v)
+            if more == 0:
+                raise RawReadError(f"{self.name}: truncated: the file ends at byte {offset + got}, inside "
+                                   f"bytes {offset}..{offset + want} of its data")
+            got += more
+
+
+def open_raw(raw: RawFile, ds: h5py.Dataset, dtype) -> RawDataset | None:
+    """A raw reader of ``ds`` if it is plain (see the module docstring), else ``None`` (use h5py)."""
+    dtype = np.dtype(dtype).newbyteorder("<")
+    try:
+        if ds.ndim != 1 or ds.dtype != dtype or ds.dtype.byteorder not in ("<", "=") or ds.external:
+            return None
+        dcpl = ds.id.get_create_plist()
+        filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+        if filters not in ([], [h5py.h5z.FILTER_FLETCHER32]):
+            return None
+        fletcher = bool(filters)
+        size, isz = int(ds.shape[0]), dtype.itemsize
+        layout = dcpl.get_layout()
+        if layout == h5py.h5d.CONTIGUOUS:
+            if fletcher:
+                return None
+            off = ds.id.get_offset()
+            if size and (off is None or ds.id.get_storage_size() != size * isz):
+                return None
+            return RawDataset(raw, ds.name, dtype, size, 0, np.array([off or 0]), False)
+        if layout != h5py.h5d.CHUNKED or ds.chunks is None:
+            return None
+        c = int(ds.chunks[0])
+        n_chunks = -(-size // c)
+        stored = c * isz + (_FLETCHER_LEN if fletcher else 0)
+        starts = np.full(n_chunks, -1, np.int64)
+        infos = []
+        if n_chunks:
+            if hasattr(ds.id, "chunk_iter"):
+                ds.id.chunk_iter(infos.append)  # one pass over the chunk index
+            else:
+                infos = [ds.id.get_chunk_info(k) for k in range(ds.id.get_num_chunks())]
+        for info in infos:
+            k, r = divmod(int(info.chunk_offset[0]), c)
+            if r or not 0 <= k < n_chunks or info.filter_mask != 0 or info.size != stored or starts[k] >= 0 \
+                    or info.byte_offset is None or info.byte_offset < 0:
+                return None
+            starts[k] = info.byte_offset
+        if np.any(starts < 0):  # a chunk never written reads as the fill value through h5py
+            return None
+        return RawDataset(raw, ds.name, dtype, size, c, starts, fletcher)
+    except Exception:  # anything unexpected in the low-level API: h5py's own path will do
+        return None
