@@ -101,8 +101,9 @@ def register(subparsers) -> None:
     p.add_argument("--dir", help="measure IO on a scratch file in this directory (default: current directory)")
     p.add_argument("--seconds", type=float, default=10.0,
                    help="about how long to measure the rates (default 10; the host-cost replays come on top)")
-    p.add_argument("--replay-batches", type=int, default=8,
-                   help="batches per calibration replay (default 8; each plan is replayed 3 times)")
+    p.add_argument("--replay-batches", type=int, default=16,
+                   help="batches per calibration replay (default 16; each plan is replayed 5 times; shorter "
+                        "replays stay in the CPU caches and under-predict long replays)")
     p.add_argument("--qd", type=int, default=128, help="queue depth of the calibration replays (default 128)")
     p.add_argument("--no-host-costs", action="store_true",
                    help="skip the replays (the local profile then falls back to the parallel-resource model)")

@@ -296,7 +296,7 @@ def _scratch_store(directory: Path, seed: int):
 def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Sequence[int] = DEFAULT_QUEUE_DEPTHS,
                         tt_ranks: Sequence[int] = TT_REFERENCE_RANKS, seed: int = 0,
                         scratch_bytes: int = SCRATCH_FILE_BYTES, clock: Clock = time.perf_counter,
-                        host_costs: bool = True, replay_batches: int = 6,
+                        host_costs: bool = True, replay_batches: int = 16,
                         queue_depth: int = DEFAULT_QUEUE_DEPTH, on_sample=None) -> Calibration:
     """Measure this machine. ``store_or_dir``: an ``emulator.store.Store`` (its raw files are read and its
     tables replayed) or a directory on the disk to measure (a scratch file, and for the host costs a small
