@@ -107,6 +107,7 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
             measure_calibration(store, cfg.calibration_seconds, queue_depth=cfg.queue_depth).save(cal_path)
         calibration_s = time.perf_counter() - t0
         plans = []
+        measured: dict = {}  # the statistics, measured once for every planner and budget
         for planner in cfg.planners:
             for budget, label in zip(budgets, cfg.budgets):
                 step(f"solving {planner} at {label}")
@@ -116,26 +117,26 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
                                  accuracy_mode="weighted", time_limit_s=60.0, solver="cbc",
                                  queue_depth=cfg.queue_depth, store=cfg.store, trace=cfg.trace,
                                  profile_batches=profile, calibration=cal_path, folds=cfg.folds)
-                solve_plan(sc)
+                solve_plan(sc, measured)
                 plan = Plan.load(sc.output)  # as a replay loads it (its remap resolved beside it)
                 plans.append((planner, label, budget, plan))
-        measured: list[list[float]] = [[] for _ in plans]
+        steady: list[list[float]] = [[] for _ in plans]
         with_first: list[list[float]] = [[] for _ in plans]
         with TraceReader(cfg.trace) as reader:
             for r in range(cfg.repeats):
                 for i, (planner, label, _, plan) in enumerate(plans):
                     step(f"round {r + 1}/{cfg.repeats}: replaying {planner} at {label}")
-                    steady, first = _replay_steady_s(store, reader, plan, cfg, profile)
-                    measured[i].append(steady)
+                    s, first = _replay_steady_s(store, reader, plan, cfg, profile)
+                    steady[i].append(s)
                     with_first[i].append(first)
     rows = []
-    for (planner, label, budget, plan), m, mf in zip(plans, measured, with_first):
+    for (planner, label, budget, plan), m, mf in zip(plans, steady, with_first):
         perf = plan.predicted["perf"]
         med = statistics.median(m)
         rows.append({"planner": planner, "budget": label, "budget_bytes": budget,
                      "bottleneck": perf.get("bottleneck"), "predicted_batch_s": perf["total_s"],
                      "measured_batch_s": med, "measured_runs_s": m, "measured_with_first_batch_s": mf,
-                     "relative_error": med / perf["total_s"] - 1.0,
+                     "relative_error": med / perf["total_s"] - 1.0, "run_spread": max(m) / min(m) - 1.0,
                      "tiers": _tier_summary(plan)})
     errors = [abs(r["relative_error"]) for r in rows]
     return {
@@ -144,7 +145,9 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
         "calibration_s": calibration_s, "plans": rows,
         "summary": {"plans": len(rows), "within_goal": sum(e <= GOAL for e in errors), "goal": GOAL,
                     "median_abs_error": statistics.median(errors), "max_abs_error": max(errors),
-                    "mean_abs_error": sum(errors) / len(errors)},
+                    "mean_abs_error": sum(errors) / len(errors),
+                    # the machine's own noise: how far the slowest replay of a plan is above its fastest
+                    "median_run_spread": statistics.median(r["run_spread"] for r in rows)},
     }
 
 
@@ -175,7 +178,8 @@ def render(result: dict[str, Any]) -> Table:
                   f"{r['predicted_batch_s'] * 1e3:.3f}", f"{r['measured_batch_s'] * 1e3:.3f}",
                   " ".join(f"{x * 1e3:.2f}" for x in r["measured_runs_s"]), f"[{colour}]{err:+.0%}[/]")
     t.caption = (f"{s['within_goal']} of {s['plans']} plans within {s['goal']:.0%}; |error| median "
-                 f"{s['median_abs_error']:.0%}, mean {s['mean_abs_error']:.0%}, worst {s['max_abs_error']:.0%} "
+                 f"{s['median_abs_error']:.0%}, mean {s['mean_abs_error']:.0%}, worst {s['max_abs_error']:.0%}; "
+                 f"slowest replay of a plan above its fastest: median {s['median_run_spread']:.0%} "
                  f"(calibration: {result['calibration']})")
     return t
 

@@ -83,8 +83,11 @@ def _config(args: argparse.Namespace) -> SolveConfig:
                        calibration=args.calibration, model=args.model if args.modelled else None, folds=args.folds)
 
 
-def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
-    """Statistics -> devices -> planner -> plan (saved with its remap). Returns the plan and notes to show."""
+def solve_plan(cfg: SolveConfig, measured: dict | None = None) -> tuple[Plan, list[str]]:
+    """Statistics -> devices -> planner -> plan (saved with its remap). Returns the plan and notes to show.
+
+    ``measured``: a dict shared between calls on the same store, trace, profile and folds (``screc bench predict``
+    plans several budgets on one profile): the measured statistics are computed once and kept there."""
     from plans.baselines import make_planner
     from plans.calibration import default_calibration, local_profiles, smartssd_profiles
     from plans.types import Budgets, Calibration, PlannerOptions
@@ -109,15 +112,22 @@ def solve_plan(cfg: SolveConfig) -> tuple[Plan, list[str]]:
         from tracegen.trace_io import TraceReader
 
         store = Store.open(cfg.store)
-        with TraceReader(cfg.trace) as reader:
-            stop = reader.num_batches if cfg.profile_batches is None else min(cfg.profile_batches, reader.num_batches)
-            stats, remap, counts = trace_stats(reader, (0, stop), folds=cfg.folds)
-            if stop < reader.num_batches:  # the hot sets' drift on as many later batches as were profiled
-                from plans.stats import count_accesses
+        key = (str(cfg.store), str(cfg.trace), cfg.profile_batches, cfg.folds)
+        if measured is not None and measured.get("key") == key:
+            stats, remap, counts, later, later_range, stop = measured["value"]
+        else:
+            with TraceReader(cfg.trace) as reader:
+                stop = reader.num_batches if cfg.profile_batches is None else min(cfg.profile_batches,
+                                                                                  reader.num_batches)
+                stats, remap, counts = trace_stats(reader, (0, stop), folds=cfg.folds)
+                if stop < reader.num_batches:  # the hot sets' drift on as many later batches as were profiled
+                    from plans.stats import count_accesses
 
-                later_range = (stop, min(reader.num_batches, 2 * stop))
-                later = count_accesses(reader, *later_range)
-        stats = attach_store(stats, store)
+                    later_range = (stop, min(reader.num_batches, 2 * stop))
+                    later = count_accesses(reader, *later_range)
+            stats = attach_store(stats, store)
+            if measured is not None:
+                measured.update(key=key, value=(stats, remap, counts, later, later_range, stop))
         notes.append(f"statistics measured on batches [0, {stop}) of {cfg.trace}: {stats.notes[0]}")
     if cfg.calibration:
         calib = Calibration.load(cfg.calibration)

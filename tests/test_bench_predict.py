@@ -29,6 +29,7 @@ def test_predict_replays_every_plan_and_reports_its_error(tiny_store, tiny_trace
     for r in rows:
         assert len(r["measured_runs_s"]) == 2 and all(x > 0 for x in r["measured_runs_s"])
         assert r["relative_error"] == pytest.approx(r["measured_batch_s"] / r["predicted_batch_s"] - 1.0)
+        assert r["run_spread"] == pytest.approx(max(r["measured_runs_s"]) / min(r["measured_runs_s"]) - 1.0)
     assert rows[0]["tiers"] == "ssd_raw" and rows[3]["tiers"].startswith("dram")  # static-topk pins hot rows
     s = result["summary"]
     assert s["plans"] == 4 and 0 <= s["within_goal"] <= 4
