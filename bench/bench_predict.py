@@ -106,6 +106,9 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
             cal_path = str(Path(tmp) / "calibration.json")
             measure_calibration(store, cfg.calibration_seconds, queue_depth=cfg.queue_depth).save(cal_path)
         calibration_s = time.perf_counter() - t0
+        from plans.types import Calibration
+
+        calib = Calibration.load(cal_path).to_dict()
         plans = []
         measured: dict = {}  # the statistics, measured once for every planner and budget
         for planner in cfg.planners:
@@ -142,7 +145,7 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
     return {
         "config": {**asdict(cfg), "profile_batches": profile, "replayed_batches": replayed},
         "store_id": store.store_id, "calibration": cfg.calibration or "measured in this run",
-        "calibration_s": calibration_s, "plans": rows,
+        "calibration_s": calibration_s, "calibration_used": calib, "plans": rows,
         "summary": {"plans": len(rows), "within_goal": sum(e <= GOAL for e in errors), "goal": GOAL,
                     "median_abs_error": statistics.median(errors), "max_abs_error": max(errors),
                     "mean_abs_error": sum(errors) / len(errors),
