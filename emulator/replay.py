@@ -16,27 +16,36 @@ order from whichever tier each row came from, so raw and DRAM results equal
 the NumPy reference bit for bit, whatever the mix. With ``pipeline`` on, the
 reads of batch ``i+1`` are in flight (on the engines' IO threads) while batch
 ``i`` is rebuilt and pooled.
+
+This module holds the engine itself (IO, rebuild, pooling, the run loop and
+its statistics); the tables are opened in :mod:`emulator.replay_tables`, each
+batch is planned in :mod:`emulator.replay_prepare` (the batched path's passes
+in :mod:`emulator.replay_groups`), remaps read in :mod:`emulator.replay_remap`
+and ``--verify`` checks made in :mod:`emulator.replay_verify`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from emulator.io.types import IOFailure
 from emulator.kernels import KIND_DRAM, KIND_PAGE, KIND_STAGED
-from emulator.layout import RowLayout
-from emulator.plan import Plan, TablePlacement
-from emulator.replay_remap import load_hot_rows, load_remap
+from emulator.plan import Plan
+from emulator.replay_prepare import _Prepared, prepare_batch
+from emulator.replay_remap import load_remap
+from emulator.replay_tables import _Table, open_tables
 from emulator.replay_verify import Verifier
 from emulator.stats import CoreCounters, DeviceCounters, ReplayStats, TierCounters
 from emulator.store import Store
 from tracegen.errors import InputError
 from tracegen.trace_io import Batch, TraceReader
 
+# what the rest of screc imports from here (KIND_PAGE and KIND_STAGED are only re-exported)
+__all__ = ["KIND_DRAM", "KIND_PAGE", "KIND_STAGED", "BatchFailure", "BatchOutput", "ReplayConfig", "Replayer"]
 
 
 class BatchFailure(InputError):
@@ -57,84 +66,6 @@ class ReplayConfig:
     verify: bool = False
     max_batches: int | None = None
     start_batch: int = 0
-
-
-@dataclass
-class _Table:
-    index: int
-    name: str
-    layout: RowLayout
-    placement: TablePlacement
-    new_ids: Callable[[np.ndarray], np.ndarray] | None  # old -> new id under the remap (None: identity)
-    dram: np.ndarray  # (hot_rows [+ cache slots], dim) in the table dtype
-    hot: int = 0  # rows [0, hot) (new ids) are the DRAM tier
-    tt: Any = None  # TTCores for ssd_tt
-    cache: Any = None  # RowCache in front of the raw cold rows (lru)
-    tt_error: dict | None = None
-    file_id: int = -1
-    device: int = 0
-    perm: np.ndarray | None = None  # the dense remap (old -> new), if any
-
-
-@dataclass
-class _Prepared:
-    batch: Batch
-    s_kinds: list[np.ndarray]  # per slow-path table (Replayer._slow)
-    s_locs: list[np.ndarray]
-    s_offsets: list[np.ndarray]
-    s_old_ids: list[np.ndarray]
-    s_tt_rows: list[np.ndarray | None]  # unique old ids to rebuild, per slow-path table
-    reads: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # per device
-    dest: np.ndarray
-    tier_lookups: dict[str, int]
-    read_tables: list = field(default_factory=list)  # per device: table index of each read
-    cache_work: dict = field(default_factory=dict)  # table -> (hit slots to unpin, (rows, dest offsets) to admit)
-    lru_hits: int = 0
-    handles: list = field(default_factory=list)
-    t_start: float = 0.0
-    works: list = field(default_factory=list)  # per group: emulator.replay_groups.GroupWork
-    dev_lookups: dict = field(default_factory=dict)  # tier -> lookups per device
-    slow_tables: list = field(default_factory=list)  # table index of each slow-path entry
-    _per_table: list | None = None
-
-    def _tables(self) -> list:
-        """Per table (in table order): (kinds, locs, offsets rebased to 0, old ids, unique TT rows or None).
-        Built on first use (verify, accuracy, host fitting); group tables' arrays are views of the group's,
-        their DRAM ``locs`` count from the group's DRAM array."""
-        if self._per_table is None:
-            views: list = [None] * self.batch.num_tables
-            for j, t in enumerate(self.slow_tables):
-                views[t] = (self.s_kinds[j], self.s_locs[j], self.s_offsets[j], self.s_old_ids[j],
-                            self.s_tt_rows[j])
-            for w in self.works:
-                cum = np.concatenate([[0], np.cumsum(w.counts)])
-                tt = dict(w.tt_rows)
-                for k, t in enumerate(w.group.tables):
-                    ids, off = self.batch.table(int(t))
-                    a, b = int(cum[k]), int(cum[k + 1])
-                    views[int(t)] = (w.kind[a:b], w.loc[a:b], off, ids, tt.get(k))
-            self._per_table = views
-        return self._per_table
-
-    @property
-    def kinds(self) -> list[np.ndarray]:
-        return [v[0] for v in self._tables()]
-
-    @property
-    def locs(self) -> list[np.ndarray]:
-        return [v[1] for v in self._tables()]
-
-    @property
-    def offsets(self) -> list[np.ndarray]:
-        return [v[2] for v in self._tables()]
-
-    @property
-    def old_ids(self) -> list[np.ndarray]:
-        return [v[3] for v in self._tables()]
-
-    @property
-    def tt_rows(self) -> list[np.ndarray | None]:
-        return [v[4] for v in self._tables()]
 
 
 @dataclass
@@ -164,106 +95,15 @@ class Replayer:
         self._slow: list[_Table] = []  # tables served one by one (LRU cache, prefix remap, wide raw rows)
         self.dram_bytes = 0
         try:
-            self._open_tables(store, plan, config, remap)
+            opened = open_tables(store, plan, config.lru_ways, remap, self.engines)
+            self.tables, self._slow, self.groups = opened.tables, opened.slow, opened.groups
+            self._dev_files, self.dram_bytes = opened.dev_files, opened.dram_bytes
         except BaseException:
             self.close()
             raise
         self._buffers = [aligned_empty(1 << 20), aligned_empty(1 << 20)]
         self._next_buffer = 0
         self._warm_up()
-
-    def _open_tables(self, store: Store, plan: Plan, config: ReplayConfig, remap: dict) -> None:
-        from emulator.replay_groups import COLD_NONE, COLD_RAW, COLD_TT, Group
-
-        metas = []
-        for i, t in enumerate(store.tables):
-            try:
-                pl = plan.placement(t["name"])
-            except KeyError:
-                raise InputError(f"plan has no placement for table {t['name']}") from None
-            lay = store.layouts[i]
-            hot = min(pl.hot_rows, lay.rows)
-            rmap = remap.get(t["name"])
-            if rmap is not None and rmap.rows != lay.rows:
-                raise InputError(f"remap of table {t['name']} is for {rmap.rows} rows, table has {lay.rows}")
-            raw = hot < lay.rows and pl.cold_tier == "ssd_raw"
-            fast = not (raw and (pl.lru_rows or lay.pages_per_row > 1)) and (rmap is None or rmap.perm is not None)
-            metas.append((i, t, pl, lay, hot, rmap, fast))
-        # one DRAM array per (dim, dtype) group: each member's hot rows load straight into a view of it
-        keyed: dict[tuple, list] = {}
-        for m in metas:
-            if m[6]:
-                keyed.setdefault((m[3].dim, m[3].np_dtype.str), []).append(m)
-        views: dict[int, tuple[int, int, np.ndarray]] = {}
-        arrays = []
-        for (dim, _), members in keyed.items():
-            arr = np.empty((sum(m[4] for m in members), dim), members[0][3].np_dtype)
-            base = 0
-            for m in members:
-                views[m[0]] = (len(arrays), base, arr[base:base + m[4]])
-                base += m[4]
-            arrays.append(arr)
-        for i, t, pl, lay, hot, rmap, fast in metas:
-            inv = None if rmap is None else rmap.hot_old_ids(hot)
-            dram = load_hot_rows(store, i, hot, inv, out=views[i][2] if fast else None)
-            self.dram_bytes += dram.nbytes
-            new_ids = None if rmap is None else rmap.hot_lookup(hot)
-            tab = _Table(i, t["name"], lay, pl, new_ids, dram, hot=hot, device=pl.device)
-            tab.perm = None if rmap is None else rmap.perm
-            if hot < lay.rows:
-                if pl.cold_tier == "ssd_raw":
-                    tab.file_id = self.engines[pl.device].open(store.table_path(i))
-                    if pl.lru_rows:
-                        from emulator.cache import RowCache
-
-                        cap = min(pl.lru_rows, lay.rows - hot)  # a huge lru_rows must not allocate
-                        tab.cache = RowCache(cap, lay.dim, lay.np_dtype, ways=config.lru_ways, seed=i,
-                                             prefix=dram)
-                        tab.dram = tab.cache.storage  # hot prefix rows, then the cache slots
-                        self.dram_bytes += tab.cache.memory_bytes
-                else:
-                    tab.tt = store.load_tt(i, pl.tt_rank)
-                    tab.tt_error = store.tt_variant(i, pl.tt_rank)
-            self.tables.append(tab)
-            if not fast:
-                self._slow.append(tab)
-        # device files laid end to end in a global page space, one-page gap between files
-        n_dev = len(self.engines)
-        dev_next = [0] * n_dev
-        dev_files: list[list[tuple[int, int, int]]] = [[] for _ in range(n_dev)]
-        page_of: dict[int, int] = {}
-        for tab in self.tables:
-            if tab.file_id >= 0 and tab.cache is None and views.get(tab.index) is not None:
-                d = tab.device
-                page_of[tab.index] = dev_next[d]
-                dev_files[d].append((dev_next[d], tab.file_id, tab.index))
-                dev_next[d] += tab.layout.pages + 1
-        self._dev_files = [(np.array([f[0] for f in fs], np.int64), np.array([f[1] for f in fs], np.int64),
-                            np.array([f[2] for f in fs], np.int64)) for fs in dev_files]
-        groups = []
-        for arr, ((dim, _), members) in zip(arrays, keyed.items()):
-            tabs = [self.tables[m[0]] for m in members]
-            perms = [tab.perm for tab in tabs if tab.perm is not None]
-            perm_base, pb = [], 0
-            for tab in tabs:
-                perm_base.append(-1 if tab.perm is None else pb)
-                pb += 0 if tab.perm is None else tab.perm.size
-            cold = [COLD_NONE if tab.hot >= tab.layout.rows else COLD_TT if tab.tt is not None else COLD_RAW
-                    for tab in tabs]
-            rows = np.array([tab.layout.rows for tab in tabs], np.int64)
-            key_base = np.zeros(len(tabs), np.int64)
-            np.cumsum(rows[:-1], out=key_base[1:])
-            groups.append(Group(
-                dim=dim, np_dtype=arr.dtype, tables=np.array([tab.index for tab in tabs], np.int64), dram=arr,
-                dram_base=np.array([views[tab.index][1] for tab in tabs], np.int64),
-                hot=np.array([tab.hot for tab in tabs], np.int64), cold_kind=np.array(cold, np.uint8),
-                device=np.array([tab.device for tab in tabs], np.int64), perm_base=np.array(perm_base, np.int64),
-                perm=np.concatenate(perms).astype(np.int64) if perms else np.zeros(0, np.int64),
-                page_base=np.array([page_of.get(tab.index, 0) for tab in tabs], np.int64),
-                rows_per_page=np.array([tab.layout.rows_per_page for tab in tabs], np.int64),
-                row_bytes=np.array([tab.layout.row_bytes for tab in tabs], np.int64), key_base=key_base,
-                tt_members=[k for k, c in enumerate(cold) if c == COLD_TT]))
-        self.groups = groups
 
     def _warm_up(self) -> None:
         """Compile (or load from Numba's cache) every kernel this plan uses before any clock starts."""
@@ -300,100 +140,8 @@ class Replayer:
     # --- one batch -------------------------------------------------------------------------------
     def prepare(self, batch: Batch) -> _Prepared:
         """Split lookups by tier and plan the page reads (no IO yet)."""
-        from emulator.io import plan_row_reads
-        from emulator.io.types import PAGE_BYTES
-        from emulator.replay_groups import plan_raw, prepare_group
-
-        t_start = self.clock()
-        kinds, locs, offs, olds, tt_rows = [], [], [], [], []
-        per_dev: list[list[tuple]] = [[] for _ in self.engines]
-        dest_pos = 0
-        tiers = {"dram": 0, "ssd_raw": 0, "ssd_tt": 0, "lru": 0}
-        lru_hits = 0
-        cache_work: dict[int, tuple] = {}
-        n_dev = len(self.engines)
-        dev_lookups = {"ssd_raw": np.zeros(n_dev, np.int64), "ssd_tt": np.zeros(n_dev, np.int64)}
-        for tab in self._slow:
-            ids, off = batch.table(tab.index)
-            new = ids if tab.new_ids is None else tab.new_ids(ids)
-            kind = np.zeros(ids.size, dtype=np.uint8)
-            loc = new.astype(np.int64, copy=True)
-            cold = new >= tab.hot
-            n_cold = int(cold.sum()) if tab.hot else ids.size
-            tiers["dram"] += ids.size - n_cold
-            tt_unique = None
-            if n_cold:
-                cold_idx = np.flatnonzero(cold)
-                cold_old = ids[cold_idx]
-                if tab.tt is None:
-                    hit_slots = admit = None
-                    read_idx, read_rows = cold_idx, cold_old
-                    if tab.cache is not None:
-                        from emulator.cache import split_hits
-
-                        hit, hit_slots, miss_rows, miss_inv = split_hits(tab.cache, cold_old, pin=True)
-                        kind[cold_idx[hit]] = KIND_DRAM
-                        loc[cold_idx[hit]] = hit_slots
-                        tiers["lru"] += n_cold
-                        lru_hits += int(hit_slots.size)
-                        read_idx, read_rows = cold_idx[~hit], miss_rows
-                    if read_rows.size:
-                        plan = plan_row_reads(read_rows, tab.layout.rows_per_page, tab.layout.pages_per_row,
-                                              tab.layout.row_bytes, max_read_bytes=self.config.max_read_bytes)
-                        kind[read_idx] = KIND_PAGE
-                        dest_rows = plan.row_dest_offsets + dest_pos
-                        loc[read_idx] = dest_rows if tab.cache is None else dest_rows[miss_inv]
-                        per_dev[tab.device].append((tab.file_id, plan.read_offsets, plan.read_nbytes,
-                                                    plan.dest_offsets + dest_pos, tab.index))
-                        dest_pos += plan.dest_bytes
-                        if tab.cache is not None:
-                            admit = (read_rows, dest_rows)
-                    tiers["ssd_raw"] += read_idx.size
-                    dev_lookups["ssd_raw"][tab.device] += read_idx.size
-                    if tab.cache is not None:
-                        cache_work[tab.index] = (hit_slots, admit)
-                else:
-                    tt_unique, inverse = np.unique(cold_old, return_inverse=True)
-                    kind[cold_idx] = KIND_STAGED
-                    loc[cold_idx] = inverse
-                    tiers["ssd_tt"] += n_cold
-                    dev_lookups["ssd_tt"][tab.device] += n_cold
-            kinds.append(kind)
-            locs.append(loc)
-            offs.append(off)
-            olds.append(ids)
-            tt_rows.append(tt_unique)
-        works, raw_pending = [], [[] for _ in range(n_dev)]
-        for g in self.groups:
-            w = prepare_group(g, batch, n_dev, raw_pending)
-            works.append(w)
-            n_page, n_tt = int(w.page_per_dev.sum()), int(w.tt_per_dev.sum())
-            tiers["dram"] += w.ids.size - n_page - n_tt
-            tiers["ssd_raw"] += n_page
-            tiers["ssd_tt"] += n_tt
-            dev_lookups["ssd_raw"] += w.page_per_dev
-            dev_lookups["ssd_tt"] += w.tt_per_dev
-        reads, read_tables = [], []
-        for dev, reqs in enumerate(per_dev):
-            parts = [(np.full(r[1].size, r[0], np.int64), r[1], r[2], r[3], np.full(r[1].size, r[4], np.int64))
-                     for r in reqs]
-            if raw_pending[dev]:
-                base, fids, ftabs = self._dev_files[dev]
-                *req, used = plan_raw(raw_pending[dev], base, fids, ftabs, dest_pos, self.config.max_read_bytes,
-                                      PAGE_BYTES)
-                parts.append(tuple(req))
-                dest_pos += used
-            if parts:
-                cat = [np.concatenate([q[j] for q in parts]) for j in range(5)]
-                reads.append(tuple(cat[:4]))
-                read_tables.append(cat[4])
-            else:
-                reads.append(None)
-                read_tables.append(None)
-        dest = self._buffer(dest_pos)
-        return _Prepared(batch, kinds, locs, offs, olds, tt_rows, reads, dest, tiers, read_tables=read_tables,
-                         cache_work=cache_work, lru_hits=lru_hits, t_start=t_start, works=works,
-                         dev_lookups=dev_lookups, slow_tables=[tab.index for tab in self._slow])
+        return prepare_batch(batch, self._slow, self.groups, self._dev_files, self.config.max_read_bytes,
+                             self.clock, self._buffer)
 
     def _buffer(self, nbytes: int) -> np.ndarray:
         k = self._next_buffer
