@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
-from bench.common import emit_result, format_bytes
+from bench.common import check_out, emit_result, format_bytes
 from emulator.kernels import pool_rows
 from tracegen.errors import InputError
 
@@ -207,6 +207,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _handle(args: argparse.Namespace) -> int:
     from bench.common import is_live, stderr_console
 
+    check_out(args)
     config = DramBenchConfig(rows=args.rows, dim=args.dim, batch=args.batch, pooling=args.pooling, alpha=args.alpha,
                              threads=args.threads, seconds=args.seconds, seed=args.seed, use_torch=not args.no_torch)
     config.check()

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.common import emit_result, format_bytes, parse_size
+from bench.common import check_out, emit_result, format_bytes, parse_size
 from emulator.io import aligned_empty, liburing_available, make_engine, uring_available
 from tracegen.atomic import atomic_path
 from tracegen.errors import InputError
@@ -235,6 +235,7 @@ def _parse_qds(text: str) -> tuple[int, ...]:
 def _handle(args: argparse.Namespace) -> int:
     from bench.common import make_progress, stderr_console
 
+    check_out(args)
     if args.seconds <= 0 or args.rounds < 1:
         raise InputError("--seconds must be > 0 and --rounds >= 1")
     options = {"registered_buffers": True} if args.registered_buffers and args.engine == "uring" else {}

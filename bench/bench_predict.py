@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from rich.table import Table
 
-from bench.common import emit_result, format_bytes, parse_size
+from bench.common import check_out, emit_result, format_bytes, parse_size
 from tracegen.errors import InputError
 
 EXAMPLE = """example:
@@ -225,10 +225,7 @@ def _handle(args: argparse.Namespace) -> int:
                         repeats=args.repeats, calibration_seconds=args.calibration_seconds,
                         accuracy_budget=args.accuracy_budget, queue_depth=args.qd, folds=args.folds,
                         engine=args.engine)
-    if args.out:
-        from tracegen.atomic import check_writable
-
-        check_writable(args.out)
+    check_out(args)
     con = stderr_console()
     result = run_bench_predict(cfg, on_step=(lambda m: con.print(f"[dim]{m}[/]")) if is_live() else None)
     emit_result("bench-predict", result, args, render)

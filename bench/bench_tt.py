@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.common import emit_result
+from bench.common import check_out, emit_result
 from emulator.tt import random_tt
 from emulator.tt_kernels import tt_rebuild_flops, tt_rebuild_rows, unique_prefix_counts
 from tracegen.errors import InputError
@@ -238,6 +238,7 @@ def _parse_ints(text: str, sep: str, what: str) -> tuple[int, ...]:
 def _handle(args: argparse.Namespace) -> int:
     from bench.common import make_progress, stderr_console
 
+    check_out(args)
     if args.threads < 0:
         raise InputError("--threads must be >= 0")
     config = BenchTTConfig(p_shapes=_parse_ints(args.rows, "x", "--rows"),

@@ -84,6 +84,14 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def check_out(args) -> None:
+    """Fail on an unwritable ``--out`` before a benchmark measures anything (or creates its test file)."""
+    if getattr(args, "out", None):
+        from tracegen.atomic import check_writable
+
+        check_writable(args.out)
+
+
 def emit_result(kind: str, result: dict, args, render) -> None:
     """The end of every ``screc bench`` command: a result directory under ``runs/``, ``--out FILE``,
     ``--json`` on stdout, else the rendered table."""

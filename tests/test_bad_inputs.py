@@ -358,6 +358,16 @@ CASES = [
     ("bench-dram-seconds", ["bench", "dram", "--seconds", "nan"], None, "--seconds"),
     ("bench-tt-rows", ["bench", "tt", "--rows", "0x10", "--seconds", "0.1"], None, "--rows"),
     ("bench-tt-ranks", ["bench", "tt", "--ranks", "x", "--seconds", "0.1"], None, "--ranks"),
+    # an unwritable --out fails before anything is measured or created (bench io's test file included)
+    ("bench-io-out-under-file", ["bench", "io", "--file", "@f.bin", "--size", "1MiB", "--seconds", "0.1",
+                                 "--out", "@plan.json/r.json"], None, "plan.json"),
+    ("bench-dram-out-under-file", ["bench", "dram", "--seconds", "0.1", "--out", "@plan.json/r.json"], None,
+     "plan.json"),
+    ("bench-tt-out-under-file", ["bench", "tt", "--seconds", "0.1", "--out", "@plan.json/r.json"], None, "plan.json"),
+    ("bench-predict-out-under-file", ["bench", "predict", "--store", S, "--trace", T, "--out", "@plan.json/r.json"],
+     None, "plan.json"),
+    ("bench-predict-planner", ["bench", "predict", "--store", S, "--trace", T, "--planners", "mip,nope"], None,
+     "nope"),
 ]
 
 
