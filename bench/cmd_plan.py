@@ -96,15 +96,10 @@ def solve_plan(cfg: SolveConfig, measured: dict | None = None) -> tuple[Plan, li
     remap = None
     counts = later = later_range = None
     if cfg.model:
-        if cfg.model == "meta-2021":
-            from plans.scale import meta2021_stats
+        from plans.modelled import modelled_stats
+        from tracegen.presets import load_model
 
-            stats = meta2021_stats()
-        else:
-            from plans.modelled import modelled_stats
-            from tracegen.presets import load_model
-
-            stats = modelled_stats(load_model(cfg.model))
+        stats = modelled_stats(load_model(cfg.model))
         notes.append(f"statistics modelled from the Zipf parameters of {cfg.model}")
     else:
         from emulator.store import Store

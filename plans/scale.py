@@ -1,16 +1,14 @@
-"""A modelled Meta-2021-like workload, and how the MIP's solve time grows with the table count.
+"""How the MIP's solve time grows with the table count, on the modelled ``meta-2021`` preset.
 
-``meta2021_spec(seed)``: 856 tables (terabytes in all), batch 65,536, and
-15.8 lookups per table per sample on average, as in Meta's
-dlrm_datasets ``embedding_bag/2021`` traces (887,017,990 lookups per batch of
-65,536 over 856 tables). Row counts, dims and per-table pooling are drawn
-(lognormal) with ``seed``; per-table Zipf skew is drawn around
-``META2021_ALPHA_MEAN``, which :func:`fit_alpha_mean` chose so that the
-expected reuse histogram of one batch (share of lookups that fall on rows
-touched 1, 2, 3-4, ... times) is closest to the published one
-(``META2021_LOOKUP_SHARE_BY_REUSE``, from that repository's
-``locality_stats.txt``, MIT licence, copied in /work/shared/data).
-Everything here is modelled: no trace of this size exists on this machine.
+The workload is ``tracegen.presets``' ``meta-2021`` (the same tables ``screc
+trace gen --model meta-2021`` draws from): 856 tables (1.87 TB in all), batch
+65,536 and 15.8 lookups per table per sample on average, as in Meta's
+dlrm_datasets ``embedding_bag/2021`` traces, with per-table skew fitted to
+that repository's ``locality_stats.txt`` (see the preset's docstring). Its
+statistics here are the Zipf expectations of :mod:`plans.modelled`.
+:func:`histogram_distance` measures how far the preset's expected reuse
+histograms of one batch are from the published ones. Everything here is
+modelled: no trace of this size exists on this machine.
 
 ``python -m plans.scale`` solves the placement MIP for the first 26, 107,
 214, 428 and 856 tables on modelled SmartSSD-like devices and prints the
@@ -30,13 +28,9 @@ from typing import Sequence
 import numpy as np
 
 from plans.types import Budgets, PlannerOptions, WorkloadStats
-from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
+from tracegen.presets import META2021_TABLES, load_model
+from tracegen.spec import ModelSpec
 
-META2021_TABLES = 856
-META2021_BATCH_SIZE = 65536
-META2021_LOOKUPS_PER_BATCH = 887_017_990
-META2021_UNIQUE_ROWS_PER_BATCH = 128_435_723
-META2021_MEAN_POOLING = META2021_LOOKUPS_PER_BATCH / META2021_BATCH_SIZE / META2021_TABLES  # 15.81
 REUSE_BIN_EDGES = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
 # fbgemm_t856_bs65536.pt, "Ratio of index distribution at different column sizes" (bins (0,1], (1,2], ...):
 META2021_LOOKUP_SHARE_BY_REUSE = (0.069, 0.044, 0.068, 0.101, 0.121, 0.104, 0.073, 0.058, 0.052, 0.050, 0.049,
@@ -44,37 +38,19 @@ META2021_LOOKUP_SHARE_BY_REUSE = (0.069, 0.044, 0.068, 0.101, 0.121, 0.104, 0.07
 # ... and "Histogram of col sizes" (share of the unique rows of a batch):
 META2021_UNIQUE_SHARE_BY_REUSE = (0.473, 0.152, 0.139, 0.112, 0.072, 0.032, 0.011, 0.005, 0.002, 0.001, 0.0,
                                   0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-META2021_ALPHA_MEAN = 0.9  # fit_alpha(seed=0): best (mean, sd) of the grid means 0.7..1.2 x sds 0.1, 0.25, 0.4
-META2021_ALPHA_SD = 0.1
-ROWS_MEDIAN = 2_000_000
-ROWS_SIGMA = 1.6
-ROWS_MIN, ROWS_MAX = 1_000, 500_000_000
-DIMS = (64, 128, 128, 256)
-POOLING_SIGMA = 1.0
 
 
-def meta2021_spec(seed: int = 0, alpha_mean: float = META2021_ALPHA_MEAN, n_tables: int = META2021_TABLES,
-                  alpha_sd: float = META2021_ALPHA_SD) -> ModelSpec:
-    rng = np.random.default_rng(seed)
-    n = META2021_TABLES
-    rows = np.clip(np.round(ROWS_MEDIAN * np.exp(ROWS_SIGMA * rng.standard_normal(n))), ROWS_MIN, ROWS_MAX)
-    dims = rng.choice(DIMS, size=n)
-    w = np.exp(POOLING_SIGMA * rng.standard_normal(n))
-    pooling = np.maximum(1.0, META2021_MEAN_POOLING * w / w.mean())
-    alpha = np.clip(alpha_mean + alpha_sd * rng.standard_normal(n), 0.3, 1.6)
-    tables = tuple(
-        TableSpec(f"t{i}", rows=int(rows[i]), dim=int(dims[i]), dtype="fp32",
-                  pooling=PoolingSpec(kind="poisson", mean=float(pooling[i]), min=0, max=int(20 * pooling[i]) + 1),
-                  zipf_alpha=float(alpha[i]))
-        for i in range(n_tables))
-    return ModelSpec(name="meta-2021", tables=tables, batch_size=META2021_BATCH_SIZE)
+def meta2021_spec(n_tables: int = META2021_TABLES) -> ModelSpec:
+    """The first ``n_tables`` tables of the ``meta-2021`` preset."""
+    spec = load_model("meta-2021")
+    return ModelSpec(name=spec.name, tables=spec.tables[:n_tables], batch_size=spec.batch_size)
 
 
-def meta2021_stats(seed: int = 0, n_tables: int = META2021_TABLES, tt_ranks: Sequence[int] = (8, 16, 32)) -> WorkloadStats:
-    """Modelled statistics of the first ``n_tables`` tables of :func:`meta2021_spec`."""
+def meta2021_stats(n_tables: int = META2021_TABLES, tt_ranks: Sequence[int] = (8, 16, 32)) -> WorkloadStats:
+    """Modelled statistics of the first ``n_tables`` tables of the ``meta-2021`` preset."""
     from plans.modelled import modelled_stats
 
-    return modelled_stats(meta2021_spec(seed, n_tables=n_tables), tt_ranks)
+    return modelled_stats(meta2021_spec(n_tables), tt_ranks)
 
 
 # --- fitting the skew to the published reuse histogram ----------------------------------------
@@ -141,15 +117,6 @@ def histogram_distance(spec: ModelSpec) -> float:
     return float(np.abs(np.cumsum(lk) - np.cumsum(ref_l)).sum() + np.abs(np.cumsum(u) - np.cumsum(ref_u)).sum())
 
 
-def fit_alpha(seed: int = 0, means: Sequence[float] = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2),
-              sds: Sequence[float] = (0.1, 0.25, 0.4), n_tables: int = META2021_TABLES
-              ) -> tuple[tuple[float, float], dict[tuple[float, float], float]]:
-    """The (mean, sd) of per-table Zipf alpha whose expected reuse histograms are closest to the reference."""
-    dist = {(float(m), float(s)): histogram_distance(meta2021_spec(seed, float(m), n_tables, float(s)))
-            for m in means for s in sds}
-    return min(dist, key=dist.get), dist
-
-
 # --- solve-time scaling ------------------------------------------------------------------------
 
 
@@ -168,14 +135,14 @@ class ScalePoint:
     total_s: float = 0.0  # build + both solve stages + reading the plan back
 
 
-def scaling_run(counts: Sequence[int] = (26, 107, 214, 428, 856), *, seed: int = 0, devices: int = 4,
+def scaling_run(counts: Sequence[int] = (26, 107, 214, 428, 856), *, devices: int = 4,
                 dram_share: float = 0.02, time_limit_s: float = 50.0, gap: float = 1e-3, max_rel_error: float = 0.02,
                 solver: str = "cbc", stats: WorkloadStats | None = None, on_point=None) -> list[ScalePoint]:
     """Plan the first n tables of meta-2021 with the MIP (host DRAM = ``dram_share`` of their bytes)."""
     from plans.calibration import default_calibration, smartssd_profiles
     from plans.mip import build_problem, extract_plan, solve_placement
 
-    full = stats or meta2021_stats(seed, max(counts))
+    full = stats or meta2021_stats(max(counts))
     calib = default_calibration()
     devs = smartssd_profiles(devices)
     points = []
@@ -209,12 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=50.0, help="solver time limit per size (default 50 s)")
     ap.add_argument("--gap", type=float, default=1e-3, help="relative gap at which the solver stops (default 1e-3)")
     ap.add_argument("--solver", default="cbc")
-    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
-    stats = meta2021_stats(a.seed, max(a.counts))
+    stats = meta2021_stats(max(a.counts))
     print(f"modelled meta-2021 statistics for {max(a.counts)} tables in {time.perf_counter() - t0:.1f} s "
-          f"({sum(t.table_bytes for t in stats.tables) / 1e12:.2f} TB; all figures modelled)")
+          f"({sum(t.table_bytes for t in stats.tables) / 1e12:.2f} TB; all figures modelled); the preset's reuse "
+          f"histograms are {histogram_distance(meta2021_spec(max(a.counts))):.3f} (L1, cumulative) from Meta's")
     print(f"{a.devices} modelled SmartSSD-like devices, host DRAM = {a.dram_share:.0%} of the table bytes, "
           f"solver {a.solver}, time limit {a.time_limit:g} s, gap target {a.gap:g}")
     print(f"{'tables':>6} {'vars':>7} {'rows':>6} {'build s':>8} {'solve s':>8} {'total s':>8} {'status':>9} "
@@ -226,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{p.tables:>6} {p.variables:>7} {p.constraints:>6} {p.build_s:>8.2f} {p.solve_s:>8.2f} "
               f"{p.total_s:>8.2f} {p.status:>9} {gap:>9} {p.tie_break:>9} {bt:>18}", flush=True)
 
-    scaling_run(a.counts, seed=a.seed, devices=a.devices, dram_share=a.dram_share, time_limit_s=a.time_limit, gap=a.gap,
+    scaling_run(a.counts, devices=a.devices, dram_share=a.dram_share, time_limit_s=a.time_limit, gap=a.gap,
                 solver=a.solver, stats=stats, on_point=show)
     return 0
 
