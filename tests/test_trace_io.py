@@ -312,3 +312,203 @@ def test_array_pool_reuses_only_arrays_nobody_holds():
     d = pool.take(90)  # a is free again: reused (as a view of 90 of its 100)
     assert d.ctypes.data == a_addr and d.shape == (90,)
     assert pool.take(1000, slack=True).shape == (1000,)
+
+
+# --- checksummed metadata (HDF5's 1.10 format), traces of the earliest format, flipped metadata bytes -------
+
+
+GEN_TRACE_ID = "a9fb13dbe6b8fd62b41fa7b35dbf1c28"  # tiny, seed 5, 24 batches: as computed before the 1.10 format
+SMALL_TRACE_ID = "b001916628fb7689fead099a90d1f3a6"  # _write([B0, B1]), likewise
+
+
+def _earliest_format(fn):
+    """``fn()`` with TraceWriter writing as it did before: HDF5's earliest format (no metadata checksums,
+    v1 B-tree chunk indexes) and variable-length string attributes (in the global heap)."""
+    from tracegen import trace_io
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(trace_io, "WRITE_LIBVER", ("earliest", "latest"))
+        m.setattr(trace_io, "fixed_text", str)
+        return fn()
+
+
+def _tiny(path, batches, earliest=False):
+    from tracegen.generate import GeneratorParams, generate_trace
+    from tracegen.presets import get_preset
+
+    gen = lambda: generate_trace(get_preset("tiny"), GeneratorParams(seed=5, num_batches=batches), path)  # noqa: E731
+    _earliest_format(gen) if earliest else gen()
+    return path
+
+
+@pytest.fixture(scope="module")
+def old_trace(tmp_path_factory):
+    """gen_trace's trace written in the earliest format."""
+    return _tiny(tmp_path_factory.mktemp("old") / "g.h5", 24, earliest=True)
+
+
+def _superblock_version(path):
+    head = path.read_bytes()[:9]
+    assert head[:8] == b"\x89HDF\r\n\x1a\n"
+    return head[8]
+
+
+def _read_all(path, raw=True):
+    """Every batch (indices, offsets) through the raw path (asserted taken) or through h5py alone."""
+    with pytest.MonkeyPatch.context() as m:
+        if not raw:
+            m.setattr(trace_fast, "file_handle", lambda f: None)
+        with TraceReader(path) as r:
+            assert (r._raw_idx is not None and r._raw_off is not None) == raw
+            return [(b.indices.copy(), b.offsets.copy()) for b in r.batches()]
+
+
+def test_writer_checksums_metadata_and_keeps_trace_id(gen_trace, old_trace, tmp_path):
+    assert _superblock_version(gen_trace) >= 2 and _superblock_version(old_trace) == 0
+    data = gen_trace.read_bytes()
+    assert b"TREE" not in data and b"GCOL" not in data  # no v1 B-tree, no global heap: all checksummed
+    assert b"TREE" in old_trace.read_bytes() and b"GCOL" in old_trace.read_bytes()
+    with TraceReader(gen_trace) as r, TraceReader(old_trace) as o:
+        assert r.trace_id == o.trace_id == GEN_TRACE_ID
+        assert (r.spec, r.params, r.seed, r.num_lookups) == (o.spec, o.params, o.seed, o.num_lookups)
+    assert _write(tmp_path / "s.h5", [B0, B1]) == SMALL_TRACE_ID
+    assert _earliest_format(lambda: _write(tmp_path / "o.h5", [B0, B1])) == SMALL_TRACE_ID
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw", "h5py"])
+def test_earliest_format_reads_the_same_batches(gen_trace, old_trace, raw):
+    ref = _h5py_batches(gen_trace)
+    for path in (old_trace, gen_trace):
+        got = _read_all(path, raw)
+        assert len(got) == len(ref)
+        for (a, b), (c, d) in zip(got, ref):
+            assert np.array_equal(a, c) and np.array_equal(b, d)
+
+
+def _chunk_ranges(path):
+    """Byte ranges ``(start, end, dataset, chunk)`` of every data chunk of a trace."""
+    with h5py.File(path, "r") as f:
+        out = []
+        for name in ("indices", "offsets", "batch_ptr"):
+            for k in range(f[name].id.get_num_chunks()):
+                info = f[name].id.get_chunk_info(k)
+                out.append((info.byte_offset, info.byte_offset + info.size, name, k))
+    return out
+
+
+def _index_entry_bytes(path, before, after):
+    """File positions of the entries of the ``indices`` and ``offsets`` chunks in their chunk indexes: the
+    bytes from ``before`` bytes ahead of where a chunk's address is stored to ``after`` bytes past it."""
+    data, ranges = path.read_bytes(), _chunk_ranges(path)
+    positions = set()
+    for start, _, name, k in ranges:
+        if name == "batch_ptr":  # its 12-byte chunks sit at addresses like 2048, a number found elsewhere too
+            continue
+        key, hits, at = start.to_bytes(8, "little"), [], data.find(start.to_bytes(8, "little"))
+        while at >= 0:
+            if not any(a <= at < e for a, e, _, _ in ranges):  # not a value inside some chunk's data
+                hits.append(at)
+            at = data.find(key, at + 1)
+        assert len(hits) == 1, (name, k, hits)
+        positions.update(range(max(0, hits[0] - before), hits[0] + 8 + after))
+    return sorted(positions)
+
+
+def _flip_outcomes(path, positions, tmp_path, rng):
+    """Flip each position's byte (one at a time, a random nonzero xor) and read every batch through both
+    paths: counts of "error" (InputError) and "same" (every batch identical); anything else fails."""
+    data, ref = path.read_bytes(), _h5py_batches(path)
+    p = tmp_path / "f.h5"
+    counts = {"error": 0, "same": 0}
+    for pos in positions:
+        b = bytearray(data)
+        b[pos] ^= int(rng.integers(1, 256))
+        p.write_bytes(bytes(b))
+        for raw in (True, False):
+            with pytest.MonkeyPatch.context() as m:
+                if not raw:
+                    m.setattr(trace_fast, "file_handle", lambda f: None)
+                try:
+                    with TraceReader(p) as r:
+                        got = [(x.indices.copy(), x.offsets.copy()) for x in r.batches()]
+                except InputError as e:
+                    assert str(p) in str(e) and "\n" not in str(e)
+                    counts["error"] += 1
+                    continue
+            assert len(got) == len(ref), (pos, raw)
+            for i, ((a, o), (c, d)) in enumerate(zip(got, ref)):
+                assert np.array_equal(a, c) and np.array_equal(o, d), f"byte {pos} flipped: batch {i} changed ({raw=})"
+            counts["same"] += 1
+    return counts
+
+
+def test_flipped_metadata_bytes_are_errors_never_other_data(tmp_path):
+    """One flipped byte anywhere in a trace (a seeded sample of the whole file and of its metadata, and every
+    byte of every chunk index entry, where a flip used to swap chunks silently): an InputError naming the file,
+    or batches identical to the original -- never different data. 3 batches: 25 KB, 5.6 KB of it metadata."""
+    flip_trace, rng = _tiny(tmp_path / "t.h5", 3), np.random.default_rng(11)
+    size = flip_trace.stat().st_size
+    in_data = np.zeros(size, bool)
+    for a, e, _, _ in _chunk_ranges(flip_trace):
+        in_data[a:e] = True
+    entries = _index_entry_bytes(flip_trace, 0, 16)  # address, chunk size, filter mask
+    anywhere = rng.choice(size, 150, replace=False)
+    meta = rng.choice(np.flatnonzero(~in_data), 150, replace=False)
+    counts = _flip_outcomes(flip_trace, [*entries, *anywhere, *meta], tmp_path, rng)
+    assert counts["error"] > counts["same"] > 0, counts
+    counts = _flip_outcomes(flip_trace, entries, tmp_path, rng)
+    assert counts["same"] == 0, counts  # every index entry byte is checksummed
+
+
+def test_flipped_chunk_index_bytes_of_an_earliest_format_trace_are_errors(old_trace, tmp_path):
+    """The earliest format's v1 B-trees carry no checksum: a flipped byte in an entry (key: chunk size, filter
+    mask, element offset, element-size offset; then the chunk's address) must still be an error or harmless,
+    never another chunk's data or zeros -- in the fuzz's trace (tiny, 24 batches), flipping byte 8221 (the
+    element offset of chunk 0 of ``indices``) changed every batch without an error."""
+    old3 = _tiny(tmp_path / "old3.h5", 3, earliest=True)
+    counts = _flip_outcomes(old3, _index_entry_bytes(old3, 24, 0), tmp_path, np.random.default_rng(12))
+    assert counts["error"] > counts["same"] > 0, counts
+    data = bytearray(old_trace.read_bytes())
+    first = _chunk_ranges(old_trace)[0]
+    assert first[2:] == ("indices", 0)
+    at = data.find(first[0].to_bytes(8, "little"))  # chunk 0's address; its element offset is 16 bytes before
+    assert data[at - 16 : at - 8] == bytes(8)
+    last = sum(r[2] == "indices" for r in _chunk_ranges(old_trace)) - 1  # 3: its entry is 32 bytes a chunk on
+    assert data[at + 32 * last - 16 : at + 32 * last - 8] == (4096 * last).to_bytes(8, "little")
+    p = tmp_path / "o.h5"
+    for edit, problem in (
+        (lambda d: d.__setitem__(at - 11, d[at - 11] ^ 0xFF), "a chunk listed at element"),  # the fuzz's flip
+        (lambda d: d.__setitem__(slice(at - 16, at - 8), (4096).to_bytes(8, "little")), "chunk 1 listed twice"),
+        (lambda d: d.__setitem__(slice(at, at + 8), data[at + 32 : at + 40]), "overlaps"),  # chunk 1's address
+        # the last chunk's element-size offset: HDF5's search misses that chunk, h5py would read zeros
+        (lambda d: d.__setitem__(at + 32 * last - 5, 1), None),
+    ):
+        d = bytearray(data)
+        edit(d)
+        p.write_bytes(bytes(d))
+        for raw in (True, False):
+            if problem is None and raw:  # not a field the raw path reads: the same batches
+                assert all(np.array_equal(a[0], b[0]) for a, b in zip(_read_all(p, raw), _h5py_batches(old_trace)))
+                continue
+            want = problem or f"chunk {last} is not found"
+            with pytest.raises(InputError, match=f"indices: chunk index is corrupt: .*{want}"):
+                _read_all(p, raw)
+
+
+def test_flipped_inner_b_tree_keys_of_an_earliest_format_trace_are_errors(tmp_path):
+    """Keys of inner B-tree nodes guide HDF5's search for a chunk (h5py's path), not a pass over the leaves (the
+    raw path): flipped, an error or the same batches still. 70 batches: ``offsets`` and ``batch_ptr`` have more
+    chunks (70, 71) than one v1 B-tree leaf holds (64)."""
+    import re
+
+    old = _tiny(tmp_path / "old70.h5", 70, earliest=True)
+    data = old.read_bytes()
+    positions = []
+    for m in re.finditer(b"TREE", data):
+        node = m.start()
+        if data[node + 4] == 1 and data[node + 5] >= 1:  # a chunk B-tree node above the leaves
+            for key in range(int.from_bytes(data[node + 6 : node + 8], "little") + 1):
+                positions += range(node + 24 + 32 * key + 8, node + 24 + 32 * key + 24)  # its element offsets
+    assert len(positions) >= 2 * 3 * 16, len(positions)
+    counts = _flip_outcomes(old, positions, tmp_path, np.random.default_rng(13))
+    assert counts["error"] > 0, counts

@@ -1,4 +1,5 @@
-"""The fast read path of a trace's ``indices`` and ``offsets``: ``os.preadv`` straight from the file.
+"""The fast read path of a trace's ``indices`` and ``offsets`` (and ``batch_ptr``, read once at open):
+``os.preadv`` straight from the file.
 
 h5py's slicing of these datasets runs at 1-1.6 GB/s (per-call overhead, HDF5's chunk cache and its
 fletcher32 filter summing one 16-bit word at a time), about 1 ms per batch of a criteo-sized trace. Here
@@ -13,10 +14,17 @@ The fletcher32 checksum HDF5 would verify is verified here too, by :func:`fletch
 giving HDF5's value bit for bit): a corrupted byte is still an error, never wrong data. A short read (a
 truncated file) or a checksum mismatch raises :class:`RawReadError`, an ``OSError`` like h5py's own.
 
+Which chunk holds which elements comes from HDF5's chunk index, which the earliest file format (traces
+written before ``TraceWriter`` used ``libver=("v110", "v110")``) does not checksum: a flipped byte there could
+hand out another chunk, whose own checksum is fine. :func:`open_checked` therefore checks the index first
+(every chunk listed once at a valid element offset, of its full size, no two overlapping in the file), and
+:class:`CheckedDataset` checks that HDF5 finds each chunk h5py reads where it is listed: a corrupt index is
+a :class:`RawReadError` too.
+
 :func:`open_raw` returns ``None`` -- read through h5py -- unless both the file and the dataset are plain:
 the ``sec2`` driver on a regular file, no user block, a little-endian machine, a 1-D dataset of exactly the
-expected little-endian integer type, contiguous or chunked layout, no external storage, no filter other
-than fletcher32, and every chunk allocated, with all its filters applied and of the full stored size.
+expected little-endian integer type, contiguous or chunked layout, no external storage and no filter other
+than fletcher32.
 """
 
 from __future__ import annotations
@@ -305,8 +313,139 @@ class RawDataset:
             got += more
 
 
-def open_raw(raw: RawFile, ds: h5py.Dataset, dtype) -> RawDataset | None:
-    """A raw reader of ``ds`` if it is plain (see the module docstring), else ``None`` (use h5py)."""
+def chunk_table(ds: h5py.Dataset) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """``(chunk length, file byte offset of each chunk, its stored size)``, chunks in element order, from one
+    pass over HDF5's index of a chunked 1-D dataset (``None`` for any other dataset); raises
+    :class:`RawReadError` unless the index is consistent.
+
+    Consistent: each of the dataset's chunks listed once, at an element offset that is a multiple of the
+    chunk length, none missing or beyond the dataset's end (every element of a trace was written, so a
+    missing chunk can only be a corrupt index), none with a mandatory filter (fletcher32) skipped, and of
+    exactly the stored size when the filters fix it. Indexes of the earliest file format (v1 B-trees) carry
+    no checksum: this is what turns a flipped byte in one into an error rather than another chunk's data.
+    """
+    if ds.ndim != 1 or ds.chunks is None:
+        return None
+    dcpl = ds.id.get_create_plist()
+    filters = [dcpl.get_filter(i) for i in range(dcpl.get_nfilters())]
+    mandatory = sum(1 << i for i, flt in enumerate(filters) if not flt[1] & h5py.h5z.FLAG_OPTIONAL)
+    c, isz = int(ds.chunks[0]), ds.dtype.itemsize
+    n_chunks = -(-int(ds.shape[0]) // c)
+    exact = {(): c * isz, (h5py.h5z.FILTER_FLETCHER32,): c * isz + _FLETCHER_LEN}.get(tuple(f[0] for f in filters))
+    starts, sizes = np.full(n_chunks, -1, np.int64), np.zeros(n_chunks, np.int64)
+    infos = []
+    if n_chunks:
+        if hasattr(ds.id, "chunk_iter"):
+            ds.id.chunk_iter(infos.append)  # one pass over the chunk index
+        else:
+            infos = [ds.id.get_chunk_info(k) for k in range(ds.id.get_num_chunks())]
+    for info in infos:
+        at = -1 if info.chunk_offset is None else int(info.chunk_offset[0])
+        k, r = divmod(at, c)
+        if r or not 0 <= k < n_chunks:
+            problem = f"a chunk listed at element {at} (chunks of {c} of {int(ds.shape[0])} elements)"
+        elif starts[k] >= 0:
+            problem = f"chunk {k} listed twice"
+        elif info.byte_offset is None or info.byte_offset < 0:
+            problem = f"chunk {k} listed without a file address"
+        elif info.filter_mask & mandatory:
+            problem = f"chunk {k} listed with a filter skipped (mask {info.filter_mask:#x})"
+        elif info.size <= 0 or exact is not None and info.size != exact:
+            problem = f"chunk {k} listed with {info.size} bytes" + (f", not {exact}" if exact else "")
+        else:
+            starts[k], sizes[k] = info.byte_offset, info.size
+            continue
+        raise RawReadError(f"{ds.name}: chunk index is corrupt: {problem}")
+    missing = np.flatnonzero(starts < 0)
+    if missing.size:
+        raise RawReadError(f"{ds.name}: chunk index is corrupt: chunk {int(missing[0])} of {n_chunks} not listed")
+    return c, starts, sizes
+
+
+def check_chunk_tables(tables: dict[str, tuple[int, np.ndarray, np.ndarray] | None]) -> None:
+    """The chunks of all the datasets occupy disjoint byte ranges of the file (see :func:`chunk_table`): an
+    index entry pointing at another chunk is a :class:`RawReadError`."""
+    names = [n for n, t in tables.items() if t is not None]
+    if not names:
+        return
+    starts = np.concatenate([tables[n][1] for n in names])
+    ends = starts + np.concatenate([tables[n][2] for n in names])
+    order = np.argsort(starts, kind="stable")
+    clash = np.flatnonzero(starts[order][1:] < ends[order][:-1])
+    if clash.size:
+        owner = np.repeat(np.arange(len(names)), [tables[n][1].size for n in names])
+        first = np.concatenate([np.arange(tables[n][1].size) for n in names])
+        a, b = order[clash[0]], order[clash[0] + 1]
+        raise RawReadError(f"{names[owner[b]]}: chunk index is corrupt: chunk {first[b]} at byte {starts[b]} overlaps "
+                           f"{names[owner[a]]} chunk {first[a]} at bytes {starts[a]}..{ends[a]}")
+
+
+class CheckedDataset:
+    """Slices of an h5py dataset (``ds[lo:hi]``), each chunk first seen found by HDF5 where
+    :func:`chunk_table` listed it.
+
+    HDF5 reads a chunk after searching its index, and a v1 B-tree search also compares bytes of its keys that
+    a pass over the index (:func:`chunk_table`) never reports (the keys of its inner nodes, and an element-size
+    coordinate in every key): corrupted, the chunk is not found and h5py reads the fill value (zeros) instead.
+    So before a chunk's first read, ``read_direct_chunk`` (the same search) must find it, with the listed size.
+    That reads it once more: h5py's path is the slow one already, for traces :func:`open_raw` cannot read.
+    """
+
+    def __init__(self, ds: h5py.Dataset, table: tuple[int, np.ndarray, np.ndarray]):
+        self.ds, self.dtype, self.shape, self.name = ds, ds.dtype, ds.shape, ds.name
+        self._chunk, _, self._sizes = table
+        self._found = np.zeros(self._sizes.size, bool)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        lo, hi, _ = key.indices(self.shape[0])  # h5py takes steps >= 1 only: the elements lie in [lo, hi)
+        for k in range(lo // self._chunk, -(-hi // self._chunk)) if hi > lo else ():
+            if not self._found[k]:
+                try:
+                    _, data = self.ds.id.read_direct_chunk((k * self._chunk,))
+                except Exception:
+                    data = None
+                if data is None or len(data) != self._sizes[k]:
+                    raise RawReadError(f"{self.name}: chunk index is corrupt: chunk {k} is not found where "
+                                       "it is listed")
+                self._found[k] = True
+        return self.ds[key]
+
+
+def open_checked(f: h5py.File, dtypes: dict[str, np.dtype | None]
+                 ) -> tuple[RawFile | None, dict[str, RawDataset | None], dict[str, h5py.Dataset | CheckedDataset]]:
+    """Check the chunk indexes of the datasets named in ``dtypes`` (:func:`chunk_table`,
+    :func:`check_chunk_tables`) and open a raw reader (:func:`open_raw`) of each whose dtype is given, where
+    the file and the dataset allow it.
+
+    Returns the :class:`RawFile` (``None`` when no dataset is read raw), the raw readers (``None``: use h5py)
+    and the datasets to slice when reading through h5py (a :class:`CheckedDataset` when chunked); raises
+    :class:`RawReadError` for an inconsistent index.
+    """
+    tables = {name: chunk_table(f[name]) for name in dtypes}
+    check_chunk_tables(tables)
+    fd = file_handle(f)
+    raw = None if fd is None else RawFile(fd)
+    readers: dict[str, RawDataset | None] = {}
+    try:
+        for name, dtype in dtypes.items():
+            readers[name] = None if raw is None or dtype is None else open_raw(raw, f[name], dtype, tables[name])
+    except BaseException:
+        if raw is not None:
+            raw.close()
+        raise
+    if raw is not None and all(r is None for r in readers.values()):
+        raw.close()
+        raw = None
+    return raw, readers, {n: f[n] if t is None else CheckedDataset(f[n], t) for n, t in tables.items()}
+
+
+def open_raw(raw: RawFile, ds: h5py.Dataset, dtype,
+             table: tuple[int, np.ndarray, np.ndarray] | None = None) -> RawDataset | None:
+    """A raw reader of ``ds`` if it is plain (see the module docstring), else ``None`` (use h5py).
+
+    ``table`` is the dataset's :func:`chunk_table` when already made; an inconsistent index is a
+    :class:`RawReadError`.
+    """
     dtype = np.dtype(dtype).newbyteorder("<")
     try:
         if ds.ndim != 1 or ds.dtype != dtype or ds.dtype.byteorder not in ("<", "=") or ds.external:
@@ -327,24 +466,7 @@ def open_raw(raw: RawFile, ds: h5py.Dataset, dtype) -> RawDataset | None:
             return RawDataset(raw, ds.name, dtype, size, 0, np.array([off or 0]), False)
         if layout != h5py.h5d.CHUNKED or ds.chunks is None:
             return None
-        c = int(ds.chunks[0])
-        n_chunks = -(-size // c)
-        stored = c * isz + (_FLETCHER_LEN if fletcher else 0)
-        starts = np.full(n_chunks, -1, np.int64)
-        infos = []
-        if n_chunks:
-            if hasattr(ds.id, "chunk_iter"):
-                ds.id.chunk_iter(infos.append)  # one pass over the chunk index
-            else:
-                infos = [ds.id.get_chunk_info(k) for k in range(ds.id.get_num_chunks())]
-        for info in infos:
-            k, r = divmod(int(info.chunk_offset[0]), c)
-            if r or not 0 <= k < n_chunks or info.filter_mask != 0 or info.size != stored or starts[k] >= 0 \
-                    or info.byte_offset is None or info.byte_offset < 0:
-                return None
-            starts[k] = info.byte_offset
-        if np.any(starts < 0):  # a chunk never written reads as the fill value through h5py
-            return None
-        return RawDataset(raw, ds.name, dtype, size, c, starts, fletcher)
     except Exception:  # anything unexpected in the low-level API: h5py's own path will do
         return None
+    c, starts, _ = chunk_table(ds) if table is None else table  # consistent, every chunk of its full size
+    return RawDataset(raw, ds.name, dtype, size, c, starts, fletcher)

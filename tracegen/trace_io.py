@@ -17,9 +17,14 @@ Attributes: ``format``, ``format_version``, ``spec`` (model spec JSON),
 ``num_tables``, ``num_batches``, ``num_lookups`` and ``trace_id`` (a SHA-256
 content hash of the spec and every batch, computed while writing, which plans
 use to name the trace they were made for), and ``attrs_crc32`` (a CRC32 of
-the other attributes). Every dataset is chunked with HDF5's fletcher32 filter,
-so a corrupted byte anywhere in the data or the attributes is an error on read
-(traces written before these checksums existed read without the checks).
+the other attributes; text attributes are fixed-length strings, see
+:mod:`tracegen.trace_attrs`). Every dataset is chunked with HDF5's fletcher32
+filter, and the file is written in HDF5's 1.10 format (``WRITE_LIBVER``), whose
+superblock, object headers and chunk indexes carry checksums too, so a corrupted
+byte anywhere is an error on read. Traces in the earliest format (written before)
+still read, their chunk indexes checked for consistency instead (see
+:mod:`tracegen.trace_fast`); traces written before the fletcher32 checksums existed
+read without the checks.
 
 Files are written under a temporary name and renamed into place when closed,
 so a trace that exists is complete. Reading is batch by batch: a trace larger
@@ -34,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -46,23 +50,14 @@ from tracegen.atomic import atomic_path, is_temporary_sibling, release_reserve, 
 from tracegen.errors import InputError
 from tracegen.jit import njit
 from tracegen.spec import ModelSpec
-from tracegen.trace_fast import ArrayPool, RawFile, file_handle, open_raw
+from tracegen.trace_attrs import ATTRS_CRC, attrs_crc32, fixed_text, plain
+from tracegen.trace_fast import ArrayPool, RawFile, open_checked
 
 TRACE_FORMAT = "screc-trace"
 TRACE_FORMAT_VERSION = 1
 _CHUNK = 1 << 20
 _STREAM_RUN = 1 << 24  # table-by-table batches reach the file in runs of at least 16M lookups
-ATTRS_CRC = "attrs_crc32"  # CRC32 of the other attributes (datasets carry fletcher32 chunk checksums)
-
-
-def attrs_crc32(attrs) -> int:
-    """CRC32 of a trace's attributes other than ``attrs_crc32`` itself, in a canonical JSON form."""
-    def plain(v):
-        v = v.item() if hasattr(v, "item") else v
-        return v.decode() if isinstance(v, bytes) else v
-
-    body = {k: plain(attrs[k]) for k in sorted(attrs) if k != ATTRS_CRC}
-    return zlib.crc32(json.dumps(body, sort_keys=True, default=str).encode())
+WRITE_LIBVER = ("v110", "v110")  # checksummed metadata (superblock v3, v2 object headers and chunk indexes)
 
 
 @dataclass(frozen=True)
@@ -227,7 +222,7 @@ class TraceWriter:
         self._tmp = self._ctx.__enter__()
         self._written_bytes = self._reserved_bytes = 0
         try:
-            self._f = h5py.File(self._tmp, "w")
+            self._f = h5py.File(self._tmp, "w", libver=WRITE_LIBVER)
             tb1 = self.num_tables * self.batch_size + 1
             # chunk about one batch of lookups (4 Ki .. 1 Mi entries), so small traces stay small on disk
             expected = self.batch_size * sum(max(1.0, t.pooling.mean_lookups) for t in self.spec.tables)
@@ -369,16 +364,16 @@ class TraceWriter:
                 raise ValueError("trace closed inside begin_batch() ... end_batch()")
             if exc_type is None:
                 a = f.attrs
-                a["format"] = TRACE_FORMAT
+                a["format"] = fixed_text(TRACE_FORMAT)
                 a["format_version"] = TRACE_FORMAT_VERSION
-                a["spec"] = self.spec.to_json()
-                a["params"] = json.dumps(self.params, sort_keys=True)
+                a["spec"] = fixed_text(self.spec.to_json())
+                a["params"] = fixed_text(json.dumps(self.params, sort_keys=True))
                 a["seed"] = -1 if self.seed is None else int(self.seed)
                 a["batch_size"] = self.batch_size
                 a["num_tables"] = self.num_tables
                 a["num_batches"] = self._n_batches
                 a["num_lookups"] = self._n_lookups
-                a["trace_id"] = self.trace_id
+                a["trace_id"] = fixed_text(self.trace_id)
                 a[ATTRS_CRC] = attrs_crc32(a)
             f.close()  # flushes: a full disk can surface here
             release_reserve(self._tmp)
@@ -423,8 +418,8 @@ class TraceReader:
 
     def _open(self) -> None:
         a = self._f.attrs
-        if a.get("format") != TRACE_FORMAT:
-            raise InputError(f"not a screc trace (format attribute is {a.get('format')!r})", self.path)
+        if plain(a.get("format")) != TRACE_FORMAT:
+            raise InputError(f"not a screc trace (format attribute is {plain(a.get('format'))!r})", self.path)
         ver = int(a.get("format_version", -1))
         if ver != TRACE_FORMAT_VERSION:
             raise InputError(f"trace format version {ver} is not supported (expected {TRACE_FORMAT_VERSION})",
@@ -433,43 +428,39 @@ class TraceReader:
             if name not in self._f:
                 raise InputError(f"missing dataset {name!r}", self.path)
         try:
-            self.spec = ModelSpec.from_json(str(a["spec"]))
+            self.spec = ModelSpec.from_json(str(plain(a["spec"])))
         except Exception as e:
             raise InputError(f"bad spec attribute: {e}", self.path) from None
-        self.params = json.loads(str(a.get("params", "{}")))
+        self.params = json.loads(str(plain(a.get("params", "{}"))))
         self.seed = int(a.get("seed", -1))
         self.batch_size = int(a["batch_size"])
         self.num_tables = int(a["num_tables"])
         self.num_batches = int(a["num_batches"])
         self.num_lookups = int(a["num_lookups"])
-        self.trace_id = str(a["trace_id"])
+        self.trace_id = str(plain(a["trace_id"]))
         if ATTRS_CRC in a and int(a[ATTRS_CRC]) != attrs_crc32(a):
             raise InputError("corrupt trace: its attributes do not match their checksum", self.path)
         if self.num_tables != self.spec.num_tables:
             raise InputError(f"num_tables {self.num_tables} != {self.spec.num_tables} tables in spec", self.path)
         self.rows = np.array([t.rows for t in self.spec.tables], dtype=np.int64)
         self._tb1 = self.num_tables * self.batch_size + 1
-        self._offsets_ds, self._indices_ds = self._f["offsets"], self._f["indices"]
-        self.batch_ptr = self._f["batch_ptr"][:].astype(np.int64)
-        if self.batch_ptr.shape != (self.num_batches + 1,):
+        if self._f["batch_ptr"].shape != (self.num_batches + 1,):
             raise InputError("batch_ptr length does not match num_batches", self.path)
         if self._f["offsets"].shape != (self.num_batches * self._tb1,):
             raise InputError("offsets length is not num_batches * (T*B+1)", self.path)
-        if self._f["indices"].shape != (self.num_lookups,) or self.batch_ptr[-1] != self.num_lookups:
+        if self._f["indices"].shape != (self.num_lookups,):
+            raise InputError("indices length does not match num_lookups", self.path)
+        idx_dtype = self._f["indices"].dtype if self._f["indices"].dtype in (np.int32, np.int64) else None
+        # chunk indexes checked; raw readers (None: h5py) where the file and datasets allow them
+        self._raw, raw, h5 = open_checked(self._f, {"offsets": np.int64, "indices": idx_dtype, "batch_ptr": np.int64})
+        self._raw_off, self._raw_idx, raw_ptr = raw["offsets"], raw["indices"], raw["batch_ptr"]
+        self._offsets_ds, self._indices_ds = h5["offsets"], h5["indices"]
+        ptr = h5["batch_ptr"][:] if raw_ptr is None else raw_ptr.read(0, raw_ptr.size)
+        self.batch_ptr = ptr.astype(np.int64)
+        if self.batch_ptr[-1] != self.num_lookups:
             raise InputError("indices length does not match num_lookups", self.path)
         if self.batch_ptr[0] != 0 or np.any(np.diff(self.batch_ptr) < 0):
             raise InputError("batch_ptr is not monotonic", self.path)
-        self._raw_off = self._raw_idx = None  # raw readers, when the file and datasets allow them
-        fd = file_handle(self._f)
-        if fd is not None:
-            self._raw = RawFile(fd)
-            self._raw_off = open_raw(self._raw, self._offsets_ds, np.int64)
-            idx_dtype = self._indices_ds.dtype
-            if idx_dtype in (np.dtype(np.int32), np.dtype(np.int64)):
-                self._raw_idx = open_raw(self._raw, self._indices_ds, idx_dtype)
-            if self._raw_off is None and self._raw_idx is None:
-                self._raw.close()
-                self._raw = None
 
     def __enter__(self) -> "TraceReader":
         return self
