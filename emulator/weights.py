@@ -20,6 +20,7 @@ from tracegen.errors import InputError
 from tracegen.spec import TableSpec
 
 NOISE_BLOCK_ROWS = 65536  # noise is seeded per block of this many rows, independent of chunking
+SIGNAL_BLOCK_ROWS = 4096  # the signal is expanded per aligned block of this many rows (see SyntheticRows.read)
 SIGNAL_STD = 0.1
 
 
@@ -74,8 +75,27 @@ class SyntheticRows:
 
         return tt_rebuild_range(tt, start, stop)
 
+    def _signal(self, start: int, stop: int) -> np.ndarray:
+        """The signal rows ``[start, stop)``, each computed inside its aligned block.
+
+        BLAS kernels may round a row differently depending on the shape of the
+        GEMM it falls in (vector tails, FMA or not: seen on AVX2 machines), so
+        every row is always computed within the same aligned block of
+        ``SIGNAL_BLOCK_ROWS`` rows: any split of a table into reads gives the
+        same bits.
+        """
+        b0, b1 = start // SIGNAL_BLOCK_ROWS, -(-stop // SIGNAL_BLOCK_ROWS)
+        if b1 - b0 == 1 and stop - start == min((b0 + 1) * SIGNAL_BLOCK_ROWS, self.rows) - b0 * SIGNAL_BLOCK_ROWS:
+            return self._expand(self.signal, start, stop)
+        out = np.empty((stop - start, self.dim), dtype=np.float32)
+        for b in range(b0, b1):
+            lo, hi = b * SIGNAL_BLOCK_ROWS, min((b + 1) * SIGNAL_BLOCK_ROWS, self.rows)
+            s, e = max(lo, start), min(hi, stop)
+            out[s - start : e - start] = self._expand(self.signal, lo, hi)[s - lo : e - lo]
+        return out
+
     def read(self, start: int, stop: int) -> np.ndarray:
-        out = self._expand(self.signal, start, stop)
+        out = self._signal(start, stop)
         if self.noise_std > 0:
             b0, b1 = start // NOISE_BLOCK_ROWS, -(-stop // NOISE_BLOCK_ROWS)
             for b in range(b0, b1):

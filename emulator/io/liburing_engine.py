@@ -78,17 +78,48 @@ _RETRYABLE = (errno.EINTR, errno.EAGAIN)
 _KEY_SHIFT = 31  # iovec cache key: dest_offset << 31 | nbytes (nbytes <= 2**30)
 
 
+_PROBE = """
+import liburing as lu
+ring = lu.Ring()
+try:
+    lu.io_uring_queue_init(2, ring)
+except OSError as e:
+    print(f"io_uring_queue_init failed: {e.strerror} (errno {e.errno}); kernel too old or io_uring disabled")
+    raise SystemExit(3)
+lu.io_uring_queue_exit(ring)
+"""
+_probe_result: tuple[bool, str] | None = None
+
+
 def liburing_available() -> tuple[bool, str]:
-    """``(True, "")`` if the liburing package can create an io_uring here, else ``(False, reason)``."""
+    """``(True, "")`` if the liburing package can create an io_uring here, else ``(False, reason)``.
+
+    The check runs in a child process once per process: the package's wheel is
+    compiled for newer CPUs than some machines have, and on those its first call
+    kills the process with SIGILL instead of raising.
+    """
+    global _probe_result
     if _lu is None:
         return False, _IMPORT_ERROR
-    ring = _lu.Ring()
-    try:
-        _lu.io_uring_queue_init(2, ring)
-    except OSError as e:
-        return False, f"io_uring_queue_init failed: {e.strerror} (errno {e.errno}); kernel too old or io_uring disabled"
-    _lu.io_uring_queue_exit(ring)
-    return True, ""
+    if _probe_result is None:
+        import signal
+        import subprocess
+        import sys
+
+        try:
+            proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            _probe_result = (False, f"the liburing probe could not run: {e}")
+        else:
+            if proc.returncode == 0:
+                _probe_result = (True, "")
+            elif proc.returncode == -signal.SIGILL:
+                _probe_result = (False, "the liburing package's wheel uses instructions this CPU lacks (SIGILL)")
+            else:
+                why = (proc.stdout.strip() or proc.stderr.strip().splitlines()[-1:] or ["unknown error"])
+                why = why if isinstance(why, str) else why[0]
+                _probe_result = (False, f"the liburing package cannot create a ring: {why}")
+    return _probe_result
 
 
 class LiburingEngine(IOEngine):
