@@ -10,7 +10,7 @@ from tracegen import trace_fast
 from tracegen.errors import InputError
 from tracegen.trace_io import Batch, TraceReader, TraceWriter, check_batch, check_csr, check_rows
 
-from conftest import small_spec
+from tests.conftest import small_spec
 
 
 def _write(path, batches, spec=None):

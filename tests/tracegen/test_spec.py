@@ -5,7 +5,7 @@ import pytest
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec, PoolingSpec, TableSpec, load_spec_file
 
-from conftest import small_spec
+from tests.conftest import small_spec
 
 
 def test_json_round_trip():

@@ -27,7 +27,7 @@ from tracegen.locality import (
 from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
 from tracegen.trace_io import Batch, TraceReader
 
-META_2021 = Path("/work/shared/data/dlrm_datasets_2021_locality_stats.txt")
+META_2021 = Path(__file__).resolve().parents[1] / "data" / "dlrm_datasets_2021_locality_stats.txt"
 needs_meta = pytest.mark.skipif(not META_2021.is_file(), reason=f"{META_2021} (Meta's published stats) not present")
 
 

@@ -192,7 +192,7 @@ def test_expected_stats_of_a_full_size_preset(capsys):
 
 
 def test_calibrate_bad_or_truncated_target(tmp_path, capsys):
-    good = (Path(__file__).resolve().parents[2] / "shared" / "data" / "dlrm_datasets_2021_locality_stats.txt")
+    good = (Path(__file__).resolve().parents[1] / "data" / "dlrm_datasets_2021_locality_stats.txt")
     text = good.read_text() if good.is_file() else "name\nHistogram of col sizes:\n(0, 1]: 1.0\n" * 2
     cut = tmp_path / "cut.txt"
     cut.write_text(text[: len(text) // 3 + 7])  # ends inside a histogram

@@ -24,8 +24,7 @@ from tracegen.presets import get_preset
 from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
 from tracegen.trace_io import TraceReader
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-META_2021 = DATA / "dlrm_datasets_2021_locality_stats.txt"
+META_2021 = Path(__file__).resolve().parents[1] / "data" / "dlrm_datasets_2021_locality_stats.txt"
 needs_meta = pytest.mark.skipif(not META_2021.is_file(), reason=f"{META_2021} (Meta's published stats) not present")
 GOAL_L1 = 0.10
 
