@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 from bench.common import check_out, emit_result, format_bytes
-from emulator.kernels import pool_rows
+from emulator.kernels.pooling import pool_rows
 from tracegen.errors import InputError
 
 N_BATCHES = 4  # distinct batches per timed pass (so one batch's rows are not all cached by its repeat)

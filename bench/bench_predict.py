@@ -76,7 +76,7 @@ class PredictConfig:
 
 def _replay_steady_s(store, reader, plan, cfg: PredictConfig, profile: int) -> tuple[float, float]:
     """(steady-state seconds per batch, seconds per batch including the first) of one replay."""
-    from emulator.replay import Replayer, ReplayConfig
+    from emulator.replay.engine import Replayer, ReplayConfig
 
     rc = ReplayConfig(engine=cfg.engine, queue_depth=cfg.queue_depth, start_batch=profile, max_batches=cfg.batches)
     with Replayer(store, plan, rc) as rep:
@@ -88,7 +88,7 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
     """Solve every planner x budget, replay each plan ``repeats`` times; returns a JSON-ready dict."""
     from bench.cmd_plan import SolveConfig, solve_plan
     from emulator.plan import Plan
-    from emulator.store import Store
+    from emulator.store.store import Store
     from plans.calibration import measure_calibration
     from tracegen.trace_io import TraceReader
 

@@ -5,7 +5,7 @@ p=(200,220,250) rows, q=(4,4,4) -> dim 64) are built, and batches of
 ``batch`` row ids drawn **uniformly at random** over all rows (duplicates
 within a batch removed, as the cold rows of one batch of one table would be;
 ``--distribution zipf`` draws Zipf(1.05)-ranked rows scattered by a fixed
-permutation instead) are rebuilt by ``emulator.tt_kernels.tt_rebuild_rows``
+permutation instead) are rebuilt by ``emulator.tt.kernels.tt_rebuild_rows``
 for ``seconds``. Batches are drawn before the clock starts. With ``threads``
 > 1, that many Python threads each rebuild their own batches (the kernel
 releases the GIL), as a server would rebuild several tables side by side; the
@@ -38,8 +38,8 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.common import check_out, emit_result
-from emulator.tt import random_tt
-from emulator.tt_kernels import tt_rebuild_flops, tt_rebuild_rows, unique_prefix_counts
+from emulator.tt.decomposition import random_tt
+from emulator.tt.kernels import tt_rebuild_flops, tt_rebuild_rows, unique_prefix_counts
 from tracegen.errors import InputError
 
 FLOPS_FORMULA = ("sum_k U_k * 2 * (q_1..q_{k-1}) * r_{k-1} * q_k * r_k over distinct prefixes "

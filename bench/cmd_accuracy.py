@@ -12,7 +12,7 @@ from bench.common import stdout_console, write_json
 from emulator.accuracy import accuracy_report
 from emulator.dense import DenseConfig, DenseModel
 from emulator.plan import Plan
-from emulator.store import Store
+from emulator.store.store import Store
 from tracegen.atomic import check_writable
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader

@@ -68,7 +68,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise InputError(f"--seconds must be a finite number > 0, got {args.seconds}")
     check_writable(args.output)  # before measuring for seconds
     if args.store:
-        from emulator.store import Store
+        from emulator.store.store import Store
 
         target = Store.open(args.store)
     else:

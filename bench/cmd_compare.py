@@ -28,8 +28,8 @@ from rich.table import Table
 from bench.cmd_replay import add_replay_args, run_replay
 from bench.common import format_bytes, is_live, parse_size, stdout_console, write_json
 from emulator.plan import Plan, TablePlacement, uniform_plan
-from emulator.replay import ReplayConfig
-from emulator.store import Store
+from emulator.replay.engine import ReplayConfig
+from emulator.store.store import Store
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 
@@ -39,7 +39,7 @@ _PLANNER = {"static-topk": "static-topk", "screc": "mip"}
 
 def lru_plan(store: Store, reader: TraceReader, budget_bytes: int, profile: int) -> Plan:
     """Cache rows per table in proportion to the table's lookups in the profiling batches."""
-    from emulator.cache import cache_bytes_per_row
+    from emulator.replay.cache import cache_bytes_per_row
 
     lookups = np.zeros(len(store.tables))
     for b in reader.batches(0, profile):

@@ -12,9 +12,9 @@ from rich.table import Table
 from bench.cmd_replay import make_plan, run_replay
 from bench.cmd_store import _ProgressAdapter
 from bench.common import format_bytes, is_live, make_progress, stdout_console, write_json
-from emulator.replay import ReplayConfig
-from emulator.store import StoreBuildConfig
-from emulator.store_build import build_store, verify_store
+from emulator.replay.engine import ReplayConfig
+from emulator.store.store import StoreBuildConfig
+from emulator.store.build import build_store, verify_store
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 

@@ -102,7 +102,7 @@ def solve_plan(cfg: SolveConfig, measured: dict | None = None) -> tuple[Plan, li
         stats = modelled_stats(load_model(cfg.model))
         notes.append(f"statistics modelled from the Zipf parameters of {cfg.model}")
     else:
-        from emulator.store import Store
+        from emulator.store.store import Store
         from plans.stats import attach_store, trace_stats
         from tracegen.trace_io import TraceReader
 
@@ -249,7 +249,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     if args.store:
-        from emulator.store import Store
+        from emulator.store.store import Store
 
         plan.check_store(Store.open(args.store).store_id, args.plan)
     if args.json:

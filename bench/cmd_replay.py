@@ -7,9 +7,9 @@ import sys
 
 from bench.common import format_bytes, is_live, stderr_console, stdout_console, write_json
 from emulator.plan import Plan, TablePlacement, uniform_plan
-from emulator.replay import Replayer, ReplayConfig
-from emulator.stats import ReplayStats
-from emulator.store import Store
+from emulator.replay.engine import Replayer, ReplayConfig
+from emulator.replay.counters import ReplayStats
+from emulator.store.store import Store
 from tracegen.atomic import check_writable
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader

@@ -3,7 +3,7 @@
 Result files are written by :func:`bench.results.write_run`. The payloads this
 command reads (the schema ``replay`` and ``compare`` follow):
 
-``replay`` payload (one policy on one trace; :meth:`emulator.stats.ReplayStats.summary`
+``replay`` payload (one policy on one trace; :meth:`emulator.replay.counters.ReplayStats.summary`
 produces every key but ``verify`` and ``access_curves``)::
 
     policy           str    name used in legends ("all-dram", "all-ssd", "all-tt", "lru", "mip", ...)
@@ -49,7 +49,7 @@ from typing import Any, Mapping, Sequence
 
 from bench.common import stdout_console
 from bench.results import load_run
-from emulator.stats import TIER_NAMES, LatencyHistogram
+from emulator.replay.counters import TIER_NAMES, LatencyHistogram
 from tracegen.atomic import atomic_path
 from tracegen.errors import InputError
 

@@ -8,8 +8,8 @@ import time
 from rich.table import Table
 
 from bench.common import format_bytes, make_progress, stdout_console, write_json
-from emulator.store import Store, StoreBuildConfig
-from emulator.store_build import build_store, verify_store
+from emulator.store.store import Store, StoreBuildConfig
+from emulator.store.build import build_store, verify_store
 from tracegen.errors import InputError
 
 

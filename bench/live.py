@@ -1,6 +1,6 @@
 """The live replay dashboard: a pure ``render(snapshot)``, a one-line fallback, and the view.
 
-``render`` and ``plain_line`` are pure functions of an :class:`emulator.stats.Snapshot`
+``render`` and ``plain_line`` are pure functions of an :class:`emulator.replay.counters.Snapshot`
 (rich's ``live.py`` pattern: the display never touches the data). :class:`LiveView`
 drives them from a background thread, so the replay loop never waits for the
 terminal: with ``live=True`` it refreshes a rich ``Live`` a few times a second;
@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.common import format_bytes
-from emulator.stats import CoreCounters, DeviceCounters, ReplayStats, Snapshot, TierCounters
+from emulator.replay.counters import CoreCounters, DeviceCounters, ReplayStats, Snapshot, TierCounters
 
 _BAR_WIDTH = 40
 

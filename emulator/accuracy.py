@@ -1,6 +1,6 @@
 """How much serving rows from TT cores changes the model's output: the TT accuracy report.
 
-The same batches of a trace are replayed twice through :class:`emulator.replay.Replayer`,
+The same batches of a trace are replayed twice through :class:`emulator.replay.engine.Replayer`,
 once under a raw plan (every row raw: ``all-dram`` or ``all-ssd``, the exact
 embeddings) and once under the plan being judged (typically TT-served tables),
 in lockstep, one batch at a time. Per table and over all tables the report
@@ -30,8 +30,8 @@ import numpy as np
 
 from emulator.dense import DenseModel, dense_features
 from emulator.plan import Plan, uniform_plan
-from emulator.replay import KIND_STAGED, Replayer, ReplayConfig
-from emulator.store import Store
+from emulator.replay.engine import KIND_STAGED, Replayer, ReplayConfig
+from emulator.store.store import Store
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 

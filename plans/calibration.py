@@ -7,12 +7,12 @@
   file in a directory, with ``emulator.io``'s io_uring engine (the pread engine
   when io_uring is unavailable; either way the calibration's ``notes`` say);
 * the host DRAM gather-and-pool rate at two row sizes (fitted to a per-lookup
-  plus a per-byte cost), with ``emulator.kernels.pool_rows`` (NumPy when
+  plus a per-byte cost), with ``emulator.kernels.pooling.pool_rows`` (NumPy when
   that module is missing);
 * one memory-centric core: rows extracted from 4 KiB page buffers and pooled
   (NumPy);
 * one compute-centric core: TT rows rebuilt per second by rank, on a reference
-  shape (``emulator.tt_kernels.tt_rebuild_rows`` when it exists, else the
+  shape (``emulator.tt.kernels.tt_rebuild_rows`` when it exists, else the
   NumPy reference), expressed in flops too;
 * the replay host thread's costs (``Calibration.host``): the real engine
   replays synthetic batches under several plans and the per-batch, per-table,
@@ -209,16 +209,16 @@ def _pool_numpy(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
 def measure_dram(seconds: float, rng: np.random.Generator, notes: list[str], clock: Clock) -> tuple[float, float]:
     """(lookups per second, bytes per second) of one host thread gathering and pooling rows."""
     try:
-        from emulator.kernels import pool_rows
+        from emulator.kernels.pooling import pool_rows
 
         def pool(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
             offsets = np.arange(0, ids.size + 1, POOL_BAG, dtype=np.int64)
             return pool_rows(table, ids, offsets, np.empty((offsets.size - 1, table.shape[1]), np.float32))
 
-        notes.append("DRAM rate measured with emulator.kernels.pool_rows (1 thread)")
+        notes.append("DRAM rate measured with emulator.kernels.pooling.pool_rows (1 thread)")
     except ImportError:
         pool = _pool_numpy
-        notes.append("DRAM rate measured with NumPy gather + fixed-bag sums (emulator.kernels unavailable)")
+        notes.append("DRAM rate measured with NumPy gather + fixed-bag sums (emulator.kernels.pooling unavailable)")
     per_lookup_s = []
     row_bytes = []
     for dim in (16, 256):
@@ -251,16 +251,16 @@ def measure_mem_core(seconds: float, rng: np.random.Generator, clock: Clock) -> 
 def measure_tt(seconds: float, ranks: Sequence[int], rng: np.random.Generator, notes: list[str],
                clock: Clock) -> tuple[dict[int, float], float]:
     """TT rows rebuilt per second per rank on one core, and the median flops per second."""
-    from emulator.tt import random_tt, tt_rebuild_rows_reference
+    from emulator.tt.decomposition import random_tt, tt_rebuild_rows_reference
 
     rebuild = tt_rebuild_rows_reference
     try:
-        from emulator.tt_kernels import tt_rebuild_rows
+        from emulator.tt.kernels import tt_rebuild_rows
 
         rebuild = tt_rebuild_rows
-        notes.append("TT rate measured with emulator.tt_kernels.tt_rebuild_rows")
+        notes.append("TT rate measured with emulator.tt.kernels.tt_rebuild_rows")
     except ImportError:
-        notes.append("TT rate measured with the NumPy reference (emulator.tt_kernels unavailable)")
+        notes.append("TT rate measured with the NumPy reference (emulator.tt.kernels unavailable)")
     rates, flops = {}, []
     rows_total = int(np.prod(TT_REFERENCE_P_SHAPES))
     for r in ranks:
@@ -272,7 +272,7 @@ def measure_tt(seconds: float, ranks: Sequence[int], rng: np.random.Generator, n
             t = _timed(lambda: rebuild(tt, ids), seconds / len(ranks), clock)
         except TypeError:  # a kernel with another signature: fall back to the reference
             rebuild = tt_rebuild_rows_reference
-            notes.append("emulator.tt_kernels.tt_rebuild_rows has another signature; NumPy reference used")
+            notes.append("emulator.tt.kernels.tt_rebuild_rows has another signature; NumPy reference used")
             t = _timed(lambda: rebuild(tt, ids), seconds / len(ranks), clock)
         rates[int(r)] = n / t
         flops.append(rates[int(r)] * tt_flops_per_row(TT_REFERENCE_Q_SHAPES, ranks_full))
@@ -281,8 +281,8 @@ def measure_tt(seconds: float, ranks: Sequence[int], rng: np.random.Generator, n
 
 def _scratch_store(directory: Path, seed: int):
     """A small store (8 tables, two of them TT-compressed) to fit host costs on when no store is given."""
-    from emulator.store import Store, StoreBuildConfig
-    from emulator.store_build import build_store
+    from emulator.store.store import Store, StoreBuildConfig
+    from emulator.store.build import build_store
     from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
 
     rows = (20000, 5000, 2000, 500, 200, 50, 10, 1)
@@ -298,7 +298,7 @@ def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Se
                         scratch_bytes: int = SCRATCH_FILE_BYTES, clock: Clock = time.perf_counter,
                         host_costs: bool = True, replay_batches: int = 16,
                         queue_depth: int = DEFAULT_QUEUE_DEPTH, on_sample=None) -> Calibration:
-    """Measure this machine. ``store_or_dir``: an ``emulator.store.Store`` (its raw files are read and its
+    """Measure this machine. ``store_or_dir``: an ``emulator.store.store.Store`` (its raw files are read and its
     tables replayed) or a directory on the disk to measure (a scratch file, and for the host costs a small
     scratch store, are written there and removed). ``seconds`` budgets the rate measurements; the host-cost
     replays (``host_costs``) take as long as ``replay_batches`` batches under each calibration plan need."""

@@ -1,4 +1,4 @@
-"""The host thread's costs, measured by running the real replay engine (:class:`emulator.replay.Replayer`).
+"""The host thread's costs, measured by running the real replay engine (:class:`emulator.replay.engine.Replayer`).
 
 On this machine every emulated core shares one host thread: per batch it
 reads the trace, then per table splits lookups by tier and plans page reads
@@ -180,7 +180,7 @@ def _flops_by_table(store, plan) -> list[float]:
 
 def batch_features(prepared, n_devices: int, flops: Sequence[float]) -> tuple[dict[str, float], list, list]:
     """What the host does for one prepared batch (see :data:`FEATURES`), and reads and pages per device."""
-    from emulator.replay import KIND_PAGE, KIND_STAGED
+    from emulator.replay.engine import KIND_PAGE, KIND_STAGED
 
     f = dict.fromkeys(FEATURES, 0.0)
     f["batch"] = 1.0
@@ -225,7 +225,7 @@ class _Job:
 
     def run(self) -> None:
         """One timed replay of the whole trace, as ``screc replay`` runs it (pipelined, with live statistics)."""
-        from emulator.stats import ReplayStats
+        from emulator.replay.counters import ReplayStats
 
         rep = self.rep
         c0 = [e.counters() for e in rep.engines]
@@ -351,9 +351,9 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
     import contextlib
 
     from emulator.plan import DevicePlan, Plan, TablePlacement
-    from emulator.replay import Replayer, ReplayConfig
-    from emulator.store import Store, StoreBuildConfig
-    from emulator.store_build import build_store
+    from emulator.replay.engine import Replayer, ReplayConfig
+    from emulator.store.store import Store, StoreBuildConfig
+    from emulator.store.build import build_store
     from tracegen.spec import ModelSpec
     from tracegen.trace_io import TraceReader
 

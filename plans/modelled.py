@@ -134,7 +134,7 @@ MODELLED_TT_REL_ERROR = {8: 0.12, 16: 0.08, 32: 0.05, 64: 0.03}
 
 def modelled_tt_variants(rows: int, dim: int, itemsize: int = 4,
                          ranks: Sequence[int] = (8, 16, 32)) -> list[TTVariant]:
-    from emulator.tt import factorize_dim, factorize_rows
+    from emulator.tt.decomposition import factorize_dim, factorize_rows
 
     p, q = factorize_rows(rows), factorize_dim(dim)
     out = []

@@ -286,8 +286,8 @@ def remap_store(store: Any, remap: Remap, out_dir: str | os.PathLike,
     "original"``) and ships the remap file, so a TT lookup of new id n reads
     old id ``remap.old_ids(n)``.
     """
-    from emulator.layout import RowLayout
-    from emulator.store import Store, file_crcs, manifest_id
+    from emulator.store.layout import RowLayout
+    from emulator.store.store import Store, file_crcs, manifest_id
 
     out = Path(out_dir)
     manifest = json.loads(json.dumps(store.manifest))  # deep copy

@@ -53,7 +53,7 @@ fi
 import sys
 from pathlib import Path
 from emulator.plan import Plan, TablePlacement
-from emulator.store import Store
+from emulator.store.store import Store
 d = Path(sys.argv[1])
 s = Store.open(d / "store")
 Plan(store_id=s.store_id, planner="half-hot",

@@ -26,8 +26,8 @@ def tiny_trace(tmp_path_factory, tiny_spec):
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory, tiny_spec):
-    from emulator.store import StoreBuildConfig
-    from emulator.store_build import build_store
+    from emulator.store.store import StoreBuildConfig
+    from emulator.store.build import build_store
 
     path = tmp_path_factory.mktemp("store") / "tiny"
     build_store(tiny_spec, path, StoreBuildConfig(weights_seed=1, tt_ranks=(4, 8)))

@@ -260,7 +260,7 @@ def cache_set_naive(key, seed, n_sets):
 
 
 class RowCacheNaive:
-    """Reference for ``emulator.cache.RowCache``: Python lists, one key at a time, the same rules
+    """Reference for ``emulator.replay.cache.RowCache``: Python lists, one key at a time, the same rules
     (victim = unpinned way with the smallest stamp, empty stamp -1; each probe / admit takes a tick)."""
 
     def __init__(self, capacity_rows, dim, ways=16, seed=0, prefix_rows=0):

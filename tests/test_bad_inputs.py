@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.plan import Plan, uniform_plan
-from emulator.reference import pool_reference
-from emulator.replay import Replayer, ReplayConfig
-from emulator.store import Store, manifest_id
+from emulator.kernels.reference import pool_reference
+from emulator.replay.engine import Replayer, ReplayConfig
+from emulator.store.store import Store, manifest_id
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 

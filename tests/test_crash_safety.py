@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emulator.store import Store, StoreBuildConfig
-from emulator.store_build import build_store, verify_store
+from emulator.store.store import Store, StoreBuildConfig
+from emulator.store.build import build_store, verify_store
 from tracegen.atomic import clean_stale_siblings, is_temporary_sibling
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 
-from conftest import one_line_error, run_cli
+from tests.conftest import one_line_error, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -40,14 +40,14 @@ KILLS: Counter = Counter()
 # says "ready" once imports are done, then runs the command line.
 CHILD = r"""
 import os, signal, sys
-import bench.cli, emulator.store, emulator.store_build, emulator.tt, tracegen.atomic as atomic, tracegen.trace_io
+import bench.cli, emulator.store.store, emulator.store.build, emulator.tt.decomposition, tracegen.atomic as atomic, tracegen.trace_io
 import tracegen.generate
 point, k, when = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 argv = sys.argv[4:]
 targets = {  # point -> the functions whose calls it counts (together)
-    "raw_write": [(emulator.store._ChecksummedWriter, "write")],
-    "tt_save": [(emulator.tt, "save_tt")],
-    "store_fsync": [(emulator.store_build, "fsync_file")],
+    "raw_write": [(emulator.store.store._ChecksummedWriter, "write")],
+    "tt_save": [(emulator.tt.decomposition, "save_tt")],
+    "store_fsync": [(emulator.store.build, "fsync_file")],
     "fsync_file": [(atomic, "fsync_file")],
     "fsync_dir": [(atomic, "fsync_dir")],
     "exchange": [(atomic, "_exchange")],
@@ -247,7 +247,7 @@ def test_build_refuses_to_replace_a_directory_that_is_not_a_store(tmp_path, tiny
 
 def test_disk_full_while_writing_raw_rows(tmp_path, tiny_spec, previous_store, monkeypatch, capsys):
     """ENOSPC after N bytes (the writer's file object): clear error, temporaries removed, previous intact."""
-    import emulator.store as store_mod
+    import emulator.store.store as store_mod
 
     prev_path, prev_id = previous_store
     out = tmp_path / "s"

@@ -30,7 +30,7 @@ import numpy as np
 from emulator.io import _sys
 from emulator.io.types import (ST_BYTES, ST_ERRNO, ST_FAILED_INDEX, ST_MAX_IN_FLIGHT, ST_RETRIES, ST_SHORT,
                                 ST_SUBMITTED, ST_SYSCALLS, new_stats)
-from emulator.jit import njit
+from emulator.kernels.jit import njit
 
 EINTR = 4
 EAGAIN = 11

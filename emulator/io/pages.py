@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emulator.io.types import PAGE_BYTES
-from emulator.jit import njit
+from emulator.kernels.jit import njit
 
 
 @njit

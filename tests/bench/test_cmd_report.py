@@ -1,0 +1,92 @@
+"""Tests for bench.cmd_report: `screc report` draws PNGs from synthetic result files."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib", reason="matplotlib (the 'plots' extra) is not installed")
+
+from bench.cli import main  # noqa: E402
+from bench.cmd_report import PLOT_FILES, default_out_dir, make_report, replay_rows  # noqa: E402
+from bench.results import load_run, write_run  # noqa: E402
+from emulator.replay.counters import LatencyHistogram  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(policy: str, qps: float, seed: int, tiers: dict) -> dict:
+    h = LatencyHistogram()
+    h.record_many(np.random.default_rng(seed).lognormal(np.log(1e-3 * 1000 / qps), 0.5, 500))
+    return {"policy": policy, "batches": 500, "samples": 500 * 64, "lookups": 500 * 64 * 26, "qps": qps,
+            "latency_s": {"p50": h.percentile(50), "p95": h.percentile(95), "p99": h.percentile(99),
+                          "max": h.max_s, "mean": h.mean_s},
+            "latency_hist": h.to_dict(), "tiers": {k: {"share": v} for k, v in tiers.items()}}
+
+
+def _sweep_run(tmp_path):
+    curves = {f"t{i}": {"k": [1, 10, 100, 1000, 10000], "share": [0.1 * i, 0.3, 0.6, 0.85, 1.0]} for i in range(3)}
+    sweep = [{"dram_budget_bytes": gib << 30,
+              "rows": [_row("all-ssd", 1000.0, 1, {"ssd_raw": 1.0}),
+                       _row("mip", 1500.0 * gib, 2, {"dram": 0.5 * gib, "ssd_raw": 1 - 0.5 * gib})]}
+             for gib in (1, 2)]
+    return write_run("compare", ["screc", "compare"], {"sweep": sweep, "access_curves": curves},
+                     runs_dir=tmp_path / "runs")
+
+
+def _replay_run(tmp_path):  # an older-style run: percentiles only, no histogram, no curves
+    payload = {"policy": "all-dram", "qps": 9000.0, "dram_budget_bytes": 4 << 30,
+               "latency_s": {"p50": 1e-4, "p95": 2e-4, "p99": 3e-4, "max": 1e-3},
+               "tiers": {"dram": {"share": 1.0}}}
+    return write_run("replay", ["screc", "replay"], payload, runs_dir=tmp_path / "runs")
+
+
+def test_rows_are_flattened_with_their_budgets(tmp_path):
+    rows = replay_rows(load_run(_sweep_run(tmp_path)))
+    assert [(r["policy"], r["dram_budget_bytes"] >> 30) for r in rows] == [
+        ("all-ssd", 1), ("mip", 1), ("all-ssd", 2), ("mip", 2)]
+
+
+def test_report_draws_every_plot(tmp_path):
+    out = tmp_path / "plots"
+    files = make_report([_sweep_run(tmp_path), _replay_run(tmp_path) / "result.json"], out)
+    assert sorted(f.name for f in files) == sorted(PLOT_FILES)
+    for f in files:
+        assert f.read_bytes()[:8] == PNG_MAGIC and f.stat().st_size > 5000
+
+
+def test_single_replay_run_draws_what_it_can(tmp_path):
+    run_dir = _replay_run(tmp_path)
+    files = make_report([run_dir], default_out_dir([str(run_dir)]))
+    # one budget -> no budget sweep plot; no curves -> no access curve plot
+    assert sorted(f.name for f in files) == ["latency_cdf.png", "throughput.png", "tier_share.png"]
+    assert all(f.parent == run_dir / "plots" for f in files)
+
+
+def test_cli_json_and_errors(tmp_path, capsys):
+    run_dir = _sweep_run(tmp_path)
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "o"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["files"]) == 5 and out["out_dir"] == str(tmp_path / "o")
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no result file" in err
+    bench_run = write_run("bench-io", ["screc", "bench", "io"], {"iops": 1.0}, runs_dir=tmp_path / "runs")
+    assert main(["report", str(bench_run)]) == 2
+    assert "nothing to plot" in capsys.readouterr().err
+
+
+def test_missing_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
+    run_dir = _replay_run(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    assert main(["report", str(run_dir)]) == 2
+    assert "pip install 'screc[plots]'" in capsys.readouterr().err
+
+
+def test_help_has_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    assert "example:" in capsys.readouterr().out

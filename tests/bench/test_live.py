@@ -1,0 +1,135 @@
+"""Tests for bench.live: the dashboard's content on a fixed-width console, the plain line, the view."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from bench.live import LiveView, hms, measure_overhead, ms, plain_line, render, si
+from emulator.replay.counters import CoreView, DeviceView, LatencySummary, ReplayStats, Snapshot, TierView
+
+
+def _snapshot(**over) -> Snapshot:
+    base = dict(
+        elapsed_s=12.0, batches_done=3, batches_total=10, eta_s=28.0, samples_done=500, lookups_done=5000,
+        qps_now=12_345.6, qps_avg=41.67, lookups_per_s_now=2.5e6, lookups_per_s_avg=416.7,
+        latency=LatencySummary(3, 0.020, 0.040, 0.040, 0.040, 0.070 / 3),
+        latency_recent=LatencySummary(2, 0.0205, 0.041, 0.041, 0.041, 0.03),
+        tiers=(TierView("dram", 3300, 0, 0, 0.0, 0.66, None),
+               TierView("ssd_raw", 1100, 0, 1100 * 4096, 1.5, 0.22, None),
+               TierView("lru", 1000, 600, 0, 0.0, 0.12, 0.6)),
+        devices=(DeviceView("dev0", 1200, 1200 * 4096, 100.0, 0.4096, 2.0, 0.5),),
+        cores=(CoreView("dev0", "mem", 2, 12.0, 1200, 0, 1200, 0.5),
+               CoreView("dev0", "compute", 4, 12.0, 0, 0, 0, 0.25)),
+        dram_used_bytes=512 << 20, dram_budget_bytes=1 << 30, policy="mip", samples_per_batch=200)
+    base.update(over)
+    return Snapshot(**base)
+
+
+def _text(renderable) -> str:
+    console = Console(width=100, record=True, file=io.StringIO(), color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_formatters():
+    assert si(12_345.6) == "12.3 k" and si(2.5e6) == "2.5 M" and si(41.67) == "41.7" and si(float("nan")) == "-"
+    assert ms(0.02) == "20.00 ms" and ms(float("nan")) == "-"
+    assert hms(28.0) == "0:00:28" and hms(3725) == "1:02:05" and hms(None) == "?"
+
+
+def test_render_contains_the_figures():
+    out = _text(render(_snapshot()))
+    for expected in (
+        "mip", "3/10 batches (30.0%)", "eta 0:00:28",            # progress line
+        "12.3 k", "41.7", "2.5 M", "416.7",                       # throughput now / avg
+        "batch latency (ms)", "20.00", "40.00", "20.50",          # latency overall p50, p99/max, recent p50
+        "66.0%", "22.0%", "12.0%", "60.0%",                       # tier shares and the lru hit ratio
+        "4.30 MiB",                                               # ssd_raw bytes: 1100 * 4096 B = 4.30 MiB
+        "100.0", "0.4", "2.0",                                    # dev0 IOPS, MB/s, average queue depth
+        "compute", "25.0%",                                       # core group busy share
+        "DRAM", "512.00 MiB / 1.00 GiB (50.0%)",
+    ):
+        assert expected in out, expected
+    assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_render_of_an_empty_snapshot():
+    out = _text(render(Snapshot()))
+    assert "0 batches" in out and "no budget" in out and "tiers" not in out
+
+
+def test_render_marks_failures_and_finish():
+    out = _text(render(_snapshot(failed_batches=2, finished=True, eta_s=0.0)))
+    assert "2 failed" in out and "eta done" in out
+
+
+def test_plain_line():
+    line = plain_line(_snapshot())
+    assert "\n" not in line
+    for expected in ("mip: batch 3/10", "12.3 k q/s (avg 41.7)", "p50 20.00 ms p99 40.00 ms",
+                     "dram 66.0% ssd_raw 22.0% lru 12.0%", "dev0 100.0 IOPS qd 2.0",
+                     "DRAM 512.00 MiB / 1.00 GiB (50.0%)", "eta 0:00:28"):
+        assert expected in line, expected
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_plain_view_prints_on_its_interval():
+    clock = FakeClock()
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, color_system=None)
+    calls = []
+
+    def snap() -> Snapshot:
+        calls.append(clock.t)
+        return _snapshot(batches_done=len(calls))
+
+    with LiveView(snap, console, live=False, plain_interval_s=5.0, clock=clock, background=False) as view:
+        for t in (1.0, 5.0, 7.0, 10.2, 30.0):  # due at 5, 10, then 30 (15, 20, 25 were missed, not replayed)
+            clock.t = t
+            view.tick()
+    lines = buf.getvalue().splitlines()
+    assert calls == [5.0, 10.2, 30.0, 30.0]  # the last one is the closing line
+    assert len(lines) == 4 and view.lines_printed == 4
+    assert lines[0].startswith("mip: batch 1/10") and lines[-1].startswith("mip: batch 4/10")
+
+
+def test_live_view_renders_from_its_thread_and_on_exit():
+    stats = ReplayStats()
+    stats.start(5, 8, "all-dram", 1 << 20)
+    buf = io.StringIO()
+    console = Console(file=buf, width=100, force_terminal=True, color_system=None)
+    with LiveView(stats.snapshot, console, refresh_per_s=50, live=True) as view:
+        for _ in range(5):
+            stats.record_batch(1e-3, 8, 64)
+    assert view.error is None and view.refreshes >= 1  # at least the closing refresh
+    assert "5/5 batches (100.0%)" in buf.getvalue()
+
+
+def test_a_failing_display_never_stops_the_replay():
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+
+    def broken() -> Snapshot:
+        raise RuntimeError("boom")
+
+    with LiveView(broken, console, live=False, clock=FakeClock(), background=False) as view:
+        pass
+    assert isinstance(view.error, RuntimeError)
+    assert "live view stopped: RuntimeError: boom" in console.file.getvalue()
+    with pytest.raises(ValueError):
+        LiveView(broken, console, refresh_per_s=0)
+
+
+def test_measure_overhead_helper_runs():
+    o = measure_overhead(n_batches=200, repeats=1, refresh_per_s=20)
+    assert o.n_batches == 200 and o.bare_s > 0 and o.stats_s > 0 and o.view_s > 0 and o.refreshes >= 1
+    assert isinstance(o.view_overhead_pct, float) and o.display_core_share >= 0  # figures only, no timing asserts
