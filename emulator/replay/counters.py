@@ -375,6 +375,7 @@ class ReplayStats:
             self._devices: dict[str, list] = {}  # name -> [ios, bytes, busy_s, inflight_s]
             self._cores: dict[tuple[str, str], list] = {}  # (device, kind) -> [n_cores, busy_s, lookups, bytes, ios]
             self._slots: collections.deque[_Slot] = collections.deque()
+            self._first: tuple[float, int, int] | None = None  # first batch: (completed at, samples, lookups)
 
     def record_batch(self, latency_s: float, samples: int, lookups: int, *,
                      tiers: Mapping[str, TierCounters] | None = None,
@@ -383,8 +384,10 @@ class ReplayStats:
         with self._lock:
             now = self._clock()
             self.latency.record(latency_s)
-            self.batches_done += 1
             samples, lookups = int(samples), int(lookups)  # plain ints, even when handed numpy scalars
+            if self.batches_done == 0:
+                self._first = (now - self._t0, samples, lookups)
+            self.batches_done += 1
             self.samples_done += samples
             self.lookups_done += lookups
             for name, c in (tiers or {}).items():
@@ -477,7 +480,25 @@ class ReplayStats:
             "devices": [dataclasses.asdict(d) for d in s.devices],
             "cores": [dataclasses.asdict(c) for c in s.cores],
             "dram_used_bytes": s.dram_used_bytes, "dram_budget_bytes": s.dram_budget_bytes,
+            **self.steady_state(s),
         }
+
+    def steady_state(self, s: Snapshot) -> dict[str, Any]:
+        """Throughput with the first batch excluded (it alone pays first-touch costs), and the first batch on
+        its own: ``first_batch_s`` (start to its completion), ``steady_batches``, ``steady_s`` (from its
+        completion to the end), ``steady_qps``, ``steady_lookups_per_s`` (None with fewer than 2 batches)."""
+        with self._lock:
+            first = self._first
+        if first is None:
+            return {"first_batch_s": None, "steady_batches": 0, "steady_s": None, "steady_qps": None,
+                    "steady_lookups_per_s": None}
+        at, samples, lookups = first
+        span = s.elapsed_s - at
+        n = s.batches_done - s.failed_batches - 1
+        ok = n >= 1 and span > 0
+        return {"first_batch_s": at, "steady_batches": max(0, n), "steady_s": span if ok else None,
+                "steady_qps": (s.samples_done - samples) / span if ok else None,
+                "steady_lookups_per_s": (s.lookups_done - lookups) / span if ok else None}
 
 
 def _add_into(acc: list, values: tuple) -> None:
