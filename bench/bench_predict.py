@@ -86,8 +86,7 @@ def _replay_steady_s(store, reader, plan, cfg: PredictConfig, profile: int) -> t
 
 def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Solve every planner x budget, replay each plan ``repeats`` times; returns a JSON-ready dict."""
-    from bench.cmd_plan import SolveConfig, solve_plan
-    from emulator.plan import Plan
+    from plans.planner import PlanningConfig, measure_profile, plan_from_profile, save_planned
     from emulator.store.store import Store
     from plans.calibration import measure_calibration
     from tracegen.trace_io import TraceReader
@@ -110,18 +109,16 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
 
         calib = Calibration.load(cal_path).to_dict()
         plans = []
-        measured: dict = {}  # the statistics, measured once for every planner and budget
+        measured = None  # the statistics, measured once for every planner and budget
         for planner in cfg.planners:
             for budget, label in zip(budgets, cfg.budgets):
                 step(f"solving {planner} at {label}")
-                sc = SolveConfig(output=Path(tmp) / f"{planner}-{budget}.json", dram_budget_bytes=budget,
-                                 planner=planner, devices=cfg.devices, cores=cfg.cores, device_profile="local",
-                                 device_dram_bytes=4 << 30, accuracy_budget=cfg.accuracy_budget,
-                                 accuracy_mode="weighted", time_limit_s=60.0, solver="cbc",
-                                 queue_depth=cfg.queue_depth, store=cfg.store, trace=cfg.trace,
-                                 profile_batches=profile, calibration=cal_path, folds=cfg.folds)
-                solve_plan(sc, measured)
-                plan = Plan.load(sc.output)  # as a replay loads it (its remap resolved beside it)
+                sc = PlanningConfig(dram_budget_bytes=budget, planner=planner, devices=cfg.devices, cores=cfg.cores,
+                                    accuracy_budget=cfg.accuracy_budget, queue_depth=cfg.queue_depth,
+                                    store=cfg.store, trace=cfg.trace, profile_batches=profile, calibration=cal_path,
+                                    folds=cfg.folds)
+                measured = measured or measure_profile(sc)
+                plan = save_planned(plan_from_profile(measured, sc), Path(tmp) / f"{planner}-{budget}.json")
                 plans.append((planner, label, budget, plan))
         steady: list[list[float]] = [[] for _ in plans]
         with_first: list[list[float]] = [[] for _ in plans]

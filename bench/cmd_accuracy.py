@@ -59,11 +59,11 @@ def render_dense(d: dict[str, Any]) -> Table:
 
 
 def _tt_plan(store: Store, reader: TraceReader, args: argparse.Namespace) -> Plan:
-    from bench.cmd_replay import make_plan
+    from plans.planner import all_tt_plan, load_plan
 
     if args.tt_rank is not None and args.tt_rank < 1:
         raise InputError(f"--tt-rank must be >= 1, got {args.tt_rank}")
-    return make_plan(store, reader, None if args.plan else "all-tt", args.plan, args.tt_rank)
+    return load_plan(args.plan, store) if args.plan else all_tt_plan(store, reader.trace_id, args.tt_rank)
 
 
 def cmd_accuracy(args: argparse.Namespace) -> int:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bench.cmd_replay import make_plan, run_replay
-from bench.cmd_store import _ProgressAdapter
+from bench.replay_run import make_plan, run_replay
+from bench.common import ProgressAdapter as _ProgressAdapter
 from bench.common import format_bytes, is_live, make_progress, stdout_console, write_json
 from emulator.replay.engine import ReplayConfig
 from emulator.store.store import StoreBuildConfig
@@ -46,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with make_progress() as progress:
         store = build_store(spec, work / "store", StoreBuildConfig(weights_seed=args.seed, tt_ranks=(8, 16)),
                             progress=_ProgressAdapter(progress))
-    tt_tables = sum(1 for t in store.tables if t["tt"])
+    tt_tables = sum(1 for t in store.tables if t.tt)
     out.print(f"2. store  {store.path} ({format_bytes(store.raw_bytes)} raw, TT cores for {tt_tables} tables) "
               f"in {time.perf_counter() - t1:.1f} s")
     report = verify_store(store.path)

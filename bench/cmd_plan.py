@@ -5,16 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 
-from bench.common import format_bytes, parse_size, stdout_console, write_json
+from bench.common import (add_dram_budget_arg, add_json_arg, add_model_arg, add_qd_arg, ensure_writable_file,
+                          format_bytes, size_arg, stdout_console, write_json)
 from emulator.plan import Plan
-from tracegen.atomic import check_writable
+from plans.planner import DEVICE_PROFILES, PLANNER_NAMES, PlanningConfig, run_planning, save_planned
 from tracegen.errors import InputError
 
 SOLVE_EXAMPLE = """example:
@@ -29,34 +29,13 @@ without --calibration, modelled ones). smartssd: modelled devices whose cores an
 """
 SHOW_EXAMPLE = """example:
   screc plan show runs/plan.json
+  screc plan show runs/plan.json --json runs/plan-copy.json
   screc plan show runs/plan.json --store stores/tiny     (refuses a plan made for another store)
 """
 
 
-@dataclass(frozen=True)
-class SolveConfig:
-    output: Path
-    dram_budget_bytes: int
-    planner: str
-    devices: int
-    cores: int | None
-    device_profile: str
-    device_dram_bytes: int
-    accuracy_budget: float | None
-    accuracy_mode: str
-    time_limit_s: float
-    solver: str
-    queue_depth: int
-    formulation: str = "auto"
-    store: str | None = None
-    trace: str | None = None
-    profile_batches: int | None = None
-    calibration: str | None = None
-    model: str | None = None
-    folds: int = 10
-
-
-def _config(args: argparse.Namespace) -> SolveConfig:
+def planning_config(args: argparse.Namespace) -> PlanningConfig:
+    """The parsed ``plan solve`` flags as a :class:`PlanningConfig` (the budget resolved against the model)."""
     if args.modelled:
         if not args.model:
             raise InputError("--modelled needs --model (a preset name, a spec file, or meta-2021)")
@@ -74,95 +53,28 @@ def _config(args: argparse.Namespace) -> SolveConfig:
         raise InputError(f"--profile-batches must be >= 1, got {args.profile_batches}")
     if args.folds < 1:
         raise InputError(f"--folds must be >= 1, got {args.folds}")
-    return SolveConfig(output=Path(args.output), dram_budget_bytes=parse_size(args.dram_budget, "--dram-budget"),
-                       planner=args.planner, devices=args.devices, cores=args.cores, device_profile=args.device_profile,
-                       device_dram_bytes=parse_size(args.device_dram, "--device-dram"),
-                       accuracy_budget=args.accuracy_budget, accuracy_mode=args.accuracy_mode,
-                       time_limit_s=args.time_limit, solver=args.solver, queue_depth=args.queue_depth,
-                       formulation=args.formulation, store=args.store, trace=args.trace, profile_batches=args.profile_batches,
-                       calibration=args.calibration, model=args.model if args.modelled else None, folds=args.folds)
+    if args.qd < 1:
+        raise InputError(f"--qd must be >= 1, got {args.qd}")
+    return PlanningConfig(dram_budget_bytes=args.dram_budget.resolve(_model_bytes(args)), planner=args.planner,
+                          store=args.store, trace=args.trace, model=args.model if args.modelled else None,
+                          profile_batches=args.profile_batches, folds=args.folds, calibration=args.calibration,
+                          devices=args.devices, cores=args.cores, device_profile=args.device_profile,
+                          device_dram_bytes=args.device_dram, accuracy_budget=args.accuracy_budget,
+                          accuracy_mode=args.accuracy_mode, time_limit_s=args.time_limit, solver=args.solver,
+                          queue_depth=args.qd, formulation=args.formulation)
 
 
-def solve_plan(cfg: SolveConfig, measured: dict | None = None) -> tuple[Plan, list[str]]:
-    """Statistics -> devices -> planner -> plan (saved with its remap). Returns the plan and notes to show.
-
-    ``measured``: a dict shared between calls on the same store, trace, profile and folds (``screc bench predict``
-    plans several budgets on one profile): the measured statistics are computed once and kept there."""
-    from plans.baselines import make_planner
-    from plans.calibration import default_calibration, local_profiles, smartssd_profiles
-    from plans.types import Budgets, Calibration, PlannerOptions
-
-    notes: list[str] = []
-    remap = None
-    counts = later = later_range = None
-    if cfg.model:
-        from plans.modelled import modelled_stats
+def _model_bytes(args: argparse.Namespace) -> int:
+    """The model's embedding bytes, for a ``--dram-budget`` given as a share (opens nothing otherwise)."""
+    if args.dram_budget.share is None:
+        return 0
+    if args.modelled:
         from tracegen.presets import load_model
 
-        stats = modelled_stats(load_model(cfg.model))
-        notes.append(f"statistics modelled from the Zipf parameters of {cfg.model}")
-    else:
-        from emulator.store.store import Store
-        from plans.stats import attach_store, trace_stats
-        from tracegen.trace_io import TraceReader
+        return int(load_model(args.model).total_bytes)
+    from emulator.store.store import Store
 
-        store = Store.open(cfg.store)
-        key = (str(cfg.store), str(cfg.trace), cfg.profile_batches, cfg.folds)
-        if measured is not None and measured.get("key") == key:
-            stats, remap, counts, later, later_range, stop = measured["value"]
-        else:
-            with TraceReader(cfg.trace) as reader:
-                stop = reader.num_batches if cfg.profile_batches is None else min(cfg.profile_batches,
-                                                                                  reader.num_batches)
-                stats, remap, counts = trace_stats(reader, (0, stop), folds=cfg.folds)
-                if stop < reader.num_batches:  # the hot sets' drift on as many later batches as were profiled
-                    from plans.stats import count_accesses
-
-                    later_range = (stop, min(reader.num_batches, 2 * stop))
-                    later = count_accesses(reader, *later_range)
-            stats = attach_store(stats, store)
-            if measured is not None:
-                measured.update(key=key, value=(stats, remap, counts, later, later_range, stop))
-        notes.append(f"statistics measured on batches [0, {stop}) of {cfg.trace}: {stats.notes[0]}")
-    if cfg.calibration:
-        calib = Calibration.load(cfg.calibration)
-    else:
-        calib = default_calibration()
-        notes.append("no --calibration: modelled default rates (run `screc calibrate` to measure)")
-    if cfg.device_profile == "smartssd":
-        devices = smartssd_profiles(cfg.devices, **({"cores": cfg.cores} if cfg.cores else {}))
-        notes.append("devices modelled as SmartSSD-like (plans.calibration.SMARTSSD_*)")
-    else:
-        devices = local_profiles(calib, cfg.devices, cfg.cores, queue_depth=cfg.queue_depth,
-                                 device_dram_bytes=cfg.device_dram_bytes)
-        if devices[0].execution == "host-serial":
-            notes.append("local devices: the emulator on this machine (one host thread runs every core, "
-                         f"overlapped with IO at queue depth {cfg.queue_depth}); host costs "
-                         f"{'measured' if calib.host.source == 'measured' else 'modelled'}")
-        else:
-            notes.append("calibration has no host costs (version 1): local devices costed with the "
-                         "parallel-resource model; re-run `screc calibrate`")
-    budgets = Budgets(cfg.dram_budget_bytes, cfg.accuracy_budget, cfg.accuracy_mode)
-    options = PlannerOptions(queue_depth=cfg.queue_depth, solver=cfg.solver, time_limit_s=cfg.time_limit_s,
-                             formulation=cfg.formulation)
-    plan = make_planner(cfg.planner, options).plan(stats, calib, budgets, devices)
-    if later is not None:
-        from plans.remap import plan_drift
-
-        drift = plan_drift(counts, later, [plan.placement(ts.name).hot_rows for ts in stats.tables])
-        drift["batches"] = list(later_range)
-        plan = dataclasses.replace(plan, predicted={**plan.predicted, "drift": drift})
-        if drift["hit_ratio"] is not None:
-            notes.append(f"hot-set drift on later batches [{later_range[0]}, {later_range[1]}): the plan's hot rows "
-                         f"serve {drift['hit_ratio']:.1%} of the later lookups of the {drift['tables']} partly hot "
-                         f"tables, their own top rows would serve {drift['oracle_hit_ratio']:.1%}; "
-                         f"{drift['new_row_share']:.1%} of those top rows are new")
-    if remap is not None:
-        remap_path = cfg.output.with_name(cfg.output.stem + ".remap.h5")
-        remap.save(remap_path)
-        plan = dataclasses.replace(plan, remap=remap_path.name)
-    plan.save(cfg.output)
-    return plan, notes
+    return Store.open(args.store).raw_bytes
 
 
 def render_plan(plan: Plan) -> Group:
@@ -182,7 +94,7 @@ def render_plan(plan: Plan) -> Group:
         t.add_row(p.table, "?" if rows is None else f"{rows:,}", f"{p.hot_rows:,}",
                   f"{d.get('dram_lookups', 0.0) / looks:.1%}" if looks else "-",
                   "dram" if all_hot else p.cold_tier, "-" if p.tt_rank is None or all_hot else str(p.tt_rank),
-                  "-" if all_hot else str(p.device), f"{d.get('dram_lookups', 0.0):,.0f}",
+                  "-" if all_hot else f"dev{p.device}", f"{d.get('dram_lookups', 0.0):,.0f}",
                   f"{looks - d.get('dram_lookups', 0.0):,.0f}", f"{d.get('io_pages', 0.0):,.0f}",
                   f"{d.get('tt_rebuild_rows', 0.0):,.0f}")
     perf, storage = pred.get("perf", {}), pred.get("storage", {})
@@ -204,7 +116,7 @@ def render_plan(plan: Plan) -> Group:
     for i, dp in enumerate(plan.devices):
         get = (lambda k: perf[k][i] if perf and i < len(perf.get(k, [])) else float("nan"))
         getb = (lambda k: storage[k][i] if storage and i < len(storage.get(k, [])) else 0)
-        dev.add_row(f"{i} {dp.name}", str(dp.mem_cores), str(dp.compute_cores), f"{get('io_s'):.6f}",
+        dev.add_row(f"dev{i}", str(dp.mem_cores), str(dp.compute_cores), f"{get('io_s'):.6f}",
                     f"{get('mem_core_s'):.6f}", f"{get('compute_core_s'):.6f}", format_bytes(getb("device_dram_bytes")),
                     format_bytes(getb("ssd_bytes")))
     if perf:
@@ -232,17 +144,20 @@ def render_plan(plan: Plan) -> Group:
 
 
 def cmd_solve(args: argparse.Namespace) -> int:
-    cfg = _config(args)
-    check_writable(cfg.output)  # before solving: a bad -o must not leave the remap file behind
-    plan, notes = solve_plan(cfg)
+    ensure_writable_file(args.output)  # before solving: a bad -o must not leave the remap file behind
+    ensure_writable_file(args.json)
+    cfg = planning_config(args)
+    result = run_planning(cfg)
+    plan = save_planned(result, args.output)
     if args.json:
-        write_json("-", plan.to_dict())
-        return 0
+        write_json(args.json, {**plan.to_dict(), "notes": [dataclasses.asdict(n) for n in result.notes]})
+        if args.json == "-":
+            return 0
     con = stdout_console()
-    for n in notes:
+    for n in result.notes:
         con.print(f"note: {n}")
     con.print(render_plan(plan))
-    con.print(f"wrote {cfg.output}" + (f" and {plan.remap}" if plan.remap else ""))
+    con.print(f"wrote {args.output}" + (f" and {Path(plan.remap).name}" if plan.remap else ""))
     return 0
 
 
@@ -253,8 +168,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
         plan.check_store(Store.open(args.store).store_id, args.plan)
     if args.json:
-        write_json("-", plan.to_dict())
-    else:
+        write_json(args.json, plan.to_dict())
+    if args.json != "-":
         try:
             view = render_plan(plan)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
@@ -265,8 +180,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from plans.baselines import PLANNERS
-
     p = subparsers.add_parser("solve", help="choose hot sets, tiers, devices and core splits (MIP or a baseline)",
                               description="Measure access statistics, then plan placement under budgets.",
                               epilog=SOLVE_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -277,15 +190,17 @@ def register(subparsers) -> None:
                    help="cross-fit the statistics: measure each of N blocks of the profile under a remap ranked "
                         "on the others, so rows unseen while ranking cost what they will cost later (default 10; "
                         "1 = in sample, optimistic)")
-    p.add_argument("--model", help="with --modelled: a preset name, a spec file, or meta-2021")
+    add_model_arg(p, extra="; with --modelled")
     p.add_argument("--modelled", action="store_true", help="plan from Zipf parameters alone (labelled modelled)")
-    p.add_argument("--dram-budget", required=True, help="host DRAM for hot rows, e.g. 512MiB, 64GB")
-    p.add_argument("--devices", type=int, default=1, help="computational-storage devices (default 1)")
+    add_dram_budget_arg(p, required=True)
+    p.add_argument("--devices", type=int, default=1, help="computational-storage devices dev0, dev1, ... (default 1)")
     p.add_argument("--cores", type=int, help="cores per device (default: this machine's CPUs; smartssd: 8)")
-    p.add_argument("--device-profile", choices=("local", "smartssd"), default="local",
+    p.add_argument("--device-profile", choices=DEVICE_PROFILES, default="local",
                    help="local: measured rates of this machine; smartssd: modelled SmartSSD-like devices")
-    p.add_argument("--device-dram", default="4GiB", help="device memory for TT cores (local profile; default 4GiB)")
-    p.add_argument("--planner", choices=tuple(PLANNERS), default="mip")
+    p.add_argument("--device-dram", default=4 << 30, type=size_arg("--device-dram"), metavar="SIZE",
+                   help="device memory for TT cores (local profile; default 4GiB)")
+    p.add_argument("--planner", choices=PLANNER_NAMES, default="screc",
+                   help="screc: the MIP; greedy, static-topk, all-ssd: baselines (default screc)")
     p.add_argument("--accuracy-budget", type=float,
                    help="max lookup-weighted mean relative TT error (0: no TT; default: unconstrained)")
     p.add_argument("--accuracy-mode", choices=("weighted", "per-table"), default="weighted")
@@ -295,10 +210,9 @@ def register(subparsers) -> None:
     p.add_argument("--formulation", choices=("auto", "exact", "pooled"), default="auto",
                    help="MIP form: exact (devices and core splits in the MIP), pooled (identical devices pooled, "
                         "then assigned; gap against the pooled bound); auto: pooled above 32 tables x devices")
-    p.add_argument("--queue-depth", type=int, default=128,
-                   help="IO queue depth per device the plan assumes (default 128, as `screc replay --qd`)")
+    add_qd_arg(p)
     p.add_argument("-o", "--output", required=True, help="plan JSON to write (the remap goes beside it)")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_json_arg(p, "the plan and the notes on how it was made")
     p.set_defaults(func=cmd_solve)
 
     s = subparsers.add_parser("show", help="show a plan: placement per table, predicted times, core splits",
@@ -306,5 +220,5 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("plan", help="plan JSON")
     s.add_argument("--store", help="refuse the plan unless it was made for this store")
-    s.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_json_arg(s, "the plan")
     s.set_defaults(func=cmd_show)

@@ -7,7 +7,7 @@ import time
 
 from rich.table import Table
 
-from bench.common import format_bytes, make_progress, stdout_console, write_json
+from bench.common import ProgressAdapter, format_bytes, make_progress, stdout_console, write_json
 from emulator.store.store import Store, StoreBuildConfig
 from emulator.store.build import build_store, verify_store
 from tracegen.errors import InputError
@@ -33,19 +33,6 @@ def _imports(items: list[str]) -> dict[str, str]:
     return out
 
 
-class _ProgressAdapter:
-    """Turns library progress callbacks (desc, done, total) into rich tasks."""
-
-    def __init__(self, progress):
-        self.p = progress
-        self.tasks = {}
-
-    def __call__(self, desc: str, done: int, total: int) -> None:
-        if desc not in self.tasks:
-            self.tasks[desc] = self.p.add_task(desc, total=total)
-        self.p.update(self.tasks[desc], completed=done, total=total)
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from tracegen.presets import load_model
 
@@ -57,7 +44,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                               tt_ranks=tt_ranks, tt_rel_tol=args.tt_tol, imports=_imports(args.imports))
     t0 = time.perf_counter()
     with make_progress() as progress:
-        store = build_store(spec, args.output, config, progress=_ProgressAdapter(progress))
+        store = build_store(spec, args.output, config, progress=ProgressAdapter(progress))
     secs = time.perf_counter() - t0
     summary = {"store": str(store.path), "store_id": store.store_id, "tables": len(store.tables),
                "raw_bytes": store.raw_bytes, "seconds": round(secs, 3),
@@ -73,7 +60,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     with make_progress() as progress:
-        report = verify_store(args.store, progress=_ProgressAdapter(progress))
+        report = verify_store(args.store, progress=ProgressAdapter(progress))
     if args.json:
         write_json("-", report.to_dict())
     if not report.ok:
@@ -85,13 +72,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def store_info(store: Store) -> dict:
+    keep = ("rank", "tt_p_shapes", "tt_q_shapes", "tt_ranks", "bytes", "compression_ratio", "rel_fro_error",
+            "max_abs_error")
     return {"store": str(store.path), "store_id": store.store_id, "spec": store.spec.name,
             "raw_bytes": store.raw_bytes, "tables": [
-                {k: t[k] for k in ("name", "rows", "dim", "dtype", "row_bytes", "rows_per_page")}
-                | {"raw_bytes": t["raw"]["bytes"],
-                   "tt": [{k: v[k] for k in ("rank", "tt_p_shapes", "tt_q_shapes", "tt_ranks", "bytes",
-                                             "compression_ratio", "rel_fro_error", "max_abs_error")}
-                          for v in t["tt"]]}
+                {"name": t.name, "rows": t.rows, "dim": t.dim, "dtype": t.dtype, "row_bytes": t.row_bytes,
+                 "rows_per_page": t.rows_per_page, "raw_bytes": t.raw.bytes,
+                 "tt": [{k: v for k, v in tt.to_dict().items() if k in keep} for tt in t.tt]}
                 for t in store.tables]}
 
 

@@ -89,7 +89,7 @@ def local_profiles(calib: Calibration, n_devices: int = 1, cores: int | None = N
     free = ssd_capacity_bytes if ssd_capacity_bytes is not None else int(calib.machine.get("disk_free_bytes", 1 << 40))
     modelled = calib.source != "measured" or (calib.host is not None and calib.host.source != "measured")
     execution = "host-serial" if calib.host is not None else "parallel"
-    return [DeviceProfile(name=f"local{d}", cores=cores, device_dram_bytes=int(device_dram_bytes),
+    return [DeviceProfile(name=f"dev{d}", cores=cores, device_dram_bytes=int(device_dram_bytes),
                           ssd_capacity_bytes=int(free // n_devices), iops=calib.iops_at(queue_depth) / n_devices,
                           read_bytes_per_s=calib.read_bytes_per_s / n_devices,
                           mem_core_lookups_per_s=calib.mem_core_lookups_per_s,
@@ -102,7 +102,7 @@ def smartssd_profiles(n_devices: int = 1, cores: int = SMARTSSD_CORES) -> list[D
     """SmartSSD-like devices (modelled: see the SMARTSSD_* constants and their sources)."""
     if n_devices < 1:
         raise InputError(f"need at least one device, got {n_devices}")
-    return [DeviceProfile(name=f"smartssd{d}", cores=int(cores), device_dram_bytes=SMARTSSD_DEVICE_DRAM_BYTES,
+    return [DeviceProfile(name=f"dev{d}", cores=int(cores), device_dram_bytes=SMARTSSD_DEVICE_DRAM_BYTES,
                           ssd_capacity_bytes=SMARTSSD_SSD_CAPACITY_BYTES, iops=SMARTSSD_IOPS,
                           read_bytes_per_s=SMARTSSD_READ_BYTES_PER_S,
                           mem_core_lookups_per_s=SMARTSSD_MEM_CORE_LOOKUPS_PER_S,

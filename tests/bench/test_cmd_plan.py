@@ -34,7 +34,7 @@ def test_solve_then_show(setup, capsys):
                "--time-limit", "20", "-o", str(d / "plan.json")])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "plan by mip" in out and "modelled" in out  # no --calibration: modelled default rates
+    assert "plan by screc" in out and "modelled" in out  # no --calibration: modelled default rates
     plan = Plan.load(d / "plan.json")
     assert plan.remap == str(d / "plan.remap.h5") and (d / "plan.remap.h5").is_file()  # resolved beside the plan
     assert plan.predicted["storage"]["host_dram_bytes"] <= 64 * 1024
@@ -83,7 +83,7 @@ def test_modelled_solve_and_render(tmp_path):
     con = Console(width=160, record=True)
     con.print(render_plan(plan))
     text = con.export_text()
-    assert "(modelled)" in text and "t0" in text and "smartssd1" in text
+    assert "(modelled)" in text and "t0" in text and "dev1" in text
 
 
 def test_calibrate_command(tmp_path, capsys, monkeypatch):
