@@ -14,9 +14,7 @@ import numpy as np
 DTYPE_FP32 = 0
 DTYPE_FP16 = 1
 ITEM_BYTES = (4, 2)  # per dtype code
-KIND_DRAM = 0  # row of the DRAM table (``locs`` = row index)
-KIND_PAGE = 1  # row inside the read pages (``locs`` = byte offset into ``pages``)
-KIND_STAGED = 2  # TT-rebuilt row staged in float32 (``locs`` = row of ``staged``)
+from emulator.tiers import KIND_DRAM, KIND_PAGE, KIND_STAGED  # noqa: F401  (the kernels' lookup kinds)
 
 
 def table_view(table: np.ndarray, what: str) -> np.ndarray:

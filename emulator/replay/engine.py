@@ -33,19 +33,20 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from emulator.io.types import IOFailure
-from emulator.kernels.pooling import KIND_DRAM, KIND_PAGE, KIND_STAGED
+from emulator.tiers import KIND_DRAM
 from emulator.plan import Plan
-from emulator.replay.prepare import _Prepared, prepare_batch
-from emulator.replay.remap import load_remap
-from emulator.replay.tables import _Table, open_tables
-from emulator.replay.verify import Verifier
 from emulator.replay.counters import CoreCounters, DeviceCounters, ReplayStats, TierCounters
+from emulator.replay.prepare import prepare_batch
+from emulator.replay.remap import load_remap
+from emulator.replay.tables import Table, open_tables
+from emulator.replay.types import BatchOutput, BatchWork, DeviceIO, Prepared
+from emulator.replay.verify import Verifier
+from emulator.tiers import DRAM, LRU, SSD_RAW, SSD_TT
 from emulator.store.store import Store
 from tracegen.errors import InputError
 from tracegen.trace_io import Batch, TraceReader
 
-# what the rest of screc imports from here (KIND_PAGE and KIND_STAGED are only re-exported)
-__all__ = ["KIND_DRAM", "KIND_PAGE", "KIND_STAGED", "BatchFailure", "BatchOutput", "ReplayConfig", "Replayer"]
+__all__ = ["BatchFailure", "BatchOutput", "ReplayConfig", "Replayer"]
 
 
 class BatchFailure(InputError):
@@ -68,12 +69,6 @@ class ReplayConfig:
     start_batch: int = 0
 
 
-@dataclass
-class BatchOutput:
-    index: int
-    pooled: list[np.ndarray]  # per table, (B, dim) float32
-
-
 class Replayer:
     """Executes a :class:`Plan` against a :class:`Store` for batches of a trace."""
 
@@ -90,9 +85,9 @@ class Replayer:
         remap = load_remap(plan) if plan.remap else {}
         self.engines = [make_engine(config.engine, queue_depth=config.queue_depth,
                                     allow_buffered=config.allow_buffered) for _ in plan.devices]
-        self.tables: list[_Table] = []
+        self.tables: list[Table] = []
         self.groups: list = []  # emulator.replay.groups.Group, tables served with whole-batch passes
-        self._slow: list[_Table] = []  # tables served one by one (LRU cache, prefix remap, wide raw rows)
+        self._slow: list[Table] = []  # tables served one by one (LRU cache, prefix remap, wide raw rows)
         self.dram_bytes = 0
         try:
             opened = open_tables(store, plan, config.lru_ways, remap, self.engines)
@@ -125,20 +120,21 @@ class Replayer:
             out = np.empty((1, lay.dim), np.float32)
             pool_sources(np.array([0, 2], np.int64), np.array([0, 2], np.uint8), np.zeros(2, np.int64), dram,
                          self._buffers[0], staged, dtype_code(lay.np_dtype), lay.dim, out)
-        for tab in self.tables:
-            if tab.cache is not None:  # compile the cache kernels on a throw-away cache of the same dtype
-                from emulator.replay.cache import RowCache, split_hits
+        cached = [(tab.layout.dim, tab.layout.np_dtype) for tab in self.tables if tab.cache is not None]
+        cached += [(g.dim, g.np_dtype) for g in self.groups if g.cache is not None]
+        for dim, np_dtype in set(cached):  # compile the cache kernels on a throw-away cache of the same dtype
+            from emulator.replay.cache import RowCache, split_hits
 
-                c = RowCache(16, tab.layout.dim, tab.layout.np_dtype, ways=min(16, self.config.lru_ways))
-                split_hits(c, np.zeros(1, np.int64), pin=True)
-                c.admit(np.zeros(1, np.int64), self._buffers[0], np.zeros(1, np.int64))
+            c = RowCache(16, dim, np_dtype, ways=min(16, self.config.lru_ways))
+            split_hits(c, np.zeros(1, np.int64), pin=True)
+            c.admit(np.zeros(1, np.int64), self._buffers[0], np.zeros(1, np.int64))
 
     def clock(self) -> float:
         """The replay's clock: wall time minus the time spent in ``--verify`` checks."""
         return self._base_clock() - self._excluded_s
 
     # --- one batch -------------------------------------------------------------------------------
-    def prepare(self, batch: Batch) -> _Prepared:
+    def prepare(self, batch: Batch) -> Prepared:
         """Split lookups by tier and plan the page reads (no IO yet)."""
         return prepare_batch(batch, self._slow, self.groups, self._dev_files, self.config.max_read_bytes,
                              self.clock, self._buffer)
@@ -150,95 +146,111 @@ class Replayer:
             self._buffers[k] = self._aligned_empty(max(nbytes, 2 * self._buffers[k].size))
         return self._buffers[k]
 
-    def start_io(self, p: _Prepared) -> None:
+    def start_io(self, p: Prepared) -> None:
         for dev, r in enumerate(p.reads):
             if r is not None:
-                p.handles.append((dev, self.engines[dev].start(r[0], r[1], r[2], p.dest, r[3], latency=True)))
+                p.handles.append((dev, self.engines[dev].start(r.file_ids, r.offsets, r.nbytes, p.dest,
+                                                               r.dest_offsets, latency=True)))
 
-    def finish(self, p: _Prepared) -> tuple[BatchOutput, dict[str, Any]]:
+    def finish(self, p: Prepared) -> tuple[BatchOutput, BatchWork]:
         """Rebuild TT rows (compute-centric cores), wait for the reads, pool every table.
 
         Time attribution: a kernel call's pooling time is shared by the tiers (and, for SSD tiers, the
         devices) of its lookups in proportion to their counts; a group's call covers all its tables."""
-        from emulator.kernels.pooling import dtype_code, pool_sources
+        n_dev = len(self.engines)
+        work = BatchWork(dram_s=0.0, mem_s=[0.0] * n_dev, compute_s=[0.0] * n_dev, devices=[])
+        staged, group_staged = self._rebuild_tt(p, work)
+        work.devices = [DeviceIO() for _ in range(n_dev)]  # a device without reads this batch did nothing
+        for dev, h in p.handles:
+            work.devices[dev] = self._wait_reads(p, dev, h)
+        pooled: list = [None] * len(self.tables)
+        self._pool_slow(p, staged, pooled, work)
+        self._pool_groups(p, group_staged, pooled, work)
+        return BatchOutput(p.batch.index, pooled), work
+
+    def _rebuild_tt(self, p: Prepared, work: BatchWork) -> tuple[list, list]:
+        """The compute-centric cores' rebuilds: per slow table and per group, rows staged in float32."""
         from emulator.replay.groups import rebuild_group
         from emulator.tt.kernels import tt_rebuild_rows
 
-        B = p.batch.batch_size
-        n_dev = len(self.engines)
-        compute_s, mem_s = [0.0] * n_dev, [0.0] * n_dev
-        dram_s = 0.0
         staged = []
-        for tab, rows in zip(self._slow, p.s_tt_rows):
-            if rows is None:
-                staged.append(None)
+        for tab, lk in zip(self._slow, p.slow):
+            if lk.tt_rows is None:
+                staged.append(np.zeros((0, tab.layout.dim), np.float32))
                 continue
             t0 = self.clock()
-            staged.append(tt_rebuild_rows(tab.tt, rows))
-            compute_s[tab.device] += self.clock() - t0
+            staged.append(tt_rebuild_rows(tab.tt, lk.tt_rows))
+            work.compute_s[tab.device] += self.clock() - t0
         group_staged = []
         for w in p.works:
             g = w.group
             group_staged.append(rebuild_group(w, lambda m, g=g: self.tables[int(g.tables[m])].tt, self.clock,
-                                              compute_s) if w.tt_rows else np.zeros((0, g.dim), np.float32))
-        devices = [{"ios": 0, "bytes": 0, "busy_s": 0.0, "inflight_s": 0.0} for _ in range(n_dev)]
-        for dev, h in p.handles:
-            try:
-                res = self.engines[dev].wait(h)
-            except IOFailure as e:
-                raise self._batch_failure(p, dev, e) from None
-            r = p.reads[dev]
-            short = np.flatnonzero(res.nread != r[2])
-            if short.size:  # a raw file shrank under us: never pool zero-filled pages
-                k = int(short[0])
-                tab = self.tables[int(p.read_tables[dev][k])]
-                raise InputError(f"batch {p.batch.index}: short read of table {tab.name} at byte {int(r[1][k])} "
-                                 f"({int(res.nread[k])} of {int(r[2][k])} bytes); the store file is truncated",
-                                 self.store.table_path(tab.index))
-            d = devices[dev]
-            d["ios"] += res.ios
-            d["bytes"] += res.bytes_read
-            d["busy_s"] += res.elapsed_s
-            d["inflight_s"] += float(res.latency_ns.sum()) * 1e-9 if res.latency_ns is not None else 0.0
-        pooled: list = [None] * len(self.tables)
-        for tab, kind, loc, off, st in zip(self._slow, p.s_kinds, p.s_locs, p.s_offsets, staged):
+                                              work.compute_s) if w.tt_rows else np.zeros((0, g.dim), np.float32))
+        return staged, group_staged
+
+    def _wait_reads(self, p: Prepared, dev: int, handle) -> DeviceIO:
+        """Wait for a device's reads; a short read (the file shrank) is an error, never zero-filled rows."""
+        try:
+            res = self.engines[dev].wait(handle)
+        except IOFailure as e:
+            raise self._batch_failure(p, dev, e) from None
+        r = p.reads[dev]
+        short = np.flatnonzero(res.nread != r.nbytes)
+        if short.size:
+            k = int(short[0])
+            tab = self.tables[int(r.tables[k])]
+            raise InputError(f"batch {p.batch.index}: short read of table {tab.name} at byte {int(r.offsets[k])} "
+                             f"({int(res.nread[k])} of {int(r.nbytes[k])} bytes); the store file is truncated",
+                             self.store.table_path(tab.index))
+        inflight = float(res.latency_ns.sum()) * 1e-9 if res.latency_ns is not None else 0.0
+        return DeviceIO(ios=res.ios, bytes=res.bytes_read, busy_s=res.elapsed_s, inflight_s=inflight)
+
+    def _pool_slow(self, p: Prepared, staged: list, pooled: list, work: BatchWork) -> None:
+        """Pool the slow-path tables one by one (then their LRU caches' release and admission)."""
+        from emulator.kernels.pooling import dtype_code, pool_sources
+
+        B = p.batch.batch_size
+        for tab, lk, st in zip(self._slow, p.slow, staged):
             out = np.empty((B, tab.layout.dim), dtype=np.float32)
-            if st is None:
-                st = np.zeros((0, tab.layout.dim), np.float32)
             t0 = self.clock()
-            pool_sources(off, kind, loc, tab.dram, p.dest, st, dtype_code(tab.layout.np_dtype), tab.layout.dim, out)
-            work = p.cache_work.get(tab.index)
-            if work is not None:  # after pooling: release this batch's hits, admit its misses from the pages
-                hit_slots, admit = work
-                tab.cache.unpin(hit_slots)
-                if admit is not None:
-                    tab.cache.admit(admit[0], p.dest, admit[1])
+            pool_sources(lk.offsets, lk.kind, lk.loc, tab.dram, p.dest, st, dtype_code(tab.layout.np_dtype),
+                         tab.layout.dim, out)
+            cw = p.cache_work.get(tab.index)
+            if cw is not None:  # after pooling: release this batch's hits, admit its misses from the pages
+                tab.cache.unpin(cw.hit_slots)
+                if cw.admit_rows is not None:
+                    tab.cache.admit(cw.admit_rows, p.dest, cw.admit_dest)
             dt = self.clock() - t0
             # the pooling time of a table is shared by the tiers its lookups came from
-            n = kind.size or 1
-            n_hot = int(np.count_nonzero(kind == KIND_DRAM))
-            dram_s += dt * n_hot / n
+            n = lk.kind.size or 1
+            n_hot = int(np.count_nonzero(lk.kind == KIND_DRAM))
+            work.dram_s += dt * n_hot / n
             if tab.tt is None:
-                mem_s[tab.device] += dt * (n - n_hot) / n
+                work.mem_s[tab.device] += dt * (n - n_hot) / n
             else:
-                compute_s[tab.device] += dt * (n - n_hot) / n
+                work.compute_s[tab.device] += dt * (n - n_hot) / n
             pooled[tab.index] = out
+
+    def _pool_groups(self, p: Prepared, group_staged: list, pooled: list, work: BatchWork) -> None:
+        """Pool each group's tables in one kernel call; its time is shared by tiers and devices by lookups."""
+        from emulator.kernels.pooling import dtype_code, pool_sources
+        from emulator.replay.groups import finish_cache
+
+        B = p.batch.batch_size
         for w, st in zip(p.works, group_staged):
             g = w.group
             out = np.empty((g.size * B, g.dim), dtype=np.float32)
             t0 = self.clock()
             pool_sources(w.offsets, w.kind, w.loc, g.dram, p.dest, st, dtype_code(g.np_dtype), g.dim, out)
+            finish_cache(w, p.dest)
             dt = self.clock() - t0
             n = w.kind.size or 1
-            dram_s += dt * (w.kind.size - w.n_cold) / n
-            for d in range(n_dev):
-                mem_s[d] += dt * int(w.page_per_dev[d]) / n
-                compute_s[d] += dt * int(w.tt_per_dev[d]) / n
+            work.dram_s += dt * (w.kind.size - w.n_cold) / n
+            for d in range(len(work.mem_s)):
+                work.mem_s[d] += dt * int(w.page_per_dev[d]) / n
+                work.compute_s[d] += dt * int(w.tt_per_dev[d]) / n
             for k, t in enumerate(g.tables):
                 pooled[int(t)] = out[k * B:(k + 1) * B]
-        info = {"dram_s": dram_s, "mem_s": mem_s, "compute_s": compute_s, "devices": devices,
-                "ios": sum(d["ios"] for d in devices), "bytes_read": sum(d["bytes"] for d in devices)}
-        return BatchOutput(p.batch.index, pooled), info
 
     # --- a whole trace ---------------------------------------------------------------------------
     def run(self, reader: TraceReader, on_batch: Callable[[BatchOutput], None] | None = None) -> dict[str, Any]:
@@ -258,7 +270,7 @@ class Replayer:
         pipeline = self.config.pipeline and verify is None
         totals = {"batches": 0, "lookups": 0, "ios": 0, "bytes_read": 0, "verified_batches": 0}
         t_begin = self.clock()
-        pending: _Prepared | None = None
+        pending: Prepared | None = None
         batches: Iterator[Batch] = reader.batches(start, stop)
         while True:
             nxt = next(batches, None)
@@ -290,57 +302,58 @@ class Replayer:
             totals["verify"] = verify.summary()
         return totals
 
-    def _complete(self, p: _Prepared, stats, totals, verify, on_batch) -> None:
+    def _complete(self, p: Prepared, stats, totals, verify, on_batch) -> None:
         out, info = self.finish(p)
         latency = self.clock() - p.t_start
         n = p.batch.num_lookups
         totals["batches"] += 1
         totals["lookups"] += n
-        totals["ios"] += info["ios"]
-        totals["bytes_read"] += info["bytes_read"]
+        totals["ios"] += info.ios
+        totals["bytes_read"] += info.bytes_read
         if verify is not None:
             t_v = self._base_clock()
             verify.check(p, out)
             totals["verified_batches"] += 1
             self._excluded_s += self._base_clock() - t_v
         if stats is not None:
-            tl = p.tier_lookups
-            raw_bytes = sum(d["bytes"] for d in info["devices"])
-            tiers = {
-                "dram": TierCounters(lookups=tl["dram"], busy_s=info["dram_s"]),
-                "ssd_raw": TierCounters(lookups=tl["ssd_raw"], bytes=raw_bytes, busy_s=sum(info["mem_s"])),
-                "ssd_tt": TierCounters(lookups=tl["ssd_tt"], busy_s=sum(info["compute_s"])),
-            }
-            if tl["lru"]:
-                tiers["lru"] = TierCounters(lookups=tl["lru"], hits=p.lru_hits)
-            devs, cores = [], []
-            for k, (dp, d) in enumerate(zip(self.plan.devices, info["devices"])):
-                devs.append(DeviceCounters(dp.name, ios=d["ios"], bytes=d["bytes"], busy_s=d["busy_s"],
-                                           inflight_s=d["inflight_s"]))
-                cores.append(CoreCounters(dp.name, "mem", n_cores=max(1, dp.mem_cores), busy_s=info["mem_s"][k],
-                                          lookups=self._dev_lookups(p, k, "ssd_raw"), bytes=d["bytes"], ios=d["ios"]))
-                cores.append(CoreCounters(dp.name, "compute", n_cores=max(1, dp.compute_cores),
-                                          busy_s=info["compute_s"][k], lookups=self._dev_lookups(p, k, "ssd_tt")))
-            stats.record_batch(latency, samples=p.batch.batch_size, lookups=n, tiers=tiers, devices=devs, cores=cores)
+            self._record(stats, p, info, latency)
         if on_batch is not None:
             on_batch(out)
 
-    def _batch_failure(self, p: _Prepared, dev: int, e: "IOFailure") -> "BatchFailure":
+    def _record(self, stats: ReplayStats, p: Prepared, info: BatchWork, latency: float) -> None:
+        """A finished batch's counters into the live stats: per tier, per device, per core pool."""
+        tl = p.tier_lookups
+        tiers = {
+            DRAM: TierCounters(lookups=tl[DRAM], busy_s=info.dram_s),
+            SSD_RAW: TierCounters(lookups=tl[SSD_RAW], bytes=info.bytes_read, busy_s=sum(info.mem_s)),
+            SSD_TT: TierCounters(lookups=tl[SSD_TT], busy_s=sum(info.compute_s)),
+        }
+        if tl[LRU]:
+            tiers[LRU] = TierCounters(lookups=tl[LRU], hits=p.lru_hits)
+        devs, cores = [], []
+        for k, (dp, d) in enumerate(zip(self.plan.devices, info.devices)):
+            devs.append(DeviceCounters(dp.name, ios=d.ios, bytes=d.bytes, busy_s=d.busy_s, inflight_s=d.inflight_s))
+            cores.append(CoreCounters(dp.name, "mem", n_cores=max(1, dp.mem_cores), busy_s=info.mem_s[k],
+                                      lookups=int(p.dev_lookups[SSD_RAW][k]), bytes=d.bytes, ios=d.ios))
+            cores.append(CoreCounters(dp.name, "compute", n_cores=max(1, dp.compute_cores),
+                                      busy_s=info.compute_s[k], lookups=int(p.dev_lookups[SSD_TT][k])))
+        stats.record_batch(latency, samples=p.batch.batch_size, lookups=p.batch.num_lookups, tiers=tiers,
+                           devices=devs, cores=cores)
+
+    def _batch_failure(self, p: Prepared, dev: int, e: "IOFailure") -> "BatchFailure":
         """Name the table and the rows a failed read was serving; the batch returns nothing."""
         r = p.reads[dev]
         fids = [i for i, f in enumerate(self.engines[dev].files) if f is not None and f.path == e.path]
-        hit = np.flatnonzero(np.isin(r[0], fids) & (r[1] <= e.offset) & (e.offset < r[1] + r[2]))
+        hit = np.flatnonzero(np.isin(r.file_ids, fids) & (r.offsets <= e.offset) & (e.offset < r.offsets + r.nbytes))
         if hit.size:
-            tab = self.tables[int(p.read_tables[dev][hit[0]])]
+            k = int(hit[0])
+            tab = self.tables[int(r.tables[k])]
             lay = tab.layout
-            g0 = int(r[1][hit[0]]) // lay.span_bytes
-            g1 = (int(r[1][hit[0]]) + int(r[2][hit[0]]) - 1) // lay.span_bytes
+            g0 = int(r.offsets[k]) // lay.span_bytes
+            g1 = (int(r.offsets[k]) + int(r.nbytes[k]) - 1) // lay.span_bytes
             rows = f"rows {g0 * lay.rows_per_page}..{min(lay.rows, (g1 + 1) * lay.rows_per_page) - 1}"
             return BatchFailure(f"batch {p.batch.index} failed: table {tab.name}, {rows}: {e}")
         return BatchFailure(f"batch {p.batch.index} failed: {e}")
-
-    def _dev_lookups(self, p: _Prepared, dev: int, tier: str) -> int:
-        return int(p.dev_lookups[tier][dev])
 
     def _check_trace(self, reader: TraceReader) -> None:
         spec = reader.spec

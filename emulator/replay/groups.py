@@ -20,11 +20,11 @@ destination buffer and of rows in the staging array differ.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-KIND_DRAM, KIND_PAGE, KIND_STAGED = 0, 1, 2
-COLD_NONE, COLD_RAW, COLD_TT = 0, 1, 2
+from emulator.tiers import COLD_NONE, COLD_RAW, COLD_TT, KIND_DRAM, KIND_PAGE, KIND_STAGED  # noqa: F401
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Group:
     row_bytes: np.ndarray  # int64 per member
     key_base: np.ndarray  # int64 per member: cumulative rows (table-tagged keys of TT rows)
     tt_members: list = field(default_factory=list)  # member positions served by TT
+    lru: np.ndarray | None = None  # bool per member: its raw cold rows go through ``cache``
+    cache: Any = None  # emulator.replay.cache.RowCache shared by the LRU members, keyed by key_base + row
 
     @property
     def size(self) -> int:
@@ -64,6 +66,11 @@ class GroupWork:
     n_cold: int = 0
     page_per_dev: np.ndarray | None = None  # KIND_PAGE lookups per device
     tt_per_dev: np.ndarray | None = None  # KIND_STAGED lookups per device
+    lru_lookups: int = 0  # cold lookups of LRU members (probes of the group's cache)
+    lru_hits: int = 0
+    cache_hit_slots: np.ndarray | None = None  # slots pinned by this batch's hits (released after pooling)
+    cache_miss_keys: np.ndarray | None = None  # unique missed keys, admitted after pooling...
+    cache_miss_pos: np.ndarray | None = None  # ... from the page bytes of one of their lookups (a position)
 
 
 def gather_group(g: Group, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,6 +123,8 @@ def prepare_group(g: Group, batch, n_dev: int, raw_pending: list) -> GroupWork:
     raw = ck == COLD_RAW
     if raw.any():
         pos, r, k = ci[raw], old[raw], tl[raw]
+        if g.cache is not None:
+            pos, r, k = _probe_cache(g, w, pos, r, k)
         kind[pos] = KIND_PAGE
         rpp = g.rows_per_page[k]
         page = g.page_base[k] + r // rpp
@@ -138,6 +147,37 @@ def prepare_group(g: Group, batch, n_dev: int, raw_pending: list) -> GroupWork:
             m = int(owner[a])
             w.tt_rows.append((m, uniq[a:b] - g.key_base[m]))
     return w
+
+
+def _probe_cache(g: Group, w: GroupWork, pos: np.ndarray, r: np.ndarray, k: np.ndarray):
+    """The raw cold lookups of LRU members probe the group's cache: hits become DRAM rows (their slots, pinned
+    until pooled); the rest, misses and non-LRU lookups, are returned to be read from pages."""
+    from emulator.replay.cache import split_hits
+
+    lru = g.lru[k]
+    if not lru.any():
+        return pos, r, k
+    li = np.flatnonzero(lru)
+    hit, slots, miss_keys, miss_inv = split_hits(g.cache, g.key_base[k[li]] + r[li], pin=True)
+    w.kind[pos[li[hit]]] = KIND_DRAM
+    w.loc[pos[li[hit]]] = slots
+    w.lru_lookups, w.lru_hits = int(li.size), int(slots.size)
+    missed = li[~hit]
+    first = np.empty(miss_keys.size, np.int64)
+    first[miss_inv.reshape(-1)] = pos[missed]  # any lookup of a missed row: all get the same page bytes
+    w.cache_hit_slots, w.cache_miss_keys, w.cache_miss_pos = slots, miss_keys, first
+    keep = ~lru
+    keep[missed] = True
+    return pos[keep], r[keep], k[keep]
+
+
+def finish_cache(w: GroupWork, dest: np.ndarray) -> None:
+    """After the group was pooled: release its hits, admit its missed rows from this batch's pages."""
+    if w.cache_hit_slots is None:
+        return
+    w.group.cache.unpin(w.cache_hit_slots)
+    if w.cache_miss_keys.size:
+        w.group.cache.admit(w.cache_miss_keys, dest, w.loc[w.cache_miss_pos])
 
 
 def plan_raw(pending: list, page_base: np.ndarray, file_ids: np.ndarray, file_tables: np.ndarray,

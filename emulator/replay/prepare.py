@@ -1,12 +1,13 @@
 """One batch's plan, before any IO: its lookups translated, split by tier and located, its page reads planned.
 
-:func:`prepare_batch` takes the slow-path tables one by one (remap, LRU cache
-probe, :func:`emulator.io.plan_row_reads` per table) and the groups with
+:func:`prepare_batch` takes the slow-path tables one by one
+(:func:`prepare_slow_table`: remap, LRU cache probe,
+:func:`emulator.io.plan_row_reads`) and the groups with
 :func:`emulator.replay.groups.prepare_group`, then plans each device's group
 raw reads at once (:func:`emulator.replay.groups.plan_raw`) and concatenates
-every device's reads. The result, a :class:`_Prepared`, is what the engine's
-``start_io`` and ``finish`` (and ``--verify``, the accuracy replay and the host
-cost fit) consume.
+every device's reads. The result, a :class:`emulator.replay.types.Prepared`,
+is what the engine's ``start_io`` and ``finish`` (and ``--verify``, the
+accuracy replay and the host cost fit) consume.
 """
 
 from __future__ import annotations
@@ -16,169 +17,126 @@ from typing import Callable
 
 import numpy as np
 
-from emulator.kernels.pooling import KIND_DRAM, KIND_PAGE, KIND_STAGED
+from emulator.replay.types import CacheWork, DeviceReads, Prepared, TableLookups
+from emulator.tiers import DRAM, KIND_DRAM, KIND_PAGE, KIND_STAGED, LRU, SSD_RAW, SSD_TT
 from tracegen.trace_io import Batch
 
 
 @dataclass
-class _Prepared:
-    batch: Batch
-    s_kinds: list[np.ndarray]  # per slow-path table (Replayer._slow)
-    s_locs: list[np.ndarray]
-    s_offsets: list[np.ndarray]
-    s_old_ids: list[np.ndarray]
-    s_tt_rows: list[np.ndarray | None]  # unique old ids to rebuild, per slow-path table
-    reads: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # per device
-    dest: np.ndarray
-    tier_lookups: dict[str, int]
-    read_tables: list = field(default_factory=list)  # per device: table index of each read
-    cache_work: dict = field(default_factory=dict)  # table -> (hit slots to unpin, (rows, dest offsets) to admit)
+class _Pending:
+    """A batch's bookkeeping while it is being prepared."""
+
+    n_dev: int
+    dest_pos: int = 0  # bytes of the destination buffer planned so far
+    tiers: dict[str, int] = field(default_factory=lambda: {DRAM: 0, SSD_RAW: 0, SSD_TT: 0, LRU: 0})
     lru_hits: int = 0
-    handles: list = field(default_factory=list)
-    t_start: float = 0.0
-    works: list = field(default_factory=list)  # per group: emulator.replay.groups.GroupWork
-    dev_lookups: dict = field(default_factory=dict)  # tier -> lookups per device
-    slow_tables: list = field(default_factory=list)  # table index of each slow-path entry
-    _per_table: list | None = None
+    cache_work: dict[int, CacheWork] = field(default_factory=dict)
+    per_dev: list[list[tuple]] = field(default_factory=list)  # per device: (file id, offsets, nbytes, dest, table)
+    dev_lookups: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def _tables(self) -> list:
-        """Per table (in table order): (kinds, locs, offsets rebased to 0, old ids, unique TT rows or None).
-        Built on first use (verify, accuracy, host fitting); group tables' arrays are views of the group's,
-        their DRAM ``locs`` count from the group's DRAM array."""
-        if self._per_table is None:
-            views: list = [None] * self.batch.num_tables
-            for j, t in enumerate(self.slow_tables):
-                views[t] = (self.s_kinds[j], self.s_locs[j], self.s_offsets[j], self.s_old_ids[j],
-                            self.s_tt_rows[j])
-            for w in self.works:
-                cum = np.concatenate([[0], np.cumsum(w.counts)])
-                tt = dict(w.tt_rows)
-                for k, t in enumerate(w.group.tables):
-                    ids, off = self.batch.table(int(t))
-                    a, b = int(cum[k]), int(cum[k + 1])
-                    views[int(t)] = (w.kind[a:b], w.loc[a:b], off, ids, tt.get(k))
-            self._per_table = views
-        return self._per_table
-
-    @property
-    def kinds(self) -> list[np.ndarray]:
-        return [v[0] for v in self._tables()]
-
-    @property
-    def locs(self) -> list[np.ndarray]:
-        return [v[1] for v in self._tables()]
-
-    @property
-    def offsets(self) -> list[np.ndarray]:
-        return [v[2] for v in self._tables()]
-
-    @property
-    def old_ids(self) -> list[np.ndarray]:
-        return [v[3] for v in self._tables()]
-
-    @property
-    def tt_rows(self) -> list[np.ndarray | None]:
-        return [v[4] for v in self._tables()]
+    def __post_init__(self) -> None:
+        self.per_dev = [[] for _ in range(self.n_dev)]
+        self.dev_lookups = {SSD_RAW: np.zeros(self.n_dev, np.int64), SSD_TT: np.zeros(self.n_dev, np.int64)}
 
 
 def prepare_batch(batch: Batch, slow: list, groups: list, dev_files: list, max_read_bytes: int,
-                  clock: Callable[[], float], buffer: Callable[[int], np.ndarray]) -> _Prepared:
+                  clock: Callable[[], float], buffer: Callable[[int], np.ndarray]) -> Prepared:
     """Split lookups by tier and plan the page reads (no IO yet).
 
     ``slow``: the tables served one by one, ``groups``: the batched path's groups, ``dev_files``: per device, its
     group raw files' (first global page, file id, table index) arrays (see :func:`emulator.replay.tables.open_tables`);
     ``clock``: the replay's clock; ``buffer(nbytes)``: the destination buffer of the batch's reads."""
-    from emulator.io import plan_row_reads
-    from emulator.io.types import PAGE_BYTES
-    from emulator.replay.groups import plan_raw, prepare_group
+    from emulator.replay.groups import prepare_group
 
     t_start = clock()
-    kinds, locs, offs, olds, tt_rows = [], [], [], [], []
-    per_dev: list[list[tuple]] = [[] for _ in dev_files]
-    dest_pos = 0
-    tiers = {"dram": 0, "ssd_raw": 0, "ssd_tt": 0, "lru": 0}
-    lru_hits = 0
-    cache_work: dict[int, tuple] = {}
-    n_dev = len(dev_files)
-    dev_lookups = {"ssd_raw": np.zeros(n_dev, np.int64), "ssd_tt": np.zeros(n_dev, np.int64)}
-    for tab in slow:
-        ids, off = batch.table(tab.index)
-        new = ids if tab.new_ids is None else tab.new_ids(ids)
-        kind = np.zeros(ids.size, dtype=np.uint8)
-        loc = new.astype(np.int64, copy=True)
-        cold = new >= tab.hot
-        n_cold = int(cold.sum()) if tab.hot else ids.size
-        tiers["dram"] += ids.size - n_cold
-        tt_unique = None
-        if n_cold:
-            cold_idx = np.flatnonzero(cold)
-            cold_old = ids[cold_idx]
-            if tab.tt is None:
-                hit_slots = admit = None
-                read_idx, read_rows = cold_idx, cold_old
-                if tab.cache is not None:
-                    from emulator.replay.cache import split_hits
-
-                    hit, hit_slots, miss_rows, miss_inv = split_hits(tab.cache, cold_old, pin=True)
-                    kind[cold_idx[hit]] = KIND_DRAM
-                    loc[cold_idx[hit]] = hit_slots
-                    tiers["lru"] += n_cold
-                    lru_hits += int(hit_slots.size)
-                    read_idx, read_rows = cold_idx[~hit], miss_rows
-                if read_rows.size:
-                    plan = plan_row_reads(read_rows, tab.layout.rows_per_page, tab.layout.pages_per_row,
-                                          tab.layout.row_bytes, max_read_bytes=max_read_bytes)
-                    kind[read_idx] = KIND_PAGE
-                    dest_rows = plan.row_dest_offsets + dest_pos
-                    loc[read_idx] = dest_rows if tab.cache is None else dest_rows[miss_inv]
-                    per_dev[tab.device].append((tab.file_id, plan.read_offsets, plan.read_nbytes,
-                                                plan.dest_offsets + dest_pos, tab.index))
-                    dest_pos += plan.dest_bytes
-                    if tab.cache is not None:
-                        admit = (read_rows, dest_rows)
-                tiers["ssd_raw"] += read_idx.size
-                dev_lookups["ssd_raw"][tab.device] += read_idx.size
-                if tab.cache is not None:
-                    cache_work[tab.index] = (hit_slots, admit)
-            else:
-                tt_unique, inverse = np.unique(cold_old, return_inverse=True)
-                kind[cold_idx] = KIND_STAGED
-                loc[cold_idx] = inverse
-                tiers["ssd_tt"] += n_cold
-                dev_lookups["ssd_tt"][tab.device] += n_cold
-        kinds.append(kind)
-        locs.append(loc)
-        offs.append(off)
-        olds.append(ids)
-        tt_rows.append(tt_unique)
-    works, raw_pending = [], [[] for _ in range(n_dev)]
+    st = _Pending(len(dev_files))
+    slow_lookups = [prepare_slow_table(tab, batch, st, max_read_bytes) for tab in slow]
+    works, raw_pending = [], [[] for _ in range(st.n_dev)]
     for g in groups:
-        w = prepare_group(g, batch, n_dev, raw_pending)
+        w = prepare_group(g, batch, st.n_dev, raw_pending)
         works.append(w)
         n_page, n_tt = int(w.page_per_dev.sum()), int(w.tt_per_dev.sum())
-        tiers["dram"] += w.ids.size - n_page - n_tt
-        tiers["ssd_raw"] += n_page
-        tiers["ssd_tt"] += n_tt
-        dev_lookups["ssd_raw"] += w.page_per_dev
-        dev_lookups["ssd_tt"] += w.tt_per_dev
-    reads, read_tables = [], []
-    for dev, reqs in enumerate(per_dev):
-        parts = [(np.full(r[1].size, r[0], np.int64), r[1], r[2], r[3], np.full(r[1].size, r[4], np.int64))
-                 for r in reqs]
-        if raw_pending[dev]:
-            base, fids, ftabs = dev_files[dev]
-            *req, used = plan_raw(raw_pending[dev], base, fids, ftabs, dest_pos, max_read_bytes,
-                                  PAGE_BYTES)
-            parts.append(tuple(req))
-            dest_pos += used
-        if parts:
-            cat = [np.concatenate([q[j] for q in parts]) for j in range(5)]
-            reads.append(tuple(cat[:4]))
-            read_tables.append(cat[4])
+        st.tiers[DRAM] += w.ids.size - n_page - n_tt - w.lru_hits
+        st.tiers[LRU] += w.lru_lookups
+        st.lru_hits += w.lru_hits
+        st.tiers[SSD_RAW] += n_page
+        st.tiers[SSD_TT] += n_tt
+        st.dev_lookups[SSD_RAW] += w.page_per_dev
+        st.dev_lookups[SSD_TT] += w.tt_per_dev
+    reads = [_device_reads(st, dev, raw_pending[dev], dev_files[dev], max_read_bytes) for dev in range(st.n_dev)]
+    return Prepared(batch, slow_lookups, [tab.index for tab in slow], reads, buffer(st.dest_pos), st.tiers,
+                    st.dev_lookups, works=works, cache_work=st.cache_work, lru_hits=st.lru_hits, t_start=t_start)
+
+
+def prepare_slow_table(tab, batch: Batch, st: _Pending, max_read_bytes: int) -> TableLookups:
+    """One slow-path table's lookups: translated, split into DRAM / LRU hits / page reads / TT rows."""
+    ids, off = batch.table(tab.index)
+    new = ids if tab.new_ids is None else tab.new_ids(ids)
+    kind = np.zeros(ids.size, dtype=np.uint8)
+    loc = new.astype(np.int64, copy=True)
+    cold = new >= tab.hot
+    n_cold = int(cold.sum()) if tab.hot else ids.size
+    st.tiers[DRAM] += ids.size - n_cold
+    tt_unique = None
+    if n_cold:
+        cold_idx = np.flatnonzero(cold)
+        if tab.tt is None:
+            _plan_raw_table(tab, cold_idx, ids[cold_idx], kind, loc, st, max_read_bytes)
         else:
-            reads.append(None)
-            read_tables.append(None)
-    dest = buffer(dest_pos)
-    return _Prepared(batch, kinds, locs, offs, olds, tt_rows, reads, dest, tiers, read_tables=read_tables,
-                     cache_work=cache_work, lru_hits=lru_hits, t_start=t_start, works=works,
-                     dev_lookups=dev_lookups, slow_tables=[tab.index for tab in slow])
+            tt_unique, inverse = np.unique(ids[cold_idx], return_inverse=True)
+            kind[cold_idx] = KIND_STAGED
+            loc[cold_idx] = inverse
+            st.tiers[SSD_TT] += n_cold
+            st.dev_lookups[SSD_TT][tab.device] += n_cold
+    return TableLookups(kind, loc, off, ids, tt_unique)
+
+
+def _plan_raw_table(tab, cold_idx: np.ndarray, cold_old: np.ndarray, kind: np.ndarray, loc: np.ndarray,
+                    st: _Pending, max_read_bytes: int) -> None:
+    """The cold lookups of a raw table: LRU hits (if it has a cache) become DRAM rows, the rest page reads."""
+    from emulator.io import plan_row_reads
+
+    read_idx, read_rows, hit_slots, miss_inv = cold_idx, cold_old, None, None
+    if tab.cache is not None:
+        from emulator.replay.cache import split_hits
+
+        hit, hit_slots, read_rows, miss_inv = split_hits(tab.cache, cold_old, pin=True)
+        kind[cold_idx[hit]] = KIND_DRAM
+        loc[cold_idx[hit]] = hit_slots
+        st.tiers[LRU] += cold_idx.size
+        st.lru_hits += int(hit_slots.size)
+        read_idx = cold_idx[~hit]
+    admit = None
+    if read_rows.size:
+        lay = tab.layout
+        plan = plan_row_reads(read_rows, lay.rows_per_page, lay.pages_per_row, lay.row_bytes,
+                              max_read_bytes=max_read_bytes)
+        kind[read_idx] = KIND_PAGE
+        dest_rows = plan.row_dest_offsets + st.dest_pos
+        loc[read_idx] = dest_rows if tab.cache is None else dest_rows[miss_inv]
+        st.per_dev[tab.device].append((tab.file_id, plan.read_offsets, plan.read_nbytes,
+                                       plan.dest_offsets + st.dest_pos, tab.index))
+        st.dest_pos += plan.dest_bytes
+        admit = (read_rows, dest_rows)
+    st.tiers[SSD_RAW] += read_idx.size
+    st.dev_lookups[SSD_RAW][tab.device] += read_idx.size
+    if tab.cache is not None:
+        st.cache_work[tab.index] = CacheWork(hit_slots, *(admit or (None, None)))
+
+
+def _device_reads(st: _Pending, dev: int, raw_pending: list, files: tuple, max_read_bytes: int) \
+        -> DeviceReads | None:
+    """One device's reads: its slow-path tables' reads, then its groups' raw reads planned at once."""
+    from emulator.io.types import PAGE_BYTES
+    from emulator.replay.groups import plan_raw
+
+    parts = [(np.full(r[1].size, r[0], np.int64), r[1], r[2], r[3], np.full(r[1].size, r[4], np.int64))
+             for r in st.per_dev[dev]]
+    if raw_pending:
+        base, fids, ftabs = files
+        *req, used = plan_raw(raw_pending, base, fids, ftabs, st.dest_pos, max_read_bytes, PAGE_BYTES)
+        parts.append(tuple(req))
+        st.dest_pos += used
+    if not parts:
+        return None
+    return DeviceReads(*(np.concatenate([q[j] for q in parts]) for j in range(5)))
