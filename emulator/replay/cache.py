@@ -48,41 +48,14 @@ With ``ways == capacity_rows``, no pins, and the engine's batch semantics (look
 the whole batch up, then admit the batch's unique misses in sorted order) the
 hit count equals that of a textbook ``OrderedDict`` LRU fed the same way.
 
-Integration into ``emulator/replay.py`` (the lead wires it; pseudo-code)::
-
-    # plan: TablePlacement.lru_rows (cache capacity in rows, 0 = none; only with cold_tier "ssd_raw");
-    # ReplayConfig.lru_ways = 16; from a budget: lru_rows = budget_bytes // cache_bytes_per_row(row_bytes)
-    # __init__, per table with pl.lru_rows > 0 and hot < rows:
-    tab.cache = RowCache(pl.lru_rows, lay.dim, lay.np_dtype, ways=config.lru_ways, seed=i, prefix=dram)
-    tab.dram = tab.cache.storage               # hot prefix rows [0, hot), then the cache slots
-    self.dram_bytes += tab.cache.memory_bytes  # (the prefix is already counted)
-
-    # prepare(), the raw cold lookups (cold_idx, cold_old) of a cached table:
-    hit, hit_slots, miss_rows, miss_inv = split_hits(tab.cache, cold_old, pin=True)
-    kind[cold_idx[hit]] = KIND_DRAM
-    loc[cold_idx[hit]] = hit_slots
-    admit = None
-    if miss_rows.size:
-        plan = plan_row_reads(miss_rows, rows_per_page, pages_per_row, row_bytes, max_read_bytes=...)
-        miss_idx = cold_idx[~hit]
-        kind[miss_idx] = KIND_PAGE
-        loc[miss_idx] = plan.row_dest_offsets[miss_inv] + dest_pos
-        per_dev[dev].append((file_id, plan.read_offsets, plan.read_nbytes, plan.dest_offsets + dest_pos, t))
-        admit = (miss_rows, plan.row_dest_offsets + dest_pos)
-        dest_pos += plan.dest_bytes
-    p.cache_work[t] = (hit_slots, admit)
-    tiers["lru"] += n_cold; lru_hits += hit_slots.size; tiers["ssd_raw"] += n_cold - hit_slots.size
-
-    # finish(), right after pool_sources(...) of that table (its reads are complete, it was pooled):
-    hit_slots, admit = p.cache_work[t]
-    tab.cache.unpin(hit_slots)
-    if admit is not None:
-        tab.cache.admit(admit[0], p.dest, admit[1])    # copies the rows out of this batch's pages
-    # pooling-time split: hits are KIND_DRAM too, so n_hot = count(kind == KIND_DRAM) - hit_slots.size;
-    # the hits' share (plus lookup and admit time) is the lru tier's busy_s:
-    # TierCounters(lookups=probes, hits=lru_hits, busy_s=...) under the name "lru".
-
-    # _warm_up(): RowCache(1, dim, dtype).admit(...) then .lookup(...) once per dtype compiles both.
+How the replay uses it: :mod:`emulator.replay.tables` gives each group of
+tables one cache for its LRU members (keys ``key_base[table] + row``, storage =
+the group's hot rows, then the slots), and a slow-path table with wide rows its
+own; :func:`emulator.replay.groups.prepare_group` and
+:func:`emulator.replay.prepare.prepare_slow_table` probe it with
+:func:`split_hits` (hits pinned, become DRAM lookups at their slots); after the
+batch is pooled the engine unpins the hits and admits the misses from the
+batch's pages.
 
 The pages buffer ``p.dest`` of batch ``i`` is intact when ``finish(i)`` admits
 from it (the engine double-buffers: it is reused by batch ``i+2``'s prepare).
