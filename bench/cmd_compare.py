@@ -1,6 +1,6 @@
-"""``screc compare``: the same trace under each policy, with the same DRAM budget and IO engine.
+"""``screc compare``: the same trace under each policy, with the same DRAM budget, devices, queue depth and engine.
 
-Policies (rows of the table):
+Policies (rows of the tables):
 
 * ``all-dram``    every row in host DRAM: the CPU-DRAM reference (only when the store fits in memory);
 * ``all-ssd``     every lookup read raw from the SSD;
@@ -11,140 +11,160 @@ Policies (rows of the table):
 
 Statistics (and the remap the plans use) come from the first ``--profile-batches``
 batches; every policy then replays the same later batches, so nothing is measured
-on the data it was planned from.
+on the data it was planned from. The baselines get the planned policies' devices
+(tables spread over ``--devices``) and queue depth. Policies are measured in
+interleaved rounds after a warm-up (see bench/measure.py); figures are steady
+state (first batch excluded), the median of the rounds, with their spread.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from rich.table import Table
+from rich.console import Group, RenderableType
+from rich.text import Text
 
-from bench.cmd_replay import add_replay_args, run_replay
-from bench.common import format_bytes, is_live, parse_size, stdout_console, write_json
-from emulator.plan import Plan, TablePlacement, uniform_plan
+from bench.common import (add_dram_budget_arg, add_json_arg, add_out_dir_arg, ensure_writable_dir,
+                          ensure_writable_file, format_bytes, is_live, parse_size_or_share, size_arg,
+                          stderr_console, stdout_console, write_json)
+from bench.measure import BatchRange, Measurement, add_measure_args, measure_config, measure_rounds, notes
+from bench.replay_run import add_replay_args, check_engine_verify
+from bench.tables import fit_table, ms_cell, num
+from emulator.plan import DevicePlan, Plan
 from emulator.replay.engine import ReplayConfig
 from emulator.store.store import Store
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 
 POLICIES = ("all-dram", "all-ssd", "lru", "static-topk", "screc")
-_PLANNER = {"static-topk": "static-topk", "screc": "mip"}
+BASELINES = ("all-dram", "all-ssd", "lru")
+EXAMPLE = """example:
+  screc compare --store stores/ck --trace traces/ck.h5 --dram-budget 5%
+  screc compare --store stores/ck --trace traces/ck.h5 --dram-budget 64MiB --devices 2 --rounds 5
+  screc compare --store stores/ck --trace traces/ck.h5 --sweep dram-budget=16MiB,64MiB,256MiB --json c.json
+
+columns: queries/s and M lookups/s are steady-state rates (first measured batch excluded), the median of
+the rounds; spread = (fastest - slowest round) / median; p50/p99 = per-batch latency over every measured
+batch; x all-ssd / x lru = throughput ratios; read and IOs are per batch; TT rel err = the plan's
+lookup-weighted TT relative error (from the store's measured errors); predicted ms = the planner's cost
+model (modelled), measured ms = the steady-state interval per batch."""
 
 
-def lru_plan(store: Store, reader: TraceReader, budget_bytes: int, profile: int) -> Plan:
-    """Cache rows per table in proportion to the table's lookups in the profiling batches."""
-    from emulator.replay.cache import cache_bytes_per_row
-
-    lookups = np.zeros(len(store.tables))
-    for b in reader.batches(0, profile):
-        lookups += np.diff(b.table_bounds())
-    per_row = np.array([cache_bytes_per_row(t["row_bytes"]) for t in store.tables], dtype=np.float64)
-    cap = np.array([t["rows"] for t in store.tables], dtype=np.float64) * per_row  # a cache never exceeds its table
-    alloc = np.zeros(len(store.tables))
-    left = float(budget_bytes)
-    open_ = (lookups > 0) & (cap > 0)
-    while left > 0 and open_.any():  # water-filling: share by lookups, give what a full table leaves to the others
-        give = left * lookups * open_ / lookups[open_].sum()
-        take = np.minimum(give, cap - alloc)
-        alloc += take
-        left -= take.sum()
-        open_ &= alloc < cap
-        if take.sum() < 1:
-            break
-    tables = [TablePlacement(t["name"], 0, "ssd_raw", lru_rows=int(a // b))
-              for t, a, b in zip(store.tables, alloc, per_row)]
-    return Plan(store_id=store.store_id, tables=tuple(tables), trace_id=reader.trace_id,
-                dram_budget_bytes=budget_bytes, planner="lru")
+def spread_over_devices(plan: Plan, store: Store, devices: int) -> Plan:
+    """A baseline plan on ``devices`` devices: tables by size, largest first, each to the least loaded one."""
+    if devices <= 1:
+        return plan
+    size = {t.name: t.rows * t.row_bytes for t in store.tables}
+    load = [0] * devices
+    where = {}
+    for tp in sorted(plan.tables, key=lambda tp: -size.get(tp.table, 0)):
+        d = min(range(devices), key=load.__getitem__)
+        where[tp.table] = d
+        load[d] += size.get(tp.table, 0)
+    tables = tuple(dataclasses.replace(tp, device=where[tp.table]) for tp in plan.tables)
+    return dataclasses.replace(plan, tables=tables, devices=tuple(DevicePlan(f"dev{i}") for i in range(devices)))
 
 
-def planned(store_path: str, trace_path: str, policy: str, budget_bytes: int, profile: int, args, out_dir: Path) -> Plan:
-    from bench.cmd_plan import SolveConfig, solve_plan
+def policy_plans(store: Store, reader: TraceReader, budget_bytes: int, policies: list[str], args,
+                 plan_dir: Path) -> tuple[list[tuple[str, Plan]], dict[str, list[str]]]:
+    """Every policy's plan (baselines on the planned policies' devices) and the notes of how each was made."""
+    from plans.planner import PlanningConfig, PresetRequest, preset_plan
 
-    cfg = SolveConfig(output=out_dir / f"{policy}-{budget_bytes}.json", dram_budget_bytes=budget_bytes,
-                      planner=_PLANNER[policy], devices=args.devices, cores=None, device_profile="local",
-                      device_dram_bytes=parse_size(args.device_dram, "--device-dram"),
-                      accuracy_budget=args.accuracy_budget, accuracy_mode="weighted", time_limit_s=args.time_limit,
-                      solver="cbc", queue_depth=args.qd, store=store_path, trace=trace_path,
-                      profile_batches=profile, calibration=args.calibration)
-    plan, _ = solve_plan(cfg)
-    return Plan.load(cfg.output)  # resolves the remap path beside the plan
-
-
-def compare_one_budget(store: Store, reader: TraceReader, budget_bytes: int, policies: list[str], args,
-                       out_dir: Path) -> list[dict[str, Any]]:
-    profile = args.profile_batches
-    replay_batches = reader.num_batches - profile
-    if args.batches:
-        replay_batches = min(replay_batches, args.batches)
-    config = ReplayConfig(engine=args.engine, queue_depth=args.qd, allow_buffered=args.buffered_io,
-                          pipeline=not args.no_pipeline, start_batch=profile, max_batches=replay_batches)
-    rows = []
+    planning = PlanningConfig(dram_budget_bytes=budget_bytes, devices=args.devices, device_dram_bytes=args.device_dram,
+                              accuracy_budget=args.accuracy_budget, time_limit_s=args.time_limit, queue_depth=args.qd,
+                              calibration=args.calibration, store=str(store.path), trace=str(reader.path))
+    request = PresetRequest(dram_budget_bytes=budget_bytes, profile_batches=args.profile_batches, planning=planning,
+                            plan_dir=str(plan_dir))
+    plans, plan_notes = [], {}
     for policy in policies:
-        if policy == "all-dram":
-            if store.raw_bytes > args.max_dram_reference:
-                continue  # does not fit: no CPU-DRAM reference at this size
-            plan = uniform_plan(store.store_id, {t["name"]: t["rows"] for t in store.tables}, "all-dram",
-                                trace_id=reader.trace_id)
-        elif policy == "all-ssd":
-            plan = uniform_plan(store.store_id, {t["name"]: t["rows"] for t in store.tables}, "all-ssd",
-                                trace_id=reader.trace_id)
-        elif policy == "lru":
-            plan = lru_plan(store, reader, budget_bytes, profile)
-        else:
-            plan = planned(str(store.path), str(reader.path), policy, budget_bytes, profile, args, out_dir)
-        payload = run_replay(store, reader, plan, config, live=is_live() and not args.no_live)
-        payload["policy"] = policy
-        payload["dram_budget_bytes"] = budget_bytes
-        pred = plan.predicted or {}
-        payload["tt_weighted_rel_error"] = pred.get("weighted_rel_error", 0.0 if policy != "screc" else None)
-        payload["tt_tables"] = sum(1 for t in plan.tables if t.cold_tier == "ssd_tt" and t.hot_rows < _rows(store, t))
-        rows.append(payload)
+        if policy == "all-dram" and store.raw_bytes > args.max_dram_reference:
+            plan_notes[policy] = [f"skipped: the model ({format_bytes(store.raw_bytes)}) is larger than "
+                                  f"--max-dram-reference ({format_bytes(args.max_dram_reference)})"]
+            continue
+        result = preset_plan(policy, store, reader, request)
+        plan = result.plan
+        if policy in BASELINES:
+            plan = spread_over_devices(plan, store, args.devices)
+        plans.append((policy, plan))
+        plan_notes[policy] = [str(n) for n in result.notes]
+    return plans, plan_notes
+
+
+def _prediction(plan: Plan, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The planner's predicted batch time (modelled) against the measured steady-state interval."""
+    perf = (plan.predicted or {}).get("perf") or {}
+    predicted = perf.get("total_s") if isinstance(perf, dict) else None
+    steady_qps = row.get("steady_qps")
+    if not isinstance(predicted, (int, float)) or isinstance(predicted, bool) or not predicted > 0 or not steady_qps:
+        return None
+    measured = row["samples"] / row["batches"] / steady_qps if row.get("batches") else None
+    if not measured:
+        return None
+    return {"predicted_batch_s": predicted, "basis": "modelled", "measured_batch_s": measured,
+            "relative_error": measured / predicted - 1.0, "bottleneck": perf.get("bottleneck")}
+
+
+def compare_rows(store: Store, measurements: list[Measurement], budget_bytes: int,
+                 plan_notes: dict[str, list[str]]) -> list[dict[str, Any]]:
+    rows = []
+    for m in measurements:
+        row = m.row()
+        pred = m.plan.predicted or {}
+        rows_of = {t.name: t.rows for t in store.tables}
+        row.update({
+            "dram_budget_bytes": budget_bytes, "notes": plan_notes.get(m.name, []),
+            "tt_weighted_rel_error": pred.get("weighted_rel_error", 0.0 if m.name != "screc" else None),
+            "tt_tables": sum(1 for t in m.plan.tables if t.cold_tier == "ssd_tt" and t.hot_rows < rows_of[t.table]),
+        })
+        row["prediction"] = _prediction(m.plan, row)
+        rows.append(row)
     for key in ("all-ssd", "lru"):
         base = next((r for r in rows if r["policy"] == key), None)
         for r in rows:
-            r[f"speedup_vs_{key.replace('-', '_')}"] = r["qps"] / base["qps"] if base and base["qps"] else None
+            ok = base and base.get("steady_qps") and r.get("steady_qps")
+            r[f"speedup_vs_{key.replace('-', '_')}"] = r["steady_qps"] / base["steady_qps"] if ok else None
     return rows
 
 
-def _rows(store: Store, placement: TablePlacement) -> int:
-    return store.tables[store.table_index(placement.table)]["rows"]
+def render(rows: list[dict[str, Any]], budget_bytes: int, raw_bytes: int, rounds: int) -> RenderableType:
+    """Tables that fit 80 columns for one budget: throughput; resources per batch; the plans' predictions."""
+    head = Text(f"DRAM budget {format_bytes(budget_bytes)} ({budget_bytes / raw_bytes:.1%} of the "
+                f"{format_bytes(raw_bytes)} model)", style="bold")
+    speed = fit_table(f"throughput: steady state, median of {rounds} round(s)",
+                      ("policy", "queries/s", "spread", "M lookups/s", "p50 ms", "p99 ms", "x all-ssd", "x lru"),
+                      [(r["policy"], num(r.get("steady_qps"), ",.0f"), num(r.get("qps_spread"), ".0%"),
+                        num(r.get("steady_lookups_per_s"), ".2f", 1e-6), ms_cell(r["latency_s"].get("p50")),
+                        ms_cell(r["latency_s"].get("p99")), num(r.get("speedup_vs_all_ssd"), ".2f"),
+                        num(r.get("speedup_vs_lru"), ".2f")) for r in rows])
+    res = fit_table("resources per batch",
+                    ("policy", "DRAM used", "read", "IOs", "TT tables", "TT rel err"),
+                    [(r["policy"], format_bytes(r["dram_used_bytes"]), format_bytes(r["bytes_read_per_batch"]),
+                      f"{r['ios_per_batch']:,.0f}", str(r["tt_tables"]),
+                      "-" if not r.get("tt_weighted_rel_error") else f"{r['tt_weighted_rel_error']:.4f}")
+                     for r in rows])
+    parts: list[RenderableType] = [head, speed, res]
+    pred = [(r["policy"], r["prediction"]) for r in rows if r.get("prediction")]
+    if pred:
+        parts.append(fit_table("batch time: the planner's prediction (modelled) against the measured one",
+                               ("policy", "predicted ms (modelled)", "measured ms", "error"),
+                               [(name, ms_cell(p["predicted_batch_s"]), ms_cell(p["measured_batch_s"]),
+                                 f"{p['relative_error']:+.0%}") for name, p in pred]))
+    return Group(*parts)
 
 
-def render(rows: list[dict[str, Any]], budget_bytes: int, raw_bytes: int) -> Table:
-    t = Table(title=f"policies on one trace, DRAM budget {format_bytes(budget_bytes)} "
-                    f"({budget_bytes / raw_bytes:.1%} of the {format_bytes(raw_bytes)} model)")
-    for col in ("policy", "queries/s", "M lookups/s", "p50 ms", "p99 ms", "DRAM used", "read", "TT tables",
-                "TT rel err", "x all-ssd", "x lru"):
-        t.add_column(col, justify="left" if col == "policy" else "right")
-    fx = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+def render_notes(rows: list[dict[str, Any]], measure_notes: list[str], skipped: dict[str, list[str]]) -> list[str]:
+    lines = [f"note: {n}" for n in measure_notes]
     for r in rows:
-        lat = r["latency_s"]
-        err = r.get("tt_weighted_rel_error")
-        t.add_row(r["policy"], f"{r['qps']:,.0f}", f"{r['lookups_per_s'] / 1e6:.2f}", f"{lat['p50'] * 1e3:.2f}",
-                  f"{lat['p99'] * 1e3:.2f}", format_bytes(r["dram_used_bytes"]), format_bytes(r["bytes_read"]),
-                  str(r["tt_tables"]), "-" if not err else f"{err:.4f}", fx(r.get("speedup_vs_all_ssd")),
-                  fx(r.get("speedup_vs_lru")))
-    return t
-
-
-def _budget(text: str, model_bytes: int, what: str) -> int:
-    """A size (``64MiB``) or a share of the model (``5%``)."""
-    text = text.strip()
-    if text.endswith("%"):
-        try:
-            pct = float(text[:-1])
-        except ValueError:
-            raise InputError(f"{what} {text!r} is not a size like 64MiB or a share like 5%") from None
-        if not 0 < pct <= 100:
-            raise InputError(f"{what} {text!r} must be a share in (0, 100]%")
-        return int(model_bytes * pct / 100)
-    return parse_size(text, what)
+        lines += [f"{r['policy']}: {n}" for n in r.get("notes", [])]
+    for policy, ns in skipped.items():
+        if not any(r["policy"] == policy for r in rows):
+            lines += [f"{policy}: {n}" for n in ns]
+    return lines
 
 
 def _budgets(args, model_bytes: int) -> list[int]:
@@ -152,42 +172,74 @@ def _budgets(args, model_bytes: int) -> list[int]:
         key, sep, values = args.sweep.partition("=")
         if key != "dram-budget" or not sep or not values:
             raise InputError(f"--sweep {args.sweep!r} is not dram-budget=SIZE,SIZE,...")
-        return [_budget(v, model_bytes, "--sweep") for v in values.split(",") if v.strip()]
+        return [parse_size_or_share(v, "--sweep").resolve(model_bytes) for v in values.split(",") if v.strip()]
     if not args.dram_budget:
         raise InputError("compare needs --dram-budget SIZE or --sweep dram-budget=SIZE,...")
-    return [_budget(args.dram_budget, model_bytes, "--dram-budget")]
+    return [args.dram_budget.resolve(model_bytes)]
+
+
+def _check_args(args) -> tuple[list[str], Path]:
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    bad = [p for p in policies if p not in POLICIES]
+    if bad or not policies:
+        raise InputError(f"unknown policies {', '.join(bad) or '(none)'} (choose from {', '.join(POLICIES)})")
+    if args.devices < 1:
+        raise InputError(f"--devices must be >= 1, got {args.devices}")
+    if args.qd < 1:
+        raise InputError(f"--qd must be >= 1, got {args.qd}")
+    if args.batches is not None and args.batches < 2:
+        raise InputError(f"--batches must be >= 2 (the first batch is not steady state), got {args.batches}")
+    check_engine_verify(args.engine, False)
+    plan_dir = Path(args.plan_dir) if args.plan_dir else Path(args.out_dir) / "plans"
+    for d in (args.out_dir, plan_dir):
+        ensure_writable_dir(d)
+    ensure_writable_file(args.json)
+    return policies, plan_dir
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from bench.live import LiveView
     from bench.results import write_run
 
-    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    bad = [p for p in policies if p not in POLICIES]
-    if bad:
-        raise InputError(f"unknown policies {', '.join(bad)} (choose from {', '.join(POLICIES)})")
+    policies, plan_dir = _check_args(args)
+    mcfg = measure_config(args)
     store = Store.open(args.store)
     budgets = _budgets(args, store.raw_bytes)
-    out = stdout_console()
+    err = stderr_console()
+    out = err if args.json == "-" else stdout_console()  # bare --json: stdout holds the JSON only
+    live = is_live() and not args.no_live
+    replay = ReplayConfig(engine=args.engine, queue_depth=args.qd, allow_buffered=args.buffered_io,
+                          pipeline=not args.no_pipeline)
     with TraceReader(args.trace) as reader:
         if args.profile_batches is None:
             args.profile_batches = max(1, reader.num_batches // 2)
         if not 1 <= args.profile_batches < reader.num_batches:
             raise InputError(f"--profile-batches must leave batches to replay (trace has {reader.num_batches})",
                              args.trace)
-        plan_dir = Path(args.plan_dir)
+        count = reader.num_batches - args.profile_batches
+        measured = BatchRange(args.profile_batches, min(count, args.batches) if args.batches else count)
         plan_dir.mkdir(parents=True, exist_ok=True)
         sweep = []
         for budget in budgets:
-            rows = compare_one_budget(store, reader, budget, policies, args, plan_dir)
-            sweep.append({"dram_budget_bytes": budget, "rows": rows})
-            out.print(render(rows, budget, store.raw_bytes))
+            plans, plan_notes = policy_plans(store, reader, budget, policies, args, plan_dir)
+            ms = measure_rounds(store, reader, plans, measured, replay, mcfg,
+                                watch=lambda stats: LiveView(stats.snapshot, err, live=live),
+                                on_step=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
+            rows = compare_rows(store, ms, budget, plan_notes)
+            mnotes = notes(ms, mcfg)
+            sweep.append({"dram_budget_bytes": budget, "rows": rows, "notes": mnotes})
+            out.print(render(rows, budget, store.raw_bytes, mcfg.rounds))
+            for line in render_notes(rows, mnotes, plan_notes):
+                out.print(line, highlight=False, soft_wrap=False)
         trace_id = reader.trace_id
     payload: dict[str, Any] = sweep[0] if len(sweep) == 1 else {"sweep": sweep}
     payload.update({"store_raw_bytes": store.raw_bytes, "profile_batches": args.profile_batches,
-                    "engine": args.engine, "queue_depth": args.qd})
+                    "replayed_batches": [measured.start, measured.start + measured.count], "engine": args.engine,
+                    "queue_depth": args.qd, "devices": args.devices, "measure": dataclasses.asdict(mcfg),
+                    "store": str(store.path), "trace": str(args.trace), "throughput": "steady state, median of rounds"})
     flat = [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for e in sweep for r in e["rows"]]
     run_dir = write_run("compare", sys.argv, payload, store_id=store.store_id, trace_id=trace_id,
-                        tables={"compare": flat}, store_path=str(store.path))
+                        tables={"compare": flat}, store_path=str(store.path), runs_dir=args.out_dir)
     if args.json:
         write_json(args.json, payload)
     out.print(f"result in {run_dir}")
@@ -196,27 +248,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="replay one trace under every policy with the same DRAM budget",
-                       description=__doc__.split("\n\n")[0] + "\n\nexample:\n"
-                       "  screc compare --store stores/ck --trace traces/ck.h5 --dram-budget 5%%\n"
-                       "  screc compare --store stores/ck --trace traces/ck.h5 --dram-budget 64MiB\n"
-                       "  screc compare --store stores/ck --trace traces/ck.h5 --sweep dram-budget=16MiB,64MiB,256MiB",
+                       description=__doc__.split("\n\n")[0] + "\n\n" + EXAMPLE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", required=True)
     p.add_argument("--trace", required=True)
-    p.add_argument("--dram-budget", help="host DRAM for hot rows / caches: a size (64MiB) or a share of the model (5%%)")
+    add_dram_budget_arg(p)
     p.add_argument("--sweep", help="dram-budget=SIZE,SIZE,... (one comparison per budget)")
     p.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated subset of {', '.join(POLICIES)}")
     p.add_argument("--profile-batches", type=int, default=None,
                    help="batches used for statistics and plans; the rest are replayed (default: half)")
-    p.add_argument("--devices", type=int, default=1, help="emulated devices for the planned policies")
-    p.add_argument("--device-dram", default="4GiB", help="device memory for TT cores (default 4GiB)")
+    p.add_argument("--devices", type=int, default=1, help="emulated devices, for every policy (default 1)")
+    p.add_argument("--device-dram", type=size_arg("--device-dram"), default=4 << 30,
+                   help="device memory for TT cores (default 4GiB)")
     p.add_argument("--accuracy-budget", type=float, default=None, help="bound on the lookup-weighted TT error")
-    p.add_argument("--calibration", default=None, help="calibration JSON from `screc calibrate`")
+    p.add_argument("--calibration", default=None,
+                   help="calibration JSON from `screc calibrate` (without it the plans use modelled rates)")
     p.add_argument("--time-limit", type=float, default=30.0, help="MIP time limit in seconds (default 30)")
-    p.add_argument("--max-dram-reference", type=lambda s: parse_size(s, "--max-dram-reference"),
+    p.add_argument("--max-dram-reference", type=size_arg("--max-dram-reference"),
                    default=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3,
                    help="run all-dram only when the model is at most this big (default a third of RAM)")
-    p.add_argument("--plan-dir", default="runs/plans", help="where the policies' plans are written")
-    p.add_argument("--json", default=None, metavar="FILE")
+    p.add_argument("--plan-dir", default=None, help="where the policies' plans are written (default OUT_DIR/plans)")
+    add_json_arg(p)
+    add_out_dir_arg(p)
     add_replay_args(p)
+    add_measure_args(p)
     p.set_defaults(func=cmd_compare)

@@ -279,3 +279,25 @@ def notes(measurements: Sequence[Measurement], cfg: MeasureConfig) -> list[str]:
         out.append(f"fewer than {FEW_BATCHES} steady-state batches behind the figures of {', '.join(few)}: "
                    f"not a stable figure (raise --min-batches)")
     return out
+
+
+def add_measure_args(p, *, rounds: int = MeasureConfig.rounds) -> None:
+    """The measurement flags shared by ``compare`` and ``demo``."""
+    d = MeasureConfig()
+    p.add_argument("--min-batches", type=int, default=d.min_batches,
+                   help=f"measured batches per policy and round, the replayed batches looped if fewer "
+                        f"(default {d.min_batches})")
+    p.add_argument("--min-seconds", type=float, default=d.min_seconds,
+                   help=f"measured seconds per policy and round, batches looped until reached "
+                        f"(default {d.min_seconds:g})")
+    p.add_argument("--warmup-batches", type=int, default=d.warmup_batches,
+                   help=f"batches replayed before every measured run, not measured (default {d.warmup_batches})")
+    p.add_argument("--rounds", type=int, default=rounds,
+                   help=f"interleaved rounds over the policies; the median is reported (default {rounds})")
+
+
+def measure_config(args) -> MeasureConfig:
+    cfg = MeasureConfig(min_batches=args.min_batches, min_seconds=args.min_seconds,
+                        warmup_batches=args.warmup_batches, rounds=args.rounds)
+    cfg.check()
+    return cfg

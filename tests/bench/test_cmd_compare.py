@@ -1,54 +1,100 @@
+"""screc compare: every policy on the same later batches, measured warm in interleaved rounds, fairly."""
+
 import json
 
 import pytest
-
-from bench.cmd_compare import _budget, lru_plan
-from emulator.replay.cache import cache_bytes_per_row
+from bench.cmd_compare import render, spread_over_devices
+from emulator.plan import uniform_plan
 from emulator.store.store import Store
-from tracegen.errors import InputError
-from tracegen.trace_io import TraceReader
 
+from tests.bench.test_tables import assert_fits, rendered
 from tests.conftest import one_line_error, run_cli
 
 
-def test_budget_parsing():
-    assert _budget("5%", 2000, "b") == 100  # 5% of a 2000-byte model
-    assert _budget("1KiB", 2000, "b") == 1024
-    for bad in ("5XB", "0%", "abc%"):
-        with pytest.raises(InputError):
-            _budget(bad, 2000, "b")
+def _fast(tmp_path, *extra):
+    return ["--profile-batches", "2", "--engine", "pread", "--no-live", "--time-limit", "5", "--min-batches", "3",
+            "--min-seconds", "0", "--rounds", "2", "--warmup-batches", "1", "--out-dir", str(tmp_path / "out"),
+            *extra]
 
 
-def test_lru_plan_spends_the_budget_but_never_more(tiny_store, tiny_trace):
-    store = Store.open(tiny_store)
-    with TraceReader(tiny_trace) as r:
-        plan = lru_plan(store, r, 20_000, 2)
-    used = sum(p.lru_rows * cache_bytes_per_row(t["row_bytes"]) for p, t in zip(plan.tables, store.tables))
-    assert 0.9 * 20_000 < used <= 20_000
-    assert all(p.lru_rows <= t["rows"] and p.hot_rows == 0 for p, t in zip(plan.tables, store.tables))
-
-
-def test_compare_all_policies_on_tiny(tiny_store, tiny_trace, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(["compare", "--store", str(tiny_store), "--trace", str(tiny_trace), "--dram-budget", "10%",
-                              "--profile-batches", "2", "--engine", "pread", "--no-live", "--time-limit", "5",
-                              "--json", "c.json"], capsys)
+def test_compare_all_policies_on_tiny(tiny_store, tiny_trace, tmp_path, capsys):
+    code, out, err = run_cli(["compare", "--store", str(tiny_store), "--trace", str(tiny_trace), "--dram-budget",
+                              "10%", "--devices", "2", "--json", str(tmp_path / "c.json"), *_fast(tmp_path)], capsys)
     assert code == 0, err
     payload = json.loads((tmp_path / "c.json").read_text())
-    policies = [r["policy"] for r in payload["rows"]]
-    assert policies == ["all-dram", "all-ssd", "lru", "static-topk", "screc"]
-    for r in payload["rows"]:
-        assert r["batches"] == 2 and r["qps"] > 0  # batches [2, 4) replayed under every policy
-        assert r["speedup_vs_all_ssd"] > 0 and r["speedup_vs_lru"] > 0
-    ssd = next(r for r in payload["rows"] if r["policy"] == "all-ssd")
-    assert ssd["speedup_vs_all_ssd"] == pytest.approx(1.0)
-    assert next(r for r in payload["rows"] if r["policy"] == "all-dram")["bytes_read"] == 0
-    assert (tmp_path / "runs").is_dir() and "all-ssd" in out
+    rows = {r["policy"]: r for r in payload["rows"]}
+    assert list(rows) == ["all-dram", "all-ssd", "lru", "static-topk", "screc"]
+    for r in rows.values():
+        # batches [2, 4) replayed, looped to 3 batches per round, 2 rounds; the first of each run apart
+        assert r["rounds"] == 2 and r["measured_batches"] == 6 and r["steady_batches"] == 2
+        assert r["distinct_batches"] == 2 and r["warmup_batches"] == 1 and r["steady_qps"] > 0
+        assert r["queue_depth"] == 128 and r["devices_used"] == 2  # baselines get the planned policies' devices
+        assert len(r["round_steady_qps"]) == 2 and r["qps_spread"] >= 0
+    assert rows["all-ssd"]["speedup_vs_all_ssd"] == pytest.approx(1.0)
+    assert rows["all-dram"]["bytes_read_per_batch"] == 0 and rows["all-ssd"]["ios_per_batch"] > 0
+    # no --calibration: the planned policies' notes say their rates are modelled, and the prediction is too
+    assert any("modelled" in n for n in rows["screc"]["notes"])
+    assert rows["screc"]["prediction"]["basis"] == "modelled"
+    assert "predicted ms" in out and "(modelled)" in out and "screc: " in out
+    assert "again in a loop" in out  # 2 distinct batches looped to 3: said so
+    runs = list((tmp_path / "out").iterdir())
+    assert {p.name for p in runs} >= {"plans"} and any("compare" in p.name for p in runs)
 
 
-def test_compare_bad_inputs(tiny_store, tiny_trace, capsys):
+def test_compare_bare_json_is_stdout_only(tiny_store, tiny_trace, tmp_path, capsys):
+    code, out, err = run_cli(["compare", "--store", str(tiny_store), "--trace", str(tiny_trace), "--dram-budget",
+                              "1KiB", "--policies", "all-ssd", "--json", *_fast(tmp_path)], capsys)
+    assert code == 0, err
+    assert json.loads(out)["rows"][0]["policy"] == "all-ssd" and "throughput" in err
+
+
+def test_spread_over_devices_balances_bytes(tiny_store):
+    store = Store.open(tiny_store)
+    plan = uniform_plan(store.store_id, {t.name: t.rows for t in store.tables}, "all-ssd")
+    two = spread_over_devices(plan, store, 2)
+    assert [d.name for d in two.devices] == ["dev0", "dev1"]
+    size = {t.name: t.rows * t.row_bytes for t in store.tables}
+    load = [sum(size[p.table] for p in two.tables if p.device == d) for d in (0, 1)]
+    # greedy largest-first: the loads differ by at most the largest table
+    assert abs(load[0] - load[1]) <= max(size.values()) and min(load) > 0
+    assert spread_over_devices(plan, store, 1) is plan
+
+
+def _row(policy, qps):
+    return {"policy": policy, "steady_qps": qps, "qps_spread": 0.123, "steady_lookups_per_s": qps * 26,
+            "latency_s": {"p50": 0.00123, "p99": 0.0456}, "speedup_vs_all_ssd": qps / 21_370.0,
+            "speedup_vs_lru": 1.0, "dram_used_bytes": 89 << 20, "bytes_read_per_batch": 1.48 * 2**30,
+            "ios_per_batch": 35_868.0, "tt_tables": 76, "tt_weighted_rel_error": 0.0007,
+            "prediction": {"predicted_batch_s": 0.571, "measured_batch_s": 0.734, "relative_error": 0.734 / 0.571 - 1}}
+
+
+def test_tables_fit_80_columns():
+    rows = [_row(p, q) for p, q in (("all-dram", 1_439_614.0), ("all-ssd", 21_370.0), ("lru", 21_700.0),
+                                    ("static-topk", 401_000.0), ("screc", 756_000.0))]
+    text = rendered(render(rows, 89 << 20, int(1.74 * 2**30), 3))
+    # 67.37 = 1,439,614 / 21,370 (x all-ssd); 734 / 571 - 1 = +29%; 1.23 and 45.6 ms; 1.00 x lru
+    assert_fits(text, [("all-dram", "1,439,614", "12%", "37.43", "1.23", "45.6", "67.37", "1.00"),
+                       ("static-topk", "89.00 MiB", "1.48 GiB", "35,868", "76", "0.0007"),
+                       ("screc", "571", "734", "+29%")])
+    assert "predicted ms (modelled)" in text
+
+
+def test_compare_bad_inputs(tiny_store, tiny_trace, tmp_path, capsys):
     base = ["compare", "--store", str(tiny_store), "--trace", str(tiny_trace), "--no-live"]
-    for extra in (["--dram-budget", "5XB"], [], ["--dram-budget", "1MiB", "--policies", "nope"],
-                  ["--sweep", "budget=1,2"], ["--dram-budget", "1MiB", "--profile-batches", "99"]):
+    for extra in (["--dram-budget", "5XB"], ["--dram-budget", "1000"], [], ["--dram-budget", "1MiB", "--policies", "nope"],
+                  ["--sweep", "budget=1,2"], ["--dram-budget", "1MiB", "--profile-batches", "99"],
+                  ["--dram-budget", "1MiB", "--min-batches", "1"], ["--dram-budget", "1MiB", "--rounds", "0"]):
         code, _, err = run_cli(base + extra, capsys)
         assert code == 2 and one_line_error(err), (extra, err)
+
+
+def test_unwritable_outputs_fail_before_any_work(tiny_store, tiny_trace, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a path under a regular file cannot be written, even by root
+    for extra in (["--out-dir", str(blocker / "runs")], ["--plan-dir", str(blocker / "plans")],
+                  ["--json", str(blocker / "c.json")]):
+        code, _, err = run_cli(["compare", "--store", str(tiny_store), "--trace", str(tiny_trace),
+                                "--dram-budget", "1MiB", "--no-live", "--out-dir", str(tmp_path / "runs"), *extra],
+                               capsys)
+        assert code == 2 and one_line_error(err) and "round" not in err, (extra, err)
+    assert not (tmp_path / "runs").exists()  # nothing was measured or written
