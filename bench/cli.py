@@ -17,7 +17,7 @@ from tracegen.errors import InputError
 # (module, group name or None): a module with a group registers its
 # sub-commands under ``screc <group>``; otherwise it adds top-level commands.
 COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
-    ("bench.cmd_trace", "trace", "generate, inspect and calibrate lookup traces"),
+    ("bench.cmd_trace", "trace", "generate, inspect, fit, import and export lookup traces"),
     ("bench.cmd_store", "store", "build, verify and describe embedding stores"),
     ("bench.cmd_plan", "plan", "solve and show placement plans"),
     ("bench.cmd_calibrate", None, ""),
@@ -33,6 +33,19 @@ COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
 )
 
 
+EPILOG = """example (the whole pipeline on a small built-in default): screc demo
+
+flags mean the same in every command:
+  --model NAME|FILE      a model spec: preset name or .json/.toml file
+  --json [FILE]          the command's figures as JSON: bare to stdout, or written to FILE
+  -o, --output FILE      the main output file;  --out-dir DIR  an output directory (result directories: runs/)
+  --dram-budget SIZE|PCT%  host DRAM for hot rows: a size with a unit (64MiB, 2GB) or a share of the model (5%)
+  --engine, --qd, --batch-size   IO engine (uring, liburing, pread, null; default uring), IO queue depth per
+                         device (default 128), samples per batch
+bad input: one line naming the file and the problem, exit 2; Ctrl-C: exit 130.
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's own convention)
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -40,7 +53,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="screc", description="Emulate SCRec computational-storage serving of DLRM embedding tables.",
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for module_name, group, help_text in COMMAND_MODULES:

@@ -8,12 +8,12 @@ from typing import Any
 
 from rich.table import Table
 
-from bench.common import stdout_console, write_json
+from bench.common import (add_engine_arg, add_json_arg, add_out_dir_arg, ensure_writable_dir, ensure_writable_file,
+                          stdout_console, write_json)
 from emulator.accuracy import accuracy_report
 from emulator.dense import DenseConfig, DenseModel
 from emulator.plan import Plan
 from emulator.store.store import Store
-from tracegen.atomic import check_writable
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 
@@ -71,8 +71,11 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
 
     if args.batches is not None and args.batches < 1:
         raise InputError(f"--batches must be >= 1, got {args.batches}")
-    if args.json and args.json != "-":
-        check_writable(args.json)  # fail now, not after the run has written its result directory
+    ensure_writable_file(args.json)  # every output checked before any work
+    ensure_writable_dir(args.out_dir)
+    if args.engine == "null":
+        raise InputError("--engine null reads nothing, so there are no raw rows to compare TT rows with; "
+                         "use --engine uring or pread")
     store = Store.open(args.store)
     dims = [lay.dim for lay in store.layouts]
     dense = None
@@ -87,7 +90,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     payload.update({"store": str(store.path), "trace": str(reader.path), "plan": args.plan})
     payload = to_jsonable(payload)  # NaN (an AUC over one class) -> None
     run_dir = write_run("accuracy", sys.argv, payload, store_id=store.store_id, trace_id=trace_id,
-                        tables={"tables": payload["tables"]}, store_path=store.path)
+                        tables={"tables": payload["tables"]}, store_path=store.path, runs_dir=args.out_dir)
     if args.json:
         write_json(args.json, payload)
     out = stdout_console()
@@ -99,27 +102,43 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLE = """example:
+  screc accuracy --store stores/tiny --trace traces/tiny.h5 --tt-rank 8
+  screc accuracy --store stores/ck --trace traces/ck.h5 --plan plan.json --batches 4 --json
+  screc accuracy --store stores/ck --trace traces/ck.h5 --no-dense --json runs/acc.json --out-dir /tmp/runs
+
+columns (pooled embeddings, per table; TT run against the raw run of the same batches):
+  tier            where the plan serves the table's rows (dram N + ssd_tt: N hot rows, the rest from TT cores)
+  TT rank         rank of the TT cores used; compression: raw bytes / TT core bytes
+  TT lookups      lookups served from TT cores
+  mean |diff|     mean absolute difference of the pooled embeddings' elements
+  max |diff|      largest absolute difference of one element
+  rel. Frobenius  ||pooled_TT - pooled_raw|| / ||pooled_raw|| over all bags of the table
+predictions: the dense model's click probabilities p from both runs, their AUC and log-loss against labels
+drawn from the raw run's probabilities (synthetic labels: the AUC measures agreement, not model quality).
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("accuracy", help="compare TT-served embeddings and predictions with the raw ones",
                        description="Replay the same batches under an all-raw plan and under a TT plan, and report\n"
                                    "per table how far the pooled embeddings differ; with the dense model (on by\n"
                                    "default) also the predictions, the AUC and the log-loss of both runs against\n"
-                                   "labels drawn from the raw run's probabilities.\n\n"
-                                   "example: screc accuracy --store stores/tiny --trace traces/tiny.h5 --tt-rank 8",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", required=True)
-    p.add_argument("--trace", required=True)
+                                   "labels drawn from the raw run's probabilities.",
+                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, help="store directory")
+    p.add_argument("--trace", required=True, help="trace file (HDF5)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--tt-rank", type=int, default=None,
                    help="serve every table that has TT cores from rank R (default: each table's smallest rank)")
     g.add_argument("--plan", default=None, help="judge this plan (from `screc plan solve`) instead of all-tt")
     p.add_argument("--batches", type=int, default=None, help="compare at most this many batches (default all)")
-    p.add_argument("--engine", choices=("uring", "liburing", "pread"), default="pread",
-                   help="IO engine for raw SSD reads (default pread: accuracy does not depend on it)")
+    add_engine_arg(p)
     p.add_argument("--no-dense", action="store_true", help="only compare pooled embeddings")
     p.add_argument("--dense-seed", type=int, default=0, help="seed of the dense model's weights (default 0)")
     p.add_argument("--dense-weights", default=None, metavar="NPZ",
                    help="load the dense model's weights from an .npz instead of seeding them")
     p.add_argument("--seed", type=int, default=0, help="seed of the dense features and the labels (default 0)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the result payload to FILE ('-' = stdout)")
+    add_json_arg(p, "the result payload")
+    add_out_dir_arg(p)
     p.set_defaults(func=cmd_accuracy)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bench.common import format_bytes, stdout_console, write_json
-from tracegen.atomic import check_writable
+from bench.common import add_json_arg, add_qd_arg, ensure_writable_file, format_bytes, stdout_console, write_json
 from tracegen.errors import InputError
 
 EXAMPLE = """example:
   screc calibrate --store stores/tiny --seconds 10 -o runs/calibration.json
-  screc calibrate --dir /mnt/nvme --seconds 20 -o runs/calibration.json
-  screc plan solve --store stores/tiny --trace traces/tiny.h5 --dram-budget 4MiB --calibration runs/calibration.json -o p.json
+  screc calibrate --dir /mnt/nvme --seconds 20 --qd 32 -o runs/calibration.json --json
+  screc plan solve --store stores/tiny --trace traces/tiny.h5 --dram-budget 4MiB --calibration runs/calibration.json \\
+      -o runs/plan.json
 
 The host costs come from replaying synthetic batches of the store (or of a scratch store built in --dir) under
 several plans with the real engine; calibrate close in time to the replays you compare with (a loaded machine
@@ -66,7 +66,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise InputError("give --store or --dir, not both")
     if not (0 < args.seconds < math.inf):
         raise InputError(f"--seconds must be a finite number > 0, got {args.seconds}")
-    check_writable(args.output)  # before measuring for seconds
+    ensure_writable_file(args.output)  # before measuring for seconds
+    ensure_writable_file(args.json)
+    if args.qd < 1:
+        raise InputError(f"--qd must be >= 1, got {args.qd}")
     if args.store:
         from emulator.store.store import Store
 
@@ -79,8 +82,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                 replay_batches=args.replay_batches, queue_depth=args.qd)
     calib.save(args.output)
     if args.json:
-        write_json("-", calib.to_dict())
-        return 0
+        write_json(args.json, calib.to_dict())
+        if args.json == "-":
+            return 0
     con = stdout_console()
     con.print(render_calibration(calib))
     for n in calib.notes:
@@ -104,9 +108,9 @@ def register(subparsers) -> None:
     p.add_argument("--replay-batches", type=int, default=16,
                    help="batches per calibration replay (default 16; each plan is replayed 5 times; shorter "
                         "replays stay in the CPU caches and under-predict long replays)")
-    p.add_argument("--qd", type=int, default=128, help="queue depth of the calibration replays (default 128)")
+    add_qd_arg(p)
     p.add_argument("--no-host-costs", action="store_true",
                    help="skip the replays (the local profile then falls back to the parallel-resource model)")
     p.add_argument("-o", "--output", required=True, help="calibration JSON to write")
-    p.add_argument("--json", action="store_true", help="print the calibration as JSON")
+    add_json_arg(p, "the calibration")
     p.set_defaults(func=cmd_calibrate)

@@ -17,21 +17,36 @@ from emulator.plan import Plan
 from plans.planner import DEVICE_PROFILES, PLANNER_NAMES, PlanningConfig, run_planning, save_planned
 from tracegen.errors import InputError
 
+PLAN_COLUMNS = """columns of the plan table (per batch, predicted by the planner's cost model, so modelled):
+  hot rows      rows kept in host DRAM (the most-accessed rows after remapping); hot share: share of the
+                table's lookups they serve
+  tier, rank    where the other (cold) rows are served from: ssd_raw (raw rows read from the SSD) or ssd_tt
+                (rebuilt from TT cores of that rank); dram when every row is hot
+  device        the emulated device (dev0, dev1, ...) that serves the cold rows
+  DRAM lookups, cold lookups   lookups per batch served from DRAM / from the cold tier
+  IO pages      4 KiB pages read per batch; TT rows: unique rows rebuilt from TT cores per batch
+"""
 SOLVE_EXAMPLE = """example:
   screc calibrate --store stores/tiny -o runs/cal.json
   screc plan solve --store stores/tiny --trace traces/tiny.h5 --profile-batches 50 --calibration runs/cal.json \\
       --dram-budget 64KiB --devices 2 --cores 4 --accuracy-budget 0.02 -o runs/plan.json
-  screc plan solve --model meta-2021 --modelled --dram-budget 64GB --devices 4 --device-profile smartssd -o runs/meta.json
+  screc plan solve --model meta-2021 --modelled --dram-budget 5% --devices 4 --device-profile smartssd \\
+      -o runs/meta.json --json
 
 With --device-profile local (the default) the plan is costed as the emulator runs on this machine: one host
 thread does every core's work, overlapped only with the devices' reads (host costs from `screc calibrate`;
 without --calibration, modelled ones). smartssd: modelled devices whose cores and IO all work in parallel.
-"""
+Every note printed before the plan ends in [measured] or [modelled]: what that part of the plan rests on.
+--dram-budget takes a size with a unit (64KiB, 2GB) or a share of the model (5%); a bare number is refused.
+
+""" + PLAN_COLUMNS
 SHOW_EXAMPLE = """example:
   screc plan show runs/plan.json
+  screc plan show runs/plan.json --store stores/tiny     (refuses a plan made for another store or a hand-edited
+                                                          entry the store does not match)
   screc plan show runs/plan.json --json runs/plan-copy.json
-  screc plan show runs/plan.json --store stores/tiny     (refuses a plan made for another store)
-"""
+
+""" + PLAN_COLUMNS
 
 
 def planning_config(args: argparse.Namespace) -> PlanningConfig:
@@ -165,8 +180,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     if args.store:
         from emulator.store.store import Store
+        from plans.planner import load_plan
 
-        plan.check_store(Store.open(args.store).store_id, args.plan)
+        plan = load_plan(args.plan, Store.open(args.store))
     if args.json:
         write_json(args.json, plan.to_dict())
     if args.json != "-":

@@ -7,7 +7,8 @@ import time
 
 from rich.table import Table
 
-from bench.common import ProgressAdapter, format_bytes, make_progress, stdout_console, write_json
+from bench.common import (ProgressAdapter, add_json_arg, add_model_arg, ensure_writable_dir, ensure_writable_file,
+                          format_bytes, make_progress, stdout_console, write_json)
 from emulator.store.store import Store, StoreBuildConfig
 from emulator.store.build import build_store, verify_store
 from tracegen.errors import InputError
@@ -36,7 +37,9 @@ def _imports(items: list[str]) -> dict[str, str]:
 def cmd_build(args: argparse.Namespace) -> int:
     from tracegen.presets import load_model
 
-    spec = load_model(args.spec, scale=args.scale, batch_size=None)
+    ensure_writable_dir(args.output)  # before building for minutes
+    ensure_writable_file(args.json)
+    spec = load_model(args.model, scale=args.scale, batch_size=None)
     tt_ranks = () if args.tt_tol is not None else _int_list(args.tt_ranks, "--tt-ranks") if args.tt_ranks else ()
     if args.tt_tol is not None and not (0 < args.tt_tol < 1):
         raise InputError(f"--tt-tol must be in (0, 1), got {args.tt_tol}")
@@ -50,8 +53,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                "raw_bytes": store.raw_bytes, "seconds": round(secs, 3),
                "write_bytes_per_s": store.raw_bytes / secs if secs > 0 else None}
     if args.json:
-        write_json("-", summary)
-    else:
+        write_json(args.json, summary)
+    if args.json != "-":
         stdout_console().print(f"built {store.path}: {len(store.tables)} tables, {format_bytes(store.raw_bytes)} raw, "
                                f"{secs:.1f} s ({format_bytes(store.raw_bytes / max(secs, 1e-9))}/s), "
                                f"store_id {store.store_id}")
@@ -59,14 +62,15 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    ensure_writable_file(args.json)
     with make_progress() as progress:
         report = verify_store(args.store, progress=ProgressAdapter(progress))
     if args.json:
-        write_json("-", report.to_dict())
+        write_json(args.json, report.to_dict())
     if not report.ok:
         more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
         raise InputError(f"{report.problems[0]}{more}", args.store)
-    if not args.json:
+    if args.json != "-":
         stdout_console().print(f"ok: {report.files} files, {format_bytes(report.bytes)} checked, all checksums match")
     return 0
 
@@ -83,11 +87,13 @@ def store_info(store: Store) -> dict:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    ensure_writable_file(args.json)
     store = Store.open(args.store)
     info = store_info(store)
     if args.json:
-        write_json("-", info)
-        return 0
+        write_json(args.json, info)
+        if args.json == "-":
+            return 0
     table = Table(title=f"store {store.path} ({store.spec.name}, id {store.store_id[:12]})")
     for col in ("table", "rows", "dim", "dtype", "raw", "TT rank", "TT bytes", "ratio", "rel err", "max abs err"):
         table.add_column(col, justify="left" if col in ("table", "dtype") else "right")
@@ -106,14 +112,38 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+BUILD_EXAMPLE = """example:
+  screc store build --model tiny --out-dir stores/tiny
+  screc store build --model criteo-kaggle --scale 0.05 --tt-ranks 8,16 --out-dir stores/ck --json
+  screc store build --model my_spec.toml --import t0=t0.npy --out-dir stores/mine --json runs/build.json
+"""
+VERIFY_EXAMPLE = """example:
+  screc store verify stores/tiny
+  screc store verify stores/tiny --json runs/verify.json
+"""
+INFO_EXAMPLE = """example:
+  screc store info stores/tiny
+  screc store info stores/tiny --json
+
+columns:
+  raw          bytes of the table's raw row file (rows padded to 4 KiB pages)
+  TT rank      rank of a TT-compressed variant (one line per variant)
+  TT bytes     bytes of that variant's cores
+  ratio        compression: raw bytes / TT bytes
+  rel err      relative Frobenius error of the rebuilt rows, ||rebuilt - raw|| / ||raw||, over sampled rows
+  max abs err  largest absolute difference of one rebuilt element from the raw one, over the same rows
+               (measured at build time; `replay --verify` bounds TT bags with it)
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build a store (raw rows + TT cores) for a model spec",
-                       description="Build a store: raw row files padded to 4 KiB pages and TT cores in HDF5.\n\n"
-                                   "example: screc store build --spec tiny -o stores/tiny",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--spec", required=True, help="preset name (tiny, criteo-kaggle, mlperf-dlrmv2) or spec .json/.toml")
+                       description="Build a store: raw row files padded to 4 KiB pages and TT cores in HDF5.",
+                       epilog=BUILD_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arg(p, required=True)
     p.add_argument("--scale", type=float, default=1.0, help="multiply every table's row count (default 1)")
-    p.add_argument("-o", "--output", required=True, help="store directory to create (replaced only when complete)")
+    p.add_argument("--out-dir", "-o", "--output", dest="output", required=True, metavar="DIR",
+                   help="store directory to create (replaced only when complete)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
     p.add_argument("--signal-rank", type=int, default=8, help="TT rank of the synthetic signal (default 8)")
     p.add_argument("--noise-ratio", type=float, default=0.05, help="noise std / signal std (default 0.05)")
@@ -121,20 +151,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tt-tol", type=float, default=None, help="choose the TT rank from this relative error instead")
     p.add_argument("--import", dest="imports", action="append", metavar="TABLE=FILE",
                    help="take a table's weights from FILE.npy or FILE.h5[:DATASET] (repeatable)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_json_arg(p, "a summary (path, id, tables, bytes, seconds)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("verify", help="re-read a store and check every checksum",
-                       description="Check every chunk of every file against the manifest; exit 2 on any mismatch.\n\n"
-                                   "example: screc store verify stores/tiny",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
+                       description="Check every chunk of every file against the manifest; exit 2 on any mismatch.",
+                       epilog=VERIFY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", help="store directory")
+    add_json_arg(p, "the report (files, bytes, problems)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("info", help="describe a store's tables, sizes and TT variants",
-                       description="example: screc store info stores/tiny",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("store")
-    p.add_argument("--json", action="store_true")
+                       description="Describe a store: per table its rows, width, raw size and TT variants.",
+                       epilog=INFO_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("store", help="store directory")
+    add_json_arg(p, "the description")
     p.set_defaults(func=cmd_info)

@@ -24,15 +24,14 @@ import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from emulator.tiers import COLD_TIERS, TIERS  # noqa: F401  (re-exported)
 from tracegen.atomic import atomic_path
 from tracegen.errors import InputError
 
 PLAN_FORMAT = "screc-plan"
 PLAN_FORMAT_VERSION = 1
-TIERS = ("dram", "ssd_raw", "ssd_tt")
-COLD_TIERS = ("ssd_raw", "ssd_tt")
 
 
 def _is_whole(v: Any) -> bool:
@@ -165,6 +164,29 @@ class Plan:
         if self.store_id != store_id:
             raise InputError(
                 f"plan was made for store {self.store_id[:12]}, not this store ({store_id[:12]})", path)
+
+    def check_tables(self, table_rows: Mapping[str, int], path: str | os.PathLike | None = None,
+                     tt_ranks: Mapping[str, Sequence[int]] | None = None) -> None:
+        """Refuse a plan whose tables are not the store's (``table_rows``: name -> rows, in store order): a
+        table the store does not have (a renamed or extra entry), a store table the plan does not place,
+        ``hot_rows`` or ``lru_rows`` above the table's rows, or a TT rank the store has no cores for."""
+        for i, t in enumerate(self.tables):
+            if t.table not in table_rows:
+                raise InputError(f"tables[{i}]: the store has no table {t.table!r}", path)
+            rows = table_rows[t.table]
+            for what in ("hot_rows", "lru_rows"):
+                if getattr(t, what) > rows:
+                    raise InputError(f"tables[{i}] ({t.table}): {what} {getattr(t, what)} is more than the "
+                                     f"table's {rows} rows", path)
+            ranks = None if tt_ranks is None else list(tt_ranks.get(t.table, ()))
+            if t.cold_tier == "ssd_tt" and ranks is not None and t.tt_rank not in ranks:
+                raise InputError(f"tables[{i}] ({t.table}): the store has no TT rank {t.tt_rank} for it "
+                                 f"(has {ranks or 'none'})", path)
+        placed = {t.table for t in self.tables}
+        missing = [name for name in table_rows if name not in placed]
+        if missing:
+            raise InputError(f"the plan places no table {missing[0]!r}"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), path)
 
 
 def uniform_plan(store_id: str, table_rows: Mapping[str, int], policy: str, *, tt_rank: int | None = None,

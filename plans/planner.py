@@ -229,9 +229,11 @@ def save_planned(result: PlanResult, output: str | Path) -> Plan:
 # --- the policies the CLI compares -------------------------------------------------------------------------
 
 def load_plan(path: str | Path, store) -> Plan:
-    """A plan file, refused unless it was made for ``store``."""
+    """A plan file, refused unless it was made for ``store`` and places exactly its tables within their rows
+    and TT ranks (a hand-edited plan is checked entry by entry)."""
     plan = Plan.load(path)
     plan.check_store(store.store_id, path)
+    plan.check_tables({t.name: t.rows for t in store.tables}, path, {t.name: t.tt_ranks for t in store.tables})
     return plan
 
 
@@ -313,9 +315,9 @@ def preset_plan(policy: str, store, reader, request: PresetRequest = PresetReque
                                                 "measured"),))
     if request.plan_dir is None:
         raise InputError(f"policy {policy} needs a directory for its plan and remap")
-    base = request.planning or PlanningConfig(dram_budget_bytes=request.dram_budget_bytes)
-    cfg = dataclasses.replace(base, dram_budget_bytes=request.dram_budget_bytes, planner=policy,
-                              store=str(store.path), trace=str(reader.path), model=None, profile_batches=profile)
+    where = {"dram_budget_bytes": request.dram_budget_bytes, "planner": policy, "store": str(store.path),
+             "trace": str(reader.path), "model": None, "profile_batches": profile}
+    cfg = dataclasses.replace(request.planning, **where) if request.planning else PlanningConfig(**where)
     result = run_planning(cfg)
     saved = save_planned(result, Path(request.plan_dir) / f"{policy}-{request.dram_budget_bytes}.json")
     return PlanResult(saved, result.remap, result.notes)

@@ -43,7 +43,7 @@ dir=$(cd "$dir" && pwd)
 # -- a small store and trace (reused when they are already there and whole) ---------------------------
 if ! screc store verify "$dir/store" >/dev/null 2>&1; then
   echo "soak: building store (tiny preset x$scale) in $dir/store"
-  screc store build --spec tiny --scale "$scale" --tt-ranks 4 --seed 1 -o "$dir/store" >/dev/null
+  screc store build --model tiny --scale "$scale" --tt-ranks 4 --seed 1 -o "$dir/store" >/dev/null
 fi
 if ! screc trace stats "$dir/trace.h5" --batches 1 --json >/dev/null 2>&1; then
   echo "soak: generating trace ($batches batches) in $dir/trace.h5"
