@@ -271,9 +271,11 @@ def notes(measurements: Sequence[Measurement], cfg: MeasureConfig) -> list[str]:
                f"median of {len(m0.rounds)} interleaved round(s), spread = (fastest - slowest) / median")
     looped = [m.name for m in measurements if max(r.passes for r in m.rounds) > 1.0]
     if looped:
+        caches = [m.name for m in measurements if m.name in looped and any(t.lru_rows for t in m.plan.tables)]
         out.append(f"the {rep.distinct_batches} replayed trace batches were replayed again in a loop to reach "
-                   f"{cfg.min_batches} batches and {cfg.min_seconds:g} s per run ({', '.join(looped)}); an LRU "
-                   f"cache sees repeated batches then: a longer trace gives a fairer figure")
+                   f"{cfg.min_batches} batches and {cfg.min_seconds:g} s per run ({', '.join(looped)})"
+                   + (f"; the LRU cache of {', '.join(caches)} sees repeated batches then, which flatters it: a "
+                      f"longer trace gives a fairer figure" if caches else ""))
     few = [m.name for m in measurements if m.steady_batches < FEW_BATCHES]
     if few:
         out.append(f"fewer than {FEW_BATCHES} steady-state batches behind the figures of {', '.join(few)}: "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bench.measure import (BatchRange, Measurement, MeasureConfig, RoundResult, TraceLoop, measure_once,
@@ -140,8 +142,12 @@ def test_notes_flag_loops_and_few_batches():
     text = " ".join(notes([few], cfg))
     assert "fewer than 10 steady-state batches" in text and "lru" in text
     assert "again in a loop" not in text  # 5 batches of 10 distinct: no loop
-    looped = Measurement("lru", plan, (RoundResult({"steady_qps": 1.0, "steady_batches": 39}, 3, 0.1, 40, 10),))
-    assert any("again in a loop" in n for n in notes([looped], cfg))
+    looped = Measurement("all-ssd", plan, (RoundResult({"steady_qps": 1.0, "steady_batches": 39}, 3, 0.1, 40, 10),))
+    text = " ".join(notes([looped], cfg))
+    assert "again in a loop" in text and "LRU" not in text
+    lru = Measurement("lru", dataclasses.replace(plan, tables=(dataclasses.replace(plan.tables[0], lru_rows=1),)),
+                      looped.rounds)
+    assert "the LRU cache of lru sees repeated batches" in " ".join(notes([looped, lru], cfg))
 
 
 def test_config_checks():
