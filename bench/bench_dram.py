@@ -6,17 +6,21 @@ values) and the same batches of Zipf(``alpha``) lookups, ``batch`` bags of
 on the torch side). The Zipf ranks are drawn by inverse CDF and mapped to
 rows through a seeded permutation, so hot rows are scattered over the table
 as in a table that has not been remapped. The outputs are checked to agree
-(allclose; whether they are also bit-identical is reported) before timing.
-Timing alternates the two sides, one pass over all batches each, for about
-``seconds`` in total, and keeps the best pass of each: pooled lookups per
-second. Both run with ``threads`` threads (``torch.set_num_threads`` and the
-kernel's ``threads``), both restored afterwards.
+(allclose; whether they are also bit-identical is reported) before timing;
+that first pass of each side is also its warm-up (Numba compile, torch's
+first call, first touch of the table and outputs), and no clock runs during
+it. Timing then alternates the two sides, one pass over all batches each,
+for about ``seconds`` in total: pooled lookups per second of the best pass
+(``lookups_per_s``) and of the median pass (``*_median``), for both sides. Both
+run with ``threads`` threads (``torch.set_num_threads`` and the kernel's
+``threads``), both restored afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -24,7 +28,7 @@ from typing import Any, Callable
 import numba
 import numpy as np
 
-from bench.common import check_out, emit_result, format_bytes
+from bench.common import format_bytes
 from emulator.kernels.pooling import pool_rows
 from tracegen.errors import InputError
 
@@ -157,6 +161,7 @@ def run_bench_dram(config: DramBenchConfig, on_step: Callable[[str], None] | Non
             torch.set_num_threads(torch_threads_before)
     lookups_per_s = n_per_pass / min(times["kernel"])
     torch_lookups_per_s = n_per_pass / min(times["torch"]) if "torch" in times else None
+    torch_median = n_per_pass / statistics.median(times["torch"]) if "torch" in times else None
     return {
         "benchmark": "dram",
         "config": asdict(config),
@@ -166,6 +171,9 @@ def run_bench_dram(config: DramBenchConfig, on_step: Callable[[str], None] | Non
         "lookups_per_s": lookups_per_s,
         "torch_lookups_per_s": torch_lookups_per_s,
         "ratio": lookups_per_s / torch_lookups_per_s if torch_lookups_per_s else None,
+        "lookups_per_s_median": n_per_pass / statistics.median(times["kernel"]),
+        "torch_lookups_per_s_median": torch_median,
+        "warm_up": "one untimed pass per side (the outputs compared) before any clock",
         "passes": len(times["kernel"]),
         "torch_passes": len(times.get("torch", [])),
         "outputs_allclose": agree,
@@ -181,10 +189,12 @@ def run_bench_dram(config: DramBenchConfig, on_step: Callable[[str], None] | Non
 
 EXAMPLE = """example:
   screc bench dram --rows 1000000 --dim 64 --batch 2048 --pooling 32 --alpha 1.05 --seconds 5
-  screc bench dram --threads 2 --json"""
+  screc bench dram --threads 2 --json runs/bench_dram.json"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from bench.common import add_json_arg, add_out_dir_arg
+
     p = subparsers.add_parser("dram", help="DRAM-tier pooling kernel vs torch.nn.EmbeddingBag",
                               description=__doc__.splitlines()[0] + "\n\n" + EXAMPLE,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,13 +209,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"timing budget, both sides (default {d.seconds:g})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the table and the lookups (default 0)")
     p.add_argument("--no-torch", action="store_true", help="measure the kernel alone")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--out", default=None, help="also write the JSON result to this file (e.g. runs/bench_dram.json)")
+    add_json_arg(p)
+    add_out_dir_arg(p)
     p.set_defaults(func=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from bench.common import is_live, stderr_console
+    from bench.common import check_out, emit_result, is_live, stderr_console
 
     check_out(args)
     config = DramBenchConfig(rows=args.rows, dim=args.dim, batch=args.batch, pooling=args.pooling, alpha=args.alpha,
@@ -231,14 +241,16 @@ def render(result: dict[str, Any]):
     t = Table(title=f"bench dram: {c['rows']:,} x {c['dim']} fp32 ({format_bytes(result['table_bytes'])}), "
                     f"{c['batch']} bags x {c['pooling']} lookups, Zipf {c['alpha']:g}, {result['threads']} thread(s)")
     t.add_column("pooling", justify="left")
-    t.add_column("lookups/s", justify="right")
+    t.add_column("lookups/s best", justify="right")
+    t.add_column("median", justify="right")
     t.add_column("vs torch", justify="right")
-    t.add_row("screc pool_rows (Numba)", f"{result['lookups_per_s']:,.0f}",
+    t.add_row("screc pool_rows (Numba)", f"{result['lookups_per_s']:,.0f}", f"{result['lookups_per_s_median']:,.0f}",
               "-" if result["ratio"] is None else f"{result['ratio']:.2f}x")
-    torch_cell = "-" if result["torch_lookups_per_s"] is None else f"{result['torch_lookups_per_s']:,.0f}"
-    t.add_row(f"torch.nn.EmbeddingBag {result['torch_version'] or ''}".rstrip(), torch_cell, "1.00x" if
-              result["torch_lookups_per_s"] else "-")
-    notes = [f"best of {result['passes']} passes of {result['lookups_per_pass']:,} lookups",
+    has_torch = result["torch_lookups_per_s"] is not None
+    t.add_row(f"torch EmbeddingBag {result['torch_version'] or ''}".rstrip(),
+              f"{result['torch_lookups_per_s']:,.0f}" if has_torch else "-",
+              f"{result['torch_lookups_per_s_median']:,.0f}" if has_torch else "-", "1.00x" if has_torch else "-")
+    notes = [f"best of {result['passes']} passes of {result['lookups_per_pass']:,} lookups after an untimed one",
              f"load average {result['conditions']['loadavg_1m']:.2f} on {result['conditions']['cpus']} CPUs"]
     if result["torch_missing"]:
         notes.append(result["torch_missing"])

@@ -30,11 +30,41 @@ def test_tiny_run_against_torch():
     torch = pytest.importorskip("torch", reason="torch is an optional extra")
     before = torch.get_num_threads()
     result = run_bench_dram(DramBenchConfig(**TINY, threads=2))
-    assert result["torch_lookups_per_s"] > 0
-    assert result["ratio"] == pytest.approx(result["lookups_per_s"] / result["torch_lookups_per_s"])
+    assert result["torch_lookups_per_s"] > 0 and result["torch_lookups_per_s_median"] > 0
     assert result["outputs_allclose"] is True and result["torch_missing"] is None
+    assert result["outputs_bit_exact"] is True and result["max_abs_diff"] == 0.0  # both sum in lookup order
     assert result["torch_passes"] >= 3 and result["passes"] >= 3
     assert torch.get_num_threads() == before  # restored
+
+
+def test_rates_from_a_fake_clock_are_the_hand_derived_ones():
+    """Every clock read advances 1 s, and a pass reads it twice: every pass takes 1 s on both sides, so both rates
+    are the lookups of one pass, 4 batches x 16 bags x 4 lookups = 256 per second, and their ratio 1."""
+    pytest.importorskip("torch", reason="torch is an optional extra")
+    ticks = iter(range(10**6))
+    result = run_bench_dram(DramBenchConfig(**{**TINY, "seconds": 10}), clock=lambda: float(next(ticks)))
+    assert result["lookups_per_s"] == result["lookups_per_s_median"] == 256.0
+    assert result["torch_lookups_per_s"] == result["torch_lookups_per_s_median"] == 256.0
+    assert result["ratio"] == 1.0
+    # 10 s of budget: rounds of 2 passes (2 reads each) + 1 read to check the budget = 5 s; 2 rounds give
+    # start + 10 = the budget, and MIN_PASSES (3) asks for a third
+    assert result["passes"] == result["torch_passes"] == 3
+
+
+def test_a_wrong_kernel_is_caught_before_timing(monkeypatch):
+    """The benchmark compares the kernel's bags with torch's before it times anything."""
+    pytest.importorskip("torch", reason="torch is an optional extra")
+    import bench.bench_dram as bd
+
+    real = bd.pool_rows
+
+    def off_by_one(table, idx, offsets, out, **kw):
+        real(table, idx, offsets, out, **kw)
+        out += 1.0
+
+    monkeypatch.setattr(bd, "pool_rows", off_by_one)
+    with pytest.raises(RuntimeError, match="disagree"):
+        run_bench_dram(DramBenchConfig(**TINY))
 
 
 def test_without_torch_reports_nulls(monkeypatch):
@@ -84,15 +114,17 @@ def test_bad_config_is_an_input_error(change):
         run_bench_dram(DramBenchConfig(**{**TINY, **change}))
 
 
-def test_cli_json_and_table(capsys):
-    code, out, _ = run_cli(["bench", "dram", "--rows", "300", "--dim", "8", "--batch", "4", "--pooling", "3",
-                            "--seconds", "0.01", "--json"], capsys)
+def test_cli_json_and_table(capsys, tmp_path):
+    base = ["bench", "dram", "--rows", "300", "--dim", "8", "--batch", "4", "--pooling", "3", "--seconds", "0.01",
+            "--out-dir", str(tmp_path / "runs")]
+    code, out, _ = run_cli([*base, "--json"], capsys)
     assert code == 0
     result = json.loads(out)
-    assert result["config"]["dim"] == 8 and result["lookups_per_s"] > 0
-    code, out, _ = run_cli(["bench", "dram", "--rows", "300", "--dim", "8", "--batch", "4", "--pooling", "3",
-                            "--seconds", "0.01", "--no-torch"], capsys)
-    assert code == 0 and "pool_rows" in out and "switched off" in out
+    assert result["config"]["dim"] == 8 and result["lookups_per_pass"] == 4 * 4 * 3  # 4 batches of 4 bags of 3
+    code, out, _ = run_cli([*base, "--no-torch", "--json", str(tmp_path / "r.json")], capsys)
+    assert code == 0 and "pool_rows" in out and "switched off" in out  # the table, the JSON in the file
+    assert json.loads((tmp_path / "r.json").read_text())["torch_missing"] == "torch comparison switched off"
+    assert len(list((tmp_path / "runs").iterdir())) == 2
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(capsys):
@@ -101,10 +133,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys):
 
 
 def test_help_has_an_example(capsys):
-    with pytest.raises(SystemExit) as e:
-        run_cli(["bench", "dram", "--help"], capsys)
-    assert e.value.code == 0
-    assert "example:" in capsys.readouterr().out
+    code, out, _ = run_cli(["bench", "dram", "--help"], capsys)
+    assert code == 0 and "example:" in out and "--json [FILE]" in out
 
 
 def test_render_without_torch():
