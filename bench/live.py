@@ -32,9 +32,10 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.common import format_bytes
+from bench.tables import ms_cell
 from emulator.replay.counters import CoreCounters, DeviceCounters, ReplayStats, Snapshot, TierCounters
 
-_BAR_WIDTH = 40
+_BAR_WIDTH = 16  # the whole dashboard fits an 80-column terminal
 
 
 # --- formatting ------------------------------------------------------------------------
@@ -67,6 +68,10 @@ def pct(fraction: float | None) -> str:
     return "-" if fraction is None or not math.isfinite(fraction) else f"{fraction * 100:.1f}%"
 
 
+def _ms_cell(seconds: float | None) -> str:
+    return "-" if seconds is None or not math.isfinite(seconds) else ms_cell(seconds)
+
+
 def _dram_text(s: Snapshot) -> str:
     used = format_bytes(s.dram_used_bytes)
     if not s.dram_budget_bytes:
@@ -82,10 +87,10 @@ def _progress_line(s: Snapshot) -> RenderableType:
     if s.batches_total:
         parts.append(ProgressBar(total=s.batches_total, completed=min(s.batches_done, s.batches_total),
                                  width=_BAR_WIDTH))
-        parts.append(Text(f"{s.batches_done:,}/{s.batches_total:,} batches ({pct(s.batches_done / s.batches_total)})"))
+        parts.append(Text(f"{s.batches_done:,}/{s.batches_total:,} ({pct(s.batches_done / s.batches_total)})"))
     else:
         parts.append(Text(f"{s.batches_done:,} batches"))
-    parts.append(Text(f"elapsed {hms(s.elapsed_s)}  eta {'done' if s.finished else hms(s.eta_s)}"))
+    parts.append(Text(f"{hms(s.elapsed_s)} elapsed, eta {'done' if s.finished else hms(s.eta_s)}"))
     if s.failed_batches:
         parts.append(Text(f"{s.failed_batches:,} failed", style="bold red"))
     for _ in parts:
@@ -107,13 +112,14 @@ def _throughput_panel(s: Snapshot) -> Panel:
 
 
 def _latency_panel(s: Snapshot) -> Panel:
+    """p50, p99 and max (p95 is in the summary): narrow enough for half of an 80-column terminal."""
     t = Table.grid(padding=(0, 2))
     t.add_column(no_wrap=True)
-    for _ in range(4):
+    for _ in range(3):
         t.add_column(justify="right", no_wrap=True)
-    t.add_row("", *(Text(h, style="dim") for h in ("p50", "p95", "p99", "max")))
-    for label, lat in ((f"recent {s.window_s:g} s", s.latency_recent), ("overall", s.latency)):
-        t.add_row(label, *(ms(v, unit=False) for v in (lat.p50_s, lat.p95_s, lat.p99_s, lat.max_s)))
+    t.add_row("", *(Text(h, style="dim") for h in ("p50", "p99", "max")))
+    for label, lat in ((f"now ({s.window_s:g} s)", s.latency_recent), ("overall", s.latency)):
+        t.add_row(label, *(_ms_cell(v) for v in (lat.p50_s, lat.p99_s, lat.max_s)))
     return Panel(t, title="batch latency (ms)", expand=True)
 
 

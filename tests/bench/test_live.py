@@ -28,8 +28,8 @@ def _snapshot(**over) -> Snapshot:
     return Snapshot(**base)
 
 
-def _text(renderable) -> str:
-    console = Console(width=100, record=True, file=io.StringIO(), color_system=None)
+def _text(renderable, width: int = 100) -> str:
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return console.export_text()
 
@@ -43,9 +43,9 @@ def test_formatters():
 def test_render_contains_the_figures():
     out = _text(render(_snapshot()))
     for expected in (
-        "mip", "3/10 batches (30.0%)", "eta 0:00:28",            # progress line
+        "mip", "3/10 (30.0%)", "0:00:12 elapsed, eta 0:00:28",   # progress line
         "12.3 k", "41.7", "2.5 M", "416.7",                       # throughput now / avg
-        "batch latency (ms)", "20.00", "40.00", "20.50",          # latency overall p50, p99/max, recent p50
+        "batch latency (ms)", "20.0", "40.0", "20.5", "41.0",     # overall p50, p99/max; recent p50, p99
         "66.0%", "22.0%", "12.0%", "60.0%",                       # tier shares and the lru hit ratio
         "4.30 MiB",                                               # ssd_raw bytes: 1100 * 4096 B = 4.30 MiB
         "100.0", "0.4", "2.0",                                    # dev0 IOPS, MB/s, average queue depth
@@ -54,6 +54,19 @@ def test_render_contains_the_figures():
     ):
         assert expected in out, expected
     assert max(len(line) for line in out.splitlines()) <= 100
+
+
+def test_render_fits_80_columns_without_cutting_a_figure():
+    # a long policy name, a 4-digit batch count and latencies up to 99.6 s: still whole at 80 columns
+    from emulator.replay.counters import LatencySummary as L
+
+    snap = _snapshot(policy="static-topk", batches_done=1056, batches_total=1056,
+                     latency=L(3, 1.2345, 12.3456, 93.4567, 99.5678, 1.0))
+    text = _text(render(snap), width=80)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    for whole in ("static-topk", "1,056/1,056 (100.0%)", "eta 0:00:28", "1234  93457  99568", "12.3 k", "416.7",
+                  "4.30 MiB", "512.00 MiB / 1.00 GiB (50.0%)"):
+        assert whole in text, whole  # 1.2345 s = 1234 ms, 93.4567 s = 93457 ms, 99.5678 s = 99568 ms
 
 
 def test_render_of_an_empty_snapshot():
@@ -112,7 +125,7 @@ def test_live_view_renders_from_its_thread_and_on_exit():
         for _ in range(5):
             stats.record_batch(1e-3, 8, 64)
     assert view.error is None and view.refreshes >= 1  # at least the closing refresh
-    assert "5/5 batches (100.0%)" in buf.getvalue()
+    assert "5/5 (100.0%)" in buf.getvalue()
 
 
 def test_a_failing_display_never_stops_the_replay():
