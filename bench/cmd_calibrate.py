@@ -88,7 +88,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     con = stdout_console()
     con.print(render_calibration(calib))
     for n in calib.notes:
-        con.print(f"note: {n}")
+        con.print(f"note: {n}", markup=False)
     load = calib.machine.get("load_average")
     con.print(f"wrote {args.output} (measured on this machine, possibly under contention from other processes"
               + (f"; load average {load[0]:.2f} before, {calib.machine['load_average_after'][0]:.2f} after"

@@ -170,7 +170,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
             return 0
     con = stdout_console()
     for n in result.notes:
-        con.print(f"note: {n}")
+        con.print(f"note: {n}", markup=False)  # "[modelled]" is text, not rich markup
     con.print(render_plan(plan))
     con.print(f"wrote {args.output}" + (f" and {Path(plan.remap).name}" if plan.remap else ""))
     return 0

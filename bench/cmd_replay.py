@@ -65,7 +65,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, payload)
     if args.json != "-":
-        stdout_console().print(summary_line(payload, run_dir))
+        stdout_console().print(summary_line(payload, run_dir), markup=False)
     return 0
 
 

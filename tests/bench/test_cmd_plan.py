@@ -10,6 +10,7 @@ from rich.console import Console
 from bench.cli import main
 from bench.cmd_plan import render_plan
 from emulator.plan import Plan
+from tests.conftest import one_line_error, run_cli
 from tests.plans_fixtures import o_direct_supported, small_spec, write_zipf_trace
 
 
@@ -127,3 +128,65 @@ def test_solve_with_a_calibration_predicts_the_host_serial_emulator(setup, tmp_p
     assert "host thread (every core, serial)" in out and "one host thread runs every core" in out
     plan = Plan.load(tmp_path / "p.json")
     assert plan.predicted["perf"]["execution"] == "host-serial" and plan.predicted["perf"]["bottleneck"]
+
+
+def test_solve_budget_needs_a_unit_and_takes_a_share(setup, tmp_path, capsys):
+    d = setup
+    base = ["plan", "solve", "--store", str(d / "store"), "--trace", str(d / "t.h5"), "--planner", "static-topk",
+            "--profile-batches", "2", "-o", str(tmp_path / "p.json")]
+    code, _, err = run_cli([*base, "--dram-budget", "65536"], capsys)
+    assert code == 2 and one_line_error(err) and "has no unit" in err and not (tmp_path / "p.json").exists()
+    code, out, err = run_cli([*base, "--dram-budget", "1%", "--json"], capsys)
+    assert code == 0, err
+    doc = json.loads(out)  # the plan, with the notes on how it was made
+    from emulator.store.store import Store
+
+    assert doc["dram_budget_bytes"] == Store.open(d / "store").raw_bytes // 100  # 1% of the model
+    assert {n["basis"] for n in doc["notes"]} >= {"measured", "modelled"}
+    assert doc["planner"] == "static-topk" and Plan.load(tmp_path / "p.json").planner == "static-topk"
+
+
+def test_solve_notes_carry_their_basis_and_the_policy_is_screc(setup, tmp_path, capsys):
+    d = setup
+    code, out, err = run_cli(["plan", "solve", "--model", "tiny", "--modelled", "--dram-budget", "8KiB",
+                              "--time-limit", "20", "-o", str(tmp_path / "p.json"),
+                              "--json", str(tmp_path / "p-notes.json")], capsys)
+    assert code == 0, err
+    assert "plan by screc" in out and "[modelled]" in out and "dev0" in out
+    assert json.loads((tmp_path / "p-notes.json").read_text())["planner"] == "screc"
+
+
+def test_solve_checks_outputs_before_measuring(setup, tmp_path, capsys, monkeypatch):
+    import bench.cmd_plan as cmd
+
+    d = setup
+    (tmp_path / "file").write_text("a regular file")  # tests run as root: a path under a file is unwritable
+    monkeypatch.setattr(cmd, "run_planning", lambda *a, **k: pytest.fail("planned before checking the outputs"))
+    for out in (["-o", str(tmp_path / "file" / "p.json")],
+                ["-o", str(tmp_path / "p.json"), "--json", str(tmp_path / "file" / "j.json")]):
+        code, _, err = run_cli(["plan", "solve", "--store", str(d / "store"), "--trace", str(d / "t.h5"),
+                                "--dram-budget", "1KiB", *out], capsys)
+        assert code == 2 and one_line_error(err) and "file" in err
+
+
+def test_show_with_store_refuses_a_hand_edited_plan(setup, tmp_path, capsys):
+    from emulator.plan import uniform_plan
+    from emulator.store.store import Store
+
+    d = setup
+    store = Store.open(d / "store")
+    doc = json.loads(json.dumps(uniform_plan(store.store_id, {t.name: t.rows for t in store.tables},
+                                             "all-ssd").to_dict()))
+    doc["tables"][0]["hot_rows"] = 3001  # table a of the planners' small_spec has 3000 rows
+    (tmp_path / "e.json").write_text(json.dumps(doc))
+    code, _, err = run_cli(["plan", "show", str(tmp_path / "e.json"), "--store", str(d / "store")], capsys)
+    assert code == 2 and one_line_error(err)
+    assert f"{tmp_path / 'e.json'}: tables[0] (a): hot_rows 3001 is more than the table's 3000 rows" in err
+
+
+def test_help_examples_use_the_convention(capsys):
+    code, out, _ = run_cli(["plan", "solve", "--help"], capsys)
+    assert code == 0 and "--dram-budget 5%" in out and "5%%" not in out and "--json" in out
+    assert "[measured] or [modelled]" in out and "hot share" in out  # notes and columns explained
+    code, out, _ = run_cli(["plan", "show", "--help"], capsys)
+    assert code == 0 and "example:" in out and "IO pages" in out

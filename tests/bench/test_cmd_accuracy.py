@@ -1,0 +1,50 @@
+"""bench.cmd_accuracy through the command line: --json [FILE], --out-dir, the shared --engine, outputs first.
+
+Unwritable outputs are made with a path under a regular file (``file/sub``): tests run as root.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import one_line_error, run_cli
+
+
+def _acc(store, trace, *extra):
+    return ["accuracy", "--store", str(store), "--trace", str(trace), "--engine", "pread", *extra]
+
+
+def test_json_bare_and_out_dir(tiny_store, tiny_trace, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(_acc(tiny_store, tiny_trace, "--tt-rank", "4", "--batches", "1", "--no-dense",
+                                  "--json", "--out-dir", "res"), capsys)
+    assert code == 0, err
+    payload = json.loads(out)  # stdout is the JSON alone
+    assert payload["batches"] == 1 and payload["dense"] is None
+    assert {t["tt_rank"] for t in payload["tables"]} == {4}  # every tiny table served from its rank-4 cores
+    assert len(list((tmp_path / "res").iterdir())) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_null_engine_is_refused(tiny_store, tiny_trace, capsys):
+    code, _, err = run_cli(["accuracy", "--store", str(tiny_store), "--trace", str(tiny_trace), "--engine", "null"],
+                           capsys)
+    assert code == 2 and one_line_error(err) and "null reads nothing" in err
+
+
+@pytest.mark.parametrize("extra", [["--out-dir", "file/sub"], ["--json", "file/a.json"]])
+def test_unwritable_outputs_fail_first(tiny_store, tiny_trace, tmp_path, capsys, monkeypatch, extra):
+    import bench.cmd_accuracy as cmd
+
+    (tmp_path / "file").write_text("a regular file")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cmd, "accuracy_report", lambda *a, **k: pytest.fail("measured before checking outputs"))
+    code, _, err = run_cli(_acc(tiny_store, tiny_trace, *extra), capsys)
+    assert code == 2 and one_line_error(err) and "file" in err
+
+
+def test_help_explains_the_columns(capsys):
+    code, out, _ = run_cli(["accuracy", "--help"], capsys)
+    assert code == 0 and "example:" in out and "--json" in out
+    assert "rel. Frobenius" in out and "max |diff|" in out and "TT lookups" in out
