@@ -6,7 +6,9 @@ p=(200,220,250) rows, q=(4,4,4) -> dim 64) are built, and batches of
 within a batch removed, as the cold rows of one batch of one table would be;
 ``--distribution zipf`` draws Zipf(1.05)-ranked rows scattered by a fixed
 permutation instead) are rebuilt by ``emulator.tt.kernels.tt_rebuild_rows``
-for ``seconds``. Batches are drawn before the clock starts. With ``threads``
+for ``seconds``. Batches are drawn, every one rebuilt once (compiling the
+kernel and touching the outputs) and the SGEMM run once, before any clock
+starts. With ``threads``
 > 1, that many Python threads each rebuild their own batches (the kernel
 releases the GIL), as a server would rebuild several tables side by side; the
 kernel's own ``prange`` split (``tt_rebuild_rows(n_threads=...)``) pays an
@@ -20,8 +22,9 @@ NumPy's own threads) in the same process. Each rank's ``seconds`` are cut into
 ``rounds`` slices (default: 0.2 s each, about one SGEMM's duration), each
 preceded by one SGEMM, so both sides see the same machine load and are
 sampled alike; the best slice of each side is reported (``gflops``,
-``sgemm_gflops``, ``rows_per_s``) and ``fraction = gflops / sgemm_gflops``;
-``gflops_mean`` is over the whole run. These are wall-clock rates; the
+``sgemm_gflops``, ``rows_per_s``) and ``fraction = gflops / sgemm_gflops``,
+with the median slices (``*_median``) beside them; ``gflops_mean`` is over
+the whole run; the batches cycle across slices. These are wall-clock rates; the
 ``*_cpu`` variants divide by the process CPU time instead (a per-core rate,
 less sensitive to other load on a shared machine).
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -37,7 +41,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.common import check_out, emit_result
 from emulator.tt.decomposition import random_tt
 from emulator.tt.kernels import tt_rebuild_flops, tt_rebuild_rows, unique_prefix_counts
 from tracegen.errors import InputError
@@ -134,18 +137,22 @@ def _bench_rank(config: BenchTTConfig, rank: int, d: int, rng: np.random.Generat
     batches = [draw_batch(rng, tt.num_rows, config.batch, config.distribution) for _ in range(config.n_batches)]
     flops = [tt_rebuild_flops(tt, b.size, unique_prefix_counts(tt, b)) for b in batches]
     outs = [[np.empty((b.size, tt.dim), dtype=np.float32) for b in batches] for _ in range(n_threads)]
-    tt_rebuild_rows(tt, batches[0], outs[0][0])  # compile / warm up
+    for worker_outs in outs:  # compile, and touch every output buffer, before any clock
+        for b, o in zip(batches, worker_outs):
+            tt_rebuild_rows(tt, b, o)
     if on_step:
         on_step(f"tt rebuild rank {rank}")
     sg_wall, sg_cpu, slices = [], [], []
+    cursor = list(range(n_threads))  # each worker's next batch: the batches cycle across slices
     for _ in range(config.rounds):  # alternate SGEMM and kernel slices: both see the same machine load
         w, c = sgemm.run()
         sg_wall.append(w)
         sg_cpu.append(c)
         w0, c0 = clock(), time.process_time()
-        done = list(pool.map(lambda worker: _work(tt, batches, flops, outs[worker], worker, n_threads, clock,
+        done = list(pool.map(lambda worker: _work(tt, batches, flops, outs[worker], cursor[worker], n_threads, clock,
                                                   w0 + config.seconds / config.rounds), range(n_threads)))
-        elapsed = max(end for _, _, _, end in done) - w0
+        cursor = [x[4] for x in done]
+        elapsed = max(x[3] for x in done) - w0
         slices.append((sum(x[0] for x in done), sum(x[1] for x in done), elapsed,
                        max(time.process_time() - c0, 1e-9), sum(x[2] for x in done)))
     n_done = sum(s[4] for s in slices)
@@ -158,17 +165,18 @@ def _bench_rank(config: BenchTTConfig, rank: int, d: int, rng: np.random.Generat
         "seconds": sum(s[2] for s in slices), "rows_per_batch": rows_done / n_done,
         "flops_per_row": flops_done / rows_done, "rows_per_s": best[0] / best[2], "gflops": gflops,
         "gflops_mean": flops_done / sum(s[2] for s in slices) / 1e9, "sgemm_gflops": max(sg_wall),
+        "gflops_median": statistics.median(s[1] / s[2] for s in slices) / 1e9,
+        "sgemm_gflops_median": statistics.median(sg_wall),
         "fraction": gflops / max(sg_wall), "gflops_cpu": gflops_cpu, "sgemm_gflops_cpu": max(sg_cpu),
         "fraction_cpu": gflops_cpu / max(sg_cpu),
         "core_bytes": tt.nbytes,
     }
 
 
-def _work(tt, batches, flops, outs, worker: int, n_workers: int, clock, deadline: float):
-    """One worker's share of a slice: batches worker, worker + n_workers, ... until the deadline.
-    Returns (rows, flops, batches, end time). Kernels release the GIL, so workers run in parallel."""
+def _work(tt, batches, flops, outs, k: int, n_workers: int, clock, deadline: float):
+    """One worker's share of a slice: batches k, k + n_workers, ... until the deadline. Returns (rows, flops,
+    batches, end time, the next k). Kernels release the GIL, so workers run in parallel."""
     rows = flops_done = n = 0
-    k = worker
     while True:
         i = k % len(batches)
         tt_rebuild_rows(tt, batches[i], outs[i])
@@ -178,7 +186,7 @@ def _work(tt, batches, flops, outs, worker: int, n_workers: int, clock, deadline
         k += n_workers
         now = clock()
         if now >= deadline:
-            return rows, flops_done, n, now
+            return rows, flops_done, n, now, k
 
 
 def render(result: dict[str, Any]):
@@ -189,22 +197,26 @@ def render(result: dict[str, Any]):
     shape = "x".join(map(str, cfg["p_shapes"])) + " rows, dims " + "x".join(map(str, cfg["q_shapes"]))
     t = Table(title=f"bench tt: {shape}, {result['row_distribution']} batches of {cfg['batch']}, "
                     f"{result['n_threads']} thread(s), {cfg['seconds']:g} s per rank")
-    for col in ("rank", "rows/s", "GFLOP/s", "SGEMM GFLOP/s", "fraction", "fraction (CPU time)", "FLOPs/row"):
+    for col in ("rank", "rows/s", "GFLOP/s", "median", "SGEMM", "frac.", "frac. CPU", "FLOPs/row"):
         t.add_column(col, justify="right")
     for r in result["results"]:
-        t.add_row(str(r["rank"]), f"{r['rows_per_s']:,.0f}", f"{r['gflops']:.1f}", f"{r['sgemm_gflops']:.1f}",
-                  f"{r['fraction']:.2f}", f"{r['fraction_cpu']:.2f}", f"{r['flops_per_row']:,.0f}")
-    t.caption = (f"FLOPs = {result['flops_formula']}; {result['sgemm']}; load average "
-                 f"{result['conditions']['loadavg_1m']:.2f} on {result['conditions']['cpus']} CPUs")
+        t.add_row(str(r["rank"]), f"{r['rows_per_s']:,.0f}", f"{r['gflops']:.1f}", f"{r['gflops_median']:.1f}",
+                  f"{r['sgemm_gflops']:.1f}", f"{r['fraction']:.2f}", f"{r['fraction_cpu']:.2f}",
+                  f"{r['flops_per_row']:,.0f}")
+    t.caption = (f"GFLOP/s and SGEMM (GFLOP/s): best slice; median: the kernel's median slice; frac. = GFLOP/s / "
+                 f"SGEMM, on wall time or CPU time. FLOPs = {result['flops_formula']}; {result['sgemm']}; load "
+                 f"average {result['conditions']['loadavg_1m']:.2f} on {result['conditions']['cpus']} CPUs")
     return t
 
 
 EXAMPLE = """example:
   screc bench tt --ranks 16,32 --seconds 5
-  screc bench tt --rows 100x100x100 --dims 4x4x8 --ranks 8 --batch 1024 --seconds 1 --json"""
+  screc bench tt --rows 100x100x100 --dims 4x4x8 --ranks 8 --batch 1024 --seconds 1 --json runs/bench_tt.json"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from bench.common import add_json_arg, add_out_dir_arg
+
     p = subparsers.add_parser("tt", help="TT row rebuild (compute-centric core) vs NumPy SGEMM",
                               description=__doc__.splitlines()[0] + "\n\n" + EXAMPLE,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -220,8 +232,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="batches rebuilt concurrently, one single-threaded kernel call each (default 0: one per CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed for cores and batches")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--out", default=None, help="also write the JSON result to this file (e.g. runs/bench_tt.json)")
+    add_json_arg(p)
+    add_out_dir_arg(p)
     p.set_defaults(func=_handle)
 
 
@@ -236,7 +248,7 @@ def _parse_ints(text: str, sep: str, what: str) -> tuple[int, ...]:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from bench.common import make_progress, stderr_console
+    from bench.common import check_out, emit_result, make_progress, stderr_console
 
     check_out(args)
     if args.threads < 0:
