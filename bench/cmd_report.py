@@ -9,6 +9,9 @@ produces every key but ``verify`` and ``access_curves``)::
     policy           str    name used in legends ("all-dram", "all-ssd", "all-tt", "lru", "mip", ...)
     batches, failed_batches, samples, lookups            int   (samples = queries)
     elapsed_s, qps, lookups_per_s                        float (qps = samples / elapsed_s)
+    first_batch_s, steady_batches, steady_s, steady_qps, steady_lookups_per_s
+                     the first batch on its own, and the rates without it (plots use steady_qps when present)
+    store, trace     optional paths (plot titles name them; else the run's store_id / trace_id)
     latency_s        {p50, p95, p99, max, mean}           per-batch latency in seconds
     latency_hist     LatencyHistogram.to_dict()           buckets, for the latency CDF
     tiers            {tier: {lookups, hits, bytes, busy_s, share, hit_ratio}}
@@ -19,9 +22,10 @@ produces every key but ``verify`` and ``access_curves``)::
     access_curves    optional {table: {"k": [top-k row counts], "share": [fraction of the
                      table's lookups that its k most accessed rows serve]}}
 
-``compare`` payload (policies side by side on one trace)::
+``compare`` and ``demo`` payloads (policies side by side on one trace)::
 
     dram_budget_bytes  int | null
+    store, trace       paths (shared by the rows)
     rows               [replay payload, ...]              one per policy
     access_curves      optional, as above (the trace's; shared by the rows)
 
@@ -39,7 +43,6 @@ rows, per table, log x).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from collections import Counter, defaultdict
@@ -47,7 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bench.common import stdout_console
+from bench.common import add_json_arg, ensure_writable_dir, ensure_writable_file, stdout_console, write_json
 from bench.results import load_run
 from emulator.replay.counters import TIER_NAMES, LatencyHistogram
 from tracegen.atomic import atomic_path
@@ -56,8 +59,8 @@ from tracegen.errors import InputError
 PLOT_FILES = ("throughput.png", "latency_cdf.png", "throughput_vs_budget.png", "tier_share.png", "access_curves.png")
 _GIB = 1024 ** 3
 _EXAMPLE = """example:
-  screc report runs/20260101T120000Z-compare-1a2b3c4d -o plots/
-  screc report runs/*-replay-* -o plots/replays   (several runs on one set of plots)"""
+  screc report runs/20260101T120000Z-compare-1a2b3c4d --out-dir plots/
+  screc report runs/*-replay-* --out-dir plots/replays   (several runs on one set of plots)"""
 
 
 # --- collecting rows -------------------------------------------------------------------
@@ -89,6 +92,9 @@ def replay_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
             if r.get("dram_budget_bytes") is None:
                 r["dram_budget_bytes"] = g.get("dram_budget_bytes")
             r["run_id"] = run.get("run_id", "")
+            for key, id_key in (("store", "store_id"), ("trace", "trace_id")):
+                if not r.get(key):
+                    r[key] = payload.get(key) or (f"{key} {run[id_key][:12]}" if run.get(id_key) else None)
             r.setdefault("policy", "?")
             out.append(r)
     return out
@@ -118,6 +124,38 @@ def _labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [f"{lab} ({r['run_id'][-8:]})" if counts[lab] > 1 else lab for lab, r in zip(labels, rows)]
 
 
+def qps_of(row: Mapping[str, Any]) -> float:
+    """The row's steady-state queries/s (first batch excluded) when it has one, else its average."""
+    steady = _num(row.get("steady_qps"))
+    return steady if math.isfinite(steady) else _num(row.get("qps"))
+
+
+def _names(values: Sequence[Any], what: str) -> str:
+    names = sorted({Path(str(v)).name for v in values if v})
+    if not names:
+        return f"{what} unknown"
+    return f"{what} {names[0]}" if len(names) == 1 else f"{len(names)} {what}s"
+
+
+def context(rows: Sequence[Mapping[str, Any]]) -> str:
+    """What the plotted figures were measured on: ``store ck, trace ck.h5, DRAM budget 64.00 MiB``."""
+    from bench.common import format_bytes
+
+    budgets = sorted({int(b) for b in (_num(r.get("dram_budget_bytes")) for r in rows) if math.isfinite(b)})
+    if not budgets:
+        budget = "no DRAM budget"
+    elif len(budgets) == 1:
+        budget = f"DRAM budget {format_bytes(budgets[0])}"
+    else:
+        budget = f"DRAM budgets {format_bytes(budgets[0])} to {format_bytes(budgets[-1])}"
+    return f"{_names([r.get('store') for r in rows], 'store')}, {_names([r.get('trace') for r in rows], 'trace')}, " \
+           f"{budget}"
+
+
+def _title(ax, what: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    ax.set_title(f"{what}\n{context(rows)}", fontsize=10)
+
+
 def _num(x: Any) -> float:
     """A float, or NaN for anything missing or not a number."""
     try:
@@ -144,18 +182,19 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_throughput(rows, labels, path: Path) -> Path | None:
-    pts = [(lab, _num(r.get("qps"))) for lab, r in zip(labels, rows) if math.isfinite(_num(r.get("qps")))]
+    pts = [(lab, qps_of(r)) for lab, r in zip(labels, rows) if math.isfinite(qps_of(r))]
     if not pts:
         return None
     fig, ax = _figure(max(6.0, 0.9 * len(pts) + 2))
-    policies = list(dict.fromkeys(str(r.get("policy")) for r in rows if math.isfinite(_num(r.get("qps")))))
-    colors = [f"C{policies.index(str(r.get('policy'))) % 10}" for r in rows if math.isfinite(_num(r.get("qps")))]
+    policies = list(dict.fromkeys(str(r.get("policy")) for r in rows if math.isfinite(qps_of(r))))
+    colors = [f"C{policies.index(str(r.get('policy'))) % 10}" for r in rows if math.isfinite(qps_of(r))]
     bars = ax.bar(range(len(pts)), [q for _, q in pts], color=colors)
     ax.bar_label(bars, labels=[f"{q:,.0f}" for _, q in pts], fontsize=8)
     ax.set_xticks(range(len(pts)), [lab for lab, _ in pts], rotation=30 if len(pts) > 4 else 0, ha="right"
                   if len(pts) > 4 else "center")
-    ax.set_ylabel("throughput (queries/s)")
-    ax.set_title("Throughput by policy")
+    steady = all(math.isfinite(_num(r.get("steady_qps"))) for r in rows if math.isfinite(qps_of(r)))
+    ax.set_ylabel("steady-state throughput (queries/s)" if steady else "throughput (queries/s)")
+    _title(ax, "Throughput by policy", rows)
     return _save(fig, path)
 
 
@@ -186,7 +225,7 @@ def plot_latency_cdf(rows, labels, path: Path) -> Path | None:
     ax.set_ylabel("fraction of batches")
     ax.set_ylim(0, 1.02)
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title("Batch latency CDF by policy")
+    _title(ax, "Batch latency CDF by policy", rows)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
@@ -194,7 +233,7 @@ def plot_latency_cdf(rows, labels, path: Path) -> Path | None:
 def plot_throughput_vs_budget(rows, path: Path) -> Path | None:
     lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
-        b, q = _num(r.get("dram_budget_bytes")), _num(r.get("qps"))
+        b, q = _num(r.get("dram_budget_bytes")), qps_of(r)
         if math.isfinite(b) and math.isfinite(q):
             lines[str(r.get("policy"))].append((b / _GIB, q))
     if len({b for pts in lines.values() for b, _ in pts}) < 2:
@@ -205,7 +244,7 @@ def plot_throughput_vs_budget(rows, path: Path) -> Path | None:
         ax.plot([b for b, _ in pts], [q for _, q in pts], marker="o", label=policy)
     ax.set_xlabel("DRAM budget (GiB)")
     ax.set_ylabel("throughput (queries/s)")
-    ax.set_title("Throughput against DRAM budget")
+    _title(ax, "Throughput against DRAM budget", rows)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -229,7 +268,7 @@ def plot_tier_share(rows, labels, path: Path) -> Path | None:
     ax.set_xticks(range(len(rows_labels)), [lab for lab, _ in rows_labels], rotation=30 if len(rows_labels) > 4 else 0,
                   ha="right" if len(rows_labels) > 4 else "center")
     ax.set_ylabel("share of lookups (%)")
-    ax.set_title("Lookups served per tier")
+    _title(ax, "Lookups served per tier", rows)
     ax.legend(title="tier", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
@@ -253,7 +292,9 @@ def plot_access_curves(runs, path: Path) -> Path | None:
     ax.set_xlabel("top-k most accessed rows (k, log scale)")
     ax.set_ylabel("share of the table's lookups (%)")
     ax.set_ylim(0, 102)
-    ax.set_title("Hot-set access curves")
+    rows = [r for run in with_curves for r in replay_rows(run)]
+    traces = [r.get("trace") for r in rows] or [run["payload"].get("trace") for run in with_curves]
+    ax.set_title(f"Hot-set access curves\n{_names(traces, 'trace')}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, ncol=2 if drawn > 8 else 1)
     return _save(fig, path)
@@ -296,22 +337,27 @@ def default_out_dir(run_paths: Sequence[str], runs_dir: str = "runs", now: datet
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report", help="draw PNG plots from result files (throughput, latency CDF, tiers, hot sets)",
-        description="Draw PNG plots from replay/compare result files: throughput by policy, latency CDF, "
-                    "throughput against DRAM budget, per-tier shares and hot-set access curves.",
+        description="Draw PNG plots from replay/compare/demo result files: throughput by policy, latency CDF, "
+                    "throughput against DRAM budget, per-tier shares and hot-set access curves. Every title "
+                    "names the store, trace and DRAM budget the figures were measured on.",
         epilog=_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", metavar="RUN", help="a run directory under runs/ or its result.json")
-    p.add_argument("-o", "--out", metavar="DIR", default=None,
-                   help="where to write the PNGs (default: RUN/plots for one run, runs/report-<time> for several)")
-    p.add_argument("--json", action="store_true", help="print the files written as JSON")
+    p.add_argument("--out-dir", "-o", dest="out_dir", metavar="DIR", default=None,
+                   help="where to write the PNGs (default: RUN/plots for one run, runs/report-<time> for several; "
+                        "-o is kept as an alias)")
+    add_json_arg(p, "the plot files written")
     p.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    out_dir = Path(args.out) if args.out else default_out_dir(args.runs)
+    out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(args.runs)
+    ensure_writable_dir(out_dir)
+    ensure_writable_file(args.json)
     files = make_report(args.runs, out_dir)
     if args.json:
-        print(json.dumps({"out_dir": str(out_dir), "files": [str(f) for f in files]}, indent=2))
-        return 0
+        write_json(args.json, {"out_dir": str(out_dir), "files": [str(f) for f in files]})
+        if args.json == "-":
+            return 0
     console = stdout_console()
     console.print(f"wrote {len(files)} plot(s) to {out_dir}/", highlight=False)
     for f in files:

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("matplotlib", reason="matplotlib (the 'plots' extra) is not installed")
 
 from bench.cli import main  # noqa: E402
-from bench.cmd_report import PLOT_FILES, default_out_dir, make_report, replay_rows  # noqa: E402
+from bench.cmd_report import PLOT_FILES, context, default_out_dir, make_report, qps_of, replay_rows  # noqa: E402
 from bench.results import load_run, write_run  # noqa: E402
 from emulator.replay.counters import LatencyHistogram  # noqa: E402
 
@@ -87,6 +87,49 @@ def test_missing_matplotlib_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_help_has_an_example(capsys):
-    with pytest.raises(SystemExit):
-        main(["report", "--help"])
+    assert main(["report", "--help"]) == 0
     assert "example:" in capsys.readouterr().out
+
+
+def test_titles_name_the_store_trace_and_budget(tmp_path, monkeypatch):
+    import bench.cmd_report as report
+
+    titles = []
+
+    def spy(fig, path):
+        titles.append(fig.axes[0].get_title())
+        return path
+
+    monkeypatch.setattr(report, "_save", spy)
+    payload = {"store": "stores/ck", "trace": "traces/ck.h5", "dram_budget_bytes": 64 << 20,
+               "rows": [_row("all-ssd", 1000.0, 1, {"ssd_raw": 1.0}), _row("screc", 3000.0, 2, {"dram": 1.0})]}
+    make_report([write_run("compare", ["screc", "compare"], payload, runs_dir=tmp_path / "runs")], tmp_path / "o")
+    assert len(titles) == 3 and all(t.endswith("store ck, trace ck.h5, DRAM budget 64.00 MiB") for t in titles)
+    titles.clear()
+    make_report([_sweep_run(tmp_path)], tmp_path / "o2")  # no paths: the run's ids; two budgets: the range
+    assert titles[0].endswith("store unknown, trace unknown, DRAM budgets 1.00 GiB to 2.00 GiB")
+
+
+def test_context_and_steady_throughput():
+    rows = [{"store": "a/s1", "trace": "t.h5", "dram_budget_bytes": 1024, "qps": 10.0, "steady_qps": 12.0},
+            {"store": "b/s2", "trace": "t.h5", "dram_budget_bytes": None, "qps": 7.0}]
+    assert context(rows) == "2 stores, trace t.h5, DRAM budget 1.00 KiB"
+    assert qps_of(rows[0]) == 12.0 and qps_of(rows[1]) == 7.0  # steady state when the row has it
+
+
+def test_rows_take_the_runs_store_and_trace(tmp_path):
+    run = write_run("replay", ["screc", "replay"], {"policy": "all-dram", "qps": 1.0}, store_id="ab" * 16,
+                    trace_id="cd" * 16, runs_dir=tmp_path / "runs")
+    row, = replay_rows(load_run(run))
+    assert row["store"] == "store " + "ab" * 6 and row["trace"] == "trace " + "cd" * 6
+
+
+def test_unwritable_out_dir_and_bare_json(tmp_path, capsys):
+    run_dir = _sweep_run(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["report", str(run_dir), "--out-dir", str(blocker / "plots")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a_file" in err
+    assert main(["report", str(run_dir), "--out-dir", str(tmp_path / "p"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["files"]) == 5
