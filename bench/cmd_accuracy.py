@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from rich.console import Group
 from rich.table import Table
 
 from bench.common import (add_engine_arg, add_json_arg, add_out_dir_arg, ensure_writable_dir, ensure_writable_file,
@@ -22,23 +23,26 @@ def _fmt(x: Any, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-def render_tables(payload: dict[str, Any]) -> Table:
-    """Per table: tier, TT rank, compression, lookups served from TT, pooled-embedding differences."""
-    table = Table(title=f"pooled embeddings: {payload['tt_planner']} vs {payload['raw_policy']} "
-                        f"({payload['batches']} batches, {payload['samples']:,} samples)")
-    for col in ("table", "dim", "tier", "TT rank", "compression", "TT lookups", "mean |diff|", "max |diff|",
-                "rel. Frobenius"):
-        table.add_column(col, justify="left" if col in ("table", "tier") else "right")
+def render_tables(payload: dict[str, Any]) -> Group:
+    """Per table: tier, TT rank, compression and lookups served from TT; then the pooled-embedding differences
+    (two tables, to fit 80 columns; pure)."""
+    served = Table(title=f"pooled embeddings: {payload['tt_planner']} vs {payload['raw_policy']} "
+                         f"({payload['batches']} batches, {payload['samples']:,} samples)")
+    for col in ("table", "dim", "tier", "TT rank", "compression", "TT lookups"):
+        served.add_column(col, justify="left" if col in ("table", "tier") else "right", overflow="fold")
+    diff = Table(title="differences of the pooled embeddings, TT run - raw run")
+    for col in ("table", "mean |diff|", "max |diff|", "rel. Frobenius"):
+        diff.add_column(col, justify="left" if col == "table" else "right", overflow="fold")
     for t in payload["tables"]:
         tier = t["cold_tier"] if t["hot_rows"] == 0 else f"dram {t['hot_rows']:,} + {t['cold_tier']}"
-        table.add_row(t["table"], str(t["dim"]), tier, _fmt(t["tt_rank"], "d"),
-                      _fmt(t["compression_ratio"], ".1f") + ("x" if t["compression_ratio"] else ""),
-                      f"{t['tt_lookups']:,}", f"{t['mean_abs_diff']:.3e}", f"{t['max_abs_diff']:.3e}",
-                      f"{t['rel_fro_diff']:.4f}")
+        served.add_row(t["table"], str(t["dim"]), tier, _fmt(t["tt_rank"], "d"),
+                       _fmt(t["compression_ratio"], ".1f") + ("x" if t["compression_ratio"] else ""),
+                       f"{t['tt_lookups']:,}")
+        diff.add_row(t["table"], f"{t['mean_abs_diff']:.3e}", f"{t['max_abs_diff']:.3e}", f"{t['rel_fro_diff']:.4f}")
     o = payload["overall"]
-    table.add_row("[bold]all[/]", "", "", "", "", f"{payload['tt_lookups']:,}", f"{o['mean_abs_diff']:.3e}",
-                  f"{o['max_abs_diff']:.3e}", f"{o['rel_fro_diff']:.4f}")
-    return table
+    served.add_row("[bold]all[/]", "", "", "", "", f"{payload['tt_lookups']:,}")
+    diff.add_row("[bold]all[/]", f"{o['mean_abs_diff']:.3e}", f"{o['max_abs_diff']:.3e}", f"{o['rel_fro_diff']:.4f}")
+    return Group(served, diff)
 
 
 def render_dense(d: dict[str, Any]) -> Table:

@@ -92,48 +92,41 @@ def _model_bytes(args: argparse.Namespace) -> int:
     return Store.open(args.store).raw_bytes
 
 
-def render_plan(plan: Plan) -> Group:
-    """Per-table placement and predicted load, then totals and each device's core split (pure)."""
-    pred: dict[str, Any] = dict(plan.predicted)
-    per = pred.get("tables", {})
-    label = " (modelled)" if pred.get("modelled") else ""
-    t = Table(title=f"plan by {plan.planner} for store {plan.store_id[:12]}{label}")
-    for col in ("table", "rows", "hot rows", "hot share", "tier", "rank", "device", "DRAM lookups", "cold lookups",
-                "IO pages", "TT rows"):
-        t.add_column(col, justify="left" if col in ("table", "tier") else "right")
+def _table_rows(plan: Plan, label: str) -> tuple[Table, Table]:
+    """Per table: where its rows live, then its predicted load per batch (two tables, to fit 80 columns)."""
+    per = dict(plan.predicted).get("tables", {})
+    place = Table(title=f"plan by {plan.planner} for store {plan.store_id[:12]}{label}")
+    load = Table(title=f"predicted load per batch{label}")
+    for col in ("table", "rows", "hot rows", "hot share", "tier", "rank", "device"):
+        place.add_column(col, justify="left" if col in ("table", "tier") else "right", overflow="fold")
+    for col in ("table", "DRAM lookups", "cold lookups", "IO pages", "TT rows"):
+        load.add_column(col, justify="left" if col == "table" else "right", overflow="fold")
     for p in plan.tables:
         d = per.get(p.table, {})
         rows = d.get("rows")
         looks = d.get("lookups_per_batch") or 0.0
+        hot_looks = d.get("dram_lookups", 0.0)
         all_hot = rows is not None and p.hot_rows >= rows
-        t.add_row(p.table, "?" if rows is None else f"{rows:,}", f"{p.hot_rows:,}",
-                  f"{d.get('dram_lookups', 0.0) / looks:.1%}" if looks else "-",
-                  "dram" if all_hot else p.cold_tier, "-" if p.tt_rank is None or all_hot else str(p.tt_rank),
-                  "-" if all_hot else f"dev{p.device}", f"{d.get('dram_lookups', 0.0):,.0f}",
-                  f"{looks - d.get('dram_lookups', 0.0):,.0f}", f"{d.get('io_pages', 0.0):,.0f}",
-                  f"{d.get('tt_rebuild_rows', 0.0):,.0f}")
+        place.add_row(p.table, "?" if rows is None else f"{rows:,}", f"{p.hot_rows:,}",
+                      f"{hot_looks / looks:.1%}" if looks else "-", "dram" if all_hot else p.cold_tier,
+                      "-" if p.tt_rank is None or all_hot else str(p.tt_rank), "-" if all_hot else f"dev{p.device}")
+        load.add_row(p.table, f"{hot_looks:,.0f}", f"{looks - hot_looks:,.0f}", f"{d.get('io_pages', 0.0):,.0f}",
+                     f"{d.get('tt_rebuild_rows', 0.0):,.0f}")
+    return place, load
+
+
+def _totals(pred: dict[str, Any], label: str) -> Table:
     perf, storage = pred.get("perf", {}), pred.get("storage", {})
     tot = Table(title=f"predicted per batch{label}")
     tot.add_column("resource")
     tot.add_column("seconds", justify="right")
     tot.add_column("bytes used", justify="right")
-    serial = perf.get("execution") == "host-serial"
-    if perf and serial:
+    if perf and perf.get("execution") == "host-serial":
         tot.add_row("host thread (every core, serial)", f"{perf['host_s']:.6f}",
                     format_bytes(storage.get("host_dram_bytes", 0)))
         tot.add_row("  of which shared (batch, tables, lookups)", f"{perf['dram_s']:.6f}", "")
     elif perf:
         tot.add_row("host DRAM", f"{perf['dram_s']:.6f}", format_bytes(storage.get("host_dram_bytes", 0)))
-    dev = Table(title="devices")
-    core_cols = ("host s raw", "host s TT") if serial else ("mem-core s", "compute-core s")
-    for col in ("device", "mem cores", "compute cores", "IO s", *core_cols, "device DRAM", "SSD"):
-        dev.add_column(col, justify="left" if col == "device" else "right")
-    for i, dp in enumerate(plan.devices):
-        get = (lambda k: perf[k][i] if perf and i < len(perf.get(k, [])) else float("nan"))
-        getb = (lambda k: storage[k][i] if storage and i < len(storage.get(k, [])) else 0)
-        dev.add_row(f"dev{i}", str(dp.mem_cores), str(dp.compute_cores), f"{get('io_s'):.6f}",
-                    f"{get('mem_core_s'):.6f}", f"{get('compute_core_s'):.6f}", format_bytes(getb("device_dram_bytes")),
-                    format_bytes(getb("ssd_bytes")))
     if perf:
         tot.add_row("batch (max)", f"{perf['total_s']:.6f}", f"bottleneck {perf.get('bottleneck', '?')}")
         tot.add_row("weighted TT error", f"{pred.get('weighted_rel_error', 0.0):.4f}", "")
@@ -143,19 +136,46 @@ def render_plan(plan: Plan) -> Group:
         tot.add_row(f"hot-set hits on later batches [{b[0]}, {b[1]})",
                     f"{drift['hit_ratio']:.1%} of {drift['oracle_hit_ratio']:.1%}",
                     f"{drift['new_row_share']:.1%} new rows")
-    parts: list[Any] = [t, tot, dev]
-    if plan.solver:
-        s = plan.solver
-        gap = "unknown" if s.get("gap") is None else f"{s['gap']:.2e}"
-        parts.append(f"solver {s.get('solver')}: {s.get('status')}, gap {gap} ({s.get('gap_source')}), "
-                     f"{s.get('solve_time_s', 0):.2f} s, {s.get('variables')} variables, "
-                     f"{s.get('constraints')} constraints")
-        tb = s.get("tie_break")
-        if tb:
-            parts.append(f"tie-break (least total work at that batch time): {tb.get('status')}"
-                         + (f", {tb['solve_time_s']:.2f} s" if tb.get("solve_time_s") is not None else "")
-                         + (f" ({tb['reason']})" if tb.get("reason") else ""))
-    return Group(*parts)
+    return tot
+
+
+def _devices(plan: Plan, pred: dict[str, Any]) -> Table:
+    perf, storage = pred.get("perf", {}), pred.get("storage", {})
+    dev = Table(title="devices (per batch, ms)", caption="mem / compute: memory- and compute-centric cores")
+    serial = perf.get("execution") == "host-serial"
+    core_cols = ("host raw", "host TT") if serial else ("mem ms", "compute ms")
+    for col in ("device", "mem", "compute", "IO ms", *core_cols, "dev DRAM", "SSD"):
+        dev.add_column(col, justify="left" if col == "device" else "right", overflow="fold")
+    for i, dp in enumerate(plan.devices):
+        get = (lambda k: perf[k][i] * 1e3 if perf and i < len(perf.get(k, [])) else float("nan"))
+        getb = (lambda k: storage[k][i] if storage and i < len(storage.get(k, [])) else 0)
+        dev.add_row(f"dev{i}", str(dp.mem_cores), str(dp.compute_cores), f"{get('io_s'):.3f}",
+                    f"{get('mem_core_s'):.3f}", f"{get('compute_core_s'):.3f}", format_bytes(getb("device_dram_bytes")),
+                    format_bytes(getb("ssd_bytes")))
+    return dev
+
+
+def _solver_lines(solver: dict[str, Any]) -> list[str]:
+    if not solver:
+        return []
+    s = solver
+    gap = "unknown" if s.get("gap") is None else f"{s['gap']:.2e}"
+    lines = [f"solver {s.get('solver')}: {s.get('status')}, gap {gap} ({s.get('gap_source')}), "
+             f"{s.get('solve_time_s', 0):.2f} s, {s.get('variables')} variables, {s.get('constraints')} constraints"]
+    tb = s.get("tie_break")
+    if tb:
+        lines.append(f"tie-break (least total work at that batch time): {tb.get('status')}"
+                     + (f", {tb['solve_time_s']:.2f} s" if tb.get("solve_time_s") is not None else "")
+                     + (f" ({tb['reason']})" if tb.get("reason") else ""))
+    return lines
+
+
+def render_plan(plan: Plan) -> Group:
+    """Per-table placement and predicted load, then totals and each device's core split (pure)."""
+    pred: dict[str, Any] = dict(plan.predicted)
+    label = " (modelled)" if pred.get("modelled") else ""
+    place, load = _table_rows(plan, label)
+    return Group(place, load, _totals(pred, label), _devices(plan, pred), *_solver_lines(dict(plan.solver)))
 
 
 def cmd_solve(args: argparse.Namespace) -> int:

@@ -48,3 +48,20 @@ def test_help_explains_the_columns(capsys):
     code, out, _ = run_cli(["accuracy", "--help"], capsys)
     assert code == 0 and "example:" in out and "--json" in out
     assert "rel. Frobenius" in out and "max |diff|" in out and "TT lookups" in out
+
+
+def test_tables_fit_80_columns():
+    from rich.console import Console
+
+    from bench.cmd_accuracy import render_tables
+
+    row = {"table": "table_with_a_long_name", "dim": 128, "cold_tier": "ssd_tt", "hot_rows": 123456, "tt_rank": 16,
+           "compression_ratio": 2843.2, "tt_lookups": 1234567, "mean_abs_diff": 1.5e-3, "max_abs_diff": 2.5e-2,
+           "rel_fro_diff": 0.0451}
+    payload = {"tt_planner": "screc", "raw_policy": "all-dram", "batches": 30, "samples": 61440,
+               "tables": [row], "tt_lookups": 1234567, "overall": row}
+    con = Console(width=80, record=True)
+    con.print(render_tables(payload))
+    text = con.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "2843.2x" in text and "dram 123,456 +" in text and "0.0451" in text  # the tier may wrap, not cut

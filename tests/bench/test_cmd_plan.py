@@ -190,3 +190,14 @@ def test_help_examples_use_the_convention(capsys):
     assert "[measured] or [modelled]" in out and "hot share" in out  # notes and columns explained
     code, out, _ = run_cli(["plan", "show", "--help"], capsys)
     assert code == 0 and "example:" in out and "IO pages" in out
+
+
+def test_plan_view_fits_80_columns(tmp_path):
+    rc = main(["plan", "solve", "--model", "tiny", "--modelled", "--dram-budget", "8KiB", "--devices", "2",
+               "--device-profile", "smartssd", "--time-limit", "20", "-o", str(tmp_path / "p.json")])
+    assert rc == 0
+    con = Console(width=80, record=True)
+    con.print(render_plan(Plan.load(tmp_path / "p.json")))
+    text = con.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80  # nothing cut or too wide
+    assert "dev0" in text and "dev1" in text and "IO pages" in text

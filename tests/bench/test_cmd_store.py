@@ -59,3 +59,16 @@ def test_help_examples_and_legend(capsys):
     assert "--model tiny --out-dir stores/tiny" in out and "--spec" not in out
     code, out, _ = run_cli(["store", "info", "--help"], capsys)
     assert "max abs err" in out and "rel err" in out and "ratio" in out  # every column explained
+
+
+def test_info_view_fits_80_columns(tiny_store):
+    from rich.console import Console
+
+    from bench.cmd_store import render_store_info, store_info
+    from emulator.store.store import Store
+
+    con = Console(width=80, record=True)
+    con.print(render_store_info(store_info(Store.open(tiny_store))))
+    text = con.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert text.count("│ t0 ") == 3  # t0 in the tables' table and once per TT rank (4 and 8)
