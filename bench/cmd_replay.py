@@ -18,9 +18,10 @@ EXAMPLE = """example:
   screc replay --store stores/ck --trace traces/ck.h5 --plan plan.json --start-batch 50 --qd 32 --json
   screc replay --store stores/ck --trace traces/ck.h5 --policy all-tt --tt-rank 8 --out-dir /tmp/runs --json r.json
 
-The last line (plain lines when the output is not a terminal):
+The summary (plain lines when the output is not a terminal):
   policy     all-dram, all-ssd, all-tt, or the plan's planner (screc = the MIP plan)
-  queries/s  samples served per second over the whole replay (measured)
+  steady state  samples (queries) and lookups served per second after the first batch, which pays the
+             first-touch costs and is reported apart (measured); fewer than 10 such batches is flagged
   latency    per-batch latency percentiles p50 / p99 (measured)
   IOs, read  SSD read requests and bytes (measured)
   DRAM       bytes of hot rows held in host memory
@@ -32,18 +33,29 @@ The last line (plain lines when the output is not a terminal):
 
 
 def summary_line(payload: dict, run_dir) -> str:
-    """The one-line summary of a replay payload (pure)."""
+    """The summary of a replay payload (pure): steady-state throughput first (the first batch, which pays the
+    first-touch costs, apart), then latency, IO, DRAM, verification and the plan's (modelled) prediction."""
+    from bench.measure import FEW_BATCHES
+
     lat = payload["latency_s"]
     v = payload.get("verify")
     pr = payload.get("prediction")
-    return (f"{payload['policy']}: {payload['batches']} batches, {payload['qps']:.0f} queries/s, "
-            f"{payload['lookups_per_s'] / 1e6:.2f} M lookups/s, latency p50 {lat['p50'] * 1e3:.2f} ms "
-            f"p99 {lat['p99'] * 1e3:.2f} ms, {payload['ios']} IOs ({format_bytes(payload['bytes_read'])}), "
-            f"DRAM {format_bytes(payload['dram_used_bytes'])}"
+    steady = payload.get("steady_batches") or 0
+    first = payload.get("first_batch_s")
+    head = (f"{payload['policy']}: {payload['batches']} batches; steady state {payload['steady_qps']:,.0f} queries/s, "
+            f"{payload['steady_lookups_per_s'] / 1e6:.2f} M lookups/s over {steady} batches"
+            if steady else f"{payload['policy']}: {payload['batches']} batch; {payload['qps']:,.0f} queries/s")
+    head += (f" (first batch {first * 1e3:.2f} ms apart; whole run {payload['qps']:,.0f} queries/s)"
+             if steady and first is not None else "")
+    if steady < FEW_BATCHES:
+        head += f"; only {steady} steady-state batches: a rough figure (replay more with --batches)"
+    return (head + "\n"
+            + f"  latency p50 {lat['p50'] * 1e3:.2f} ms p99 {lat['p99'] * 1e3:.2f} ms, {payload['ios']:,} IOs "
+              f"({format_bytes(payload['bytes_read'])}), DRAM {format_bytes(payload['dram_used_bytes'])}"
             + (f", verify ok ({v['exact_bags']} exact bags, {v['tt_bags']} TT bags)" if v else "")
-            + (f", batch {pr['measured_batch_s'] * 1e3:.2f} ms vs {pr['predicted_batch_s'] * 1e3:.2f} ms "
+            + (f"\n  batch {pr['measured_batch_s'] * 1e3:.2f} ms measured vs {pr['predicted_batch_s'] * 1e3:.2f} ms "
                f"predicted (modelled) ({pr['relative_error']:+.0%})" if pr else "")
-            + f"; result in {run_dir}")
+            + f"\n  result in {run_dir}")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

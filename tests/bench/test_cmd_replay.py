@@ -120,3 +120,19 @@ def test_help_has_an_example_and_a_legend(capsys):
     assert code == 0
     assert "example:" in out and "--json" in out and "--out-dir" in out and "--plan plan.json" in out
     assert "predicted" in out and "modelled" in out  # the legend says the prediction is modelled
+
+
+def test_summary_puts_the_steady_state_first_and_flags_few_batches():
+    from bench.cmd_replay import summary_line
+
+    payload = {"policy": "screc", "batches": 5, "steady_batches": 4, "steady_qps": 2048.0,
+               "steady_lookups_per_s": 3.0e6, "first_batch_s": 0.25, "qps": 1000.0, "latency_s": {"p50": 0.004,
+               "p99": 0.009}, "ios": 1234, "bytes_read": 1 << 20, "dram_used_bytes": 0, "verify": None,
+               "prediction": {"measured_batch_s": 0.005, "predicted_batch_s": 0.004, "relative_error": 0.25}}
+    text = summary_line(payload, "runs/x")
+    assert text.startswith("screc: 5 batches; steady state 2,048 queries/s, 3.00 M lookups/s over 4 batches "
+                           "(first batch 250.00 ms apart; whole run 1,000 queries/s)")
+    assert "only 4 steady-state batches" in text  # fewer than 10
+    assert "5.00 ms measured vs 4.00 ms predicted (modelled) (+25%)" in text and "1,234 IOs (1.00 MiB)" in text
+    payload["steady_batches"] = 10
+    assert "only" not in summary_line(payload, "runs/x")
