@@ -107,13 +107,3 @@ def add_replay_args(p: argparse.ArgumentParser) -> None:
                    help="allow page-cache reads where the filesystem refuses O_DIRECT (numbers are then not SSD numbers)")
     p.add_argument("--no-pipeline", action="store_true", help="do not overlap the next batch's IO with pooling")
     p.add_argument("--no-live", action="store_true", help="plain periodic lines instead of the live dashboard")
-
-
-def make_plan(store: Store, reader: TraceReader, policy: str | None, plan_path: str | None,
-              tt_rank: int | None = None) -> Plan:
-    """A plan file (checked against the store) or a simple policy (all-dram, all-ssd, all-tt)."""
-    from plans.planner import PresetRequest, load_plan, preset_plan
-
-    if plan_path:
-        return load_plan(plan_path, store)
-    return preset_plan(policy or "all-ssd", store, reader, PresetRequest(tt_rank=tt_rank)).plan
