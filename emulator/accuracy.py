@@ -30,7 +30,8 @@ import numpy as np
 
 from emulator.dense import DenseModel, dense_features
 from emulator.plan import Plan, uniform_plan
-from emulator.replay.engine import KIND_STAGED, Replayer, ReplayConfig
+from emulator.replay.engine import Replayer, ReplayConfig
+from emulator.tiers import KIND_STAGED
 from emulator.store.store import Store
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
@@ -130,7 +131,7 @@ def default_raw_plan(store: Store, *, dram_limit_bytes: int | None = None, trace
         avail = available_memory_bytes()
         dram_limit_bytes = avail // 4 if avail else 1 << 30
     policy = "all-dram" if raw_bytes(store) <= dram_limit_bytes else "all-ssd"
-    return uniform_plan(store.store_id, {t["name"]: t["rows"] for t in store.tables}, policy, trace_id=trace_id)
+    return uniform_plan(store.store_id, {t.name: t.rows for t in store.tables}, policy, trace_id=trace_id)
 
 
 def _check_raw_plan(plan: Plan) -> None:
@@ -206,13 +207,13 @@ def accuracy_report(store: Store, reader: TraceReader, tt_plan: Plan, *, raw_pla
     tables = []
     for i, (t, st) in enumerate(zip(store.tables, stats)):
         overall.merge(st)
-        pl = tt_plan.placement(t["name"])
+        pl = tt_plan.placement(t.name)
         variant = store.tt_variant(i, pl.tt_rank) if pl.cold_tier == "ssd_tt" else None
         tables.append({
-            "table": t["name"], "dim": t["dim"], "cold_tier": pl.cold_tier, "hot_rows": min(pl.hot_rows, t["rows"]),
+            "table": t.name, "dim": t.dim, "cold_tier": pl.cold_tier, "hot_rows": min(pl.hot_rows, t.rows),
             "tt_rank": pl.tt_rank if variant else None,
-            "compression_ratio": variant["compression_ratio"] if variant else None,
-            "manifest_rel_fro_error": variant["rel_fro_error"] if variant else None,
+            "compression_ratio": variant.compression_ratio if variant else None,
+            "manifest_rel_fro_error": variant.rel_fro_error if variant else None,
             "lookups": int(lookups[i]), "tt_lookups": int(tt_lookups[i]), **st.summary(),
         })
     report: dict[str, Any] = {

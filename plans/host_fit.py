@@ -111,8 +111,8 @@ def write_random_remap(store, path: Path, rng: np.random.Generator) -> Path:
     order): plans from ``screc plan solve`` always carry a remap, and translating ids costs the host time."""
     from plans.remap import Remap, TableRemap
 
-    tables = [TableRemap(t["name"], int(t["rows"]), perm=rng.permutation(int(t["rows"])).astype(np.int64))
-              for t in store.tables if int(t["rows"]) <= REMAP_ROWS_LIMIT]
+    tables = [TableRemap(t.name, int(t.rows), perm=rng.permutation(int(t.rows)).astype(np.int64))
+              for t in store.tables if int(t.rows) <= REMAP_ROWS_LIMIT]
     Remap(tables, {"source": "calibration: random"}).save(path)
     return path
 
@@ -123,18 +123,18 @@ def calibration_plans(store, remap: Path | None = None) -> list:
     from emulator.plan import DevicePlan, Plan, TablePlacement
 
     tabs = store.tables
-    ranks = sorted({int(v["rank"]) for t in tabs for v in t.get("tt", [])})
+    ranks = sorted({int(v.rank) for t in tabs for v in t.tt})
     budget = DRAM_LIMIT_BYTES
 
     def hot_cap(rows_wanted: list[int]) -> list[int]:
-        total = sum(r * t["row_bytes"] for r, t in zip(rows_wanted, tabs))
+        total = sum(r * t.row_bytes for r, t in zip(rows_wanted, tabs))
         if total <= budget:
             return rows_wanted
         f = budget / total
         return [int(r * f) for r in rows_wanted]
 
-    def tier(t: dict, rank: int | None) -> tuple[str, int | None]:
-        have = {int(v["rank"]) for v in t.get("tt", [])}
+    def tier(t, rank: int | None) -> tuple[str, int | None]:
+        have = {int(v.rank) for v in t.tt}
         return ("ssd_tt", rank) if rank is not None and rank in have else ("ssd_raw", None)
 
     def plan(label: str, hot: list[int], rank: int | None, devices: int = 1, mask: list[bool] | None = None):
@@ -143,12 +143,12 @@ def calibration_plans(store, remap: Path | None = None) -> list:
         for i, (t, k) in enumerate(zip(tabs, hot)):
             use_rank = rank if mask is None or mask[i] else None
             ct, r = tier(t, use_rank)
-            pls.append(TablePlacement(t["name"], int(k), ct, r, i % devices))
+            pls.append(TablePlacement(t.name, int(k), ct, r, i % devices))
         devs = tuple(DevicePlan(f"cal{d}", 1, 1) for d in range(devices))
         return label, Plan(store.store_id, tuple(pls), devs, planner=f"calibration:{label}",
                            remap=None if remap is None else str(remap))
 
-    rows = [int(t["rows"]) for t in tabs]
+    rows = [int(t.rows) for t in tabs]
     n = len(tabs)
     out = [plan("all-dram", rows, None), plan("all-ssd", [0] * n, None), plan("all-ssd-2dev", [0] * n, None, 2),
            plan("half-hot-ssd", [r // 2 for r in rows], None),
@@ -169,18 +169,18 @@ def calibration_plans(store, remap: Path | None = None) -> list:
 def _flops_by_table(store, plan) -> list[float]:
     out = []
     for t in store.tables:
-        p = plan.placement(t["name"])
+        p = plan.placement(t.name)
         f = 0.0
         if p.cold_tier == "ssd_tt":
-            v = next(v for v in t["tt"] if int(v["rank"]) == p.tt_rank)
-            f = tt_flops_per_row(v["tt_q_shapes"], v["tt_ranks"])
+            v = t.tt_variant(p.tt_rank)
+            f = tt_flops_per_row(v.tt_q_shapes, v.tt_ranks)
         out.append(f)
     return out
 
 
 def batch_features(prepared, n_devices: int, flops: Sequence[float]) -> tuple[dict[str, float], list, list]:
     """What the host does for one prepared batch (see :data:`FEATURES`), and reads and pages per device."""
-    from emulator.replay.engine import KIND_PAGE, KIND_STAGED
+    from emulator.tiers import KIND_PAGE, KIND_STAGED
 
     f = dict.fromkeys(FEATURES, 0.0)
     f["batch"] = 1.0
@@ -198,8 +198,8 @@ def batch_features(prepared, n_devices: int, flops: Sequence[float]) -> tuple[di
     reads, pages = [0.0] * n_devices, [0.0] * n_devices
     for d, r in enumerate(prepared.reads):
         if r is not None:
-            reads[d] = float(r[1].size)
-            pages[d] = float(r[2].sum()) / PAGE_BYTES
+            reads[d] = float(r.count)
+            pages[d] = float(r.total_bytes) / PAGE_BYTES
     f["read"] = float(sum(reads))
     f["io_device"] = float(sum(1 for x in reads if x > 0))
     return f, reads, pages
@@ -354,7 +354,6 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
     from emulator.replay.engine import Replayer, ReplayConfig
     from emulator.store.store import Store, StoreBuildConfig
     from emulator.store.build import build_store
-    from tracegen.spec import ModelSpec
     from tracegen.trace_io import TraceReader
 
     if batches < 2:
@@ -362,7 +361,7 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
     if rounds < 1:
         raise InputError(f"need at least 1 round of calibration replays, got {rounds}")
     rng = np.random.default_rng(seed)
-    spec = ModelSpec.from_dict(store.manifest["spec"])
+    spec = store.spec
     sizes = list(batch_sizes or (spec.batch_size, max(1, spec.batch_size // 4)))
     t0 = time.perf_counter()
     config = ReplayConfig(queue_depth=queue_depth, pipeline=True)
@@ -370,9 +369,9 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
         tmp = Path(tmp)
         targets = [(store, spec, calibration_plans(store, write_random_remap(store, tmp / "remap.h5", rng)), "")]
         if mini:
-            mspec = _mini_spec(int(store.tables[0]["dim"]), sizes[0])
+            mspec = _mini_spec(int(store.tables[0].dim), sizes[0])
             mstore = Store.open(build_store(mspec, tmp / "mini", StoreBuildConfig(tt_ranks=())).path)
-            names = [t["name"] for t in mstore.tables]
+            names = [t.name for t in mstore.tables]
             mremap = str(write_random_remap(mstore, tmp / "mini-remap.h5", rng))
             mplans = [(label, Plan(mstore.store_id, tuple(TablePlacement(n, hot) for n in names),
                                    (DevicePlan("cal0"),), planner=f"calibration:mini-{label}", remap=mremap))

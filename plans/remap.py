@@ -286,41 +286,46 @@ def remap_store(store: Any, remap: Remap, out_dir: str | os.PathLike,
     "original"``) and ships the remap file, so a TT lookup of new id n reads
     old id ``remap.old_ids(n)``.
     """
-    from emulator.store.layout import RowLayout
-    from emulator.store.store import Store, file_crcs, manifest_id
+    from dataclasses import replace
+
+    from emulator.store.manifest import FileEntry, RemapInfo, write_manifest
+    from emulator.store.store import Store, file_crcs
 
     out = Path(out_dir)
-    manifest = json.loads(json.dumps(store.manifest))  # deep copy
-    names = [t["name"] for t in manifest["tables"]]
-    for name, t in zip(names, manifest["tables"]):
-        if name not in remap._by_name:
-            raise InputError(f"remap has no table {name!r}")
-        if remap.table(name).rows != t["rows"]:
-            raise InputError(f"remap of table {name} covers {remap.table(name).rows} rows, store has {t['rows']}")
+    manifest = store.manifest
+    for t in manifest.tables:
+        if t.name not in remap._by_name:
+            raise InputError(f"remap has no table {t.name!r}")
+        if remap.table(t.name).rows != t.rows:
+            raise InputError(f"remap of table {t.name} covers {remap.table(t.name).rows} rows, store has {t.rows}")
     with atomic_dir(out) as tmp:
         (tmp / "raw").mkdir()
-        for i, t in enumerate(manifest["tables"]):
-            lay = RowLayout(t["rows"], t["dim"], t["dtype"], manifest["page_bytes"])
-            step = max(lay.rows_per_page, (_COPY_ROWS_BYTES // lay.span_bytes) * lay.rows_per_page)
-            path = tmp / t["raw"]["file"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as f:
-                for a in range(0, t["rows"], step):
-                    b = min(a + step, t["rows"])
-                    old = remap.old_ids(t["name"], np.arange(a, b, dtype=np.int64))
-                    f.write(lay.pack(store.read_rows(i, old)).tobytes())
-                    if progress:
-                        progress(f"remap {t['name']}", b, t["rows"])
-            fsync_file(path)
-            t["raw"]["crc32"] = file_crcs(path, manifest.get("chunk_bytes", 4 << 20))
-            t["raw"]["bytes"] = path.stat().st_size
-        for entry in manifest.get("files", []):
-            shutil.copyfile(store.path / entry["file"], tmp / entry["file"])
-            fsync_file(tmp / entry["file"])
+        tables = []
+        for i, t in enumerate(manifest.tables):
+            path = tmp / t.raw.file
+            _write_remapped_rows(store, i, remap, path, progress)
+            raw = FileEntry(t.raw.file, path.stat().st_size, tuple(file_crcs(path, manifest.chunk_bytes)))
+            tables.append(replace(t, raw=raw))
+        for entry in manifest.files:
+            shutil.copyfile(store.path / entry.file, tmp / entry.file)
+            fsync_file(tmp / entry.file)
         remap.save(tmp / REMAP_FILE)
-        manifest["remap"] = {"file": REMAP_FILE, "source_store_id": store.store_id, "raw_row_order": "remapped",
-                             "tt_row_order": "original"}
-        manifest["store_id"] = manifest_id(manifest)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        fsync_file(tmp / "manifest.json")
+        info = RemapInfo(REMAP_FILE, store.store_id, raw_row_order="remapped", tt_row_order="original")
+        fsync_file(write_manifest(tmp, replace(manifest, tables=tuple(tables), remap=info, store_id="")))
     return Store.open(out)
+
+
+def _write_remapped_rows(store: Any, i: int, remap: Remap, path: Path,
+                         progress: Callable[[str, int, int], None] | None) -> None:
+    """Table ``i``'s raw file with row n holding the store's row ``remap.old_ids(n)`` (fsynced)."""
+    lay, name = store.layouts[i], store.tables[i].name
+    step = max(lay.rows_per_page, (_COPY_ROWS_BYTES // lay.span_bytes) * lay.rows_per_page)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for a in range(0, lay.rows, step):
+            b = min(a + step, lay.rows)
+            old = remap.old_ids(name, np.arange(a, b, dtype=np.int64))
+            f.write(lay.pack(store.read_rows(i, old)).tobytes())
+            if progress:
+                progress(f"remap {name}", b, lay.rows)
+    fsync_file(path)

@@ -368,17 +368,17 @@ class TraceStatsSource(StatsSource):
 
 def attach_store(stats: WorkloadStats, store) -> WorkloadStats:
     """Add the store's TT variants (error, bytes, flops per row) and its id; shapes must match."""
-    by_name = {t["name"]: t for t in store.tables}
+    by_name = {t.name: t for t in store.tables}
     tables = []
     for ts in stats.tables:
         st = by_name.get(ts.name)
         if st is None:
             raise InputError(f"trace table {ts.name!r} is not in the store", store.path)
-        if st["rows"] != ts.rows or st["row_bytes"] != ts.row_bytes:
+        if st.rows != ts.rows or st.row_bytes != ts.row_bytes:
             raise InputError(f"table {ts.name}: trace has {ts.rows} rows of {ts.row_bytes} B, store has "
-                             f"{st['rows']} rows of {st['row_bytes']} B", store.path)
-        variants = [TTVariant(int(v["rank"]), int(v["bytes"]), float(v["rel_fro_error"]), float(v["max_abs_error"]),
-                              tt_flops_per_row(v["tt_q_shapes"], v["tt_ranks"])) for v in st.get("tt", [])]
+                             f"{st.rows} rows of {st.row_bytes} B", store.path)
+        variants = [TTVariant(int(v.rank), int(v.bytes), float(v.rel_fro_error), float(v.max_abs_error),
+                              tt_flops_per_row(v.tt_q_shapes, v.tt_ranks)) for v in st.tt]
         tables.append(ts.with_tt(variants))
     return WorkloadStats(tuple(tables), stats.batch_size, stats.source, stats.trace_id, store.store_id,
                          stats.profile_batches, stats.notes)

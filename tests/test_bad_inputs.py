@@ -56,7 +56,7 @@ def kit(tmp_path_factory, tiny_store, tiny_trace, tiny_spec):
     shutil.copy(tiny_trace, d / "trace.h5")
     (d / "spec.json").write_text(tiny_spec.to_json())
     s = Store.open(d / "store")
-    uniform_plan(s.store_id, {t["name"]: t["rows"] for t in s.tables}, "all-ssd").save(d / "plan.json")
+    uniform_plan(s.store_id, {t.name: t.rows for t in s.tables}, "all-ssd").save(d / "plan.json")
     default_calibration().save(d / "calib.json")
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["plan", "solve", "--store", str(d / "store"), "--trace", str(d / "trace.h5"), "--dram-budget",
@@ -397,9 +397,9 @@ def _replay_equals_reference(store: Store, plan: Plan, trace: Path) -> int:
         rep.run(r, on_batch=lambda o: outs.append((o.index, [x.copy() for x in o.pooled])))
         for index, pooled in outs:
             b = r.batch(index)
-            for t, pl in enumerate(plan.placement(tab["name"]) for tab in store.tables):
+            for t, pl in enumerate(plan.placement(tab.name) for tab in store.tables):
                 ids, off = b.table(t)
-                if pl.cold_tier == "ssd_raw" or pl.hot_rows >= store.tables[t]["rows"]:
+                if pl.cold_tier == "ssd_raw" or pl.hot_rows >= store.tables[t].rows:
                     assert np.array_equal(pooled[t], pool_reference(store.read_rows(t, ids), off))
     return len(outs)
 
@@ -458,7 +458,7 @@ def test_mutated_manifest_is_refused_or_serves_the_reference(kit, tmp_path_facto
 
     def go():
         store = Store.open(d / "store")
-        plan = uniform_plan(store.store_id, {t["name"]: t["rows"] for t in store.tables}, "all-ssd")
+        plan = uniform_plan(store.store_id, {t.name: t.rows for t in store.tables}, "all-ssd")
         _replay_equals_reference(store, plan, kit / "trace.h5")
 
     outcome = _outcome(go)
@@ -527,7 +527,7 @@ def test_mutated_trace_is_refused_or_serves_the_reference(kit, tmp_path_factory,
                 info = np.iinfo(ds.dtype)
                 ds[where % ds.shape[0]] = int(np.clip(value, info.min, info.max))
     store = Store.open(kit / "store")
-    plan = uniform_plan(store.store_id, {t["name"]: t["rows"] for t in store.tables}, "all-ssd")
+    plan = uniform_plan(store.store_id, {t.name: t.rows for t in store.tables}, "all-ssd")
 
     def go():
         _replay_equals_reference(store, plan, trace)

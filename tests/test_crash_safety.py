@@ -113,7 +113,7 @@ def _check_store_after_kill(out: Path, prev_id: str | None) -> str:
     assert verify_store(out).ok  # ...and verifies
     if s.store_id == prev_id:
         return "previous"
-    assert s.manifest["weights"]["seed"] == 2 and len(s.tables) == 4  # the complete new build
+    assert s.manifest.weights.seed == 2 and len(s.tables) == 4  # the complete new build
     return "new"
 
 

@@ -36,7 +36,7 @@ def load_hot_rows(store: Store, i: int, hot: int, inv: np.ndarray | None,
             n = os.preadv(f.fileno(), [memoryview(buf)[: min(buf.size, lay.file_bytes - base)]], base)
             rel = offs[a:b] - base
             if int(rel.max()) + lay.row_bytes > n:
-                raise InputError(f"table {store.tables[i]['name']}: short read while loading hot rows",
+                raise InputError(f"table {store.tables[i].name}: short read while loading hot rows",
                                  store.table_path(i))
             idx = rel[:, None] + np.arange(lay.row_bytes)
             out[order[a:b]] = buf[idx].view(lay.np_dtype).reshape(b - a, lay.dim)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import zlib
@@ -12,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from emulator.store.layout import PAGE_BYTES, RowLayout
-from emulator.store.store import (CHUNK_BYTES, ERROR_SAMPLE_ROWS, IN_MEMORY_TT_BYTES, STORE_FORMAT, STORE_FORMAT_VERSION,
-                            WRITE_BYTES, Progress, Store, StoreBuildConfig, _ChecksummedWriter, file_crcs,
-                            manifest_id)
+from emulator.store.layout import RowLayout
+from emulator.store.manifest import (BuildInfo, FileEntry, Manifest, StoreWeights, TableEntry, TTEntry,
+                                     WeightsSource, write_manifest)
+from emulator.store.store import (CHUNK_BYTES, ERROR_SAMPLE_ROWS, IN_MEMORY_TT_BYTES, WRITE_BYTES, Progress, Store,
+                                  StoreBuildConfig, _ChecksummedWriter, file_crcs)
 from emulator.store.weights import ArrayRows, SyntheticRows, SyntheticWeightsConfig
 from tracegen.atomic import atomic_dir, fsync_file, release_reserve, reserve_space
 from tracegen.errors import InputError
@@ -38,7 +38,7 @@ def _read_checked(src, start: int, stop: int, source: str | None, table: str) ->
 
 
 def _write_raw(src, lay: RowLayout, path: Path, progress: Progress | None, desc: str,
-               source: str | None = None) -> dict[str, Any]:
+               source: str | None = None) -> FileEntry:
     rows_per_step = max(lay.rows_per_page, (WRITE_BYTES // lay.span_bytes) * lay.rows_per_page)
     w = _ChecksummedWriter(path)
     try:
@@ -49,11 +49,11 @@ def _write_raw(src, lay: RowLayout, path: Path, progress: Progress | None, desc:
                 progress(desc, stop, lay.rows)
     finally:
         w.close()
-    return {"file": str(path.relative_to(path.parent.parent)), "bytes": w.bytes, "crc32": w.crcs}
+    return FileEntry(str(path.relative_to(path.parent.parent)), w.bytes, tuple(w.crcs))
 
 
 def _build_tt(store_dir: Path, table: TableSpec, lay: RowLayout, raw_file: Path, config: StoreBuildConfig,
-              h5, index: int) -> list[dict[str, Any]]:
+              h5, index: int) -> list[TTEntry]:
     from emulator.tt.decomposition import (factorize_dim, factorize_rows, reconstruction_error, save_tt, tt_svd,
                              tt_svd_streamed)
 
@@ -97,13 +97,11 @@ def _build_tt(store_dir: Path, table: TableSpec, lay: RowLayout, raw_file: Path,
         reserve_space(h5.filename, max(os.path.getsize(h5.filename), h5.id.get_filesize()) + core_bytes
                       + core_bytes // 4 + (256 << 10))
         save_tt(h5.create_group(group), tt)
-        variants.append({
-            "rank": r_eff, "file": "tt.h5", "group": group,
-            "tt_p_shapes": [int(x) for x in tt.p_shapes], "tt_q_shapes": [int(x) for x in tt.q_shapes],
-            "tt_ranks": [int(x) for x in tt.ranks], "bytes": int(core_bytes),
-            "compression_ratio": float(ratio), "rel_fro_error": float(err["rel_fro_error"]),
-            "max_abs_error": float(err["max_abs_error"]), "error_sample_rows": int(err["sample_rows"]),
-        })
+        variants.append(TTEntry(
+            rank=r_eff, file="tt.h5", group=group, tt_p_shapes=tuple(int(x) for x in tt.p_shapes),
+            tt_q_shapes=tuple(int(x) for x in tt.q_shapes), tt_ranks=tuple(int(x) for x in tt.ranks),
+            bytes=int(core_bytes), compression_ratio=float(ratio), rel_fro_error=float(err["rel_fro_error"]),
+            max_abs_error=float(err["max_abs_error"]), error_sample_rows=int(err["sample_rows"])))
     del mm
     return variants
 
@@ -132,10 +130,10 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
                 lay = RowLayout(table.rows, table.dim, table.dtype)
                 if table.name in config.imports:
                     src = ArrayRows(table, config.imports[table.name])
-                    weights = {"source": "import", "file": str(config.imports[table.name])}
+                    weights = WeightsSource("import", str(config.imports[table.name]))
                 else:
                     src = SyntheticRows(table, i, wcfg)
-                    weights = {"source": "synthetic"}
+                    weights = WeightsSource("synthetic")
                 raw_file = tmp / "raw" / f"{table.name}.bin"
                 raw = _write_raw(src, lay, raw_file, progress, f"raw {table.name}", config.imports.get(table.name))
                 if hasattr(src, "close"):
@@ -145,28 +143,15 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
                 tt = _build_tt(tmp, table, lay, raw_file, config, h5, i)
                 if progress:
                     progress(f"tt {table.name}", 1, 1)
-                tables.append({
-                    "name": table.name, "rows": table.rows, "dim": table.dim, "dtype": table.dtype,
-                    "row_bytes": lay.row_bytes, "rows_per_page": lay.rows_per_page,
-                    "pages_per_row": lay.pages_per_row, "pages": lay.pages, "raw": raw, "tt": tt,
-                    "weights": weights,
-                })
+                tables.append(TableEntry.of(table.name, lay, raw, tuple(tt), weights))
         release_reserve(h5path)
         fsync_file(h5path)
-        manifest = {
-            "format": STORE_FORMAT, "format_version": STORE_FORMAT_VERSION,
-            "spec": spec.to_dict(), "page_bytes": PAGE_BYTES, "chunk_bytes": CHUNK_BYTES,
-            "weights": {"source": "synthetic", "seed": config.weights_seed, "signal_rank": config.signal_rank,
-                        "noise_ratio": config.noise_ratio},
-            "build": {"tt_ranks": list(config.tt_ranks), "tt_rel_tol": config.tt_rel_tol,
-                      "seconds": round(time.perf_counter() - t0, 3)},
-            "tables": tables,
-            "files": [{"file": "tt.h5", "bytes": h5path.stat().st_size, "crc32": file_crcs(h5path)}],
-        }
-        manifest["store_id"] = manifest_id(manifest)
-        mpath = tmp / "manifest.json"
-        mpath.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")  # written last
-        fsync_file(mpath)
+        manifest = Manifest(
+            spec=spec, tables=tuple(tables),
+            files=(FileEntry("tt.h5", h5path.stat().st_size, tuple(file_crcs(h5path))),),
+            weights=StoreWeights(config.weights_seed, config.signal_rank, config.noise_ratio),
+            build=BuildInfo(tuple(config.tt_ranks), config.tt_rel_tol, round(time.perf_counter() - t0, 3)))
+        fsync_file(write_manifest(tmp, manifest))  # written last
     return Store.open(out)
 
 
@@ -189,27 +174,27 @@ def verify_store(path: str | os.PathLike, progress: Progress | None = None) -> V
     """Re-read every file and compare each chunk's CRC32 with the manifest."""
     store = Store.open(path)  # checks manifest integrity and file sizes
     report = VerifyReport(store=str(store.path))
-    entries = [(f"table {t['name']}", t["raw"]) for t in store.tables]
-    entries += [(f"file {f['file']}", f) for f in store.manifest["files"]]
-    total = sum(e["bytes"] for _, e in entries)
+    entries = [(f"table {t.name}", t.raw) for t in store.tables]
+    entries += [(f"file {f.file}", f) for f in store.manifest.files]
+    total = sum(e.bytes for _, e in entries)
     done = 0
     for what, entry in entries:
-        f = store.path / entry["file"]
+        f = store.path / entry.file
         if not f.is_file():
-            report.problems.append(f"{what}: {entry['file']} is missing")
+            report.problems.append(f"{what}: {entry.file} is missing")
             continue
-        if f.stat().st_size != entry["bytes"]:
-            report.problems.append(f"{what}: {entry['file']} has {f.stat().st_size} bytes, expected {entry['bytes']}")
+        if f.stat().st_size != entry.bytes:
+            report.problems.append(f"{what}: {entry.file} has {f.stat().st_size} bytes, expected {entry.bytes}")
             continue
         with open(f, "rb") as fh:
-            for k, want in enumerate(entry["crc32"]):
+            for k, want in enumerate(entry.crc32):
                 block = fh.read(CHUNK_BYTES)
                 if zlib.crc32(block) != want:
-                    report.problems.append(f"{what}: {entry['file']} checksum mismatch in bytes "
+                    report.problems.append(f"{what}: {entry.file} checksum mismatch in bytes "
                                            f"{k * CHUNK_BYTES}-{k * CHUNK_BYTES + len(block)}")
                 done += len(block)
                 if progress:
                     progress("verify", done, total)
         report.files += 1
-        report.bytes += entry["bytes"]
+        report.bytes += entry.bytes
     return report

@@ -23,7 +23,7 @@ SMALL_DENSE = DenseConfig(bottom_mlp=(64, 32, 16), top_mlp=(32, 1), seed=1)
 
 
 def _rows(store):
-    return {t["name"]: t["rows"] for t in store.tables}
+    return {t.name: t.rows for t in store.tables}
 
 
 def _dense(store):
@@ -51,8 +51,8 @@ def test_tt_plan_gives_small_nonzero_differences(tt8_report, tiny_store):
     assert rep["raw_policy"] == "all-dram" and rep["batches"] == 4 and rep["samples"] == 128
     assert rep["tt_lookups"] == rep["lookups"] > 0
     for t, meta in zip(rep["tables"], store.tables):
-        assert t["tt_rank"] == 8 and t["compression_ratio"] == store.tt_variant(store.table_index(t["table"]), 8)[
-            "compression_ratio"]
+        variant = store.tt_variant(store.table_index(t["table"]), 8)
+        assert t["tt_rank"] == 8 and t["compression_ratio"] == variant.compression_ratio
         assert 0 < t["mean_abs_diff"] <= t["max_abs_diff"]
         # rank 8 reaches the noise floor: the manifest's row error is about 0.05, pooling keeps it about that
         assert 0 < t["rel_fro_diff"] < 3 * t["manifest_rel_fro_error"] + 0.02
@@ -97,8 +97,8 @@ def test_mixed_plan_counts_only_tt_lookups(tiny_store, tiny_trace):
     store = Store.open(tiny_store)
     t = store.tables
     plan = Plan(store_id=store.store_id, planner="mixed", tables=(
-        TablePlacement(t[0]["name"], 100, "ssd_tt", 8), TablePlacement(t[1]["name"], 0, "ssd_raw"),
-        TablePlacement(t[2]["name"], t[2]["rows"], "ssd_raw"), TablePlacement(t[3]["name"], 0, "ssd_tt", 4)))
+        TablePlacement(t[0].name, 100, "ssd_tt", 8), TablePlacement(t[1].name, 0, "ssd_raw"),
+        TablePlacement(t[2].name, t[2].rows, "ssd_raw"), TablePlacement(t[3].name, 0, "ssd_tt", 4)))
     with TraceReader(tiny_trace) as r:
         rep = accuracy_report(store, r, plan, raw_plan=default_raw_plan(store, dram_limit_bytes=0))
     assert rep["raw_policy"] == "all-ssd" and rep["dense"] is None

@@ -93,7 +93,7 @@ def test_remapped_store_serves_the_same_embeddings(store_and_trace):
         stats, remap, counts = trace_stats(r, (0, 3))
         batch = r.batch(1)
     out = remap_store(store, remap, d / "remapped")
-    assert out.store_id != store.store_id and out.manifest["remap"]["source_store_id"] == store.store_id
+    assert out.store_id != store.store_id and out.manifest.remap.source_store_id == store.store_id
     again = Store.open(d / "remapped")
     for t in range(len(store.tables)):
         old = batch.table(t)[0]
@@ -105,6 +105,6 @@ def test_remapped_store_serves_the_same_embeddings(store_and_trace):
 
 def test_remap_store_refuses_wrong_shapes(store_and_trace, tmp_path):
     store, _, _ = store_and_trace
-    bad = Remap([TableRemap(t["name"], t["rows"] + 1, prefix=np.zeros(0, np.int64)) for t in store.tables])
+    bad = Remap([TableRemap(t.name, t.rows + 1, prefix=np.zeros(0, np.int64)) for t in store.tables])
     with pytest.raises(InputError):
         remap_store(store, bad, tmp_path / "x")

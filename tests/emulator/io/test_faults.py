@@ -57,13 +57,13 @@ def _tally(log: FaultLog) -> dict[str, int]:
 
 
 def _rows(store):
-    return {t["name"]: t["rows"] for t in store.tables}
+    return {t.name: t.rows for t in store.tables}
 
 
 def _half_hot_plan(store):
     """Half of each table in DRAM, the rest raw on SSD: both tiers pooled into one bag."""
     return Plan(store_id=store.store_id, planner="half-hot", tables=tuple(
-        TablePlacement(t["name"], t["rows"] // 2, "ssd_raw") for t in store.tables))
+        TablePlacement(t.name, t.rows // 2, "ssd_raw") for t in store.tables))
 
 
 def _replay(store, plan, trace, **cfg):
@@ -180,8 +180,8 @@ def test_replay_with_verify_under_faults(tiny_store, tiny_trace):
     store = Store.open(tiny_store)
     t = store.tables
     plan = Plan(store_id=store.store_id, planner="mixed", tables=(
-        TablePlacement(t[0]["name"], 100, "ssd_raw"), TablePlacement(t[1]["name"], 0, "ssd_tt", t[1]["tt"][0]["rank"]),
-        TablePlacement(t[2]["name"], 0, "ssd_raw"), TablePlacement(t[3]["name"], 400, "ssd_raw")))
+        TablePlacement(t[0].name, 100, "ssd_raw"), TablePlacement(t[1].name, 0, "ssd_tt", t[1].tt[0].rank),
+        TablePlacement(t[2].name, 0, "ssd_raw"), TablePlacement(t[3].name, 400, "ssd_raw")))
     with faulty_engines(FaultPlan(seed=3, short_read_p=0.3, eintr_p=0.2), inner="pread") as log:
         _, totals = _replay(store, plan, tiny_trace, engine="faulty", verify=True, queue_depth=2, max_read_bytes=4096)
     assert totals["verified_batches"] == 4 and totals["verify"]["ok"]
@@ -220,7 +220,7 @@ def test_persistent_eio_fails_the_batch_naming_table_and_rows(tiny_store, tiny_t
     lay = store.layouts[table]
     bad = int(lay.row_offsets([row])[0])
     transient = {"short_read_p": 0.2, "eintr_p": 0.1} if inner != "uring" else {}
-    plan = FaultPlan(seed=batch, eio=((f"{store.tables[table]['name']}.bin", bad),), **transient)
+    plan = FaultPlan(seed=batch, eio=((f"{store.tables[table].name}.bin", bad),), **transient)
     outs = []
     with faulty_engines(plan, inner=inner) as log:
         with Replayer(store, uniform_plan(store.store_id, _rows(store), "all-ssd"),
@@ -231,7 +231,7 @@ def test_persistent_eio_fails_the_batch_naming_table_and_rows(tiny_store, tiny_t
     c = _tally(log)
     assert c["eio"] >= 1
     msg = str(ei.value)
-    assert f"batch {batch} failed" in msg and f"table {store.tables[table]['name']}" in msg and "\n" not in msg
+    assert f"batch {batch} failed" in msg and f"table {store.tables[table].name}" in msg and "\n" not in msg
     lo, hi = (int(x) for x in msg.split("rows ")[1].split(":")[0].split(".."))
     assert lo <= row <= hi and hi - lo + 1 <= lay.rows_per_page  # one page of rows (4096-byte reads)
     assert "Input/output error" in msg
@@ -244,7 +244,7 @@ def test_batch_failure_is_exit_2_one_line(tiny_store, tiny_trace, capsys, monkey
     import bench.cmd_replay as cmd
 
     store = Store.open(tiny_store)
-    bad = ((f"{store.tables[0]['name']}.bin", 0),)
+    bad = ((f"{store.tables[0].name}.bin", 0),)
     real = cmd.ReplayConfig
 
     monkeypatch.chdir(tmp_path)

@@ -20,7 +20,7 @@ ENGINES = ["pread", pytest.param("uring", marks=pytest.mark.skipif(not uring_ava
 
 
 def _rows(store):
-    return {t["name"]: t["rows"] for t in store.tables}
+    return {t.name: t.rows for t in store.tables}
 
 
 def _collect(store, plan, trace, **cfg):
@@ -34,12 +34,12 @@ def _mixed_plan(store, trace_id=None):
     """Every tier at once: table 0 half hot + raw, table 1 hot prefix + TT, table 2 all TT, table 3 all raw,
     spread over two devices."""
     t = store.tables
-    rank = lambda i: t[i]["tt"][0]["rank"]  # noqa: E731
+    rank = lambda i: t[i].tt[0].rank  # noqa: E731
     return Plan(store_id=store.store_id, devices=(DevicePlan("d0", 2, 2), DevicePlan("d1", 3, 1)), tables=(
-        TablePlacement(t[0]["name"], t[0]["rows"] // 2, "ssd_raw", device=0),
-        TablePlacement(t[1]["name"], 100, "ssd_tt", rank(1), device=1),
-        TablePlacement(t[2]["name"], 0, "ssd_tt", rank(2), device=0),
-        TablePlacement(t[3]["name"], 0, "ssd_raw", device=1),
+        TablePlacement(t[0].name, t[0].rows // 2, "ssd_raw", device=0),
+        TablePlacement(t[1].name, 100, "ssd_tt", rank(1), device=1),
+        TablePlacement(t[2].name, 0, "ssd_tt", rank(2), device=0),
+        TablePlacement(t[3].name, 0, "ssd_raw", device=1),
     ), planner="mixed-test")
 
 
@@ -167,7 +167,7 @@ def test_lru_cache_policy_is_exact_and_hits(tiny_store, tmp_path, pipeline):
     t = store.tables
     # cache of 64 rows per table (a hot prefix of 10 rows on table 0 as well), 4-way
     plan = Plan(store_id=store.store_id, planner="lru", tables=tuple(
-        TablePlacement(x["name"], 10 if i == 0 else 0, "ssd_raw", lru_rows=64) for i, x in enumerate(t)))
+        TablePlacement(x.name, 10 if i == 0 else 0, "ssd_raw", lru_rows=64) for i, x in enumerate(t)))
     stats = ReplayStats()
     outs = []
     with Replayer(store, plan, ReplayConfig(engine="pread", pipeline=pipeline, lru_ways=4), stats=stats) as rep, \

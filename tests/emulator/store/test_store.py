@@ -17,11 +17,11 @@ from tests.conftest import one_line_error, run_cli
 
 def test_build_and_open(tiny_store, tiny_spec):
     s = Store.open(tiny_store)
-    assert [t["name"] for t in s.tables] == [t.name for t in tiny_spec.tables]
+    assert [t.name for t in s.tables] == [t.name for t in tiny_spec.tables]
     for i, t in enumerate(tiny_spec.tables):
         lay = s.layouts[i]
-        assert (tiny_store / s.tables[i]["raw"]["file"]).stat().st_size == lay.file_bytes
-        assert s.tables[i]["rows_per_page"] == lay.rows_per_page
+        assert (tiny_store / s.tables[i].raw.file).stat().st_size == lay.file_bytes
+        assert s.tables[i].rows_per_page == lay.rows_per_page
 
 
 def test_rows_are_the_synthetic_weights(tiny_store, tiny_spec):
@@ -46,13 +46,13 @@ def test_weights_deterministic_and_noisy():
 def test_tt_variants_measure_real_error(tiny_store):
     s = Store.open(tiny_store)
     for i, t in enumerate(s.tables):
-        for v in t["tt"]:
-            tt = s.load_tt(i, v["rank"])
-            assert list(tt.ranks) == v["tt_ranks"] and v["compression_ratio"] > 1
-            rows = np.arange(min(200, t["rows"]))
+        for v in t.tt:
+            tt = s.load_tt(i, v.rank)
+            assert tuple(tt.ranks) == v.tt_ranks and v.compression_ratio > 1
+            rows = np.arange(min(200, t.rows))
             err = np.abs(tt_rebuild_rows_reference(tt, rows) - s.read_rows(i, rows).astype(np.float32)).max()
-            assert err < 5 * v["max_abs_error"]
-        errs = {v["rank"]: v["rel_fro_error"] for v in t["tt"]}
+            assert err < 5 * v.max_abs_error
+        errs = {v.rank: v.rel_fro_error for v in t.tt}
         # signal rank 8 + noise 0.05: rank 8 leaves about the noise (> 0, real); rank 4 misses signal too
         assert 0.01 < errs[8] < 0.2
         assert errs[4] > errs[8]
@@ -61,15 +61,15 @@ def test_tt_variants_measure_real_error(tiny_store):
 def test_no_noise_tt_is_near_exact(tmp_path):
     spec = ModelSpec("clean", (TableSpec("x", 4096, 16),), batch_size=4)
     s = build_store(spec, tmp_path / "s", StoreBuildConfig(noise_ratio=0.0, signal_rank=4, tt_ranks=(4,)))
-    v = s.tables[0]["tt"][0]
+    v = s.tables[0].tt[0]
     # a rank-4 signal is recovered by a rank-4 TT-SVD to float32 precision
-    assert v["rel_fro_error"] < 1e-4
+    assert v.rel_fro_error < 1e-4
 
 
 def test_verify_catches_flipped_byte(tmp_path, tiny_spec):
     s = build_store(tiny_spec, tmp_path / "s", StoreBuildConfig(tt_ranks=(4,)))
     assert verify_store(s.path).ok
-    for rel in (s.tables[1]["raw"]["file"], "tt.h5"):
+    for rel in (s.tables[1].raw.file, "tt.h5"):
         f = s.path / rel
         data = bytearray(f.read_bytes())
         pos = len(data) // 2
@@ -84,7 +84,7 @@ def test_verify_catches_flipped_byte(tmp_path, tiny_spec):
 
 def test_verify_cli_exit_2(tmp_path, tiny_spec, capsys):
     s = build_store(tiny_spec, tmp_path / "s", StoreBuildConfig(tt_ranks=()))
-    f = s.path / s.tables[0]["raw"]["file"]
+    f = s.path / s.tables[0].raw.file
     data = bytearray(f.read_bytes())
     data[5] ^= 1
     f.write_bytes(bytes(data))
@@ -100,7 +100,7 @@ def test_manifest_tampering_and_truncation(tmp_path, tiny_spec):
     with pytest.raises(InputError, match="modified"):
         Store.open(s.path)
     s = build_store(tiny_spec, tmp_path / "s2", StoreBuildConfig(tt_ranks=()))
-    f = s.path / s.tables[0]["raw"]["file"]
+    f = s.path / s.tables[0].raw.file
     os.truncate(f, 4096)
     with pytest.raises(InputError, match="bytes"):
         Store.open(s.path)
@@ -136,15 +136,15 @@ def test_import_npy_and_h5(tmp_path):
 def test_store_cli_bad_inputs(tmp_path, capsys):
     code, _, err = run_cli(["store", "info", str(tmp_path / "nope")], capsys)
     assert code == 2 and one_line_error(err) and "not found" in err
-    code, _, err = run_cli(["store", "build", "--spec", "no-such-preset", "-o", str(tmp_path / "x")], capsys)
+    code, _, err = run_cli(["store", "build", "--model", "no-such-preset", "-o", str(tmp_path / "x")], capsys)
     assert code == 2 and one_line_error(err)
-    code, _, err = run_cli(["store", "build", "--spec", "tiny", "--import", "zz=a.npy", "-o", str(tmp_path / "x")], capsys)
+    code, _, err = run_cli(["store", "build", "--model", "tiny", "--import", "zz=a.npy", "-o", str(tmp_path / "x")], capsys)
     assert code == 2 and one_line_error(err) and "zz" in err
     assert not (tmp_path / "x").exists()
 
 
 def test_store_cli_build_info(tmp_path, capsys):
-    code, out, _ = run_cli(["store", "build", "--spec", "tiny", "--tt-ranks", "4", "-o", str(tmp_path / "s"), "--json"], capsys)
+    code, out, _ = run_cli(["store", "build", "--model", "tiny", "--tt-ranks", "4", "-o", str(tmp_path / "s"), "--json"], capsys)
     assert code == 0 and json.loads(out)["tables"] == 4
     code, out, _ = run_cli(["store", "info", str(tmp_path / "s"), "--json"], capsys)
     info = json.loads(out)
