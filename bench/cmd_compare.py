@@ -2,12 +2,12 @@
 
 Policies (rows of the tables):
 
-* ``all-dram``    every row in host DRAM: the CPU-DRAM reference (only when the store fits in memory);
-* ``all-ssd``     every lookup read raw from the SSD;
-* ``lru``         an LRU row cache in DRAM in front of raw SSD rows (FBGEMM SSD-TBE / HugeCTR HPS style),
-                  the budget split across tables by their share of lookups;
-* ``static-topk`` the hottest rows pinned in DRAM up to the budget, the rest raw from the SSD, no TT;
-* ``screc``       the MIP plan (hot sets, raw or TT tiers, devices, core split).
+* all-dram    every row in host DRAM: the CPU-DRAM reference (only when the store fits in memory);
+* all-ssd     every lookup read raw from the SSD;
+* lru         an LRU row cache in DRAM in front of raw SSD rows (FBGEMM SSD-TBE / HugeCTR HPS style),
+              the budget split across tables by their share of lookups;
+* static-topk the hottest rows pinned in DRAM up to the budget, the rest raw from the SSD, no TT;
+* screc       the MIP plan (hot sets, raw or TT tiers, devices, core split).
 
 Statistics (and the remap the plans use) come from the first ``--profile-batches``
 batches; every policy then replays the same later batches, so nothing is measured
@@ -248,7 +248,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="replay one trace under every policy with the same DRAM budget",
-                       description=__doc__.split("\n\n")[0] + "\n\n" + EXAMPLE,
+                       description=__doc__.replace("``", "").replace("screc compare: t", "T", 1) + "\n" + EXAMPLE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", required=True)
     p.add_argument("--trace", required=True)
