@@ -32,7 +32,7 @@ from tests.conftest import one_line_error, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-NEW_STORE = ["store", "build", "--spec", "tiny", "--scale", "3", "--seed", "2", "--tt-ranks", "4"]
+NEW_STORE = ["store", "build", "--model", "tiny", "--scale", "3", "--seed", "2", "--tt-ranks", "4"]
 NEW_TRACE = ["trace", "gen", "--model", "tiny", "--batches", "100", "--seed", "2"]
 KILLS: Counter = Counter()
 
@@ -235,7 +235,7 @@ def test_build_refuses_to_replace_a_directory_that_is_not_a_store(tmp_path, tiny
     d = tmp_path / "mine"
     d.mkdir()
     (d / "precious.txt").write_text("keep me")
-    code, _, err = run_cli(["store", "build", "--spec", "tiny", "--tt-ranks", "", "-o", str(d)], capsys)
+    code, _, err = run_cli(["store", "build", "--model", "tiny", "--tt-ranks", "", "-o", str(d)], capsys)
     assert code == 2 and one_line_error(err) and "not a store" in err and str(d) in err
     assert (d / "precious.txt").read_text() == "keep me"
     code, _, err = run_cli(["trace", "gen", "--model", "tiny", "--batches", "1", "-o", str(d)], capsys)
@@ -276,7 +276,7 @@ def test_disk_full_while_writing_raw_rows(tmp_path, tiny_spec, previous_store, m
         assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
         assert Store.open(out).store_id == prev_id and verify_store(out).ok
         KILLS["disk full (ENOSPC, patched write)"] += 1
-    code, _, err = run_cli(["store", "build", "--spec", "tiny", "-o", str(out)], capsys)
+    code, _, err = run_cli(["store", "build", "--model", "tiny", "-o", str(out)], capsys)
     assert code == 2 and one_line_error(err) and "disk full" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
 

@@ -241,7 +241,7 @@ def test_persistent_eio_fails_the_batch_naming_table_and_rows(tiny_store, tiny_t
 
 def test_batch_failure_is_exit_2_one_line(tiny_store, tiny_trace, capsys, monkeypatch, tmp_path):
     """Through the command line: one line, exit 2, no result written."""
-    import bench.cmd_replay as cmd
+    import bench.replay_run as cmd
 
     store = Store.open(tiny_store)
     bad = ((f"{store.tables[0].name}.bin", 0),)
