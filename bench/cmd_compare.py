@@ -35,7 +35,7 @@ from bench.common import (add_dram_budget_arg, add_json_arg, add_out_dir_arg, en
 from bench.measure import BatchRange, Measurement, add_measure_args, measure_config, measure_rounds, notes
 from bench.replay_run import add_replay_args, check_engine_verify
 from bench.tables import fit_table, ms_cell, num
-from emulator.plan import DevicePlan, Plan
+from emulator.plan import Plan
 from emulator.replay.engine import ReplayConfig
 from emulator.store.store import Store
 from tracegen.errors import InputError
@@ -55,25 +55,10 @@ lookup-weighted TT relative error (from the store's measured errors); predicted 
 model (modelled), measured ms = the steady-state interval per batch."""
 
 
-def spread_over_devices(plan: Plan, store: Store, devices: int) -> Plan:
-    """A baseline plan on ``devices`` devices: tables by size, largest first, each to the least loaded one."""
-    if devices <= 1:
-        return plan
-    size = {t.name: t.rows * t.row_bytes for t in store.tables}
-    load = [0] * devices
-    where = {}
-    for tp in sorted(plan.tables, key=lambda tp: -size.get(tp.table, 0)):
-        d = min(range(devices), key=load.__getitem__)
-        where[tp.table] = d
-        load[d] += size.get(tp.table, 0)
-    tables = tuple(dataclasses.replace(tp, device=where[tp.table]) for tp in plan.tables)
-    return dataclasses.replace(plan, tables=tables, devices=tuple(DevicePlan(f"dev{i}") for i in range(devices)))
-
-
 def policy_plans(store: Store, reader: TraceReader, budget_bytes: int, policies: list[str], args,
                  plan_dir: Path) -> tuple[list[tuple[str, Plan]], dict[str, list[str]]]:
     """Every policy's plan (baselines on the planned policies' devices) and the notes of how each was made."""
-    from plans.planner import PlanningConfig, PresetRequest, preset_plan
+    from plans.planner import PlanningConfig, PresetRequest, preset_plan, spread_over_devices
 
     planning = PlanningConfig(dram_budget_bytes=budget_bytes, devices=args.devices, device_dram_bytes=args.device_dram,
                               accuracy_budget=args.accuracy_budget, time_limit_s=args.time_limit, queue_depth=args.qd,

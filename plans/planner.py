@@ -288,6 +288,24 @@ def lru_plan(store, reader, budget_bytes: int, profile_batches: int) -> Plan:
                 dram_budget_bytes=budget_bytes, planner="lru")
 
 
+def spread_over_devices(plan: Plan, store, devices: int) -> Plan:
+    """A baseline plan on ``devices`` devices (``dev0``, ``dev1``, ...), so that it gets as many IO rings as the
+    planned policies: tables by size, largest first, each to the least loaded device."""
+    if devices <= 1:
+        return plan
+    from emulator.plan import DevicePlan
+
+    size = {t.name: t.rows * t.row_bytes for t in store.tables}
+    load = [0] * devices
+    where = {}
+    for tp in sorted(plan.tables, key=lambda tp: -size.get(tp.table, 0)):
+        d = min(range(devices), key=load.__getitem__)
+        where[tp.table] = d
+        load[d] += size.get(tp.table, 0)
+    tables = tuple(dataclasses.replace(tp, device=where[tp.table]) for tp in plan.tables)
+    return dataclasses.replace(plan, tables=tables, devices=tuple(DevicePlan(f"dev{i}") for i in range(devices)))
+
+
 @dataclass(frozen=True)
 class PresetRequest:
     """What :func:`preset_plan` needs beyond the store and trace. ``planning`` is the template for the

@@ -3,9 +3,10 @@
 import json
 
 import pytest
-from bench.cmd_compare import render, spread_over_devices
+from bench.cmd_compare import render
 from emulator.plan import uniform_plan
 from emulator.store.store import Store
+from plans.planner import spread_over_devices
 
 from tests.bench.test_tables import assert_fits, rendered
 from tests.conftest import one_line_error, run_cli
