@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bench.common import add_json_arg, add_qd_arg, ensure_writable_file, format_bytes, stdout_console, write_json
+from bench.common import (add_json_arg, add_qd_arg, ensure_writable_dir, ensure_writable_file, format_bytes,
+                          stdout_console, write_json)
 from tracegen.errors import InputError
 
 EXAMPLE = """example:
@@ -76,6 +77,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         target = Store.open(args.store)
     else:
         target = Path(args.dir or ".")
+        if not target.is_dir():
+            raise InputError("is a file, not a directory" if target.exists() else "directory not found", target)
+        ensure_writable_dir(target)  # the scratch file goes here
     if args.replay_batches < 2:
         raise InputError(f"--replay-batches must be >= 2, got {args.replay_batches}")
     calib = measure_calibration(target, args.seconds, host_costs=not args.no_host_costs,

@@ -28,3 +28,13 @@ def test_refused_before_measuring(tmp_path, capsys, monkeypatch, extra):
 def test_help(capsys):
     code, out, _ = run_cli(["calibrate", "--help"], capsys)
     assert code == 0 and "example:" in out and "--json" in out and "--qd" in out and "--calibration" in out
+
+
+@pytest.mark.parametrize("scratch, msg", [("missing", "directory not found"), ("file", "is a file, not a directory")])
+def test_scratch_directory_is_checked_first(tmp_path, capsys, monkeypatch, scratch, msg):
+    import plans.calibration as pc
+
+    (tmp_path / "file").write_text("a regular file")
+    monkeypatch.setattr(pc, "measure_calibration", lambda *a, **k: pytest.fail("measured before checking"))
+    code, _, err = run_cli(["calibrate", "--dir", str(tmp_path / scratch), "-o", str(tmp_path / "c.json")], capsys)
+    assert code == 2 and one_line_error(err) and f"{tmp_path / scratch}: {msg}" in err
