@@ -181,18 +181,25 @@ def test_lru_cache_policy_is_exact_and_hits(tiny_store, tmp_path, pipeline):
     assert lru.lookups > 0 and 0 < lru.hits < lru.lookups  # Zipf traffic: later batches hit the cache
 
 
-def test_steady_state_interval_excludes_the_first_batch(tiny_store, tiny_trace):
-    # elapsed = first batch + (batches - 1) x steady interval: the steady interval's definition
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_steady_state_interval_excludes_the_first_batch(tiny_store, tiny_trace, pipeline):
+    # a clock that only moves when a batch is delivered: 10 s for the first batch, 1 s for each of the other 3;
+    # so the first batch took 10 s, the steady interval is 1 s a batch and the whole run 13 s
+    now = [0.0]
+
+    def delivered(out):
+        now[0] += 10.0 if out.index == 0 else 1.0
+
     store = Store.open(tiny_store)
     with TraceReader(tiny_trace) as r, Replayer(store, uniform_plan(store.store_id, _rows(store), "all-dram"),
-                                                ReplayConfig()) as rep:
-        tot = rep.run(r)
-    assert tot["batches"] == 4 and 0 < tot["first_batch_s"] <= tot["elapsed_s"]
-    assert tot["first_batch_s"] + 3 * tot["steady_batch_s"] == pytest.approx(tot["elapsed_s"])
+                                                ReplayConfig(pipeline=pipeline), clock=lambda: now[0]) as rep:
+        tot = rep.run(r, on_batch=delivered)
+    assert tot["batches"] == 4
+    assert tot["first_batch_s"] == 10.0 and tot["steady_batch_s"] == 1.0 and tot["elapsed_s"] == 13.0
 
 
 def test_prediction_check_uses_the_steady_interval():
-    from bench.cmd_replay import prediction_check
+    from bench.replay_run import prediction_check
     from emulator.plan import Plan, TablePlacement
 
     plan = Plan("x", (TablePlacement("a", 0, "ssd_raw"),), predicted={"perf": {"total_s": 0.004, "bottleneck": "host"}})
