@@ -74,3 +74,19 @@ def test_ensure_writable(tmp_path):
     with pytest.raises(InputError, match="is a directory"):
         ensure_writable_file(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the checks created nothing
+
+
+def test_a_read_only_filesystem_is_caught_even_as_root(tmp_path, monkeypatch):
+    import errno
+    import os
+    import tempfile
+
+    def erofs(*a, **k):  # what creating a file on a read-only mount gives, whoever asks
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: True)  # root: access() says yes to a chmod-ed directory
+    monkeypatch.setattr(tempfile, "mkstemp", erofs)
+    with pytest.raises(InputError, match="cannot write here .Read-only file system."):
+        ensure_writable_dir(tmp_path / "runs")
+    with pytest.raises(InputError, match="Read-only file system"):
+        ensure_writable_file(tmp_path / "r.json")
