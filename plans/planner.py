@@ -340,7 +340,3 @@ def preset_plan(policy: str, store, reader, request: PresetRequest = PresetReque
     saved = save_planned(result, Path(request.plan_dir) / f"{policy}-{request.dram_budget_bytes}.json")
     return PlanResult(saved, result.remap, result.notes)
 
-
-def notes_text(notes: Sequence[PlanNote]) -> list[str]:
-    """The notes as lines (each ending in its basis when it has one)."""
-    return [str(n) for n in notes]
