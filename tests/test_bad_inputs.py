@@ -25,16 +25,12 @@ from hypothesis import strategies as st
 
 from emulator.plan import Plan, uniform_plan
 from emulator.kernels.reference import pool_reference
-from emulator.replay.engine import Replayer, ReplayConfig
+from emulator.replay.engine import BatchFailure, Replayer, ReplayConfig
 from emulator.store.store import Store, manifest_id
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 
 TRIED: Counter = Counter()
-# emulator/replay.py (the lead's) needs a patch to validate remap files and to bound LRU caches by the table
-# size (see the helper's report); until it is applied those cases are expected failures / not generated.
-_NEEDS_REPLAY_PATCH = False  # the remap-validation patch is in emulator/replay_remap.py
-_PATCH = pytest.mark.xfail(_NEEDS_REPLAY_PATCH, strict=True, reason="needs the replay.py remap-validation patch")
 KIT_FILES = ("store", "trace.h5", "spec.json", "plan.json", "calib.json", "solved.json", "solved.remap.h5", "run")
 
 
@@ -235,16 +231,16 @@ CASES = [
     ("gen-out-under-file", ["trace", "gen", "--model", "tiny", "--batches", "1", "-o", "@plan.json/o.h5"], None,
      "plan.json"),
     # ---- store build / verify / info ----
-    ("build-ranks", ["store", "build", "--spec", "tiny", "--tt-ranks", "a,b", "-o", "@o"], None, "--tt-ranks"),
-    ("build-seed", ["store", "build", "--spec", "tiny", "--seed", "-1", "-o", "@o"], None, "seed"),
-    ("build-import-missing", ["store", "build", "--spec", "tiny", "--import", "t0=@w.npy", "-o", "@o"], None, "w.npy"),
-    ("build-import-dims", ["store", "build", "--spec", "tiny", "--import", "t0=@w.npy", "-o", "@o"],
+    ("build-ranks", ["store", "build", "--model", "tiny", "--tt-ranks", "a,b", "-o", "@o"], None, "--tt-ranks"),
+    ("build-seed", ["store", "build", "--model", "tiny", "--seed", "-1", "-o", "@o"], None, "seed"),
+    ("build-import-missing", ["store", "build", "--model", "tiny", "--import", "t0=@w.npy", "-o", "@o"], None, "w.npy"),
+    ("build-import-dims", ["store", "build", "--model", "tiny", "--import", "t0=@w.npy", "-o", "@o"],
      lambda d: np.save(d / "w.npy", np.zeros((500, 15), np.float32)), "(500, 15)"),
-    ("build-import-dtype", ["store", "build", "--spec", "tiny", "--import", "t0=@w.npy", "-o", "@o"],
+    ("build-import-dtype", ["store", "build", "--model", "tiny", "--import", "t0=@w.npy", "-o", "@o"],
      lambda d: np.save(d / "w.npy", np.zeros((500, 16), np.complex64)), "complex64"),
-    ("build-import-nan", ["store", "build", "--spec", "tiny", "--import", "t0=@w.npy", "-o", "@o"],
+    ("build-import-nan", ["store", "build", "--model", "tiny", "--import", "t0=@w.npy", "-o", "@o"],
      lambda d: np.save(d / "w.npy", np.full((500, 16), np.nan, np.float32)), "not finite"),
-    ("build-out-not-store", ["store", "build", "--spec", "tiny", "-o", "@run"], None, "not a store"),
+    ("build-out-not-store", ["store", "build", "--model", "tiny", "-o", "@run"], None, "not a store"),
     *[c for cmd in ("verify", "info") for c in [
         (f"{cmd}-missing", ["store", cmd, "@nope"], None, "nope"),
         (f"{cmd}-no-manifest", ["store", cmd, S], remove(M), "manifest"),
@@ -299,15 +295,13 @@ CASES = [
      "dram_budget_bytes"),
     ("replay-remap-missing", [*REPLAY, "--plan", "@solved.json"], remove("solved.remap.h5"), "solved.remap.h5"),
     ("replay-remap-corrupt", [*REPLAY, "--plan", "@solved.json"], write("solved.remap.h5", "x"), "solved.remap.h5"),
-    pytest.param("replay-remap-range", [*REPLAY, "--plan", "@solved.json"],
-                 h5edit("solved.remap.h5", lambda h: [h[n].__setitem__(0, 10**6) for n in h]), "outside", marks=_PATCH),
-    pytest.param("replay-remap-negative", [*REPLAY, "--plan", "@solved.json"],
-                 h5edit("solved.remap.h5", lambda h: [h[n].__setitem__(0, -1) for n in h]), "outside", marks=_PATCH),
-    pytest.param("replay-remap-duplicate", [*REPLAY, "--plan", "@solved.json"],
-                 h5edit("solved.remap.h5", lambda h: [h[n].__setitem__(1, h[n][0]) for n in h]), "twice",
-                 marks=_PATCH),
-    pytest.param("replay-verify-raw-flipped", [*REPLAY, "--verify"], flip("store/raw/t2.bin", 0.5), "checksum",
-                 marks=_PATCH),
+    ("replay-remap-range", [*REPLAY, "--plan", "@solved.json"],
+     h5edit("solved.remap.h5", lambda h: [h[n].__setitem__(0, 10**6) for n in h]), "outside"),
+    ("replay-remap-negative", [*REPLAY, "--plan", "@solved.json"],
+     h5edit("solved.remap.h5", lambda h: [h[n].__setitem__(0, -1) for n in h]), "outside"),
+    ("replay-remap-duplicate", [*REPLAY, "--plan", "@solved.json"],
+     h5edit("solved.remap.h5", lambda h: [h[n].__setitem__(1, h[n][0]) for n in h]), "twice"),
+    ("replay-verify-raw-flipped", [*REPLAY, "--verify"], flip("store/raw/t2.bin", 0.5), "checksum"),
     ("replay-qd", [*REPLAY, "--qd", "0"], None, "--qd"),
     ("replay-json-under-file", [*REPLAY[:-4], "--json", "@plan.json/r.json", "--store", S, "--trace", T], None,
      "plan.json"),
@@ -358,12 +352,11 @@ CASES = [
     ("bench-dram-seconds", ["bench", "dram", "--seconds", "nan"], None, "--seconds"),
     ("bench-tt-rows", ["bench", "tt", "--rows", "0x10", "--seconds", "0.1"], None, "--rows"),
     ("bench-tt-ranks", ["bench", "tt", "--ranks", "x", "--seconds", "0.1"], None, "--ranks"),
-    # an unwritable --out fails before anything is measured or created (bench io's test file included)
-    ("bench-io-out-under-file", ["bench", "io", "--file", "@f.bin", "--size", "1MiB", "--seconds", "0.1",
-                                 "--out", "@plan.json/r.json"], None, "plan.json"),
-    ("bench-dram-out-under-file", ["bench", "dram", "--seconds", "0.1", "--out", "@plan.json/r.json"], None,
-     "plan.json"),
-    ("bench-tt-out-under-file", ["bench", "tt", "--seconds", "0.1", "--out", "@plan.json/r.json"], None, "plan.json"),
+    # an unwritable --json FILE or --out-dir fails before anything is measured or created (bench io's test file too)
+    *[(f"bench-{cmd}-{flag.strip('-')}-under-file", ["bench", cmd, *extra, "--seconds", "0.1", flag, f"@plan.json/{out}"],
+       None, "plan.json")
+      for cmd, extra in (("io", ["--file", "@f.bin", "--size", "1MiB"]), ("dram", []), ("tt", []))
+      for flag, out in (("--json", "r.json"), ("--out-dir", "runs"))],
     ("bench-predict-out-under-file", ["bench", "predict", "--store", S, "--trace", T, "--out", "@plan.json/r.json"],
      None, "plan.json"),
     ("bench-predict-planner", ["bench", "predict", "--store", S, "--trace", T, "--planners", "mip,nope"], None,
@@ -372,12 +365,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,argv,setup,expect", CASES,
-                         ids=[c.values[0] if hasattr(c, "values") else c[0] for c in CASES])
+                         ids=[c[0] for c in CASES])
 def test_bad_input_exits_2_with_one_line(kit, tmp_path, name, argv, setup, expect):
     code, err, new = run_case(kit, tmp_path, argv, setup)
     line = one_error_line(err)
     assert code == 2, (code, err[-3000:])
     assert line is not None, err[-3000:]
+    assert "unrecognized arguments" not in line, line  # a stale flag would pass for the wrong reason
     assert expect in line, (expect, line)
     assert new == [], f"left behind: {new}"
     TRIED[name.split("-")[0]] += 1
@@ -389,29 +383,118 @@ HYP = settings(max_examples=120, deadline=None, derandomize=True, database=None,
                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-def _replay_equals_reference(store: Store, plan: Plan, trace: Path) -> int:
-    """Replay ``trace`` (verify on, which checks TT-served bags too) and compare every raw/DRAM bag exactly."""
+class WrongOutput(AssertionError):
+    """A replay served a bag that differs from the NumPy reference, or skipped a batch: never acceptable."""
+
+
+def _hot_mask(plan: Plan, name: str, ids: np.ndarray, hot_rows: int) -> np.ndarray:
+    """Which lookups the plan serves from DRAM, read straight from the remap file (plans/remap.py's format:
+    ``dense`` = the new id of every old row, ``prefix`` = the old ids of the hottest rows, in order)."""
+    if not plan.remap:
+        return ids < hot_rows
+    with h5py.File(plan.remap, "r") as f:
+        if name not in f:
+            return ids < hot_rows
+        kind, data = str(f[name].attrs["kind"]), f[name][:].astype(np.int64)
+    return data[ids] < hot_rows if kind == "dense" else np.isin(ids, data[:hot_rows])
+
+
+def _expected(truth: Store, plan: Plan, t: int, ids: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Table ``t``'s reference bags from the unmutated store, and whether they must match exactly.
+
+    Raw and DRAM rows are the stored rows (bit-exact); an ``ssd_tt`` table's cold rows are rebuilt by the
+    NumPy TT reference from the store's cores of the plan's rank (compared with a float tolerance)."""
+    from emulator.tt.decomposition import tt_rebuild_rows_reference
+
+    rows = truth.read_rows(t, ids).astype(np.float32)
+    pl = plan.placement(truth.tables[t].name)
+    if pl.cold_tier != "ssd_tt":
+        return pool_reference(rows, off), True
+    cold = ~_hot_mask(plan, pl.table, ids, pl.hot_rows)
+    if cold.any():
+        rows[cold] = tt_rebuild_rows_reference(truth.load_tt(t, pl.tt_rank), ids[cold])
+    return pool_reference(rows, off), not cold.any()
+
+
+def _replay_equals_reference(store: Store, plan: Plan, trace: Path, truth: Store) -> int:
+    """Replay ``trace`` (no ``--verify``: a wrong bag must not become an "error") and compare every bag of every
+    batch with the reference built from ``truth`` (the unmutated store): raw and DRAM bags bit for bit, TT
+    bags within 1e-4 relative. Raises :class:`WrongOutput` on any difference or a missing batch."""
     outs = []
-    with Replayer(store, plan, ReplayConfig(engine="pread", queue_depth=4, verify=True)) as rep, \
-            TraceReader(trace) as r:
+    with Replayer(store, plan, ReplayConfig(engine="pread", queue_depth=4)) as rep, TraceReader(trace) as r:
         rep.run(r, on_batch=lambda o: outs.append((o.index, [x.copy() for x in o.pooled])))
+        if [i for i, _ in outs] != list(range(r.num_batches)):
+            raise WrongOutput(f"served batches {[i for i, _ in outs]} of {r.num_batches}")
         for index, pooled in outs:
             b = r.batch(index)
-            for t, pl in enumerate(plan.placement(tab.name) for tab in store.tables):
+            for t in range(len(truth.tables)):
                 ids, off = b.table(t)
-                if pl.cold_tier == "ssd_raw" or pl.hot_rows >= store.tables[t].rows:
-                    assert np.array_equal(pooled[t], pool_reference(store.read_rows(t, ids), off))
+                want, exact = _expected(truth, plan, t, ids, off)
+                same = np.array_equal(pooled[t], want) if exact else \
+                    np.allclose(pooled[t], want, rtol=1e-4, atol=1e-5 * (np.abs(want).max(initial=0) + 1e-30))
+                if not same:
+                    raise WrongOutput(f"batch {index}, table {truth.tables[t].name}: pooled bags differ from "
+                                      f"the reference (max abs diff {np.abs(pooled[t] - want).max():.3g})")
     return len(outs)
 
 
-def _outcome(fn) -> str:
-    """Run ``fn``: "ok" or "error" (an InputError with a one-line message); anything else fails the test."""
+def _outcome(fn, names: tuple[str, ...]) -> str:
+    """Run ``fn``: "ok" (it served the reference) or "error": a clean refusal, an InputError of one line that
+    names one of ``names`` (the input files). A "verify failed" or failed-batch message is not a clean
+    refusal (the input was accepted and served), and :class:`WrongOutput` or anything else fails the test."""
     try:
         fn()
         return "ok"
+    except BatchFailure as e:
+        raise AssertionError(f"the input was accepted, then a batch failed: {e}") from None
     except InputError as e:
-        assert "\n" not in str(e) and str(e)
+        msg = str(e)
+        assert msg and "\n" not in msg, repr(msg)
+        assert "verify failed" not in msg, f"wrong output, not a refusal: {msg}"
+        assert any(n in msg for n in names), f"the error names none of {names}: {msg}"
         return "error"
+
+
+def _off_by_one(monkeypatch) -> None:
+    """Make every pooled bag of the replay off by one (the pooling kernel adds 1 to its output)."""
+    import sys
+
+    import emulator.kernels.pooling as pooling
+
+    real = pooling.pool_sources
+
+    def wrong(*args, **kwargs):
+        result = real(*args, **kwargs)
+        out = kwargs["out"] if "out" in kwargs else args[8]
+        out += 1.0
+        return result
+
+    for name, module in list(sys.modules.items()):  # wherever the engine took the kernel from
+        if name.startswith("emulator") and getattr(module, "pool_sources", None) is real:
+            monkeypatch.setattr(module, "pool_sources", wrong)
+
+
+def test_wrong_output_fails_the_property_checks(kit, monkeypatch):
+    """A replay whose every bag is off by one must fail the checks above, not pass as an accepted error."""
+    store = Store.open(kit / "store")
+    plan = uniform_plan(store.store_id, {t.name: t.rows for t in store.tables}, "all-ssd")
+    names = (str(kit),)
+    assert _outcome(lambda: _replay_equals_reference(store, plan, kit / "trace.h5", store), names) == "ok"
+    _off_by_one(monkeypatch)
+    with pytest.raises(WrongOutput, match="differ"):
+        _replay_equals_reference(store, plan, kit / "trace.h5", store)
+    with pytest.raises(WrongOutput):
+        _outcome(lambda: _replay_equals_reference(store, plan, kit / "trace.h5", store), names)
+
+    def with_verify():  # the old check: --verify turned the wrong output into a one-line InputError
+        with Replayer(store, plan, ReplayConfig(engine="pread", queue_depth=4, verify=True)) as rep, \
+                TraceReader(kit / "trace.h5") as r:
+            rep.run(r)
+
+    with pytest.raises(InputError, match="verify failed"):
+        with_verify()
+    with pytest.raises(AssertionError, match="not a refusal"):
+        _outcome(with_verify, names)
 
 
 JSON_VALUES = st.one_of(st.integers(-2**40, 2**40), st.sampled_from([0, 1, -1, 2**63, 10**9]),
@@ -455,16 +538,21 @@ def test_mutated_manifest_is_refused_or_serves_the_reference(kit, tmp_path_facto
     if refit:
         m["store_id"] = manifest_id(m)
     (d / M).write_text(json.dumps(m))
+    truth = Store.open(kit / "store")
 
     def go():
         store = Store.open(d / "store")
         plan = uniform_plan(store.store_id, {t.name: t.rows for t in store.tables}, "all-ssd")
-        _replay_equals_reference(store, plan, kit / "trace.h5")
+        _replay_equals_reference(store, plan, kit / "trace.h5", truth)
 
-    outcome = _outcome(go)
+    outcome = _outcome(go, (str(d / "store"), str(kit / "trace.h5")))
     TRIED[f"manifest mutation ({outcome})"] += 1
     if not refit:
         assert outcome == "error"  # any edit without a matching store_id is refused
+
+
+# Fields of a plan whose every change must be refused: the plan's identity and the table names.
+_PLAN_IDENTITY = (("format",), ("version",), ("store_id",))
 
 
 @HYP
@@ -475,17 +563,23 @@ def test_mutated_plan_is_refused_or_serves_the_reference(kit, tmp_path_factory, 
     shutil.copy(kit / which, d / which)
     shutil.copy(kit / "solved.remap.h5", d / "solved.remap.h5")
     doc = json.loads((kit / which).read_text())
-    # predicted/solver are free-form (reported only); without the replay.py patch a huge lru_rows would allocate
-    _mutate(doc, data, skip=("predicted", "solver"), avoid=("lru_rows",) if _NEEDS_REPLAY_PATCH else ())
+    before = json.dumps(doc, sort_keys=True)
+    path, op = _mutate(doc, data, skip=("predicted", "solver"))  # free-form, reported only
+    changed = json.dumps(doc, sort_keys=True) != before
     (d / which).write_text(json.dumps(doc))
     store = Store.open(kit / "store")
 
     def go():
         plan = Plan.load(d / which)
         plan.check_store(store.store_id, d / which)
-        _replay_equals_reference(store, plan, kit / "trace.h5")
+        _replay_equals_reference(store, plan, kit / "trace.h5", store)
 
-    TRIED[f"plan mutation ({_outcome(go)})"] += 1
+    outcome = _outcome(go, (str(d / which),))
+    TRIED[f"plan mutation ({outcome})"] += 1
+    if changed and (path in _PLAN_IDENTITY or (len(path) == 3 and path[0] == "tables" and path[2] == "table")):
+        assert outcome == "error", (path, op)
+    if not changed:
+        assert outcome == "ok", (path, op)  # setting a field to its own value changes nothing
 
 
 def _trace_edits():
@@ -530,14 +624,14 @@ def test_mutated_trace_is_refused_or_serves_the_reference(kit, tmp_path_factory,
     plan = uniform_plan(store.store_id, {t.name: t.rows for t in store.tables}, "all-ssd")
 
     def go():
-        _replay_equals_reference(store, plan, trace)
+        _replay_equals_reference(store, plan, trace, store)
         if kind == "flip":
             with TraceReader(trace) as r, TraceReader(kit / "trace.h5") as ref:
                 for a, b in zip(r.batches(), ref.batches()):
                     assert np.array_equal(a.indices, b.indices) and np.array_equal(a.offsets, b.offsets)
                 assert r.trace_id == ref.trace_id and r.spec == ref.spec
 
-    TRIED[f"trace mutation {kind} ({_outcome(go)})"] += 1
+    TRIED[f"trace mutation {kind} ({_outcome(go, (str(trace),))})"] += 1
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, database=None,
