@@ -6,10 +6,11 @@ one abstract base per stage), ``stats`` (measured or modelled statistics),
 and device profiles as values), ``calibration`` (measuring them; device
 profiles), ``host_fit`` (the replay host thread's costs, fitted on real
 replays), ``cost`` (pure cost functions: the host-serial model of this
-machine and the parallel model of SmartSSD-like devices), ``mip`` (build /
-solve / extract, lexicographic), ``assign`` (tables to devices), ``baselines``
-(every planner behind one interface) and ``scale`` (the modelled meta-2021
-workload).
+machine and the parallel model of SmartSSD-like devices), ``mip`` (build the
+problem; its constraint families in ``mip_constraints``), ``mip_solve``
+(solve, lexicographic, and extract), ``predicted`` (a plan with its
+prediction attached), ``assign`` (tables to devices), ``baselines`` (every
+planner behind one interface) and ``scale`` (the modelled meta-2021 workload).
 """
 
 from plans.types import (Budgets, Calibration, DeviceProfile, Estimator, HostCosts, Perf, Planner, PlannerOptions,

@@ -11,7 +11,7 @@
   the predicted batch time is taken until none helps; each device gets its
   best core split. Respects every budget, including accuracy. On host-serial
   (local) devices the moves are judged by max(host thread, IO per device).
-* :class:`MIPPlanner`: ``plans.mip`` (optimal within the candidate lists).
+* :class:`MIPPlanner`: ``plans.mip`` / ``plans.mip_solve`` (optimal within the candidate lists).
 
 They all ask ``plans.cost`` for every number.
 """
@@ -24,7 +24,8 @@ from typing import Sequence
 from emulator.plan import DevicePlan, Plan, TablePlacement
 from plans.cost import (StatsEstimator, best_core_split, is_host_serial, option_device_times, option_host_parts_s,
                         option_host_time_s, option_io_linear_s, option_io_other_s)
-from plans.mip import finish_plan, plan_mip
+from plans.mip_solve import plan_mip
+from plans.predicted import finish_plan
 from plans.types import Budgets, Calibration, DeviceProfile, Planner, PlannerOptions, TableOption, WorkloadStats
 from tracegen.errors import InputError
 

@@ -140,7 +140,8 @@ def scaling_run(counts: Sequence[int] = (26, 107, 214, 428, 856), *, devices: in
                 solver: str = "cbc", stats: WorkloadStats | None = None, on_point=None) -> list[ScalePoint]:
     """Plan the first n tables of meta-2021 with the MIP (host DRAM = ``dram_share`` of their bytes)."""
     from plans.calibration import default_calibration, smartssd_profiles
-    from plans.mip import build_problem, extract_plan, solve_placement
+    from plans.mip import build_problem
+    from plans.mip_solve import extract_plan, solve_placement
 
     full = stats or meta2021_stats(max(counts))
     calib = default_calibration()

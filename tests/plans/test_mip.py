@@ -11,7 +11,8 @@ import pytest
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
 from plans.cost import StatsEstimator, memory_use, plan_work_s, predict_batch_time, weighted_error
-from plans.mip import build_problem, plan_mip, solve
+from plans.mip import Frame, build_problem, option_coefficients
+from plans.mip_solve import plan_mip, solve
 from plans.types import Budgets, Calibration, DeviceProfile, HostCosts, PlannerOptions, TableStats, TTVariant, \
     WorkloadStats, capacity
 
@@ -114,6 +115,36 @@ def test_constraints_are_named_and_problem_unsolved():
               "ssd_capacity_1", "core_split_0", "time_io_1", "time_mem_0", "time_compute_1", "symmetry_1"):
         assert n in names
     assert prob.status == 0  # not solved yet
+
+
+def test_one_device_problem_has_exactly_these_rows():
+    # 2 tables, 1 device of 2 cores, parallel model: one_choice x 2, the host DRAM budget, time_dram; each table
+    # has options with IO and core work (table_io_t, table_cores_t); the device's capacities and IO; the split
+    # m = 0..2 with memory work for m = 1, 2 and compute work for m = 0, 1 (a cap each), the two times, the cut
+    prob, h = build_problem(hand_stats(), calib(), Budgets(1000), [device()], EXACT)
+    assert sorted(h.constraint_names) == sorted([
+        "one_choice_0", "one_choice_1", "host_dram_budget", "time_dram", "table_io_0", "table_cores_0",
+        "table_io_1", "table_cores_1", "device_dram_0", "ssd_capacity_0", "time_io_0", "core_split_0",
+        "mem_work_0", "compute_work_0", "mem_work_cap_0_1", "mem_work_cap_0_2", "compute_work_cap_0_0",
+        "compute_work_cap_0_1", "time_mem_0", "time_compute_0", "time_cores_0"])
+    assert prob.status == 0  # unsolved
+
+
+def test_option_coefficients_are_the_cost_models_numbers_in_microseconds():
+    stats, budgets = hand_stats(), Budgets(1000)
+    frame = Frame.of(stats, calib(), budgets, [device()], EXACT)
+    opts = StatsEstimator().table_options(stats, budgets, EXACT)[0]
+    tt10 = next(o for o in opts if o.hot_rows == 10 and o.cold_tier == "ssd_tt")
+    c = option_coefficients(frame, tt10, 0)
+    # table A, 10 rows hot, rest TT rank 4: 2 cold rows x 1000 flop at 1e6 flop/s = 2 ms of compute-core work;
+    # no IO, no memory-core work; 8 hot lookups at 1 us = 8 us of host DRAM time; 10 rows x 64 B = 640 B of
+    # host DRAM over a scale of max(1000 B, 1 MiB); 400 B of TT cores over max(1000 B, 1 MiB) of device memory
+    assert (c.compute_us, c.mem_us, c.io_us) == pytest.approx((2000.0, 0.0, 0.0))
+    assert c.host_us == pytest.approx(8.0) and c.cores == 2
+    assert c.host_dram == pytest.approx(640 / 2**20) and c.device_dram == pytest.approx(400 / 2**20)
+    hot = next(o for o in opts if not o.needs_device)  # every row hot: no device slot, no device terms
+    c = option_coefficients(frame, hot, None)
+    assert c.host_us == pytest.approx(10.0) and (c.io_us, c.device_dram, c.ssd) == (0.0, 0.0, 0.0)
 
 
 def test_infeasible_budget_is_reported():
