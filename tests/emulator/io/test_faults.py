@@ -203,14 +203,8 @@ def _fresh_row(store, trace, batch: int) -> tuple[int, int]:
     raise AssertionError("no fresh row")
 
 
-# Replayer._batch_failure matched the failed read by byte offset only, so with several tables on one device it
-# could name the wrong table (seen here: t0 named for an EIO in t1). The fix (match the file too) is in
-# emulator/replay.py, owned by the lead; until it is applied this test is an expected failure.
-_NEEDS_REPLAY_PATCH = False  # _batch_failure matches the failed file (patch applied)
-
-
-@pytest.mark.xfail(_NEEDS_REPLAY_PATCH, strict=True, reason="replay.py: _batch_failure must match the file of the "
-                                                            "failed read, not only its offset")
+# Replayer._batch_failure must match the failed read by file and byte offset: by offset only, with several tables
+# on one device, it named the wrong table (t0 for an EIO in t1).
 @pytest.mark.parametrize("inner", INNER + [pytest.param("uring", marks=pytest.mark.skipif(not URING_OK,
                                                                                            reason=URING_WHY or "x"))])
 @pytest.mark.parametrize("batch", [0, 1])
