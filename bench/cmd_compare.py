@@ -143,13 +143,17 @@ def render(rows: list[dict[str, Any]], budget_bytes: int, raw_bytes: int, rounds
 
 
 def render_notes(rows: list[dict[str, Any]], measure_notes: list[str], skipped: dict[str, list[str]]) -> list[str]:
+    """The measurement notes, then each plan note once, led by the policies it applies to."""
     lines = [f"note: {n}" for n in measure_notes]
+    by_note: dict[str, list[str]] = {}
     for r in rows:
-        lines += [f"{r['policy']}: {n}" for n in r.get("notes", [])]
+        for n in r.get("notes", []):
+            by_note.setdefault(n, []).append(r["policy"])
     for policy, ns in skipped.items():
         if not any(r["policy"] == policy for r in rows):
-            lines += [f"{policy}: {n}" for n in ns]
-    return lines
+            for n in ns:
+                by_note.setdefault(n, []).append(policy)
+    return lines + [f"{', '.join(policies)}: {n}" for n, policies in by_note.items()]
 
 
 def _budgets(args, model_bytes: int) -> list[int]:
@@ -215,7 +219,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             sweep.append({"dram_budget_bytes": budget, "rows": rows, "notes": mnotes})
             out.print(render(rows, budget, store.raw_bytes, mcfg.rounds))
             for line in render_notes(rows, mnotes, plan_notes):
-                out.print(line, highlight=False, soft_wrap=False)
+                out.print(line, markup=False, highlight=False)  # notes end in [measured] / [modelled]
         trace_id = reader.trace_id
     payload: dict[str, Any] = sweep[0] if len(sweep) == 1 else {"sweep": sweep}
     payload.update({"store_raw_bytes": store.raw_bytes, "profile_batches": args.profile_batches,

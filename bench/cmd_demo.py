@@ -134,7 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rows.append(row)
     out.print(render(rows, mcfg.rounds))
     for line in notes(ms, mcfg):
-        out.print(f"note: {line}", highlight=False)
+        out.print(f"note: {line}", markup=False, highlight=False)
     payload = {"model": spec.name, "batches": args.batches, "store_raw_bytes": store.raw_bytes, "rows": rows,
                "measure": dataclasses.asdict(mcfg), "notes": notes(ms, mcfg), "seconds": time.perf_counter() - t0,
                "throughput": "steady state, median of rounds", "store": str(store.path), "trace": str(trace_path)}

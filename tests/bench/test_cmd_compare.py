@@ -36,7 +36,9 @@ def test_compare_all_policies_on_tiny(tiny_store, tiny_trace, tmp_path, capsys):
     # no --calibration: the planned policies' notes say their rates are modelled, and the prediction is too
     assert any("modelled" in n for n in rows["screc"]["notes"])
     assert rows["screc"]["prediction"]["basis"] == "modelled"
-    assert "predicted ms" in out and "(modelled)" in out and "screc: " in out
+    assert "predicted ms" in out and "(modelled)" in out
+    # each plan note printed once, led by the policies it applies to, its basis kept (not eaten as markup)
+    assert "static-topk, screc: no calibration given: modelled default rates" in out and "[modelled]" in out
     assert "again in a loop" in out  # 2 distinct batches looped to 3: said so
     runs = list((tmp_path / "out").iterdir())
     assert {p.name for p in runs} >= {"plans"} and any("compare" in p.name for p in runs)
