@@ -6,7 +6,7 @@ command reads (the schema ``replay`` and ``compare`` follow):
 ``replay`` payload (one policy on one trace; :meth:`emulator.replay.counters.ReplayStats.summary`
 produces every key but ``verify`` and ``access_curves``)::
 
-    policy           str    name used in legends ("all-dram", "all-ssd", "all-tt", "lru", "mip", ...)
+    policy           str    name used in legends ("all-dram", "all-ssd", "all-tt", "lru", "static-topk", "screc", ...)
     batches, failed_batches, samples, lookups            int   (samples = queries)
     elapsed_s, qps, lookups_per_s                        float (qps = samples / elapsed_s)
     first_batch_s, steady_batches, steady_s, steady_qps, steady_lookups_per_s

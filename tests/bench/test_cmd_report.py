@@ -31,7 +31,7 @@ def _sweep_run(tmp_path):
     curves = {f"t{i}": {"k": [1, 10, 100, 1000, 10000], "share": [0.1 * i, 0.3, 0.6, 0.85, 1.0]} for i in range(3)}
     sweep = [{"dram_budget_bytes": gib << 30,
               "rows": [_row("all-ssd", 1000.0, 1, {"ssd_raw": 1.0}),
-                       _row("mip", 1500.0 * gib, 2, {"dram": 0.5 * gib, "ssd_raw": 1 - 0.5 * gib})]}
+                       _row("screc", 1500.0 * gib, 2, {"dram": 0.5 * gib, "ssd_raw": 1 - 0.5 * gib})]}
              for gib in (1, 2)]
     return write_run("compare", ["screc", "compare"], {"sweep": sweep, "access_curves": curves},
                      runs_dir=tmp_path / "runs")
@@ -47,7 +47,7 @@ def _replay_run(tmp_path):  # an older-style run: percentiles only, no histogram
 def test_rows_are_flattened_with_their_budgets(tmp_path):
     rows = replay_rows(load_run(_sweep_run(tmp_path)))
     assert [(r["policy"], r["dram_budget_bytes"] >> 30) for r in rows] == [
-        ("all-ssd", 1), ("mip", 1), ("all-ssd", 2), ("mip", 2)]
+        ("all-ssd", 1), ("screc", 1), ("all-ssd", 2), ("screc", 2)]
 
 
 def test_report_draws_every_plot(tmp_path):

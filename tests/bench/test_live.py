@@ -23,7 +23,7 @@ def _snapshot(**over) -> Snapshot:
         devices=(DeviceView("dev0", 1200, 1200 * 4096, 100.0, 0.4096, 2.0, 0.5),),
         cores=(CoreView("dev0", "mem", 2, 12.0, 1200, 0, 1200, 0.5),
                CoreView("dev0", "compute", 4, 12.0, 0, 0, 0, 0.25)),
-        dram_used_bytes=512 << 20, dram_budget_bytes=1 << 30, policy="mip", samples_per_batch=200)
+        dram_used_bytes=512 << 20, dram_budget_bytes=1 << 30, policy="screc", samples_per_batch=200)
     base.update(over)
     return Snapshot(**base)
 
@@ -43,7 +43,7 @@ def test_formatters():
 def test_render_contains_the_figures():
     out = _text(render(_snapshot()))
     for expected in (
-        "mip", "3/10 (30.0%)", "0:00:12 elapsed, eta 0:00:28",   # progress line
+        "screc", "3/10 (30.0%)", "0:00:12 elapsed, eta 0:00:28",   # progress line
         "12.3 k", "41.7", "2.5 M", "416.7",                       # throughput now / avg
         "batch latency (ms)", "20.0", "40.0", "20.5", "41.0",     # overall p50, p99/max; recent p50, p99
         "66.0%", "22.0%", "12.0%", "60.0%",                       # tier shares and the lru hit ratio
@@ -82,7 +82,7 @@ def test_render_marks_failures_and_finish():
 def test_plain_line():
     line = plain_line(_snapshot())
     assert "\n" not in line
-    for expected in ("mip: batch 3/10", "12.3 k q/s (avg 41.7)", "p50 20.00 ms p99 40.00 ms",
+    for expected in ("screc: batch 3/10", "12.3 k q/s (avg 41.7)", "p50 20.00 ms p99 40.00 ms",
                      "dram 66.0% ssd_raw 22.0% lru 12.0%", "dev0 100.0 IOPS qd 2.0",
                      "DRAM 512.00 MiB / 1.00 GiB (50.0%)", "eta 0:00:28"):
         assert expected in line, expected
@@ -113,7 +113,7 @@ def test_plain_view_prints_on_its_interval():
     lines = buf.getvalue().splitlines()
     assert calls == [5.0, 10.2, 30.0, 30.0]  # the last one is the closing line
     assert len(lines) == 4 and view.lines_printed == 4
-    assert lines[0].startswith("mip: batch 1/10") and lines[-1].startswith("mip: batch 4/10")
+    assert lines[0].startswith("screc: batch 1/10") and lines[-1].startswith("screc: batch 4/10")
 
 
 def test_live_view_renders_from_its_thread_and_on_exit():
