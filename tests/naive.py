@@ -432,3 +432,87 @@ def check_batch_naive(offsets, indices, rows, batch_size, index):
             bad = min(vals) if min(vals) < 0 else max(vals)
             return f"batch {index}: index {bad} out of range for table {t} with {r} rows"
     return None
+
+
+# --- row formats (emulator/store/quant.py, emulator/kernels/quant.py) -----------------------------
+
+
+def quantize_row_naive(x, fmt):
+    """One float32 row as FBGEMM's fused row bytes, element by element (FloatToFused8BitRowwiseQuantizedSBFloat
+    and FloatToFusedNBitRowwiseQuantizedSBHalf's reference loops, in float32)."""
+    x = [np.float32(v) for v in x]
+    dim = len(x)
+    if fmt == "fp16":
+        return np.array(x, dtype=np.float16).view(np.uint8)
+    lo, hi = min(x), max(x)
+    if fmt == "int8":
+        rng = np.float32(hi - lo)
+        inv = np.float32(255.0) / np.float32(rng + np.float32(1e-8))
+        data = [int(np.rint(np.float32((v - lo) * inv))) for v in x]
+        tail = np.array([np.float32(rng / np.float32(255.0)), lo], dtype=np.float32).view(np.uint8)
+        return np.concatenate([np.array(data, dtype=np.uint8), tail])
+    bias16 = np.float16(lo)
+    bias = np.float32(bias16)
+    rng = np.float32(hi - bias)
+    scale = np.float32(np.float16(np.float32(1.0) if rng == 0 else np.float32(rng / np.float32(15.0))))
+    if scale == 0:
+        scale = np.float32(1.0)
+    with np.errstate(divide="ignore"):
+        inv = np.float32(np.float32(1.0) / scale)
+    if np.isinf(inv):
+        scale, inv = np.float32(1.0), np.float32(1.0)
+    data = np.zeros((dim + 1) // 2, dtype=np.uint8)
+    for c, v in enumerate(x):
+        q = min(max(int(np.rint(np.float32((v - bias) * inv))), 0), 15)
+        data[c // 2] |= q << (4 * (c % 2))
+    return np.concatenate([data, np.array([np.float16(scale), bias16], dtype=np.float16).view(np.uint8)])
+
+
+def dequantize_row_naive(row, fmt, dim):
+    """One row of fused bytes back to float32: float32(q) * scale, then + bias, each rounded to float32."""
+    row = np.asarray(row, dtype=np.uint8)
+    if fmt == "fp32":
+        return row.view(np.float32).copy()
+    if fmt == "fp16":
+        return row.view(np.float16).astype(np.float32)
+    nbytes = dim if fmt == "int8" else (dim + 1) // 2
+    if fmt == "int8":
+        scale, bias = row[nbytes:nbytes + 4].view(np.float32)[0], row[nbytes + 4:nbytes + 8].view(np.float32)[0]
+        q = [int(row[c]) for c in range(dim)]
+    else:
+        scale = np.float32(row[nbytes:nbytes + 2].view(np.float16)[0])
+        bias = np.float32(row[nbytes + 2:nbytes + 4].view(np.float16)[0])
+        q = [(int(row[c // 2]) >> (4 * (c % 2))) & 15 for c in range(dim)]
+    return np.array([np.float32(np.float32(v) * scale) + bias for v in q], dtype=np.float32)
+
+
+def pool_quantized_ref(rows, fmt, dim, indices, offsets, out=None, accumulate=False):
+    """Reference for ``emulator.kernels.quant.pool_quantized``: dequantize each looked-up row, add in order."""
+    n_bags = len(offsets) - 1
+    res = np.zeros((n_bags, dim), np.float32) if out is None or not accumulate else out.copy()
+    for b in range(n_bags):
+        acc = np.zeros(dim, np.float32) if not accumulate else res[b].copy()
+        for k in range(int(offsets[b]), int(offsets[b + 1])):
+            acc += dequantize_row_naive(rows[int(indices[k])], fmt, dim)
+        res[b] = acc
+    return res
+
+
+# --- trace engineer: LRU miss-ratio curves (tracegen/mrc.py) --------------------------------------
+
+
+def lru_miss_ratio_naive(keys, capacity):
+    """A textbook LRU cache of ``capacity`` entries (``collections.OrderedDict``) fed one lookup at a time;
+    returns misses / lookups (a reference for ``tracegen.mrc``)."""
+    from collections import OrderedDict
+
+    lru, misses = OrderedDict(), 0
+    for k in (int(x) for x in keys):
+        if k in lru:
+            lru.move_to_end(k)
+        else:
+            misses += 1
+            lru[k] = True
+            if len(lru) > capacity:
+                lru.popitem(last=False)
+    return misses / max(len(keys), 1)
