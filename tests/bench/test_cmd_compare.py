@@ -51,6 +51,17 @@ def test_compare_bare_json_is_stdout_only(tiny_store, tiny_trace, tmp_path, caps
     assert json.loads(out)["rows"][0]["policy"] == "all-ssd" and "throughput" in err
 
 
+def test_compare_sweep_resolves_sizes_and_shares(tiny_store, tiny_trace, tmp_path, capsys):
+    code, out, err = run_cli(["compare", "--store", str(tiny_store), "--trace", str(tiny_trace), "--sweep",
+                              "dram-budget=1KiB,10%", "--policies", "all-ssd,lru", "--json", *_fast(tmp_path)], capsys)
+    assert code == 0, err
+    sweep = json.loads(out)["sweep"]
+    raw = Store.open(tiny_store).raw_bytes
+    assert [e["dram_budget_bytes"] for e in sweep] == [1024, int(raw * 0.10)]  # 1 KiB, then 10% of the model
+    assert all([r["policy"] for r in e["rows"]] == ["all-ssd", "lru"] for e in sweep)
+    assert sweep[1]["rows"][1]["dram_used_bytes"] > sweep[0]["rows"][1]["dram_used_bytes"]  # the larger cache
+
+
 def test_spread_over_devices_balances_bytes(tiny_store):
     store = Store.open(tiny_store)
     plan = uniform_plan(store.store_id, {t.name: t.rows for t in store.tables}, "all-ssd")
