@@ -22,10 +22,11 @@ import heapq
 from typing import Sequence
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
+from emulator.tiers import NONE, SSD_RAW, SSD_TT
 from plans.cost import (StatsEstimator, best_core_split, is_host_serial, option_device_times, option_host_parts_s,
                         option_host_time_s, option_io_linear_s, option_io_other_s)
 from plans.mip_solve import plan_mip
-from plans.predicted import finish_plan
+from plans.predicted import finish_plan, placements
 from plans.types import Budgets, Calibration, DeviceProfile, Planner, PlannerOptions, TableOption, WorkloadStats
 from tracegen.errors import InputError
 
@@ -38,7 +39,7 @@ def _hot_by_density(stats: WorkloadStats, opts: list[list[TableOption]], budget_
     """Per table, the raw option (or all-hot) reached by spending DRAM on the densest steps first."""
     ladders = []
     for table_opts in opts:
-        raw = sorted((o for o in table_opts if o.cold_tier in ("ssd_raw", "none")), key=lambda o: o.hot_rows)
+        raw = sorted((o for o in table_opts if o.cold_tier in (SSD_RAW, NONE)), key=lambda o: o.hot_rows)
         ladders.append(raw)
     pos = [0] * len(ladders)
     used = sum(lad[0].load.host_dram_bytes for lad in ladders)
@@ -68,19 +69,11 @@ def _hot_by_density(stats: WorkloadStats, opts: list[list[TableOption]], budget_
     return [lad[p] for lad, p in zip(ladders, pos)]
 
 
-def _placements(stats: WorkloadStats, chosen: Sequence[TableOption], device_of: Sequence[int]) -> tuple:
-    out = []
-    for ts, o, d in zip(stats.tables, chosen, device_of):
-        tier = "ssd_raw" if o.cold_tier == "none" else o.cold_tier
-        out.append(TablePlacement(ts.name, int(o.hot_rows), tier, o.tt_rank, int(d)))
-    return tuple(out)
-
-
 class AllSSDPlanner(Planner):
     name = "all-ssd"
 
     def plan(self, stats, calibration, budgets, devices) -> Plan:
-        tables = tuple(TablePlacement(t.name, 0, "ssd_raw", None, i % len(devices)) for i, t in enumerate(stats.tables))
+        tables = tuple(TablePlacement(t.name, 0, SSD_RAW, None, i % len(devices)) for i, t in enumerate(stats.tables))
         dplans = tuple(DevicePlan(d.name, mem_cores=d.cores, compute_cores=0) for d in devices)
         return finish_plan(tables, dplans, stats, calibration, budgets, devices, self.name)
 
@@ -94,7 +87,7 @@ class StaticTopKPlanner(Planner):
     def plan(self, stats, calibration, budgets, devices) -> Plan:
         no_tt = Budgets(budgets.host_dram_bytes, 0.0, budgets.accuracy_mode, budgets.host_threads)
         chosen = _hot_by_density(stats, _options(stats, no_tt, self.options), budgets.host_dram_bytes)
-        tables = _placements(stats, chosen, [i % len(devices) for i in range(len(chosen))])
+        tables = placements(stats, chosen, [i % len(devices) for i in range(len(chosen))])
         dplans = tuple(DevicePlan(d.name, mem_cores=d.cores, compute_cores=0) for d in devices)
         return finish_plan(tables, dplans, stats, calibration, budgets, devices, self.name)
 
@@ -114,7 +107,7 @@ class GreedyPlanner(Planner):
             return self._plan_serial(stats, calibration, budgets, devices, opts, chosen)
         nd = len(devices)
         # TT alternatives at the same hot size
-        alts = [[o for o in opts[t] if o.hot_rows == chosen[t].hot_rows and o.cold_tier == "ssd_tt"]
+        alts = [[o for o in opts[t] if o.hot_rows == chosen[t].hot_rows and o.cold_tier == SSD_TT]
                 for t in range(len(opts))]
         times = {}
 
@@ -160,7 +153,7 @@ class GreedyPlanner(Planner):
                 if device_of[t] != worst or not chosen[t].needs_device:
                     continue
                 for o in [chosen[t]] + [a for a in alts[t] if a is not chosen[t]] + \
-                         ([x for x in opts[t] if x.hot_rows == chosen[t].hot_rows and x.cold_tier == "ssd_raw"]):
+                         ([x for x in opts[t] if x.hot_rows == chosen[t].hot_rows and x.cold_tier == SSD_RAW]):
                     if err_budget is not None and err - chosen[t].load.error_weight + o.load.error_weight > err_budget + 1e-12:
                         continue
                     for d in range(nd):
@@ -185,7 +178,7 @@ class GreedyPlanner(Planner):
         for d, dev in enumerate(devices):
             m, _ = best_core_split(load[d][1], load[d][2], dev.cores)
             dplans.append(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m))
-        return finish_plan(_placements(stats, chosen, device_of), tuple(dplans), stats, calibration, budgets,
+        return finish_plan(placements(stats, chosen, device_of), tuple(dplans), stats, calibration, budgets,
                            devices, self.name)
 
 
@@ -257,7 +250,7 @@ class GreedyPlanner(Planner):
             parts = [option_host_parts_s(o.load, host) for o, dd in zip(chosen, device_of) if dd == d]
             m, _ = best_core_split(sum(p[1] for p in parts), sum(p[2] for p in parts), dev.cores)
             dplans.append(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m))
-        return finish_plan(_placements(stats, chosen, device_of), tuple(dplans), stats, calibration, budgets,
+        return finish_plan(placements(stats, chosen, device_of), tuple(dplans), stats, calibration, budgets,
                            devices, self.name)
 
 

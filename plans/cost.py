@@ -45,10 +45,9 @@ from typing import Sequence
 
 import numpy as np
 
+from emulator.tiers import NONE, SSD_RAW, SSD_TT
 from plans.types import (Budgets, Calibration, DeviceProfile, Estimator, HostCosts, Perf, PlannerOptions, Storage,
                          TableLoad, TableOption, TableStats, WorkloadStats)
-
-COLD_NONE = "none"
 
 
 # --- unit costs --------------------------------------------------------------------------------
@@ -211,13 +210,13 @@ def table_load(ts: TableStats, hot_rows: int, cold_tier: str, tt_rank: int | Non
     cold_lookups = lookups * (1.0 - mass) if hot_rows < ts.rows else 0.0
     host_bytes = int(hot_rows) * ts.row_bytes
     active = -math.expm1(-cold_lookups)  # P(at least one cold lookup in a batch), Poisson approximation
-    if cold_tier == COLD_NONE or hot_rows >= ts.rows:
+    if cold_tier == NONE or hot_rows >= ts.rows:
         return TableLoad(lookups, ts.row_bytes, 0.0, 0.0, 0.0, 0.0, ts.rows * ts.row_bytes, 0, 0, 0.0, lookups=lookups)
-    if cold_tier == "ssd_raw":
+    if cold_tier == SSD_RAW:
         reads = min(ts.reads_at(hot_rows), cold_pages) if cold_pages > 0 else 0.0
         return TableLoad(lookups - cold_lookups, ts.row_bytes, cold_lookups, cold_pages, 0.0, 0.0, host_bytes, 0,
                          ts.ssd_raw_bytes(hot_rows), 0.0, lookups=lookups, io_reads=reads, raw_active=active)
-    if cold_tier == "ssd_tt":
+    if cold_tier == SSD_TT:
         v = ts.tt_variant(int(tt_rank))
         share = cold_lookups / total_lookups_per_batch if total_lookups_per_batch > 0 else 0.0
         return TableLoad(lookups - cold_lookups, ts.row_bytes, 0.0, 0.0, cold_rows,
@@ -256,11 +255,11 @@ class StatsEstimator(Estimator):
             ranks = allowed_tt_ranks(ts, budgets)
             for k in candidate_hot_rows(ts, options.hot_mass_levels):
                 if k >= ts.rows:
-                    opts.append(TableOption(t, ts.rows, COLD_NONE, None, table_load(ts, ts.rows, COLD_NONE, None, total)))
+                    opts.append(TableOption(t, ts.rows, NONE, None, table_load(ts, ts.rows, NONE, None, total)))
                     continue
-                opts.append(TableOption(t, k, "ssd_raw", None, table_load(ts, k, "ssd_raw", None, total)))
+                opts.append(TableOption(t, k, SSD_RAW, None, table_load(ts, k, SSD_RAW, None, total)))
                 for r in ranks:
-                    opts.append(TableOption(t, k, "ssd_tt", r, table_load(ts, k, "ssd_tt", r, total)))
+                    opts.append(TableOption(t, k, SSD_TT, r, table_load(ts, k, SSD_TT, r, total)))
             out.append(opts)
         return out
 
@@ -284,7 +283,7 @@ def plan_loads(plan, stats: WorkloadStats) -> list[TableLoad]:
     loads = []
     for ts in stats.tables:
         p = plan.placement(ts.name)
-        tier = COLD_NONE if p.hot_rows >= ts.rows else p.cold_tier
+        tier = NONE if p.hot_rows >= ts.rows else p.cold_tier
         loads.append(table_load(ts, min(p.hot_rows, ts.rows), tier, p.tt_rank, total))
     return loads
 
@@ -378,7 +377,7 @@ def max_table_error(plan, stats: WorkloadStats) -> float:
     worst = 0.0
     for ts in stats.tables:
         p = plan.placement(ts.name)
-        if p.cold_tier == "ssd_tt" and p.hot_rows < ts.rows:
+        if p.cold_tier == SSD_TT and p.hot_rows < ts.rows:
             worst = max(worst, ts.tt_variant(p.tt_rank).rel_fro_error)
     return worst
 

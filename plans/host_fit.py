@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from emulator.tiers import SSD_RAW, SSD_TT
 from plans.cost import tt_flops_per_row
 from plans.types import PAGE_BYTES, Calibration, HostCosts
 from tracegen.errors import InputError
@@ -135,7 +136,7 @@ def calibration_plans(store, remap: Path | None = None) -> list:
 
     def tier(t, rank: int | None) -> tuple[str, int | None]:
         have = {int(v.rank) for v in t.tt}
-        return ("ssd_tt", rank) if rank is not None and rank in have else ("ssd_raw", None)
+        return (SSD_TT, rank) if rank is not None and rank in have else (SSD_RAW, None)
 
     def plan(label: str, hot: list[int], rank: int | None, devices: int = 1, mask: list[bool] | None = None):
         hot = hot_cap(hot)
@@ -171,7 +172,7 @@ def _flops_by_table(store, plan) -> list[float]:
     for t in store.tables:
         p = plan.placement(t.name)
         f = 0.0
-        if p.cold_tier == "ssd_tt":
+        if p.cold_tier == SSD_TT:
             v = t.tt_variant(p.tt_rank)
             f = tt_flops_per_row(v.tt_q_shapes, v.tt_ranks)
         out.append(f)

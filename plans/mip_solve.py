@@ -22,11 +22,11 @@ from typing import Any, Sequence
 import numpy as np
 import pulp
 
-from emulator.plan import DevicePlan, Plan, TablePlacement
+from emulator.plan import DevicePlan, Plan
 from plans.assign import assign_devices
 from plans.cost import best_core_split, option_device_times, option_host_parts_s, option_io_linear_s
 from plans.mip import NO_DEVICE, TIME_UNIT_S, MIPHandles, build_problem
-from plans.predicted import finish_plan
+from plans.predicted import finish_plan, placements
 from plans.types import Budgets, Calibration, DeviceProfile, PlannerOptions, TableOption, WorkloadStats
 from tracegen.errors import InputError
 
@@ -186,8 +186,7 @@ def extract_plan(problem: pulp.LpProblem, handles: MIPHandles, result: SolveResu
         dplans = _chosen_splits(handles)
     if handles.serial:  # one host thread runs every core: the split only labels the work (raw vs TT seconds)
         dplans = _serial_splits(handles, picked)
-    tables = tuple(TablePlacement(ts.name, int(o.hot_rows), "ssd_raw" if o.cold_tier == "none" else o.cold_tier,
-                                  o.tt_rank, max(d, 0)) for ts, (o, d) in zip(stats.tables, picked))
+    tables = placements(stats, [o for o, _ in picked], [d for _, d in picked])
     solver = None if result is None else result.to_dict()
     if solver is not None:
         solver["formulation"] = handles.formulation

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from emulator.plan import Plan
+from emulator.plan import Plan, TablePlacement
 from plans.cost import memory_use, plan_loads, predict_batch_time, weighted_error
-from plans.types import Budgets, Calibration, DeviceProfile, WorkloadStats
+from plans.types import Budgets, Calibration, DeviceProfile, TableOption, WorkloadStats
+
+
+def placements(stats: WorkloadStats, chosen: Sequence[TableOption], device_of: Sequence[int]
+               ) -> tuple[TablePlacement, ...]:
+    """The plan's table placements: option ``chosen[t]`` of table t on device ``device_of[t]`` (< 0: none)."""
+    return tuple(TablePlacement(ts.name, int(o.hot_rows), o.plan_tier, o.tt_rank, max(int(d), 0))
+                 for ts, o, d in zip(stats.tables, chosen, device_of))
 
 
 def finish_plan(tables, dplans, stats: WorkloadStats, calib: Calibration, budgets: Budgets,

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from emulator.tiers import NONE, SSD_RAW
 from plans.machine import (CALIBRATION_FORMAT, CALIBRATION_FORMAT_VERSION, EXECUTION_MODELS, PAGE_BYTES,  # noqa: F401
                            Calibration, DeviceProfile, HostCosts)
 STATS_SOURCES = ("measured", "modelled")
@@ -317,13 +318,18 @@ class TableOption:
 
     table: int
     hot_rows: int
-    cold_tier: str  # "ssd_raw" | "ssd_tt" | "none" (every row hot)
+    cold_tier: str  # SSD_RAW | SSD_TT | NONE (every row hot), see emulator.tiers
     tt_rank: int | None
     load: TableLoad
 
     @property
     def needs_device(self) -> bool:
-        return self.cold_tier != "none"
+        return self.cold_tier != NONE
+
+    @property
+    def plan_tier(self) -> str:
+        """The cold tier a plan records (an all-hot table is recorded as ``ssd_raw``: it never reads)."""
+        return SSD_RAW if self.cold_tier == NONE else self.cold_tier
 
 
 @dataclass(frozen=True)
