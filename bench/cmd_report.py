@@ -94,7 +94,7 @@ def replay_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
             r["run_id"] = run.get("run_id", "")
             for key, id_key in (("store", "store_id"), ("trace", "trace_id")):
                 if not r.get(key):
-                    r[key] = payload.get(key) or (f"{key} {run[id_key][:12]}" if run.get(id_key) else None)
+                    r[key] = payload.get(key) or (run[id_key][:12] if run.get(id_key) else None)
             r.setdefault("policy", "?")
             out.append(r)
     return out
@@ -130,8 +130,14 @@ def qps_of(row: Mapping[str, Any]) -> float:
     return steady if math.isfinite(steady) else _num(row.get("qps"))
 
 
+def _short(path: Any) -> str:
+    """The last two parts of a path (``stores/ck``, ``demo/trace.h5``): a store is often called ``store``."""
+    parts = Path(str(path)).parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 and parts[-2] not in ("/", ".") else parts[-1]
+
+
 def _names(values: Sequence[Any], what: str) -> str:
-    names = sorted({Path(str(v)).name for v in values if v})
+    names = sorted({_short(v) for v in values if v})
     if not names:
         return f"{what} unknown"
     return f"{what} {names[0]}" if len(names) == 1 else f"{len(names)} {what}s"

@@ -104,7 +104,8 @@ def test_titles_name_the_store_trace_and_budget(tmp_path, monkeypatch):
     payload = {"store": "stores/ck", "trace": "traces/ck.h5", "dram_budget_bytes": 64 << 20,
                "rows": [_row("all-ssd", 1000.0, 1, {"ssd_raw": 1.0}), _row("screc", 3000.0, 2, {"dram": 1.0})]}
     make_report([write_run("compare", ["screc", "compare"], payload, runs_dir=tmp_path / "runs")], tmp_path / "o")
-    assert len(titles) == 3 and all(t.endswith("store ck, trace ck.h5, DRAM budget 64.00 MiB") for t in titles)
+    assert len(titles) == 3 and all(t.endswith("store stores/ck, trace traces/ck.h5, DRAM budget 64.00 MiB")
+                                    for t in titles)
     titles.clear()
     make_report([_sweep_run(tmp_path)], tmp_path / "o2")  # no paths: the run's ids; two budgets: the range
     assert titles[0].endswith("store unknown, trace unknown, DRAM budgets 1.00 GiB to 2.00 GiB")
@@ -114,6 +115,8 @@ def test_context_and_steady_throughput():
     rows = [{"store": "a/s1", "trace": "t.h5", "dram_budget_bytes": 1024, "qps": 10.0, "steady_qps": 12.0},
             {"store": "b/s2", "trace": "t.h5", "dram_budget_bytes": None, "qps": 7.0}]
     assert context(rows) == "2 stores, trace t.h5, DRAM budget 1.00 KiB"
+    assert context([{"store": "/tmp/x/demo/store", "trace": "/tmp/x/demo/trace.h5"}]) == \
+        "store demo/store, trace demo/trace.h5, no DRAM budget"
     assert qps_of(rows[0]) == 12.0 and qps_of(rows[1]) == 7.0  # steady state when the row has it
 
 
@@ -121,7 +124,8 @@ def test_rows_take_the_runs_store_and_trace(tmp_path):
     run = write_run("replay", ["screc", "replay"], {"policy": "all-dram", "qps": 1.0}, store_id="ab" * 16,
                     trace_id="cd" * 16, runs_dir=tmp_path / "runs")
     row, = replay_rows(load_run(run))
-    assert row["store"] == "store " + "ab" * 6 and row["trace"] == "trace " + "cd" * 6
+    assert row["store"] == "ab" * 6 and row["trace"] == "cd" * 6
+    assert context([row]) == f"store {'ab' * 6}, trace {'cd' * 6}, no DRAM budget"
 
 
 def test_unwritable_out_dir_and_bare_json(tmp_path, capsys):
