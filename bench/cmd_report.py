@@ -26,7 +26,13 @@ produces every key but ``verify`` and ``access_curves``)::
 
     dram_budget_bytes  int | null
     store, trace       paths (shared by the rows)
-    rows               [replay payload, ...]              one per policy
+    rows               [replay payload, ...]              one per policy: the median round's payload
+                       (bench.measure.Measurement.row) with the rounds' figures on top: steady_qps (median),
+                       steady_qps_min/max, qps_spread, round_steady_qps, rounds, measured_batches,
+                       distinct_batches, passes, warmup_batches, cold_first_batch_s, ios_per_batch,
+                       bytes_read_per_batch, latency_s/latency_hist over every measured batch; compare adds
+                       notes, prediction {predicted_batch_s, basis "modelled", measured_batch_s}, speedups
+    notes              what the figures rest on (warm-up, looping, few batches)
     access_curves      optional, as above (the trace's; shared by the rows)
 
 or, for a sweep over DRAM budgets, ``{"sweep": [{"dram_budget_bytes": b, "rows": [...]}, ...],
