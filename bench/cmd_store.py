@@ -25,6 +25,16 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
     return vals
 
 
+def _row_formats(text: str) -> tuple[str, ...]:
+    from emulator.store.quant import STORED_FORMATS
+
+    names = tuple(x.strip() for x in (text or "").split(",") if x.strip())
+    bad = [n for n in names if n not in STORED_FORMATS]
+    if bad or len(set(names)) != len(names):
+        raise InputError(f"--row-formats {text!r}: give distinct names among {','.join(STORED_FORMATS)}")
+    return names
+
+
 def _imports(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items or []:
@@ -45,7 +55,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.tt_tol is not None and not (0 < args.tt_tol < 1):
         raise InputError(f"--tt-tol must be in (0, 1), got {args.tt_tol}")
     config = StoreBuildConfig(weights_seed=args.seed, signal_rank=args.signal_rank, noise_ratio=args.noise_ratio,
-                              tt_ranks=tt_ranks, tt_rel_tol=args.tt_tol, imports=_imports(args.imports))
+                              tt_ranks=tt_ranks, tt_rel_tol=args.tt_tol, imports=_imports(args.imports),
+                              row_formats=_row_formats(args.row_formats))
     t0 = time.perf_counter()
     with make_progress() as progress:
         store = build_store(spec, args.output, config, progress=ProgressAdapter(progress))
@@ -83,7 +94,10 @@ def store_info(store: Store) -> dict:
             "raw_bytes": store.raw_bytes, "tables": [
                 {"name": t.name, "rows": t.rows, "dim": t.dim, "dtype": t.dtype, "row_bytes": t.row_bytes,
                  "rows_per_page": t.rows_per_page, "raw_bytes": t.raw.bytes,
-                 "tt": [{k: v for k, v in tt.to_dict().items() if k in keep} for tt in t.tt]}
+                 "tt": [{k: v for k, v in tt.to_dict().items() if k in keep} for tt in t.tt],
+                 "formats": [{"format": f.format, "row_bytes": f.row_bytes, "bytes": f.file.bytes,
+                              "compression_ratio": t.raw.bytes / f.file.bytes, "rel_fro_error": f.rel_fro_error,
+                              "max_abs_error": f.max_abs_error} for f in t.formats]}
                 for t in store.tables]}
 
 
@@ -100,8 +114,16 @@ def render_store_info(info: dict) -> Group:
         for v in t["tt"]:
             tt.add_row(t["name"], str(v["rank"]), format_bytes(v["bytes"]), f"{v['compression_ratio']:.1f}x",
                        f"{v['rel_fro_error']:.4f}", f"{v['max_abs_error']:.4f}")
+    fmts = Table(title="row formats (errors measured on sampled rows read back at build time)")
+    for col in ("table", "format", "row B", "bytes", "ratio", "rel err", "max abs err"):
+        fmts.add_column(col, justify="left" if col in ("table", "format") else "right", overflow="fold")
+    for t in info["tables"]:
+        for f in t.get("formats", []):
+            fmts.add_row(t["name"], f["format"], str(f["row_bytes"]), format_bytes(f["bytes"]),
+                         f"{f['compression_ratio']:.1f}x", f"{f['rel_fro_error']:.4f}", f"{f['max_abs_error']:.4f}")
     total = f"total raw {format_bytes(info['raw_bytes'])} in {len(info['tables'])} tables"
-    return Group(tables, tt, total) if tt.row_count else Group(tables, total + ", no TT variants")
+    parts = [tables] + ([tt] if tt.row_count else []) + ([fmts] if fmts.row_count else [])
+    return Group(*parts, total if tt.row_count else total + ", no TT variants")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -120,6 +142,7 @@ BUILD_EXAMPLE = """example:
   screc store build --model tiny --out-dir stores/tiny
   screc store build --model criteo-kaggle --scale 0.05 --tt-ranks 8,16 --out-dir stores/ck --json
   screc store build --model my_spec.toml --import t0=t0.npy --out-dir stores/mine --json runs/build.json
+  screc store build --model tiny --row-formats fp16,int8,int4 --out-dir stores/tiny-q
 """
 VERIFY_EXAMPLE = """example:
   screc store verify stores/tiny
@@ -137,6 +160,9 @@ columns:
   rel err      relative Frobenius error of the rebuilt rows, ||rebuilt - raw|| / ||raw||, over sampled rows
   max abs err  largest absolute difference of one rebuilt element from the raw one, over the same rows
                (measured at build time; `replay --verify` bounds TT bags with it)
+  format       a row format stored beside the raw rows: fp16, int8 (float32 scale and bias after the
+               codes), int4 (float16 scale and bias), FBGEMM's fused row-wise layouts
+  row B        bytes per row in that format;  ratio  raw file bytes / format file bytes
 """
 
 
@@ -153,6 +179,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-ratio", type=float, default=0.05, help="noise std / signal std (default 0.05)")
     p.add_argument("--tt-ranks", default="8,16", help="TT ranks to store, comma separated ('' for none; default 8,16)")
     p.add_argument("--tt-tol", type=float, default=None, help="choose the TT rank from this relative error instead")
+    p.add_argument("--row-formats", default="", metavar="LIST",
+                   help="also store every table in these row formats, comma separated: fp16,int8,int4 "
+                        "(FBGEMM's row-wise layouts; default none)")
     p.add_argument("--import", dest="imports", action="append", metavar="TABLE=FILE",
                    help="take a table's weights from FILE.npy or FILE.h5[:DATASET] (repeatable)")
     add_json_arg(p, "a summary (path, id, tables, bytes, seconds)")

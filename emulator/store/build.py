@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from emulator.store.layout import RowLayout
-from emulator.store.manifest import (BuildInfo, FileEntry, Manifest, StoreWeights, TableEntry, TTEntry,
+from emulator.store.manifest import (BuildInfo, FileEntry, FormatEntry, Manifest, StoreWeights, TableEntry, TTEntry,
                                      WeightsSource, write_manifest)
+from emulator.store.quant import STORED_FORMATS, FormatLayout, quantize_rows, reconstruction_error
 from emulator.store.store import (CHUNK_BYTES, ERROR_SAMPLE_ROWS, IN_MEMORY_TT_BYTES, WRITE_BYTES, Progress, Store,
                                   StoreBuildConfig, _ChecksummedWriter, file_crcs)
 from emulator.store.weights import ArrayRows, SyntheticRows, SyntheticWeightsConfig
@@ -106,6 +107,45 @@ def _build_tt(store_dir: Path, table: TableSpec, lay: RowLayout, raw_file: Path,
     return variants
 
 
+def _build_formats(table: TableSpec, lay: RowLayout, raw_file: Path, config: StoreBuildConfig, index: int,
+                   progress: Progress | None) -> list[FormatEntry]:
+    """Write ``rows/<table>.<format>.bin`` for each requested row format, quantized from the raw file a
+    step at a time, and measure each file's reconstruction error on sampled rows read back from it."""
+    if not config.row_formats:
+        return []
+    raw = lay.rows_view(np.memmap(raw_file, dtype=np.uint8, mode="r"))
+    rpp = lay.rows_per_page
+
+    def raw_rows(r: np.ndarray) -> np.ndarray:
+        return np.asarray(raw[r // rpp, r % rpp], dtype=np.float32)
+
+    rng = np.random.default_rng([config.weights_seed, index, 0xF0F])
+    sample = np.sort(rng.choice(table.rows, size=min(ERROR_SAMPLE_ROWS, table.rows), replace=False))
+    entries = []
+    for fmt in config.row_formats:
+        flay = FormatLayout(table.rows, table.dim, fmt)
+        path = raw_file.parent.parent / "rows" / f"{table.name}.{fmt}.bin"
+        step = max(flay.rows_per_page, (WRITE_BYTES // max(lay.row_bytes, 1)) // flay.rows_per_page
+                   * flay.rows_per_page)
+        w = _ChecksummedWriter(path)
+        try:
+            for start in range(0, table.rows, step):
+                stop = min(table.rows, start + step)
+                w.write(flay.pack(quantize_rows(raw_rows(np.arange(start, stop, dtype=np.int64)), fmt)))
+                if progress:
+                    progress(f"{fmt} {table.name}", stop, table.rows)
+        finally:
+            w.close()
+        stored = flay.rows_view(np.memmap(path, dtype=np.uint8, mode="r"))
+        back = np.asarray(stored[sample // flay.rows_per_page, sample % flay.rows_per_page])
+        err = reconstruction_error(raw_rows(sample), back, fmt)
+        entries.append(FormatEntry(fmt, FileEntry(str(path.relative_to(path.parent.parent)), w.bytes, tuple(w.crcs)),
+                                   flay.row_bytes, flay.rows_per_page, flay.pages, err["rel_fro_error"],
+                                   err["max_abs_error"], err["sample_rows"]))
+        del stored
+    return entries
+
+
 def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfig = StoreBuildConfig(),
                 progress: Progress | None = None) -> Store:
     """Build a store for ``spec`` at ``out`` (replacing an existing one only when complete)."""
@@ -119,10 +159,16 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
     unknown = set(config.imports) - {t.name for t in spec.tables}
     if unknown:
         raise InputError(f"--import names tables not in the spec: {', '.join(sorted(unknown))}")
+    bad = [f for f in config.row_formats if f not in STORED_FORMATS]
+    if bad or len(set(config.row_formats)) != len(config.row_formats):
+        raise InputError(f"row formats must be distinct names among {', '.join(STORED_FORMATS)}, "
+                         f"got {', '.join(config.row_formats)}")
     wcfg = SyntheticWeightsConfig(config.weights_seed, config.signal_rank, config.noise_ratio)
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
         (tmp / "raw").mkdir()
+        if config.row_formats:
+            (tmp / "rows").mkdir()
         tables = []
         h5path = tmp / "tt.h5"
         with h5py.File(h5path, "w") as h5:
@@ -143,14 +189,16 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
                 tt = _build_tt(tmp, table, lay, raw_file, config, h5, i)
                 if progress:
                     progress(f"tt {table.name}", 1, 1)
-                tables.append(TableEntry.of(table.name, lay, raw, tuple(tt), weights))
+                formats = _build_formats(table, lay, raw_file, config, i, progress)
+                tables.append(TableEntry.of(table.name, lay, raw, tuple(tt), weights, tuple(formats)))
         release_reserve(h5path)
         fsync_file(h5path)
         manifest = Manifest(
             spec=spec, tables=tuple(tables),
             files=(FileEntry("tt.h5", h5path.stat().st_size, tuple(file_crcs(h5path))),),
             weights=StoreWeights(config.weights_seed, config.signal_rank, config.noise_ratio),
-            build=BuildInfo(tuple(config.tt_ranks), config.tt_rel_tol, round(time.perf_counter() - t0, 3)))
+            build=BuildInfo(tuple(config.tt_ranks), config.tt_rel_tol, round(time.perf_counter() - t0, 3),
+                            tuple(config.row_formats)))
         fsync_file(write_manifest(tmp, manifest))  # written last
     return Store.open(out)
 
@@ -175,6 +223,7 @@ def verify_store(path: str | os.PathLike, progress: Progress | None = None) -> V
     store = Store.open(path)  # checks manifest integrity and file sizes
     report = VerifyReport(store=str(store.path))
     entries = [(f"table {t.name}", t.raw) for t in store.tables]
+    entries += [(f"table {t.name} {f.format}", f.file) for t in store.tables for f in t.formats]
     entries += [(f"file {f.file}", f) for f in store.manifest.files]
     total = sum(e.bytes for _, e in entries)
     done = 0

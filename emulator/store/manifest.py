@@ -8,7 +8,8 @@
     page_bytes, chunk_bytes  4096, 4 MiB (CRC32 granularity)
     weights                  StoreWeights: how the rows were made (seed, signal rank, noise ratio)
     build                    BuildInfo: requested TT ranks / tolerance, build seconds
-    tables                   one TableEntry per spec table: geometry, raw FileEntry, TT variants
+    tables                   one TableEntry per spec table: geometry, raw FileEntry, TT variants,
+                             row formats (FormatEntry: fp16/int8/int4 file, layout, errors; key only when any)
     files                    FileEntry per shared file (tt.h5)
     remap                    RemapInfo, only in a remapped copy (plans.remap.remap_store)
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from emulator.store.layout import PAGE_BYTES, RowLayout
+from emulator.store.quant import STORED_FORMATS, FormatLayout
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec
 
@@ -75,6 +77,25 @@ class TTEntry:
 
 
 @dataclass(frozen=True)
+class FormatEntry:
+    """A table stored in a row format (emulator.store.quant): its file, page layout and measured errors."""
+
+    format: str  # "fp16" | "int8" | "int4"
+    file: FileEntry
+    row_bytes: int
+    rows_per_page: int
+    pages: int
+    rel_fro_error: float  # of the dequantized rows against the raw ones, over error_sample_rows sampled rows
+    max_abs_error: float
+    error_sample_rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "file": self.file.to_dict(), "row_bytes": self.row_bytes,
+                "rows_per_page": self.rows_per_page, "pages": self.pages, "rel_fro_error": self.rel_fro_error,
+                "max_abs_error": self.max_abs_error, "error_sample_rows": self.error_sample_rows}
+
+
+@dataclass(frozen=True)
 class WeightsSource:
     """Where a table's rows came from: ``"synthetic"`` or ``"import"`` (with the imported file)."""
 
@@ -100,12 +121,16 @@ class TableEntry:
     raw: FileEntry
     tt: tuple[TTEntry, ...]
     weights: WeightsSource
+    formats: tuple[FormatEntry, ...] = ()  # row formats stored beside the raw rows (JSON key only when any)
 
     @classmethod
     def of(cls, name: str, lay: RowLayout, raw: FileEntry, tt: tuple[TTEntry, ...],
-           weights: WeightsSource) -> "TableEntry":
+           weights: WeightsSource, formats: tuple[FormatEntry, ...] = ()) -> "TableEntry":
         return cls(name, lay.rows, lay.dim, lay.dtype, lay.row_bytes, lay.rows_per_page, lay.pages_per_row,
-                   lay.pages, raw, tuple(tt), weights)
+                   lay.pages, raw, tuple(tt), weights, tuple(formats))
+
+    def row_format(self, name: str) -> FormatEntry | None:
+        return next((f for f in self.formats if f.format == name), None)
 
     @property
     def tt_ranks(self) -> list[int]:
@@ -119,7 +144,8 @@ class TableEntry:
         return {"name": self.name, "rows": self.rows, "dim": self.dim, "dtype": self.dtype,
                 "row_bytes": self.row_bytes, "rows_per_page": self.rows_per_page,
                 "pages_per_row": self.pages_per_row, "pages": self.pages, "raw": self.raw.to_dict(),
-                "tt": [v.to_dict() for v in self.tt], "weights": self.weights.to_dict()}
+                "tt": [v.to_dict() for v in self.tt], "weights": self.weights.to_dict(),
+                **({"formats": [f.to_dict() for f in self.formats]} if self.formats else {})}
 
 
 @dataclass(frozen=True)
@@ -141,9 +167,11 @@ class BuildInfo:
     tt_ranks: tuple[int, ...]
     tt_rel_tol: float | None
     seconds: float
+    row_formats: tuple[str, ...] = ()  # requested row formats (JSON key only when any)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tt_ranks": list(self.tt_ranks), "tt_rel_tol": self.tt_rel_tol, "seconds": self.seconds}
+        d = {"tt_ranks": list(self.tt_ranks), "tt_rel_tol": self.tt_rel_tol, "seconds": self.seconds}
+        return {**d, "row_formats": list(self.row_formats)} if self.row_formats else d
 
 
 @dataclass(frozen=True)
@@ -249,6 +277,24 @@ class _Parser:
                        tuple(v["tt_ranks"]), v["bytes"], v["compression_ratio"], v["rel_fro_error"],
                        v["max_abs_error"], v["error_sample_rows"])
 
+    def row_format(self, v: Any, w: str, ts) -> FormatEntry:
+        if not isinstance(v, dict) or v.get("format") not in STORED_FORMATS:
+            raise self.bad(f"{w}.format must be one of {', '.join(STORED_FORMATS)}")
+        lay = FormatLayout(ts.rows, ts.dim, v["format"])
+        file = self.file(v.get("file"), f"{w}.file")
+        for k in ("row_bytes", "rows_per_page", "pages"):
+            if v.get(k) != getattr(lay, k):
+                raise self.bad(f"{w}.{k} is {v.get(k)!r}, the {v['format']} layout says {getattr(lay, k)}")
+        if file.bytes != lay.file_bytes:
+            raise self.bad(f"{w}.file.bytes is {file.bytes}, the {v['format']} layout says {lay.file_bytes}")
+        for k in ("rel_fro_error", "max_abs_error"):
+            if not _is_number(v.get(k)):
+                raise self.bad(f"{w}.{k} must be a finite number >= 0")
+        if not _is_int(v.get("error_sample_rows")):
+            raise self.bad(f"{w}.error_sample_rows must be a whole number >= 0")
+        return FormatEntry(v["format"], file, v["row_bytes"], v["rows_per_page"], v["pages"], v["rel_fro_error"],
+                           v["max_abs_error"], v["error_sample_rows"])
+
     def weights_source(self, w: Any, what: str) -> WeightsSource:
         if not isinstance(w, dict) or not isinstance(w.get("source"), str) \
                 or not isinstance(w.get("file", ""), str) or set(w) - {"source", "file"}:
@@ -274,7 +320,13 @@ class _Parser:
             raise self.bad(f"tables[{i}].tt is not a list")
         tt = tuple(self.tt(v, f"tables[{i}].tt[{j}]") for j, v in enumerate(tts))
         weights = self.weights_source(t.get("weights"), f"tables[{i}].weights")
-        return TableEntry.of(ts.name, lay, raw, tt, weights)
+        fmts = t.get("formats", [])
+        if not isinstance(fmts, list) or ("formats" in t and not fmts):
+            raise self.bad(f"tables[{i}].formats must be a non-empty list when present")
+        formats = tuple(self.row_format(v, f"tables[{i}].formats[{j}]", ts) for j, v in enumerate(fmts))
+        if len({f.format for f in formats}) != len(formats):
+            raise self.bad(f"tables[{i}].formats lists a format twice")
+        return TableEntry.of(ts.name, lay, raw, tt, weights, formats)
 
     def provenance(self, m: Mapping[str, Any]) -> tuple[StoreWeights, BuildInfo, RemapInfo | None]:
         w, b, r = m.get("weights"), m.get("build"), m.get("remap")
@@ -287,7 +339,10 @@ class _Parser:
                 or not all(_is_int(x, 1) for x in b["tt_ranks"]) or not (tol is None or _is_number(tol)) \
                 or not _is_number(b.get("seconds")):
             raise self.bad("'build' must hold tt_ranks (whole numbers), tt_rel_tol (a number or null) and seconds")
-        build = BuildInfo(tuple(b["tt_ranks"]), tol, b["seconds"])
+        fmts = b.get("row_formats", [])
+        if not isinstance(fmts, list) or not all(isinstance(f, str) for f in fmts) or ("row_formats" in b and not fmts):
+            raise self.bad("'build'.row_formats must be a non-empty list of format names when present")
+        build = BuildInfo(tuple(b["tt_ranks"]), tol, b["seconds"], tuple(fmts))
         if r is None and "remap" not in m:
             return weights, build, None
         keys = ("file", "source_store_id", "raw_row_order", "tt_row_order")

@@ -4,6 +4,7 @@ A store is a directory::
 
     manifest.json     format, spec, layout, files, per-chunk CRC32s, TT shapes/ranks/errors
     raw/<table>.bin   raw rows, pages of 4 KiB (see emulator.store.layout), read with O_DIRECT
+    rows/<table>.<format>.bin   optional: the rows in a row format (fp16, int8, int4; emulator.store.quant)
     tt.h5             TT cores, group <table>/r<rank>, FBTT attribute names
 
 It is built in a temporary sibling directory and renamed into place only when
@@ -49,6 +50,7 @@ class StoreBuildConfig:
     tt_rel_tol: float | None = None  # choose the rank from an error tolerance instead
     tt_min_rows: int = 256  # smaller tables are not worth compressing
     imports: Mapping[str, str] = field(default_factory=dict)  # table name -> .npy / .h5[:dataset]
+    row_formats: tuple[str, ...] = ()  # row formats written beside the raw rows (emulator.store.quant)
 
 
 class _ChecksummedWriter:
@@ -132,6 +134,10 @@ class Store:
             if f.stat().st_size != t.raw.bytes or t.raw.bytes != lay.file_bytes:
                 raise InputError(f"raw file of table {t.name} has {f.stat().st_size} bytes, "
                                  f"expected {lay.file_bytes}", f)
+            for fe in t.formats:
+                f = p / fe.file.file
+                if not f.is_file() or f.stat().st_size != fe.file.bytes:
+                    raise InputError(f"{fe.format} file of table {t.name} is missing or not {fe.file.bytes} bytes", f)
         return store
 
     # --- lookups by the serving path and by references ------------------------------

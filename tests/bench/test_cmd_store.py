@@ -72,3 +72,17 @@ def test_info_view_fits_80_columns(tiny_store):
     text = con.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert text.count("│ t0 ") == 3  # t0 in the tables' table and once per TT rank (4 and 8)
+
+
+def test_build_row_formats_and_info(tmp_path, capsys):
+    code, _, err = run_cli(["store", "build", "--model", "tiny", "--tt-ranks", "", "--row-formats", "int8,int4",
+                            "--out-dir", str(tmp_path / "s")], capsys)
+    assert code == 0, err
+    code, out, _ = run_cli(["store", "info", str(tmp_path / "s"), "--json"], capsys)
+    # t0: 500 x 16 fp32, raw 8 pages; int8 24-byte rows in 3 pages (ratio 8 / 3), int4 12-byte rows in 2 pages
+    fmts = {f["format"]: f for f in json.loads(out)["tables"][0]["formats"]}
+    assert fmts["int8"]["bytes"] == 3 * 4096 and fmts["int8"]["compression_ratio"] == pytest.approx(8 / 3)
+    assert fmts["int4"]["row_bytes"] == 12 and fmts["int4"]["bytes"] == 2 * 4096
+    code, _, err = run_cli(["store", "build", "--model", "tiny", "--row-formats", "int8,int3",
+                            "--out-dir", str(tmp_path / "t")], capsys)
+    assert code == 2 and one_line_error(err) and "int3" in err and not (tmp_path / "t").exists()

@@ -114,3 +114,96 @@ def test_layout_packs_whole_rows_per_page(rng):
     assert view.shape == (3, 56, 72)
     assert np.array_equal(view[1, 0], stored[56]) and np.array_equal(view[2, 17], stored[129])
     assert np.array_equal(packed[56 * 72:4096], np.zeros(4096 - 56 * 72, np.uint8))  # the page's unused tail
+
+
+# ---------------------------------------------------------------- stores with row formats
+
+
+@pytest.fixture(scope="module")
+def quant_store(tmp_path_factory, tiny_spec):
+    from emulator.store.build import build_store
+    from emulator.store.store import StoreBuildConfig
+
+    path = tmp_path_factory.mktemp("qstore") / "tiny"
+    build_store(tiny_spec, path, StoreBuildConfig(weights_seed=1, tt_ranks=(), row_formats=("fp16", "int8", "int4")))
+    return path
+
+
+def test_build_writes_each_format_with_its_layout(quant_store):
+    from emulator.store.store import Store
+
+    store = Store.open(quant_store)
+    t0 = store.table("t0")  # tiny preset: 500 rows of dim 16 fp32
+    assert [f.format for f in t0.formats] == ["fp16", "int8", "int4"]
+    int8 = t0.row_format("int8")
+    # int8 dim 16: 16 + 8 = 24-byte rows, 4096 // 24 = 170 a page, ceil(500 / 170) = 3 pages = 12 KiB
+    assert (int8.row_bytes, int8.rows_per_page, int8.pages, int8.file.bytes) == (24, 170, 3, 3 * 4096)
+    assert int8.file.file == "rows/t0.int8.bin" and (quant_store / "rows/t0.int8.bin").stat().st_size == 12288
+    # every row in the file is the quantized raw row, at its page position
+    raw = store.read_range(0, 0, 500).astype(np.float32)
+    lay = FormatLayout(500, 16, "int8")
+    stored = lay.rows_view(np.fromfile(quant_store / "rows/t0.int8.bin", np.uint8))
+    r = np.arange(500)
+    assert np.array_equal(stored[r // 170, r % 170], quantize_rows(raw, "int8"))
+    assert store.manifest.build.row_formats == ("fp16", "int8", "int4")
+
+
+def test_measured_errors_are_within_the_formats_steps(quant_store):
+    from emulator.store.store import Store
+
+    store = Store.open(quant_store)
+    for i, t in enumerate(store.tables):
+        raw = store.read_range(i, 0, t.rows).astype(np.float32)
+        for fmt in ("int8", "int4"):
+            e = t.row_format(fmt)
+            scale, _ = scale_bias(quantize_rows(raw, fmt), fmt, t.dim)
+            # at most half a step, plus (int4) the fp16 bias and the top code off by up to one more step
+            assert 0 < e.max_abs_error <= scale.max() * (0.5 if fmt == "int8" else 1.5), (t.name, fmt)
+            assert e.error_sample_rows == t.rows  # tiny tables: every row sampled (ERROR_SAMPLE_ROWS = 4096)
+            assert e.rel_fro_error < (0.01 if fmt == "int8" else 0.2)
+        assert t.row_format("fp16").rel_fro_error < 1e-3
+    assert store.table("t2").row_format("fp16").max_abs_error == 0.0  # t2 is an fp16 table: fp16 is exact
+
+
+def test_manifest_with_formats_round_trips(quant_store, tmp_path):
+    import json
+
+    from emulator.store.manifest import parse_manifest, write_manifest
+
+    doc = json.loads((quant_store / "manifest.json").read_text())
+    assert "formats" in doc["tables"][0] and doc["build"]["row_formats"] == ["fp16", "int8", "int4"]
+    write_manifest(tmp_path, parse_manifest(doc, quant_store / "manifest.json"))
+    assert (tmp_path / "manifest.json").read_text() == (quant_store / "manifest.json").read_text()
+    doc["tables"][0]["formats"][1]["row_bytes"] = 25
+    with pytest.raises(Exception, match=r"tables\[0\].formats\[1\].row_bytes is 25, the int8 layout says 24"):
+        parse_manifest(doc, quant_store / "manifest.json")
+
+
+def test_verify_and_open_catch_damaged_format_files(quant_store, tmp_path):
+    import shutil
+
+    from emulator.store.build import verify_store
+    from emulator.store.store import Store
+    from tracegen.errors import InputError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(quant_store, copy)
+    f = copy / "rows/t1.int4.bin"
+    data = bytearray(f.read_bytes())
+    data[100] ^= 1
+    f.write_bytes(bytes(data))
+    report = verify_store(copy)
+    assert not report.ok and "table t1 int4: rows/t1.int4.bin checksum mismatch" in report.problems[0]
+    f.write_bytes(bytes(data[:-1]))
+    with pytest.raises(InputError, match="int4 file of table t1 is missing or not"):
+        Store.open(copy)
+
+
+def test_unknown_format_is_refused_before_building(tmp_path, tiny_spec):
+    from emulator.store.build import build_store
+    from emulator.store.store import StoreBuildConfig
+    from tracegen.errors import InputError
+
+    with pytest.raises(InputError, match="row formats must be distinct names among fp16, int8, int4"):
+        build_store(tiny_spec, tmp_path / "s", StoreBuildConfig(tt_ranks=(), row_formats=("int8", "int3")))
+    assert not (tmp_path / "s").exists()
