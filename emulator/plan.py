@@ -19,15 +19,14 @@ Tiers, per table, after the (optional) address remapping:
 from __future__ import annotations
 
 import dataclasses
-import json
 import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from emulator.jsondoc import load_json_doc, save_json_doc
 from emulator.tiers import COLD_TIERS, TIERS  # noqa: F401  (re-exported)
-from tracegen.atomic import atomic_path
 from tracegen.errors import InputError
 
 PLAN_FORMAT = "screc-plan"
@@ -136,26 +135,12 @@ class Plan:
         return cls(**d)
 
     def save(self, path: str | os.PathLike) -> None:
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        save_json_doc(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Plan":
         p = Path(path)
-        if not p.is_file():
-            raise InputError("plan file not found", p)
-        try:
-            d = json.loads(p.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InputError(f"not a JSON plan ({e.__class__.__name__})", p) from None
-        if not isinstance(d, dict) or d.get("format") != PLAN_FORMAT:
-            raise InputError("not a screc plan (format field missing or wrong)", p)
-        if d.get("version") != PLAN_FORMAT_VERSION:
-            raise InputError(f"plan version {d.get('version')} is not supported (expected {PLAN_FORMAT_VERSION})", p)
-        try:
-            plan = cls.from_dict(d)
-        except (TypeError, ValueError, KeyError) as e:
-            raise InputError(f"bad plan: {e}", p) from None
+        plan = load_json_doc(p, "plan", PLAN_FORMAT, (PLAN_FORMAT_VERSION,), cls.from_dict)
         if plan.remap and not Path(plan.remap).is_absolute():  # stored relative to the plan file
             plan = dataclasses.replace(plan, remap=str(p.parent / plan.remap))
         return plan

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from tracegen.atomic import atomic_path
-from tracegen.errors import InputError
+from emulator.jsondoc import load_json_doc, save_json_doc
 
 PAGE_BYTES = 4096
 CALIBRATION_FORMAT = "screc-calibration"
@@ -147,27 +144,11 @@ class Calibration:
         return cls(**d)
 
     def save(self, path: str | os.PathLike) -> None:
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        save_json_doc(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Calibration":
-        p = Path(path)
-        if not p.is_file():
-            raise InputError("calibration file not found", p)
-        try:
-            d = json.loads(p.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise InputError(f"not a JSON calibration ({e.__class__.__name__})", p) from None
-        if not isinstance(d, dict) or d.get("format") != CALIBRATION_FORMAT:
-            raise InputError("not a screc calibration (format field missing or wrong)", p)
-        if d.get("version") not in CALIBRATION_VERSIONS_READ:
-            raise InputError(f"calibration version {d.get('version')} is not supported "
-                             f"(expected one of {CALIBRATION_VERSIONS_READ})", p)
-        try:
-            return cls.from_dict(d)
-        except (TypeError, ValueError, KeyError, AttributeError) as e:
-            raise InputError(f"bad calibration: {e}", p) from None
+        return load_json_doc(path, "calibration", CALIBRATION_FORMAT, CALIBRATION_VERSIONS_READ, cls.from_dict)
 
 
 @dataclass(frozen=True)
