@@ -13,6 +13,8 @@ from rich.table import Table
 
 from bench.common import (add_dram_budget_arg, add_json_arg, add_model_arg, add_qd_arg, ensure_writable_file,
                           format_bytes, size_arg, stdout_console, write_json)
+from bench.plan_explain import EXPLAIN_HELP, add_explain_args, explain_payload, render_explain
+from bench.plan_sizing import add_size_parser
 from emulator.plan import Plan
 from plans.planner import DEVICE_PROFILES, PLANNER_NAMES, PlanningConfig, run_planning, save_planned
 from tracegen.errors import InputError
@@ -45,8 +47,9 @@ SHOW_EXAMPLE = """example:
   screc plan show runs/plan.json --store stores/tiny     (refuses a plan made for another store or a hand-edited
                                                           entry the store does not match)
   screc plan show runs/plan.json --json runs/plan-copy.json
+  screc plan show runs/plan.json --explain --store stores/tiny --trace traces/tiny.h5 --profile-batches 50
 
-""" + PLAN_COLUMNS
+""" + PLAN_COLUMNS + "\n" + EXPLAIN_HELP
 
 
 def planning_config(args: argparse.Namespace) -> PlanningConfig:
@@ -203,6 +206,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         from plans.planner import load_plan
 
         plan = load_plan(args.plan, Store.open(args.store))
+    if args.explain:
+        return _show_explained(args, plan)
     if args.json:
         write_json(args.json, plan.to_dict())
     if args.json != "-":
@@ -212,6 +217,23 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise InputError(f"the plan's 'predicted' or 'solver' section is malformed ({e.__class__.__name__}: {e})",
                              args.plan) from None
         stdout_console().print(view)
+    return 0
+
+
+def _show_explained(args: argparse.Namespace, plan: Plan) -> int:
+    """``plan show --explain``: the plan, then why (``bench/plan_explain.py``)."""
+    if not args.store:
+        raise InputError("--explain needs --store and --trace (the statistics the plan was made on)")
+    from emulator.store.store import Store
+
+    ensure_writable_file(args.json)
+    payload = explain_payload(args, plan, Store.open(args.store))
+    if args.json:
+        write_json(args.json, {"plan": plan.to_dict(), "explain": payload})
+        if args.json == "-":
+            return 0
+    stdout_console().print(render_plan(plan))
+    stdout_console().print(render_explain(payload))
     return 0
 
 
@@ -256,5 +278,7 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("plan", help="plan JSON")
     s.add_argument("--store", help="refuse the plan unless it was made for this store")
-    add_json_arg(s, "the plan")
+    add_json_arg(s, "the plan (with --explain: and the explanation)")
+    add_explain_args(s)
     s.set_defaults(func=cmd_show)
+    add_size_parser(subparsers)

@@ -170,6 +170,11 @@ def _calibration_and_devices(cfg: PlanningConfig) -> tuple[Any, list, list[PlanN
     return calib, devices, notes
 
 
+def planning_machine(cfg: PlanningConfig) -> tuple[Any, list, list[PlanNote]]:
+    """The calibration, device profiles and notes ``cfg`` plans for (what :func:`plan_from_profile` uses)."""
+    return _calibration_and_devices(cfg)
+
+
 def _with_drift(plan: Plan, profile: Profile) -> tuple[Plan, list[PlanNote]]:
     if profile.later is None:
         return plan, []
