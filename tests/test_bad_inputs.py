@@ -357,7 +357,7 @@ CASES = [
        None, "plan.json")
       for cmd, extra in (("io", ["--file", "@f.bin", "--size", "1MiB"]), ("dram", []), ("tt", []))
       for flag, out in (("--json", "r.json"), ("--out-dir", "runs"))],
-    ("bench-predict-out-under-file", ["bench", "predict", "--store", S, "--trace", T, "--out", "@plan.json/r.json"],
+    ("bench-predict-out-under-file", ["bench", "predict", "--store", S, "--trace", T, "--json", "@plan.json/r.json"],
      None, "plan.json"),
     ("bench-predict-planner", ["bench", "predict", "--store", S, "--trace", T, "--planners", "mip,nope"], None,
      "nope"),
