@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -40,20 +40,39 @@ CHUNK_BYTES = 4 << 20  # checksum granularity
 MANIFEST_FILE = "manifest.json"
 
 
+def _json_value(v: Any) -> Any:
+    if isinstance(v, _Record):
+        return v.to_dict()
+    return [_json_value(x) for x in v] if isinstance(v, tuple) else v
+
+
+class _Record:
+    """A manifest record's JSON form: its fields by name, tuples as lists, nested records as objects; the fields
+    named in ``_OMIT_EMPTY`` are left out when empty or None (keys that older manifests do not have)."""
+
+    _OMIT_EMPTY: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if f.name in self._OMIT_EMPTY and (v is None or v == ()):
+                continue
+            out[f.name] = _json_value(v)
+        return out
+
+
 @dataclass(frozen=True)
-class FileEntry:
+class FileEntry(_Record):
     """A file of the store (path relative to the store) and one CRC32 per CHUNK_BYTES chunk."""
 
     file: str
     bytes: int
     crc32: tuple[int, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "bytes": self.bytes, "crc32": list(self.crc32)}
-
 
 @dataclass(frozen=True)
-class TTEntry:
+class TTEntry(_Record):
     """One TT-compressed variant of a table: where its cores are, their shapes, measured errors."""
 
     rank: int  # the largest TT rank (the effective one: a tolerance may choose it)
@@ -68,16 +87,9 @@ class TTEntry:
     max_abs_error: float
     error_sample_rows: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "file": self.file, "group": self.group,
-                "tt_p_shapes": list(self.tt_p_shapes), "tt_q_shapes": list(self.tt_q_shapes),
-                "tt_ranks": list(self.tt_ranks), "bytes": self.bytes, "compression_ratio": self.compression_ratio,
-                "rel_fro_error": self.rel_fro_error, "max_abs_error": self.max_abs_error,
-                "error_sample_rows": self.error_sample_rows}
-
 
 @dataclass(frozen=True)
-class FormatEntry:
+class FormatEntry(_Record):
     """A table stored in a row format (emulator.store.quant): its file, page layout and measured errors."""
 
     format: str  # "fp16" | "int8" | "int4"
@@ -89,27 +101,21 @@ class FormatEntry:
     max_abs_error: float
     error_sample_rows: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": self.format, "file": self.file.to_dict(), "row_bytes": self.row_bytes,
-                "rows_per_page": self.rows_per_page, "pages": self.pages, "rel_fro_error": self.rel_fro_error,
-                "max_abs_error": self.max_abs_error, "error_sample_rows": self.error_sample_rows}
-
 
 @dataclass(frozen=True)
-class WeightsSource:
+class WeightsSource(_Record):
     """Where a table's rows came from: ``"synthetic"`` or ``"import"`` (with the imported file)."""
 
+    _OMIT_EMPTY = ("file",)
     source: str
     file: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source} if self.file is None else {"source": self.source, "file": self.file}
-
 
 @dataclass(frozen=True)
-class TableEntry:
+class TableEntry(_Record):
     """One table of the store: its geometry (as RowLayout computes it), raw file and TT variants."""
 
+    _OMIT_EMPTY = ("formats",)
     name: str
     rows: int
     dim: int
@@ -140,16 +146,9 @@ class TableEntry:
     def tt_variant(self, rank: int) -> TTEntry | None:
         return next((v for v in self.tt if v.rank == rank), None)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "rows": self.rows, "dim": self.dim, "dtype": self.dtype,
-                "row_bytes": self.row_bytes, "rows_per_page": self.rows_per_page,
-                "pages_per_row": self.pages_per_row, "pages": self.pages, "raw": self.raw.to_dict(),
-                "tt": [v.to_dict() for v in self.tt], "weights": self.weights.to_dict(),
-                **({"formats": [f.to_dict() for f in self.formats]} if self.formats else {})}
-
 
 @dataclass(frozen=True)
-class StoreWeights:
+class StoreWeights(_Record):
     """How synthetic rows were generated (see emulator.store.weights)."""
 
     seed: int
@@ -157,35 +156,25 @@ class StoreWeights:
     noise_ratio: float
     source: str = "synthetic"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "seed": self.seed, "signal_rank": self.signal_rank,
-                "noise_ratio": self.noise_ratio}
-
 
 @dataclass(frozen=True)
-class BuildInfo:
+class BuildInfo(_Record):
+    _OMIT_EMPTY = ("row_formats",)
+
     tt_ranks: tuple[int, ...]
     tt_rel_tol: float | None
     seconds: float
     row_formats: tuple[str, ...] = ()  # requested row formats (JSON key only when any)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = {"tt_ranks": list(self.tt_ranks), "tt_rel_tol": self.tt_rel_tol, "seconds": self.seconds}
-        return {**d, "row_formats": list(self.row_formats)} if self.row_formats else d
-
 
 @dataclass(frozen=True)
-class RemapInfo:
+class RemapInfo(_Record):
     """A remapped copy: raw rows in the remapped order, TT rows in the original order (see plans.remap)."""
 
     file: str
     source_store_id: str
     raw_row_order: str = "remapped"
     tt_row_order: str = "original"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "source_store_id": self.source_store_id, "raw_row_order": self.raw_row_order,
-                "tt_row_order": self.tt_row_order}
 
 
 @dataclass(frozen=True)
