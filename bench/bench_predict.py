@@ -136,7 +136,7 @@ def _row(planner: str, label: str, budget: int, plan, m) -> dict[str, Any]:
 
 def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Solve every planner x budget, replay each plan ``repeats`` times; returns a JSON-ready dict."""
-    from bench.measure import BatchRange, MeasureConfig, measure_rounds
+    from bench.measure import FEW_BATCHES, BatchRange, MeasureConfig, measure_rounds
     from emulator.replay.engine import ReplayConfig
     from emulator.store.store import Store
     from plans.calibration import measure_calibration
@@ -167,7 +167,10 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
             ms = measure_rounds(store, reader, named, BatchRange(profile, replayed),
                                 ReplayConfig(engine=cfg.engine, queue_depth=cfg.queue_depth), mcfg, on_step=step)
     rows = [_row(planner, label, budget, plan, m) for (planner, label, budget, plan), m in zip(plans, ms)]
+    notes = [f"only {replayed - 1} steady-state batches per replay (fewer than {FEW_BATCHES}): rough figures, "
+             f"replay more with --batches or a longer trace"] if replayed - 1 < FEW_BATCHES else []
     return {
+        "notes": notes,
         "config": {**asdict(cfg), "profile_batches": profile, "replayed_batches": replayed},
         "store_id": store.store_id, "calibration": cfg.calibration or "measured in this run",
         "calibration_basis": calibration_basis(calib), "calibration_s": calibration_s,
@@ -207,7 +210,7 @@ def render(result: dict[str, Any]) -> RenderableType:
     summary = (f"{s['within_goal']} of {s['plans']} plans within {s['goal']:.0%}; |error| median "
                f"{s['median_abs_error']:.0%}, mean {s['mean_abs_error']:.0%}, worst {s['max_abs_error']:.0%}; "
                f"slowest replay of a plan above its fastest: median {s['median_run_spread']:.0%}; {calib}")
-    return Group(main, what, summary)
+    return Group(main, what, summary, *(f"note: {n}" for n in result.get("notes", [])))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

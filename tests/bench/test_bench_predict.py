@@ -41,6 +41,7 @@ def test_predict_replays_every_plan_and_reports_its_error(tiny_store, tiny_trace
     assert result["config"]["replayed_batches"] == 3  # tiny trace: 4 batches, 1 profiled
     assert result["calibration_basis"] == "modelled"  # the default calibration's rates are modelled
     assert result["summary"]["plans"] == 4
+    assert "only 2 steady-state batches" in result["notes"][0]  # 3 replayed, the first apart: flagged
 
 
 def test_summary_against_hand_figures():
