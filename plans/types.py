@@ -182,10 +182,10 @@ class WorkloadStats:
         return float(sum(t.lookups_per_batch for t in self.tables))
 
     def table(self, name: str) -> TableStats:
-        for t in self.tables:
-            if t.name == name:
-                return t
-        raise KeyError(name)
+        found = next((t for t in self.tables if t.name == name), None)
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         return {"tables": [t.to_dict() for t in self.tables], "batch_size": self.batch_size, "source": self.source,
