@@ -212,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for budget in budgets:
             plans, plan_notes = policy_plans(store, reader, budget, policies, args, plan_dir)
             ms = measure_rounds(store, reader, plans, measured, replay, mcfg,
-                                watch=lambda stats: LiveView(stats.snapshot, err, live=live),
+                                watch=lambda stats: LiveView(stats.snapshot, err, live=live, transient=True),
                                 on_step=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
             rows = compare_rows(store, ms, budget, plan_notes)
             mnotes = notes(ms, mcfg)

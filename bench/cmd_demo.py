@@ -125,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out.print(f"5. measure: {mcfg.rounds} round(s) over the policies, each run warmed up on "
                   f"{mcfg.warmup_batches} batches, then >= {mcfg.min_batches} batches and >= {mcfg.min_seconds:g} s")
         ms = measure_rounds(store, reader, plans, BatchRange(0, reader.num_batches), base, mcfg,
-                            watch=lambda stats: LiveView(stats.snapshot, err, live=live),
+                            watch=lambda stats: LiveView(stats.snapshot, err, live=live, transient=True),
                             on_step=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
     rows = []
     for m in ms:

@@ -209,18 +209,19 @@ class LiveView:
     exit). ``clock`` decides when a plain line is due; the thread itself wakes
     every ``1 / refresh_per_s`` seconds of real time. With ``background=False``
     no thread is started and the owner calls :meth:`tick` (tests do this with
-    a fake clock). A failure of the display is reported once on the console and
+    a fake clock). ``transient``: the live display is cleared when the view closes (for the many short runs
+    of ``compare`` and ``demo``, which print their own tables). A failure of the display is reported once on the console and
     never interrupts the replay.
     """
 
     def __init__(self, snapshot_fn: Callable[[], Snapshot], console: Console, *, refresh_per_s: float = 4.0,
                  live: bool = True, plain_interval_s: float = 5.0, clock: Callable[[], float] = time.monotonic,
-                 background: bool = True):
+                 background: bool = True, transient: bool = False):
         if not refresh_per_s > 0 or not plain_interval_s > 0:
             raise ValueError("refresh_per_s and plain_interval_s must be > 0")
         self.snapshot_fn, self.console, self.live = snapshot_fn, console, bool(live)
         self.refresh_per_s, self.plain_interval_s = float(refresh_per_s), float(plain_interval_s)
-        self.clock, self.background = clock, background
+        self.clock, self.background, self.transient = clock, background, transient
         self.error: BaseException | None = None
         self.lines_printed = 0
         self.refreshes = 0
@@ -234,8 +235,8 @@ class LiveView:
     def __enter__(self) -> "LiveView":
         self._next_due = self.clock() + self.plain_interval_s
         if self.live:
-            self._live = Live(console=self.console, auto_refresh=False, transient=False, redirect_stdout=False,
-                              redirect_stderr=False)
+            self._live = Live(console=self.console, auto_refresh=False, transient=self.transient,
+                              redirect_stdout=False, redirect_stderr=False)
             self._live.start()
         if self.background:
             self._thread = threading.Thread(target=self._run, name="screc-live-view", daemon=True)

@@ -128,6 +128,21 @@ def test_live_view_renders_from_its_thread_and_on_exit():
     assert "5/5 (100.0%)" in buf.getvalue()
 
 
+def test_transient_view_clears_its_display():
+    outputs = {}
+    for transient in (False, True):
+        stats = ReplayStats()
+        stats.start(5, 8, "all-dram", 1 << 20)
+        buf = io.StringIO()
+        console = Console(file=buf, width=100, force_terminal=True, color_system=None)
+        with LiveView(stats.snapshot, console, refresh_per_s=50, live=True, transient=transient):
+            for _ in range(5):
+                stats.record_batch(1e-3, 8, 64)
+        outputs[transient] = buf.getvalue()
+    erase_line = "\x1b[2K"  # the terminal code rich sends to clear each line of a transient display
+    assert outputs[True].rstrip().endswith(erase_line) and not outputs[False].rstrip().endswith(erase_line)
+
+
 def test_a_failing_display_never_stops_the_replay():
     console = Console(file=io.StringIO(), width=100, color_system=None)
 
