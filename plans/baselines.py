@@ -255,7 +255,7 @@ class GreedyPlanner(Planner):
 
 
 class MIPPlanner(Planner):
-    name = "mip"
+    name = "screc"  # the policy the MIP produces is called screc everywhere
 
     def __init__(self, options: PlannerOptions = PlannerOptions()):
         self.options = options
@@ -268,10 +268,12 @@ class MIPPlanner(Planner):
         return plan
 
 
-PLANNERS = {"mip": MIPPlanner, "greedy": GreedyPlanner, "static-topk": StaticTopKPlanner, "all-ssd": AllSSDPlanner}
+PLANNERS = {"screc": MIPPlanner, "greedy": GreedyPlanner, "static-topk": StaticTopKPlanner, "all-ssd": AllSSDPlanner}
+PLANNER_ALIASES = {"mip": "screc"}  # the MIP policy's old name
 
 
 def make_planner(name: str, options: PlannerOptions = PlannerOptions()) -> Planner:
+    name = PLANNER_ALIASES.get(name, name)
     if name not in PLANNERS:
         raise InputError(f"unknown planner {name!r} (one of {', '.join(PLANNERS)})")
     cls = PLANNERS[name]

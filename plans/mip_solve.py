@@ -164,7 +164,7 @@ def _solve(problem, solver, time_limit_s, gap, threads, warm_start=False) -> Sol
 
 
 def extract_plan(problem: pulp.LpProblem, handles: MIPHandles, result: SolveResult | None = None, *,
-                 planner: str = "mip", remap: str | None = None) -> Plan:
+                 planner: str = "screc", remap: str | None = None) -> Plan:
     """The plan the solution describes, with the cost model's prediction of it.
 
     Pooled problems are finished by ``plans.assign.assign_devices`` (stage 2); the reported gap is then
