@@ -145,7 +145,10 @@ class RawRing:
             if hasattr(self, name):
                 delattr(self, name)  # drop the NumPy exports before unmapping
         for m in self._maps:
-            m.close()
+            try:
+                m.close()
+            except BufferError:  # a view is still referenced (the frame of a call Ctrl-C interrupted): the
+                pass  # mapping goes when that view is collected; the ring itself is closed below
         self._maps = []
         if self.fd >= 0:
             os.close(self.fd)
