@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
     ("bench.bench_dram", "bench", ""),
     ("bench.bench_tt", "bench", ""),
     ("bench.bench_predict", "bench", ""),
+    ("bench.bench_quant", "bench", ""),
     ("bench.cmd_report", None, ""),
     ("bench.cmd_demo", None, ""),
 )
