@@ -4,6 +4,7 @@ the fio-missing path, the command line. No timing assertions."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -127,3 +128,31 @@ def test_cli_bad_input_exit_2(tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("screc: error:") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c.bin").exists()  # refused before the test file is made
+
+
+def test_ctrl_c_mid_run_exits_130_with_one_line(tmp_path):
+    """SIGINT while reads are in flight: exit 130, one line, no traceback, no result written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "c.bin"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "bench", "io", "--file", str(data), "--size", "8MiB",
+                             "--qd", "32", "--seconds", "30", "--engine", _engine(), "--json", str(tmp_path / "r.json"),
+                             "--out-dir", str(tmp_path / "runs")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ,
+                                                                                              "PATH": str(tmp_path)})
+    try:
+        for _ in range(600):  # the test file appears once the command is past its imports, inside the run
+            if data.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)  # well into the first queue depth's reads
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "screc: interrupted"
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "runs").exists()
