@@ -19,6 +19,7 @@ They all ask ``plans.cost`` for every number.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from typing import Sequence
 
 from emulator.plan import DevicePlan, Plan, TablePlacement
@@ -92,6 +93,96 @@ class StaticTopKPlanner(Planner):
         return finish_plan(tables, dplans, stats, calibration, budgets, devices, self.name)
 
 
+class _ParallelLoads:
+    """Per device (parallel model): IO seconds, memory-core and compute-core seconds, device DRAM and SSD bytes
+    of the tables placed on it."""
+
+    def __init__(self, devices: Sequence[DeviceProfile]):
+        self.devices = tuple(devices)
+        self.load = [[0.0, 0.0, 0.0] for _ in devices]  # io s, mem core-s, compute core-s
+        self.dev_bytes, self.ssd_bytes = [0] * len(devices), [0] * len(devices)
+        self._times: dict[tuple[int, int], tuple[float, float, float]] = {}
+
+    def option_times(self, o: TableOption, d: int) -> tuple[float, float, float]:
+        key = (id(o), d)
+        if key not in self._times:
+            self._times[key] = option_device_times(o.load, self.devices[d])
+        return self._times[key]
+
+    def time(self, d: int, l3: Sequence[float] | None = None) -> float:
+        """Device d's batch time: its IO or its cores at their best split, whichever is longer."""
+        io, mem, comp = l3 if l3 is not None else self.load[d]
+        return max(io, best_core_split(mem, comp, self.devices[d].cores)[1])
+
+    def time_with(self, o: TableOption, d: int) -> float:
+        return self.time(d, [a + b for a, b in zip(self.load[d], self.option_times(o, d))])
+
+    def max_time(self) -> float:
+        return max(self.time(x) for x in range(len(self.devices)))
+
+    def fits(self, d: int, o: TableOption) -> bool:
+        return (self.dev_bytes[d] + o.load.device_dram_bytes <= self.devices[d].device_dram_bytes
+                and self.ssd_bytes[d] + o.load.ssd_bytes <= self.devices[d].ssd_capacity_bytes)
+
+    def apply(self, o: TableOption, d: int, sign: int) -> None:
+        for i, v in enumerate(self.option_times(o, d)):
+            self.load[d][i] += sign * v
+        self.dev_bytes[d] += sign * o.load.device_dram_bytes
+        self.ssd_bytes[d] += sign * o.load.ssd_bytes
+
+    def device_plans(self) -> tuple[DevicePlan, ...]:
+        return tuple(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m) for dev, (m, _) in
+                     zip(self.devices, (best_core_split(l3[1], l3[2], dev.cores) for l3, dev in
+                                        zip(self.load, self.devices))))
+
+
+@dataclass(frozen=True)
+class _SerialState:
+    """Host-serial devices: per device its own IO seconds and the IO it costs the others, its device DRAM and
+    SSD bytes; and the host thread's seconds."""
+
+    own: tuple[float, ...]
+    other: tuple[float, ...]
+    dev_bytes: tuple[int, ...]
+    ssd_bytes: tuple[int, ...]
+    host_s: float
+
+    def io_times(self) -> list[float]:  # a device also waits for the others' pages (one disk)
+        tot = sum(self.other)
+        return [o + tot - x for o, x in zip(self.own, self.other)]
+
+    def value(self) -> tuple[float, float]:
+        """(predicted batch time, total work): max(host, IO of each device), host + every device's IO."""
+        io = self.io_times()
+        return max(self.host_s, *io), self.host_s + sum(io)
+
+
+@dataclass(frozen=True)
+class _SerialCosts:
+    host_s: dict[int, float]  # by id(option)
+    io_s: dict[int, float]
+    other_io_s: dict[int, float]
+
+    def moved(self, st: _SerialState, o0: TableOption, d0: int, o: TableOption, d: int,
+              devices: Sequence[DeviceProfile]) -> _SerialState | None:
+        """``st`` with option ``o0`` on device ``d0`` replaced by ``o`` on ``d``; None if a device overflows."""
+        def shift(vals, old: float, new: float):
+            return tuple(v - (old if i == d0 else 0) + (new if i == d else 0) for i, v in enumerate(vals))
+
+        db = shift(st.dev_bytes, o0.load.device_dram_bytes, o.load.device_dram_bytes)
+        sb = shift(st.ssd_bytes, o0.load.ssd_bytes, o.load.ssd_bytes)
+        if any(b > dv.device_dram_bytes for b, dv in zip(db, devices)) or \
+                any(b > dv.ssd_capacity_bytes for b, dv in zip(sb, devices)):
+            return None
+        return _SerialState(shift(st.own, self.io_s[id(o0)], self.io_s[id(o)]),
+                            shift(st.other, self.other_io_s[id(o0)], self.other_io_s[id(o)]), db, sb,
+                            st.host_s - self.host_s[id(o0)] + self.host_s[id(o)])
+
+
+def _within_error(err: float, err_budget: float | None, old: TableOption, new: TableOption) -> bool:
+    return err_budget is None or err - old.load.error_weight + new.load.error_weight <= err_budget + 1e-12
+
+
 class GreedyPlanner(Planner):
     name = "greedy"
 
@@ -99,150 +190,91 @@ class GreedyPlanner(Planner):
         self.options = options
         self.max_moves = max_moves
 
+    def _moves(self, chosen: Sequence[TableOption]) -> int:
+        return self.max_moves if self.max_moves is not None else 4 * len(chosen)
+
     def plan(self, stats, calibration, budgets, devices) -> Plan:
         devices = tuple(devices)
         opts = _options(stats, budgets, self.options)
         chosen = _hot_by_density(stats, opts, budgets.host_dram_bytes)
         if is_host_serial(devices, calibration):
             return self._plan_serial(stats, calibration, budgets, devices, opts, chosen)
-        nd = len(devices)
-        # TT alternatives at the same hot size
-        alts = [[o for o in opts[t] if o.hot_rows == chosen[t].hot_rows and o.cold_tier == SSD_TT]
-                for t in range(len(opts))]
-        times = {}
-
-        def dev_times(o: TableOption, d: int) -> tuple[float, float, float]:
-            key = (id(o), d)
-            if key not in times:
-                times[key] = option_device_times(o.load, devices[d])
-            return times[key]
-
-        # longest first onto the least loaded device (by raw work)
-        order = sorted(range(len(chosen)), key=lambda t: -sum(dev_times(chosen[t], 0)))
-        load = [[0.0, 0.0, 0.0] for _ in range(nd)]  # io s, mem core-s, compute core-s
-        dev_bytes, ssd_bytes = [0] * nd, [0] * nd
+        loads = _ParallelLoads(devices)
         device_of = [0] * len(chosen)
-
-        def dev_time(d: int, l3=None) -> float:
-            io, mem, comp = l3 if l3 is not None else load[d]
-            return max(io, best_core_split(mem, comp, devices[d].cores)[1])
-
-        def fits(d: int, o: TableOption, sign: int = 1) -> bool:
-            return (dev_bytes[d] + sign * o.load.device_dram_bytes <= devices[d].device_dram_bytes
-                    and ssd_bytes[d] + sign * o.load.ssd_bytes <= devices[d].ssd_capacity_bytes)
-
-        def apply(t: int, o: TableOption, d: int, sign: int) -> None:
-            for i, v in enumerate(dev_times(o, d)):
-                load[d][i] += sign * v
-            dev_bytes[d] += sign * o.load.device_dram_bytes
-            ssd_bytes[d] += sign * o.load.ssd_bytes
-
-        for t in order:
-            cands = [d for d in range(nd) if fits(d, chosen[t])] or list(range(nd))
-            d = min(cands, key=lambda d: dev_time(d, [a + b for a, b in zip(load[d], dev_times(chosen[t], d))]))
-            device_of[t] = d
-            apply(t, chosen[t], d, +1)
+        # longest first onto the least loaded device (by raw work)
+        for t in sorted(range(len(chosen)), key=lambda t: -sum(loads.option_times(chosen[t], 0))):
+            cands = [d for d in range(len(devices)) if loads.fits(d, chosen[t])] or list(range(len(devices)))
+            device_of[t] = min(cands, key=lambda d: loads.time_with(chosen[t], d))
+            loads.apply(chosen[t], device_of[t], +1)
         err = sum(o.load.error_weight for o in chosen)
         err_budget = budgets.max_rel_error if budgets.accuracy_mode == "weighted" else None
-        moves = self.max_moves if self.max_moves is not None else 4 * len(chosen)
-        for _ in range(moves):
-            cur = [dev_time(d) for d in range(nd)]
-            worst = max(range(nd), key=lambda d: cur[d])
-            best = None  # (new max time, t, option, device)
-            for t in range(len(chosen)):
-                if device_of[t] != worst or not chosen[t].needs_device:
-                    continue
-                for o in [chosen[t]] + [a for a in alts[t] if a is not chosen[t]] + \
-                         ([x for x in opts[t] if x.hot_rows == chosen[t].hot_rows and x.cold_tier == SSD_RAW]):
-                    if err_budget is not None and err - chosen[t].load.error_weight + o.load.error_weight > err_budget + 1e-12:
-                        continue
-                    for d in range(nd):
-                        if o is chosen[t] and d == worst:
-                            continue
-                        apply(t, chosen[t], worst, -1)
-                        ok = fits(d, o)
-                        apply(t, o, d, +1)
-                        new = max(dev_time(x) for x in range(nd))
-                        apply(t, o, d, -1)
-                        apply(t, chosen[t], worst, +1)
-                        if ok and new < max(cur) * (1 - 1e-9) and (best is None or new < best[0]):
-                            best = (new, t, o, d)
+        for _ in range(self._moves(chosen)):
+            best = self._best_parallel_move(loads, opts, chosen, device_of, err, err_budget)
             if best is None:
                 break
             _, t, o, d = best
-            apply(t, chosen[t], device_of[t], -1)
+            loads.apply(chosen[t], device_of[t], -1)
             err += o.load.error_weight - chosen[t].load.error_weight
             chosen[t], device_of[t] = o, d
-            apply(t, o, d, +1)
-        dplans = []
-        for d, dev in enumerate(devices):
-            m, _ = best_core_split(load[d][1], load[d][2], dev.cores)
-            dplans.append(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m))
-        return finish_plan(placements(stats, chosen, device_of), tuple(dplans), stats, calibration, budgets,
+            loads.apply(o, d, +1)
+        return finish_plan(placements(stats, chosen, device_of), loads.device_plans(), stats, calibration, budgets,
                            devices, self.name)
 
+    @staticmethod
+    def _best_parallel_move(loads: _ParallelLoads, opts, chosen, device_of, err: float, err_budget: float | None):
+        """The move of a table on the bottleneck device (to its TT or raw option at the same hot size, and/or
+        to another device) that most lowers the slowest device's time: (new time, t, option, device) or None."""
+        nd = len(loads.devices)
+        cur = [loads.time(d) for d in range(nd)]
+        worst = max(range(nd), key=lambda d: cur[d])
+        best = None
+        for t in range(len(chosen)):
+            if device_of[t] != worst or not chosen[t].needs_device:
+                continue
+            same_hot = [x for x in opts[t] if x.hot_rows == chosen[t].hot_rows]
+            for o in [chosen[t]] + [a for a in same_hot if a.cold_tier == SSD_TT and a is not chosen[t]] + \
+                     [x for x in same_hot if x.cold_tier == SSD_RAW]:
+                if not _within_error(err, err_budget, chosen[t], o):
+                    continue
+                for d in range(nd):
+                    if o is chosen[t] and d == worst:
+                        continue
+                    loads.apply(chosen[t], worst, -1)
+                    ok = loads.fits(d, o)
+                    loads.apply(o, d, +1)
+                    new = loads.max_time()
+                    loads.apply(o, d, -1)
+                    loads.apply(chosen[t], worst, +1)
+                    if ok and new < max(cur) * (1 - 1e-9) and (best is None or new < best[0]):
+                        best = (new, t, o, d)
+        return best
 
     def _plan_serial(self, stats, calibration, budgets, devices, opts, chosen) -> Plan:
         """Host-serial devices: the batch takes max(host thread, IO of each device). Tables go to devices
         longest IO first; then the move (another cold tier at the same hot size, or another device) that most
         lowers the predicted time (then the total work) is taken until none helps."""
         host, nd, qd = calibration.host, len(devices), devices[0].queue_depth
-        alts = [[o for o in opts[t] if o.hot_rows == chosen[t].hot_rows and o.needs_device] for t in range(len(opts))]
-        hs = {id(o): option_host_time_s(o.load, host) for ol in opts for o in ol}
-        ios = {id(o): option_io_linear_s(o.load, calibration, qd) for ol in opts for o in ol}
-        oth = {id(o): option_io_other_s(o.load, calibration) for ol in opts for o in ol}
+        every = [o for ol in opts for o in ol]
+        costs = _SerialCosts({id(o): option_host_time_s(o.load, host) for o in every},
+                             {id(o): option_io_linear_s(o.load, calibration, qd) for o in every},
+                             {id(o): option_io_other_s(o.load, calibration) for o in every})
         own, other, dev_bytes, ssd_bytes = [0.0] * nd, [0.0] * nd, [0] * nd, [0] * nd
         device_of = [0] * len(chosen)
-
-        def io_times(own_: list[float], other_: list[float]) -> list[float]:  # a device also waits for the others
-            tot = sum(other_)
-            return [o + tot - x for o, x in zip(own_, other_)]
-
-        for t in sorted(range(len(chosen)), key=lambda t: -ios[id(chosen[t])]):
-            d = min(range(nd), key=lambda d: own[d])
-            device_of[t] = d
-            own[d] += ios[id(chosen[t])]
-            other[d] += oth[id(chosen[t])]
+        for t in sorted(range(len(chosen)), key=lambda t: -costs.io_s[id(chosen[t])]):
+            d = device_of[t] = min(range(nd), key=lambda d: own[d])
+            own[d] += costs.io_s[id(chosen[t])]
+            other[d] += costs.other_io_s[id(chosen[t])]
             dev_bytes[d] += chosen[t].load.device_dram_bytes
             ssd_bytes[d] += chosen[t].load.ssd_bytes
-        host_total = host.batch_s + sum(hs[id(o)] for o in chosen)
+        state = _SerialState(tuple(own), tuple(other), tuple(dev_bytes), tuple(ssd_bytes),
+                             host.batch_s + sum(costs.host_s[id(o)] for o in chosen))
         err = sum(o.load.error_weight for o in chosen)
         err_budget = budgets.max_rel_error if budgets.accuracy_mode == "weighted" else None
-        for _ in range(self.max_moves if self.max_moves is not None else 4 * len(chosen)):
-            io = io_times(own, other)
-            cur = (max(host_total, *io), host_total + sum(io))
-            best = None
-            for t, o0 in enumerate(chosen):
-                if not o0.needs_device:
-                    continue
-                d0 = device_of[t]
-                for o in alts[t]:
-                    if err_budget is not None and err - o0.load.error_weight + o.load.error_weight > err_budget + 1e-12:
-                        continue
-                    for d in range(nd):
-                        if o is o0 and d == d0:
-                            continue
-                        new_own, new_other = list(own), list(other)
-                        new_own[d0] -= ios[id(o0)]
-                        new_own[d] += ios[id(o)]
-                        new_other[d0] -= oth[id(o0)]
-                        new_other[d] += oth[id(o)]
-                        db = [b - (o0.load.device_dram_bytes if i == d0 else 0) + (o.load.device_dram_bytes if i == d
-                                                                                  else 0) for i, b in enumerate(dev_bytes)]
-                        sb = [b - (o0.load.ssd_bytes if i == d0 else 0) + (o.load.ssd_bytes if i == d else 0)
-                              for i, b in enumerate(ssd_bytes)]
-                        if any(b > dv.device_dram_bytes for b, dv in zip(db, devices)) or \
-                                any(b > dv.ssd_capacity_bytes for b, dv in zip(sb, devices)):
-                            continue
-                        h = host_total - hs[id(o0)] + hs[id(o)]
-                        new_io = io_times(new_own, new_other)
-                        val = (max(h, *new_io), h + sum(new_io))
-                        if val[0] < cur[0] * (1 - 1e-9) or (val[0] <= cur[0] and val[1] < cur[1] * (1 - 1e-9)):
-                            if best is None or val < best[0]:
-                                best = (val, t, o, d, new_own, new_other, db, sb, h)
+        for _ in range(self._moves(chosen)):
+            best = self._best_serial_move(state, costs, devices, opts, chosen, device_of, err, err_budget)
             if best is None:
                 break
-            _, t, o, d, own, other, dev_bytes, ssd_bytes, host_total = best
+            _, t, o, d, state = best
             err += o.load.error_weight - chosen[t].load.error_weight
             chosen[t], device_of[t] = o, d
         dplans = []
@@ -252,6 +284,32 @@ class GreedyPlanner(Planner):
             dplans.append(DevicePlan(dev.name, mem_cores=m, compute_cores=dev.cores - m))
         return finish_plan(placements(stats, chosen, device_of), tuple(dplans), stats, calibration, budgets,
                            devices, self.name)
+
+    @staticmethod
+    def _best_serial_move(state: _SerialState, costs: _SerialCosts, devices, opts, chosen, device_of, err: float,
+                          err_budget: float | None):
+        """The move (another option at the same hot size and/or another device) that most lowers the batch
+        time, or at equal time the total work: (value, t, option, device, new state) or None."""
+        cur = state.value()
+        best = None
+        for t, o0 in enumerate(chosen):
+            if not o0.needs_device:
+                continue
+            d0 = device_of[t]
+            for o in (x for x in opts[t] if x.hot_rows == o0.hot_rows and x.needs_device):
+                if not _within_error(err, err_budget, o0, o):
+                    continue
+                for d in range(len(devices)):
+                    if o is o0 and d == d0:
+                        continue
+                    new = costs.moved(state, o0, d0, o, d, devices)
+                    if new is None:
+                        continue
+                    val = new.value()
+                    if val[0] < cur[0] * (1 - 1e-9) or (val[0] <= cur[0] and val[1] < cur[1] * (1 - 1e-9)):
+                        if best is None or val < best[0]:
+                            best = (val, t, o, d, new)
+        return best
 
 
 class MIPPlanner(Planner):

@@ -24,8 +24,8 @@ class HostCosts:
     ``plans.host_fit``): per batch, per table, per lookup, per table with cold raw lookups, per extra SSD-served
     lookup, per read request, per table with TT lookups, per extra TT lookup, per unique TT row and per flop of
     its rebuild, and per device with reads (``io_device_s``: handing the reads to the device's IO thread and
-    waiting for it; on a busy 2-core machine that thread is slow to get the GIL and a CPU). A device's IO per batch (fitted on the same replays' engine busy times): ``io_read_s`` per
-    read request, ``io_page_s`` per 4 KiB page, ``io_other_page_s`` per page the other devices read at the
+    waiting for it; on a busy 2-core machine that thread is slow to get the GIL and a CPU). A device's IO per
+    batch (fitted on the same replays' engine busy times): ``io_read_s`` per read request, ``io_page_s`` per 4 KiB page, ``io_other_page_s`` per page the other devices read at the
     same time (they share this machine's disk), never less than one latency at that depth
     (``Calibration.io_iops_by_qd``); ``io_handoff_s``: the gap between one batch's reads and the next on an
     IO-bound device (thread hand-offs). ``fit`` holds the replays and residuals; ``source`` "measured" or "modelled"."""

@@ -32,8 +32,8 @@ def finish_plan(tables, dplans, stats: WorkloadStats, calib: Calibration, budget
                               "host_dram_bytes": load.host_dram_bytes, "device_dram_bytes": load.device_dram_bytes,
                               "ssd_bytes": load.ssd_bytes}
     modelled = stats.source == "modelled" or calib.source != "measured" or any(d.modelled for d in devices)
-    predicted = {"perf": perf.to_dict(), "storage": storage.to_dict(), "weighted_rel_error": weighted_error(draft, stats),
-                 "batch_size": stats.batch_size, "stats_source": stats.source, "calibration_source": calib.source,
+    predicted = {"perf": perf.to_dict(), "storage": storage.to_dict(),
+                 "weighted_rel_error": weighted_error(draft, stats), "batch_size": stats.batch_size, "stats_source": stats.source, "calibration_source": calib.source,
                  "devices": [d.name for d in devices], "modelled": modelled, "tables": per_table}
     return Plan(store_id=draft.store_id, tables=tables, devices=dplans, trace_id=stats.trace_id,
                 dram_budget_bytes=budgets.host_dram_bytes, planner=planner, remap=remap, predicted=predicted,
