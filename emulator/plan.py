@@ -14,6 +14,12 @@ Tiers, per table, after the (optional) address remapping:
   ``ssd_raw`` (raw rows read with O_DIRECT and extracted by memory-centric
   cores) or ``ssd_tt`` (rebuilt from TT cores of rank ``tt_rank`` by
   compute-centric cores).
+
+``row_format`` says how a table's rows are stored where they are served from
+DRAM or raw SSD pages: ``fp32`` (the raw rows, the default), or a row format
+the store was built with (``fp16``, ``int8``, ``int4``; see
+emulator/store/quant.py): the DRAM tier then holds the quantized rows and the
+raw reads fetch the format's (fewer) pages. TT tables and LRU caches use fp32.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from emulator.jsondoc import load_json_doc, save_json_doc
+from emulator.store.quant import ROW_FORMATS
 from emulator.tiers import COLD_TIERS, TIERS  # noqa: F401  (re-exported)
 from tracegen.errors import InputError
 
@@ -45,6 +52,7 @@ class TablePlacement:
     tt_rank: int | None = None
     device: int = 0
     lru_rows: int = 0  # an LRU row cache of this many rows in front of the ssd_raw rows (0 = none)
+    row_format: str = "fp32"  # rows of the DRAM and raw tiers: fp32 (raw) or a stored row format
 
     def __post_init__(self) -> None:
         if not isinstance(self.table, str) or not self.table:
@@ -62,6 +70,11 @@ class TablePlacement:
             raise ValueError(f"table {self.table}: cold_tier {self.cold_tier!r} is not one of {COLD_TIERS}")
         if self.cold_tier == "ssd_tt" and (self.tt_rank is None or self.tt_rank < 1):
             raise ValueError(f"table {self.table}: ssd_tt needs a tt_rank >= 1")
+        if self.row_format not in ROW_FORMATS:
+            raise ValueError(f"table {self.table}: row_format {self.row_format!r} is not one of {ROW_FORMATS}")
+        if self.row_format != "fp32" and (self.cold_tier != "ssd_raw" or self.lru_rows):
+            raise ValueError(f"table {self.table}: row format {self.row_format} serves DRAM and ssd_raw rows only "
+                             "(not ssd_tt, not behind an LRU cache)")
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,9 @@ class Plan:
     # --- (de)serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        for t in d["tables"]:  # the default is left out: plans without row formats keep their JSON
+            if t["row_format"] == "fp32":
+                del t["row_format"]
         d["format"] = PLAN_FORMAT
         d["predicted"] = dict(self.predicted)
         d["solver"] = dict(self.solver)
@@ -154,7 +170,8 @@ class Plan:
                      tt_ranks: Mapping[str, Sequence[int]] | None = None) -> None:
         """Refuse a plan whose tables are not the store's (``table_rows``: name -> rows, in store order): a
         table the store does not have (a renamed or extra entry), a store table the plan does not place,
-        ``hot_rows`` or ``lru_rows`` above the table's rows, or a TT rank the store has no cores for."""
+        ``hot_rows`` or ``lru_rows`` above the table's rows, or a TT rank the store has no cores for (row formats
+        the store lacks are refused where the replay opens the table)."""
         for i, t in enumerate(self.tables):
             if t.table not in table_rows:
                 raise InputError(f"tables[{i}]: the store has no table {t.table!r}", path)

@@ -516,3 +516,18 @@ def lru_miss_ratio_naive(keys, capacity):
             if len(lru) > capacity:
                 lru.popitem(last=False)
     return misses / max(len(keys), 1)
+
+
+def pool_sources_quantized_ref(offsets, kinds, locs, dram, pages, fmt, dim):
+    """Reference for ``emulator.kernels.quant.pool_sources_quantized``: each lookup's fused row bytes from
+    the DRAM rows (kind 0: row loc) or the pages (kind 1: bytes at loc), dequantized and added in order."""
+    row_bytes = dram.shape[1]
+    out = np.zeros((len(offsets) - 1, dim), np.float32)
+    for b in range(len(offsets) - 1):
+        acc = np.zeros(dim, np.float32)
+        for k in range(int(offsets[b]), int(offsets[b + 1])):
+            loc = int(locs[k])
+            row = dram[loc] if int(kinds[k]) == 0 else pages[loc:loc + row_bytes]
+            acc += dequantize_row_naive(row, fmt, dim)
+        out[b] = acc
+    return out

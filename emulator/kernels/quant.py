@@ -31,8 +31,9 @@ from emulator.kernels._simd import prefetch, vadd, vload_f32, vstore_f32, vzero
 from emulator.kernels.jit import njit
 from emulator.kernels.pooling import pool_rows
 from emulator.store.quant import ROW_FORMATS, RowFormat
+from emulator.tiers import KIND_DRAM, KIND_PAGE
 
-__all__ = ["pool_quantized"]
+__all__ = ["pool_quantized", "pool_sources_quantized"]
 
 _PREFETCH_LOOKUPS = 8
 _INT8, _INT4 = 0, 1
@@ -114,6 +115,91 @@ def _pool_quantized(src, code, row_bytes, data_bytes, dim, n_rows, indices, offs
             vstore_f32(out, o + c32, a2, n2)
             vstore_f32(out, o + c48, a3, n3)
     return True
+
+
+@njit
+def _pool_sources_quantized(offsets, kinds, locs, dram, pages, code, row_bytes, data_bytes, dim, out, row_stride,
+                            accumulate):
+    """``_pool_quantized`` with each lookup's row from the DRAM rows (``KIND_DRAM``: row ``loc``) or from read
+    pages (``KIND_PAGE``: the row at byte ``loc``). False if an offset, kind or location is out of range."""
+    n_bags = offsets.shape[0] - 1
+    if not _csr_ok(offsets, kinds.shape[0]):
+        return False
+    urb, udb = np.uint64(row_bytes), np.uint64(data_bytes)
+    n_dram = np.uint64(dram.shape[0]) // urb
+    page_end = np.uint64(pages.shape[0]) - urb if pages.shape[0] >= row_bytes else np.uint64(0)
+    has_pages = pages.shape[0] >= row_bytes
+    for k in range(offsets[0], offsets[n_bags]):  # one pass of checks: these bags are small next to the rows
+        loc = np.uint64(locs[k])  # a negative location wraps past every limit
+        if kinds[k] == KIND_DRAM:
+            if loc >= n_dram:
+                return False
+        elif kinds[k] != KIND_PAGE or not has_pages or loc > page_end:
+            return False
+    c16, c32, c48 = np.uint64(16), np.uint64(32), np.uint64(48)
+    for bag in range(n_bags):
+        lo, hi = offsets[bag], offsets[bag + 1]
+        ob = np.uint64(bag) * np.uint64(row_stride)
+        for jb in range(0, dim, 64):
+            rem = dim - jb
+            n0, n1, n2, n3 = _lanes(rem, 0), _lanes(rem, 1), _lanes(rem, 2), _lanes(rem, 3)
+            o = ob + np.uint64(jb)
+            ujb = np.uint64(jb)
+            if accumulate:
+                a0, a1 = vload_f32(out, o, n0), vload_f32(out, o + c16, n1)
+                a2, a3 = vload_f32(out, o + c32, n2), vload_f32(out, o + c48, n3)
+            else:
+                a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
+            for k in range(lo, hi):
+                loc = np.uint64(locs[k])
+                if kinds[k] == KIND_DRAM:
+                    v0, v1, v2, v3 = _row_block(dram, code, loc * urb, ujb, udb, n0, n1, n2, n3)
+                else:
+                    v0, v1, v2, v3 = _row_block(pages, code, loc, ujb, udb, n0, n1, n2, n3)
+                a0, a1, a2, a3 = vadd(a0, v0), vadd(a1, v1), vadd(a2, v2), vadd(a3, v3)
+            vstore_f32(out, o, a0, n0)
+            vstore_f32(out, o + c16, a1, n1)
+            vstore_f32(out, o + c32, a2, n2)
+            vstore_f32(out, o + c48, a3, n3)
+    return True
+
+
+def pool_sources_quantized(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray,
+                           pages: np.ndarray, fmt: str, dim: int, out: np.ndarray, *,
+                           accumulate: bool = False) -> np.ndarray:
+    """Mixed-tier pooling of int8 / int4 rows (the replay's DRAM and raw-SSD tiers of a quantized table).
+
+    Lookup k of bag b adds the dequantized row named by ``kinds[k]`` / ``locs[k]``: ``KIND_DRAM``, row
+    ``locs[k]`` of ``dram`` ((R, row_bytes) uint8 rows, R may be 0); ``KIND_PAGE``, the row at byte offset
+    ``locs[k]`` of ``pages`` (1-D uint8, the read pages). No other kind (TT rows are never quantized). Same
+    order, accumulator and dequantization as :func:`pool_quantized`. Returns ``out``; bad input raises
+    TypeError / ValueError, a kind or location out of range IndexError naming the first one."""
+    if fmt not in ("int8", "int4"):
+        raise ValueError(f"pool_sources_quantized pools int8 or int4 rows, not {fmt!r}")
+    f = RowFormat(fmt, int(dim))
+    d = _rows_view(dram, f)
+    _args.check_offsets(offsets)
+    kinds = _args.int_array(kinds, np.uint8, "kinds")
+    locs = _args.int_array(locs, np.int64, "locs")
+    if kinds.size != locs.size:
+        raise ValueError(f"kinds and locs differ in length ({kinds.size} and {locs.size})")
+    pages = _args.int_array(pages, np.uint8, "pages")
+    flat_out, stride = _args.out_view(out, offsets.shape[0] - 1, f.dim)
+    code = _INT8 if fmt == "int8" else _INT4
+    if not _pool_sources_quantized(offsets, kinds, locs, d.reshape(-1), pages, code, f.row_bytes, f.data_bytes,
+                                   f.dim, flat_out, stride, bool(accumulate)):
+        _args.raise_for_offsets(offsets, kinds.size)
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        for k in range(lo, hi):
+            kind, loc = int(kinds[k]), int(locs[k])
+            if kind == KIND_DRAM and not 0 <= loc < d.shape[0]:
+                raise IndexError(f"lookup {k}: DRAM row {loc} out of range ({d.shape[0]} rows)")
+            if kind == KIND_PAGE and not 0 <= loc <= pages.size - f.row_bytes:
+                raise IndexError(f"lookup {k}: a {f.row_bytes}-byte row at page byte {loc} is outside the "
+                                 f"{pages.size} bytes of pages")
+            if kind not in (KIND_DRAM, KIND_PAGE):
+                raise IndexError(f"lookup {k}: kind {kind} is not DRAM or PAGE (quantized rows)")
+    return out
 
 
 def _rows_view(rows: np.ndarray, f: RowFormat) -> np.ndarray:

@@ -241,6 +241,38 @@ class Store:
         chunks = np.unique(self.layouts[i].row_offsets(rows) // CHUNK_BYTES)
         self._check_chunks(self.tables[i].raw, chunks.tolist(), f"table {self.tables[i].name}")
 
+    # --- row formats (emulator.store.quant) -------------------------------------------
+    def format_entry(self, i: int, fmt: str):
+        """Table ``i``'s FormatEntry for ``fmt`` (InputError if the store was built without it)."""
+        fe = self.tables[i].row_format(fmt)
+        if fe is None:
+            have = ", ".join(f.format for f in self.tables[i].formats) or "none"
+            raise InputError(f"table {self.tables[i].name} has no {fmt} rows (has {have}; "
+                             f"build the store with --row-formats {fmt})", self.path)
+        return fe
+
+    def format_layout(self, i: int, fmt: str):
+        from emulator.store.quant import FormatLayout
+
+        t = self.tables[i]
+        return FormatLayout(t.rows, t.dim, fmt, self.manifest.page_bytes)
+
+    def format_path(self, i: int, fmt: str) -> Path:
+        return self.path / self.format_entry(i, fmt).file.file
+
+    def read_format_rows(self, i: int, fmt: str, rows: np.ndarray, check: bool = False) -> np.ndarray:
+        """Rows of table ``i`` in ``fmt`` as (n, row_bytes) uint8, through the page cache (for references);
+        ``check``: compare the CRC32 of the chunks they sit in first."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lay, fe = self.format_layout(i, fmt), self.format_entry(i, fmt)
+        if rows.size and (rows.min() < 0 or rows.max() >= lay.rows):
+            raise InputError(f"row out of range for table {self.tables[i].name} ({lay.rows} rows)", self.path)
+        if check and rows.size:
+            chunks = np.unique(lay.row_offsets(rows) // CHUNK_BYTES)
+            self._check_chunks(fe.file, chunks.tolist(), f"{fmt} rows of table {self.tables[i].name}")
+        view = lay.rows_view(np.memmap(self.path / fe.file.file, dtype=np.uint8, mode="r"))
+        return np.asarray(view[rows // lay.rows_per_page, rows % lay.rows_per_page])
+
     @property
     def raw_bytes(self) -> int:
         return sum(t.raw.bytes for t in self.tables)

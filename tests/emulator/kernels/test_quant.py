@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emulator.kernels.quant import pool_quantized
+from emulator.kernels.quant import pool_quantized, pool_sources_quantized
 from emulator.store.quant import ROW_FORMATS, RowFormat, quantize_rows
 from tests import naive
 from tests.emulator.kernels.test_pooling import assert_same_bits, random_csr
@@ -77,3 +77,46 @@ def test_input_checks(rng):
     with pytest.raises(ValueError, match="decrease at bag 0"):
         pool_quantized(rows, "int8", 8, idx, np.array([2, 1, 3], np.int64), out)
     assert RowFormat("int8", 8).row_bytes == rows.shape[1] == 16
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+@pytest.mark.parametrize("dim", [5, 64, 100])
+def test_mixed_sources_equal_the_reference(fmt, dim, rng):
+    """DRAM rows and rows at unaligned byte offsets of read pages, mixed within bags."""
+    rows = quantize_rows(rng.standard_normal((60, dim)).astype(np.float32), fmt)
+    rb = rows.shape[1]
+    dram = np.ascontiguousarray(rows[:20])
+    pages = np.zeros(4096, np.uint8)
+    at = 3 + np.arange(40) * (rb + 1)  # rows 20..59 at odd offsets with a byte between them
+    at = at[at + rb <= pages.size]
+    for j, a in enumerate(at):
+        pages[a:a + rb] = rows[20 + j]
+    n = 200
+    kinds = rng.integers(0, 2, n).astype(np.uint8)
+    locs = np.where(kinds == 0, rng.integers(0, 20, n), at[rng.integers(0, at.size, n)]).astype(np.int64)
+    offsets = np.concatenate([[0], np.sort(rng.integers(0, n, 29)), [n]]).astype(np.int64)
+    out = np.full((30, dim), np.nan, np.float32)
+    pool_sources_quantized(offsets, kinds, locs, dram, pages, fmt, dim, out)
+    assert_same_bits(out, naive.pool_sources_quantized_ref(offsets, kinds, locs, dram, pages, fmt, dim))
+    # the same lookups pooled straight from the rows they name (DRAM row i is row i, page row j is row 20 + j)
+    rid = np.where(kinds == 0, locs, 20 + np.searchsorted(at, locs))
+    assert_same_bits(out, naive.pool_quantized_ref(rows, fmt, dim, rid, offsets))
+
+
+def test_mixed_sources_checks(rng):
+    rows = quantize_rows(rng.standard_normal((4, 8)).astype(np.float32), "int8")  # 16-byte rows
+    pages = np.zeros(64, np.uint8)
+    out = np.empty((1, 8), np.float32)
+    off = np.array([0, 2], np.int64)
+    ok = dict(dram=rows, pages=pages, fmt="int8", dim=8, out=out)
+    with pytest.raises(IndexError, match="lookup 1: DRAM row 4 out of range"):
+        pool_sources_quantized(off, np.array([0, 0], np.uint8), np.array([0, 4]), **ok)
+    with pytest.raises(IndexError, match="lookup 1: a 16-byte row at page byte 49 is outside"):
+        pool_sources_quantized(off, np.array([0, 1], np.uint8), np.array([0, 49]), **ok)
+    with pytest.raises(IndexError, match="lookup 0: kind 2 is not DRAM or PAGE"):
+        pool_sources_quantized(off, np.array([2, 1], np.uint8), np.array([0, 0]), **ok)
+    with pytest.raises(ValueError, match="int8 or int4 rows, not 'fp16'"):
+        pool_sources_quantized(off, np.array([0, 0], np.uint8), np.array([0, 0]), **{**ok, "fmt": "fp16"})
+    got = pool_sources_quantized(off, np.array([0, 1], np.uint8), np.array([3, 48]), **ok)  # 48 + 16 = 64: fits
+    assert np.array_equal(got[0], naive.dequantize_row_naive(rows[3], "int8", 8)
+                          + naive.dequantize_row_naive(pages[48:], "int8", 8))
