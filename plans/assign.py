@@ -12,6 +12,7 @@ device (evaluated vectorised), until neither lowers the batch time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -32,87 +33,110 @@ def split_times(mem: np.ndarray, comp: np.ndarray, cores: int) -> tuple[np.ndarr
     return np.take_along_axis(t, best[..., None], axis=-1)[..., 0], best
 
 
+@dataclass
+class _Assignment:
+    """Tables on devices: per device its summed work (io_s, mem_core_s, compute_core_s) and bytes used."""
+
+    work: np.ndarray  # (tables, 3)
+    dev_bytes: np.ndarray
+    ssd_bytes: np.ndarray
+    dev_cap: np.ndarray
+    ssd_cap: np.ndarray
+    cores: int
+    load: np.ndarray = field(init=False)
+    used_dev: np.ndarray = field(init=False)
+    used_ssd: np.ndarray = field(init=False)
+    device_of: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        nd = self.dev_cap.size
+        self.load = np.zeros((nd, 3))
+        self.used_dev, self.used_ssd = np.zeros(nd), np.zeros(nd)
+        self.device_of = np.zeros(self.work.shape[0], dtype=np.int64)
+
+    def times(self, ld: np.ndarray) -> np.ndarray:
+        """Device time of loads ``ld[..., 3]``: IO or the cores at their best split, whichever is longer."""
+        return np.maximum(ld[..., 0], split_times(ld[..., 1], ld[..., 2], self.cores)[0])
+
+    def place(self, t: int, d: int) -> None:
+        self.device_of[t] = d
+        self.load[d] += self.work[t]
+        self.used_dev[d] += self.dev_bytes[t]
+        self.used_ssd[d] += self.ssd_bytes[t]
+
+    def shift(self, t: int, src: int, dst: int) -> None:
+        self.load[src] -= self.work[t]
+        self.used_dev[src] -= self.dev_bytes[t]
+        self.used_ssd[src] -= self.ssd_bytes[t]
+        self.place(t, dst)
+
+
+def _place_heaviest_first(a: _Assignment) -> None:
+    """Each table, heaviest first, onto the device where it ends soonest (among those it fits on, if any)."""
+    weight = np.maximum(a.work[:, 0], (a.work[:, 1] + a.work[:, 2]) / a.cores)
+    for t in np.argsort(-weight, kind="stable"):
+        new = a.times(a.load + a.work[t])
+        ok = (a.used_dev + a.dev_bytes[t] <= a.dev_cap) & (a.used_ssd + a.ssd_bytes[t] <= a.ssd_cap)
+        a.place(t, int(np.argmin(np.where(ok, new, np.inf) if ok.any() else new)))
+
+
+def _best_move(a: _Assignment, worst: int, d: int, cur: np.ndarray, best: tuple) -> tuple:
+    """``best`` or a better (max device time, ("move", t, d)): one table of the worst device moved to d."""
+    mine = np.flatnonzero(a.device_of == worst)
+    lw, ld = a.load[worst] - a.work[mine], a.load[d] + a.work[mine]
+    fit = (a.used_dev[d] + a.dev_bytes[mine] <= a.dev_cap[d]) & (a.used_ssd[d] + a.ssd_bytes[mine] <= a.ssd_cap[d])
+    others = np.delete(cur, [worst, d]).max(initial=0.0)
+    val = np.maximum(np.maximum(a.times(lw), a.times(ld)), others)
+    val[~fit] = np.inf
+    if val.size and val.min() < best[0]:
+        i = int(np.argmin(val))
+        return float(val[i]), ("move", mine[i], d)
+    return best
+
+
+def _best_swap(a: _Assignment, worst: int, d: int, cur: np.ndarray, best: tuple) -> tuple:
+    """``best`` or a better (max device time, ("swap", t, u, d)): table t of the worst device swapped with u of d."""
+    mine, theirs = np.flatnonzero(a.device_of == worst), np.flatnonzero(a.device_of == d)
+    if not (mine.size and theirs.size):
+        return best
+    delta = a.work[theirs][None, :, :] - a.work[mine][:, None, :]
+    dd = a.dev_bytes[theirs][None, :] - a.dev_bytes[mine][:, None]
+    ds = a.ssd_bytes[theirs][None, :] - a.ssd_bytes[mine][:, None]
+    fit = ((a.used_dev[worst] + dd <= a.dev_cap[worst]) & (a.used_dev[d] - dd <= a.dev_cap[d])
+           & (a.used_ssd[worst] + ds <= a.ssd_cap[worst]) & (a.used_ssd[d] - ds <= a.ssd_cap[d]))
+    others = np.delete(cur, [worst, d]).max(initial=0.0)
+    val = np.maximum(np.maximum(a.times(a.load[worst] + delta), a.times(a.load[d] - delta)), others)
+    val[~fit] = np.inf
+    if val.min() < best[0]:
+        i, j = np.unravel_index(int(np.argmin(val)), val.shape)
+        return float(val[i, j]), ("swap", mine[i], theirs[j], d)
+    return best
+
+
 def assign_devices(work: np.ndarray, dev_bytes: np.ndarray, ssd_bytes: np.ndarray, devices: Sequence[DeviceProfile],
                    max_rounds: int = 2000) -> tuple[np.ndarray, np.ndarray, float]:
     """``work[t] = (io_s, mem_core_s, compute_core_s)`` per table (identical devices assumed for the rates).
 
     Returns (device of each table, memory cores of each device, predicted max device time).
-    Capacities (device DRAM, SSD) are respected when possible.
+    Capacities (device DRAM, SSD) are respected when possible. Tables go heaviest first to the device where
+    they end soonest; then the move or swap with another device that most lowers the slowest device's time
+    is made, until none does.
     """
-    n, nd = work.shape[0], len(devices)
-    cores = devices[0].cores
-    dev_cap = np.array([d.device_dram_bytes for d in devices], dtype=np.float64)
-    ssd_cap = np.array([d.ssd_capacity_bytes for d in devices], dtype=np.float64)
-    load = np.zeros((nd, 3))
-    used_dev, used_ssd = np.zeros(nd), np.zeros(nd)
-    device_of = np.zeros(n, dtype=np.int64)
-
-    def times(ld: np.ndarray) -> np.ndarray:
-        return np.maximum(ld[..., 0], split_times(ld[..., 1], ld[..., 2], cores)[0])
-
-    weight = np.maximum(work[:, 0], (work[:, 1] + work[:, 2]) / cores)
-    for t in np.argsort(-weight, kind="stable"):
-        new = times(load + work[t])
-        ok = (used_dev + dev_bytes[t] <= dev_cap) & (used_ssd + ssd_bytes[t] <= ssd_cap)
-        cand = np.where(ok, new, np.inf) if ok.any() else new
-        d = int(np.argmin(cand))
-        device_of[t] = d
-        load[d] += work[t]
-        used_dev[d] += dev_bytes[t]
-        used_ssd[d] += ssd_bytes[t]
+    a = _Assignment(work, dev_bytes, ssd_bytes, np.array([d.device_dram_bytes for d in devices], dtype=np.float64),
+                    np.array([d.ssd_capacity_bytes for d in devices], dtype=np.float64), devices[0].cores)
+    _place_heaviest_first(a)
     for _ in range(max_rounds):
-        cur = times(load)
+        cur = a.times(a.load)
         worst = int(np.argmax(cur))
-        top = cur[worst]
-        mine = np.flatnonzero(device_of == worst)
-        best = (top * (1 - 1e-9), None)
-        for d in range(nd):
-            if d == worst:
-                continue
-            # moves of one table from the worst device to d
-            lw = load[worst] - work[mine]
-            ld = load[d] + work[mine]
-            fit = (used_dev[d] + dev_bytes[mine] <= dev_cap[d]) & (used_ssd[d] + ssd_bytes[mine] <= ssd_cap[d])
-            others = np.delete(cur, [worst, d]).max(initial=0.0)
-            val = np.maximum(np.maximum(times(lw), times(ld)), others)
-            val[~fit] = np.inf
-            if val.size and val.min() < best[0]:
-                i = int(np.argmin(val))
-                best = (float(val[i]), ("move", mine[i], d))
-            # swaps of a table on the worst device with one on d
-            theirs = np.flatnonzero(device_of == d)
-            if mine.size and theirs.size:
-                delta = work[theirs][None, :, :] - work[mine][:, None, :]
-                lw2 = load[worst] + delta
-                ld2 = load[d] - delta
-                dd = dev_bytes[theirs][None, :] - dev_bytes[mine][:, None]
-                ds = ssd_bytes[theirs][None, :] - ssd_bytes[mine][:, None]
-                fit2 = ((used_dev[worst] + dd <= dev_cap[worst]) & (used_dev[d] - dd <= dev_cap[d])
-                        & (used_ssd[worst] + ds <= ssd_cap[worst]) & (used_ssd[d] - ds <= ssd_cap[d]))
-                val2 = np.maximum(np.maximum(times(lw2), times(ld2)), others)
-                val2[~fit2] = np.inf
-                if val2.min() < best[0]:
-                    i, j = np.unravel_index(int(np.argmin(val2)), val2.shape)
-                    best = (float(val2[i, j]), ("swap", mine[i], theirs[j], d))
+        best: tuple = (cur[worst] * (1 - 1e-9), None)
+        for d in range(len(devices)):
+            if d != worst:
+                best = _best_swap(a, worst, d, cur, _best_move(a, worst, d, cur, best))
         if best[1] is None:
             break
         move = best[1]
-        if move[0] == "move":
-            _, t, d = move
-            _shift(t, worst, d, work, dev_bytes, ssd_bytes, load, used_dev, used_ssd, device_of)
-        else:
-            _, t, u, d = move
-            _shift(t, worst, d, work, dev_bytes, ssd_bytes, load, used_dev, used_ssd, device_of)
-            _shift(u, d, worst, work, dev_bytes, ssd_bytes, load, used_dev, used_ssd, device_of)
-    final, mem_cores = split_times(load[:, 1], load[:, 2], cores)
-    return device_of, mem_cores.astype(np.int64), float(np.maximum(load[:, 0], final).max())
-
-
-def _shift(t, src, dst, work, dev_bytes, ssd_bytes, load, used_dev, used_ssd, device_of) -> None:
-    load[src] -= work[t]
-    load[dst] += work[t]
-    used_dev[src] -= dev_bytes[t]
-    used_dev[dst] += dev_bytes[t]
-    used_ssd[src] -= ssd_bytes[t]
-    used_ssd[dst] += ssd_bytes[t]
-    device_of[t] = dst
+        a.shift(move[1], worst, move[-1])
+        if move[0] == "swap":
+            a.shift(move[2], move[-1], worst)
+    final, mem_cores = split_times(a.load[:, 1], a.load[:, 2], a.cores)
+    return a.device_of, mem_cores.astype(np.int64), float(np.maximum(a.load[:, 0], final).max())
