@@ -30,8 +30,9 @@ def test_tiny_run_produces_the_keys():
     assert "distinct prefixes" in result["flops_formula"]
     assert result["row_distribution"] == "uniform"
     assert len(steps) == 2
-    text = _render_text(result)
-    assert "fraction" in text and "SGEMM" in text
+    text = _render_text(result, width=80)
+    assert "frac. CPU" in text and "SGEMM" in text and "…" not in text
+    assert all(len(line) <= 80 for line in text.splitlines())
 
 
 def test_rates_from_a_fake_clock_are_the_hand_derived_ones():
@@ -63,8 +64,8 @@ def test_every_batch_is_rebuilt_before_the_clock(monkeypatch):
     assert events[:first_clock].count("rebuild") >= 3  # the 3 batches, before the SGEMM's and the slice's clocks
 
 
-def _render_text(result) -> str:
-    console = Console(width=200, record=True, color_system=None)
+def _render_text(result, width=200) -> str:
+    console = Console(width=width, record=True, color_system=None)
     console.print(render(result))
     return console.export_text()
 
