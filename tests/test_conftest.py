@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import STRICT_SKIPS_ENV, skip_is_forbidden
+from tests.conftest import STRICT_SKIPS_ENV, skip_is_forbidden, strict_skips
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +76,8 @@ def test_strict_mode_fails_environment_skips_only(tmp_path):
     assert _run_inner(tmp_path, "1").startswith("1 failed, 2 skipped, 1 xfailed, 1 error")
 
 
-def test_without_the_variable_every_skip_is_a_skip(tmp_path):
-    for value in (None, "0"):
-        assert _run_inner(tmp_path, value).startswith("4 skipped, 1 xfailed")
+def test_without_the_variable_every_skip_is_a_skip(tmp_path, monkeypatch):
+    assert _run_inner(tmp_path, None).startswith("4 skipped, 1 xfailed")
+    for value, strict in (("", False), ("0", False), ("1", True), ("yes", True)):
+        monkeypatch.setenv(STRICT_SKIPS_ENV, value)
+        assert strict_skips() is strict
