@@ -8,7 +8,8 @@ batch's reads overlap this batch's compute, so a batch takes about
 ``max(host thread time, IO time)``.
 
 :func:`measure_host_costs` replays a few batches of small synthetic traces
-(drawn with the store's own table shapes and skew) under several plans
+(drawn with the store's own table shapes and skew; :mod:`plans.host_replays`
+sets the replays up and times them) under several plans
 (all-DRAM, all-SSD on one and two devices, all-TT at each rank, half-hot and
 mostly-hot mixes, each with a random remap as planned plans carry one)
 against the store, and against a scratch store of many tiny tables so
@@ -27,244 +28,21 @@ batch time over its busiest device's IO.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from emulator.tiers import SSD_RAW, SSD_TT
-from plans.cost import tt_flops_per_row
-from plans.types import PAGE_BYTES, Calibration, HostCosts
+from plans.host_replays import (FEATURES, ReplaySample, batch_features, calibration_jobs, calibration_plans,
+                                run_interleaved, write_synthetic_trace)
+from plans.types import Calibration, HostCosts
 from tracegen.errors import InputError
 
-FEATURES = ("batch", "table", "lookup", "raw_table", "raw_lookup", "read", "tt_table", "tt_lookup", "tt_row",
-            "tt_flop", "io_device")
-MINI_TABLES = 64  # tables of the scratch store that separates per-table from per-batch costs
-MINI_ROWS = 256
-DRAM_LIMIT_BYTES = 256 << 20  # a calibration plan never pins more than this much of the store in host memory
-REMAP_ROWS_LIMIT = 1 << 24  # tables up to this many rows get a (random) remap in the calibration plans
-
-
-@dataclass(frozen=True)
-class ReplaySample:
-    """One calibration replay: what the host did per batch (``features``) and how long it took."""
-
-    name: str
-    batches: int
-    features: dict[str, float]
-    host_s: float  # per batch: (elapsed - IO wait) / batches
-    batch_s: float  # per batch: elapsed / batches
-    io_s: tuple[float, ...]  # per device, engine busy time per batch
-    reads: tuple[float, ...]  # per device, reads per batch
-    pages: tuple[float, ...]  # per device, pages per batch
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "batches": self.batches, "features": self.features, "host_s": self.host_s,
-                "batch_s": self.batch_s, "io_s": list(self.io_s), "reads": list(self.reads),
-                "pages": list(self.pages)}
-
-
-# --- synthetic traces --------------------------------------------------------------------------
-
-
-def write_synthetic_trace(path: Path, spec, batches: int, batch_size: int, rng: np.random.Generator) -> None:
-    """Zipf(``zipf_alpha``) lookups through a random permutation per table, pooling as in ``spec``."""
-    from tracegen.trace_io import TraceWriter
-
-    perms, cdfs = [], []
-    for t in spec.tables:
-        perms.append(rng.permutation(t.rows))
-        n = min(t.rows, 1 << 20)  # the head carries the mass; beyond it, draw uniformly in the tail
-        p = np.arange(1, n + 1, dtype=np.float64) ** -max(t.zipf_alpha, 0.0)
-        cdfs.append(np.cumsum(p) / p.sum())
-    with TraceWriter(path, spec, seed=int(rng.integers(1 << 31)), params={"calibration": True},
-                     batch_size=batch_size) as w:
-        for _ in range(batches):
-            idx, lens = [], []
-            for t, perm, cdf in zip(spec.tables, perms, cdfs):
-                pool = t.pooling
-                if pool.kind == "fixed":
-                    n = np.full(batch_size, int(pool.mean), np.int64)
-                else:
-                    n = np.clip(rng.poisson(max(pool.mean_lookups, 0.0), batch_size), pool.min, pool.max)
-                ranks = np.minimum(np.searchsorted(cdf, rng.random(int(n.sum()))), cdf.size - 1)
-                idx.append(perm[ranks])
-                lens.append(n)
-            w.append(np.concatenate(idx), np.concatenate([[0], np.cumsum(np.concatenate(lens))]))
-
-
-def _mini_spec(dim: int, batch_size: int):
-    from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
-
-    return ModelSpec("calibration-mini", tuple(TableSpec(f"m{i}", rows=MINI_ROWS, dim=dim, pooling=PoolingSpec.fixed(1),
-                                                         zipf_alpha=1.0) for i in range(MINI_TABLES)),
-                     batch_size=batch_size)
-
-
-# --- plans to calibrate on ---------------------------------------------------------------------
-
-
-def write_random_remap(store, path: Path, rng: np.random.Generator) -> Path:
-    """A dense random renumbering of every table of at most ``REMAP_ROWS_LIMIT`` rows (larger ones keep their
-    order): plans from ``screc plan solve`` always carry a remap, and translating ids costs the host time."""
-    from plans.remap import Remap, TableRemap
-
-    tables = [TableRemap(t.name, int(t.rows), perm=rng.permutation(int(t.rows)).astype(np.int64))
-              for t in store.tables if int(t.rows) <= REMAP_ROWS_LIMIT]
-    Remap(tables, {"source": "calibration: random"}).save(path)
-    return path
-
-
-def calibration_plans(store, remap: Path | None = None) -> list:
-    """Plans exercising every host path: (label, Plan), each with ``remap`` (a remap file) if given. Hot sets
-    are capped at ``DRAM_LIMIT_BYTES`` in total."""
-    from emulator.plan import DevicePlan, Plan, TablePlacement
-
-    tabs = store.tables
-    ranks = sorted({int(v.rank) for t in tabs for v in t.tt})
-    budget = DRAM_LIMIT_BYTES
-
-    def hot_cap(rows_wanted: list[int]) -> list[int]:
-        total = sum(r * t.row_bytes for r, t in zip(rows_wanted, tabs))
-        if total <= budget:
-            return rows_wanted
-        f = budget / total
-        return [int(r * f) for r in rows_wanted]
-
-    def tier(t, rank: int | None) -> tuple[str, int | None]:
-        have = {int(v.rank) for v in t.tt}
-        return (SSD_TT, rank) if rank is not None and rank in have else (SSD_RAW, None)
-
-    def plan(label: str, hot: list[int], rank: int | None, devices: int = 1, mask: list[bool] | None = None):
-        hot = hot_cap(hot)
-        pls = []
-        for i, (t, k) in enumerate(zip(tabs, hot)):
-            use_rank = rank if mask is None or mask[i] else None
-            ct, r = tier(t, use_rank)
-            pls.append(TablePlacement(t.name, int(k), ct, r, i % devices))
-        devs = tuple(DevicePlan(f"cal{d}", 1, 1) for d in range(devices))
-        return label, Plan(store.store_id, tuple(pls), devs, planner=f"calibration:{label}",
-                           remap=None if remap is None else str(remap))
-
-    rows = [int(t.rows) for t in tabs]
-    n = len(tabs)
-    out = [plan("all-dram", rows, None), plan("all-ssd", [0] * n, None), plan("all-ssd-2dev", [0] * n, None, 2),
-           plan("half-hot-ssd", [r // 2 for r in rows], None),
-           plan("alternate-dram-ssd", [r if i % 2 else 0 for i, r in enumerate(rows)], None, 2),
-           plan("mostly-hot-ssd-2dev", [r - max(1, r // 20) for r in rows], None, 2)]  # few reads on both devices
-    for rank in ranks:
-        out.append(plan(f"all-tt-r{rank}", [0] * n, rank))
-    if ranks:
-        out.append(plan(f"half-hot-tt-r{ranks[0]}", [r // 2 for r in rows], ranks[0]))
-        out.append(plan(f"alternate-tt-ssd-r{ranks[-1]}", [0] * n, ranks[-1], 2, [i % 2 == 0 for i in range(n)]))
-        out.append(plan(f"mostly-hot-tt-2dev-r{ranks[0]}", [r - max(1, r // 10) for r in rows], ranks[0], 2))
-    return out
-
-
-# --- one replay --------------------------------------------------------------------------------
-
-
-def _flops_by_table(store, plan) -> list[float]:
-    out = []
-    for t in store.tables:
-        p = plan.placement(t.name)
-        f = 0.0
-        if p.cold_tier == SSD_TT:
-            v = t.tt_variant(p.tt_rank)
-            f = tt_flops_per_row(v.tt_q_shapes, v.tt_ranks)
-        out.append(f)
-    return out
-
-
-def batch_features(prepared, n_devices: int, flops: Sequence[float]) -> tuple[dict[str, float], list, list]:
-    """What the host does for one prepared batch (see :data:`FEATURES`), and reads and pages per device."""
-    from emulator.tiers import KIND_PAGE, KIND_STAGED
-
-    f = dict.fromkeys(FEATURES, 0.0)
-    f["batch"] = 1.0
-    f["table"] = float(len(prepared.kinds))
-    f["lookup"] = float(prepared.batch.num_lookups)
-    for kind, rows, fl in zip(prepared.kinds, prepared.tt_rows, flops):
-        n_page = int(np.count_nonzero(kind == KIND_PAGE))
-        f["raw_table"] += n_page > 0
-        f["raw_lookup"] += n_page
-        if rows is not None:
-            f["tt_table"] += 1
-            f["tt_lookup"] += int(np.count_nonzero(kind == KIND_STAGED))
-            f["tt_row"] += rows.size
-            f["tt_flop"] += rows.size * fl
-    reads, pages = [0.0] * n_devices, [0.0] * n_devices
-    for d, r in enumerate(prepared.reads):
-        if r is not None:
-            reads[d] = float(r.count)
-            pages[d] = float(r.total_bytes) / PAGE_BYTES
-    f["read"] = float(sum(reads))
-    f["io_device"] = float(sum(1 for x in reads if x > 0))
-    return f, reads, pages
-
-
-class _Job:
-    """One (replayer, trace) pair of the calibration: what the host does per batch, and its timed runs."""
-
-    def __init__(self, label: str, rep, reader, blocked: list[float], flops: Sequence[float]):
-        self.label, self.rep, self.reader, self.blocked = label, rep, reader, blocked
-        nd = len(rep.engines)
-        feats, reads, pages = [], [], []
-        for b in reader.batches(0, reader.num_batches):  # counting pass: prepare only, no reads issued
-            f, r, p = batch_features(rep.prepare(b), nd, flops)
-            feats.append(f)
-            reads.append(r)
-            pages.append(p)
-        self.features = {k: float(np.mean([f[k] for f in feats])) for k in FEATURES}
-        self.reads = tuple(np.mean(reads, axis=0).tolist())
-        self.pages = tuple(np.mean(pages, axis=0).tolist())
-        self.batches = len(feats)
-        self.runs: list[tuple[float, float, list[float]]] = []  # (host s, batch s, IO s per device), per batch
-
-    def run(self) -> None:
-        """One timed replay of the whole trace, as ``screc replay`` runs it (pipelined, with live statistics)."""
-        from emulator.replay.counters import ReplayStats
-
-        rep = self.rep
-        c0 = [e.counters() for e in rep.engines]
-        self.blocked[0] = 0.0
-        rep.stats = ReplayStats()
-        tot = rep.run(self.reader)
-        c1 = [e.counters() for e in rep.engines]
-        nb = max(1, tot["batches"])
-        wait = sum(b.wait_s - a.wait_s for a, b in zip(c0, c1))
-        self.runs.append(((tot["elapsed_s"] - wait - self.blocked[0]) / nb, tot["elapsed_s"] / nb,
-                          [(b.busy_s - a.busy_s) / nb for a, b in zip(c0, c1)]))
-
-    def sample(self) -> ReplaySample:
-        """The run of median batch time (robust to a burst of load from other processes)."""
-        host, total, io = self.runs[int(np.argsort([r[1] for r in self.runs])[len(self.runs) // 2])]
-        return ReplaySample(self.label, self.batches, self.features, host, total, tuple(io), self.reads, self.pages)
-
-    def run_samples(self) -> list[ReplaySample]:
-        """One sample per timed run (the host fit weighs them robustly)."""
-        return [ReplaySample(self.label, self.batches, self.features, host, total, tuple(io), self.reads, self.pages)
-                for host, total, io in self.runs]
-
-
-def _time_blocking(rep) -> list[float]:
-    """Time the replay's host thread spends inside each engine's ``start`` (it blocks there while the engine
-    still serves the previous batch): the engines' ``start`` is wrapped on these instances only."""
-    blocked = [0.0]
-    for eng in rep.engines:
-        def timed_start(*args, _start=eng.start, **kw):
-            t0 = time.perf_counter()
-            try:
-                return _start(*args, **kw)
-            finally:
-                blocked[0] += time.perf_counter() - t0
-
-        eng.start = timed_start
-    return blocked
-
+__all__ = ["FEATURES", "ReplaySample", "batch_features", "calibration_plans", "fit_host_costs", "fit_io_costs",
+           "fit_io_handoff", "host_target_s", "measure_host_costs", "nnls", "write_synthetic_trace"]
 
 # --- fitting -----------------------------------------------------------------------------------
 
@@ -349,54 +127,17 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
 
     Every (plan, trace) pair is replayed once per round, the rounds interleaved in time so that a burst of
     load from other processes hits different pairs; each pair keeps its run of median batch time."""
-    import contextlib
-
-    from emulator.plan import DevicePlan, Plan, TablePlacement
-    from emulator.replay.engine import Replayer, ReplayConfig
-    from emulator.store.store import Store, StoreBuildConfig
-    from emulator.store.build import build_store
-    from tracegen.trace_io import TraceReader
-
     if batches < 2:
         raise InputError(f"need at least 2 batches per calibration replay, got {batches}")
     if rounds < 1:
         raise InputError(f"need at least 1 round of calibration replays, got {rounds}")
     rng = np.random.default_rng(seed)
-    spec = store.spec
-    sizes = list(batch_sizes or (spec.batch_size, max(1, spec.batch_size // 4)))
+    sizes = list(batch_sizes or (store.spec.batch_size, max(1, store.spec.batch_size // 4)))
     t0 = time.perf_counter()
-    config = ReplayConfig(queue_depth=queue_depth, pipeline=True)
     with tempfile.TemporaryDirectory(prefix="screc-calibrate-") as tmp, contextlib.ExitStack() as stack:
-        tmp = Path(tmp)
-        targets = [(store, spec, calibration_plans(store, write_random_remap(store, tmp / "remap.h5", rng)), "")]
-        if mini:
-            mspec = _mini_spec(int(store.tables[0].dim), sizes[0])
-            mstore = Store.open(build_store(mspec, tmp / "mini", StoreBuildConfig(tt_ranks=())).path)
-            names = [t.name for t in mstore.tables]
-            mremap = str(write_random_remap(mstore, tmp / "mini-remap.h5", rng))
-            mplans = [(label, Plan(mstore.store_id, tuple(TablePlacement(n, hot) for n in names),
-                                   (DevicePlan("cal0"),), planner=f"calibration:mini-{label}", remap=mremap))
-                      for label, hot in (("all-dram", MINI_ROWS), ("all-ssd", 0))]
-            targets.append((mstore, mspec, mplans, f"mini {MINI_TABLES} tables "))
-        jobs: list[_Job] = []
-        for st, sp, plans, prefix in targets:
-            readers = []
-            for b in sizes:
-                path = tmp / f"{prefix.strip().replace(' ', '-') or 'store'}-b{b}.h5"
-                write_synthetic_trace(path, sp, batches, b, rng)
-                readers.append((b, stack.enter_context(TraceReader(path))))
-            for label, plan in plans:
-                rep = stack.enter_context(Replayer(st, plan, config))
-                blocked = _time_blocking(rep)
-                flops = _flops_by_table(st, plan)
-                for b, reader in readers:
-                    jobs.append(_Job(f"{prefix}{label} B={b}", rep, reader, blocked, flops))
-        for job in jobs:  # warm-up (first touch of buffers, engine threads): not counted
-            job.rep.run(job.reader)
-        order = np.random.default_rng(seed + 1)
-        for _ in range(rounds):  # a new order every round, so no job always follows the same one
-            for j in order.permutation(len(jobs)):
-                jobs[int(j)].run()
+        jobs = calibration_jobs(store, Path(tmp), stack, batches=batches, sizes=sizes, queue_depth=queue_depth,
+                                mini=mini, rng=rng)
+        run_interleaved(jobs, rounds, seed + 1)
         samples = [job.sample() for job in jobs]
         runs = [r for job in jobs for r in job.run_samples()]
     for s in samples:
