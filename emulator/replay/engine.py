@@ -109,10 +109,17 @@ class Replayer:
         seen = set()
         for tab in self.tables:
             lay = tab.layout
-            key = (lay.np_dtype.str, tab.tt is not None)
+            key = (lay.dtype, tab.tt is not None)
             if key in seen:
                 continue
             seen.add(key)
+            if lay.dtype in ("int8", "int4"):  # a row format's kernel (emulator.kernels.quant)
+                from emulator.kernels.quant import pool_sources_quantized
+
+                pool_sources_quantized(np.array([0, 2], np.int64), np.array([0, 1], np.uint8), np.zeros(2, np.int64),
+                                       np.zeros((1, lay.row_bytes), np.uint8), self._buffers[0], lay.dtype, lay.dim,
+                                       np.empty((1, lay.dim), np.float32))
+                continue
             plan_row_reads(np.zeros(1, np.int64), lay.rows_per_page, lay.pages_per_row, lay.row_bytes)
             staged = tt_rebuild_rows(tab.tt, np.zeros(1, np.int64)) if tab.tt is not None else \
                 np.zeros((1, lay.dim), np.float32)
@@ -241,7 +248,12 @@ class Replayer:
             g = w.group
             out = np.empty((g.size * B, g.dim), dtype=np.float32)
             t0 = self.clock()
-            pool_sources(w.offsets, w.kind, w.loc, g.dram, p.dest, st, dtype_code(g.np_dtype), g.dim, out)
+            if g.row_format in ("int8", "int4"):  # quantized rows: dequantized as they are pooled
+                from emulator.kernels.quant import pool_sources_quantized
+
+                pool_sources_quantized(w.offsets, w.kind, w.loc, g.dram, p.dest, g.row_format, g.dim, out)
+            else:
+                pool_sources(w.offsets, w.kind, w.loc, g.dram, p.dest, st, dtype_code(g.np_dtype), g.dim, out)
             finish_cache(w, p.dest)
             dt = self.clock() - t0
             n = w.kind.size or 1

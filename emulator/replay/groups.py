@@ -1,6 +1,7 @@
 """The replay engine's batched path: all tables of one (dim, dtype) served with whole-batch NumPy passes.
 
-A *group* holds every table of one ``(dim, dtype)`` that needs no per-table
+A *group* holds every table of one ``(dim, dtype)`` (dtype: fp32, fp16, or the
+row format int8 / int4 its DRAM and pages hold) that needs no per-table
 state in the batch loop (no LRU cache, no prefix remap, raw rows within one
 page). Its DRAM tiers are concatenated into one C-contiguous array (each
 table's ``dram`` is a view of it), its dense remaps into one permutation, so a
@@ -46,6 +47,7 @@ class Group:
     tt_members: list = field(default_factory=list)  # member positions served by TT
     lru: np.ndarray | None = None  # bool per member: its raw cold rows go through ``cache``
     cache: Any = None  # emulator.replay.cache.RowCache shared by the LRU members, keyed by key_base + row
+    row_format: str = "fp32"  # "int8" / "int4": ``dram`` and the pages hold those rows (see emulator.store.quant)
 
     @property
     def size(self) -> int:

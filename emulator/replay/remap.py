@@ -10,16 +10,22 @@ from typing import Callable
 import numpy as np
 
 from emulator.plan import Plan, check_remap_table
+from emulator.store.layout import RowLayout
 from emulator.store.store import Store
 from tracegen.errors import InputError
 
 
 def load_hot_rows(store: Store, i: int, hot: int, inv: np.ndarray | None,
-                   out: np.ndarray | None = None) -> np.ndarray:
+                   out: np.ndarray | None = None, row_format: str = "fp32") -> np.ndarray:
     """Read a table's hot rows into ``out`` (or a new array) with plain reads of 1 MiB blocks (no memory map,
-    so the process's resident set holds the DRAM tier and one block, not every page the rows sit in)."""
-    lay = store.layouts[i]
-    out = np.empty((hot, lay.dim), dtype=lay.np_dtype) if out is None else out
+    so the process's resident set holds the DRAM tier and one block, not every page the rows sit in).
+    ``row_format`` other than fp32: the rows of that format's file (int8/int4 as (hot, row_bytes) uint8)."""
+    lay, path = (store.layouts[i], store.table_path(i)) if row_format == "fp32" else \
+        (store.format_layout(i, row_format), store.format_path(i, row_format))
+    if row_format == "fp16":
+        lay = RowLayout(lay.rows, lay.dim, "fp16", lay.page_bytes)  # plain fp16 rows: the same pages
+    width = lay.row_bytes // lay.np_dtype.itemsize
+    out = np.empty((hot, width), dtype=lay.np_dtype) if out is None else out
     if hot == 0:
         return out
     rows = np.arange(hot, dtype=np.int64) if inv is None else np.asarray(inv[:hot], dtype=np.int64)
@@ -30,16 +36,15 @@ def load_hot_rows(store: Store, i: int, hot: int, inv: np.ndarray | None,
     starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])
     ends = np.r_[starts[1:], offs.size]
     buf = np.empty(block + lay.span_bytes, dtype=np.uint8)
-    with open(store.table_path(i), "rb", buffering=0) as f:
+    with open(path, "rb", buffering=0) as f:
         for a, b in zip(starts, ends):
             base = int(blocks[a]) * block
             n = os.preadv(f.fileno(), [memoryview(buf)[: min(buf.size, lay.file_bytes - base)]], base)
             rel = offs[a:b] - base
             if int(rel.max()) + lay.row_bytes > n:
-                raise InputError(f"table {store.tables[i].name}: short read while loading hot rows",
-                                 store.table_path(i))
+                raise InputError(f"table {store.tables[i].name}: short read while loading hot rows", path)
             idx = rel[:, None] + np.arange(lay.row_bytes)
-            out[order[a:b]] = buf[idx].view(lay.np_dtype).reshape(b - a, lay.dim)
+            out[order[a:b]] = buf[idx].view(lay.np_dtype).reshape(b - a, width)
     return out
 
 

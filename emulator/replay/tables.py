@@ -4,7 +4,9 @@
 raw file on its device's IO engine (``ssd_raw``, with an LRU row cache in
 front of it if the plan asks for one) or loads its TT cores (``ssd_tt``). The
 tables that need no per-table state in the batch loop are gathered into one
-:class:`emulator.replay.groups.Group` per ``(dim, dtype)``, whose hot rows load
+:class:`emulator.replay.groups.Group` per ``(dim, dtype)`` (a table placed with a
+row format other than fp32 serves that format's rows: its DRAM tier holds them and
+its raw reads fetch that format's file), whose hot rows load
 straight into one DRAM array; the others are served one by one (the *slow*
 path). The group raw files of each device are laid end to end in one global
 page space (see :func:`emulator.replay.groups.plan_raw`).
@@ -63,6 +65,7 @@ class _Meta:
     hot: int  # hot rows actually held (at most the table's rows)
     remap: Any  # emulator.replay.remap.TableRemap or None
     fast: bool  # served by a group's whole-batch passes (else one by one)
+    path: Any  # the file its raw tier reads: the raw rows, or its row format's file
 
 
 def open_tables(store: Store, plan: Plan, lru_ways: int, remap: dict, engines: list) -> OpenedTables:
@@ -71,8 +74,8 @@ def open_tables(store: Store, plan: Plan, lru_ways: int, remap: dict, engines: l
     metas = [_resolve(store, plan, remap, i) for i in range(len(store.tables))]
     keyed: dict[tuple, list[_Meta]] = {}  # one DRAM array per (dim, dtype) group of fast tables
     for m in metas:
-        if m.fast:
-            keyed.setdefault((m.layout.dim, m.layout.np_dtype.str), []).append(m)
+        if m.fast:  # layout.dtype: fp32, fp16, or a row format (int8/int4 rows are uint8 bytes)
+            keyed.setdefault((m.layout.dim, m.layout.dtype), []).append(m)
     arrays, views = _group_arrays(keyed)
     tables, dram_bytes = [], 0
     for m in metas:
@@ -82,6 +85,8 @@ def open_tables(store: Store, plan: Plan, lru_ways: int, remap: dict, engines: l
     page_of, dev_files = _device_page_space(tables, views, len(engines))
     groups = [_make_group(arr, dim, [tables[m.index] for m in members], views, page_of)
               for arr, ((dim, _), members) in zip(arrays, keyed.items())]
+    for g, ((_, dtype), _) in zip(groups, keyed.items()):
+        g.row_format = dtype if dtype in ("int8", "int4") else "fp32"
     for gi, g in enumerate(groups):
         dram_bytes += _add_group_cache(g, [tables[int(t)] for t in g.tables], lru_ways, seed=gi)
     slow = [tables[m.index] for m in metas if not m.fast]
@@ -95,14 +100,26 @@ def _resolve(store: Store, plan: Plan, remap: dict, i: int) -> _Meta:
         pl = plan.placement(t.name)
     except KeyError:
         raise InputError(f"plan has no placement for table {t.name}") from None
-    lay = store.layouts[i]
+    lay, path = _row_layout(store, i, pl.row_format)
     hot = min(pl.hot_rows, lay.rows)
     rmap = remap.get(t.name)
     if rmap is not None and rmap.rows != lay.rows:
         raise InputError(f"remap of table {t.name} is for {rmap.rows} rows, table has {lay.rows}")
     raw = hot < lay.rows and pl.cold_tier == "ssd_raw"
     fast = not (raw and lay.pages_per_row > 1) and (rmap is None or rmap.perm is not None)
-    return _Meta(i, t.name, pl, lay, hot, rmap, fast)
+    if pl.row_format in ("int8", "int4") and not fast:
+        raise InputError(f"table {t.name}: {pl.row_format} rows are served by the batched path only (a dense "
+                         "remap or none, rows within a page)")
+    return _Meta(i, t.name, pl, lay, hot, rmap, fast, path)
+
+
+def _row_layout(store: Store, i: int, row_format: str) -> tuple[RowLayout, Any]:
+    """The layout and file of table ``i``'s rows in ``row_format`` (fp16 rows are plain fp16 rows)."""
+    if row_format == "fp32":
+        return store.layouts[i], store.table_path(i)
+    path = store.format_path(i, row_format)  # InputError if the store has no such rows
+    lay = store.format_layout(i, row_format)
+    return (RowLayout(lay.rows, lay.dim, "fp16", lay.page_bytes) if row_format == "fp16" else lay), path
 
 
 def _group_arrays(keyed: dict[tuple, list[_Meta]]) -> tuple[list[np.ndarray], dict[int, tuple[int, int, np.ndarray]]]:
@@ -110,7 +127,8 @@ def _group_arrays(keyed: dict[tuple, list[_Meta]]) -> tuple[list[np.ndarray], di
     views: dict[int, tuple[int, int, np.ndarray]] = {}
     arrays = []
     for (dim, _), members in keyed.items():
-        arr = np.empty((sum(m.hot for m in members), dim), members[0].layout.np_dtype)
+        lay = members[0].layout  # int8/int4 rows are row_bytes bytes wide
+        arr = np.empty((sum(m.hot for m in members), lay.row_bytes // lay.np_dtype.itemsize), lay.np_dtype)
         base = 0
         for m in members:
             views[m.index] = (len(arrays), base, arr[base:base + m.hot])
@@ -124,14 +142,14 @@ def _open_table(store: Store, m: _Meta, dram_view: np.ndarray | None, lru_ways: 
     """Load a table's hot rows (into ``dram_view`` for group members), open its cold tier; its DRAM bytes."""
     rmap, lay, pl = m.remap, m.layout, m.placement
     inv = None if rmap is None else rmap.hot_old_ids(m.hot)
-    dram = load_hot_rows(store, m.index, m.hot, inv, out=dram_view)
+    dram = load_hot_rows(store, m.index, m.hot, inv, out=dram_view, row_format=pl.row_format)
     dram_bytes = dram.nbytes
     new_ids = None if rmap is None else rmap.hot_lookup(m.hot)
     tab = Table(m.index, m.name, lay, pl, new_ids, dram, hot=m.hot, device=pl.device)
     tab.perm = None if rmap is None else rmap.perm
     if m.hot < lay.rows:
         if pl.cold_tier == "ssd_raw":
-            tab.file_id = engines[pl.device].open(store.table_path(m.index))
+            tab.file_id = engines[pl.device].open(m.path)
             if pl.lru_rows and not m.fast:  # a group member's rows go through its group's shared cache
                 from emulator.replay.cache import RowCache
 

@@ -1,7 +1,10 @@
 """``--verify``: every pooled batch against a plain NumPy reference built from the raw rows.
 
 Raw and DRAM rows must pool to the reference bit for bit (same float32 sums in
-the same order). A bag with TT-served rows is checked twice:
+the same order). A table placed with a row format (fp16, int8, int4) is checked
+against its stored rows dequantized in NumPy (``float32(q) * scale + bias``),
+bit for bit too: it is exact against what it stores, and its distance from the
+raw rows is the format's error (``screc store info``, ``screc accuracy``). A bag with TT-served rows is checked twice:
 
 1. against the reference pooled from the TT rows rebuilt in NumPy (float64
    contractions): equal up to float32 rounding (``TT_RTOL``, ``TT_ATOL_OF_MAX``);
@@ -57,8 +60,7 @@ class Verifier:
         store = self.rep.store
         for tab, lk, got in zip(self.rep.tables, p.tables(), out.pooled):
             kind, off, ids = lk.kind, lk.offsets, lk.old_ids
-            store.check_rows(tab.index, ids)  # the reference must not read corrupt bytes (chunk CRC32s)
-            rows = store.read_rows(tab.index, ids).astype(np.float32)
+            rows = _reference_rows(store, tab, ids)
             tt_mask = kind == KIND_STAGED
             if not tt_mask.any():
                 want = pool_reference(rows, off)
@@ -96,6 +98,19 @@ class Verifier:
                 "max_tt_abs_diff": self.max_tt_abs_diff, "max_tt_bound_used": self.max_tt_bound_used,
                 "tt_rows_over_manifest_max": self.tt_rows_over_manifest_max,
                 "tt_bound": "per bag: sum of the served rows' |tt - raw| + float32 rounding of both sums (derived)"}
+
+
+def _reference_rows(store, tab, ids: np.ndarray) -> np.ndarray:
+    """The float32 rows a table's lookups must pool to: its raw rows, or (a table placed with a row format)
+    that format's stored rows dequantized in NumPy exactly as the kernels do. Chunk CRC32s are checked first:
+    the reference must not read corrupt bytes."""
+    fmt = tab.placement.row_format
+    if fmt == "fp32":
+        store.check_rows(tab.index, ids)
+        return store.read_rows(tab.index, ids).astype(np.float32)
+    from emulator.store.quant import dequantize_rows
+
+    return dequantize_rows(store.read_format_rows(tab.index, fmt, ids, check=True), fmt, tab.layout.dim)
 
 
 def _tt_bag_bound(rows: np.ndarray, rows_tt: np.ndarray, offsets: np.ndarray) -> np.ndarray:
