@@ -293,54 +293,37 @@ def _scratch_store(directory: Path, seed: int):
                                                                      tt_min_rows=2000)).path)
 
 
-def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Sequence[int] = DEFAULT_QUEUE_DEPTHS,
-                        tt_ranks: Sequence[int] = TT_REFERENCE_RANKS, seed: int = 0,
-                        scratch_bytes: int = SCRATCH_FILE_BYTES, clock: Clock = time.perf_counter,
-                        host_costs: bool = True, replay_batches: int = 16,
-                        queue_depth: int = DEFAULT_QUEUE_DEPTH, on_sample=None) -> Calibration:
-    """Measure this machine. ``store_or_dir``: an ``emulator.store.store.Store`` (its raw files are read and its
-    tables replayed) or a directory on the disk to measure (a scratch file, and for the host costs a small
-    scratch store, are written there and removed). ``seconds`` budgets the rate measurements; the host-cost
-    replays (``host_costs``) take as long as ``replay_batches`` batches under each calibration plan need."""
-    if seconds <= 0:
-        raise InputError(f"calibration time must be > 0 seconds, got {seconds}")
-    rng = np.random.default_rng(seed)
-    notes: list[str] = []
-    scratch = None
-    store = None
-    if hasattr(store_or_dir, "tables") and hasattr(store_or_dir, "table_path"):
-        store = store_or_dir
-        paths = [store.table_path(i) for i in range(len(store.tables))]
-        where = Path(store.path)
-        notes.append(f"IO measured on the raw files of store {store.store_id[:12]}")
-    else:
-        where = Path(store_or_dir)
-        if not where.is_dir():
-            raise InputError("calibration directory not found", where)
-        scratch = _scratch_file(where, scratch_bytes, rng)
-        paths = [scratch]
-        notes.append(f"IO measured on a {scratch_bytes >> 20} MiB scratch file")
-    try:
-        iops, lat, bw, engine = measure_io(paths, 0.6 * seconds, queue_depths, rng, notes)
-    finally:
-        if scratch is not None:
-            scratch.unlink(missing_ok=True)
-    dram_lps, dram_bps = measure_dram(0.1 * seconds, rng, notes, clock)
-    mem = measure_mem_core(0.1 * seconds, rng, clock)
-    tt_rates, flops = measure_tt(0.2 * seconds, tt_ranks, rng, notes, clock)
+def _load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _machine_info(where: Path, engine: str, seconds: float) -> dict:
+    """What was measured where: CPU, versions, the IO engine, the disk's free and total bytes, the load."""
     usage = shutil.disk_usage(where)
-    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-               "numpy": np.__version__, "io_engine": engine, "disk_path": str(where),
-               "disk_free_bytes": int(usage.free), "disk_total_bytes": int(usage.total),
-               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": float(seconds),
-               "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    calib = Calibration(dram_lookups_per_s=dram_lps, dram_bytes_per_s=dram_bps, io_iops_by_qd=iops,
-                        io_latency_s_by_qd=lat, read_bytes_per_s=bw, mem_core_lookups_per_s=mem,
-                        tt_rows_per_s_by_rank=tt_rates, compute_core_flops_per_s=flops, io_read_bytes=PAGE_BYTES,
-                        machine=machine, notes=tuple(notes), source="measured")
-    if not host_costs:
-        machine["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-        return calib
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "numpy": np.__version__, "io_engine": engine, "disk_path": str(where),
+            "disk_free_bytes": int(usage.free), "disk_total_bytes": int(usage.total),
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": float(seconds),
+            "load_average": _load_average()}
+
+
+def _measure_io_of(store, where: Path, seconds: float, queue_depths: Sequence[int], scratch_bytes: int,
+                   rng: np.random.Generator, notes: list[str]):
+    """IO rates on the store's raw files, or on a scratch file written in ``where`` (removed afterwards)."""
+    if store is not None:
+        notes.append(f"IO measured on the raw files of store {store.store_id[:12]}")
+        return measure_io([store.table_path(i) for i in range(len(store.tables))], seconds, queue_depths, rng, notes)
+    scratch = _scratch_file(where, scratch_bytes, rng)
+    notes.append(f"IO measured on a {scratch_bytes >> 20} MiB scratch file")
+    try:
+        return measure_io([scratch], seconds, queue_depths, rng, notes)
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _fit_host(store, where: Path, calib: Calibration, notes: list[str], *, replay_batches: int, queue_depth: int,
+              seed: int, on_sample) -> HostCosts:
+    """The host thread's costs fitted on replays of the store (or of a scratch store written in ``where``)."""
     from plans.host_fit import measure_host_costs
 
     if store is None:
@@ -354,8 +337,41 @@ def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Se
         host, _ = measure_host_costs(store, calib, batches=replay_batches, queue_depth=queue_depth, seed=seed,
                                      on_sample=on_sample)
         notes.append(f"host costs fitted on replays of store {store.store_id[:12]} and of 64 tiny tables")
-    machine["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    return dataclasses.replace(calib, host=host, notes=tuple(notes), machine=machine)
+    return host
+
+
+def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Sequence[int] = DEFAULT_QUEUE_DEPTHS,
+                        tt_ranks: Sequence[int] = TT_REFERENCE_RANKS, seed: int = 0,
+                        scratch_bytes: int = SCRATCH_FILE_BYTES, clock: Clock = time.perf_counter,
+                        host_costs: bool = True, replay_batches: int = 16,
+                        queue_depth: int = DEFAULT_QUEUE_DEPTH, on_sample=None) -> Calibration:
+    """Measure this machine. ``store_or_dir``: an ``emulator.store.store.Store`` (its raw files are read and its
+    tables replayed) or a directory on the disk to measure (a scratch file, and for the host costs a small
+    scratch store, are written there and removed). ``seconds`` budgets the rate measurements; the host-cost
+    replays (``host_costs``) take as long as ``replay_batches`` batches under each calibration plan need."""
+    if seconds <= 0:
+        raise InputError(f"calibration time must be > 0 seconds, got {seconds}")
+    rng = np.random.default_rng(seed)
+    notes: list[str] = []
+    store = store_or_dir if hasattr(store_or_dir, "tables") and hasattr(store_or_dir, "table_path") else None
+    where = Path(store.path) if store is not None else Path(store_or_dir)
+    if store is None and not where.is_dir():
+        raise InputError("calibration directory not found", where)
+    iops, lat, bw, engine = _measure_io_of(store, where, 0.6 * seconds, queue_depths, scratch_bytes, rng, notes)
+    dram_lps, dram_bps = measure_dram(0.1 * seconds, rng, notes, clock)
+    mem = measure_mem_core(0.1 * seconds, rng, clock)
+    tt_rates, flops = measure_tt(0.2 * seconds, tt_ranks, rng, notes, clock)
+    machine = _machine_info(where, engine, seconds)
+    calib = Calibration(dram_lookups_per_s=dram_lps, dram_bytes_per_s=dram_bps, io_iops_by_qd=iops,
+                        io_latency_s_by_qd=lat, read_bytes_per_s=bw, mem_core_lookups_per_s=mem,
+                        tt_rows_per_s_by_rank=tt_rates, compute_core_flops_per_s=flops, io_read_bytes=PAGE_BYTES,
+                        machine=machine, notes=tuple(notes), source="measured")
+    host = None
+    if host_costs:
+        host = _fit_host(store, where, calib, notes, replay_batches=replay_batches, queue_depth=queue_depth,
+                         seed=seed, on_sample=on_sample)
+    machine["load_average_after"] = _load_average()
+    return calib if host is None else dataclasses.replace(calib, host=host, notes=tuple(notes), machine=machine)
 
 
 def default_calibration() -> Calibration:
