@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ from emulator.store.layout import RowLayout
 from emulator.store.manifest import (BuildInfo, FileEntry, FormatEntry, Manifest, StoreWeights, TableEntry, TTEntry,
                                      WeightsSource, write_manifest)
 from emulator.store.quant import STORED_FORMATS, FormatLayout, quantize_rows, reconstruction_error
-from emulator.store.store import (CHUNK_BYTES, ERROR_SAMPLE_ROWS, IN_MEMORY_TT_BYTES, WRITE_BYTES, Progress, Store,
-                                  StoreBuildConfig, _ChecksummedWriter, file_crcs)
+from emulator.store.store import (ERROR_SAMPLE_ROWS, IN_MEMORY_TT_BYTES, WRITE_BYTES, Progress, Store,
+                                  StoreBuildConfig, _ChecksummedWriter, chunk_mismatches, file_crcs)
 from emulator.store.weights import ArrayRows, SyntheticRows, SyntheticWeightsConfig
 from tracegen.atomic import atomic_dir, fsync_file, release_reserve, reserve_space
 from tracegen.errors import InputError
@@ -227,6 +226,13 @@ def verify_store(path: str | os.PathLike, progress: Progress | None = None) -> V
     entries += [(f"file {f.file}", f) for f in store.manifest.files]
     total = sum(e.bytes for _, e in entries)
     done = 0
+
+    def read(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress("verify", done, total)
+
     for what, entry in entries:
         f = store.path / entry.file
         if not f.is_file():
@@ -235,15 +241,8 @@ def verify_store(path: str | os.PathLike, progress: Progress | None = None) -> V
         if f.stat().st_size != entry.bytes:
             report.problems.append(f"{what}: {entry.file} has {f.stat().st_size} bytes, expected {entry.bytes}")
             continue
-        with open(f, "rb") as fh:
-            for k, want in enumerate(entry.crc32):
-                block = fh.read(CHUNK_BYTES)
-                if zlib.crc32(block) != want:
-                    report.problems.append(f"{what}: {entry.file} checksum mismatch in bytes "
-                                           f"{k * CHUNK_BYTES}-{k * CHUNK_BYTES + len(block)}")
-                done += len(block)
-                if progress:
-                    progress("verify", done, total)
+        for _, start, end in chunk_mismatches(f, entry, range(len(entry.crc32)), read):
+            report.problems.append(f"{what}: {entry.file} checksum mismatch in bytes {start}-{end}")
         report.files += 1
         report.bytes += entry.bytes
     return report

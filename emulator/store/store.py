@@ -87,6 +87,22 @@ class _ChecksummedWriter:
         self._f.close()
 
 
+def chunk_mismatches(path: Path, entry: FileEntry, chunks: Iterable[int],
+                     on_read: Callable[[int], None] | None = None) -> list[tuple[int, int, int]]:
+    """(chunk, first byte, end byte) of each of ``chunks`` of ``path`` whose CRC32 is not the manifest's
+    (``entry``); ``on_read(bytes)`` after each chunk read."""
+    bad = []
+    with open(path, "rb") as fh:
+        for k in chunks:
+            fh.seek(k * CHUNK_BYTES)
+            block = fh.read(CHUNK_BYTES)
+            if on_read:
+                on_read(len(block))
+            if zlib.crc32(block) != entry.crc32[k]:
+                bad.append((k, k * CHUNK_BYTES, k * CHUNK_BYTES + len(block)))
+    return bad
+
+
 def file_crcs(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[int]:
     crcs = []
     with open(path, "rb") as f:
@@ -215,19 +231,12 @@ class Store:
 
     def _check_chunks(self, entry: FileEntry, chunks: Iterable[int], what: str) -> None:
         """Compare the CRC32 of each listed chunk of a manifest file entry (once per chunk per Store)."""
-        f = self.path / entry.file
         todo = [k for k in chunks if (entry.file, k) not in self._good_chunks]
-        if not todo:
-            return
-        with open(f, "rb") as fh:
-            for k in todo:
-                fh.seek(k * CHUNK_BYTES)
-                block = fh.read(CHUNK_BYTES)
-                if zlib.crc32(block) != entry.crc32[k]:
-                    raise InputError(f"{what}: {entry.file} checksum mismatch in bytes {k * CHUNK_BYTES}-"
-                                     f"{k * CHUNK_BYTES + len(block)}; the store is corrupt (see screc store verify)",
-                                     self.path)
-                self._good_chunks.add((entry.file, k))
+        bad = chunk_mismatches(self.path / entry.file, entry, todo) if todo else []
+        if bad:
+            raise InputError(f"{what}: {entry.file} checksum mismatch in bytes {bad[0][1]}-{bad[0][2]}; the store is "
+                             "corrupt (see screc store verify)", self.path)
+        self._good_chunks.update((entry.file, k) for k in todo)
 
     def check_rows(self, i: int, rows: np.ndarray) -> None:
         """Check the checksums of the raw-file chunks holding ``rows`` of table ``i`` (InputError if corrupt).

@@ -1,5 +1,6 @@
 import json
 import os
+import zlib
 
 import h5py
 import numpy as np
@@ -149,3 +150,19 @@ def test_store_cli_build_info(tmp_path, capsys):
     code, out, _ = run_cli(["store", "info", str(tmp_path / "s"), "--json"], capsys)
     info = json.loads(out)
     assert code == 0 and all(t["tt"][0]["rank"] <= 4 for t in info["tables"])
+
+
+def test_chunk_mismatches_names_each_bad_chunk_by_byte_range(tmp_path):
+    from emulator.store.manifest import CHUNK_BYTES, FileEntry
+    from emulator.store.store import chunk_mismatches
+
+    data = bytearray(b"x" * (CHUNK_BYTES + 10))  # two chunks: 4 MiB and 10 bytes
+    f = tmp_path / "f.bin"
+    f.write_bytes(bytes(data))
+    entry = FileEntry("f.bin", len(data), (zlib.crc32(data[:CHUNK_BYTES]), zlib.crc32(data[CHUNK_BYTES:])))
+    seen = []
+    assert chunk_mismatches(f, entry, [0, 1], seen.append) == [] and seen == [CHUNK_BYTES, 10]
+    data[CHUNK_BYTES + 3] ^= 1  # a flipped bit in the second chunk only
+    f.write_bytes(bytes(data))
+    assert chunk_mismatches(f, entry, [0, 1]) == [(1, CHUNK_BYTES, CHUNK_BYTES + 10)]
+    assert chunk_mismatches(f, entry, [0]) == []  # only the listed chunks are read
