@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from emulator.store.layout import RowLayout
+from emulator.store.manifest import TTEntry
 from emulator.plan import Plan, TablePlacement
 from emulator.replay.remap import load_hot_rows
 from emulator.store.store import Store
@@ -37,7 +38,7 @@ class Table:
     hot: int = 0  # rows [0, hot) (new ids) are the DRAM tier
     tt: Any = None  # TTCores for ssd_tt
     cache: Any = None  # RowCache in front of the raw cold rows (lru)
-    tt_error: dict | None = None
+    tt_error: TTEntry | None = None  # the manifest's TT variant served (its measured errors)
     file_id: int = -1
     device: int = 0
     perm: np.ndarray | None = None  # the dense remap (old -> new), if any
