@@ -46,6 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from emulator.tiers import NONE, SSD_RAW, SSD_TT
+from plans.format_cost import allowed_formats, format_cold_pages_modelled, format_load  # noqa: F401 (re-exported)
 from plans.types import (Budgets, Calibration, DeviceProfile, Estimator, HostCosts, Perf, PlannerOptions, Storage,
                          TableLoad, TableOption, TableStats, WorkloadStats)
 
@@ -203,8 +204,10 @@ def tt_flops_per_row(q_shapes: Sequence[int], ranks: Sequence[int]) -> float:
 
 
 def table_load(ts: TableStats, hot_rows: int, cold_tier: str, tt_rank: int | None,
-               total_lookups_per_batch: float) -> TableLoad:
-    """The work a placement of table ``ts`` puts on each resource, per batch."""
+               total_lookups_per_batch: float, row_format: str = "fp32") -> TableLoad:
+    """The work a placement of table ``ts`` puts on each resource, per batch (rows in ``row_format``)."""
+    if row_format != "fp32":
+        return format_load(ts, hot_rows, cold_tier, row_format, total_lookups_per_batch)
     mass, cold_rows, cold_pages = ts.at(hot_rows)
     lookups = ts.lookups_per_batch
     cold_lookups = lookups * (1.0 - mass) if hot_rows < ts.rows else 0.0
@@ -244,7 +247,8 @@ def allowed_tt_ranks(ts: TableStats, budgets: Budgets) -> list[int]:
 
 
 class StatsEstimator(Estimator):
-    """Candidate options per table: hot size from the mass levels x cold tier (raw or an allowed TT rank)."""
+    """Candidate options per table: hot size from the mass levels x cold tier (raw or an allowed TT rank),
+    and for each row format the store holds (and the budget allows), all hot or raw in that format."""
 
     def table_options(self, stats: WorkloadStats, budgets: Budgets,
                       options: PlannerOptions) -> list[list[TableOption]]:
@@ -253,11 +257,14 @@ class StatsEstimator(Estimator):
         for t, ts in enumerate(stats.tables):
             opts = []
             ranks = allowed_tt_ranks(ts, budgets)
+            formats = ["fp32"] + allowed_formats(ts, budgets)
             for k in candidate_hot_rows(ts, options.hot_mass_levels):
+                tier = NONE if k >= ts.rows else SSD_RAW
+                for f in formats:
+                    opts.append(TableOption(t, min(k, ts.rows), tier, None,
+                                            table_load(ts, min(k, ts.rows), tier, None, total, f), f))
                 if k >= ts.rows:
-                    opts.append(TableOption(t, ts.rows, NONE, None, table_load(ts, ts.rows, NONE, None, total)))
                     continue
-                opts.append(TableOption(t, k, SSD_RAW, None, table_load(ts, k, SSD_RAW, None, total)))
                 for r in ranks:
                     opts.append(TableOption(t, k, SSD_TT, r, table_load(ts, k, SSD_TT, r, total)))
             out.append(opts)
@@ -284,7 +291,7 @@ def plan_loads(plan, stats: WorkloadStats) -> list[TableLoad]:
     for ts in stats.tables:
         p = plan.placement(ts.name)
         tier = NONE if p.hot_rows >= ts.rows else p.cold_tier
-        loads.append(table_load(ts, min(p.hot_rows, ts.rows), tier, p.tt_rank, total))
+        loads.append(table_load(ts, min(p.hot_rows, ts.rows), tier, p.tt_rank, total, p.row_format))
     return loads
 
 
@@ -379,6 +386,8 @@ def max_table_error(plan, stats: WorkloadStats) -> float:
         p = plan.placement(ts.name)
         if p.cold_tier == SSD_TT and p.hot_rows < ts.rows:
             worst = max(worst, ts.tt_variant(p.tt_rank).rel_fro_error)
+        if p.row_format != "fp32":
+            worst = max(worst, ts.format_variant(p.row_format).rel_fro_error)
     return worst
 
 

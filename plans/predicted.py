@@ -12,8 +12,8 @@ from plans.types import Budgets, Calibration, DeviceProfile, TableOption, Worklo
 def placements(stats: WorkloadStats, chosen: Sequence[TableOption], device_of: Sequence[int]
                ) -> tuple[TablePlacement, ...]:
     """The plan's table placements: option ``chosen[t]`` of table t on device ``device_of[t]`` (< 0: none)."""
-    return tuple(TablePlacement(ts.name, int(o.hot_rows), o.plan_tier, o.tt_rank, max(int(d), 0))
-                 for ts, o, d in zip(stats.tables, chosen, device_of))
+    return tuple(TablePlacement(ts.name, int(o.hot_rows), o.plan_tier, o.tt_rank, max(int(d), 0),
+                                row_format=o.row_format) for ts, o, d in zip(stats.tables, chosen, device_of))
 
 
 def finish_plan(tables, dplans, stats: WorkloadStats, calib: Calibration, budgets: Budgets,

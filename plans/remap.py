@@ -305,7 +305,7 @@ def remap_store(store: Any, remap: Remap, out_dir: str | os.PathLike,
             path = tmp / t.raw.file
             _write_remapped_rows(store, i, remap, path, progress)
             raw = FileEntry(t.raw.file, path.stat().st_size, tuple(file_crcs(path, manifest.chunk_bytes)))
-            tables.append(replace(t, raw=raw))
+            tables.append(replace(t, raw=raw, formats=()))  # row-format files keep the original order: dropped
         for entry in manifest.files:
             shutil.copyfile(store.path / entry.file, tmp / entry.file)
             fsync_file(tmp / entry.file)

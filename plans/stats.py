@@ -28,14 +28,14 @@ Modelled statistics (no trace: Zipf expectations) are in :mod:`plans.modelled`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
 
 from plans.cost import tt_flops_per_row
 from plans.remap import Remap
-from plans.types import PAGE_BYTES, StatsSource, TableStats, TTVariant, WorkloadStats
+from plans.types import PAGE_BYTES, FormatVariant, StatsSource, TableStats, TTVariant, WorkloadStats
 from tracegen.errors import InputError
 
 DEFAULT_EXACT_ROWS_LIMIT = 1 << 27  # 1 GiB of int64 counters per table
@@ -367,7 +367,7 @@ class TraceStatsSource(StatsSource):
 
 
 def attach_store(stats: WorkloadStats, store) -> WorkloadStats:
-    """Add the store's TT variants (error, bytes, flops per row) and its id; shapes must match."""
+    """Add the store's TT variants (error, bytes, flops per row), row formats and its id; shapes must match."""
     by_name = {t.name: t for t in store.tables}
     tables = []
     for ts in stats.tables:
@@ -379,6 +379,8 @@ def attach_store(stats: WorkloadStats, store) -> WorkloadStats:
                              f"{st.rows} rows of {st.row_bytes} B", store.path)
         variants = [TTVariant(int(v.rank), int(v.bytes), float(v.rel_fro_error), float(v.max_abs_error),
                               tt_flops_per_row(v.tt_q_shapes, v.tt_ranks)) for v in st.tt]
-        tables.append(ts.with_tt(variants))
+        formats = tuple(FormatVariant(f.format, f.row_bytes, f.rows_per_page, float(f.rel_fro_error),
+                                      float(f.max_abs_error)) for f in st.formats)
+        tables.append(replace(ts.with_tt(variants), formats=formats))
     return WorkloadStats(tuple(tables), stats.batch_size, stats.source, stats.trace_id, store.store_id,
                          stats.profile_batches, stats.notes)

@@ -43,6 +43,17 @@ class TTVariant:
     modelled: bool = False
 
 
+@dataclass(frozen=True)
+class FormatVariant:
+    """A table stored in a row format beside its raw rows (emulator/store/quant.py; from the store manifest)."""
+
+    format: str  # "fp16" | "int8" | "int4"
+    row_bytes: int
+    rows_per_page: int
+    rel_fro_error: float  # measured at build time over sampled rows
+    max_abs_error: float
+
+
 def _ro(a: Any, dtype: Any) -> np.ndarray:
     arr = np.array(a, dtype=dtype)
     arr.setflags(write=False)
@@ -84,6 +95,7 @@ class TableStats:
     count_error_bound: float = 0.0
     estimator: str = "measured"
     cold_reads_per_batch: np.ndarray | None = None
+    formats: tuple[FormatVariant, ...] = ()  # row formats the store holds (fp32 is the raw rows)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hot_rows", _ro(self.hot_rows, np.int64))
@@ -143,6 +155,12 @@ class TableStats:
     def with_tt(self, variants: Sequence[TTVariant]) -> "TableStats":
         return replace(self, tt=tuple(variants))
 
+    def format_variant(self, name: str) -> FormatVariant:
+        for v in self.formats:
+            if v.format == name:
+                return v
+        raise KeyError(name)
+
     def to_dict(self) -> dict[str, Any]:
         d = {f: getattr(self, f) for f in self.__dataclass_fields__}
         for name in ("hot_rows", "mass", "cold_unique_rows_per_batch", "cold_unique_pages_per_batch"):
@@ -150,12 +168,14 @@ class TableStats:
         if d["cold_reads_per_batch"] is not None:
             d["cold_reads_per_batch"] = d["cold_reads_per_batch"].tolist()
         d["tt"] = [asdict(v) for v in self.tt]
+        d["formats"] = [asdict(v) for v in self.formats]
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TableStats":
         d = dict(d)
         d["tt"] = tuple(TTVariant(**v) for v in d.get("tt", ()))
+        d["formats"] = tuple(FormatVariant(**v) for v in d.get("formats", ()))
         return cls(**d)
 
 
@@ -321,6 +341,7 @@ class TableOption:
     cold_tier: str  # SSD_RAW | SSD_TT | NONE (every row hot), see emulator.tiers
     tt_rank: int | None
     load: TableLoad
+    row_format: str = "fp32"  # rows of the DRAM and raw tiers (fp32 raw, or a stored row format)
 
     @property
     def needs_device(self) -> bool:
