@@ -141,7 +141,8 @@ def test_render_without_torch():
     from rich.console import Console
 
     result = run_bench_dram(DramBenchConfig(**TINY, use_torch=False))
-    console = Console(width=120, record=True)
+    console = Console(width=80, record=True)
     console.print(render(result))
     text = console.export_text()
     assert "screc pool_rows" in text and "switched off" in text
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())  # an 80-column terminal
