@@ -9,8 +9,8 @@ table; files may be gzip-compressed (``.pt.gz``). That is one batch of the
 project's trace format; :func:`import_dlrm` can cut it into batches of a
 smaller size (every table's first ``b`` samples form batch 0, and so on), and
 :func:`export_dlrm` does the reverse (the selected batches become one batch of
-``N*b`` samples), so an export imported with the trace's batch size gives back
-the same lookups, and with the trace's spec the same ``trace_id``.
+``N*b`` samples, and a sidecar ``X.pt.screc.json`` records ``b`` and the
+spec), so an export imports back batch for batch, with the same ``trace_id``.
 
 ``torch`` is imported only here, lazily (the ``torch`` extra). Uncompressed
 files are memory-mapped (``torch.load(mmap=True)``) and written table by
@@ -22,6 +22,7 @@ file beside the output.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import tempfile
@@ -38,6 +39,7 @@ from tracegen.trace_io import TraceReader, TraceWriter
 DEFAULT_DIM = 128
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 22
+SIDECAR_FORMAT = "screc-dlrm-export"
 
 
 def _torch():
@@ -103,8 +105,7 @@ def load_dlrm(path: str | os.PathLike, tmp_dir: str | os.PathLike | None = None)
     except Exception as e:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        msg = str(e).splitlines()[0][:120] if str(e) else e.__class__.__name__
-        raise InputError(f"not a readable torch file ({msg})", p) from None
+        raise InputError(f"not a readable torch file ({_torch_problem(e)})", p) from None
     try:
         t = _check_layout(obj, p, torch)
     except InputError:
@@ -112,6 +113,26 @@ def load_dlrm(path: str | os.PathLike, tmp_dir: str | os.PathLike | None = None)
             tmp.unlink(missing_ok=True)
         raise
     return t, tmp
+
+
+def _torch_problem(e: BaseException) -> str:
+    """A short, whole-word reason for a failed ``torch.load`` (torch's own messages run to several lines)."""
+    text = " ".join(str(e).split())
+    low = text.lower()
+    if "zip archive" in low or "central directory" in low or "pytorchstreamreader" in low:
+        return "truncated, or not a torch zip archive"
+    if "pickle" in low or "unpickl" in low or "magic number" in low:
+        return "not torch's format (unpickling failed)"
+    if "weights_only" in low or "unsupported global" in low:
+        return "holds Python objects other than tensors"
+    if not text:
+        return e.__class__.__name__
+    words, out = text.split(" "), ""
+    for w in words:
+        if len(out) + len(w) + 1 > 100:
+            return out + " ..."
+        out = f"{out} {w}".strip()
+    return out
 
 
 def _check_layout(obj, p: Path, torch) -> DlrmTensors:
@@ -162,9 +183,16 @@ def import_dlrm(path: str | os.PathLike, out: str | os.PathLike, *, spec: ModelS
     ``spec``: the tables to record (their count must match and every index must
     fit); by default tables ``t0..`` with rows ``max index + 1``, dim ``dim``,
     fp32 and Poisson pooling of the file's mean bag size. ``batch_size`` must
-    divide the file's ``B`` (default ``B``: one batch).
+    divide the file's ``B`` (default ``B``: one batch). A file written by
+    :func:`export_dlrm` has a sidecar (:func:`sidecar_path`) recording its
+    batch size and spec: they are the defaults then, so an export imports back
+    batch for batch.
     """
     p = Path(path)
+    if batch_size is None or spec is None:  # an export of ours: its batches and spec, unless given
+        side_b, side_spec = read_sidecar(p)
+        batch_size = batch_size if batch_size is not None else side_b
+        spec = spec if spec is not None else side_spec
     t, tmp = load_dlrm(p, Path(out).resolve().parent)
     try:
         T, B = t.num_tables, t.batch_size
@@ -223,6 +251,7 @@ def export_dlrm(trace: str | os.PathLike, out: str | os.PathLike, *, start: int 
     """
     torch = _torch()
     with TraceReader(trace) as r:
+        spec = r.spec
         stop = r.num_batches if stop is None else min(int(stop), r.num_batches)
         if not 0 <= start < stop:
             raise InputError(f"no batches in [{start}, {stop}) (the trace has {r.num_batches})", trace)
@@ -251,4 +280,27 @@ def export_dlrm(trace: str | os.PathLike, out: str | os.PathLike, *, start: int 
                 torch.save(data, f)
         else:
             torch.save(data, tmp)
+    with atomic_path(sidecar_path(out)) as tmp:
+        Path(tmp).write_text(json.dumps({"format": SIDECAR_FORMAT, "batch_size": b, "batches": nb,
+                                         "spec": spec.to_dict()}, sort_keys=True))
     return {"tables": T, "samples": nb * b, "lookups": total, "batches": nb}
+
+
+def sidecar_path(pt: str | os.PathLike) -> Path:
+    """Where :func:`export_dlrm` records the batch structure and spec of an exported file (``X.pt`` ->
+    ``X.pt.screc.json``): the dlrm_datasets layout itself is one batch and has no room for them."""
+    return Path(str(pt) + ".screc.json")
+
+
+def read_sidecar(pt: str | os.PathLike) -> tuple[int | None, ModelSpec | None]:
+    """The batch size and spec an export recorded beside ``pt`` (``(None, None)`` when there is none)."""
+    side = sidecar_path(pt)
+    if not side.is_file():
+        return None, None
+    try:
+        doc = json.loads(side.read_text())
+        if doc.get("format") != SIDECAR_FORMAT:
+            raise ValueError(f"format is {doc.get('format')!r}")
+        return int(doc["batch_size"]), ModelSpec.from_dict(doc["spec"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"bad export sidecar ({e})", side) from None

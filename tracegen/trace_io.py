@@ -399,6 +399,8 @@ class TraceReader:
         self.validate = validate
         self._raw: RawFile | None = None
         self._pool = ArrayPool()  # the batches' arrays, reused once the caller has dropped them
+        if self.path.is_dir():
+            raise InputError("is a directory, not a trace file (give the .h5 trace file itself)", self.path)
         if not self.path.is_file():
             raise InputError("trace file not found", self.path)
         if is_temporary_sibling(self.path):

@@ -119,9 +119,15 @@ def test_truncated_files_exit_2_with_one_line(tmp_path, capsys):
     gz = (tmp_path / "h.pt.gz").read_bytes()
     cut_gz = tmp_path / "cut.pt.gz"
     cut_gz.write_bytes(gz[: len(gz) - 20])
-    for bad in (cut, cut_gz, tmp_path / "missing.pt"):
+    junk_gz = tmp_path / "junk.pt.gz"
+    import gzip
+
+    junk_gz.write_bytes(gzip.compress(b"PK\x03\x04 not really a zip archive" * 50))
+    for bad in (cut, cut_gz, junk_gz, tmp_path / "missing.pt"):
         code, _, err = run_cli(["trace", "import-dlrm", str(bad), "-o", str(tmp_path / "o.h5")], capsys)
         assert code == 2 and one_line_error(err) and str(bad) in err
+        # a clean reason: whole words, no torch message cut in the middle
+        assert len(err) < 300 and (err.rstrip().endswith(")") or err.rstrip().endswith("found"))
     assert not (tmp_path / "o.h5").exists() and not list(tmp_path.glob(".screc-import-*"))
 
 
@@ -129,11 +135,18 @@ def test_cli_round_trip(tmp_path, capsys, tiny_trace, tiny_spec):
     code, out, err = run_cli(["trace", "export-dlrm", str(tiny_trace), "--batches", "2", "-o",
                               str(tmp_path / "e.pt.gz")], capsys)
     assert code == 0, err
-    assert "64 samples (2 batches)" in out
+    assert "64 samples (2 batches" in out and "e.pt.gz.screc.json" in out
     code, out, err = run_cli(["trace", "import-dlrm", str(tmp_path / "e.pt.gz"), "--batch-size", "32", "-o",
                               str(tmp_path / "i.h5")], capsys)
     assert code == 0, err
     assert "2 batches of 32" in out
+    # without --batch-size the export's sidecar keeps the batch structure (not "1 batch of 64"), and its spec
+    code, out, err = run_cli(["trace", "import-dlrm", str(tmp_path / "e.pt.gz"), "-o", str(tmp_path / "j.h5")], capsys)
+    assert code == 0, err
+    assert "2 batches of 32" in out
+    with TraceReader(tmp_path / "j.h5") as j, TraceReader(tiny_trace) as t:
+        assert j.spec == t.spec and j.num_batches == 2
+        assert all(np.array_equal(j.batch(i).indices, t.batch(i).indices) for i in range(2))
     code, _, err = run_cli(["trace", "export-dlrm", str(tiny_trace), "--start", "9", "-o", str(tmp_path / "n.pt")],
                            capsys)
     assert code == 2 and one_line_error(err)

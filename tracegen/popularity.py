@@ -1,0 +1,185 @@
+"""One table's popularity within a batch: a Hurwitz-Zipf tail over an active set, with a uniform floor.
+
+Rank ``k`` (1-based) of a table's ``active`` ranks has weight
+
+    w(k) = (k + q) ** -s + c,        c = uniform / (1 - uniform) * Z / active,
+
+``Z = sum_k (k + q) ** -s``, so a share ``uniform`` of the lookups is spread
+evenly over the active ranks and the rest follows a Hurwitz-Zipf law
+``p(k) ~ (k + q) ** -s`` (FBGEMM's EEG tail; ``q = 0`` is plain Zipf, a large
+``q`` flattens the head). Ranks above ``active`` are never drawn (the rest of
+the table's rows are cold). ``w`` decreases with ``k``, which is all the exact
+sampler needs:
+
+The sampler is the rejection scheme of :mod:`tracegen.generate`'s Zipf
+sampler generalised to ``w``: ranks are grouped into cells (single ranks up to
+``2**(CELL_BITS + 1)``, then ``2**CELL_BITS`` cells per octave); a cell is
+chosen by inverse CDF over envelope masses ``n * w(lo)``, a rank uniformly
+inside it, and accepted with probability ``w(k) / w(lo)`` (a squeeze
+``w(hi) / w(lo)`` decides without a ``pow`` almost always). Accepted ranks
+have probability proportional to ``w(k)``: exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from tracegen.jit import NJIT_OPTIONS
+
+CELL_BITS = 9
+HEAD_EXACT = 4096  # Z is summed exactly over the first ranks, integrated beyond
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_C1 = np.uint64(0xBF58476D1CE4E5B9)
+_C2 = np.uint64(0x94D049BB133111EB)
+_S11, _S27, _S30, _S31 = (np.uint64(k) for k in (11, 27, 30, 31))
+_TWO_M53 = 2.0**-53
+
+
+@dataclass(frozen=True)
+class TablePopularity:
+    """The distribution of one table's ranks: tail exponent ``s``, Hurwitz offset ``q`` (ranks), the
+    ``uniform`` share of lookups and the ``active`` ranks (1 .. rows)."""
+
+    s: float
+    q: float = 0.0
+    uniform: float = 0.0
+    active: int = 1
+
+    def __post_init__(self) -> None:
+        for what, v, lo in (("s", self.s, 0.0), ("q", self.q, 0.0)):
+            if not (math.isfinite(float(v)) and float(v) >= lo):
+                raise ValueError(f"popularity {what} must be finite and >= {lo}, got {v!r}")
+        if not (0.0 <= float(self.uniform) < 1.0):
+            raise ValueError(f"popularity uniform share must be in [0, 1), got {self.uniform!r}")
+        if int(self.active) != self.active or self.active < 1:
+            raise ValueError(f"popularity active ranks must be a whole number >= 1, got {self.active!r}")
+
+    @property
+    def floor(self) -> float:
+        """``c``, the weight every active rank gets on top of its Hurwitz-Zipf weight."""
+        return uniform_floor(int(self.active), float(self.s), float(self.q), float(self.uniform))
+
+
+def hurwitz_total(active: int, s: float, q: float) -> float:
+    """``Z = sum_{k=1..active} (k + q) ** -s``: exact over the first ``HEAD_EXACT`` ranks, then the integral
+    ``int_{h+1/2}^{active+1/2} (x + q) ** -s dx`` (midpoint rule; relative error below 1e-9 of Z there)."""
+    h = min(int(active), HEAD_EXACT)
+    total = float(np.sum((np.arange(1, h + 1, dtype=np.float64) + q) ** -s))
+    if active > h:
+        total += float(power_integral(np.array([h + 0.5 + q]), np.array([active + 0.5 + q]), np.array([s]))[0])
+    return total
+
+
+def uniform_floor(active: int, s: float, q: float, uniform: float) -> float:
+    if uniform <= 0.0:
+        return 0.0
+    return uniform / (1.0 - uniform) * hurwitz_total(active, s, q) / active
+
+
+def power_integral(a: np.ndarray, b: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``integral_a^b x**-s dx`` (``0 < a < b``), stable at ``s == 1``."""
+    la = np.log(a)
+    lr = np.log(b) - la
+    u = (1.0 - s) * lr
+    safe = np.where(np.abs(u) < 1e-9, 1.0, u)
+    ratio = np.where(np.abs(u) < 1e-9, 1.0 + u / 2.0, np.expm1(safe) / safe)
+    return np.exp((1.0 - s) * la) * lr * ratio
+
+
+def guide_table(cdf: np.ndarray) -> np.ndarray:
+    """``guide[g]`` = first ``k`` with ``cdf[k] > g / m`` (``m`` a power of two ``>= 4 * len(cdf)``)."""
+    m = 1 << max(0, int(4 * cdf.size - 1).bit_length())
+    g = np.searchsorted(cdf, np.arange(m + 1, dtype=np.float64) / m, side="right")
+    return np.minimum(g, cdf.size - 1).astype(np.int64)
+
+
+def popularity_cells(p: TablePopularity, cell_bits: int = CELL_BITS) -> dict[str, np.ndarray]:
+    """Cell tables of ``p``'s sampler: ``lo`` (0-based first rank), ``n``, ``cdf`` (envelope, last exactly
+    1), ``squeeze`` (``w(hi) / w(lo)``, 1 for one-rank cells) and ``guide``."""
+    rows = int(p.active)
+    single = min(rows, (1 << (cell_bits + 1)) - 1)
+    starts = [np.arange(1, single + 1, dtype=np.int64)]
+    j = cell_bits + 1
+    while (1 << j) <= rows:
+        st = (1 << j) + (np.arange(1 << cell_bits, dtype=np.int64) << (j - cell_bits))
+        starts.append(st[st <= rows])
+        j += 1
+    lo1 = np.concatenate(starts)
+    n = np.diff(np.append(lo1, rows + 1))
+    c = p.floor
+    w_lo = (lo1 + p.q) ** -p.s + c
+    w_hi = (lo1 + n - 1 + p.q) ** -p.s + c
+    cdf = np.cumsum(n * w_lo)
+    cdf /= cdf[-1]
+    cdf[-1] = 1.0
+    squeeze = np.where(n > 1, w_hi / w_lo * (1.0 - 1e-12), 1.0)
+    return {"lo": lo1 - 1, "n": n, "cdf": cdf, "squeeze": squeeze, "guide": guide_table(cdf),
+            "w_lo": w_lo}
+
+
+@numba.njit
+def _uniform(state):  # SplitMix64: the next state and a double in [0, 1)
+    state += _M1
+    z = state
+    z = (z ^ (z >> _S30)) * _C1
+    z = (z ^ (z >> _S27)) * _C2
+    z ^= z >> _S31
+    return state, np.float64(z >> _S11) * _TWO_M53
+
+
+@numba.njit(**NJIT_OPTIONS)
+def _ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, w_lo, s, q, c, out):
+    m = guide.size - 1
+    state = np.uint64(seed)
+    for j in range(out.size):
+        while True:
+            state, x = _uniform(state)
+            lo = guide[np.int64(x * m)]
+            hi = guide[np.int64(x * m) + 1]
+            while lo < hi:  # first cell with cdf > x
+                mid = (lo + hi) >> 1
+                if cdf[mid] > x:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            cell = lo
+            k = cell_lo[cell]
+            cnt = cell_n[cell]
+            if cnt > 1:
+                below = cdf[cell - 1] if cell > 0 else 0.0
+                pos = np.int64((x - below) / (cdf[cell] - below) * cnt)
+                k += min(max(pos, 0), cnt - 1)
+                state, y = _uniform(state)
+                if y >= squeeze[cell] and y * w_lo[cell] > math.pow(k + 1.0 + q, -s) + c:
+                    continue
+            out[j] = k
+            break
+
+
+class PopularitySampler:
+    """Exact ranks (0-based, below ``p.active``) of :class:`TablePopularity` ``p``."""
+
+    def __init__(self, p: TablePopularity):
+        self.p = p
+        self.cells = popularity_cells(p)
+
+    def fill(self, seed: int, out: np.ndarray) -> None:
+        """Fill ``out`` (contiguous 1-d int64) from the SplitMix64 stream started at ``seed`` (64-bit)."""
+        if not isinstance(out, np.ndarray) or out.dtype != np.int64 or out.ndim != 1 or not out.flags.c_contiguous:
+            raise ValueError("out must be a contiguous 1-d int64 array")
+        if not 0 <= int(seed) < 2**64:
+            raise ValueError(f"seed {seed} is not a 64-bit unsigned integer")
+        c = self.cells
+        _ranks_kernel(np.uint64(seed), c["cdf"], c["guide"], c["lo"], c["n"], c["squeeze"], c["w_lo"],
+                      float(self.p.s), float(self.p.q), float(self.p.floor), out)
+
+
+def rank_probabilities(p: TablePopularity) -> np.ndarray:
+    """Every active rank's probability (for tests and small tables: O(active) memory)."""
+    k = np.arange(1, int(p.active) + 1, dtype=np.float64)
+    w = (k + p.q) ** -p.s + p.floor
+    return w / w.sum()
