@@ -76,11 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, one line already printed)
         return e.code if isinstance(e.code, int) else 2
+    except KeyboardInterrupt:
+        print("screc: interrupted", file=sys.stderr)
+        return 130
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
