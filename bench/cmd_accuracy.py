@@ -11,7 +11,7 @@ from rich.table import Table
 
 from bench.common import (add_engine_arg, add_json_arg, add_out_dir_arg, ensure_writable_dir, ensure_writable_file,
                           stdout_console, write_json)
-from emulator.accuracy import accuracy_report
+from emulator.accuracy import accuracy_report, format_plan
 from emulator.dense import DenseConfig, DenseModel
 from emulator.plan import Plan
 from emulator.store.store import Store
@@ -62,12 +62,46 @@ def render_dense(d: dict[str, Any]) -> Table:
     return table
 
 
+def format_summary(fmt: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """One row of the row-format comparison: the format's tables and its embedding and prediction differences."""
+    d, o = payload["dense"], payload["overall"]
+    row = {"format": fmt, "tables": sum(t["row_format"] == fmt for t in payload["tables"]),
+           "max_manifest_rel_fro_error": max((t["format_rel_fro_error"] or 0.0) for t in payload["tables"]),
+           "rel_fro_diff": o["rel_fro_diff"], "max_abs_diff": o["max_abs_diff"]}
+    if d is not None:
+        auc_diff = None if d["auc_raw"] is None or d["auc_tt"] is None else d["auc_tt"] - d["auc_raw"]
+        row.update(mean_abs_pred_diff=d["mean_abs_pred_diff"], max_abs_pred_diff=d["max_abs_pred_diff"],
+                   auc_diff=auc_diff, log_loss_diff=d["log_loss_tt"] - d["log_loss_raw"])
+    return row
+
+
+def render_formats(rows: list[dict[str, Any]], batches: int, samples: int) -> Table:
+    """Each row format against the raw rows (measured on the same batches; 80 columns; pure)."""
+    from bench.tables import fit_table
+
+    cells = [[r["format"], str(r["tables"]), f"{r['rel_fro_diff']:.2e}", f"{r['max_abs_diff']:.2e}",
+              _fmt(r.get("mean_abs_pred_diff"), ".1e"), _fmt(r.get("max_abs_pred_diff"), ".1e"),
+              _fmt(r.get("auc_diff"), "+.4f"), _fmt(r.get("log_loss_diff"), "+.4f")] for r in rows]
+    return fit_table(f"row formats vs raw rows (measured; {batches} batches, {samples:,} samples)",
+                     ["fmt", "tables", "rel Frob", "max |d|", "mean |dp|", "max |dp|", "dAUC", "dlog-loss"], cells)
+
+
 def _tt_plan(store: Store, reader: TraceReader, args: argparse.Namespace) -> Plan:
     from plans.planner import all_tt_plan, load_plan
 
     if args.tt_rank is not None and args.tt_rank < 1:
         raise InputError(f"--tt-rank must be >= 1, got {args.tt_rank}")
     return load_plan(args.plan, store) if args.plan else all_tt_plan(store, reader.trace_id, args.tt_rank)
+
+
+def _row_formats(text: str | None, store: Store) -> tuple[str, ...]:
+    from emulator.store.quant import STORED_FORMATS
+
+    names = tuple(x.strip() for x in (text or "").split(",") if x.strip())
+    bad = [n for n in names if n not in STORED_FORMATS]
+    if bad or len(set(names)) != len(names):
+        raise InputError(f"--row-formats {text!r}: give distinct names among {','.join(STORED_FORMATS)}")
+    return names
 
 
 def cmd_accuracy(args: argparse.Namespace) -> int:
@@ -86,11 +120,20 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     if not args.no_dense:
         config = DenseConfig(seed=args.dense_seed)
         dense = DenseModel.load(args.dense_weights, config, dims) if args.dense_weights else DenseModel(config, dims)
+    formats = _row_formats(args.row_formats, store)
     with TraceReader(args.trace) as reader:
-        plan = _tt_plan(store, reader, args)
-        payload = accuracy_report(store, reader, plan, batches=args.batches, engine=args.engine, dense=dense,
-                                  seed=args.seed)
         trace_id = reader.trace_id
+        if formats:
+            per_format = {f: accuracy_report(store, reader, format_plan(store, f, trace_id=trace_id),
+                                             batches=args.batches, engine=args.engine, dense=dense, seed=args.seed)
+                          for f in formats}
+            first = next(iter(per_format.values()))
+            payload = {"formats": per_format, "summary": [format_summary(f, r) for f, r in per_format.items()],
+                       "batches": first["batches"], "samples": first["samples"],
+                       "tables": [t for r in per_format.values() for t in r["tables"]]}
+        else:
+            payload = accuracy_report(store, reader, _tt_plan(store, reader, args), batches=args.batches,
+                                      engine=args.engine, dense=dense, seed=args.seed)
     payload.update({"store": str(store.path), "trace": str(reader.path), "plan": args.plan})
     payload = to_jsonable(payload)  # NaN (an AUC over one class) -> None
     run_dir = write_run("accuracy", sys.argv, payload, store_id=store.store_id, trace_id=trace_id,
@@ -98,7 +141,10 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, payload)
     out = stdout_console()
-    if args.json != "-":
+    if args.json != "-" and formats:
+        out.print(render_formats(payload["summary"], payload["batches"], payload["samples"]))
+        out.print(f"result in {run_dir}")
+    elif args.json != "-":
         out.print(render_tables(payload))
         if payload["dense"] is not None:
             out.print(render_dense(payload["dense"]))
@@ -110,6 +156,7 @@ EXAMPLE = """example:
   screc accuracy --store stores/tiny --trace traces/tiny.h5 --tt-rank 8
   screc accuracy --store stores/ck --trace traces/ck.h5 --plan plan.json --batches 4 --json
   screc accuracy --store stores/ck --trace traces/ck.h5 --no-dense --json runs/acc.json --out-dir /tmp/runs
+  screc accuracy --store stores/ck-q --trace traces/ck.h5 --row-formats fp16,int8,int4 --batches 4
 
 columns (pooled embeddings, per table; TT run against the raw run of the same batches):
   tier            where the plan serves the table's rows (dram N + ssd_tt: N hot rows, the rest from TT cores)
@@ -120,6 +167,9 @@ columns (pooled embeddings, per table; TT run against the raw run of the same ba
   rel. Frobenius  ||pooled_TT - pooled_raw|| / ||pooled_raw|| over all bags of the table
 predictions: the dense model's click probabilities p from both runs, their AUC and log-loss against labels
 drawn from the raw run's probabilities (synthetic labels: the AUC measures agreement, not model quality).
+with --row-formats, one line per format (fmt): the tables stored in it, rel Frob and max |d| of the pooled
+embeddings over all tables (format run - raw run), mean and max |dp| of the predictions' differences, dAUC
+and dlog-loss (format run - raw run).
 """
 
 
@@ -136,6 +186,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--tt-rank", type=int, default=None,
                    help="serve every table that has TT cores from rank R (default: each table's smallest rank)")
     g.add_argument("--plan", default=None, help="judge this plan (from `screc plan solve`) instead of all-tt")
+    g.add_argument("--row-formats", default=None, metavar="LIST",
+                   help="judge each row format instead (fp16,int8,int4: every table the store holds in it, "
+                        "served from that format's rows; the store needs `store build --row-formats`)")
     p.add_argument("--batches", type=int, default=None, help="compare at most this many batches (default all)")
     add_engine_arg(p)
     p.add_argument("--no-dense", action="store_true", help="only compare pooled embeddings")

@@ -1,9 +1,10 @@
-"""How much serving rows from TT cores changes the model's output: the TT accuracy report.
+"""How much serving rows from TT cores or a row format changes the model's output: the accuracy report.
 
 The same batches of a trace are replayed twice through :class:`emulator.replay.engine.Replayer`,
 once under a raw plan (every row raw: ``all-dram`` or ``all-ssd``, the exact
 embeddings) and once under the plan being judged (typically TT-served tables),
-in lockstep, one batch at a time. Per table and over all tables the report
+in lockstep, one batch at a time (a plan may also serve tables from a row format,
+fp16 / int8 / int4, see :func:`format_plan`). Per table and over all tables the report
 gives the mean and the largest absolute difference of the pooled embeddings and
 their relative Frobenius difference ``||P_tt - P_raw||_F / ||P_raw||_F``.
 
@@ -134,10 +135,37 @@ def default_raw_plan(store: Store, *, dram_limit_bytes: int | None = None, trace
     return uniform_plan(store.store_id, {t.name: t.rows for t in store.tables}, policy, trace_id=trace_id)
 
 
+def format_plan(store: Store, row_format: str, *, dram_limit_bytes: int | None = None,
+                trace_id: str | None = None) -> Plan:
+    """Every table that the store holds in ``row_format`` served from that format's rows (the others raw):
+    all in DRAM when they fit in ``dram_limit_bytes`` (as :func:`default_raw_plan`), else read from its pages.
+    InputError if no table has the format."""
+    from emulator.plan import TablePlacement
+
+    have = [t.row_format(row_format) is not None for t in store.tables]
+    if not any(have):
+        raise InputError(f"no table of the store has {row_format} rows (build it with --row-formats {row_format})",
+                         store.path)
+    if dram_limit_bytes is None:
+        avail = available_memory_bytes()
+        dram_limit_bytes = avail // 4 if avail else 1 << 30
+    fmt_bytes = sum(t.rows * (t.row_format(row_format).row_bytes if h else t.row_bytes)
+                    for t, h in zip(store.tables, have))
+    all_dram = fmt_bytes <= dram_limit_bytes
+    tables = tuple(TablePlacement(t.name, t.rows if all_dram else 0, row_format=row_format if h else "fp32")
+                   for t, h in zip(store.tables, have))
+    return Plan(store.store_id, tables, trace_id=trace_id, planner=f"{'all-dram' if all_dram else 'all-ssd'} "
+                                                                    f"{row_format}")
+
+
 def _check_raw_plan(plan: Plan) -> None:
     tt = [t.table for t in plan.tables if t.cold_tier == "ssd_tt"]
     if tt:
         raise InputError(f"the reference plan must serve every row raw; it serves table {tt[0]} from TT")
+    q = [t for t in plan.tables if t.row_format != "fp32"]
+    if q:
+        raise InputError(f"the reference plan must serve every row raw; it serves table {q[0].table} "
+                         f"in {q[0].row_format}")
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -152,7 +180,8 @@ def accuracy_report(store: Store, reader: TraceReader, tt_plan: Plan, *, raw_pla
     the labels (the model's weights have their own seed). Returns a JSON-ready
     dict: ``raw_policy``, ``tt_planner``, ``engine``, ``batches``, ``samples``,
     ``lookups``, ``tables`` (one dict per table: ``table``, ``dim``,
-    ``cold_tier``, ``hot_rows``, ``tt_rank``, ``compression_ratio`` and
+    ``cold_tier``, ``hot_rows``, ``row_format`` and its ``format_rel_fro_error`` (None for fp32),
+    ``tt_rank``, ``compression_ratio`` and
     ``manifest_rel_fro_error`` of that TT variant (None when raw), ``lookups``,
     ``tt_lookups``, ``mean_abs_diff``, ``max_abs_diff``, ``rel_fro_diff``),
     ``overall`` (the three differences over all tables) and ``dense`` (None
@@ -209,8 +238,10 @@ def accuracy_report(store: Store, reader: TraceReader, tt_plan: Plan, *, raw_pla
         overall.merge(st)
         pl = tt_plan.placement(t.name)
         variant = store.tt_variant(i, pl.tt_rank) if pl.cold_tier == "ssd_tt" else None
+        fmt = t.row_format(pl.row_format) if pl.row_format != "fp32" else None
         tables.append({
             "table": t.name, "dim": t.dim, "cold_tier": pl.cold_tier, "hot_rows": min(pl.hot_rows, t.rows),
+            "row_format": pl.row_format, "format_rel_fro_error": fmt.rel_fro_error if fmt else None,
             "tt_rank": pl.tt_rank if variant else None,
             "compression_ratio": variant.compression_ratio if variant else None,
             "manifest_rel_fro_error": variant.rel_fro_error if variant else None,

@@ -65,3 +65,30 @@ def test_tables_fit_80_columns():
     text = con.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "2843.2x" in text and "dram 123,456 +" in text and "0.0451" in text  # the tier may wrap, not cut
+
+
+def test_row_formats_each_compared_in_80_columns(tmp_path, capsys, tiny_spec):
+    from emulator.store.build import build_store
+    from emulator.store.store import StoreBuildConfig
+    from tracegen.generate import GeneratorParams, generate_trace
+
+    build_store(tiny_spec, tmp_path / "s", StoreBuildConfig(weights_seed=1, tt_ranks=(), row_formats=("int8", "int4")))
+    generate_trace(tiny_spec, GeneratorParams(seed=3, num_batches=2), tmp_path / "t.h5")
+    args = ["accuracy", "--store", str(tmp_path / "s"), "--trace", str(tmp_path / "t.h5"), "--engine", "pread",
+            "--out-dir", str(tmp_path / "runs")]
+    from rich.console import Console
+
+    from bench.cmd_accuracy import render_formats
+
+    code, out, err = run_cli(args + ["--row-formats", "int8,int4", "--json"], capsys)
+    assert code == 0, err
+    payload = json.loads(out)
+    assert [r["format"] for r in payload["summary"]] == ["int8", "int4"] and payload["summary"][0]["tables"] == 4
+    con = Console(width=80, record=True)
+    con.print(render_formats(payload["summary"], payload["batches"], payload["samples"]))
+    lines = con.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80 and "(measured;" in lines[0]
+    rows = {line.split()[0]: line.split() for line in lines if line.split()[:1] in (["int8"], ["int4"])}
+    assert float(rows["int8"][2]) < float(rows["int4"][2])  # rel Frob: int8 loses less than int4
+    code, _, err = run_cli(args + ["--row-formats", "fp16"], capsys)  # the store has no fp16 rows
+    assert code == 2 and one_line_error(err) and "fp16" in err
