@@ -23,7 +23,8 @@ PLAN_COLUMNS = """columns of the plan table (per batch, predicted by the planner
   hot rows      rows kept in host DRAM (the most-accessed rows after remapping); hot share: share of the
                 table's lookups they serve
   tier, rank    where the other (cold) rows are served from: ssd_raw (raw rows read from the SSD) or ssd_tt
-                (rebuilt from TT cores of that rank); dram when every row is hot
+                (rebuilt from TT cores of that rank); dram when every row is hot; a row format after it
+                (fp16, int8, int4) when the table's DRAM and raw rows are stored in that format
   device        the emulated device (dev0, dev1, ...) that serves the cold rows
   DRAM lookups, cold lookups   lookups per batch served from DRAM / from the cold tier
   IO pages      4 KiB pages read per batch; TT rows: unique rows rebuilt from TT cores per batch
@@ -111,7 +112,8 @@ def _table_rows(plan: Plan, label: str) -> tuple[Table, Table]:
         hot_looks = d.get("dram_lookups", 0.0)
         all_hot = rows is not None and p.hot_rows >= rows
         place.add_row(p.table, "?" if rows is None else f"{rows:,}", f"{p.hot_rows:,}",
-                      f"{hot_looks / looks:.1%}" if looks else "-", "dram" if all_hot else p.cold_tier,
+                      f"{hot_looks / looks:.1%}" if looks else "-",
+                      ("dram" if all_hot else p.cold_tier) + ("" if p.row_format == "fp32" else f" {p.row_format}"),
                       "-" if p.tt_rank is None or all_hot else str(p.tt_rank), "-" if all_hot else f"dev{p.device}")
         load.add_row(p.table, f"{hot_looks:,.0f}", f"{looks - hot_looks:,.0f}", f"{d.get('io_pages', 0.0):,.0f}",
                      f"{d.get('tt_rebuild_rows', 0.0):,.0f}")

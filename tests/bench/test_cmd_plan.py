@@ -201,3 +201,14 @@ def test_plan_view_fits_80_columns(tmp_path):
     text = con.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80  # nothing cut or too wide
     assert "dev0" in text and "dev1" in text and "IO pages" in text
+
+
+def test_plan_view_names_row_formats(tmp_path):
+    from emulator.plan import TablePlacement
+
+    plan = Plan("s" * 32, (TablePlacement("long_table_name_0", 10, row_format="int8"),
+                           TablePlacement("t1", 0, row_format="int4"), TablePlacement("t2", 0)), planner="screc")
+    con = Console(width=80, record=True)
+    con.print(render_plan(plan))
+    text = con.export_text()
+    assert "ssd_raw int8" in text and "ssd_raw int4" in text and max(len(line) for line in text.splitlines()) <= 80
