@@ -1,0 +1,250 @@
+"""The device clock: one batch's emulated time from task durations, IO completions and link transfers.
+
+Pure and deterministic, the way FEMU and NVMeVirt complete each command at a target time from a timing model.
+It never reads a clock: every time it returns is composed from the durations and offsets it is given.
+
+Per batch (times in seconds from the batch's start; reads submitted earlier, during the previous batch's
+compute, have negative ``submit_s``: that is how pipelining is expressed):
+
+* **IO requests** complete at ``submit_s + latency_s`` (the measured completion latency) when the profile's SSD
+  is ``measured``; with a target SSD each read holds one of ``internal_parallelism`` flash slots from
+  ``max(submit, a slot frees)``, waits ``latency_s``, then streams ``nbytes`` over the SSD's read channel
+  (``read_bytes_per_s``, one transfer at a time); its slot frees when its data is out.
+* **Core tasks** (``mem`` or ``compute``) take their measured thread-CPU duration divided by the profile's speed
+  for their kind, and are list-scheduled in submission order: each starts on the earliest-available core of
+  its kind (lowest index on ties; one shared pool when ``shared_cores``) once every IO or task it waits for is
+  done.
+* **Link transfers** (pooled partials to the host) go one at a time over the device's link, each once its
+  tasks are done: ``nbytes / bytes_per_s`` on the link, arriving ``latency_s`` later.
+
+A device's partials are at the host when its last transfer arrives (its last task ends, if it sends nothing).
+The batch ends at ``max(host_work_s, slowest device) + host_merge_s``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from emulator.device.profile import CORE_KINDS, Profile
+
+
+@dataclass(frozen=True)
+class CoreTask:
+    """``duration_s``: measured thread-CPU seconds on this host; ``after``: ids of IOs or earlier tasks."""
+    task_id: str
+    kind: str
+    duration_s: float
+    after: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IORequest:
+    """A read: ``latency_s`` is its measured completion latency (needed with a ``measured`` SSD)."""
+    io_id: str
+    submit_s: float
+    nbytes: int
+    latency_s: float | None = None
+
+
+@dataclass(frozen=True)
+class LinkTransfer:
+    """Bytes of pooled partials sent to the host once the tasks ``after`` are done."""
+    transfer_id: str
+    nbytes: int
+    after: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeviceBatch:
+    """One device's work in one batch, its core split, and whether its cores form one shared pool."""
+    device: str
+    mem_cores: int
+    compute_cores: int
+    tasks: tuple[CoreTask, ...] = ()
+    ios: tuple[IORequest, ...] = ()
+    transfers: tuple[LinkTransfer, ...] = ()
+    shared_cores: bool = False
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """Every device's work in batch ``batch_id``, the host's own concurrent work and its merge."""
+    batch_id: int
+    devices: tuple[DeviceBatch, ...]
+    host_merge_s: float = 0.0
+    host_work_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class TargetSSD:
+    latency_s: float
+    read_bytes_per_s: float
+    internal_parallelism: int
+
+
+@dataclass(frozen=True)
+class ClockModel:
+    """What the clock needs from a profile: speeds per core kind, the SSD model (None: measured), the link."""
+    speed: Mapping[str, float]
+    ssd: TargetSSD | None
+    link_bytes_per_s: float
+    link_latency_s: float
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One task on one core: ``core`` is ``mem0``, ``compute1``, ... (``core0``, ... in a shared pool)."""
+    core: str
+    kind: str
+    start_s: float
+    end_s: float
+    task_id: str
+
+
+@dataclass(frozen=True)
+class IOCompletion:
+    io_id: str
+    start_s: float
+    done_s: float
+
+
+@dataclass(frozen=True)
+class DeviceTiming:
+    """Emulated: when the device's partials reached the host, busy core-seconds per kind, seconds with reads in
+    flight, the per-core timeline, read completions and transfer arrivals."""
+    device: str
+    partials_at_host_s: float
+    busy_s: Mapping[str, float]
+    io_busy_s: float
+    timeline: tuple[Slot, ...]
+    ios: tuple[IOCompletion, ...]
+    transfers: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """``emulated_s``: the batch's emulated time (labelled emulated wherever shown)."""
+    batch_id: int
+    emulated_s: float
+    devices: tuple[DeviceTiming, ...]
+
+
+def clock_model(profile: Profile, host_mem_lookups_per_s: float | None = None,
+                host_compute_flops_per_s: float | None = None) -> ClockModel:
+    """The clock's view of ``profile``; absolute core rates are turned into speeds with this host's measured
+    rates (a calibration's ``mem_core_lookups_per_s`` and ``compute_core_flops_per_s``)."""
+    speed = {"mem": profile.mem.speed_vs_host(host_mem_lookups_per_s),
+             "compute": profile.compute.speed_vs_host(host_compute_flops_per_s)}
+    ssd = None
+    if profile.ssd.mode == "target":
+        ssd = TargetSSD(float(profile.ssd.latency_s.value), float(profile.ssd.read_bytes_per_s.value),
+                        int(profile.ssd.internal_parallelism.value))
+    return ClockModel(speed, ssd, float(profile.link.bytes_per_s.value), float(profile.link.latency_s.value))
+
+
+def _complete_ios(ios: Sequence[IORequest], ssd: TargetSSD | None) -> list[IOCompletion]:
+    if ssd is None:
+        out = []
+        for r in ios:
+            if r.latency_s is None or not r.latency_s >= 0:
+                raise ValueError(f"read {r.io_id}: a measured SSD needs the read's measured latency_s >= 0")
+            out.append(IOCompletion(r.io_id, r.submit_s, r.submit_s + r.latency_s))
+        return out
+    slots = [-math.inf] * ssd.internal_parallelism  # when each flash slot frees (a min-heap)
+    channel_free = -math.inf
+    out = []
+    for r in sorted(ios, key=lambda r: r.submit_s):  # stable: submission order on ties
+        start = max(r.submit_s, heapq.heappop(slots))
+        channel_start = max(start + ssd.latency_s, channel_free)
+        done = channel_start + r.nbytes / ssd.read_bytes_per_s
+        channel_free = done
+        heapq.heappush(slots, done)
+        out.append(IOCompletion(r.io_id, start, done))
+    return out
+
+
+def _union_s(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of [start, end) intervals."""
+    total, cur_start, cur_end = 0.0, None, None
+    for s, e in sorted(intervals):
+        if cur_end is None or s > cur_end:
+            if cur_end is not None:
+                total += cur_end - cur_start
+            cur_start, cur_end = s, e
+        else:
+            cur_end = max(cur_end, e)
+    return total + (cur_end - cur_start if cur_end is not None else 0.0)
+
+
+def _ready_at(after: Sequence[str], done: Mapping[str, float], what: str) -> float:
+    t = 0.0
+    for dep in after:
+        if dep not in done:
+            raise ValueError(f"{what} waits for {dep!r}, which is not an IO or an earlier task of this device")
+        t = max(t, done[dep])
+    return t
+
+
+def _pools(dev: DeviceBatch) -> dict[str, list[float]]:
+    if dev.mem_cores < 0 or dev.compute_cores < 0:
+        raise ValueError(f"device {dev.device}: core counts must be >= 0")
+    if dev.shared_cores:
+        return {"core": [0.0] * (dev.mem_cores + dev.compute_cores)}
+    return {"mem": [0.0] * dev.mem_cores, "compute": [0.0] * dev.compute_cores}
+
+
+def _schedule_tasks(dev: DeviceBatch, speed: Mapping[str, float],
+                    done: dict[str, float]) -> tuple[list[Slot], dict[str, float]]:
+    pools = _pools(dev)
+    busy = dict.fromkeys(CORE_KINDS, 0.0)
+    slots = []
+    for t in dev.tasks:
+        if t.kind not in CORE_KINDS:
+            raise ValueError(f"task {t.task_id}: unknown core kind {t.kind!r}")
+        if not t.duration_s >= 0:
+            raise ValueError(f"task {t.task_id}: duration_s must be >= 0")
+        pool_name = "core" if dev.shared_cores else t.kind
+        free = pools[pool_name]
+        if not free:
+            raise ValueError(f"device {dev.device}: task {t.task_id} needs a {pool_name} core and there are none")
+        ready = _ready_at(t.after, done, f"task {t.task_id}")
+        core = min(range(len(free)), key=lambda c: (free[c], c))  # earliest-available core, lowest index
+        start = max(free[core], ready)
+        end = start + t.duration_s / speed[t.kind]
+        free[core] = end
+        busy[t.kind] += end - start
+        if t.task_id in done:
+            raise ValueError(f"task id {t.task_id!r} is used twice on device {dev.device}")
+        done[t.task_id] = end
+        slots.append(Slot(f"{pool_name}{core}", t.kind, start, end, t.task_id))
+    return slots, busy
+
+
+def emulate_device(dev: DeviceBatch, model: ClockModel) -> DeviceTiming:
+    """One device's emulated timeline in one batch (see the module docstring)."""
+    ios = _complete_ios(dev.ios, model.ssd)
+    done = {c.io_id: c.done_s for c in ios}
+    if len(done) != len(ios):
+        raise ValueError(f"device {dev.device}: IO ids must be unique")
+    slots, busy = _schedule_tasks(dev, model.speed, done)
+    link_free, arrivals = 0.0, []
+    for tr in dev.transfers:
+        start = max(link_free, _ready_at(tr.after, done, f"transfer {tr.transfer_id}"))
+        link_free = start + tr.nbytes / model.link_bytes_per_s
+        arrivals.append((tr.transfer_id, link_free + model.link_latency_s))
+    last = max([a for _, a in arrivals] or [s.end_s for s in slots] or [0.0])
+    return DeviceTiming(dev.device, last, busy, _union_s([(c.start_s, c.done_s) for c in ios]), tuple(slots),
+                        tuple(ios), tuple(arrivals))
+
+
+def emulate_batch(batch: BatchInput, model: ClockModel) -> BatchTiming:
+    """The batch's emulated time: the slowest device's partials at the host (or the host's own concurrent
+    work, if longer) plus the host merge."""
+    if not (batch.host_merge_s >= 0 and batch.host_work_s >= 0):
+        raise ValueError("host_merge_s and host_work_s must be >= 0")
+    devices = tuple(emulate_device(d, model) for d in batch.devices)
+    slowest = max([d.partials_at_host_s for d in devices] + [batch.host_work_s])
+    return BatchTiming(batch.batch_id, slowest + batch.host_merge_s, devices)

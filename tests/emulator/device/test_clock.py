@@ -1,0 +1,169 @@
+"""The device clock against timelines computed by hand (the arithmetic is in each test's comments)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from emulator.device import clock as clock_module
+from emulator.device.clock import (BatchInput, ClockModel, CoreTask, DeviceBatch, IORequest, LinkTransfer, TargetSSD,
+                                   clock_model, emulate_batch, emulate_device)
+from emulator.device.profile import load_profile
+
+MS, US = 1e-3, 1e-6
+NO_LINK = dict(link_bytes_per_s=float("inf"), link_latency_s=0.0)
+
+
+def model(mem=1.0, compute=1.0, ssd=None, **link) -> ClockModel:
+    return ClockModel({"mem": mem, "compute": compute}, ssd, **(link or NO_LINK))
+
+
+def test_three_tasks_on_two_cores():
+    # list scheduling in submission order on the earliest-available core:
+    # a (2 ms) -> mem0 [0, 2]; b (3 ms) -> mem1 [0, 3]; c (4 ms) -> mem0 (free at 2) [2, 6]; makespan 6 ms
+    dev = DeviceBatch("dev0", mem_cores=2, compute_cores=0,
+                      tasks=(CoreTask("a", "mem", 2 * MS), CoreTask("b", "mem", 3 * MS), CoreTask("c", "mem", 4 * MS)))
+    t = emulate_device(dev, model())
+    assert [(s.core, s.start_s, s.end_s, s.task_id) for s in t.timeline] == [
+        ("mem0", 0.0, pytest.approx(2 * MS), "a"), ("mem1", 0.0, pytest.approx(3 * MS), "b"),
+        ("mem0", pytest.approx(2 * MS), pytest.approx(6 * MS), "c")]
+    assert t.partials_at_host_s == pytest.approx(6 * MS)
+    assert t.busy_s["mem"] == pytest.approx(9 * MS) and t.busy_s["compute"] == 0.0  # 2 + 3 + 4 core-ms
+
+
+def test_pooling_waits_for_its_read():
+    # measured SSD: the read submitted at 1 ms with a measured latency of 4 ms completes at 5 ms; the pooling
+    # task (1 ms) that needs its page starts at 5 ms on the idle core and ends at 6 ms
+    dev = DeviceBatch("dev0", 1, 0, tasks=(CoreTask("pool", "mem", 1 * MS, after=("io0",)),),
+                      ios=(IORequest("io0", submit_s=1 * MS, nbytes=4096, latency_s=4 * MS),))
+    t = emulate_device(dev, model())
+    assert t.ios[0].done_s == pytest.approx(5 * MS)
+    assert (t.timeline[0].start_s, t.timeline[0].end_s) == (pytest.approx(5 * MS), pytest.approx(6 * MS))
+    assert t.io_busy_s == pytest.approx(4 * MS)  # one read in flight from 1 to 5 ms
+
+
+def test_link_transfer_of_one_megabyte():
+    # 1 MB at 1 GB/s = 1 ms on the link, + 10 us latency: the partials of a task ending at 0 arrive at 1.010 ms
+    dev = DeviceBatch("dev0", 1, 0, tasks=(CoreTask("pool", "mem", 0.0),),
+                      transfers=(LinkTransfer("partials", 1_000_000, after=("pool",)),))
+    t = emulate_device(dev, model(link_bytes_per_s=1e9, link_latency_s=10 * US))
+    assert t.transfers == (("partials", pytest.approx(1.010 * MS)),)
+    assert t.partials_at_host_s == pytest.approx(1.010 * MS)
+
+
+def test_transfers_share_the_link_one_at_a_time():
+    # two 1 MB transfers ready at 0 on a 1 GB/s link with 10 us latency: the first holds the link [0, 1 ms] and
+    # arrives at 1.010 ms; the second holds it [1, 2 ms] and arrives at 2.010 ms
+    dev = DeviceBatch("dev0", 0, 0, transfers=(LinkTransfer("p0", 1_000_000), LinkTransfer("p1", 1_000_000)))
+    t = emulate_device(dev, model(link_bytes_per_s=1e9, link_latency_s=10 * US))
+    assert [a for _, a in t.transfers] == [pytest.approx(1.010 * MS), pytest.approx(2.010 * MS)]
+
+
+def test_the_slower_device_sets_the_batch_time():
+    # dev0: one 2 ms task; dev1: one 5 ms compute task; host merge 0.5 ms -> max(2, 5) + 0.5 = 5.5 ms
+    batch = BatchInput(7, (DeviceBatch("dev0", 1, 0, tasks=(CoreTask("a", "mem", 2 * MS),)),
+                           DeviceBatch("dev1", 0, 1, tasks=(CoreTask("b", "compute", 5 * MS),))), host_merge_s=0.5 * MS)
+    out = emulate_batch(batch, model())
+    assert out.batch_id == 7 and out.emulated_s == pytest.approx(5.5 * MS)
+    assert [d.partials_at_host_s for d in out.devices] == [pytest.approx(2 * MS), pytest.approx(5 * MS)]
+
+
+def test_host_work_longer_than_the_devices():
+    # the host's own DRAM pooling (8 ms) outlasts a 2 ms device: 8 + 1 ms merge = 9 ms
+    batch = BatchInput(0, (DeviceBatch("dev0", 1, 0, tasks=(CoreTask("a", "mem", 2 * MS),)),), host_merge_s=1 * MS,
+                       host_work_s=8 * MS)
+    assert emulate_batch(batch, model()).emulated_s == pytest.approx(9 * MS)
+
+
+def test_speed_half_doubles_durations():
+    # compute speed 0.5: a 3 ms measured rebuild takes 6 ms; mem speed 2: a 4 ms pooling takes 2 ms
+    dev = DeviceBatch("dev0", 1, 1, tasks=(CoreTask("r", "compute", 3 * MS), CoreTask("p", "mem", 4 * MS)))
+    t = emulate_device(dev, model(mem=2.0, compute=0.5))
+    assert [(s.task_id, s.end_s - s.start_s) for s in t.timeline] == [("r", pytest.approx(6 * MS)),
+                                                                      ("p", pytest.approx(2 * MS))]
+    assert t.busy_s == {"mem": pytest.approx(2 * MS), "compute": pytest.approx(6 * MS)}
+
+
+def test_target_ssd_parallelism_two_four_reads():
+    # target SSD, latency 100 us, parallelism 2, reads of 0 bytes all submitted at 0: reads 0, 1 take the two
+    # slots [0, 100 us]; reads 2, 3 take them when they free, [100, 200 us] -> the last completes at 200 us
+    ssd = TargetSSD(latency_s=100 * US, read_bytes_per_s=1e9, internal_parallelism=2)
+    dev = DeviceBatch("dev0", 1, 0, ios=tuple(IORequest(f"io{i}", 0.0, 0) for i in range(4)),
+                      tasks=(CoreTask("pool", "mem", 0.0, after=("io0", "io1", "io2", "io3")),))
+    t = emulate_device(dev, model(ssd=ssd))
+    assert [c.done_s for c in t.ios] == [pytest.approx(x * US) for x in (100, 100, 200, 200)]
+    assert t.partials_at_host_s == pytest.approx(200 * US) and t.io_busy_s == pytest.approx(200 * US)
+
+
+def test_target_ssd_channel_serialises_data():
+    # two 1 MB reads at 1 GB/s, latency 10 us, parallelism 2: both reach the channel at 10 us; the first streams
+    # [10 us, 1.010 ms], the second waits for the channel and streams [1.010, 2.010 ms]
+    ssd = TargetSSD(latency_s=10 * US, read_bytes_per_s=1e9, internal_parallelism=2)
+    dev = DeviceBatch("dev0", 0, 0, ios=(IORequest("a", 0.0, 1_000_000), IORequest("b", 0.0, 1_000_000)))
+    t = emulate_device(dev, model(ssd=ssd))
+    assert [c.done_s for c in t.ios] == [pytest.approx(1.010 * MS), pytest.approx(2.010 * MS)]
+
+
+def test_pipelined_reads_submitted_during_the_previous_batch():
+    # a read queued 3 ms before this batch started with a 4 ms measured latency completes at +1 ms: the pooling
+    # task waiting for it runs [1, 3] ms instead of [4, 6] ms without the overlap
+    dev = DeviceBatch("dev0", 1, 0, ios=(IORequest("io", -3 * MS, 4096, latency_s=4 * MS),),
+                      tasks=(CoreTask("pool", "mem", 2 * MS, after=("io",)),))
+    assert emulate_device(dev, model()).partials_at_host_s == pytest.approx(3 * MS)
+
+
+def test_dependencies_between_tasks_and_kinds():
+    # rebuild (compute, 3 ms) then pool (mem, 1 ms) after it: pool holds the one mem core from 3 to 4 ms;
+    # "other" (mem, 2 ms) needs nothing but comes after pool in submission order, so it gets the mem core when
+    # it frees at 4 ms and ends at 6 ms (list scheduling does not reorder)
+    dev = DeviceBatch("dev0", 1, 1, tasks=(CoreTask("rebuild", "compute", 3 * MS),
+                                          CoreTask("pool", "mem", 1 * MS, after=("rebuild",)),
+                                          CoreTask("other", "mem", 2 * MS)))
+    t = emulate_device(dev, model())
+    assert {s.task_id: (s.start_s, s.end_s) for s in t.timeline} == {
+        "rebuild": (0.0, pytest.approx(3 * MS)), "pool": (pytest.approx(3 * MS), pytest.approx(4 * MS)),
+        "other": (pytest.approx(4 * MS), pytest.approx(6 * MS))}
+
+
+def test_shared_core_pool():
+    # one shared pool of 1 + 1 = 2 cores: a mem and two compute tasks of 2 ms -> [0,2] core0, [0,2] core1,
+    # [2,4] core0
+    dev = DeviceBatch("dev0", 1, 1, shared_cores=True,
+                      tasks=(CoreTask("a", "mem", 2 * MS), CoreTask("b", "compute", 2 * MS),
+                             CoreTask("c", "compute", 2 * MS)))
+    t = emulate_device(dev, model())
+    assert [(s.core, s.end_s) for s in t.timeline] == [("core0", pytest.approx(2 * MS)),
+                                                       ("core1", pytest.approx(2 * MS)),
+                                                       ("core0", pytest.approx(4 * MS))]
+
+
+@pytest.mark.parametrize("dev, match", [
+    (DeviceBatch("d", 1, 0, tasks=(CoreTask("a", "mem", 1.0, after=("later",)), CoreTask("later", "mem", 1.0))),
+     "not an IO or an earlier task"),
+    (DeviceBatch("d", 1, 0, tasks=(CoreTask("a", "compute", 1.0),)), "needs a compute core"),
+    (DeviceBatch("d", 1, 0, tasks=(CoreTask("a", "gpu", 1.0),)), "unknown core kind"),
+    (DeviceBatch("d", 1, 0, tasks=(CoreTask("a", "mem", -1.0),)), "duration_s"),
+    (DeviceBatch("d", 1, 0, ios=(IORequest("x", 0.0, 4096),)), "measured latency"),
+])
+def test_bad_inputs_are_refused(dev, match):
+    with pytest.raises(ValueError, match=match):
+        emulate_device(dev, model())
+
+
+def test_profiles_give_clock_models():
+    host = clock_model(load_profile("host"))
+    assert host.speed == {"mem": 1.0, "compute": 1.0} and host.ssd is None and host.link_bytes_per_s == float("inf")
+    # smartssd gives absolute rates: speed = target rate / this host's measured rate
+    # (25e6 lookups/s / 5e6 = 5x; 100e9 flop/s / 50e9 = 2x)
+    s = clock_model(load_profile("smartssd"), host_mem_lookups_per_s=5e6, host_compute_flops_per_s=50e9)
+    assert s.speed == {"mem": pytest.approx(5.0), "compute": pytest.approx(2.0)}
+    assert s.ssd == TargetSSD(85e-6, 3.2e9, 46)
+    with pytest.raises(ValueError, match="calibration"):
+        clock_model(load_profile("smartssd"))
+
+
+def test_the_clock_reads_no_clock():
+    # the clock composes given durations only: it must not import or call a timer
+    src = inspect.getsource(clock_module)
+    assert "import time" not in src and "perf_counter" not in src and "monotonic" not in src
