@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
     ("bench.cmd_trace", "trace", "generate, inspect, fit, import and export lookup traces"),
     ("bench.cmd_store", "store", "build, verify and describe embedding stores"),
     ("bench.cmd_plan", "plan", "solve and show placement plans"),
+    ("bench.plan_profiles", "plan", ""),
     ("bench.cmd_calibrate", None, ""),
     ("bench.cmd_replay", None, ""),
     ("bench.cmd_compare", None, ""),

@@ -38,7 +38,8 @@ SOLVE_EXAMPLE = """example:
 
 With --device-profile local (the default) the plan is costed as the emulator runs on this machine: one host
 thread does every core's work, overlapped only with the devices' reads (host costs from `screc calibrate`;
-without --calibration, modelled ones). smartssd: modelled devices whose cores and IO all work in parallel.
+without --calibration, modelled ones). host, smartssd or a profile file: devices whose cores and IO all work in
+parallel, their figures from the device profile (`screc plan profiles` lists them with their sources).
 Every note printed before the plan ends in [measured] or [modelled]: what that part of the plan rests on.
 --dram-budget takes a size with a unit (64KiB, 2GB) or a share of the model (5%); a bare number is refused.
 
@@ -254,9 +255,13 @@ def register(subparsers) -> None:
     p.add_argument("--modelled", action="store_true", help="plan from Zipf parameters alone (labelled modelled)")
     add_dram_budget_arg(p, required=True)
     p.add_argument("--devices", type=int, default=1, help="computational-storage devices dev0, dev1, ... (default 1)")
-    p.add_argument("--cores", type=int, help="cores per device (default: this machine's CPUs; smartssd: 8)")
-    p.add_argument("--device-profile", choices=DEVICE_PROFILES, default="local",
-                   help="local: measured rates of this machine; smartssd: modelled SmartSSD-like devices")
+    p.add_argument("--cores", type=int, help="cores per device (default: this machine's CPUs; a device profile's "
+                                              "own count, e.g. smartssd: 8)")
+    p.add_argument("--device-profile", default="local", metavar="NAME|FILE",
+                   help=f"{' | '.join(DEVICE_PROFILES)} | a .toml/.json device profile file. local (default): the "
+                        "emulator on this machine, one host thread; host: this machine as a device whose cores and "
+                        "IO work in parallel (speed 1, cores = host threads, the measured disk); smartssd: "
+                        "SmartSSD-like devices (modelled). `screc plan profiles` lists every figure and its source")
     p.add_argument("--device-dram", default=4 << 30, type=size_arg("--device-dram"), metavar="SIZE",
                    help="device memory for TT cores (local profile; default 4GiB)")
     p.add_argument("--planner", choices=PLANNER_NAMES, default="screc",

@@ -21,8 +21,11 @@
 
 Device profiles: :func:`local_profiles` (measured: this machine's disk shared
 by ``n`` emulated devices, costed with the host-serial model of
-``plans.cost``) and :func:`smartssd_profiles` (modelled: SmartSSD-like
-numbers, see the constants below, costed with the parallel-resource model).
+``plans.cost``), :func:`profile_devices` (any device profile of
+``emulator.device.profile``: ``host``, ``smartssd`` or a user file, costed with
+the parallel-resource model) and :func:`smartssd_profiles` (the ``smartssd``
+profile: SmartSSD-like figures, each with its source, in
+``emulator/device/profiles/smartssd.toml``).
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from emulator.device.profile import load_profile
 from plans.cost import tt_flops_per_row
+from plans.machine import profile_devices  # noqa: F401  (re-exported: devices of any device profile)
 from plans.types import PAGE_BYTES, Calibration, DeviceProfile, HostCosts
 from tracegen.errors import InputError
 
@@ -51,16 +56,17 @@ TT_REFERENCE_RANKS = (8, 16, 32, 64)
 DEFAULT_DEVICE_DRAM_BYTES = 4 << 30
 DEFAULT_QUEUE_DEPTH = 128  # the replay's default reads in flight per device (`screc replay --qd`)
 
-# SmartSSD-like device (modelled). Public facts: Samsung SmartSSD CSD = a PCIe Gen3 x4 enterprise SSD
-# (3.84 TB) + a Xilinx Kintex UltraScale+ KU15P FPGA + 4 GB DDR4 for the FPGA. The SCRec paper's own
-# per-core rates could not be retrieved here, so the core rates below are assumptions, stated:
-SMARTSSD_SSD_CAPACITY_BYTES = 3_840_000_000_000
-SMARTSSD_DEVICE_DRAM_BYTES = 4 << 30
-SMARTSSD_READ_BYTES_PER_S = 3.0e9  # internal SSD -> FPGA bandwidth, ~3 GB/s
-SMARTSSD_IOPS = 700_000.0  # 4 KiB random reads (PM983-class NVMe), assumption
-SMARTSSD_CORES = 8  # EMB cores per FPGA, assumption
-SMARTSSD_MEM_CORE_LOOKUPS_PER_S = 25.0e6  # 200 MHz, one 512 B row per 8 cycles (64 B/cycle), assumption
-SMARTSSD_COMPUTE_CORE_FLOPS_PER_S = 100.0e9  # 256 MAC lanes x 200 MHz x 2, assumption
+# SmartSSD-like device (modelled): the figures, each with its source (AnandTech on the SmartSSD CSD, Samsung's
+# PM983 datasheet, or a stated assumption for the FPGA cores), live in emulator/device/profiles/smartssd.toml,
+# the one source of truth for the planner and the device clock (`screc plan profiles` lists them).
+_SMARTSSD = load_profile("smartssd")
+SMARTSSD_SSD_CAPACITY_BYTES = int(_SMARTSSD.ssd.capacity_bytes.value)
+SMARTSSD_DEVICE_DRAM_BYTES = int(_SMARTSSD.device_memory_bytes.value)
+SMARTSSD_READ_BYTES_PER_S = float(_SMARTSSD.ssd.read_bytes_per_s.value)
+SMARTSSD_IOPS = float(_SMARTSSD.ssd.iops.value)
+SMARTSSD_CORES = _SMARTSSD.core_count
+SMARTSSD_MEM_CORE_LOOKUPS_PER_S = float(_SMARTSSD.mem.rate.value)
+SMARTSSD_COMPUTE_CORE_FLOPS_PER_S = float(_SMARTSSD.compute.rate.value)
 
 # Modelled host-thread costs for the local profile when nothing was measured (rounded from three `screc calibrate`
 # runs on the demo store, 2-core VM, load 0.3-2.3; labelled modelled): seconds per unit, see plans.types.HostCosts.
@@ -99,15 +105,9 @@ def local_profiles(calib: Calibration, n_devices: int = 1, cores: int | None = N
 
 
 def smartssd_profiles(n_devices: int = 1, cores: int = SMARTSSD_CORES) -> list[DeviceProfile]:
-    """SmartSSD-like devices (modelled: see the SMARTSSD_* constants and their sources)."""
-    if n_devices < 1:
-        raise InputError(f"need at least one device, got {n_devices}")
-    return [DeviceProfile(name=f"dev{d}", cores=int(cores), device_dram_bytes=SMARTSSD_DEVICE_DRAM_BYTES,
-                          ssd_capacity_bytes=SMARTSSD_SSD_CAPACITY_BYTES, iops=SMARTSSD_IOPS,
-                          read_bytes_per_s=SMARTSSD_READ_BYTES_PER_S,
-                          mem_core_lookups_per_s=SMARTSSD_MEM_CORE_LOOKUPS_PER_S,
-                          compute_core_flops_per_s=SMARTSSD_COMPUTE_CORE_FLOPS_PER_S, modelled=True)
-            for d in range(n_devices)]
+    """SmartSSD-like devices (modelled: the ``smartssd`` device profile, every figure with its source)."""
+    return profile_devices(_SMARTSSD, None, n_devices, cores)
+
 
 Clock = Callable[[], float]
 

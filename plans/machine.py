@@ -9,7 +9,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from emulator.device.profile import Profile
 from emulator.jsondoc import load_json_doc, save_json_doc
+from tracegen.errors import InputError
 
 PAGE_BYTES = 4096
 CALIBRATION_FORMAT = "screc-calibration"
@@ -190,3 +192,35 @@ class DeviceProfile:
                 raise ValueError(f"device {self.name}: {name} must be > 0")
         if self.device_dram_bytes < 0 or self.ssd_capacity_bytes < 0:
             raise ValueError(f"device {self.name}: capacities must be >= 0")
+
+
+def profile_devices(profile: Profile, calib: Calibration | None, n_devices: int = 1, cores: int | None = None, *,
+                    queue_depth: int = 128) -> list[DeviceProfile]:
+    """``n_devices`` devices of a device profile (``emulator.device.profile``), costed with the parallel-resource
+    model. Core rates: the profile's absolute rate, or its speed x this host's measured rate (``calib``). A
+    ``measured`` SSD is this machine's disk shared by the devices (1/n of the IOPS at ``queue_depth``, of the
+    bandwidth and of the free space, as :func:`local_profiles`); a ``target`` SSD is one per device.
+    ``modelled`` unless every figure used is measured or a definition."""
+    if n_devices < 1:
+        raise InputError(f"need at least one device, got {n_devices}")
+    cores = int(cores if cores is not None else profile.core_count)
+    if cores < 1:
+        raise InputError(f"need at least one core per device, got {cores}")
+    needs_calib = profile.ssd.mode == "measured" or profile.mem.rate is None or profile.compute.rate is None
+    if needs_calib and calib is None:
+        raise InputError(f"device profile {profile.name} ({profile.origin}) scales this machine's measured rates: "
+                         "it needs a calibration")
+    modelled = profile.modelled or (needs_calib and calib.source != "measured")
+    if profile.ssd.mode == "target":
+        ssd = dict(ssd_capacity_bytes=int(profile.ssd.capacity_bytes.value), iops=float(profile.ssd.iops.value),
+                   read_bytes_per_s=float(profile.ssd.read_bytes_per_s.value))
+    else:
+        free = int(calib.machine.get("disk_free_bytes", 1 << 40))
+        ssd = dict(ssd_capacity_bytes=free // n_devices, iops=calib.iops_at(queue_depth) / n_devices,
+                   read_bytes_per_s=calib.read_bytes_per_s / n_devices)
+    mem = profile.mem.rate_given(calib.mem_core_lookups_per_s if calib else 0.0)
+    compute = profile.compute.rate_given(calib.compute_core_flops_per_s if calib else 0.0)
+    return [DeviceProfile(name=f"dev{d}", cores=cores, device_dram_bytes=int(profile.device_memory_bytes.value),
+                          mem_core_lookups_per_s=mem, compute_core_flops_per_s=compute, modelled=modelled,
+                          queue_depth=int(queue_depth), **ssd)
+            for d in range(n_devices)]

@@ -30,7 +30,9 @@ _LIBRARY_PLANNER = {"screc": "mip", "mip": "mip", "greedy": "greedy", "static-to
                     "all-ssd": "all-ssd"}
 POLICIES = ("all-dram", "all-ssd", "all-tt", "lru", "static-topk", "screc")
 PLANNED_POLICIES = ("static-topk", "screc")
-DEVICE_PROFILES = ("local", "smartssd")
+# ``local``: the emulator on this machine (host-serial model); the others are device profiles of
+# ``emulator.device.profile`` (a .toml/.json profile file is accepted too).
+DEVICE_PROFILES = ("local", "host", "smartssd")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,12 @@ class PlanningConfig:
         if self.model is None and not (self.store and self.trace):
             raise InputError("planning needs a store and a trace (or a model to plan from modelled statistics)")
         if self.device_profile not in DEVICE_PROFILES:
-            raise InputError(f"unknown device profile {self.device_profile!r} (one of {', '.join(DEVICE_PROFILES)})")
+            if not _is_profile_file(self.device_profile):
+                raise InputError(f"unknown device profile {self.device_profile!r} (one of "
+                                 f"{', '.join(DEVICE_PROFILES)}, or a .toml/.json device profile file)")
+            from emulator.device.profile import load_profile
+
+            load_profile(self.device_profile)  # a bad file is refused before any work
         for name in ("devices", "folds", "queue_depth"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -87,6 +94,10 @@ class PlanningConfig:
     def policy_name(self) -> str:
         """The name the plan carries (``screc`` for the MIP)."""
         return "screc" if _LIBRARY_PLANNER[self.planner] == "mip" else self.planner
+
+
+def _is_profile_file(text: str) -> bool:
+    return Path(text).suffix.lower() in (".toml", ".json") or Path(text).exists()
 
 
 @dataclass(frozen=True)
@@ -142,7 +153,7 @@ def measure_profile(cfg: PlanningConfig) -> Profile:
 
 
 def _calibration_and_devices(cfg: PlanningConfig) -> tuple[Any, list, list[PlanNote]]:
-    from plans.calibration import default_calibration, local_profiles, smartssd_profiles
+    from plans.calibration import default_calibration, local_profiles
     from plans.types import Calibration
 
     notes = []
@@ -154,10 +165,8 @@ def _calibration_and_devices(cfg: PlanningConfig) -> tuple[Any, list, list[PlanN
         calib = default_calibration()
         notes.append(PlanNote("no calibration given: modelled default rates (run `screc calibrate` to measure)",
                               "modelled"))
-    if cfg.device_profile == "smartssd":
-        devices = smartssd_profiles(cfg.devices, **({"cores": cfg.cores} if cfg.cores else {}))
-        notes.append(PlanNote("devices modelled as SmartSSD-like (plans.calibration.SMARTSSD_*)", "modelled"))
-        return calib, devices, notes
+    if cfg.device_profile != "local":
+        return calib, *_profile_devices(cfg, calib, notes)
     devices = local_profiles(calib, cfg.devices, cfg.cores, queue_depth=cfg.queue_depth,
                              device_dram_bytes=cfg.device_dram_bytes)
     if devices[0].execution == "host-serial":
@@ -168,6 +177,19 @@ def _calibration_and_devices(cfg: PlanningConfig) -> tuple[Any, list, list[PlanN
         notes.append(PlanNote("calibration has no host costs (version 1): local devices costed with the "
                               "parallel-resource model; re-run `screc calibrate`", "modelled"))
     return calib, devices, notes
+
+
+def _profile_devices(cfg: PlanningConfig, calib: Any, notes: list[PlanNote]) -> tuple[list, list[PlanNote]]:
+    """Devices of the device profile ``cfg.device_profile`` (built-in name or file), parallel-resource model."""
+    from emulator.device.profile import load_profile
+    from plans.machine import profile_devices
+
+    profile = load_profile(cfg.device_profile)
+    devices = profile_devices(profile, calib, cfg.devices, cfg.cores, queue_depth=cfg.queue_depth)
+    basis = "modelled" if devices[0].modelled else "measured"
+    notes.append(PlanNote(f"devices from the device profile {profile.name} ({profile.origin}; every figure and "
+                          "its source: `screc plan profiles`), every core and the IO working in parallel", basis))
+    return devices, notes
 
 
 def planning_machine(cfg: PlanningConfig) -> tuple[Any, list, list[PlanNote]]:

@@ -248,16 +248,17 @@ def parse_profile(d: Mapping[str, Any], origin: str) -> Profile:
     name = d.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ValueError("field name: missing")
-    cores = _section(d, "cores")
-    link, power = _section(d, "link"), _section(d, "power")
-    return Profile(
-        name=name.strip(), description=str(d.get("description", "")), origin=origin,
-        cores=_figure(cores, "count", "cores", (1.0, True, False), integer=True, auto=True),
-        mem=_core_kind(cores, "mem"), compute=_core_kind(cores, "compute"),
-        device_memory_bytes=_figure(_section(d, "memory"), "device_bytes", "memory", _NONNEG, integer=True),
-        ssd=_ssd(d),
-        link=LinkSpec(_figure(link, "bytes_per_s", "link", inf=True), _figure(link, "latency_s", "link", _NONNEG)),
-        power=PowerSpec(*(_figure(power, k, "power", _NONNEG) for k in _POWER_FIELDS)))
+    cores = _section(d, "cores")  # checked in file order, so the first bad field is the one named
+    count = _figure(cores, "count", "cores", (1.0, True, False), integer=True, auto=True)
+    mem, compute = _core_kind(cores, "mem"), _core_kind(cores, "compute")
+    memory = _figure(_section(d, "memory"), "device_bytes", "memory", _NONNEG, integer=True)
+    ssd = _ssd(d)
+    link = _section(d, "link")
+    link_spec = LinkSpec(_figure(link, "bytes_per_s", "link", inf=True), _figure(link, "latency_s", "link", _NONNEG))
+    power = _section(d, "power")
+    return Profile(name=name.strip(), description=str(d.get("description", "")), origin=origin, cores=count,
+                   mem=mem, compute=compute, device_memory_bytes=memory, ssd=ssd, link=link_spec,
+                   power=PowerSpec(*(_figure(power, k, "power", _NONNEG) for k in _POWER_FIELDS)))
 
 
 def _read_document(text: str, suffix: str) -> Mapping[str, Any]:
