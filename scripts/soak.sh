@@ -57,7 +57,7 @@ from emulator.store.store import Store
 d = Path(sys.argv[1])
 s = Store.open(d / "store")
 Plan(store_id=s.store_id, planner="half-hot",
-     tables=tuple(TablePlacement(t["name"], t["rows"] // 2) for t in s.tables)).save(d / "half-hot.json")
+     tables=tuple(TablePlacement(t.name, t.rows // 2) for t in s.tables)).save(d / "half-hot.json")
 EOF
 
 # -- the loop ----------------------------------------------------------------------------------------
