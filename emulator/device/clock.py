@@ -155,15 +155,16 @@ def _complete_ios(ios: Sequence[IORequest], ssd: TargetSSD | None) -> list[IOCom
         return out
     slots = [-math.inf] * ssd.internal_parallelism  # when each flash slot frees (a min-heap)
     channel_free = -math.inf
-    out = []
-    for r in sorted(ios, key=lambda r: r.submit_s):  # stable: submission order on ties
+    out: list[IOCompletion | None] = [None] * len(ios)
+    for k in sorted(range(len(ios)), key=lambda k: ios[k].submit_s):  # stable: request order on ties
+        r = ios[k]
         start = max(r.submit_s, heapq.heappop(slots))
         channel_start = max(start + ssd.latency_s, channel_free)
         done = channel_start + r.nbytes / ssd.read_bytes_per_s
         channel_free = done
         heapq.heappush(slots, done)
-        out.append(IOCompletion(r.io_id, start, done))
-    return out
+        out[k] = IOCompletion(r.io_id, start, done)
+    return out  # in request order
 
 
 def _union_s(intervals: Sequence[tuple[float, float]]) -> float:

@@ -11,7 +11,7 @@ is refused. Sections:
 * ``memory.device_bytes``: device memory for TT cores;
 * ``ssd``: ``mode = "measured"`` (this machine's NVMe as measured) or ``"target"`` with ``capacity_bytes``,
   ``iops``, ``latency_s``, ``internal_parallelism`` and ``read_bytes_per_s``;
-* ``link``: the device-to-host link, ``bytes_per_s`` (``inf``: no link) and ``latency_s``;
+* ``link``: the device-to-host link, ``bytes_per_s`` (``inf`` or "inf": no link) and ``latency_s``;
 * ``power``: ``idle_w``, ``mem_core_busy_w`` and ``compute_core_busy_w`` (above idle, per busy core) and
   ``ssd_active_w`` (above idle, while reads are in flight).
 
@@ -54,7 +54,9 @@ class Figure:
         return not self.source.startswith(("measured", "definition"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "unit": self.unit, "source": self.source}
+        """``inf`` is written as the string "inf", so the JSON stays standard (the loader reads both)."""
+        value = "inf" if isinstance(self.value, float) and math.isinf(self.value) else self.value
+        return {"value": value, "unit": self.unit, "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ class Profile:
             yield f"power.{attr}", getattr(self.power, attr)
 
     def to_dict(self) -> dict[str, Any]:
-        """The profile as a document :func:`parse_profile` reads back (``inf`` written as the float)."""
+        """The profile as a document :func:`parse_profile` reads back (standard JSON: ``inf`` as "inf")."""
         d: dict[str, Any] = {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "name": self.name,
                              "description": self.description, "ssd": {"mode": self.ssd.mode}}
         for field, fig in self.figures():
@@ -193,6 +195,8 @@ def _figure(section: Mapping[str, Any], key: str, where: str, rule=_POSITIVE, *,
     if not isinstance(unit, str):
         raise ValueError(f"field {field}: unit must be text")
     value = raw["value"]
+    if inf and value == "inf":
+        value = math.inf
     if auto and value == AUTO:
         return Figure(AUTO, unit, source.strip())
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -167,3 +167,78 @@ def test_the_clock_reads_no_clock():
     # the clock composes given durations only: it must not import or call a timer
     src = inspect.getsource(clock_module)
     assert "import time" not in src and "perf_counter" not in src and "monotonic" not in src
+
+
+# --- against an independent, time-stepped reference (integer microseconds) -------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+def stepped_reference(tasks, cores, reads, latency, parallelism, us_per_byte):
+    """Advance a clock 1 us at a time. At each tick, until nothing changes: the read on the channel finishes
+    (its flash slot frees); reads whose flash latency ends join the channel queue (FIFO; at the same tick
+    the earlier-submitted first, then request order);
+    waiting reads take free slots (FIFO); an idle channel takes the next queued read for ``nbytes x
+    us_per_byte``. Tasks (all after every read) then start in order on the first free core.
+    Returns (read completions, task ends) in microseconds."""
+    waiting = sorted(range(len(reads)), key=lambda i: (reads[i][0], i))
+    flash_end, queue, channel, done = {}, [], None, {}
+    t = 0
+    while len(done) < len(reads):
+        changed = True
+        while changed:
+            changed = False
+            if channel is not None and channel[1] == t:
+                done[channel[0]] = t
+                del flash_end[channel[0]]
+                channel, changed = None, True
+            for i in sorted((i for i, e in flash_end.items() if e == t and i not in queue and i not in done
+                             and (channel is None or channel[0] != i)), key=lambda i: (reads[i][0], i)):
+                queue.append(i)
+                changed = True
+            while waiting and reads[waiting[0]][0] <= t and len(flash_end) < parallelism:
+                i = waiting.pop(0)
+                flash_end[i] = t + latency
+                changed = True
+            if channel is None and queue:
+                i = queue.pop(0)
+                channel, changed = (i, t + reads[i][1] * us_per_byte), True
+        t += 1
+    ready = max(done.values(), default=0)
+    free_at, ends = [0] * cores, []
+    for d in tasks:
+        c = min(range(cores), key=lambda k: (free_at[k], k))
+        free_at[c] = max(free_at[c], ready) + d
+        ends.append(free_at[c])
+    return [done[i] for i in range(len(reads))], ends
+
+
+@settings(max_examples=60, deadline=None)
+@given(tasks=st.lists(st.integers(0, 30), max_size=8), cores=st.integers(1, 3),
+       reads=st.lists(st.tuples(st.integers(0, 20), st.integers(0, 4)), max_size=8),
+       latency=st.integers(1, 15), parallelism=st.integers(1, 3), us_per_byte=st.integers(1, 5))
+def test_matches_the_time_stepped_reference(tasks, cores, reads, latency, parallelism, us_per_byte):
+    ssd = TargetSSD(latency_s=latency * US, read_bytes_per_s=1.0 / (us_per_byte * US),
+                    internal_parallelism=parallelism)
+    ios = tuple(IORequest(f"io{i}", s * US, n) for i, (s, n) in enumerate(reads))
+    ids = tuple(r.io_id for r in ios)
+    dev = DeviceBatch("dev0", cores, 0, ios=ios, tasks=tuple(CoreTask(f"t{k}", "mem", d * US, after=ids)
+                                                              for k, d in enumerate(tasks)))
+    got = emulate_device(dev, model(ssd=ssd))
+    want_reads, want_ends = stepped_reference(tasks, cores, reads, latency, parallelism, us_per_byte)
+    assert [round(c.done_s / US, 6) for c in got.ios] == want_reads
+    assert [round(s.end_s / US, 6) for s in got.timeline] == want_ends
+
+
+@settings(max_examples=80, deadline=None)
+@given(durations=st.lists(st.floats(0, 10), min_size=1, max_size=12), cores=st.integers(1, 4),
+       speed=st.sampled_from([0.25, 0.5, 1.0, 2.0]))
+def test_list_schedule_bounds(durations, cores, speed):
+    # without dependencies: every core busy until the last start, so makespan <= sum/m + max (Graham's bound),
+    # and no schedule beats max(sum/m, max); busy time is the work scaled by 1/speed
+    dev = DeviceBatch("d", 0, cores, tasks=tuple(CoreTask(f"t{i}", "compute", d * MS) for i, d in enumerate(durations)))
+    t = emulate_device(dev, model(compute=speed))
+    work = [d * MS / speed for d in durations]
+    lower = max(sum(work) / cores, max(work))
+    assert lower - 1e-12 <= t.partials_at_host_s <= sum(work) / cores + max(work) + 1e-12
+    assert t.busy_s["compute"] == pytest.approx(sum(work))
