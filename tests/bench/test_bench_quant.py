@@ -105,3 +105,17 @@ def test_bad_input_and_render(tmp_path, capsys):
     text = con.export_text()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     assert "(measured)" in text and "load average" in text
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--rows", "0"], "--rows"), (["--seconds", "nan"], "--seconds"), (["--dim", "-3"], "--dim"),
+    (["--rows", "4000000000", "--tables", "64"], "more than this machine has free"),
+    (["--json", "{file}/r.json"], "file"), (["--out-dir", "{file}/runs"], "file")])
+def test_bad_input_exits_2_before_any_work(tmp_path, capsys, monkeypatch, extra, expect):
+    import bench.bench_quant as bq
+
+    (tmp_path / "file").write_text("a regular file")
+    monkeypatch.setattr(bq, "make_workload", lambda *a: pytest.fail("worked before checking the input"))
+    argv = ["bench", "quant", "--out-dir", str(tmp_path / "runs")] + [x.format(file=tmp_path / "file") for x in extra]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and one_line_error(err) and expect in err
