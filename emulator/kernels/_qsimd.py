@@ -103,9 +103,10 @@ def vload_u4(typingctx, arr, index, n):
         packed = _masked_load_bytes(builder, ptr, nbytes, half)  # <8 x i8>
         pairs = builder.shuffle_vector(packed, packed, ir.Constant(ir.VectorType(_I32, LANES),
                                                                    [c // 2 for c in range(LANES)]))
-        shifts = ir.Constant(ir.VectorType(_I8, LANES), [4 * (c % 2) for c in range(LANES)])
-        nibbles = builder.and_(builder.lshr(pairs, shifts), ir.Constant(ir.VectorType(_I8, LANES), [15] * LANES))
-        return builder.uitofp(nibbles, _VEC)
+        wide = builder.zext(pairs, ir.VectorType(_I32, LANES))  # 32-bit lanes: x86 has variable 32-bit shifts
+        shifts = ir.Constant(ir.VectorType(_I32, LANES), [4 * (c % 2) for c in range(LANES)])
+        nibbles = builder.and_(builder.lshr(wide, shifts), ir.Constant(ir.VectorType(_I32, LANES), [15] * LANES))
+        return builder.sitofp(nibbles, _VEC)  # 0..15: signed conversion is exact and has one instruction
 
     return F32x16(arr, index, n), codegen
 
