@@ -5,8 +5,9 @@ What is here (issue 12, first slice; no engine changes yet):
 * ``profile``: device profiles as data (``profiles/host.toml``, ``profiles/smartssd.toml``, user TOML/JSON
   files), every figure with its source; the planner's SmartSSD-like devices are read from the same file
   (``plans.calibration.profile_devices``);
-* ``clock``: a pure, deterministic list scheduler that turns per-batch core tasks, IO requests and link
-  transfers into emulated time, per-device busy time per core kind and a per-core timeline;
+* ``clock``: a pure, deterministic list scheduler that turns per-batch core tasks, reads and link transfers
+  into emulated time, per-device busy time per core kind and a per-core timeline; ``ssd``: when each read
+  completes (measured latencies, or a target SSD's latency, internal parallelism and bandwidth);
 * ``energy``: device energy from the clock's busy times and the profile's power figures, host energy from
   RAPL counters or utilisation x a stated TDP, queries per joule (all modelled).
 
@@ -24,10 +25,11 @@ is a narrow, serialisable request/response, so a device can later run in another
     thread-CPU time (``time.thread_time`` around the Numba ``nogil`` call on the worker's core thread), never
     a wall interval; ``after`` names what it waited for (``pool:t3`` after the reads of its pages
     ``io:17``..., ``pool:t5`` after ``rebuild:t5`` of its TT rows);
-  - every read as ``IORequest(io_id, submit_s, nbytes, latency_s)``: submit time relative to the batch's
-    start (negative for reads queued during the previous batch's compute: the pipelining as executed) and the
-    measured completion latency from the ring's completion record; a target-SSD profile ignores the latency
-    and uses its own model;
+  - the reads as ``IOGroup(group_id, submit_s[], nbytes[], latency_s[])`` arrays, one group per set of reads
+    a task waits for (the pages of one table's cold rows), straight from the ring's completion records: submit
+    time relative to the batch's start (negative for reads queued during the previous batch's compute: the
+    pipelining as executed) and the measured completion latency; a target-SSD profile ignores the latency and
+    uses its own model (``emulator.device.ssd``, a Numba kernel). ``IORequest`` is the one-read form;
   - counters (lookups, pages, bytes, TT rows) as today's ``emulator.replay.counters``.
 
 The host adds its own measured thread-CPU times (``host_work_s``: DRAM pooling, concurrent with the devices;

@@ -6,10 +6,12 @@ It never reads a clock: every time it returns is composed from the durations and
 Per batch (times in seconds from the batch's start; reads submitted earlier, during the previous batch's
 compute, have negative ``submit_s``: that is how pipelining is expressed):
 
-* **IO requests** complete at ``submit_s + latency_s`` (the measured completion latency) when the profile's SSD
-  is ``measured``; with a target SSD each read holds one of ``internal_parallelism`` flash slots from
+* **Reads**, one per :class:`IORequest` or many per :class:`IOGroup` (arrays: what a device's ring records for
+  one submission), complete at ``submit_s + latency_s`` (the measured completion latency) when the profile's
+  SSD is ``measured``; with a target SSD each read holds one of ``internal_parallelism`` flash slots from
   ``max(submit, a slot frees)``, waits ``latency_s``, then streams ``nbytes`` over the SSD's read channel
-  (``read_bytes_per_s``, one transfer at a time); its slot frees when its data is out.
+  (``read_bytes_per_s``, one transfer at a time); its slot frees when its data is out (``emulator.device.ssd``).
+  A task waiting for a group waits for its last read.
 * **Core tasks** (``mem`` or ``compute``) take their measured thread-CPU duration divided by the profile's speed
   for their kind, and are list-scheduled in submission order: each starts on the earliest-available core of
   its kind (lowest index on ties; one shared pool when ``shared_cores``) once every IO or task it waits for is
@@ -23,12 +25,16 @@ The batch ends at ``max(host_work_s, slowest device) + host_merge_s``.
 
 from __future__ import annotations
 
-import heapq
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+import numpy as np
+
 from emulator.device.profile import CORE_KINDS, Profile
+from emulator.device.ssd import TargetSSD, busy_union_s, complete_reads
+
+__all__ = ["BatchInput", "BatchTiming", "ClockModel", "CoreTask", "DeviceBatch", "DeviceTiming", "IOGroup",
+           "IORequest", "LinkTransfer", "Slot", "TargetSSD", "clock_model", "emulate_batch", "emulate_device"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,16 @@ class IORequest:
     latency_s: float | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class IOGroup:
+    """Reads a task can wait for as one (``group_id``): per read its ``submit_s``, ``nbytes`` and, with a
+    measured SSD, its measured ``latency_s`` (arrays of one length)."""
+    group_id: str
+    submit_s: np.ndarray
+    nbytes: np.ndarray
+    latency_s: np.ndarray | None = None
+
+
 @dataclass(frozen=True)
 class LinkTransfer:
     """Bytes of pooled partials sent to the host once the tasks ``after`` are done."""
@@ -67,6 +83,7 @@ class DeviceBatch:
     ios: tuple[IORequest, ...] = ()
     transfers: tuple[LinkTransfer, ...] = ()
     shared_cores: bool = False
+    io_groups: tuple[IOGroup, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,13 +93,6 @@ class BatchInput:
     devices: tuple[DeviceBatch, ...]
     host_merge_s: float = 0.0
     host_work_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class TargetSSD:
-    latency_s: float
-    read_bytes_per_s: float
-    internal_parallelism: int
 
 
 @dataclass(frozen=True)
@@ -104,27 +114,23 @@ class Slot:
     task_id: str
 
 
-@dataclass(frozen=True)
-class IOCompletion:
-    io_id: str
-    start_s: float
-    done_s: float
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DeviceTiming:
     """Emulated: when the device's partials reached the host, busy core-seconds per kind, seconds with reads in
-    flight, the per-core timeline, read completions and transfer arrivals."""
+    flight, the per-core timeline, transfer arrivals, when each request or group was complete (``io_done``),
+    and per read (requests first, then the groups' reads, in order) its start and completion."""
     device: str
     partials_at_host_s: float
     busy_s: Mapping[str, float]
     io_busy_s: float
-    timeline: tuple[Slot, ...]
-    ios: tuple[IOCompletion, ...]
-    transfers: tuple[tuple[str, float], ...]
+    timeline: tuple[Slot, ...] = ()
+    transfers: tuple[tuple[str, float], ...] = ()
+    io_done: Mapping[str, float] = field(default_factory=dict)
+    read_start_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    read_done_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class BatchTiming:
     """``emulated_s``: the batch's emulated time (labelled emulated wherever shown)."""
     batch_id: int
@@ -145,39 +151,27 @@ def clock_model(profile: Profile, host_mem_lookups_per_s: float | None = None,
     return ClockModel(speed, ssd, float(profile.link.bytes_per_s.value), float(profile.link.latency_s.value))
 
 
-def _complete_ios(ios: Sequence[IORequest], ssd: TargetSSD | None) -> list[IOCompletion]:
-    if ssd is None:
-        out = []
-        for r in ios:
-            if r.latency_s is None or not r.latency_s >= 0:
-                raise ValueError(f"read {r.io_id}: a measured SSD needs the read's measured latency_s >= 0")
-            out.append(IOCompletion(r.io_id, r.submit_s, r.submit_s + r.latency_s))
-        return out
-    slots = [-math.inf] * ssd.internal_parallelism  # when each flash slot frees (a min-heap)
-    channel_free = -math.inf
-    out: list[IOCompletion | None] = [None] * len(ios)
-    for k in sorted(range(len(ios)), key=lambda k: ios[k].submit_s):  # stable: request order on ties
-        r = ios[k]
-        start = max(r.submit_s, heapq.heappop(slots))
-        channel_start = max(start + ssd.latency_s, channel_free)
-        done = channel_start + r.nbytes / ssd.read_bytes_per_s
-        channel_free = done
-        heapq.heappush(slots, done)
-        out[k] = IOCompletion(r.io_id, start, done)
-    return out  # in request order
-
-
-def _union_s(intervals: Sequence[tuple[float, float]]) -> float:
-    """Length of the union of [start, end) intervals."""
-    total, cur_start, cur_end = 0.0, None, None
-    for s, e in sorted(intervals):
-        if cur_end is None or s > cur_end:
-            if cur_end is not None:
-                total += cur_end - cur_start
-            cur_start, cur_end = s, e
-        else:
-            cur_end = max(cur_end, e)
-    return total + (cur_end - cur_start if cur_end is not None else 0.0)
+def _reads(dev: DeviceBatch, measured: bool) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every read of ``dev`` as arrays: the request or group ids, and per read its owner (an index into the
+    ids), submit time, bytes and measured latency (NaN when not given)."""
+    ids = [r.io_id for r in dev.ios] + [g.group_id for g in dev.io_groups]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"device {dev.device}: IO ids must be unique")
+    parts = [(np.array([r.submit_s for r in dev.ios], dtype=np.float64),
+              np.array([r.nbytes for r in dev.ios], dtype=np.float64),
+              np.array([np.nan if r.latency_s is None else r.latency_s for r in dev.ios], dtype=np.float64))]
+    for g in dev.io_groups:
+        sub, nb = np.asarray(g.submit_s, dtype=np.float64), np.asarray(g.nbytes, dtype=np.float64)
+        lat = np.full(sub.shape, np.nan) if g.latency_s is None else np.asarray(g.latency_s, dtype=np.float64)
+        if not (sub.ndim == 1 and sub.shape == nb.shape == lat.shape):
+            raise ValueError(f"read group {g.group_id}: submit_s, nbytes and latency_s must be 1-d of one length")
+        parts.append((sub, nb, lat))
+    owner = np.repeat(np.arange(len(ids)), [1] * len(dev.ios) + [g.submit_s.size for g in dev.io_groups])
+    submit, nbytes, latency = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    if measured and not np.all(latency >= 0):
+        bad = ids[int(owner[np.flatnonzero(~(latency >= 0))[0]])]
+        raise ValueError(f"read {bad}: a measured SSD needs the read's measured latency_s >= 0")
+    return ids, owner, submit, nbytes, latency
 
 
 def _ready_at(after: Sequence[str], done: Mapping[str, float], what: str) -> float:
@@ -226,19 +220,21 @@ def _schedule_tasks(dev: DeviceBatch, speed: Mapping[str, float],
 
 def emulate_device(dev: DeviceBatch, model: ClockModel) -> DeviceTiming:
     """One device's emulated timeline in one batch (see the module docstring)."""
-    ios = _complete_ios(dev.ios, model.ssd)
-    done = {c.io_id: c.done_s for c in ios}
-    if len(done) != len(ios):
-        raise ValueError(f"device {dev.device}: IO ids must be unique")
+    ids, owner, submit, nbytes, latency = _reads(dev, model.ssd is None)
+    read_start, read_done = complete_reads(submit, nbytes, latency, model.ssd)
+    last = np.full(len(ids), -np.inf)
+    np.maximum.at(last, owner, read_done)
+    io_done = dict(zip(ids, last.tolist()))
+    done = dict(io_done)
     slots, busy = _schedule_tasks(dev, model.speed, done)
     link_free, arrivals = 0.0, []
     for tr in dev.transfers:
         start = max(link_free, _ready_at(tr.after, done, f"transfer {tr.transfer_id}"))
         link_free = start + tr.nbytes / model.link_bytes_per_s
         arrivals.append((tr.transfer_id, link_free + model.link_latency_s))
-    last = max([a for _, a in arrivals] or [s.end_s for s in slots] or [0.0])
-    return DeviceTiming(dev.device, last, busy, _union_s([(c.start_s, c.done_s) for c in ios]), tuple(slots),
-                        tuple(ios), tuple(arrivals))
+    at_host = max([a for _, a in arrivals] or [s.end_s for s in slots] or [0.0])
+    return DeviceTiming(dev.device, at_host, busy, busy_union_s(read_start, read_done), tuple(slots),
+                        tuple(arrivals), io_done, read_start, read_done)
 
 
 def emulate_batch(batch: BatchInput, model: ClockModel) -> BatchTiming:

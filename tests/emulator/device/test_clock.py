@@ -38,7 +38,7 @@ def test_pooling_waits_for_its_read():
     dev = DeviceBatch("dev0", 1, 0, tasks=(CoreTask("pool", "mem", 1 * MS, after=("io0",)),),
                       ios=(IORequest("io0", submit_s=1 * MS, nbytes=4096, latency_s=4 * MS),))
     t = emulate_device(dev, model())
-    assert t.ios[0].done_s == pytest.approx(5 * MS)
+    assert t.read_done_s[0] == pytest.approx(5 * MS) and t.io_done == {"io0": pytest.approx(5 * MS)}
     assert (t.timeline[0].start_s, t.timeline[0].end_s) == (pytest.approx(5 * MS), pytest.approx(6 * MS))
     assert t.io_busy_s == pytest.approx(4 * MS)  # one read in flight from 1 to 5 ms
 
@@ -92,7 +92,7 @@ def test_target_ssd_parallelism_two_four_reads():
     dev = DeviceBatch("dev0", 1, 0, ios=tuple(IORequest(f"io{i}", 0.0, 0) for i in range(4)),
                       tasks=(CoreTask("pool", "mem", 0.0, after=("io0", "io1", "io2", "io3")),))
     t = emulate_device(dev, model(ssd=ssd))
-    assert [c.done_s for c in t.ios] == [pytest.approx(x * US) for x in (100, 100, 200, 200)]
+    assert list(t.read_done_s) == [pytest.approx(x * US) for x in (100, 100, 200, 200)]
     assert t.partials_at_host_s == pytest.approx(200 * US) and t.io_busy_s == pytest.approx(200 * US)
 
 
@@ -102,7 +102,7 @@ def test_target_ssd_channel_serialises_data():
     ssd = TargetSSD(latency_s=10 * US, read_bytes_per_s=1e9, internal_parallelism=2)
     dev = DeviceBatch("dev0", 0, 0, ios=(IORequest("a", 0.0, 1_000_000), IORequest("b", 0.0, 1_000_000)))
     t = emulate_device(dev, model(ssd=ssd))
-    assert [c.done_s for c in t.ios] == [pytest.approx(1.010 * MS), pytest.approx(2.010 * MS)]
+    assert list(t.read_done_s) == [pytest.approx(1.010 * MS), pytest.approx(2.010 * MS)]
 
 
 def test_pipelined_reads_submitted_during_the_previous_batch():
@@ -226,7 +226,7 @@ def test_matches_the_time_stepped_reference(tasks, cores, reads, latency, parall
                                                               for k, d in enumerate(tasks)))
     got = emulate_device(dev, model(ssd=ssd))
     want_reads, want_ends = stepped_reference(tasks, cores, reads, latency, parallelism, us_per_byte)
-    assert [round(c.done_s / US, 6) for c in got.ios] == want_reads
+    assert [round(x / US, 6) for x in got.read_done_s] == want_reads
     assert [round(s.end_s / US, 6) for s in got.timeline] == want_ends
 
 
@@ -242,3 +242,55 @@ def test_list_schedule_bounds(durations, cores, speed):
     lower = max(sum(work) / cores, max(work))
     assert lower - 1e-12 <= t.partials_at_host_s <= sum(work) / cores + max(work) + 1e-12
     assert t.busy_s["compute"] == pytest.approx(sum(work))
+
+
+# --- reads as arrays (IOGroup), as device workers will hand them over -----------------------------------------
+
+import numpy as np  # noqa: E402
+
+from emulator.device.clock import IOGroup  # noqa: E402
+from emulator.device.ssd import busy_union_s  # noqa: E402
+
+
+def test_group_waits_for_its_last_read():
+    # measured SSD: reads of one group submitted at 0, 1, 2 ms with latencies 5, 1, 2 ms complete at 5, 2, 4 ms;
+    # the task waiting for the group starts at 5 ms (its last read) and runs 1 ms -> 6 ms
+    g = IOGroup("pages:t0", np.array([0, 1, 2]) * MS, np.full(3, 4096), np.array([5, 1, 2]) * MS)
+    dev = DeviceBatch("dev0", 1, 0, io_groups=(g,), tasks=(CoreTask("pool:t0", "mem", 1 * MS, after=("pages:t0",)),))
+    t = emulate_device(dev, model())
+    assert list(t.read_done_s) == [pytest.approx(x * MS) for x in (5, 2, 4)]
+    assert t.io_done == {"pages:t0": pytest.approx(5 * MS)} and t.partials_at_host_s == pytest.approx(6 * MS)
+    assert t.io_busy_s == pytest.approx(5 * MS)  # [0,5] covers [1,2] and [2,4]
+
+
+def test_group_and_requests_agree_on_a_target_ssd():
+    # the same 6 reads as one group or as 6 requests give the same completions (parallelism 2, 100 us,
+    # 4096 B at 4.096 GB/s = 1 us on the channel): r0 slot A flash [0,100] channel [100,101]; r1 slot B
+    # flash [0,100], channel free at 101 -> 102; r2 slot A (free 101) flash [101,201] -> 202; r3 slot B (free
+    # 102) flash [102,202], channel free at 202 -> 203; r4 slot A (202) -> 303; r5 slot B (203) -> 304
+    ssd = TargetSSD(100 * US, 4.096e9, 2)
+    g = DeviceBatch("d", 0, 0, io_groups=(IOGroup("g", np.zeros(6), np.full(6, 4096)),))
+    r = DeviceBatch("d", 0, 0, ios=tuple(IORequest(f"r{i}", 0.0, 4096) for i in range(6)))
+    want = [pytest.approx(x * US) for x in (101, 102, 202, 203, 303, 304)]
+    assert list(emulate_device(g, model(ssd=ssd)).read_done_s) == want
+    assert list(emulate_device(r, model(ssd=ssd)).read_done_s) == want
+
+
+def test_bad_groups_are_refused():
+    with pytest.raises(ValueError, match="read group g: submit_s, nbytes"):
+        emulate_device(DeviceBatch("d", 0, 0, io_groups=(IOGroup("g", np.zeros(2), np.zeros(3)),)), model())
+    with pytest.raises(ValueError, match="read g: a measured SSD"):
+        emulate_device(DeviceBatch("d", 0, 0, io_groups=(IOGroup("g", np.zeros(2), np.zeros(2)),)), model())
+    with pytest.raises(ValueError, match="unique"):
+        emulate_device(DeviceBatch("d", 0, 0, ios=(IORequest("g", 0.0, 1, 0.0),),
+                                   io_groups=(IOGroup("g", np.zeros(1), np.zeros(1), np.zeros(1)),)), model())
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(-20, 20), st.integers(0, 10)), max_size=12))
+def test_busy_union_against_counting_microseconds(spans):
+    # the union of [s, s + d) on integers: count the microseconds covered by any interval
+    start = np.array([s for s, _ in spans], dtype=float)
+    done = np.array([s + d for s, d in spans], dtype=float)
+    covered = {u for s, d in spans for u in range(s, s + d)}
+    assert busy_union_s(start, done) == pytest.approx(len(covered))

@@ -11,7 +11,7 @@ from emulator.device.profile import load_profile
 
 
 def timing(mem_s, compute_s, io_s) -> DeviceTiming:
-    return DeviceTiming("dev0", 0.0, {"mem": mem_s, "compute": compute_s}, io_s, (), (), ())
+    return DeviceTiming("dev0", 0.0, {"mem": mem_s, "compute": compute_s}, io_s)
 
 
 def test_device_energy_smartssd():
