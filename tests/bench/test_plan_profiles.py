@@ -53,3 +53,18 @@ def test_format_figure_by_hand():
     assert f(540e3, "IO/s") == "540 kIO/s" and f(float("inf"), "B/s") == "none (no link)"
     assert format_figure(Figure(0.5, "W", "x"), "power.mem_core_busy_w") == "+0.5 W"
     assert format_figure(Figure(8.0, "W", "x"), "power.idle_w") == "8 W"
+
+
+def test_plan_solve_takes_host_and_refuses_a_bad_file_before_work(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    code, text, _ = run_cli(["plan", "solve", "--model", "tiny", "--modelled", "--dram-budget", "5%",
+                             "--device-profile", "host", "--time-limit", "20", "-o", str(out)], capsys)
+    assert code == 0 and out.is_file() and "device profile host" in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text('format = "screc-device-profile"\nversion = 1\nname = "b"\n[cores]\ncount = { value = 0, '
+                   'unit = "cores", source = "assumption" }\n')
+    out2 = tmp_path / "p2.json"
+    code, _, err = run_cli(["plan", "solve", "--model", "tiny", "--modelled", "--dram-budget", "5%",
+                            "--device-profile", str(bad), "-o", str(out2)], capsys)
+    assert code == 2 and one_line_error(err) and "field cores.count: value must be >= 1" in err
+    assert not out2.exists()
