@@ -15,15 +15,17 @@ from bench.tables import TERMINAL_COLUMNS, fit_table
 from emulator.device.profile import BUILTIN_PROFILES, AUTO, Figure, Profile, load_profile
 
 EXAMPLE = """example:
-  screc plan profiles                          # host and smartssd, side by side
-  screc plan profiles my_device.toml --json    # with a profile file of your own, as JSON
+  screc plan profiles                        # host and smartssd, side by side
+  screc plan profiles my_device.toml --json  # and a profile file of your own
 
-A profile is data: per core kind a speed (x this host's measured kernels) or the target core's rate, cores per
-device, device memory, the SSD ("measured": this machine's disk; or a target's IOPS, latency, internal
-parallelism and bandwidth), the device-to-host link, and power figures for the modelled energy. Every figure
-has a source: a citation, a derivation, "measured: ...", "definition: ..." or "assumption: ...". Figures are
-modelled unless their source says measured or definition. Use one with
-`screc plan solve --device-profile NAME|FILE`; the format is the built-in files', emulator/device/profiles/.
+A profile is data: per core kind a speed (x this host's measured kernels) or
+the target core's rate; cores per device; device memory; the SSD ("measured":
+this machine's disk, or a target's IOPS, latency, internal parallelism and
+bandwidth); the device-to-host link; power figures for the modelled energy.
+Every figure has a source: a citation, a derivation, "measured: ...",
+"definition: ..." or "assumption: ..."; it is modelled unless measured or a
+definition. Use one with `screc plan solve --device-profile NAME|FILE`; write
+your own in the built-in files' format (emulator/device/profiles/*.toml).
 """
 
 LABELS = {
