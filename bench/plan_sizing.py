@@ -258,6 +258,12 @@ def render_size(payload: dict[str, Any]) -> Group:
                          "the bisection's answer may not be the smallest")
         parts.append(_curve_table("screc: predicted batch time vs DRAM budget (modelled)", s["curve"],
                                   f["budget_bytes"], None))
+        shapes = payload.get("shapes", [])
+        if len(shapes) > 1:
+            parts.append(fit_table("DRAM needed per device configuration (modelled)", ["devices", "cores", "needs"],
+                                   [[str(x["devices"]), str(x["cores"] or "default"),
+                                     format_bytes(x["needed_bytes"]) if "needed_bytes" in x else "unreachable"]
+                                    for x in shapes]))
     lru = payload.get("lru")
     if lru:
         lf = lru["found"]
