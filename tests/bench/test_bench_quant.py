@@ -4,7 +4,6 @@ no timing assertions). The FBGEMM side itself runs only where scripts/fbgemm_env
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +70,15 @@ def test_fbgemm_side_missing_or_broken_is_skipped_with_the_reason(tmp_path):
                                          use_torch=False), runs_dir=str(tmp_path))
     assert r["fbgemm_missing"].startswith(f"FBGEMM skipped: {tmp_path / 'nope'} not found")
     assert "scripts/fbgemm_env.sh" in r["fbgemm_missing"]
-    # this interpreter has no fbgemm_gpu: the side stops at its import, named in one line
-    r = run_bench_quant(QuantBenchConfig(**TINY, formats=("int8",), fbgemm_python=sys.executable, use_torch=False),
-                        runs_dir=str(tmp_path))
-    assert r["fbgemm_missing"].startswith("FBGEMM skipped: the FBGEMM side stopped (") and "fbgemm" in r["fbgemm_missing"]
+    # a python that dies at once (as one without fbgemm_gpu does at its import): its last stderr line is the reason
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'Traceback ...' >&2\necho \"ModuleNotFoundError: No module named 'fbgemm_gpu'\" >&2"
+                    "\nexit 1\n")
+    fake.chmod(0o755)
+    r = run_bench_quant(QuantBenchConfig(**TINY, formats=("int8",), fbgemm_python=str(fake), use_torch=False),
+                        runs_dir=str(tmp_path / "runs"))
+    assert r["fbgemm_missing"] == ("FBGEMM skipped: the FBGEMM side stopped (ModuleNotFoundError: No module named "
+                                   "'fbgemm_gpu')")
     assert r["formats"]["int8"]["screc"]["passes"] >= 4
 
 
