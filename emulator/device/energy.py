@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from emulator.device.clock import DeviceTiming
+from emulator.device.clock import BatchTiming, DeviceTiming
 from emulator.device.profile import CORE_KINDS, PowerSpec
 
 POWERCAP_ROOT = "/sys/class/powercap"
@@ -47,6 +47,11 @@ def device_energy(timing: DeviceTiming, batch_s: float, power: PowerSpec) -> Dev
     cores = {k: timing.busy_s.get(k, 0.0) * power.core_busy_w(k) for k in CORE_KINDS}
     return DeviceEnergy(float(power.idle_w.value) * batch_s, cores, float(power.ssd_active_w.value) * timing.io_busy_s,
                         batch_s)
+
+
+def batch_device_energy_j(timing: BatchTiming, power: PowerSpec) -> float:
+    """Modelled joules of every device over one emulated batch (each device idles for the whole batch)."""
+    return sum(device_energy(d, timing.emulated_s, power).total_j for d in timing.devices)
 
 
 @dataclass(frozen=True)

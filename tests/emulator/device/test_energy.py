@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from emulator.device.clock import DeviceTiming
-from emulator.device.energy import (HOST_W_PER_CPU, RaplCounters, device_energy, host_energy, queries_per_joule,
-                                    tdp_energy_j)
+from emulator.device.clock import BatchInput, CoreTask, DeviceBatch, clock_model, emulate_batch
+from emulator.device.energy import (HOST_W_PER_CPU, RaplCounters, batch_device_energy_j, device_energy, host_energy,
+                                    queries_per_joule, tdp_energy_j)
 from emulator.device.profile import load_profile
 
 
@@ -22,6 +23,18 @@ def test_device_energy_smartssd():
     assert e.idle_j == pytest.approx(0.080) and e.cores_j == {"mem": pytest.approx(0.010),
                                                              "compute": pytest.approx(0.030)}
     assert e.ssd_j == pytest.approx(0.024) and e.total_j == pytest.approx(0.144)
+
+
+def test_batch_energy_from_the_clock():
+    # smartssd power, speeds 1 (rates equal to the host's): dev0 one 4 ms mem task, dev1 one 10 ms compute task,
+    # no reads; the batch takes 10 ms (the slower device). Each device idles the whole batch:
+    # dev0 8 x 0.010 + 0.5 x 0.004 = 0.082 J; dev1 8 x 0.010 + 1.0 x 0.010 = 0.090 J; total 0.172 J
+    prof = load_profile("smartssd")
+    model = clock_model(prof, host_mem_lookups_per_s=25e6, host_compute_flops_per_s=100e9)
+    out = emulate_batch(BatchInput(0, (DeviceBatch("dev0", 1, 0, tasks=(CoreTask("a", "mem", 0.004),)),
+                                       DeviceBatch("dev1", 0, 1, tasks=(CoreTask("b", "compute", 0.010),)))), model)
+    assert out.emulated_s == pytest.approx(0.010)
+    assert batch_device_energy_j(out, prof.power) == pytest.approx(0.172)
 
 
 def test_queries_per_joule():
