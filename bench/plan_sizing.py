@@ -208,10 +208,14 @@ def _check(args, store, target, plans_out: dict, lru, batch_size: int) -> dict[s
         qps = row.get("steady_qps")
         lat = row.get("latency_s") or {}
         batch_s = batch_size / qps if qps else None
+        pred = (m.plan.predicted or {}).get("perf", {}).get("total_s")
+        if m.name == "lru":
+            pred = lru.found.batch_s
         rows.append({"policy": m.name, "measured_batch_s": batch_s, "measured_qps": qps,
-                     "measured_p99_s": lat.get("p99"), "spread": row.get("qps_spread"),
-                     "meets": _meets(target, batch_s, qps, lat.get("p99")),
-                     "predicted_batch_s": (m.plan.predicted or {}).get("perf", {}).get("total_s")})
+                     "measured_p99_s": lat.get("p99"), "measured_mean_latency_s": lat.get("mean"),
+                     "latency_batches": m.latency().count, "spread": row.get("qps_spread"),
+                     "meets": _meets(target, batch_s, qps, lat.get("p99")), "predicted_batch_s": pred,
+                     "measured_over_predicted": batch_s / pred if batch_s and pred else None})
     in_sample = measured.start == 0
     return {"rows": rows, "batches": [measured.start, measured.start + measured.count], "in_sample": in_sample,
             "notes": notes(ms, cfg), "basis": "measured"}
@@ -281,12 +285,18 @@ def render_size(payload: dict[str, Any]) -> Group:
     chk = payload.get("check")
     if chk:
         cells = [[r["policy"], ms_cell(r["predicted_batch_s"]), ms_cell(r["measured_batch_s"]),
+                  "-" if r.get("measured_over_predicted") is None else f"{r['measured_over_predicted']:.2f}",
                   ms_cell(r["measured_p99_s"]), "-" if r["measured_qps"] is None else f"{r['measured_qps']:,.0f}",
                   "-" if r["spread"] is None else f"{r['spread']:.0%}",
                   {True: "yes", False: "no", None: "-"}[r["meets"]]] for r in chk["rows"]]
         b = chk["batches"]
         parts.append(fit_table(f"--check: replayed batches [{b[0]}, {b[1]}) (measured; predicted modelled)"
                                + (" - in sample" if chk["in_sample"] else ""),
-                               ["policy", "pred. ms", "batch ms", "p99 ms", "queries/s", "spread", "meets"], cells))
+                               ["policy", "pred. ms", "batch ms", "x pred", "p99 ms", "queries/s", "spread", "meets"],
+                               cells))
+        parts.append(f"note: batch ms = batch size / steady queries/s (median of the rounds); p99 ms = the 99th "
+                     f"percentile of the batches' latencies over every round ({chk['rows'][0]['latency_batches']} "
+                     f"batches, the first of each run included; a batch's latency spans its reads and pooling, "
+                     f"which overlap the previous batch's, so it exceeds the batch interval)")
         parts += [f"note: {n}" for n in chk["notes"]]
     return Group(*parts)
