@@ -123,7 +123,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace, num_batches: int = 1):
-    """GeneratorParams from ``--params`` (a calibration or parameters JSON) with the flags given on top."""
+    """GeneratorParams from ``--params`` (a fit document or a parameters JSON) with the flags given on top."""
     import json
 
     from tracegen.fit import load_params_file
@@ -356,8 +356,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     docs, notes = [], []
     with make_progress() as progress, _stop_flag() as stop:
         task = progress.add_task("fit", total=len(targets))
+        previous = None
         for target, path in zip(targets, paths):
-            res = fit(spec, target, cfg)
+            res = fit(spec, target, cfg, start=None if args.cold_start else previous)
+            previous = res
             if stop.is_set():
                 raise KeyboardInterrupt
             check = None
@@ -546,10 +548,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="every block of the file (writes to --out-dir)")
     p.add_argument("--model", required=True, help="a preset (e.g. meta-2021) or a .json/.toml spec file")
     p.add_argument("--scale", type=float, default=1.0, help="multiply the spec's rows (default 1)")
-    p.add_argument("--kind", default="hurwitz-lal", help="candidate locality model (default hurwitz-lal; "
-                   "zipf, zipf-uniform, zipf-active, zipf-lal, hurwitz, hurwitz-uniform, hurwitz-active, "
-                   "hurwitz-uniform-lal)")
-    p.add_argument("--knots", type=int, default=4, help="density knots per parameter (default 4)")
+    from tracegen.group_model import DEFAULT_KIND, DEFAULT_KNOTS, KINDS
+
+    p.add_argument("--kind", default=DEFAULT_KIND,
+                   help=f"candidate locality model (default {DEFAULT_KIND}; {', '.join(KINDS)})")
+    p.add_argument("--knots", type=int, default=DEFAULT_KNOTS,
+                   help=f"density knots per parameter (default {DEFAULT_KNOTS})")
     p.add_argument("--num-tables", type=int, default=None,
                    help="tables of the published trace (default: from the block name, e.g. _t856_)")
     p.add_argument("--batch-size", type=int, default=None, help="fit at this batch size (default: the block's)")
@@ -557,6 +561,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="generate a full batch per block next to the output, count it from the file, report its "
                         "distances and the generation speed against numpy.tofile (about a minute per 500M lookups)")
     p.add_argument("--transfer", action="store_true", help="evaluate each block's model on every other block")
+    p.add_argument("--cold-start", action="store_true",
+                   help="with several blocks, search each from scratch (default: from the previous block's model)")
     p.add_argument("--seed", type=int, default=0, help="seed written into the parameters (and the full batch)")
     p.add_argument("-o", "--output", default=None, help="parameters JSON to write (one block)")
     p.add_argument("--out-dir", default=None, help="directory for one parameters file per block (default runs/fits)")

@@ -137,7 +137,7 @@ class FitConfig:
     kind: str = DEFAULT_KIND
     knots: int = DEFAULT_KNOTS
     ratio_weight: float = 1.0
-    max_evals: int = 2000
+    max_evals: int = 3000
     seed: int = 0
     batch_size: int | None = None  # fit at this batch size instead of the block's
     held_out: bool = True
@@ -232,14 +232,19 @@ def _nelder_mead(f, x0: np.ndarray, bounds: list[tuple[float, float]], max_evals
     return x, float(res.fun), int(res.nfev)
 
 
-def fit_model(w: Workload, target: FitTarget, cfg: FitConfig, knots: tuple[float, ...] | None = None
-              ) -> tuple[GroupModel, int]:
+def fit_model(w: Workload, target: FitTarget, cfg: FitConfig, knots: tuple[float, ...] | None = None,
+              start: GroupModel | None = None) -> tuple[GroupModel, int]:
     """The model of ``cfg.kind`` fitted to ``target`` on the tables of ``w``: (model, objective evaluations).
 
     Coarse to fine, deterministic: one value per parameter for all tables from each of the
     :func:`tracegen.group_model.start_points` (a short Powell search each), the best of them searched on by
     Nelder-Mead (which copes with the L1 objective's kinks, where Powell's line searches stall), then spread to
-    every knot and searched again (Nelder-Mead, up to ``cfg.max_evals`` evaluations)."""
+    every knot and searched again (Nelder-Mead, up to ``cfg.max_evals`` evaluations). With ``start`` (a model
+    fitted to another block), only the last search, from it (half the evaluations)."""
+    if start is not None:  # warm start: another block's model (same kind, knots and grouping)
+        fk = _objective(start.kind, start.knots, w, target, cfg)
+        x, _, n = _nelder_mead(fk, start.vector(), vector_bounds(start.kind, len(start.knots)), cfg.max_evals // 2)
+        return GroupModel.from_vector(start.kind, start.knots, np.round(x, 5), start.by), n
     knots = knots or default_knots(group_variable(cfg.by, w.rows, w.lookups), cfg.knots)
     centre = (float(np.median(knots)),)
     f1 = _objective(cfg.kind, centre, w, target, cfg)
@@ -302,16 +307,18 @@ def generator_params(spec: ModelSpec, model: GroupModel, w: Workload, seed: int 
 
 
 def fit(spec: ModelSpec, target: FitTarget, config: FitConfig = FitConfig(),
-        clock: Callable[[], float] = time.perf_counter) -> FitResult:
-    """Fit ``config.kind`` to ``target`` on ``spec``'s tables (see the module docstring)."""
+        clock: Callable[[], float] = time.perf_counter, start: FitResult | None = None) -> FitResult:
+    """Fit ``config.kind`` to ``target`` on ``spec``'s tables (see the module docstring); ``start``: a fit of
+    another block to start the search from (its model, and its held-out model for the held-out fit)."""
     t0 = clock()
     w = workload(spec, target, config.batch_size)
-    model, evals = fit_model(w, target, config)
+    model, evals = fit_model(w, target, config, start=None if start is None else start.model)
     in_sample = expected_distances(model, w, target)
     held, held_model = None, None
     if config.held_out and spec.num_tables >= 4:
         even, odd = np.arange(0, spec.num_tables, 2), np.arange(1, spec.num_tables, 2)
-        held_model, e2 = fit_model(w.subset(even), target, config, knots=model.knots)
+        held_model, e2 = fit_model(w.subset(even), target, config, knots=model.knots,
+                                   start=None if start is None else start.held_out_model)
         held = expected_distances(held_model, w.subset(odd), target)
         evals += e2
     params = generator_params(spec, model, w, config.seed)

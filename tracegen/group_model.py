@@ -51,9 +51,9 @@ KINDS: dict[str, tuple[str, ...]] = {
     "hurwitz-lal": ("s", "lq", "lal"),
     "hurwitz-uniform-lal": ("s", "lq", "uniform", "lal"),
 }
-DEFAULT_KIND = "hurwitz-lal"
+DEFAULT_KIND = "hurwitz-active"
 GROUP_BY = ("density", "lookups")
-DEFAULT_KNOTS = 4
+DEFAULT_KNOTS = 5
 
 
 @dataclass(frozen=True)

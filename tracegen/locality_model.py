@@ -20,7 +20,7 @@ one by one, then ``CELLS_PER_OCTAVE`` geometric cells per octave whose mass is
 the integral of ``x**-alpha`` over the cell (error below 1e-6 of the cell's
 mass there). A table costs a few hundred cells whatever its rows, so the
 expected histograms of Meta's 856-table, 65,536-sample batch (887M lookups)
-take milliseconds: this is what :mod:`tracegen.calibrate` optimises.
+take milliseconds (the fit in :mod:`tracegen.fit` uses the Numba fast path at the end of this module).
 
 Rows whose ``lam`` is below ``2**GRID_LOG2_MIN`` are counted linearly
 (``P(X = 1) = lam`` to 1 part in 10^7 there).
