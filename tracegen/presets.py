@@ -41,7 +41,7 @@ Presets:
     once and how many lookups fall on rows touched thousands of times, and a
     median of 2M rows (spread 1.5) left the best fit of the 2021 histograms at
     L1 0.35 on the lookup shares, whereas 50,000 (spread 3.0) fits every block
-    of the 2021 file within 0.07 (``screc trace calibrate``; the terabytes
+    of the 2021 file within 0.07 (the per-table Zipf fit that preceded ``screc trace fit``; the terabytes
     then come from a long tail of large, rarely read tables, as in production
     models). Mean bag sizes are lognormal over the tables (spread 1.0), bags
     lognormal within a table (sigma 0.8, clipped to [0, 10 x mean]). Each
@@ -51,8 +51,11 @@ Presets:
     per-table fit, ``--params``, reaches 0.024 / 0.040). Full size is for
     statistics and planning (``screc trace stats --model``, ``screc plan
     solve --modelled``); ``--scale 0.001 --batch-size 4096`` gives a model of
-    about 1.9 GB and batches of 55M lookups (see :mod:`tracegen.calibrate` for
-    what a smaller batch does to the histograms).
+    about 1.9 GB and batches of 55M lookups (a smaller batch moves the heads of
+    skewed tables down by about ``log2`` of the reduction, so fit at the batch size you generate). The
+    locality model of :mod:`tracegen.fit` (``--params``) replaces the preset's skews; it was tried with rows
+    floored at 4x each table's lookups per batch (3.65 TB) and fitted worse (L1 0.09 against 0.01 in sample),
+    so the rows stay as they are.
 
 Skew: every preset table gets ``zipf_alpha = DEFAULT_ZIPF_ALPHA`` (1.05) unless
 stated otherwise. Published one-hot Criteo features and Meta's production
@@ -60,7 +63,7 @@ traces have rank-frequency slopes close to 1 for the large tables; 1.05 is the
 usual "strongly skewed but not degenerate" choice (a finite table with
 alpha > 1 keeps a bounded hot set as it grows). ``tiny`` varies alpha per table
 (0.6 to 1.2) so that tests see more than one skew; the meta presets take it from
-the 2021 calibration (above).
+the 2021 Zipf fit (above).
 
 ``--scale`` multiplies row counts (``ModelSpec.scaled``; at least one row each).
 """
@@ -150,7 +153,7 @@ META_POOLING_SIGMA_TABLES = 1.0  # spread of the mean bag size across tables (lo
 META_POOLING_SIGMA_BAGS = 0.8  # spread of bag sizes within a table (lognormal)
 META_POOLING_MAX_FACTOR = 10  # bags clipped at 10x the table's mean
 # (density log10(lookups per batch / rows), alpha): the lookup-weighted mean skew per half decade of density of
-# `screc trace calibrate --spec meta-2021 --block fbgemm_t856_bs65536.pt` (runs/fits2021), smoothed into a curve
+# the former per-table Zipf fit to --block fbgemm_t856_bs65536.pt (runs/fits2021), smoothed into a curve
 META_ALPHA_BY_DENSITY = (
     (-3.25, 1.4), (-2.75, 1.07), (-2.25, 0.91), (-1.75, 0.94), (-1.25, 0.88), (-0.75, 0.82), (-0.25, 0.72),
     (0.25, 0.38), (0.75, 0.18), (1.25, 0.03), (1.75, 0.46), (2.25, 0.58), (2.75, 0.6), (3.25, 0.56), (3.75, 0.28),
