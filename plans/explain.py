@@ -166,10 +166,10 @@ def _grow(plan: Plan, stats: WorkloadStats, t: int, calib, devices, base_s: floa
 def _constraints(plan: Plan, stats: WorkloadStats, budgets: Budgets, devices: Sequence[DeviceProfile],
                  step_saves_s: float | None) -> tuple[ConstraintWhy, ...]:
     use = memory_use(plan, stats)
-    tight = (lambda used, limit: limit - used <= TIGHT_SHARE * limit)
+    tight = (lambda used, limit: bool(limit - used <= TIGHT_SHARE * limit))
     if step_saves_s is not None:
         dram = ConstraintWhy("host DRAM", use.host_dram_bytes, budgets.host_dram_bytes, "bytes",
-                             step_saves_s > SAVES_EPS_S, "re-solve at budget + step")
+                             bool(step_saves_s > SAVES_EPS_S), "re-solve at budget + step")
     else:
         dram = ConstraintWhy("host DRAM", use.host_dram_bytes, budgets.host_dram_bytes, "bytes",
                              tight(use.host_dram_bytes, budgets.host_dram_bytes), TIGHT_HOW)

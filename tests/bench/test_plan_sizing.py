@@ -66,11 +66,13 @@ def test_hit_ratio_target_sizes_the_lru_only(tiny_store, tiny_trace, capsys):
 def test_explain_needs_the_trace(tiny_store, tiny_trace, tmp_path, capsys):
     plan = tmp_path / "plan.json"
     assert run_cli(["plan", "solve", "--store", str(tiny_store), "--trace", str(tiny_trace), "--profile-batches", "2",
-                    "--dram-budget", "16KiB", "--time-limit", "10", "-o", str(plan)], capsys)[0] == 0
+                    "--dram-budget", "16KiB", "--time-limit", "10", "--accuracy-budget", "0.5", "-o", str(plan)],
+                   capsys)[0] == 0
     code, _, err = run_cli(["plan", "show", str(plan), "--explain", "--store", str(tiny_store)], capsys)
     assert code == 2 and one_line_error(err) and "--trace" in err
     code, out, _ = run_cli(["plan", "show", str(plan), "--explain", "--store", str(tiny_store), "--trace",
-                            str(tiny_trace), "--profile-batches", "2", "--time-limit", "10", "--json", "-"], capsys)
+                            str(tiny_trace), "--profile-batches", "2", "--time-limit", "10", "--accuracy-budget", "0.5",
+                            "--json", "-"], capsys)
     assert code == 0
     p = json.loads(out)
     exp = p["explain"]
@@ -78,6 +80,7 @@ def test_explain_needs_the_trace(tiny_store, tiny_trace, tmp_path, capsys):
     # re-solved at the plan's own budget with the same profile and rates: the plan's own prediction
     assert exp["resolved_batch_s"] == pytest.approx(exp["recorded_batch_s"], rel=1e-6)
     assert exp["summary"].endswith("(modelled)")
+    assert [c["name"] for c in exp["constraints"]][-1] == "accuracy (weighted)"
     view = Console(width=80, record=True)
     view.print(render_explain(exp))
     assert all(len(line) <= 80 for line in view.export_text().splitlines())

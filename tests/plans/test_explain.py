@@ -84,3 +84,16 @@ def test_resource_labels():
     assert resource_label("io[1]") == "IO on dev1"
     assert resource_label("host") == "the host thread"
     assert resource_label("mem_core[0]") == "memory-centric cores of dev0"
+
+
+def test_explanation_is_json_even_from_numpy_figures(tmp_path):
+    import json
+
+    import numpy as np
+
+    from bench.common import write_json
+
+    e = explain_plan(optimum(), hand_stats(), calib(), [device()], Budgets(1000), lambda b: np.float64(resolve(b)),
+                     1280)
+    write_json(tmp_path / "e.json", e.to_dict())
+    assert json.loads((tmp_path / "e.json").read_text())["constraints"][0]["binds"] is True
