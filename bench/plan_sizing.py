@@ -214,6 +214,7 @@ def _check(args, store, target, plans_out: dict, lru, batch_size: int) -> dict[s
         rows.append({"policy": m.name, "measured_batch_s": batch_s, "measured_qps": qps,
                      "measured_p99_s": lat.get("p99"), "measured_mean_latency_s": lat.get("mean"),
                      "latency_batches": m.latency().count, "spread": row.get("qps_spread"),
+                     "ios_per_batch": row.get("ios_per_batch"), "bytes_read_per_batch": row.get("bytes_read_per_batch"),
                      "meets": _meets(target, batch_s, qps, lat.get("p99")), "predicted_batch_s": pred,
                      "measured_over_predicted": batch_s / pred if batch_s and pred else None})
     in_sample = measured.start == 0
