@@ -27,7 +27,7 @@ import numpy as np
 
 from emulator.kernels import _args
 from emulator.kernels._qsimd import load_f16_at, load_f32_at, vaffine, vload_u4, vload_u8
-from emulator.kernels._simd import prefetch, vadd, vload_f32, vstore_f32, vzero
+from emulator.kernels._simd import prefetch, vadd, vload_f16, vload_f32, vstore_f32, vzero
 from emulator.kernels.jit import njit
 from emulator.kernels.pooling import pool_rows
 from emulator.store.quant import ROW_FORMATS, RowFormat
@@ -36,7 +36,8 @@ from emulator.tiers import KIND_DRAM, KIND_PAGE
 __all__ = ["pool_quantized", "pool_sources_quantized"]
 
 _PREFETCH_LOOKUPS = 8
-_INT8, _INT4 = 0, 1
+_INT8, _INT4, _FP16 = 0, 1, 2
+_CODES = {"int8": _INT8, "int4": _INT4, "fp16": _FP16}
 
 
 @njit(inline="always")
@@ -47,6 +48,10 @@ def _lanes(rem, v):
 @njit(inline="always")
 def _row_block(src, code, p, jb, data_bytes, n0, n1, n2, n3):
     """The dequantized 64-column block ``jb`` of the row at byte ``p`` as four vectors."""
+    if code == _FP16:  # halves widened exactly
+        q = p + np.uint64(2) * jb
+        return (vload_f16(src, q, n0), vload_f16(src, q + np.uint64(32), n1), vload_f16(src, q + np.uint64(64), n2),
+                vload_f16(src, q + np.uint64(96), n3))
     if code == _INT8:
         s = load_f32_at(src, p + data_bytes)
         b = load_f32_at(src, p + data_bytes + np.uint64(4))
@@ -137,6 +142,7 @@ def _pool_sources_quantized(offsets, kinds, locs, dram, pages, code, row_bytes, 
         elif kinds[k] != KIND_PAGE or not has_pages or loc > page_end:
             return False
     c16, c32, c48 = np.uint64(16), np.uint64(32), np.uint64(48)
+    ahead, n_end = _PREFETCH_LOOKUPS, offsets[n_bags]
     for bag in range(n_bags):
         lo, hi = offsets[bag], offsets[bag + 1]
         ob = np.uint64(bag) * np.uint64(row_stride)
@@ -151,11 +157,17 @@ def _pool_sources_quantized(offsets, kinds, locs, dram, pages, code, row_bytes, 
             else:
                 a0, a1, a2, a3 = vzero(), vzero(), vzero(), vzero()
             for k in range(lo, hi):
+                kp = k + ahead
+                if kp < n_end and kinds[kp] == KIND_DRAM:  # rows from pages are fresh in cache
+                    r = np.uint64(locs[kp]) * urb
+                    prefetch(dram, r)
+                    prefetch(dram, r + urb - np.uint64(1))
                 loc = np.uint64(locs[k])
-                if kinds[k] == KIND_DRAM:
-                    v0, v1, v2, v3 = _row_block(dram, code, loc * urb, ujb, udb, n0, n1, n2, n3)
+                src, p = (dram, loc * urb) if kinds[k] == KIND_DRAM else (pages, loc)
+                if rem >= 64:  # constant masks fold into plain loads
+                    v0, v1, v2, v3 = _row_block(src, code, p, ujb, udb, 16, 16, 16, 16)
                 else:
-                    v0, v1, v2, v3 = _row_block(pages, code, loc, ujb, udb, n0, n1, n2, n3)
+                    v0, v1, v2, v3 = _row_block(src, code, p, ujb, udb, n0, n1, n2, n3)
                 a0, a1, a2, a3 = vadd(a0, v0), vadd(a1, v1), vadd(a2, v2), vadd(a3, v3)
             vstore_f32(out, o, a0, n0)
             vstore_f32(out, o + c16, a1, n1)
@@ -167,16 +179,21 @@ def _pool_sources_quantized(offsets, kinds, locs, dram, pages, code, row_bytes, 
 def pool_sources_quantized(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram: np.ndarray,
                            pages: np.ndarray, fmt: str, dim: int, out: np.ndarray, *,
                            accumulate: bool = False) -> np.ndarray:
-    """Mixed-tier pooling of int8 / int4 rows (the replay's DRAM and raw-SSD tiers of a quantized table).
+    """Mixed-tier pooling of int8 / int4 / fp16 rows (the replay's DRAM and raw-SSD tiers of such a table).
 
     Lookup k of bag b adds the dequantized row named by ``kinds[k]`` / ``locs[k]``: ``KIND_DRAM``, row
-    ``locs[k]`` of ``dram`` ((R, row_bytes) uint8 rows, R may be 0); ``KIND_PAGE``, the row at byte offset
+    ``locs[k]`` of ``dram`` ((R, row_bytes) uint8 rows, or (R, dim) float16 for fp16; R may be 0;
+    fp16 rows are widened exactly, as :func:`emulator.kernels.pooling.pool_sources` does, but with
+    unmasked loads for whole 64-column blocks); ``KIND_PAGE``, the row at byte offset
     ``locs[k]`` of ``pages`` (1-D uint8, the read pages). No other kind (TT rows are never quantized). Same
     order, accumulator and dequantization as :func:`pool_quantized`. Returns ``out``; bad input raises
     TypeError / ValueError, a kind or location out of range IndexError naming the first one."""
-    if fmt not in ("int8", "int4"):
-        raise ValueError(f"pool_sources_quantized pools int8 or int4 rows, not {fmt!r}")
+    if fmt not in _CODES:
+        raise ValueError(f"pool_sources_quantized pools int8, int4 or fp16 rows, not {fmt!r}")
     f = RowFormat(fmt, int(dim))
+    if fmt == "fp16" and isinstance(dram, np.ndarray) and dram.dtype == np.float16 and dram.ndim == 2 \
+            and dram.flags.c_contiguous:
+        dram = dram.view(np.uint8)
     d = _rows_view(dram, f)
     _args.check_offsets(offsets)
     kinds = _args.int_array(kinds, np.uint8, "kinds")
@@ -185,7 +202,7 @@ def pool_sources_quantized(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndar
         raise ValueError(f"kinds and locs differ in length ({kinds.size} and {locs.size})")
     pages = _args.int_array(pages, np.uint8, "pages")
     flat_out, stride = _args.out_view(out, offsets.shape[0] - 1, f.dim)
-    code = _INT8 if fmt == "int8" else _INT4
+    code = _CODES[fmt]
     if not _pool_sources_quantized(offsets, kinds, locs, d.reshape(-1), pages, code, f.row_bytes, f.data_bytes,
                                    f.dim, flat_out, stride, bool(accumulate)):
         _args.raise_for_offsets(offsets, kinds.size)

@@ -47,7 +47,7 @@ class Group:
     tt_members: list = field(default_factory=list)  # member positions served by TT
     lru: np.ndarray | None = None  # bool per member: its raw cold rows go through ``cache``
     cache: Any = None  # emulator.replay.cache.RowCache shared by the LRU members, keyed by key_base + row
-    row_format: str = "fp32"  # "int8" / "int4": ``dram`` and the pages hold those rows (see emulator.store.quant)
+    row_format: str = "fp32"  # "fp16" / "int8" / "int4": ``dram`` and the pages hold those rows (emulator.store.quant)
 
     @property
     def size(self) -> int:

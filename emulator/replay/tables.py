@@ -87,7 +87,7 @@ def open_tables(store: Store, plan: Plan, lru_ways: int, remap: dict, engines: l
     groups = [_make_group(arr, dim, [tables[m.index] for m in members], views, page_of)
               for arr, ((dim, _), members) in zip(arrays, keyed.items())]
     for g, ((_, dtype), _) in zip(groups, keyed.items()):
-        g.row_format = dtype if dtype in ("int8", "int4") else "fp32"
+        g.row_format = dtype if dtype in ("int8", "int4", "fp16") else "fp32"
     for gi, g in enumerate(groups):
         dram_bytes += _add_group_cache(g, [tables[int(t)] for t in g.tables], lru_ways, seed=gi)
     slow = [tables[m.index] for m in metas if not m.fast]

@@ -79,7 +79,7 @@ def test_input_checks(rng):
     assert RowFormat("int8", 8).row_bytes == rows.shape[1] == 16
 
 
-@pytest.mark.parametrize("fmt", ["int8", "int4"])
+@pytest.mark.parametrize("fmt", ["int8", "int4", "fp16"])
 @pytest.mark.parametrize("dim", [5, 64, 100])
 def test_mixed_sources_equal_the_reference(fmt, dim, rng):
     """DRAM rows and rows at unaligned byte offsets of read pages, mixed within bags."""
@@ -115,8 +115,23 @@ def test_mixed_sources_checks(rng):
         pool_sources_quantized(off, np.array([0, 1], np.uint8), np.array([0, 49]), **ok)
     with pytest.raises(IndexError, match="lookup 0: kind 2 is not DRAM or PAGE"):
         pool_sources_quantized(off, np.array([2, 1], np.uint8), np.array([0, 0]), **ok)
-    with pytest.raises(ValueError, match="int8 or int4 rows, not 'fp16'"):
-        pool_sources_quantized(off, np.array([0, 0], np.uint8), np.array([0, 0]), **{**ok, "fmt": "fp16"})
+    with pytest.raises(ValueError, match="int8, int4 or fp16 rows, not .fp32."):
+        pool_sources_quantized(off, np.array([0, 0], np.uint8), np.array([0, 0]), **{**ok, "fmt": "fp32"})
     got = pool_sources_quantized(off, np.array([0, 1], np.uint8), np.array([3, 48]), **ok)  # 48 + 16 = 64: fits
     assert np.array_equal(got[0], naive.dequantize_row_naive(rows[3], "int8", 8)
                           + naive.dequantize_row_naive(pages[48:], "int8", 8))
+
+
+def test_fp16_rows_as_float16_dram_pool_like_pool_sources(rng):
+    """fp16 DRAM rows given as a float16 array: the same bits as pooling.pool_sources (exact widening)."""
+    from emulator.kernels.pooling import DTYPE_FP16, pool_sources
+
+    dram = rng.standard_normal((50, 130)).astype(np.float16)
+    kinds = np.zeros(300, np.uint8)
+    locs = rng.integers(0, 50, 300).astype(np.int64)
+    offsets = np.arange(0, 301, 10, dtype=np.int64)
+    got = pool_sources_quantized(offsets, kinds, locs, dram, np.zeros(0, np.uint8), "fp16", 130,
+                                 np.empty((30, 130), np.float32))
+    want = pool_sources(offsets, kinds, locs, dram, np.zeros(0, np.uint8), np.zeros((0, 130), np.float32),
+                        DTYPE_FP16, 130, np.empty((30, 130), np.float32))
+    assert_same_bits(got, want)
