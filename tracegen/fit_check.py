@@ -85,6 +85,7 @@ def full_batch_check(spec: ModelSpec, params: GeneratorParams, target: FitTarget
     """Generate batch 0 of ``(spec, params)`` (only ``tables``, a selection, if given) into a temporary trace in
     ``directory``, count it back from the file and measure its distances to ``target``; the file is removed."""
     sub, p = select(spec, dataclasses.replace(params, num_batches=1), tables)
+    Path(directory).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".fit-check-", dir=directory))
     try:
         path = tmp / "batch.h5"

@@ -156,12 +156,12 @@ def test_fit_then_gen_with_the_fit(tmp_path, capsys):
         assert r.seed == 5 and r.params["pooling_scale"] == doc["params"]["pooling_scale"]
 
     code, out, err = run_cli(["trace", "fit", "--target", str(target), "--all", "--model", str(spec),
-                              "--kind", "zipf", "--knots", "1", "--transfer", "--out-dir", str(tmp_path / "fits")],
-                             capsys)
+                              "--kind", "zipf", "--knots", "1", "--transfer", "--full-batch",
+                              "--out-dir", str(tmp_path / "fits" / "new")], capsys)  # a directory not made yet
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "fits").iterdir()) == ["small_t4_x.json", "small_t4_y.json"]
+    assert sorted(p.name for p in (tmp_path / "fits" / "new").iterdir()) == ["small_t4_x.json", "small_t4_y.json"]
     assert "transfer" in out
-    doc = json.loads((tmp_path / "fits" / "small_t4_x.json").read_text())
+    doc = json.loads((tmp_path / "fits" / "new" / "small_t4_x.json").read_text())
     assert [t["to"] for t in doc["transfer"]] == ["small_t4_y.pt"]
 
 
