@@ -352,7 +352,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
                     f"L1 unique, L1 lookups, unique/lookup error")
     for col in ("block", "params", "in-sample (expected)", "held-out tables (expected)", "full batch (measured)",
                 "fit s", "gen s"):
-        t.add_column(col, justify="left" if col == "block" else "right", no_wrap=col != "block")
+        t.add_column(col, justify="left" if col == "block" else "right", no_wrap=col != "block",
+                     overflow="fold" if col == "block" else "ellipsis", min_width=12 if col == "block" else None)
     docs, notes = [], []
     with make_progress() as progress, _stop_flag() as stop:
         task = progress.add_task("fit", total=len(targets))

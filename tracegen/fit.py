@@ -9,12 +9,16 @@ fit chooses
   the block's (``lookups / (T * B)``): computed, not searched (the lookups of
   a batch are part of the workload, as its batch size is);
 * the few parameters of a :class:`tracegen.group_model.GroupModel` (a
-  candidate ``kind``, 4 to 12 numbers), minimising ``L1(unique shares) +
-  L1(lookup shares) + ratio_weight * |unique/lookups - target| / target``
-  over the *expected* histograms of the whole batch
-  (:func:`tracegen.locality_model.popularity_counts_by_bin`: milliseconds for
-  887M lookups), by Powell's method within the parameters' bounds, from a
-  fixed start (deterministic).
+  candidate ``kind``; the default, ``hurwitz-active`` at 5 density knots, has
+  15 numbers), minimising ``L1(unique shares) + L1(lookup shares) +
+  ratio_weight * |unique/lookups - target| / target`` over the *expected*
+  histograms (:func:`tracegen.locality_model.popularity_expected_totals`:
+  about 20 ms for 887M lookups) of the whole batch, plus the mean of the same
+  over every 4th table (``k::4``, ``k = 0..3``: a selection of tables should
+  look like the batch too); deterministic: a short Powell search from each of
+  a few start points with one value per parameter, Nelder-Mead from the best
+  (Powell's line searches stall at the L1 objective's kinks), then every knot
+  free (Nelder-Mead).
 
 What is reported, each labelled:
 

@@ -262,7 +262,6 @@ def test_stats_mrc_and_a_directory_as_a_trace(tmp_path, capsys):
 
 
 def test_ctrl_c_stops_gen_exit_130_and_leaves_nothing(tmp_path):
-    import os
     import signal
     import subprocess
     import sys

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tracegen.errors import InputError
@@ -22,7 +21,7 @@ from tracegen.fit import (
     workload,
 )
 from tracegen.fit_check import full_batch_check, write_bound
-from tracegen.generate import GeneratorParams, generate_trace
+from tracegen.generate import generate_trace
 from tracegen.group_model import GroupModel
 from tracegen.locality import format_locality_stats, parse_locality_stats, trace_stats
 from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
