@@ -24,6 +24,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from tracegen.mrc import previous_occurrence
+
 from plans.cost import (best_core_split, is_host_serial, local_io_times_s, option_device_times, option_dram_time_s,
                         option_host_parts_s)
 from plans.sizing import Target
@@ -70,16 +72,6 @@ def _batch_stack_distances(prev, starts, out):  # pragma: no cover - compiled
                 k += k & (-k)
 
 
-def previous_use(keys: np.ndarray) -> np.ndarray:
-    """``prev[i]``: the last ``j < i`` with ``keys[j] == keys[i]``, or -1."""
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    prev = np.full(keys.size, -1, dtype=np.int64)
-    same = np.flatnonzero(sk[1:] == sk[:-1])
-    prev[order[same + 1]] = order[same]
-    return prev
-
-
 def batch_stack_distances(batches: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Per batch (each an array of distinct rows), every row's stack distance at the batch's start: the
     batch hits row r in an LRU cache of C rows iff ``0 <= d < C`` (-1: never used before)."""
@@ -88,7 +80,7 @@ def batch_stack_distances(batches: Sequence[np.ndarray]) -> list[np.ndarray]:
     starts[1:] = np.cumsum([len(b) for b in batches])
     out = np.empty(keys.size, dtype=np.int64)
     if keys.size:
-        _batch_stack_distances(previous_use(keys), starts, out)
+        _batch_stack_distances(previous_occurrence(keys), starts, out)
     return [out[starts[i]:starts[i + 1]] for i in range(len(batches))]
 
 
