@@ -218,8 +218,18 @@ def _objective(kind: str, knots: tuple[float, ...], w: Workload, target: FitTarg
     return f
 
 
+def _scipy_minimize():
+    """SciPy's ``minimize`` (the ``fit`` extra: ``pip install 'screc[fit]'``), or a one-line InputError."""
+    try:
+        from scipy.optimize import minimize
+    except ImportError:
+        raise InputError("trace fit needs SciPy's optimizers, which the fit extra installs: "
+                         "pip install 'screc[fit]'") from None
+    return minimize
+
+
 def _powell(f, x0: np.ndarray, bounds: list[tuple[float, float]], max_evals: int) -> tuple[np.ndarray, float, int]:
-    from scipy.optimize import minimize
+    minimize = _scipy_minimize()
 
     res = minimize(f, x0, method="Powell", bounds=bounds, options={"maxfev": max_evals, "xtol": 1e-3, "ftol": 1e-6})
     x = np.clip(res.x, [b[0] for b in bounds], [b[1] for b in bounds])
@@ -228,7 +238,7 @@ def _powell(f, x0: np.ndarray, bounds: list[tuple[float, float]], max_evals: int
 
 def _nelder_mead(f, x0: np.ndarray, bounds: list[tuple[float, float]], max_evals: int
                  ) -> tuple[np.ndarray, float, int]:
-    from scipy.optimize import minimize
+    minimize = _scipy_minimize()
 
     res = minimize(f, x0, method="Nelder-Mead", bounds=bounds,
                    options={"maxfev": max_evals, "xatol": 1e-4, "fatol": 1e-7, "adaptive": True})
