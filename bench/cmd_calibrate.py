@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bench.common import (add_json_arg, add_qd_arg, ensure_writable_dir, ensure_writable_file, format_bytes,
-                          stdout_console, write_json)
+from bench.common import (emit_json, add_json_arg, add_qd_arg, ensure_writable_dir, ensure_writable_file, format_bytes,
+                          stdout_console)
 from tracegen.errors import InputError
 
 EXAMPLE = """example:
@@ -85,10 +85,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     calib = measure_calibration(target, args.seconds, host_costs=not args.no_host_costs,
                                 replay_batches=args.replay_batches, queue_depth=args.qd)
     calib.save(args.output)
-    if args.json:
-        write_json(args.json, calib.to_dict())
-        if args.json == "-":
-            return 0
+    if emit_json(args.json, calib.to_dict()):
+        return 0
     con = stdout_console()
     con.print(render_calibration(calib))
     for n in calib.notes:

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 
-from bench.common import (add_dram_budget_arg, add_json_arg, add_model_arg, add_qd_arg, ensure_writable_file,
+from bench.common import (emit_json, add_dram_budget_arg, add_json_arg, add_model_arg, add_qd_arg, ensure_writable_file,
                           format_bytes, size_arg, stdout_console, write_json)
 from bench.plan_explain import EXPLAIN_HELP, add_explain_args, explain_payload, render_explain
 from bench.plan_sizing import add_size_parser
@@ -190,10 +190,8 @@ def cmd_solve(args: argparse.Namespace) -> int:
     cfg = planning_config(args)
     result = run_planning(cfg)
     plan = save_planned(result, args.output)
-    if args.json:
-        write_json(args.json, {**plan.to_dict(), "notes": [dataclasses.asdict(n) for n in result.notes]})
-        if args.json == "-":
-            return 0
+    if emit_json(args.json, {**plan.to_dict(), "notes": [dataclasses.asdict(n) for n in result.notes]}):
+        return 0
     con = stdout_console()
     for n in result.notes:
         con.print(f"note: {n}", markup=False)  # "[modelled]" is text, not rich markup
@@ -231,10 +229,8 @@ def _show_explained(args: argparse.Namespace, plan: Plan) -> int:
 
     ensure_writable_file(args.json)
     payload = explain_payload(args, plan, Store.open(args.store))
-    if args.json:
-        write_json(args.json, {"plan": plan.to_dict(), "explain": payload})
-        if args.json == "-":
-            return 0
+    if emit_json(args.json, {"plan": plan.to_dict(), "explain": payload}):
+        return 0
     stdout_console().print(render_plan(plan))
     stdout_console().print(render_explain(payload))
     return 0

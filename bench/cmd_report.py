@@ -56,7 +56,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bench.common import add_json_arg, ensure_writable_dir, ensure_writable_file, stdout_console, write_json
+from bench.common import emit_json, add_json_arg, ensure_writable_dir, ensure_writable_file, stdout_console
 from bench.results import load_run
 from emulator.replay.counters import TIER_NAMES, LatencyHistogram
 from tracegen.atomic import atomic_path
@@ -366,10 +366,8 @@ def handle(args: argparse.Namespace) -> int:
     ensure_writable_dir(out_dir)
     ensure_writable_file(args.json)
     files = make_report(args.runs, out_dir)
-    if args.json:
-        write_json(args.json, {"out_dir": str(out_dir), "files": [str(f) for f in files]})
-        if args.json == "-":
-            return 0
+    if emit_json(args.json, {"out_dir": str(out_dir), "files": [str(f) for f in files]}):
+        return 0
     console = stdout_console()
     console.print(f"wrote {len(files)} plot(s) to {out_dir}/", highlight=False)
     for f in files:

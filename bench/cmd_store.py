@@ -8,7 +8,7 @@ import time
 from rich.console import Group
 from rich.table import Table
 
-from bench.common import (ProgressAdapter, add_json_arg, add_model_arg, ensure_writable_dir, ensure_writable_file,
+from bench.common import (emit_json, ProgressAdapter, add_json_arg, add_model_arg, ensure_writable_dir, ensure_writable_file,
                           format_bytes, make_progress, stdout_console, write_json)
 from emulator.store.store import Store, StoreBuildConfig
 from emulator.store.build import build_store, verify_store
@@ -130,10 +130,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     ensure_writable_file(args.json)
     store = Store.open(args.store)
     info = store_info(store)
-    if args.json:
-        write_json(args.json, info)
-        if args.json == "-":
-            return 0
+    if emit_json(args.json, info):
+        return 0
     stdout_console().print(render_store_info(info))
     return 0
 

@@ -215,6 +215,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         Path(tmp).write_text(text)
 
 
+def emit_json(json_arg: str | None, payload: Any) -> bool:
+    """Write ``payload`` where ``--json [FILE]`` asks (nothing without the flag); True when it went to stdout
+    (bare ``--json``), so the command must print nothing else."""
+    if json_arg:
+        write_json(json_arg, payload)
+    return json_arg == "-"
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from rich.console import Group
 from rich.text import Text
 
-from bench.common import add_json_arg, ensure_writable_file, stdout_console, write_json
+from bench.common import emit_json, add_json_arg, ensure_writable_file, stdout_console
 from bench.tables import TERMINAL_COLUMNS, fit_table
 from emulator.device.profile import BUILTIN_PROFILES, AUTO, Figure, Profile, load_profile
 
@@ -109,10 +109,8 @@ def profiles_payload(profiles: Sequence[Profile]) -> dict[str, Any]:
 def cmd_profiles(args: argparse.Namespace) -> int:
     ensure_writable_file(args.json)
     profiles = [load_profile(n) for n in (*BUILTIN_PROFILES, *args.files)]
-    if args.json:
-        write_json(args.json, profiles_payload(profiles))
-        if args.json == "-":
-            return 0
+    if emit_json(args.json, profiles_payload(profiles)):
+        return 0
     stdout_console().print(render_profiles(profiles))
     return 0
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.console import Group
 
-from bench.common import (add_engine_arg, add_json_arg, add_qd_arg, ensure_writable_file, format_bytes,
-                          parse_size_or_share, size_arg, stdout_console, write_json)
+from bench.common import (emit_json, add_engine_arg, add_json_arg, add_qd_arg, ensure_writable_file, format_bytes,
+                          parse_size_or_share, size_arg, stdout_console)
 from bench.tables import fit_table, ms_cell
 from plans.planner import DEVICE_PROFILES, PlanningConfig, measure_profile, plan_from_profile, save_planned
 from plans.sizing import P99_OVER_MEAN, Shape, Target, parse_range, size_dram, size_dram_over
@@ -150,10 +150,8 @@ def cmd_size(args: argparse.Namespace) -> int:
     plans_out = _save(best, args, payload)
     if args.check:
         payload["check"] = _check(args, store, target, plans_out, lru, profile.stats.batch_size)
-    if args.json:
-        write_json(args.json, payload)
-        if args.json == "-":
-            return 0
+    if emit_json(args.json, payload):
+        return 0
     stdout_console().print(render_size(payload))
     return 0
 
