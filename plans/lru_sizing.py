@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tracegen.mrc import previous_occurrence
+from tracegen.mrc import fenwick_add, fenwick_prefix, previous_occurrence
 
 from plans.cost import (best_core_split, is_host_serial, local_io_times_s, option_device_times, option_dram_time_s,
                         option_host_parts_s)
@@ -49,27 +49,12 @@ def _batch_stack_distances(prev, starts, out):  # pragma: no cover - compiled
             if j < 0:
                 out[i] = -1
                 continue
-            c = 0
-            k = s
-            while k > 0:
-                c += tree[k]
-                k -= k & (-k)
-            k = j + 1
-            while k > 0:
-                c -= tree[k]
-                k -= k & (-k)
-            out[i] = c
+            out[i] = fenwick_prefix(tree, s) - fenwick_prefix(tree, j + 1)
         for i in range(s, e):  # then the batch's rows become the most recent ones
             j = prev[i]
             if j >= 0:
-                k = j + 1
-                while k <= n:
-                    tree[k] -= 1
-                    k += k & (-k)
-            k = i + 1
-            while k <= n:
-                tree[k] += 1
-                k += k & (-k)
+                fenwick_add(tree, j, -1)
+            fenwick_add(tree, i, 1)
 
 
 def batch_stack_distances(batches: Sequence[np.ndarray]) -> list[np.ndarray]:

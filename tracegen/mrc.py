@@ -38,6 +38,26 @@ _TABLE_SHIFT = np.uint64(40)
 
 
 @numba.njit(**NJIT_OPTIONS)
+def fenwick_prefix(tree, k):
+    """Sum of the marks at positions ``< k`` of the Fenwick tree ``tree`` (1-based, ``tree[0]`` unused)."""
+    s = 0
+    while k > 0:
+        s += tree[k]
+        k -= k & (-k)
+    return s
+
+
+@numba.njit(**NJIT_OPTIONS)
+def fenwick_add(tree, pos, v):
+    """Add ``v`` to the mark at position ``pos`` (0-based) of the Fenwick tree ``tree``."""
+    k = pos + 1
+    n = tree.size - 1
+    while k <= n:
+        tree[k] += v
+        k += k & (-k)
+
+
+@numba.njit(**NJIT_OPTIONS)
 def _stack_distance_kernel(prev, out):
     n = prev.size
     tree = np.zeros(n + 1, dtype=np.int32)  # Fenwick tree of "latest lookup of its row" marks over time
@@ -47,24 +67,9 @@ def _stack_distance_kernel(prev, out):
             out[i] = -1
         else:
             # marks in (j, i): prefix(i) - prefix(j + 1), prefix(k) = marks at positions < k
-            s = 0
-            k = i
-            while k > 0:
-                s += tree[k]
-                k -= k & (-k)
-            k = j + 1
-            while k > 0:
-                s -= tree[k]
-                k -= k & (-k)
-            out[i] = s
-            k = j + 1
-            while k <= n:
-                tree[k] -= 1
-                k += k & (-k)
-        k = i + 1
-        while k <= n:
-            tree[k] += 1
-            k += k & (-k)
+            out[i] = fenwick_prefix(tree, i) - fenwick_prefix(tree, j + 1)
+            fenwick_add(tree, j, -1)
+        fenwick_add(tree, i, 1)
 
 
 def previous_occurrence(keys: np.ndarray) -> np.ndarray:
