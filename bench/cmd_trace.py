@@ -357,7 +357,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     docs, notes = [], []
     with make_progress() as progress, _stop_flag() as stop:
         task = progress.add_task("fit", total=len(targets))
-        previous = None
+        previous = _start_fit(args.start, spec, cfg) if args.start else None
         for target, path in zip(targets, paths):
             res = fit(spec, target, cfg, start=None if args.cold_start else previous)
             previous = res
@@ -392,6 +392,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
     con.print(f"wrote {paths[0] if len(paths) == 1 else paths[0].parent} ({len(paths)} parameters file(s))",
               markup=False, highlight=False, soft_wrap=True)
     return 0
+
+
+def _start_fit(path, spec, cfg):
+    """A FitResult-like start from a fit document (its model and held-out model)."""
+    import json
+    import types
+
+    from tracegen.fit import load_fit_document
+    from tracegen.group_model import GroupModel
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("fit document not found", p)
+    try:
+        doc = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"not a JSON file ({e})", p) from None
+    _, model = load_fit_document(doc, p)
+    if model is None or model.kind != cfg.kind:
+        raise InputError(f"holds no {cfg.kind} model to start from", p)
+    held = doc.get("held_out_model")
+    return types.SimpleNamespace(model=model, held_out_model=GroupModel.from_dict(held) if held else None)
 
 
 def _with_check(res, check):
@@ -562,6 +584,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="generate a full batch per block next to the output, count it from the file, report its "
                         "distances and the generation speed against numpy.tofile (about a minute per 500M lookups)")
     p.add_argument("--transfer", action="store_true", help="evaluate each block's model on every other block")
+    p.add_argument("--start", default=None,
+                   help="a fit document (-o of an earlier fit) whose model starts the search (refine a fit)")
     p.add_argument("--cold-start", action="store_true",
                    help="with several blocks, search each from scratch (default: from the previous block's model)")
     p.add_argument("--seed", type=int, default=0, help="seed written into the parameters (and the full batch)")
