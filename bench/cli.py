@@ -18,6 +18,8 @@ from tracegen.errors import InputError
 # sub-commands under ``screc <group>``; otherwise it adds top-level commands.
 COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
     ("bench.cmd_trace", "trace", "generate, inspect, fit, import and export lookup traces"),
+    ("bench.cmd_trace_fit", "trace", ""),
+    ("bench.cmd_trace_io", "trace", ""),
     ("bench.cmd_store", "store", "build, verify and describe embedding stores"),
     ("bench.cmd_plan", "plan", "solve and show placement plans"),
     ("bench.plan_profiles", "plan", ""),

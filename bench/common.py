@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import signal
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from tracegen.atomic import atomic_path, check_writable
 from tracegen.errors import InputError
@@ -213,6 +223,34 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         return
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
+
+
+@contextlib.contextmanager
+def stop_flag():
+    """Ctrl-C sets a flag that the generator checks after every table (a KeyboardInterrupt raised at an
+    arbitrary point could be lost inside HDF5 or numba code); a second Ctrl-C interrupts at once."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def positive_int(what: str, value: int) -> int:
+    """``value`` if it is >= 1, else a one-line InputError naming the flag ``what``."""
+    if value < 1:
+        raise InputError(f"{what} must be >= 1, got {value}")
+    return value
 
 
 def emit_json(json_arg: str | None, payload: Any) -> bool:
