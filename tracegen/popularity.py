@@ -97,10 +97,10 @@ def guide_table(cdf: np.ndarray) -> np.ndarray:
     return np.minimum(g, cdf.size - 1).astype(np.int64)
 
 
-def popularity_cells(p: TablePopularity, cell_bits: int = CELL_BITS) -> dict[str, np.ndarray]:
-    """Cell tables of ``p``'s sampler: ``lo`` (0-based first rank), ``n``, ``cdf`` (envelope, last exactly
-    1), ``squeeze`` (``w(hi) / w(lo)``, 1 for one-rank cells) and ``guide``."""
-    rows = int(p.active)
+def cell_starts(rows: int, cell_bits: int = CELL_BITS) -> tuple[np.ndarray, np.ndarray]:
+    """The sampler's cells over ranks ``1..rows``: each cell's first rank (1-based) and its number of ranks.
+    Ranks below ``2**(cell_bits + 1)`` are cells of one rank; each octave above is split into ``2**cell_bits``
+    cells of equal width (so the tables stay ``O(2**cell_bits * log2(rows))``)."""
     single = min(rows, (1 << (cell_bits + 1)) - 1)
     starts = [np.arange(1, single + 1, dtype=np.int64)]
     j = cell_bits + 1
@@ -109,7 +109,13 @@ def popularity_cells(p: TablePopularity, cell_bits: int = CELL_BITS) -> dict[str
         starts.append(st[st <= rows])
         j += 1
     lo1 = np.concatenate(starts)
-    n = np.diff(np.append(lo1, rows + 1))
+    return lo1, np.diff(np.append(lo1, rows + 1))
+
+
+def popularity_cells(p: TablePopularity, cell_bits: int = CELL_BITS) -> dict[str, np.ndarray]:
+    """Cell tables of ``p``'s sampler: ``lo`` (0-based first rank), ``n``, ``cdf`` (envelope, last exactly
+    1), ``squeeze`` (``w(hi) / w(lo)``, 1 for one-rank cells) and ``guide``."""
+    lo1, n = cell_starts(int(p.active), cell_bits)
     c = p.floor
     w_lo = (lo1 + p.q) ** -p.s + c
     w_hi = (lo1 + n - 1 + p.q) ** -p.s + c
@@ -122,7 +128,7 @@ def popularity_cells(p: TablePopularity, cell_bits: int = CELL_BITS) -> dict[str
 
 
 @numba.njit
-def _uniform(state):  # SplitMix64: the next state and a double in [0, 1)
+def next_uniform(state):  # SplitMix64 (Steele, Lea & Flood 2014): the next state and a double in [0, 1)
     state += _M1
     z = state
     z = (z ^ (z >> _S30)) * _C1
@@ -137,7 +143,7 @@ def _ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, w_lo, s, q, c, out
     state = np.uint64(seed)
     for j in range(out.size):
         while True:
-            state, x = _uniform(state)
+            state, x = next_uniform(state)
             lo = guide[np.int64(x * m)]
             hi = guide[np.int64(x * m) + 1]
             while lo < hi:  # first cell with cdf > x
@@ -153,7 +159,7 @@ def _ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, w_lo, s, q, c, out
                 below = cdf[cell - 1] if cell > 0 else 0.0
                 pos = np.int64((x - below) / (cdf[cell] - below) * cnt)
                 k += min(max(pos, 0), cnt - 1)
-                state, y = _uniform(state)
+                state, y = next_uniform(state)
                 if y >= squeeze[cell] and y * w_lo[cell] > math.pow(k + 1.0 + q, -s) + c:
                     continue
             out[j] = k

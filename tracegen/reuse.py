@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from tracegen.jit import NJIT_OPTIONS
-from tracegen.popularity import _uniform
+from tracegen.popularity import next_uniform
 
 
 @numba.njit(**NJIT_OPTIONS)
@@ -28,9 +28,9 @@ def _lag_reuse_kernel(out, ring, pos, filled, seed, p, beta):
     state = np.uint64(seed)
     one_minus = 1.0 - beta
     for i in range(out.size):
-        state, u = _uniform(state)
+        state, u = next_uniform(state)
         if u < p and filled > 0:
-            state, v = _uniform(state)
+            state, v = next_uniform(state)
             m = float(min(filled, window))
             if abs(one_minus) < 1e-9:
                 x = math.exp(v * math.log(m + 1.0))

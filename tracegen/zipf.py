@@ -8,14 +8,9 @@ import numba
 import numpy as np
 
 from tracegen.jit import NJIT_OPTIONS as _NJIT_OPTIONS
-from tracegen.popularity import guide_table
+from tracegen.popularity import cell_starts, guide_table, next_uniform
 
 CELL_BITS = 9  # 2**9 Zipf cells per octave of ranks: acceptance above 0.998
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_S11, _S27, _S30, _S31 = (np.uint64(k) for k in (11, 27, 30, 31))
-_C1 = np.uint64(0xBF58476D1CE4E5B9)
-_C2 = np.uint64(0x94D049BB133111EB)
-_TWO_M53 = 2.0**-53
 
 # --- Zipf over a finite support ---------------------------------------------------------------
 # Rank r (1-based) has weight w(r) = r**-alpha. Ranks are grouped into cells: ranks below
@@ -29,16 +24,6 @@ _TWO_M53 = 2.0**-53
 # are O(2**CELL_BITS * log2(rows)) (about 9K cells for 40M rows), and the acceptance rate is
 # above 0.998.
 
-@numba.njit
-def _next_uniform(state):  # SplitMix64 (Steele, Lea & Flood 2014): the next state and a double in [0, 1)
-    state += _M1
-    z = state
-    z = (z ^ (z >> _S30)) * _C1
-    z = (z ^ (z >> _S27)) * _C2
-    z ^= z >> _S31
-    return state, np.float64(z >> _S11) * _TWO_M53
-
-
 @numba.njit(**_NJIT_OPTIONS)
 def _zipf_ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, alpha, out):
     m = guide.size - 1
@@ -46,7 +31,7 @@ def _zipf_ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, alpha, out):
     used = 0
     for j in range(out.size):
         while True:
-            state, x = _next_uniform(state)
+            state, x = next_uniform(state)
             used += 1
             g = np.int64(x * m)  # exact: m is a power of two
             lo = guide[g]
@@ -64,7 +49,7 @@ def _zipf_ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, alpha, out):
                 below = cdf[c - 1] if c > 0 else 0.0
                 pos = np.int64((x - below) / (cdf[c] - below) * cnt)  # x rescaled: uniform in the cell
                 k += min(max(pos, 0), cnt - 1)
-                state, y = _next_uniform(state)
+                state, y = next_uniform(state)
                 used += 1
                 if y >= squeeze[c] and y * math.pow((k + 1.0) / (cell_lo[c] + 1.0), alpha) > 1.0:
                     continue  # rejected: y > w(k+1) / w(lo)
@@ -80,15 +65,7 @@ def zipf_cells(rows: int, alpha: float, cell_bits: int = CELL_BITS) -> dict[str,
     envelope mass, normalised, last exactly 1), ``squeeze`` (a lower bound of
     ``w(r) / w(lo)`` in the cell, 1 for one-rank cells) and ``guide``.
     """
-    single = min(rows, (1 << (cell_bits + 1)) - 1)
-    starts = [np.arange(1, single + 1, dtype=np.int64)]
-    j = cell_bits + 1
-    while (1 << j) <= rows:
-        s = (1 << j) + (np.arange(1 << cell_bits, dtype=np.int64) << (j - cell_bits))
-        starts.append(s[s <= rows])
-        j += 1
-    lo1 = np.concatenate(starts)
-    n = np.diff(np.append(lo1, rows + 1))
+    lo1, n = cell_starts(rows, cell_bits)
     env = n * lo1.astype(np.float64) ** -alpha
     cdf = np.cumsum(env)
     cdf /= cdf[-1]
