@@ -72,7 +72,7 @@ def _write_sqe(sqes, slot, opcode, sqe_flags, fd, off, addr, nbytes, user_data, 
 
 @njit
 def _drive_reads(info, sq, cq, sqes, cqes, fds, aligns, fixed_files, buf_index, file_ids, offsets, nbytes,
-                 dest, dest_offsets, queue_depth, nread, stats, lat_ns, ts):
+                 dest, dest_offsets, queue_depth, nread, stats, lat_ns, t0, ts):
     ring_fd = info[0]
     sq_tail_i, sq_head_i, sq_mask = info[2], info[1], info[3]
     cq_head_i, cq_tail_i, cq_mask = info[4], info[5], info[6]
@@ -81,7 +81,6 @@ def _drive_reads(info, sq, cq, sqes, cqes, fds, aligns, fixed_files, buf_index, 
     base = dest.ctypes.data
     opcode = _OP_READ_FIXED if buf_index >= 0 else _OP_READ
     sqe_flags = _FIXED_FILE if fixed_files else 0
-    t0 = np.zeros(n if timing else 0, dtype=np.int64)
     tries = np.zeros(n, dtype=np.int32)
     retry = np.empty(queue_depth + 1, dtype=np.int64)
     n_retry = 0
@@ -172,7 +171,7 @@ def _drive_reads(info, sq, cq, sqes, cqes, fds, aligns, fixed_files, buf_index, 
 
 
 def drive_reads(ring, fds, aligns, fixed_files, buf_index, file_ids, offsets, nbytes, dest, dest_offsets,
-                queue_depth, nread, lat_ns):
+                queue_depth, nread, lat_ns, submit_ns=None):
     """Run one batch through ``ring``; returns the stats array (``types.ST_*``).
 
     Values (offsets in range, alignment, dest bounds) are checked by
@@ -185,8 +184,12 @@ def drive_reads(ring, fds, aligns, fixed_files, buf_index, file_ids, offsets, nb
                         ("dest", dest, np.uint8)):
         if not isinstance(a, np.ndarray) or a.dtype != dt or a.ndim != 1 or not a.flags.c_contiguous:
             raise TypeError(f"drive_reads: {name} must be a contiguous 1-D {np.dtype(dt).name} array")
+    if submit_ns is None:
+        submit_ns = np.zeros(lat_ns.shape[0], dtype=np.int64)
+    if not (isinstance(submit_ns, np.ndarray) and submit_ns.dtype == np.int64 and submit_ns.shape == lat_ns.shape):
+        raise TypeError("drive_reads: submit_ns must be a 1-D int64 array shaped like lat_ns")
     stats = new_stats()
     _drive_reads(ring.info, ring.sq, ring.cq, ring.sqes, ring.cqes, fds, aligns, bool(fixed_files), int(buf_index),
                  file_ids, offsets, nbytes, dest, dest_offsets, int(queue_depth), nread, stats,
-                 lat_ns, _sys.timespec_scratch())
+                 lat_ns, submit_ns, _sys.timespec_scratch())
     return stats

@@ -66,6 +66,7 @@ class BatchOutcome:
     nread: np.ndarray
     stats: np.ndarray  # int64[N_STATS], see types.ST_*
     latency_ns: np.ndarray | None
+    submit_ns: np.ndarray | None = None  # per read, CLOCK_MONOTONIC ns (time.perf_counter_ns) of its submission
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ class IOEngine(ABC):
             nread=out.nread, ios=int(s[T.ST_SUBMITTED]), bytes_read=int(s[T.ST_BYTES]),
             retries=int(s[T.ST_RETRIES]), short_reads=int(s[T.ST_SHORT]),
             max_in_flight=int(s[T.ST_MAX_IN_FLIGHT]), syscalls=int(s[T.ST_SYSCALLS]),
-            elapsed_s=elapsed, latency_ns=out.latency_ns,
+            elapsed_s=elapsed, latency_ns=out.latency_ns, submit_ns=out.submit_ns,
         )
 
     @abstractmethod

@@ -339,7 +339,8 @@ class LiburingEngine(IOEngine):
         if cache:
             self._n_iovecs = sum(len(c) for c in self._iovecs.values())
         return BatchOutcome(np.array(nread, dtype=np.int64), stats,
-                            np.array(lat, dtype=np.int64) if latency else None)
+                            np.array(lat, dtype=np.int64) if latency else None,
+                            np.array(t0, dtype=np.int64) if latency else None)
 
     # -- low-level contract (one read at a time; the package's own calls) ----------------------
 

@@ -10,6 +10,8 @@ file.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from emulator.io import types as T
@@ -59,7 +61,9 @@ class NullEngine(IOEngine):
         stats[T.ST_BYTES] = int(nread.sum())
         stats[T.ST_SHORT] = int((nread < req.nbytes).sum())
         stats[T.ST_MAX_IN_FLIGHT] = min(self.queue_depth, n)
-        return BatchOutcome(nread, stats, np.zeros(n, dtype=np.int64) if latency else None)
+        now = time.perf_counter_ns()
+        return BatchOutcome(nread, stats, np.zeros(n, dtype=np.int64) if latency else None,
+                            np.full(n, now, dtype=np.int64) if latency else None)
 
     def queue(self, file_id: int, offset: int, nbytes: int, dest: np.ndarray, dest_offset: int, tag: int) -> None:
         self._check_open()

@@ -60,7 +60,8 @@ class PreadEngine(IOEngine):
         stats[T.ST_BYTES] += done
         return done
 
-    def _run_slice(self, req: Requests, idx: range, nread: np.ndarray, lat: np.ndarray | None) -> np.ndarray:
+    def _run_slice(self, req: Requests, idx: range, nread: np.ndarray, lat: np.ndarray | None,
+                   sub: np.ndarray | None = None) -> np.ndarray:
         stats = T.new_stats()
         mv = memoryview(req.dest)
         for i in idx:
@@ -73,19 +74,21 @@ class PreadEngine(IOEngine):
             nread[i] = r
             if lat is not None:
                 lat[i] = time.perf_counter_ns() - t0
+                sub[i] = t0
         return stats
 
     def _read_batch(self, req: Requests, latency: bool) -> BatchOutcome:
         n = len(req)
         nread = np.zeros(n, dtype=np.int64)
         lat = np.zeros(n, dtype=np.int64) if latency else None
+        sub = np.zeros(n, dtype=np.int64) if latency else None
         workers = min(self.queue_depth, n)
         if workers <= 1:
-            parts = [self._run_slice(req, range(n), nread, lat)]
+            parts = [self._run_slice(req, range(n), nread, lat, sub)]
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.queue_depth, thread_name_prefix="screc-pread")
-            futs = [self._pool.submit(self._run_slice, req, range(k, n, workers), nread, lat) for k in range(workers)]
+            futs = [self._pool.submit(self._run_slice, req, range(k, n, workers), nread, lat, sub) for k in range(workers)]
             parts = [f.result() for f in futs]
         stats = T.new_stats()
         for s in parts:
@@ -94,7 +97,7 @@ class PreadEngine(IOEngine):
             if s[T.ST_FAILED_INDEX] >= 0 and stats[T.ST_FAILED_INDEX] < 0:
                 stats[T.ST_FAILED_INDEX], stats[T.ST_ERRNO] = s[T.ST_FAILED_INDEX], s[T.ST_ERRNO]
         stats[T.ST_MAX_IN_FLIGHT] = max(1, workers)
-        return BatchOutcome(nread, stats, lat)
+        return BatchOutcome(nread, stats, lat, sub)
 
     # -- low-level contract: queue collects, commit reads (like fio's psync), reap hands back --
 

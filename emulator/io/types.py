@@ -83,6 +83,9 @@ class IOResult:
     syscalls: int
     elapsed_s: float
     latency_ns: np.ndarray | None = None
+    #: per read, when it was submitted (CLOCK_MONOTONIC ns, the clock of ``time.perf_counter_ns`` on Linux);
+    #: given with ``latency_ns``. The device clock places each read at its real submission and completion.
+    submit_ns: np.ndarray | None = None
 
     @property
     def requests(self) -> int:

@@ -105,12 +105,13 @@ class UringEngine(IOEngine):
         n = len(req)
         nread = np.zeros(n, dtype=np.int64)
         lat = np.zeros(n if latency else 0, dtype=np.int64)
+        sub = np.zeros(n if latency else 0, dtype=np.int64)
         stats = drive_reads(self.ring, self._fds, self._aligns, self.registered_files, self._buffer_index(req.dest),
                             req.file_ids, req.offsets, req.nbytes, req.dest, req.dest_offsets,
-                            self.queue_depth, nread, lat)
+                            self.queue_depth, nread, lat, sub)
         if stats[T.ST_FAILED_INDEX] == -2:  # io_uring_enter itself failed: reads may still be in flight
             self._broken = f"io_uring_enter failed with errno {int(stats[T.ST_ERRNO])}"
-        return BatchOutcome(nread, stats, lat if latency else None)
+        return BatchOutcome(nread, stats, lat if latency else None, sub if latency else None)
 
     # -- low-level contract (Python speed; fine for single reads) -------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 import numpy as np
 import pytest
@@ -54,6 +55,18 @@ class EngineConformance:
 
     def expected(self, paths, fids, offs, nbytes, dest_size, doffs, fill=0):
         return read_many_naive(paths, fids, offs, nbytes, dest_size, doffs, fill)
+
+    def test_submit_times_lie_within_the_call(self, files):
+        # the device clock places each read at its recorded submission: on the perf_counter_ns clock, inside the
+        # call, and each read completes (submit + latency) no later than the call returned
+        with self.make(queue_depth=4) as eng:
+            fid = eng.open(files[0])
+            t_before = time.perf_counter_ns()
+            res = eng.read_many([fid] * 16, np.arange(16) % 8 * P, [P] * 16, aligned_empty(16 * P),
+                                np.arange(16) * P, latency=True)
+            t_after = time.perf_counter_ns()
+        assert res.submit_ns.shape == (16,) and res.latency_ns.shape == (16,)
+        assert (res.submit_ns >= t_before).all() and (res.submit_ns + res.latency_ns <= t_after).all()
 
     @pytest.mark.parametrize("qd", [1, 64])
     def test_random_reads_match_buffered_read(self, files, qd):
