@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 
 from emulator.replay.latency import LatencyHistogram, LatencySummary  # noqa: F401  (part of this API)
+from emulator.replay.table_stats import BUSY_BASIS, TableCounters, TableTotals, TableView
 from emulator.tiers import COUNTED_TIERS, LRU
 
 TIER_NAMES = COUNTED_TIERS
@@ -53,6 +54,7 @@ CORE_KINDS = ("mem", "compute")
 WINDOW_S = 1.0
 _WINDOW_SLOTS = 10
 _BYTES_PER_MB = 1e6
+TOP_TABLES = 8  # tables a snapshot carries (the busiest; the summary has every table)
 
 
 # --- counters (per-batch deltas, added up by ReplayStats) ------------------------------
@@ -183,6 +185,8 @@ class Snapshot:
     tiers: tuple[TierView, ...] = ()
     devices: tuple[DeviceView, ...] = ()
     cores: tuple[CoreView, ...] = ()
+    tables: tuple[TableView, ...] = ()  # the TOP_TABLES busiest tables (emulator.replay.table_stats)
+    tables_total: int = 0  # tables with per-table figures
     dram_used_bytes: int = 0
     dram_budget_bytes: int | None = None
     policy: str = ""
@@ -237,13 +241,16 @@ class ReplayStats:
             self._tiers: dict[str, list] = {}    # name -> [lookups, hits, bytes, busy_s]
             self._devices: dict[str, list] = {}  # name -> [ios, bytes, busy_s, inflight_s]
             self._cores: dict[tuple[str, str], list] = {}  # (device, kind) -> [n_cores, busy_s, lookups, bytes, ios]
+            self._tables = TableTotals()
             self._slots: collections.deque[_Slot] = collections.deque()
             self._first: tuple[float, int, int] | None = None  # first batch: (completed at, samples, lookups)
 
     def record_batch(self, latency_s: float, samples: int, lookups: int, *,
                      tiers: Mapping[str, TierCounters] | None = None,
-                     devices: Iterable[DeviceCounters] = (), cores: Iterable[CoreCounters] = ()) -> None:
-        """Add one finished batch (counters are this batch's deltas)."""
+                     devices: Iterable[DeviceCounters] = (), cores: Iterable[CoreCounters] = (),
+                     tables: TableCounters | None = None) -> None:
+        """Add one finished batch (counters are this batch's deltas; ``tables``: its per-table figures,
+        :func:`emulator.replay.table_stats.table_counters`)."""
         with self._lock:
             now = self._clock()
             self.latency.record(latency_s)
@@ -263,6 +270,8 @@ class ReplayStats:
                 acc = self._cores.setdefault((c.device, c.kind), [0, 0.0, 0, 0, 0])
                 acc[0] = int(c.n_cores)  # a setting, not a sum
                 _add_into(acc, (0, float(c.busy_s), int(c.lookups), int(c.bytes), int(c.ios)))
+            if tables is not None:
+                self._tables.add(tables)
             key = math.floor(now / self._slot_s)
             if not self._slots or self._slots[-1].key != key:
                 self._slots.append(_Slot(key, LatencyHistogram()))
@@ -314,6 +323,7 @@ class ReplayStats:
             done, failed, total = self.batches_done, self.failed_batches, self.total_batches
             samples, lookups = self.samples_done, self.lookups_done
             dram_used, finished = self.dram_used_bytes, self._t_end is not None
+            top_tables, n_tables = self._tables.views(TOP_TABLES), self._tables.num_tables
         span = min(now - w_start, elapsed)
         eta = None
         if done and total:
@@ -325,7 +335,7 @@ class ReplayStats:
             lookups_per_s_now=_rate(w_lookups, span), lookups_per_s_avg=_rate(lookups, elapsed),
             latency=_summary(hist), latency_recent=_summary(recent),
             tiers=_tier_views(tiers, lookups), devices=_device_views(devices, elapsed),
-            cores=_core_views(cores, elapsed), dram_used_bytes=dram_used, dram_budget_bytes=self.dram_budget_bytes,
+            cores=_core_views(cores, elapsed), tables=top_tables, tables_total=n_tables, dram_used_bytes=dram_used, dram_budget_bytes=self.dram_budget_bytes,
             policy=self.policy, samples_per_batch=self.samples_per_batch, failed_batches=failed,
             window_s=self.window_s, finished=finished)
 
@@ -342,9 +352,15 @@ class ReplayStats:
             "tiers": {t.name: {k: v for k, v in dataclasses.asdict(t).items() if k != "name"} for t in s.tiers},
             "devices": [dataclasses.asdict(d) for d in s.devices],
             "cores": [dataclasses.asdict(c) for c in s.cores],
+            "tables": self.table_rows(), "tables_busy_basis": BUSY_BASIS,
             "dram_used_bytes": s.dram_used_bytes, "dram_budget_bytes": s.dram_budget_bytes,
             **self.steady_state(s),
         }
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """Every table's totals (the summary's ``tables`` list; empty if the engine recorded none)."""
+        with self._lock:
+            return self._tables.rows()
 
     def steady_state(self, s: Snapshot) -> dict[str, Any]:
         """Throughput with the first batch excluded (it alone pays first-touch costs), and the first batch on

@@ -127,6 +127,10 @@ class BatchWork:
     mem_s: list[float]
     compute_s: list[float]
     devices: list[DeviceIO]
+    # optional: per table (indexed by table), the kernel time of the calls it was in, a call's time shared by its
+    # tables in proportion to their lookups (see emulator.replay.table_stats.add_table_busy); None: per-table
+    # figures share each tier's time by lookups instead
+    table_busy_s: np.ndarray | None = None
 
     @property
     def ios(self) -> int:
