@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bench.common import format_bytes
-from bench.tables import ms_cell
+from bench.tables import fit_table, ms_cell
 from emulator.replay.counters import CoreCounters, DeviceCounters, ReplayStats, Snapshot, TierCounters
 
 _BAR_WIDTH = 16  # the whole dashboard fits an 80-column terminal
@@ -70,6 +70,11 @@ def pct(fraction: float | None) -> str:
 
 def _ms_cell(seconds: float | None) -> str:
     return "-" if seconds is None or not math.isfinite(seconds) else ms_cell(seconds)
+
+
+def _count(n: int) -> str:
+    """A count in at most 7 characters: ``9,999`` whole, then ``12.3 k``, ``1.2 M``."""
+    return f"{n:,}" if n < 10_000 else si(n)
 
 
 def _dram_text(s: Snapshot) -> str:
@@ -150,6 +155,23 @@ def _cores_table(s: Snapshot) -> Table:
     return t
 
 
+def tables_panel(s: Snapshot) -> Table:
+    """The busiest tables: lookups served, their split (DRAM, raw pages, TT rebuilt; LRU hits per probe), bytes
+    read, unique TT rows rebuilt and busy seconds (measured kernel time, shared by lookups: an attribution).
+    A long table name wraps; no figure is cut at 80 columns."""
+    cells = []
+    for v in s.tables:
+        n = v.lookups or 1
+        cells.append([v.name, _count(v.lookups), f"{v.dram / n:.0%}", f"{v.ssd_raw / n:.0%}", f"{v.ssd_tt / n:.0%}",
+                      f"{v.lru_hits / v.lru:.0%}" if v.lru else "-", format_bytes(v.bytes_read), _count(v.tt_rows),
+                      f"{v.busy_s:.2f}"])
+    title = (f"top {len(s.tables)} of {s.tables_total} tables by busy s (measured kernel time, shared by lookups)"
+             if s.tables_total > len(s.tables) else "tables by busy s (measured kernel time, shared by lookups)")
+    t = fit_table(title, ("table", "lookups", "dram", "raw", "TT", "LRU hit", "read", "TT rows", "busy s"), cells)
+    t.columns[0].min_width, t.columns[0].overflow = None, "fold"
+    return t
+
+
 def _dram_line(s: Snapshot) -> RenderableType:
     grid = Table.grid(padding=(0, 1))
     parts: list[RenderableType] = [Text("DRAM", style="bold")]
@@ -177,6 +199,8 @@ def render(snapshot: Snapshot) -> RenderableType:
         parts.append(_devices_table(s))
     if s.cores:
         parts.append(_cores_table(s))
+    if s.tables:
+        parts.append(tables_panel(s))
     parts.append(_dram_line(s))
     return Group(*parts)
 

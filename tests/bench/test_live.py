@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from rich.console import Console
 
 from bench.live import LiveView, hms, measure_overhead, ms, plain_line, render, si
 from emulator.replay.counters import CoreView, DeviceView, LatencySummary, ReplayStats, Snapshot, TierView
+from emulator.replay.table_stats import TableCounters, TableView
 
 
 def _snapshot(**over) -> Snapshot:
@@ -161,3 +163,38 @@ def test_measure_overhead_helper_runs():
     o = measure_overhead(n_batches=200, repeats=1, refresh_per_s=20)
     assert o.n_batches == 200 and o.bare_s > 0 and o.stats_s > 0 and o.view_s > 0 and o.refreshes >= 1
     assert isinstance(o.view_overhead_pct, float) and o.display_core_share >= 0  # figures only, no timing asserts
+
+
+def _table_views() -> tuple[TableView, ...]:
+    # served = dram + raw + TT + hits: 600 + 300 + 0 + 100 = 1000; 100 hits of 400 probes; 2.5 GiB read
+    return (TableView(7, "clicks", 1000, 600, 300, 0, 400, 100, 5 << 29, 300, 0, 1.5, 0.75),
+            TableView(2, "a_very_long_embedding_table_name", 12_345_678, 2_345_678, 0, 10_000_000, 0, 0, 0, 0,
+                      1_234_567, 123.456, 0.25))
+
+
+def test_top_tables_panel_fits_80_columns_without_cutting_a_figure():
+    text = _text(render(_snapshot(tables=_table_views(), tables_total=856)), width=80)
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "top 2 of 856 tables by busy s (measured kernel time, shared by lookups)" in text
+    (row,) = [line for line in text.splitlines() if line.startswith("clicks")]
+    # 1,000 lookups: 60% dram, 30% raw, 0% TT, LRU hit 100/400 = 25%, 2.50 GiB, no TT rows, 1.50 busy s
+    assert row.split() == ["clicks", "1,000", "60%", "30%", "0%", "25%", "2.50", "GiB", "0", "1.50"]
+    lines = text.splitlines()
+    (k,) = [i for i, line in enumerate(lines) if line.startswith("a_very_long")]
+    # 12.3 M lookups: 19% dram, 81% TT, no LRU, nothing read, 1.2 M TT rows; the long name wraps, never cut
+    assert lines[k].split()[1:] == ["12.3", "M", "19%", "0%", "81%", "-", "0", "B", "1.2", "M", "123.46"]
+    assert lines[k].split()[0] + lines[k + 1].strip() == "a_very_long_embedding_table_name"  # folded, whole
+
+
+def test_tables_panel_only_with_per_table_figures():
+    assert "tables by busy s" not in _text(render(_snapshot()))
+    stats = ReplayStats()
+    stats.start(1, 4, "x", None)
+    z = np.zeros(2, np.int64)
+    stats.record_batch(1e-3, 4, 8, tables=TableCounters(("a", "b"), np.array([[5, 0, 0, 0], [0, 3, 0, 0]]), z,
+                                                        np.array([0, 8192]), z, z, np.array([0.5, 0.25])))
+    text = _text(render(stats.snapshot()), width=80)
+    assert "tables by busy s" in text and "top 2" not in text  # every table shown: no "top n of m"
+    lines = text.splitlines()
+    assert lines.index(next(x for x in lines if x.startswith("a "))) < lines.index(next(x for x in lines
+                                                                                       if x.startswith("b ")))
