@@ -21,6 +21,11 @@ produces every key but ``verify`` and ``access_curves``)::
     verify           optional, free-form, e.g. {"checked_batches", "max_abs_error", "ok"}
     access_curves    optional {table: {"k": [top-k row counts], "share": [fraction of the
                      table's lookups that its k most accessed rows serve]}}
+    tables           optional [{index, name, lookups, dram, ssd_raw, ssd_tt, lru, lru_hits, bytes_read, ios,
+                     tt_rows, busy_s, busy_share}] per embedding table, in table order
+                     (emulator.replay.table_stats.TableView): lookups served, lookups per tier (lru = cache
+                     probes), hits, bytes and reads of its pages, unique TT rows rebuilt, and busy_s: measured
+                     kernel time attributed to tables by lookups (``tables_busy_basis`` says how)
 
 ``compare`` and ``demo`` payloads (policies side by side on one trace)::
 
@@ -43,7 +48,7 @@ by policy, bars), ``latency_cdf.png`` (per-batch latency CDF by policy),
 ``throughput_vs_budget.png`` (queries/s against DRAM budget, a line per policy;
 needs two budgets or more), ``tier_share.png`` (share of lookups per tier,
 stacked bars) and ``access_curves.png`` (share of lookups served by the top-k
-rows, per table, log x).
+rows, per table, log x). ``--tables N`` also prints the N busiest tables of every replay row.
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ PLOT_FILES = ("throughput.png", "latency_cdf.png", "throughput_vs_budget.png", "
 _GIB = 1024 ** 3
 _EXAMPLE = """example:
   screc report runs/20260101T120000Z-compare-1a2b3c4d --out-dir plots/
-  screc report runs/*-replay-* --out-dir plots/replays   (several runs on one set of plots)"""
+  screc report runs/*-replay-* --out-dir plots/replays   (several runs on one set of plots)
+  screc report runs/20260101T120000Z-replay-1a2b3c4d --tables 10   (also print the 10 busiest tables)"""
 
 
 # --- collecting rows -------------------------------------------------------------------
@@ -335,6 +341,34 @@ def make_report(run_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     return [p for p in made if p is not None]
 
 
+def top_tables(row: Mapping[str, Any], n: int) -> list:
+    """The ``n`` busiest tables of a replay row (busy s, then lookups, then index), as
+    :class:`emulator.replay.table_stats.TableView`; [] when the row has no per-table figures."""
+    from emulator.replay.table_stats import TableView
+
+    where = os.path.join(str(row.get("run_id") or "?"), "result.json")
+    entries = row.get("tables") or []
+    if not isinstance(entries, list):
+        raise InputError("payload 'tables' must be a list of per-table objects", where)
+    try:
+        views = [TableView(**e) for e in entries]
+    except TypeError as e:  # a missing or unknown key, or not an object
+        raise InputError(f"a 'tables' entry is not a per-table object ({e})", where) from None
+    def num(x: Any) -> float:
+        f = _num(x)
+        return f if math.isfinite(f) else 0.0
+
+    return sorted(views, key=lambda v: (-num(v.busy_s), -num(v.lookups), num(v.index)))[:n]
+
+
+def tables_report(run_paths: Sequence[str | os.PathLike], n: int) -> list[tuple[str, int, list]]:
+    """(label, tables in the run, the ``n`` busiest tables) of every replay row of the runs that has per-table
+    figures."""
+    rows = [r for p in run_paths for r in replay_rows(load_run(p))]
+    return [(label, len(r.get("tables") or []), top_tables(r, n))
+            for label, r in zip(_labels(rows), rows) if r.get("tables")]
+
+
 def default_out_dir(run_paths: Sequence[str], runs_dir: str = "runs", now: datetime | None = None) -> Path:
     """``<run>/plots`` for one run; ``runs/report-<UTC time>`` for several."""
     if len(run_paths) == 1:
@@ -357,7 +391,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", "-o", dest="out_dir", metavar="DIR", default=None,
                    help="where to write the PNGs (default: RUN/plots for one run, runs/report-<time> for several; "
                         "-o is kept as an alias)")
-    add_json_arg(p, "the plot files written")
+    p.add_argument("--tables", type=int, default=0, metavar="N",
+                   help="also print the N busiest tables of every replay (per-table lookups by tier, LRU hits, "
+                        "bytes read, TT rows, busy time); default 0: none")
+    add_json_arg(p, "the plot files written (and the tables printed)")
     p.set_defaults(func=handle)
 
 
@@ -365,10 +402,25 @@ def handle(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir) if args.out_dir else default_out_dir(args.runs)
     ensure_writable_dir(out_dir)
     ensure_writable_file(args.json)
+    if args.tables < 0:
+        raise InputError(f"--tables must be >= 0, got {args.tables}")
+    tables = tables_report(args.runs, args.tables) if args.tables else []
     files = make_report(args.runs, out_dir)
-    if emit_json(args.json, {"out_dir": str(out_dir), "files": [str(f) for f in files]}):
+    doc: dict[str, Any] = {"out_dir": str(out_dir), "files": [str(f) for f in files]}
+    if args.tables:
+        doc["tables"] = [{"label": label, "tables_total": total, "top": [v.to_dict() for v in views]}
+                         for label, total, views in tables]
+    if emit_json(args.json, doc):
         return 0
     console = stdout_console()
+    if args.tables:
+        from bench.live import tables_table
+
+        for label, total, views in tables:
+            console.print(f"{label}:", highlight=False, markup=False)
+            console.print(tables_table(views, total))
+        if not tables:
+            console.print("no per-table figures in these runs", highlight=False)
     console.print(f"wrote {len(files)} plot(s) to {out_dir}/", highlight=False)
     for f in files:
         console.print(f"  {f.name}", highlight=False)

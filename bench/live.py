@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from rich.console import Console, Group, RenderableType
@@ -34,6 +34,7 @@ from rich.text import Text
 from bench.common import format_bytes
 from bench.tables import fit_table, ms_cell
 from emulator.replay.counters import CoreCounters, DeviceCounters, ReplayStats, Snapshot, TierCounters
+from emulator.replay.table_stats import TableView
 
 _BAR_WIDTH = 16  # the whole dashboard fits an 80-column terminal
 
@@ -155,21 +156,27 @@ def _cores_table(s: Snapshot) -> Table:
     return t
 
 
-def tables_panel(s: Snapshot) -> Table:
-    """The busiest tables: lookups served, their split (DRAM, raw pages, TT rebuilt; LRU hits per probe), bytes
+def tables_table(views: Sequence[TableView], total: int, label: str = "") -> Table:
+    """Per-table figures: lookups served, their split (DRAM, raw pages, TT rebuilt; LRU hits per probe), bytes
     read, unique TT rows rebuilt and busy seconds (measured kernel time, shared by lookups: an attribution).
-    A long table name wraps; no figure is cut at 80 columns."""
+    ``total``: tables in the run (the title says "top n of total" when only some are shown). A long table
+    name wraps; no figure is cut at 80 columns."""
     cells = []
-    for v in s.tables:
+    for v in views:
         n = v.lookups or 1
         cells.append([v.name, _count(v.lookups), f"{v.dram / n:.0%}", f"{v.ssd_raw / n:.0%}", f"{v.ssd_tt / n:.0%}",
                       f"{v.lru_hits / v.lru:.0%}" if v.lru else "-", format_bytes(v.bytes_read), _count(v.tt_rows),
                       f"{v.busy_s:.2f}"])
-    title = (f"top {len(s.tables)} of {s.tables_total} tables by busy s (measured kernel time, shared by lookups)"
-             if s.tables_total > len(s.tables) else "tables by busy s (measured kernel time, shared by lookups)")
-    t = fit_table(title, ("table", "lookups", "dram", "raw", "TT", "LRU hit", "read", "TT rows", "busy s"), cells)
+    which = f"top {len(views)} of {total} tables" if total > len(views) else "tables"
+    t = fit_table(f"{label}{which} by busy s (measured, shared by lookups)",
+                  ("table", "lookups", "dram", "raw", "TT", "LRU hit", "read", "TT rows", "busy s"), cells)
     t.columns[0].min_width, t.columns[0].overflow = None, "fold"
     return t
+
+
+def tables_panel(s: Snapshot) -> Table:
+    """The busiest tables of a snapshot (:data:`emulator.replay.counters.TOP_TABLES` of them)."""
+    return tables_table(s.tables, s.tables_total)
 
 
 def _dram_line(s: Snapshot) -> RenderableType:

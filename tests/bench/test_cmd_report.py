@@ -137,3 +137,37 @@ def test_unwritable_out_dir_and_bare_json(tmp_path, capsys):
     assert err.count("\n") == 1 and "a_file" in err
     assert main(["report", str(run_dir), "--out-dir", str(tmp_path / "p"), "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["files"]) == 5
+
+
+def _tables_run(tmp_path):
+    """A replay whose payload has per-table figures (the summary's ``tables`` list), 12 tables."""
+    tables = [{"index": i, "name": f"t{i}", "lookups": 100 * i, "dram": 100 * i, "ssd_raw": 0, "ssd_tt": 0,
+               "lru": 0, "lru_hits": 0, "bytes_read": 0, "ios": 0, "tt_rows": 0, "busy_s": 0.01 * (i % 5),
+               "busy_share": 0.0} for i in range(12)]
+    row = {**_row("screc", 1000.0, 3, {"dram": 1.0}), "tables": tables}
+    return write_run("replay", ["screc", "replay"], row, runs_dir=tmp_path / "runs")
+
+
+def test_report_prints_the_busiest_tables(tmp_path, capsys):
+    run = _tables_run(tmp_path)
+    rc = main(["report", str(run), "--out-dir", str(tmp_path / "plots"), "--tables", "3"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "screc: top 3 of 12 tables by busy s (measured, shared by lookups)" in " ".join(out.split())
+    # busy 0.04 s: t4 and t9, t9 first (more lookups); then 0.03 s: t8 and t3, t8 (800 lookups) first
+    names = [line.split()[0] for line in out.splitlines() if line.startswith("t") and "%" in line]
+    assert names == ["t9", "t4", "t8"]
+    rc = main(["report", str(run), "--out-dir", str(tmp_path / "plots"), "--tables", "2", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    (entry,) = doc["tables"]
+    assert entry["tables_total"] == 12 and [t["name"] for t in entry["top"]] == ["t9", "t4"]
+
+
+def test_report_tables_bad_input(tmp_path, capsys):
+    rc = main(["report", str(_replay_run(tmp_path)), "--out-dir", str(tmp_path / "p"), "--tables", "5"])
+    assert rc == 0 and "no per-table figures in these runs" in capsys.readouterr().out
+    row = {**_row("x", 10.0, 1, {"dram": 1.0}), "tables": [{"name": "t0"}]}
+    bad = write_run("replay", ["screc", "replay"], row, runs_dir=tmp_path / "bad")
+    rc = main(["report", str(bad), "--out-dir", str(tmp_path / "p2"), "--tables", "5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a per-table object" in err and len(err.strip().splitlines()) == 1
+    assert main(["report", str(bad), "--tables", "-1"]) == 2
