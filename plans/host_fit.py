@@ -125,8 +125,9 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
                        on_sample: Callable[[ReplaySample], None] | None = None) -> tuple[HostCosts, list[ReplaySample]]:
     """Replay synthetic traces under :func:`calibration_plans` and fit :class:`HostCosts` (see the module doc).
 
-    Every (plan, trace) pair is replayed once per round, the rounds interleaved in time so that a burst of
-    load from other processes hits different pairs; each pair keeps its run of median batch time."""
+    Every (plan, trace) pair is replayed once per round, one plan's replayer open at a time (memory), the rounds
+    of its pairs interleaved in time so that a burst of load from other processes hits different pairs; each
+    pair keeps its run of median batch time."""
     if batches < 2:
         raise InputError(f"need at least 2 batches per calibration replay, got {batches}")
     if rounds < 1:

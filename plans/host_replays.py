@@ -8,12 +8,15 @@ scratch store of many tiny tables, and one timed (replayer, trace) pair
 (:class:`ReplayJob`) that counts what the host does per batch
 (:func:`batch_features`, from the engine's own ``prepare`` output) and times
 its runs; :func:`calibration_jobs` sets them all up and :func:`run_interleaved`
-runs them in shuffled rounds.
+runs them in shuffled rounds, opening one plan's replayer at a time (a replayer
+holds its plan's DRAM tables, TT cores and read buffers: all of them open at
+once took 23 GB for a 1.7 GiB store).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,15 +194,54 @@ def batch_features(prepared, n_devices: int, flops: Sequence[float]) -> tuple[di
     return f, reads, pages
 
 
-class ReplayJob:
-    """One (replayer, trace) pair of the calibration: what the host does per batch, and its timed runs."""
+class PlanTarget:
+    """One calibration plan on a store: its replayer (and with it the plan's DRAM tables, TT cores, IO rings and
+    buffers) exists only between :meth:`open` and :meth:`close`, so that :func:`run_interleaved` can bound how many
+    are held at once."""
 
-    def __init__(self, label: str, rep, reader, blocked: list[float], flops: Sequence[float]):
-        self.label, self.rep, self.reader, self.blocked = label, rep, reader, blocked
+    def __init__(self, store, plan, config):
+        self.store, self.plan, self.config = store, plan, config
+        self.rep = None
+        self.blocked = [0.0]
+        self.flops = _flops_by_table(store, plan)
+
+    def open(self) -> None:
+        from emulator.replay.engine import Replayer
+
+        self.rep = Replayer(self.store, self.plan, self.config)
+        self.blocked = _time_blocking(self.rep)
+
+    def close(self) -> None:
+        rep, self.rep = self.rep, None
+        if rep is not None:
+            rep.close()
+
+
+class ReplayJob:
+    """One (plan, trace) pair of the calibration: what the host does per batch, and its timed runs. Its plan's
+    replayer must be open (:class:`PlanTarget`) while it is counted or run."""
+
+    def __init__(self, label: str, target: PlanTarget, reader):
+        self.label, self.target, self.reader = label, target, reader
+        self.features: dict[str, float] = {}
+        self.reads: tuple[float, ...] = ()
+        self.pages: tuple[float, ...] = ()
+        self.batches = 0
+        self.runs: list[tuple[float, float, list[float]]] = []  # (host s, batch s, IO s per device), per batch
+
+    @property
+    def rep(self):
+        if self.target.rep is None:
+            raise RuntimeError(f"calibration job {self.label}: its replayer is not open")
+        return self.target.rep
+
+    def count(self) -> None:
+        """What the host does per batch: a counting pass, prepare only, no reads issued."""
+        rep = self.rep
         nd = len(rep.engines)
         feats, reads, pages = [], [], []
-        for b in reader.batches(0, reader.num_batches):  # counting pass: prepare only, no reads issued
-            f, r, p = batch_features(rep.prepare(b), nd, flops)
+        for b in self.reader.batches(0, self.reader.num_batches):
+            f, r, p = batch_features(rep.prepare(b), nd, self.target.flops)
             feats.append(f)
             reads.append(r)
             pages.append(p)
@@ -207,21 +249,20 @@ class ReplayJob:
         self.reads = tuple(np.mean(reads, axis=0).tolist())
         self.pages = tuple(np.mean(pages, axis=0).tolist())
         self.batches = len(feats)
-        self.runs: list[tuple[float, float, list[float]]] = []  # (host s, batch s, IO s per device), per batch
 
     def run(self) -> None:
         """One timed replay of the whole trace, as ``screc replay`` runs it (pipelined, with live statistics)."""
         from emulator.replay.counters import ReplayStats
 
-        rep = self.rep
+        rep, blocked = self.rep, self.target.blocked
         c0 = [e.counters() for e in rep.engines]
-        self.blocked[0] = 0.0
+        blocked[0] = 0.0
         rep.stats = ReplayStats()
         tot = rep.run(self.reader)
         c1 = [e.counters() for e in rep.engines]
         nb = max(1, tot["batches"])
         wait = sum(b.wait_s - a.wait_s for a, b in zip(c0, c1))
-        self.runs.append(((tot["elapsed_s"] - wait - self.blocked[0]) / nb, tot["elapsed_s"] / nb,
+        self.runs.append(((tot["elapsed_s"] - wait - blocked[0]) / nb, tot["elapsed_s"] / nb,
                           [(b.busy_s - a.busy_s) / nb for a, b in zip(c0, c1)]))
 
     def sample(self) -> ReplaySample:
@@ -270,9 +311,10 @@ def _mini_target(store, tmp: Path, batch_size: int, rng: np.random.Generator) ->
 
 def calibration_jobs(store, tmp: Path, stack: contextlib.ExitStack, *, batches: int, sizes: Sequence[int],
                      queue_depth: int, mini: bool, rng: np.random.Generator) -> list[ReplayJob]:
-    """One job per (plan, batch size) on ``store`` (and on the scratch store when ``mini``); the replayers
-    and trace readers are entered on ``stack``, the traces and remaps written under ``tmp``."""
-    from emulator.replay.engine import Replayer, ReplayConfig
+    """One job per (plan, batch size) on ``store`` (and on the scratch store when ``mini``), plan by plan; the
+    trace readers are entered on ``stack``, the traces and remaps written under ``tmp``. No replayer is opened
+    here: :func:`run_interleaved` opens them."""
+    from emulator.replay.engine import ReplayConfig
     from tracegen.trace_io import TraceReader
 
     config = ReplayConfig(queue_depth=queue_depth, pipeline=True)
@@ -287,20 +329,39 @@ def calibration_jobs(store, tmp: Path, stack: contextlib.ExitStack, *, batches: 
             write_synthetic_trace(path, sp, batches, b, rng)
             readers.append((b, stack.enter_context(TraceReader(path))))
         for label, plan in plans:
-            rep = stack.enter_context(Replayer(st, plan, config))
-            blocked = _time_blocking(rep)
-            flops = _flops_by_table(st, plan)
+            target = PlanTarget(st, plan, config)
             for b, reader in readers:
-                jobs.append(ReplayJob(f"{prefix}{label} B={b}", rep, reader, blocked, flops))
+                jobs.append(ReplayJob(f"{prefix}{label} B={b}", target, reader))
     return jobs
 
 
-def run_interleaved(jobs: Sequence[ReplayJob], rounds: int, seed: int) -> None:
-    """One untimed warm-up run of every job (first touch of buffers, engine threads), then ``rounds`` timed
-    runs each, in a new random order every round so that no job always follows the same one."""
+def run_interleaved(jobs: Sequence[ReplayJob], rounds: int, seed: int, max_open: int = 1) -> None:
+    """Replay every job: ``max_open`` plans at a time (each plan's replayer holds its DRAM tables, TT cores and
+    read buffers: opening every plan at once exhausts the memory of a large store). For each set of plans:
+    open their replayers, count each job's batches, one untimed warm-up run of every job (first touch of
+    buffers, engine threads), then ``rounds`` timed runs each, in a new random order every round so that no
+    job always follows the same one, and close the replayers before the next set."""
+    if max_open < 1:
+        raise ValueError(f"max_open must be >= 1, got {max_open}")
+    targets: list[PlanTarget] = []
     for job in jobs:
-        job.rep.run(job.reader)
+        if not any(job.target is t for t in targets):
+            targets.append(job.target)
     order = np.random.default_rng(seed)
-    for _ in range(rounds):
-        for j in order.permutation(len(jobs)):
-            jobs[int(j)].run()
+    for a in range(0, len(targets), max_open):
+        window = targets[a:a + max_open]
+        mine = [job for job in jobs if any(job.target is t for t in window)]
+        try:
+            for t in window:
+                t.open()
+            for job in mine:
+                job.count()
+            for job in mine:
+                job.rep.run(job.reader)
+            for _ in range(rounds):
+                for j in order.permutation(len(mine)):
+                    mine[int(j)].run()
+        finally:
+            for t in window:
+                t.close()
+            gc.collect()  # the engines' timed ``start`` wrappers form reference cycles: free their buffers now
