@@ -71,6 +71,7 @@ STRICT_SKIP_REASONS = (
     re.compile(r"io_uring", re.I),  # "io_uring unavailable: ...", "io_uring_setup failed: ..."
     re.compile(r"\bfio\b", re.I),  # "fio is not installed", "fio not found"
     re.compile(r"not present|data (is |are )?missing|missing (reference )?data", re.I),
+    re.compile(r"Ray is not installed"),  # the cluster extra (tests/emulator/cluster/conftest.py)
 )
 ALLOWED_SKIP_REASONS = (re.compile(r"SIGILL"),)
 

@@ -1,0 +1,71 @@
+"""One multi-node Ray cluster on this machine for every cluster test, bound to 127.0.0.1 only.
+
+Three nodes (the head and two workers), each with one CPU, a 100 MB object store, no dashboard, one replay
+slot and its own "local disk" (a separate directory, given by the ``screc-disk`` node label). The worker
+nodes' disks sort first (``disk0``, ``disk1``; the head's is ``disk2``), so shard 0 of a build lands on a
+worker node, which a test may kill. Skipped, with the reason, when Ray (the cluster extra) is not installed;
+under SCREC_STRICT_SKIPS=1 that skip is a failure (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+RAY_MISSING = "Ray is not installed (the cluster extra: pip install 'screc[cluster]')"
+NODE_ARGS = dict(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=100 << 20)
+
+
+def node_args(disk: Path) -> dict:
+    from emulator.cluster.connect import DISK_LABEL, REPLAY_SLOT
+
+    disk.mkdir(parents=True, exist_ok=True)
+    return {**NODE_ARGS, "labels": {DISK_LABEL: str(disk)}, "resources": {REPLAY_SLOT: 1}}
+
+
+@dataclass
+class LocalCluster:
+    cluster: object
+    root: Path
+    workers: dict = field(default_factory=dict)  # disk name -> Ray node object
+
+    def disk(self, name: str) -> Path:
+        return self.root / name
+
+    def kill(self, name: str) -> None:
+        """Kill the worker node whose disk is ``name`` at once (no graceful shutdown)."""
+        self.cluster.remove_node(self.workers.pop(name), allow_graceful=False)
+
+    def add(self, name: str) -> None:
+        """Start a worker node with the disk ``name`` (an existing directory keeps its contents)."""
+        self.workers[name] = self.cluster.add_node(**node_args(self.disk(name)))
+        self.cluster.wait_for_nodes()
+
+
+@pytest.fixture(scope="package")
+def ray_cluster(tmp_path_factory):
+    try:
+        import ray
+        from ray.cluster_utils import Cluster
+    except ImportError:
+        pytest.skip(RAY_MISSING)
+    from emulator.cluster.connect import connect, keep_loopback
+
+    keep_loopback()  # the nodes and the driver resolve localhost to 127.0.0.1, never the machine's interface
+    root = tmp_path_factory.mktemp("ray_nodes")
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={**node_args(root / "disk2"), "include_dashboard": False})
+    tc = LocalCluster(cluster, root)
+    try:
+        for name in ("disk0", "disk1"):
+            tc.workers[name] = cluster.add_node(**node_args(root / name))
+        cluster.wait_for_nodes()
+        connect(cluster.address)
+        assert cluster.address.startswith("127.0.0.1:")
+        assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes())
+        yield tc
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
