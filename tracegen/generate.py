@@ -28,10 +28,12 @@ The same ``(spec, params)`` gives byte-identical traces.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
 
+from tracegen.parallel import ordered_map, thread_pool
 from tracegen.params import GENERATOR_NAME, GENERATOR_VERSION, GeneratorParams
 from tracegen.permutation import (
     FEISTEL_ROUNDS,
@@ -54,6 +56,9 @@ __all__ = [
     "guide_table", "hash_permute", "permutation_keys", "permutation_shape", "scale_pooling", "table_popularity",
     "zipf_cells", "zipf_ranks",
 ]
+
+
+GEN_AHEAD_BYTES = 256 << 20  # tables' lookups (int64) generated ahead of the writer
 
 
 def _batch_rng(seed: int, table_index: int, batch_index: int) -> np.random.Generator:
@@ -124,19 +129,21 @@ class TraceGenerator:
     def batch_size(self) -> int:
         return self.spec.batch_size
 
-    def batch(self, i: int, previous: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, i: int, previous: tuple[np.ndarray, np.ndarray] | None = None,
+              pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``i`` as ``(indices, offsets)``; ``previous`` is batch ``i - 1`` (used only when reuse is on)."""
-        offsets, tables = self.batch_tables(i, previous)
+        offsets, tables = self.batch_tables(i, previous, pool)
         indices = np.empty(int(offsets[-1]), dtype=np.int64)
         B = self.batch_size
         for ti, idx in tables:
             indices[int(offsets[ti * B]) : int(offsets[(ti + 1) * B])] = idx
         return indices, offsets
 
-    def batch_tables(self, i: int, previous: tuple[np.ndarray, np.ndarray] | None = None
-                     ) -> tuple[np.ndarray, Iterator[tuple[int, np.ndarray]]]:
+    def batch_tables(self, i: int, previous: tuple[np.ndarray, np.ndarray] | None = None,
+                     pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, Iterator[tuple[int, np.ndarray]]]:
         """Batch ``i`` table by table: its offsets (``T*B + 1``), and an iterator of ``(table, indices)`` for
-        tables ``0 .. T-1`` (one table's lookups in memory at a time; :meth:`batch` concatenates them)."""
+        tables ``0 .. T-1`` (the tables' lookups generated ahead, on ``pool`` when given, within
+        ``GEN_AHEAD_BYTES``; :meth:`batch` concatenates them). The same with or without a pool."""
         if i < 0:
             raise IndexError(f"batch index {i} < 0")
         reuse = float(self.params.reuse)
@@ -144,34 +151,45 @@ class TraceGenerator:
             if i != self._next_batch:  # the histories must have seen batches 0 .. i-1, in order
                 self._reset_histories()
                 for j in range(i):
-                    for _ in self.batch_tables(j)[1]:
+                    for _ in self.batch_tables(j, pool=pool)[1]:
                         pass
             self._next_batch = i + 1
         elif reuse > 0 and i > 0 and previous is None:
-            previous = self.batch(0)
+            previous = self.batch(0, pool=pool)
             for j in range(1, i):
-                previous = self.batch(j, previous)
+                previous = self.batch(j, previous, pool=pool)
         B, T = self.batch_size, self.spec.num_tables
-        rngs, sizes = [], []
-        for ti, tg in enumerate(self._tables):
+        offsets = np.empty(T * B + 1, dtype=np.int64)
+        offsets[0] = 0
+
+        def bags(ti: int) -> np.random.Generator:  # table ti's bag sizes, summed within the table
             rng = _batch_rng(self.params.seed, self._keys[ti], i)
-            rngs.append(rng)
-            sizes.append(bag_sizes(tg.table.pooling, B, rng))
-        offsets = np.zeros(T * B + 1, dtype=np.int64)
-        np.cumsum(np.concatenate(sizes), out=offsets[1:])
-        del sizes
+            np.cumsum(bag_sizes(self._tables[ti].table.pooling, B, rng), out=offsets[ti * B + 1 : (ti + 1) * B + 1])
+            return rng
+
+        rngs = list(ordered_map(pool, bags, range(T), budget=64))
+        ends = offsets[B::B].copy()  # each table's lookups
+        bases = np.cumsum(ends) - ends
+
+        def shift(tables: range) -> None:  # from within-table to batch offsets
+            for ti in tables:
+                if bases[ti]:
+                    offsets[ti * B + 1 : (ti + 1) * B + 1] += bases[ti]
+
+        step = max(1, T // 16)
+        for _ in ordered_map(pool, shift, [range(t, min(T, t + step)) for t in range(0, T, step)], budget=64):
+            pass
         prev_bounds = previous[1][::B][: T + 1] if reuse > 0 and i > 0 and not self._lag else None
 
-        def tables() -> Iterator[tuple[int, np.ndarray]]:
-            for ti, tg in enumerate(self._tables):
-                out = np.empty(int(offsets[(ti + 1) * B] - offsets[ti * B]), dtype=np.int64)
-                prev = None
-                if prev_bounds is not None:
-                    prev = previous[0][int(prev_bounds[ti]) : int(prev_bounds[ti + 1])]
-                tg.fill(rngs[ti], out, prev, self.params)
-                yield ti, out
+        def fill(ti: int) -> tuple[int, np.ndarray]:
+            out = np.empty(int(ends[ti]), dtype=np.int64)
+            prev = None
+            if prev_bounds is not None:
+                prev = previous[0][int(prev_bounds[ti]) : int(prev_bounds[ti + 1])]
+            self._tables[ti].fill(rngs[ti], out, prev, self.params)
+            return ti, out
 
-        return offsets, tables()
+        return offsets, ordered_map(pool, fill, range(T), cost=lambda ti: 8 * int(ends[ti]), budget=GEN_AHEAD_BYTES)
 
 
 def generate_batch(spec: ModelSpec, params: GeneratorParams, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -186,35 +204,38 @@ def generate_batch(spec: ModelSpec, params: GeneratorParams, i: int) -> tuple[np
 
 def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.PathLike,
                    progress: Callable[[int, int], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> str:
+                   should_stop: Callable[[], bool] | None = None, workers: int | None = None) -> str:
     """Write the ``params.num_batches`` batches of ``(spec, params)`` to ``path``; return the trace id.
 
-    Batches are written table by table (:meth:`TraceWriter.begin_batch`), so
-    memory holds the batch's offsets and bag sizes, one table's lookups and a
-    write buffer: a full-size ``meta-2021`` batch (887M lookups, 7 GB as
-    int64) peaked at 1.8 GB resident on the development machine. With
-    reuse from the previous batch, that batch is kept whole (it is sampled from); with lag reuse, each table's
-    last ``reuse_window`` lookups. The file
-    records the effective spec (batch size, skew overrides and pooling scale
-    applied) and the parameters. ``progress(done_batches, total)`` is called
-    after each batch. ``should_stop()`` is asked after every table: when it
-    says so, generation stops with :class:`KeyboardInterrupt` and the file is
-    not written (nothing is left behind).
+    Tables are generated on ``workers`` threads (default: every core; the file is the same for any number),
+    ahead of the writer by at most ``GEN_AHEAD_BYTES``, and written table by table
+    (:meth:`TraceWriter.begin_batch`), which checksums, writes and hashes them on threads of its own. Memory
+    holds the batch's offsets, the tables generated ahead and the writer's bounded buffers: about 1.6 GB
+    for a full-size ``meta-2022`` batch (1.4G lookups, 11 GB as int64). With reuse from the previous batch,
+    that batch is kept whole (it is sampled from); with lag reuse, each table's last ``reuse_window``
+    lookups. The file records the effective spec (batch size, skew overrides and pooling scale applied) and
+    the parameters. ``progress(done_batches, total)`` is called after each batch. ``should_stop()`` is asked
+    after every table: when it says so, generation stops with :class:`KeyboardInterrupt` and the file is not
+    written (nothing is left behind).
     """
     gen = TraceGenerator(spec, params)
     total = params.num_batches
-    with TraceWriter(path, gen.spec, seed=params.seed, params=params.to_dict()) as writer:
+    with thread_pool(workers) as pool, \
+            TraceWriter(path, gen.spec, seed=params.seed, params=params.to_dict()) as writer:
         prev = None
         for i in range(total):
-            offsets, tables = gen.batch_tables(i, prev)
-            writer.begin_batch(offsets)
+            offsets, tables = gen.batch_tables(i, prev, pool)
+            writer.begin_batch(offsets, donate=True)
             keep = [] if params.reuse > 0 and params.reuse_window == 0 else None
-            for t, idx in tables:
-                if should_stop is not None and should_stop():
-                    raise KeyboardInterrupt
-                writer.append_table(t, idx)
-                if keep is not None:
-                    keep.append(idx)
+            try:
+                for t, idx in tables:
+                    if should_stop is not None and should_stop():
+                        raise KeyboardInterrupt
+                    writer.append_table(t, idx, donate=True)
+                    if keep is not None:
+                        keep.append(idx)
+            finally:
+                tables.close()  # cancels the tables not started when stopping early
             writer.end_batch()
             prev = (np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64), offsets) if keep is not None else None
             if progress is not None:

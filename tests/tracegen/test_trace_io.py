@@ -324,11 +324,11 @@ SMALL_TRACE_ID = "b001916628fb7689fead099a90d1f3a6"  # _write([B0, B1]), likewis
 def _earliest_format(fn):
     """``fn()`` with TraceWriter writing as it did before: HDF5's earliest format (no metadata checksums,
     v1 B-tree chunk indexes) and variable-length string attributes (in the global heap)."""
-    from tracegen import trace_io
+    from tracegen import trace_write
 
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(trace_io, "WRITE_LIBVER", ("earliest", "latest"))
-        m.setattr(trace_io, "fixed_text", str)
+        m.setattr(trace_write, "WRITE_LIBVER", ("earliest", "latest"))
+        m.setattr(trace_write, "fixed_text", str)
         return fn()
 
 

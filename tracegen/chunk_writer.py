@@ -1,0 +1,165 @@
+"""Appending to a chunked, fletcher32-checksummed 1-D HDF5 dataset by direct chunk writes, on a writer thread.
+
+HDF5's own write path runs the fletcher32 filter one 16-bit word at a time (about 1 GB/s) with the GIL held.
+:class:`ChunkAppender` instead fills whole chunks in its own buffers (narrowing int64 to the dataset's
+type and checking each table's index range in the same Numba pass, :func:`narrow_copy`), and a writer
+thread stores each full chunk with its checksum (:func:`tracegen.fletcher._fletcher32_words`, bit for bit
+HDF5's) through ``H5Dwrite_chunk``: what HDF5 stores is byte for byte what its filter would have stored (the
+last, partial chunk padded with the fill value 0, as HDF5 pads an edge chunk). Chunks reach the file in
+order, so the same appends give the same file.
+
+A chunk stays in memory until it is full (a chunk spans batches), so only the dataset's extent must cover
+it before it is written: the caller resizes the dataset before appending past its end.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import h5py
+import numpy as np
+
+from tracegen.fletcher import _fletcher32_words
+from tracegen.jit import njit
+
+_BUFFERS = 4  # chunk buffers per dataset: one being filled, the others queued or being written
+
+
+@njit
+def _narrow_copy(src: np.ndarray, dst: np.ndarray) -> tuple[np.int64, np.int64]:
+    """``dst[:] = src`` (each value converted to ``dst``'s type); returns ``(min, max)`` of ``src``."""
+    mn = np.int64(src[0])
+    mx = mn
+    for j in range(src.size):
+        v = np.int64(src[j])
+        dst[j] = v
+        mn = min(mn, v)
+        mx = max(mx, v)
+    return mn, mx
+
+
+def narrow_copy(src: np.ndarray, dst: np.ndarray) -> tuple[int, int]:
+    """Copy ``src`` (int32 or int64) into ``dst`` (int32 or int64, as long) in one pass and return the minimum
+    and maximum of ``src`` (``(0, -1)`` when empty), so a range check costs no second pass. Values outside
+    ``dst``'s type wrap: check the returned range against the type (or tighter bounds) first."""
+    for name, a in (("src", src), ("dst", dst)):
+        if a.dtype not in (np.int32, np.int64) or a.ndim != 1 or not a.flags.c_contiguous:
+            raise TypeError(f"narrow_copy: {name} must be a contiguous 1-D int32 or int64 array")
+    if dst.size != src.size:
+        raise ValueError(f"narrow_copy: {src.size} values into {dst.size}")
+    if src.size == 0:
+        return 0, -1
+    mn, mx = _narrow_copy(src, dst)
+    return int(mn), int(mx)
+
+
+class ChunkAppender:
+    """Appends values to ``ds`` (1-D, chunked, with the fletcher32 filter, empty) chunk by chunk.
+
+    :meth:`append` copies into the chunk being filled (from any integer array; see :meth:`append_checked`
+    for a range check in the same pass); each full chunk goes to the writer thread. :meth:`close` writes the
+    last, partial chunk and waits for the writer; :meth:`abort` drops whatever is not written. An error in the
+    writer thread is raised by the next call.
+    """
+
+    def __init__(self, ds: h5py.Dataset):
+        if ds.ndim != 1 or ds.chunks is None or ds.shape[0] != 0:
+            raise ValueError(f"{ds.name}: ChunkAppender needs an empty, chunked 1-D dataset")
+        self.ds = ds
+        self.dtype = ds.dtype
+        self.chunk = int(ds.chunks[0])
+        # one extra element of room: the checksum goes right after the data (4 bytes, in a uint32 view)
+        extra = -(-4 // self.dtype.itemsize)
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(_BUFFERS):
+            self._free.put(np.zeros(self.chunk + extra, self.dtype))
+        self._nbytes = self.chunk * self.dtype.itemsize + 4
+        self._buf = self._free.get()
+        self._fill = 0  # elements in the chunk being filled
+        self._next_chunk = 0  # index of the chunk being filled
+        self._todo: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._abort = False
+        self._thread = threading.Thread(target=self._run, name=f"chunk-writer{ds.name}", daemon=True)
+        self._thread.start()
+
+    @property
+    def size(self) -> int:
+        """Values appended so far."""
+        return self._next_chunk * self.chunk + self._fill
+
+    def _run(self) -> None:
+        while True:
+            item = self._todo.get()
+            if item is None:
+                return
+            k, buf = item
+            try:
+                if not self._abort and self._error is None:
+                    n = self.chunk * self.dtype.itemsize
+                    raw = buf.view(np.uint8)
+                    raw[n : n + 4].view(np.uint32)[0] = _fletcher32_words(raw[:n].view(np.uint16))
+                    self.ds.id.write_direct_chunk((k * self.chunk,), raw[: self._nbytes], 0)
+            except BaseException as e:  # raised to the caller at its next call
+                self._error = e
+            finally:
+                self._free.put(buf)
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _room(self) -> np.ndarray:
+        """The free part of the chunk being filled (a full chunk is sent to the writer first)."""
+        if self._fill == self.chunk:
+            self._check()
+            self._todo.put((self._next_chunk, self._buf))
+            self._next_chunk += 1
+            self._buf = self._free.get()  # waits while every buffer is queued: the writer sets the pace
+            self._fill = 0
+        return self._buf[self._fill : self.chunk]
+
+    def append(self, values: np.ndarray) -> None:
+        """Append ``values`` (1-D), converted to the dataset's type as NumPy casts."""
+        values = np.asarray(values).reshape(-1)
+        pos = 0
+        while pos < values.size:
+            room = self._room()
+            n = min(room.size, values.size - pos)
+            room[:n] = values[pos : pos + n]
+            self._fill += n
+            pos += n
+
+    def append_checked(self, values: np.ndarray) -> tuple[int, int]:
+        """Append ``values`` (contiguous 1-D int32/int64) into an int32/int64 dataset and return their
+        ``(min, max)`` (``(0, -1)`` when empty), from the copy's own pass (:func:`narrow_copy`)."""
+        mn, mx, pos = 0, -1, 0
+        while pos < values.size:
+            room = self._room()
+            n = min(room.size, values.size - pos)
+            lo, hi = narrow_copy(values[pos : pos + n], room[:n])
+            mn, mx = (lo, hi) if pos == 0 else (min(mn, lo), max(mx, hi))
+            self._fill += n
+            pos += n
+        return mn, mx
+
+    def close(self) -> None:
+        """Write the last chunk (padded with zeros) and wait until every chunk is in the file."""
+        try:
+            self._check()
+            if self._fill:
+                self._buf[self._fill : self.chunk] = 0
+                self._todo.put((self._next_chunk, self._buf))
+                self._next_chunk += 1
+                self._fill = 0
+        finally:
+            self._todo.put(None)
+            self._thread.join()
+        self._check()
+
+    def abort(self) -> None:
+        """Stop the writer thread without writing what is queued (the file is being thrown away)."""
+        self._abort = True
+        self._todo.put(None)
+        self._thread.join()
