@@ -37,7 +37,7 @@ def table(rng, rows: int, dim: int, dtype) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-@pytest.mark.parametrize("dim", [1, 16, 17, 64, 100, 130])
+@pytest.mark.parametrize("dim", [1, 16, 17, 32, 48, 64, 100, 128, 130, 256])
 def test_pool_rows_equals_reference(dtype, dim):
     rng = np.random.default_rng(dim)
     t = table(rng, 50, dim, dtype)
@@ -145,8 +145,8 @@ def mixed_sources(rng, dim: int, code: int, dram_dtype, n_bags: int = 30, max_le
     dram = table(rng, 20, dim, dram_dtype)
     staged = table(rng, 15, dim, np.float32)
     page_rows = table(rng, 12, dim, np.float32 if code == DTYPE_FP32 else np.float16)
-    pages = rng.integers(0, 256, 3 * 4096, dtype=np.uint8)
     row_bytes = dim * item
+    pages = rng.integers(0, 256, max(3 * 4096, 16 * row_bytes), dtype=np.uint8)
     starts = rng.choice(pages.size // row_bytes - 1, 12, replace=False) * row_bytes + rng.integers(0, 4, 12)
     starts[0] = pages.size - row_bytes  # a row that ends exactly at the end of the buffer
     for r, s in enumerate(starts):
@@ -163,7 +163,7 @@ def mixed_sources(rng, dim: int, code: int, dram_dtype, n_bags: int = 30, max_le
 
 @pytest.mark.parametrize("code,dram_dtype", [(DTYPE_FP32, np.float32), (DTYPE_FP16, np.float16),
                                              (DTYPE_FP16, np.float32)])
-@pytest.mark.parametrize("dim", [3, 16, 64, 77])
+@pytest.mark.parametrize("dim", [3, 16, 32, 64, 77, 128, 256])
 def test_pool_sources_equals_reference(code, dram_dtype, dim):
     rng = np.random.default_rng(dim + 10 * code)
     offsets, kinds, locs, dram, pages, staged = mixed_sources(rng, dim, code, dram_dtype)
@@ -189,15 +189,16 @@ def test_pool_sources_any_tier_mix_equals_the_plain_sum():
     assert np.array_equal(out.view(np.uint32), pool_rows(t, indices, offsets, np.empty_like(out)).view(np.uint32))
 
 
-def test_pool_sources_accumulate_and_parallel():
+@pytest.mark.parametrize("dim", [50, 128])  # the row's tail only; two whole 64-column blocks
+def test_pool_sources_accumulate_and_parallel(dim):
     rng = np.random.default_rng(12)
-    offsets, kinds, locs, dram, pages, staged = mixed_sources(rng, 50, DTYPE_FP16, np.float16, n_bags=120)
-    start = table(rng, 120, 50, np.float32)
-    serial = pool_sources(offsets, kinds, locs, dram, pages, staged, DTYPE_FP16, 50, start.copy(), accumulate=True)
-    parallel = pool_sources(offsets, kinds, locs, dram, pages, staged, DTYPE_FP16, 50, start.copy(),
+    offsets, kinds, locs, dram, pages, staged = mixed_sources(rng, dim, DTYPE_FP16, np.float16, n_bags=120)
+    start = table(rng, 120, dim, np.float32)
+    serial = pool_sources(offsets, kinds, locs, dram, pages, staged, DTYPE_FP16, dim, start.copy(), accumulate=True)
+    parallel = pool_sources(offsets, kinds, locs, dram, pages, staged, DTYPE_FP16, dim, start.copy(),
                             accumulate=True, threads=2)
     assert np.array_equal(serial.view(np.uint32), parallel.view(np.uint32))
-    want = naive.pool_sources_ref(offsets, kinds, locs, dram, pages, staged, DTYPE_FP16, 50, out=start,
+    want = naive.pool_sources_ref(offsets, kinds, locs, dram, pages, staged, DTYPE_FP16, dim, out=start,
                                   accumulate=True)
     assert_same_bits(serial, want)
 
@@ -343,12 +344,13 @@ def test_empty_tiers_and_empty_bags():
 
 
 def test_bad_lookup_is_caught_before_it_is_read():
-    # rows are checked 16 lookups ahead (where they are prefetched) and the first 16 up front: a bad
-    # row anywhere raises IndexError naming it; nothing outside the table is read
+    # rows are checked where they are prefetched (24 lookups ahead in a whole 64-column block, 32 in the
+    # row's tail) and the first 32 up front: a bad row anywhere raises IndexError naming it; nothing
+    # outside the table is read
     rng = np.random.default_rng(15)
     t = table(rng, 50, 70, np.float32)
     indices, offsets = random_csr(rng, 60, 8, 50)
-    for pos in (0, 15, 16, 17, indices.size // 2, indices.size - 1):
+    for pos in (0, 15, 16, 17, 23, 24, 25, 31, 32, 33, indices.size // 2, indices.size - 1):
         for bad_row in (50, -1, 2**62):
             bad = indices.copy()
             bad[pos] = bad_row
