@@ -36,8 +36,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from plans.host_replays import (FEATURES, ReplaySample, batch_features, calibration_jobs, calibration_plans,
-                                run_interleaved, write_synthetic_trace)
+from plans.host_replays import (FEATURES, ReplaySample, batch_features, calibration_batch_sizes, calibration_jobs,
+                                calibration_plans, run_interleaved, write_synthetic_trace)
 from plans.types import Calibration, HostCosts
 from tracegen.errors import InputError
 
@@ -133,7 +133,7 @@ def measure_host_costs(store, calib: Calibration, *, batches: int = 8, batch_siz
     if rounds < 1:
         raise InputError(f"need at least 1 round of calibration replays, got {rounds}")
     rng = np.random.default_rng(seed)
-    sizes = list(batch_sizes or (store.spec.batch_size, max(1, store.spec.batch_size // 4)))
+    sizes = list(batch_sizes or calibration_batch_sizes(store.spec))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="screc-calibrate-") as tmp, contextlib.ExitStack() as stack:
         jobs = calibration_jobs(store, Path(tmp), stack, batches=batches, sizes=sizes, queue_depth=queue_depth,

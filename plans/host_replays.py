@@ -34,6 +34,8 @@ MINI_TABLES = 64  # tables of the scratch store that separates per-table from pe
 MINI_ROWS = 256
 DRAM_LIMIT_BYTES = 256 << 20  # a calibration plan never pins more than this much of the store in host memory
 REMAP_ROWS_LIMIT = 1 << 24  # tables up to this many rows get a (random) remap in the calibration plans
+MAX_BATCH_LOOKUPS = 1 << 22  # expected lookups per calibration batch at most (meta-2021's 65,536 samples of
+# 13,535 lookups each are 887M lookups, 7 GB of indices per batch: the synthetic trace alone took ~18 GiB)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,15 @@ def write_synthetic_trace(path: Path, spec, batches: int, batch_size: int, rng: 
                 idx.append(perm[ranks])
                 lens.append(n)
             w.append(np.concatenate(idx), np.concatenate([[0], np.cumsum(np.concatenate(lens))]))
+
+
+def calibration_batch_sizes(spec, max_lookups: int = MAX_BATCH_LOOKUPS) -> list[int]:
+    """The batch sizes the host costs are fitted on: the spec's batch size and a quarter of it, each capped so
+    that a batch holds at most about ``max_lookups`` lookups (by the spec's mean pooling); a store whose batches
+    are that small already keeps its own sizes."""
+    per_sample = max(1.0, sum(max(0.0, t.pooling.mean_lookups) for t in spec.tables))
+    b = max(1, min(int(spec.batch_size), int(max_lookups // per_sample)))
+    return [b, max(1, b // 4)]
 
 
 def _mini_spec(dim: int, batch_size: int):

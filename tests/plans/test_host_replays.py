@@ -10,7 +10,8 @@ import pytest
 
 import emulator.replay.engine as engine
 from emulator.store.store import Store
-from plans.host_replays import (FEATURES, batch_features, calibration_jobs, calibration_plans, run_interleaved)
+from plans.host_replays import (FEATURES, MAX_BATCH_LOOKUPS, batch_features, calibration_batch_sizes, calibration_jobs,
+                                calibration_plans, run_interleaved)
 from tracegen.trace_io import TraceReader
 
 
@@ -78,3 +79,14 @@ def test_each_job_counts_what_its_own_replayer_counts(tiny_store, tmp_path):
             assert job.pages == tuple(np.mean([g[2] for g in got], axis=0).tolist())
             s = job.sample()
             assert s.name == job.label and s.features == job.features and s.batch_s > 0
+
+
+def test_calibration_batches_are_capped_by_lookups(tiny_spec):
+    from tracegen.presets import get_preset
+
+    assert calibration_batch_sizes(tiny_spec) == [32, 8]  # small batches keep the spec's size and a quarter
+    meta = get_preset("meta-2021")  # 65,536 samples of ~13,535 lookups: 887M lookups a batch
+    per_sample = sum(t.pooling.mean_lookups for t in meta.tables)
+    b, quarter = calibration_batch_sizes(meta)
+    assert b * per_sample <= MAX_BATCH_LOOKUPS < (b + 1) * per_sample and quarter == b // 4
+    assert calibration_batch_sizes(meta, max_lookups=1) == [1, 1]
