@@ -60,6 +60,7 @@ class PredictConfig:
     queue_depth: int = 128
     folds: int = 10
     engine: str = "uring"
+    ray: str | None = None  # a Ray cluster's address: each plan's rounds as a task on a node (emulator.cluster)
 
     def check(self, num_batches: int, trace_path, model_bytes: int) -> tuple[int, list[int]]:
         """(profile batches, budgets in bytes); raises InputError on bad settings."""
@@ -149,6 +150,10 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
         profile, budgets = cfg.check(reader.num_batches, cfg.trace, store.raw_bytes)
         replayed = reader.num_batches - profile if cfg.batches is None else min(cfg.batches,
                                                                                  reader.num_batches - profile)
+    if cfg.ray:  # connected before any work: a bad address fails at once
+        from emulator.cluster.connect import connect
+
+        connect(cfg.ray)
     with tempfile.TemporaryDirectory(prefix="screc-predict-") as tmp:
         cal_path = cfg.calibration
         t0 = time.perf_counter()
@@ -163,12 +168,28 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
         mcfg = MeasureConfig(min_batches=replayed, min_seconds=0.0, warmup_batches=cfg.warmup_batches,
                              rounds=cfg.repeats)
         named = [(f"{planner} at {label}", plan) for planner, label, _, plan in plans]
-        with TraceReader(cfg.trace) as reader:
-            ms = measure_rounds(store, reader, named, BatchRange(profile, replayed),
-                                ReplayConfig(engine=cfg.engine, queue_depth=cfg.queue_depth), mcfg, on_step=step)
+        replay = ReplayConfig(engine=cfg.engine, queue_depth=cfg.queue_depth)
+        nodes: list = [None] * len(named)
+        if cfg.ray:  # one task per plan, on a node with a free replay slot (its rounds interleave nothing else)
+            from emulator.cluster.sweep import ReplayJob, replay_on_cluster
+
+            done = replay_on_cluster(measure_rounds, cfg.store, cfg.trace,
+                                     [ReplayJob(name, ([(name, plan)], BatchRange(profile, replayed), replay, mcfg))
+                                      for name, plan in named], on_done=lambda r: step(f"{r.key}: measured on "
+                                                                                        f"{r.node['address']}"))
+            ms, nodes = [d.value[0] for d in done], [d.record() for d in done]
+        else:
+            with TraceReader(cfg.trace) as reader:
+                ms = measure_rounds(store, reader, named, BatchRange(profile, replayed), replay, mcfg, on_step=step)
     rows = [_row(planner, label, budget, plan, m) for (planner, label, budget, plan), m in zip(plans, ms)]
+    for row, node in zip(rows, nodes):
+        if node is not None:
+            row["measured_on"] = node
     notes = [f"only {replayed - 1} steady-state batches per replay (fewer than {FEW_BATCHES}): rough figures, "
              f"replay more with --batches or a longer trace"] if replayed - 1 < FEW_BATCHES else []
+    if cfg.ray:
+        notes.append("each plan's rounds were measured as one Ray task on a cluster node (measured_on in every "
+                     "row); the calibration is the driver's (the given file, or measured on the driver's machine)")
     return {
         "notes": notes,
         "config": {**asdict(cfg), "profile_batches": profile, "replayed_batches": replayed},
@@ -238,6 +259,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--accuracy-budget", type=float, default=d.accuracy_budget,
                    help=f"weighted TT error budget of the plans (default {d.accuracy_budget})")
     p.add_argument("--folds", type=int, default=d.folds, help=f"cross-fitting folds (default {d.folds})")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="replay each plan as a Ray task on a cluster node with a free replay slot (HOST:PORT or "
+                        "auto; the store and trace at the same paths on every node; docs/cluster.md)")
     add_qd_arg(p)
     add_engine_arg(p)
     add_json_arg(p)
@@ -254,7 +278,7 @@ def _handle(args: argparse.Namespace) -> int:
                         cores=args.cores, profile_batches=args.profile_batches, batches=args.batches,
                         repeats=args.repeats, warmup_batches=args.warmup_batches,
                         calibration_seconds=args.calibration_seconds, accuracy_budget=args.accuracy_budget,
-                        queue_depth=args.qd, folds=args.folds, engine=args.engine)
+                        queue_depth=args.qd, folds=args.folds, engine=args.engine, ray=args.ray)
     check_out(args)
     con = stderr_console()
     result = run_bench_predict(cfg, on_step=(lambda m: con.print(f"[dim]{m}[/]")) if is_live() else None)

@@ -47,6 +47,7 @@ EXAMPLE = """example:
   screc compare --store stores/ck --trace traces/ck.h5 --dram-budget 5%
   screc compare --store stores/ck --trace traces/ck.h5 --dram-budget 64MiB --devices 2 --rounds 5
   screc compare --store stores/ck --trace traces/ck.h5 --sweep dram-budget=16MiB,64MiB,256MiB --json c.json
+  screc compare --store stores/ck --trace traces/ck.h5 --sweep dram-budget=1%,5%,10% --ray auto
 
 columns: queries/s and M lookups/s are steady-state rates (first measured batch excluded), the median of
 the rounds; spread = (fastest - slowest round) / median; p50/p99 = per-batch latency over every measured
@@ -167,6 +168,20 @@ def _budgets(args, model_bytes: int) -> list[int]:
     return [args.dram_budget.resolve(model_bytes)]
 
 
+def _measure_on_cluster(args, store, reader, budgets, policies, plan_dir, measured, replay, mcfg, err) -> list:
+    """Every budget's plans made here, then each budget's interleaved rounds measured as one Ray task on a node
+    with a free replay slot: [((plans, plan notes), emulator.cluster.sweep.NodeResult)] in budget order."""
+    from emulator.cluster.connect import connect
+    from emulator.cluster.sweep import ReplayJob, replay_on_cluster
+
+    connect(args.ray)
+    planned = [policy_plans(store, reader, budget, policies, args, plan_dir) for budget in budgets]
+    jobs = [ReplayJob(f"dram-budget={b}", (plans, measured, replay, mcfg)) for b, (plans, _) in zip(budgets, planned)]
+    done = replay_on_cluster(measure_rounds, store.path, reader.path, jobs, on_done=lambda r: err.print(
+        f"[dim]{r.key}: measured on {r.node['address']} ({r.node['hostname']}) in {r.seconds:.1f} s[/]"))
+    return list(zip(planned, done))
+
+
 def _check_args(args) -> tuple[list[str], Path]:
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     bad = [p for p in policies if p not in POLICIES]
@@ -209,14 +224,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
         measured = BatchRange(args.profile_batches, min(count, args.batches) if args.batches else count)
         plan_dir.mkdir(parents=True, exist_ok=True)
         sweep = []
-        for budget in budgets:
-            plans, plan_notes = policy_plans(store, reader, budget, policies, args, plan_dir)
-            ms = measure_rounds(store, reader, plans, measured, replay, mcfg,
-                                watch=lambda stats: LiveView(stats.snapshot, err, live=live, transient=True),
-                                on_step=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
+        on_nodes = _measure_on_cluster(args, store, reader, budgets, policies, plan_dir, measured, replay, mcfg, err) \
+            if args.ray else None
+        for i, budget in enumerate(budgets):
+            if on_nodes is not None:  # measured as Ray tasks, one budget per task (see emulator.cluster.sweep)
+                (plans, plan_notes), done = on_nodes[i]
+                ms = done.value
+            else:
+                plans, plan_notes = policy_plans(store, reader, budget, policies, args, plan_dir)
+                ms = measure_rounds(store, reader, plans, measured, replay, mcfg,
+                                    watch=lambda stats: LiveView(stats.snapshot, err, live=live, transient=True),
+                                    on_step=lambda s: err.print(f"[dim]{s}[/]", highlight=False))
             rows = compare_rows(store, ms, budget, plan_notes)
             mnotes = notes(ms, mcfg)
             sweep.append({"dram_budget_bytes": budget, "rows": rows, "notes": mnotes})
+            if on_nodes is not None:
+                sweep[-1]["measured_on"] = on_nodes[i][1].record()
+                mnotes.append(f"measured on node {on_nodes[i][1].node['address']} "
+                              f"({on_nodes[i][1].node['hostname']}) as a Ray task holding its replay slot [measured]")
             out.print(render(rows, budget, store.raw_bytes, mcfg.rounds))
             for line in render_notes(rows, mnotes, plan_notes):
                 out.print(line, markup=False, highlight=False)  # notes end in [measured] / [modelled]
@@ -257,6 +282,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    default=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3,
                    help="run all-dram only when the model is at most this big (default a third of RAM)")
     p.add_argument("--plan-dir", default=None, help="where the policies' plans are written (default OUT_DIR/plans)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="measure each budget of the sweep as a Ray task on a cluster node with a free replay slot "
+                        "(HOST:PORT or auto; the store and trace must be at the same paths on every node; "
+                        "docs/cluster.md)")
     add_json_arg(p)
     add_out_dir_arg(p)
     add_replay_args(p)
