@@ -38,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from emulator.tiers import COUNTED_TIERS, DRAM, KIND_DRAM, KIND_PAGE, KIND_STAGED, LRU, SSD_RAW, SSD_TT
+from emulator.tiers import COLD_RAW, COUNTED_TIERS, DRAM, KIND_DRAM, KIND_PAGE, KIND_STAGED, LRU, SSD_RAW, SSD_TT
 
 TABLE_TIERS = COUNTED_TIERS  # columns of TableCounters.lookups: dram, ssd_raw, ssd_tt, lru
 _COL = {name: k for k, name in enumerate(TABLE_TIERS)}
@@ -124,23 +124,25 @@ def _slow_table(lk, tab, look: np.ndarray, hits: np.ndarray, tt: np.ndarray) -> 
 
 
 def _group(w, look: np.ndarray, hits: np.ndarray, tt: np.ndarray) -> None:
-    """A group's members: lookups are member-major, so each lookup's member follows from the counts."""
+    """A group's members: lookups are member-major, so each member's counts are sums over its segment."""
     g = w.group
     members = g.tables
-    K = members.size
-    cum = np.zeros(K + 1, np.int64)
-    np.cumsum(w.counts, out=cum[1:])
     look[members, _COL[DRAM]] = w.counts
     if not w.n_cold:
         return
-    cold = np.flatnonzero(w.kind != KIND_DRAM)
-    owner = np.searchsorted(cum, cold, side="right") - 1
-    per = np.bincount(owner * 2 + (w.kind[cold].astype(np.int64) - 1), minlength=2 * K).reshape(K, 2)
-    page, staged = per[:, KIND_PAGE - 1], per[:, KIND_STAGED - 1]
-    h = np.zeros(K, np.int64)
-    if g.cache is not None:
-        hit = np.flatnonzero((w.kind == KIND_DRAM) & (w.loc >= g.cache.prefix_rows))
-        h = np.bincount(np.searchsorted(cum, hit, side="right") - 1, minlength=K)
+    cum = np.zeros(members.size + 1, np.int64)
+    np.cumsum(w.counts, out=cum[1:])
+    kind = w.kind
+    has_raw, has_tt = bool((g.cold_kind == COLD_RAW).any()), bool(g.tt_members)
+    if has_raw and has_tt:
+        page, staged = _segment_sums(kind == KIND_PAGE, cum), _segment_sums(kind == KIND_STAGED, cum)
+    elif has_raw:  # kinds are KIND_DRAM (0) and KIND_PAGE (1)
+        page, staged = _segment_sums(kind, cum), np.zeros(members.size, np.int64)
+    else:  # KIND_DRAM (0) and KIND_STAGED (2)
+        page, staged = np.zeros(members.size, np.int64), _segment_sums(kind, cum) // KIND_STAGED
+    h = np.zeros(members.size, np.int64)
+    if g.cache is not None:  # hits are DRAM lookups at cache slots, which follow the group's hot rows
+        h = _segment_sums((kind == KIND_DRAM) & (w.loc >= g.cache.prefix_rows), cum)
         look[members, _COL[LRU]] = np.where(g.lru, h + page, 0)  # an LRU member's raw cold lookups all probe
     look[members, _COL[DRAM]] = w.counts - page - staged - h
     look[members, _COL[SSD_RAW]] = page
@@ -148,6 +150,15 @@ def _group(w, look: np.ndarray, hits: np.ndarray, tt: np.ndarray) -> None:
     hits[members] = h
     for m, rows in w.tt_rows:
         tt[int(members[m])] = rows.size
+
+
+def _segment_sums(values: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """Sum of ``values[cum[k]:cum[k + 1]]`` per segment ``k`` (one pass; empty segments give 0)."""
+    out = np.zeros(cum.size - 1, np.int64)
+    full = np.flatnonzero(cum[1:] > cum[:-1])
+    if full.size:  # reduceat over the non-empty segments' starts: each runs to the next one's start
+        out[full] = np.add.reduceat(values, cum[full], dtype=np.int64)
+    return out
 
 
 def _attribute_tiers(c: TableCounters, work, device: np.ndarray) -> float:

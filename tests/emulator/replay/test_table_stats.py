@@ -197,3 +197,12 @@ def test_replay_stats_keep_per_table_totals():
     p = stats.summary()
     assert [r["name"] for r in p["tables"]] == ["a", "b"] and p["tables"][1]["lookups"] == 18
     assert "attributed" in p["tables_busy_basis"]
+
+
+def test_segment_sums_with_empty_segments():
+    from emulator.replay.table_stats import _segment_sums
+
+    values = np.array([1, 0, 1, 1, 0, 1], np.uint8)
+    cum = np.array([0, 0, 2, 2, 5, 6, 6])  # segments [], [1 0], [], [1 1 0], [1], []
+    np.testing.assert_array_equal(_segment_sums(values, cum), [0, 1, 0, 2, 1, 0])
+    np.testing.assert_array_equal(_segment_sums(values[:0], np.zeros(3, np.int64)), [0, 0])
