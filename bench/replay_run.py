@@ -58,8 +58,31 @@ def replay_config(args: argparse.Namespace) -> ReplayConfig:
         raise InputError(f"--start-batch must be >= 0, got {start}")
     verify = bool(getattr(args, "verify", False))
     check_engine_verify(args.engine, verify)
+    if args.host_threads is not None and args.host_threads < 1:
+        raise InputError(f"--host-threads must be >= 1, got {args.host_threads}")
+    profile, rates = device_clock_args(args)
     return ReplayConfig(engine=args.engine, queue_depth=args.qd, allow_buffered=args.buffered_io,
-                        pipeline=not args.no_pipeline, verify=verify, max_batches=args.batches, start_batch=start)
+                        pipeline=not args.no_pipeline, verify=verify, max_batches=args.batches, start_batch=start,
+                        host_threads=args.host_threads, offload=args.offload, device_profile=profile,
+                        host_rates=rates)
+
+
+def device_clock_args(args: argparse.Namespace):
+    """The device profile to emulate under (``--device-profile``, default ``host``) and this host's measured
+    core rates (``--calibration``; a profile with absolute core rates needs them to scale task times)."""
+    from emulator.device.profile import load_profile
+
+    name = getattr(args, "device_profile", None) or "host"
+    profile = load_profile(name)
+    rates = (None, None)
+    if profile.mem.rate is not None or profile.compute.rate is not None:
+        from plans.calibration import default_calibration
+        from plans.types import Calibration
+
+        cal_path = getattr(args, "calibration", None)
+        calib = Calibration.load(cal_path) if cal_path else default_calibration()
+        rates = (calib.mem_core_lookups_per_s, calib.compute_core_flops_per_s)
+    return profile, rates
 
 
 def check_batch_range(config: ReplayConfig, reader: TraceReader) -> None:
@@ -87,7 +110,12 @@ def run_replay(store: Store, reader: TraceReader, plan: Plan, config: ReplayConf
             "dram_used_bytes": rep.dram_bytes, "dram_budget_bytes": plan.dram_budget_bytes,
             "verify": totals.get("verify"), "store": str(store.path), "trace": str(reader.path),
             "first_batch_s": totals.get("first_batch_s"), "steady_batch_s": totals.get("steady_batch_s"),
+            "host_threads": rep.host_threads, "pooled_by": "host" if rep.host_pooled else "devices",
+            "devices": [{"name": dp.name, "mem_cores": c[0], "compute_cores": c[1]}
+                        for dp, c in zip(plan.devices, rep._cores)],
         })
+        if rep.emulation is not None:
+            payload["emulated"] = rep.emulation.summary()
     payload["prediction"] = prediction_check(plan, payload)
     peak = peak_rss_bytes()
     # Memory: the process's peak resident set against the DRAM the plan holds. The overhead is what the
@@ -107,3 +135,20 @@ def add_replay_args(p: argparse.ArgumentParser) -> None:
                    help="allow page-cache reads where the filesystem refuses O_DIRECT (numbers are then not SSD numbers)")
     p.add_argument("--no-pipeline", action="store_true", help="do not overlap the next batch's IO with pooling")
     p.add_argument("--no-live", action="store_true", help="plain periodic lines instead of the live dashboard")
+    add_device_args(p)
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """The device-emulation flags of ``replay`` and ``compare``."""
+    p.add_argument("--host-threads", type=int, default=None,
+                   help="host threads pooling DRAM rows and merging partials (default: every CPU)")
+    p.add_argument("--offload", choices=("auto", "device", "host"), default="auto",
+                   help="who pools SSD rows: devices (SCRec), the host (plain SSDs), or auto: the host for "
+                        "all-dram, all-ssd, lru and static-topk, the devices otherwise (default auto)")
+    p.add_argument("--device-profile", default="host", metavar="NAME|FILE",
+                   help="emulate device time under this profile: host (this machine; the validation profile), "
+                        "smartssd, or a profile file (default host)")
+    if not any(a.dest == "calibration" for a in p._actions):
+        p.add_argument("--calibration", default=None,
+                       help="calibration JSON from `screc calibrate`: this host's core rates, for profiles with "
+                            "absolute core rates (default: modelled rates)")

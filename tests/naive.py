@@ -531,3 +531,20 @@ def pool_sources_quantized_ref(offsets, kinds, locs, dram, pages, fmt, dim):
             acc += dequantize_row_naive(row, fmt, dim)
         out[b] = acc
     return out
+
+
+def pool_split_ref(rows, offsets, host):
+    """The engine's grouping with device workers, bag by bag in plain Python order: the ``host`` lookups' rows
+    summed in lookup order (float32, from +0.0), the other lookups' rows likewise, the two partials added."""
+    rows = np.asarray(rows, dtype=np.float32)
+    out = np.zeros((len(offsets) - 1, rows.shape[1]), np.float32)
+    for b in range(len(offsets) - 1):
+        h = np.zeros(rows.shape[1], np.float32)
+        d = np.zeros(rows.shape[1], np.float32)
+        for k in range(offsets[b], offsets[b + 1]):
+            if host[k]:
+                h = h + rows[k]
+            else:
+                d = d + rows[k]
+        out[b] = h + d
+    return out

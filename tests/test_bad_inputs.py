@@ -30,6 +30,7 @@ from emulator.store.store import Store, manifest_id
 from plans.planner import load_plan
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
+from tests import naive
 
 TRIED: Counter = Counter()
 KIT_FILES = ("store", "trace.h5", "spec.json", "plan.json", "calib.json", "solved.json", "solved.remap.h5", "run")
@@ -407,11 +408,15 @@ def _expected(truth: Store, plan: Plan, t: int, ids: np.ndarray, off: np.ndarray
     NumPy TT reference from the store's cores of the plan's rank (compared with a float tolerance)."""
     from emulator.tt.decomposition import tt_rebuild_rows_reference
 
+    from emulator.replay.offload import host_pooled
+
     rows = truth.read_rows(t, ids).astype(np.float32)
     pl = plan.placement(truth.tables[t].name)
+    hot = _hot_mask(plan, pl.table, ids, pl.hot_rows)
     if pl.cold_tier != "ssd_tt":
-        return pool_reference(rows, off), True
-    cold = ~_hot_mask(plan, pl.table, ids, pl.hot_rows)
+        # devices pool their rows and the host adds their partials to its own: the reference in that grouping
+        return naive.pool_split_ref(rows, off, np.ones(ids.size, bool) if host_pooled(plan.planner) else hot), True
+    cold = ~hot
     if cold.any():
         rows[cold] = tt_rebuild_rows_reference(truth.load_tt(t, pl.tt_rank), ids[cold])
     return pool_reference(rows, off), not cold.any()

@@ -67,6 +67,10 @@ class ReplayConfig:
     verify: bool = False
     max_batches: int | None = None
     start_batch: int = 0
+    host_threads: int | None = None  # threads pooling on the host (None: every CPU this process may use)
+    offload: str = "auto"  # who pools SSD rows: "device" (SCRec), "host" (plain SSDs), "auto" (by policy)
+    device_profile: Any = None  # emulator.device.profile.Profile: emulate device time under it (None: don't)
+    host_rates: tuple = (None, None)  # this host's measured mem lookups/s and compute flop/s (absolute-rate profiles)
 
 
 class Replayer:
@@ -98,7 +102,33 @@ class Replayer:
             raise
         self._buffers = [aligned_empty(1 << 20), aligned_empty(1 << 20)]
         self._next_buffer = 0
+        self._start_workers()
         self._warm_up()
+
+    def _start_workers(self) -> None:
+        """One device worker per device of the plan (its engine, TT cores and core threads), the host's pool
+        threads, and the device clock's view of the profile, if any."""
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        from emulator.device.worker import DeviceWorker
+        from emulator.replay.offload import host_pooled
+
+        n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.host_threads = int(self.config.host_threads or n_cpu)
+        if self.host_threads < 1:
+            raise ValueError("host_threads must be >= 1")
+        self.host_pooled = host_pooled(self.plan.planner, self.config.offload)
+        self._cores = [(max(1, dp.mem_cores), max(1, dp.compute_cores)) for dp in self.plan.devices]
+        self.workers = [DeviceWorker(d, eng, lambda t: self.tables[t].tt, *self._cores[d])
+                        for d, eng in enumerate(self.engines)]
+        self._host_pool = ThreadPoolExecutor(self.host_threads, thread_name_prefix="screc-host")
+        self.emulation = None
+        if self.config.device_profile is not None:
+            from emulator.device.emulate import Emulation
+
+            self.emulation = Emulation(self.config.device_profile, [dp.name for dp in self.plan.devices],
+                                       self._cores, self.host_threads, n_cpu, tuple(self.config.host_rates))
 
     def _warm_up(self) -> None:
         """Compile (or load from Numba's cache) every kernel this plan uses before any clock starts."""
@@ -155,29 +185,103 @@ class Replayer:
         return self._buffers[k]
 
     def start_io(self, p: Prepared) -> None:
+        """Hand each device its reads for the batch (they run while the previous batch computes)."""
         for dev, r in enumerate(p.reads):
             if r is not None:
-                p.handles.append((dev, self.engines[dev].start(r.file_ids, r.offsets, r.nbytes, p.dest,
-                                                               r.dest_offsets, latency=True)))
+                p.handles.append((dev, self.workers[dev].start_io(r.file_ids, r.offsets, r.nbytes, p.dest,
+                                                                  r.dest_offsets)))
 
     def finish(self, p: Prepared) -> tuple[BatchOutput, BatchWork]:
-        """Rebuild TT rows (compute-centric cores), wait for the reads, pool every table.
+        """Serve a batch: the devices (their own threads) read, rebuild and pool their rows; the host pools its
+        DRAM rows meanwhile (``host_threads`` threads) and adds the devices' partials. Policies with plain SSDs
+        (:mod:`emulator.replay.offload`) have their devices only read; the host pools everything.
 
-        Time attribution: a kernel call's pooling time is shared by the tiers (and, for SSD tiers, the
-        devices) of its lookups in proportion to their counts; a group's call covers all its tables."""
+        Time attribution (``BatchWork``): device tasks' thread-CPU time per device and core kind; host tasks'
+        to the DRAM tier (or shared by tiers by lookups, when the host pools everything)."""
+        from emulator.device.worker import DeviceRequest
+        from emulator.replay.offload import split_batch
+
         n_dev = len(self.engines)
-        work = BatchWork(dram_s=0.0, mem_s=[0.0] * n_dev, compute_s=[0.0] * n_dev, devices=[])
-        staged, group_staged = self._rebuild_tt(p, work)
-        work.devices = [DeviceIO() for _ in range(n_dev)]  # a device without reads this batch did nothing
-        for dev, h in p.handles:
-            work.devices[dev] = self._wait_reads(p, dev, h)
+        work = BatchWork(dram_s=0.0, mem_s=[0.0] * n_dev, compute_s=[0.0] * n_dev,
+                         devices=[DeviceIO() for _ in range(n_dev)])
+        handles = dict(p.handles)
+        split = None if self.host_pooled else split_batch(p, p.batch.index, n_dev, self._cores)
+        t_dispatch = time.perf_counter_ns()
+        futs = []
+        for d in range(n_dev):
+            req = split.requests[d] if split is not None else DeviceRequest(p.batch.index, d)
+            if handles.get(d) is not None or req.pools or req.rebuilds:
+                futs.append((d, req, self.workers[d].submit(req, handles.get(d), p.dest)))
+        group_out = [np.empty((w.offsets.size - 1, w.group.dim), np.float32) for w in p.works]
+        host_futs = []
+        if split is not None:  # host partials, while the devices work
+            for w, hw, out in zip(p.works, split.host, group_out):
+                host_futs += self._host_tasks(w, hw.offsets, hw.lookups, out, p.dest, None)
+        responses = self._gather(p, futs, work)
+        host_cpu = [f.result() for f in host_futs]
+        work.dram_s += sum(host_cpu)
+        after_cpu: list[float] = []
+        staged, group_staged = self._rebuild_tt(p, work, groups=split is None)
         pooled: list = [None] * len(self.tables)
         self._pool_slow(p, staged, pooled, work)
-        self._pool_groups(p, group_staged, pooled, work)
+        if split is None:
+            after_cpu = self._pool_groups(p, group_staged, group_out, work)
+        else:
+            for d, req, resp in responses:
+                for task, part in zip(req.pools, resp.partials):
+                    group_out[task.group][task.bags] += part  # the host adds the device's partials
+        from emulator.replay.groups import finish_cache
+
+        B = p.batch.batch_size
+        for w, out in zip(p.works, group_out):
+            finish_cache(w, p.dest)
+            for k, t in enumerate(w.group.tables):
+                pooled[int(t)] = out[k * B:(k + 1) * B]
+        if self.emulation is not None:
+            p.device_record = (t_dispatch, responses, host_cpu, after_cpu)
         return BatchOutput(p.batch.index, pooled), work
 
-    def _rebuild_tt(self, p: Prepared, work: BatchWork) -> tuple[list, list]:
-        """The compute-centric cores' rebuilds: per slow table and per group, rows staged in float32."""
+    def _gather(self, p: Prepared, futs: list, work: BatchWork) -> list:
+        """Wait for every device's response; its IO and core time into ``work``. A failed read names the table
+        and rows; a short read (the file shrank) is an error, never zero-filled rows."""
+        out = []
+        for d, req, f in futs:
+            try:
+                resp = f.result()
+            except IOFailure as e:
+                raise self._batch_failure(p, d, e) from None
+            if resp.io is not None:
+                self._check_short(p, d, resp.io.nbytes)
+                inflight = float(resp.io.latency_ns.sum()) * 1e-9
+                work.devices[d] = DeviceIO(ios=resp.io.ios, bytes=resp.io.bytes_read, busy_s=resp.io.busy_s,
+                                           inflight_s=inflight)
+            for r in resp.tasks:
+                if r.core == "mem":
+                    work.mem_s[d] += r.cpu_s
+                else:
+                    work.compute_s[d] += r.cpu_s
+            out.append((d, req, resp))
+        return out
+
+    def _host_tasks(self, w, offsets: np.ndarray, lookups: np.ndarray | None, out: np.ndarray, dest: np.ndarray,
+                    staged: np.ndarray | None) -> list:
+        """Pool a group's lookups (``lookups`` of ``w``, None: all) over every bag on the host's threads, split
+        by lookups (each bag in one task: the same sums for any number of threads). Futures of CPU seconds."""
+        from emulator.device.worker import split_by_lookups
+
+        g = w.group
+
+        def task(a: int, b: int) -> float:
+            c0 = time.thread_time()
+            lo, hi = int(offsets[a]), int(offsets[b])
+            sel = slice(lo, hi) if lookups is None else lookups[lo:hi]
+            _pool_host(g, offsets[a:b + 1] - lo, w.kind[sel], w.loc[sel], dest, staged, out[a:b])
+            return time.thread_time() - c0
+        return [self._host_pool.submit(task, a, b) for a, b in split_by_lookups(offsets, self.host_threads)]
+
+    def _rebuild_tt(self, p: Prepared, work: BatchWork, groups: bool = True) -> tuple[list, list]:
+        """TT rows the host rebuilds: per slow table and (``groups``: when the host pools everything) per group,
+        rows staged in float32."""
         from emulator.replay.groups import rebuild_group
         from emulator.tt.kernels import tt_rebuild_rows
 
@@ -190,39 +294,43 @@ class Replayer:
             staged.append(tt_rebuild_rows(tab.tt, lk.tt_rows))
             work.compute_s[tab.device] += self.clock() - t0
         group_staged = []
-        for w in p.works:
+        for w in (p.works if groups else ()):
             g = w.group
             group_staged.append(rebuild_group(w, lambda m, g=g: self.tables[int(g.tables[m])].tt, self.clock,
                                               work.compute_s) if w.tt_rows else np.zeros((0, g.dim), np.float32))
         return staged, group_staged
 
-    def _wait_reads(self, p: Prepared, dev: int, handle) -> DeviceIO:
-        """Wait for a device's reads; a short read (the file shrank) is an error, never zero-filled rows."""
-        try:
-            res = self.engines[dev].wait(handle)
-        except IOFailure as e:
-            raise self._batch_failure(p, dev, e) from None
+    def _check_short(self, p: Prepared, dev: int, nread: np.ndarray) -> None:
         r = p.reads[dev]
-        short = np.flatnonzero(res.nread != r.nbytes)
+        short = np.flatnonzero(nread != r.nbytes)
         if short.size:
             k = int(short[0])
             tab = self.tables[int(r.tables[k])]
             raise InputError(f"batch {p.batch.index}: short read of table {tab.name} at byte {int(r.offsets[k])} "
-                             f"({int(res.nread[k])} of {int(r.nbytes[k])} bytes); the store file is truncated",
+                             f"({int(nread[k])} of {int(r.nbytes[k])} bytes); the store file is truncated",
                              self.store.table_path(tab.index))
-        inflight = float(res.latency_ns.sum()) * 1e-9 if res.latency_ns is not None else 0.0
-        return DeviceIO(ios=res.ios, bytes=res.bytes_read, busy_s=res.elapsed_s, inflight_s=inflight)
 
     def _pool_slow(self, p: Prepared, staged: list, pooled: list, work: BatchWork) -> None:
-        """Pool the slow-path tables one by one (then their LRU caches' release and admission)."""
+        """Pool the slow-path tables one by one, on the host (then their LRU caches' release and admission).
+        With devices that pool (:mod:`emulator.replay.offload`) the sums keep the devices' grouping: the DRAM
+        rows' partial plus the other rows' partial, as every other table's."""
+        from emulator.device.worker import subset_csr
         from emulator.kernels.pooling import dtype_code, pool_sources
 
         B = p.batch.batch_size
         for tab, lk, st in zip(self._slow, p.slow, staged):
             out = np.empty((B, tab.layout.dim), dtype=np.float32)
             t0 = self.clock()
-            pool_sources(lk.offsets, lk.kind, lk.loc, tab.dram, p.dest, st, dtype_code(tab.layout.np_dtype),
-                         tab.layout.dim, out)
+            code = dtype_code(tab.layout.np_dtype)
+            hot = lk.kind == KIND_DRAM
+            if self.host_pooled or hot.all() or not hot.any():
+                pool_sources(lk.offsets, lk.kind, lk.loc, tab.dram, p.dest, st, code, tab.layout.dim, out)
+            else:
+                part = np.empty_like(out)
+                for m, dst in ((hot, out), (~hot, part)):
+                    off, idx = subset_csr(lk.offsets, m)
+                    pool_sources(off, lk.kind[idx], lk.loc[idx], tab.dram, p.dest, st, code, tab.layout.dim, dst)
+                out += part
             cw = p.cache_work.get(tab.index)
             if cw is not None:  # after pooling: release this batch's hits, admit its misses from the pages
                 tab.cache.unpin(cw.hit_slots)
@@ -239,33 +347,22 @@ class Replayer:
                 work.compute_s[tab.device] += dt * (n - n_hot) / n
             pooled[tab.index] = out
 
-    def _pool_groups(self, p: Prepared, group_staged: list, pooled: list, work: BatchWork) -> None:
-        """Pool each group's tables in one kernel call; its time is shared by tiers and devices by lookups."""
-        from emulator.kernels.pooling import dtype_code, pool_sources
-        from emulator.replay.groups import finish_cache
-
-        B = p.batch.batch_size
-        for w, st in zip(p.works, group_staged):
-            g = w.group
-            out = np.empty((g.size * B, g.dim), dtype=np.float32)
-            t0 = self.clock()
-            # quantized rows, dequantized as they are pooled; fp16 groups without TT rows too (whole 64-column
-            # blocks loaded unmasked: about twice pool_sources' rate on fp16 rows, the same sums bit for bit)
-            if g.row_format in ("int8", "int4") or (g.row_format == "fp16" and not g.tt_members):
-                from emulator.kernels.quant import pool_sources_quantized
-
-                pool_sources_quantized(w.offsets, w.kind, w.loc, g.dram, p.dest, g.row_format, g.dim, out)
-            else:
-                pool_sources(w.offsets, w.kind, w.loc, g.dram, p.dest, st, dtype_code(g.np_dtype), g.dim, out)
-            finish_cache(w, p.dest)
-            dt = self.clock() - t0
+    def _pool_groups(self, p: Prepared, group_staged: list, group_out: list, work: BatchWork) -> list[float]:
+        """The host pools every lookup of each group (plain-SSD policies), on its threads, after the reads;
+        a group's time is shared by tiers and devices by lookups. Returns the tasks' CPU seconds."""
+        futs = [(w, self._host_tasks(w, w.offsets, None, out, p.dest, st))
+                for w, st, out in zip(p.works, group_staged, group_out)]
+        cpu = []
+        for w, fs in futs:
+            dt = [f.result() for f in fs]
+            cpu += dt
+            total = sum(dt)
             n = w.kind.size or 1
-            work.dram_s += dt * (w.kind.size - w.n_cold) / n
+            work.dram_s += total * (w.kind.size - w.n_cold) / n
             for d in range(len(work.mem_s)):
-                work.mem_s[d] += dt * int(w.page_per_dev[d]) / n
-                work.compute_s[d] += dt * int(w.tt_per_dev[d]) / n
-            for k, t in enumerate(g.tables):
-                pooled[int(t)] = out[k * B:(k + 1) * B]
+                work.mem_s[d] += total * int(w.page_per_dev[d]) / n
+                work.compute_s[d] += total * int(w.tt_per_dev[d]) / n
+        return cpu
 
     # --- a whole trace ---------------------------------------------------------------------------
     def run(self, reader: TraceReader, on_batch: Callable[[BatchOutput], None] | None = None) -> dict[str, Any]:
@@ -285,6 +382,7 @@ class Replayer:
         pipeline = self.config.pipeline and verify is None
         totals = {"batches": 0, "lookups": 0, "ios": 0, "bytes_read": 0, "verified_batches": 0}
         t_begin = self.clock()
+        self._marks = (time.thread_time(), t_begin)  # the device clock's per-batch host CPU and wall marks
         pending: Prepared | None = None
         batches: Iterator[Batch] = reader.batches(start, stop)
         while True:
@@ -325,15 +423,23 @@ class Replayer:
         totals["lookups"] += n
         totals["ios"] += info.ios
         totals["bytes_read"] += info.bytes_read
+        cpu_excluded = 0.0
         if verify is not None:
-            t_v = self._base_clock()
+            t_v, c_v = self._base_clock(), time.thread_time()
             verify.check(p, out)
             totals["verified_batches"] += 1
             self._excluded_s += self._base_clock() - t_v
+            cpu_excluded = time.thread_time() - c_v
         if stats is not None:
             self._record(stats, p, info, latency)
         if on_batch is not None:
             on_batch(out)
+        if self.emulation is not None:
+            # the host's serial work since the last batch completed (reading the trace, preparing the next batch,
+            # dispatching, merging, recording): main-thread CPU seconds; and the measured interval beside it
+            cpu, wall = time.thread_time() - cpu_excluded, self.clock()
+            self.emulation.add(p.batch.index, cpu - self._marks[0], p.device_record, wall - self._marks[1])
+            self._marks = (cpu, wall)
 
     def _record(self, stats: ReplayStats, p: Prepared, info: BatchWork, latency: float) -> None:
         """A finished batch's counters into the live stats: per tier, per device, per core pool."""
@@ -380,6 +486,10 @@ class Replayer:
                                  f"{tab.layout.rows}", reader.path)
 
     def close(self) -> None:
+        for wk in getattr(self, "workers", []):
+            wk.close()
+        if getattr(self, "_host_pool", None) is not None:
+            self._host_pool.shutdown(wait=True)
         for e in getattr(self, "engines", []):
             e.close()
 
@@ -388,3 +498,18 @@ class Replayer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _pool_host(g, offsets: np.ndarray, kind: np.ndarray, loc: np.ndarray, dest: np.ndarray,
+               staged: np.ndarray | None, out: np.ndarray) -> None:
+    """One host pooling call over some of a group's bags (quantized rows dequantized as they are pooled; fp16
+    groups without TT rows too: whole 64-column blocks loaded unmasked, the same sums bit for bit)."""
+    from emulator.kernels.pooling import dtype_code, pool_sources
+
+    if g.row_format in ("int8", "int4") or (g.row_format == "fp16" and not g.tt_members):
+        from emulator.kernels.quant import pool_sources_quantized
+
+        pool_sources_quantized(offsets, kind, loc, g.dram, dest, g.row_format, g.dim, out)
+    else:
+        st = staged if staged is not None else np.zeros((0, g.dim), np.float32)
+        pool_sources(offsets, kind, loc, g.dram, dest, st, dtype_code(g.np_dtype), g.dim, out)

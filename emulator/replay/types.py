@@ -80,6 +80,7 @@ class Prepared:
     lru_hits: int = 0
     handles: list = field(default_factory=list)  # (device, engine handle) of reads in flight
     t_start: float = 0.0
+    device_record: Any = None  # what the device clock needs of this batch (set by the engine when emulating)
     _per_table: list[TableLookups] | None = None
 
     def tables(self) -> list[TableLookups]:

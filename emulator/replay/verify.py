@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emulator.tiers import KIND_STAGED
+from emulator.tiers import KIND_DRAM, KIND_STAGED
 from tracegen.errors import InputError
 
 from emulator.replay.types import BatchOutput, Prepared
@@ -62,8 +62,10 @@ class Verifier:
             kind, off, ids = lk.kind, lk.offsets, lk.old_ids
             rows = _reference_rows(store, tab, ids)
             tt_mask = kind == KIND_STAGED
+            # devices pool their rows, the host its DRAM rows, and the host adds the partials: the same grouping
+            split = None if self.rep.host_pooled else kind == KIND_DRAM
             if not tt_mask.any():
-                want = pool_reference(rows, off)
+                want = pool_reference_split(rows, off, split)
                 if not np.array_equal(got, want):
                     bad = int(np.argwhere((got != want).any(axis=1))[0, 0])
                     raise InputError(f"verify failed: batch {p.batch.index}, table {tab.name}, bag {bad}: "
@@ -98,6 +100,23 @@ class Verifier:
                 "max_tt_abs_diff": self.max_tt_abs_diff, "max_tt_bound_used": self.max_tt_bound_used,
                 "tt_rows_over_manifest_max": self.tt_rows_over_manifest_max,
                 "tt_bound": "per bag: sum of the served rows' |tt - raw| + float32 rounding of both sums (derived)"}
+
+
+def pool_reference_split(rows: np.ndarray, offsets: np.ndarray, host: np.ndarray | None) -> np.ndarray:
+    """The reference in the engine's grouping: ``host`` (bool per lookup, None: one sum) rows pooled in lookup
+    order, the other rows pooled in lookup order, the two partials added in float32 (host + device)."""
+    from emulator.kernels.reference import pool_reference
+
+    if host is None or host.all():
+        return pool_reference(rows, offsets)
+    bag_of = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
+    parts = []
+    for m in (host, ~host):
+        counts = np.bincount(bag_of[m], minlength=offsets.size - 1)
+        off = np.zeros(offsets.size, np.int64)
+        np.cumsum(counts, out=off[1:])
+        parts.append(pool_reference(rows[m], off))
+    return parts[0] + parts[1]
 
 
 def _reference_rows(store, tab, ids: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests import naive
 from emulator.io import uring_available
 from emulator.plan import DevicePlan, Plan, TablePlacement, uniform_plan
 from emulator.kernels.reference import pool_reference
@@ -13,6 +14,7 @@ from emulator.tt.decomposition import tt_rebuild_rows_reference
 from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 
+from tests import naive
 from tests.conftest import one_line_error, run_cli
 
 ENGINES = ["pread", pytest.param("uring", marks=pytest.mark.skipif(not uring_available()[0],
@@ -61,22 +63,27 @@ def test_raw_policies_equal_reference_exactly(tiny_store, tiny_trace, engine, po
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_mixed_tiers_match_reference(tiny_store, tiny_trace, engine):
+@pytest.mark.parametrize("offload", ["device", "host"])
+def test_mixed_tiers_match_reference(tiny_store, tiny_trace, engine, offload):
+    # devices pool their rows and the host adds their partials to its DRAM rows' sum (offload "device"), or
+    # the host pools every row in lookup order (plain SSDs): raw rows bit for bit in that grouping either way
     store = Store.open(tiny_store)
     plan = _mixed_plan(store)
-    outs, totals = _collect(store, plan, tiny_trace, engine=engine, verify=True, max_read_bytes=8192)
+    outs, totals = _collect(store, plan, tiny_trace, engine=engine, verify=True, max_read_bytes=8192,
+                            offload=offload)
     assert totals["verify"]["exact_bags"] > 0 and totals["verify"]["tt_bags"] > 0
     with TraceReader(tiny_trace) as r:
         for b, pooled in zip(r.batches(), outs):
             for t, pl in enumerate(plan.tables):
                 ids, off = b.table(t)
                 rows = store.read_rows(t, ids).astype(np.float32)
+                hot = ids < pl.hot_rows if offload == "device" else np.ones(ids.size, bool)
                 if pl.cold_tier == "ssd_tt":
                     cold = ids >= pl.hot_rows
                     rows[cold] = tt_rebuild_rows_reference(store.load_tt(t, pl.tt_rank), ids[cold])
                     np.testing.assert_allclose(pooled[t], pool_reference(rows, off), rtol=1e-4, atol=1e-5)
                 else:
-                    assert np.array_equal(pooled[t], pool_reference(rows, off))
+                    assert np.array_equal(pooled[t], naive.pool_split_ref(rows, off, hot))
 
 
 def test_null_engine_runs_and_counts(tiny_store, tiny_trace):

@@ -1,0 +1,164 @@
+"""A replay's batches on the device clock: emulated time beside measured time, per batch and in total.
+
+The replay engine hands :class:`Emulation` each batch's record: the host's serial CPU seconds (main thread:
+reading the trace, preparing, dispatching, merging), each device's response (core tasks with their measured
+thread-CPU seconds and dependencies, its reads with their real submission and completion times), the host's
+pooling tasks that ran while the devices worked, and those that ran after them (policies whose host pools every
+row). It never reads the batch's wall time for the emulated figure; the measured interval is only stored beside
+it, for the validation (``screc bench emulate``).
+
+Two ways to place core tasks, by the profile:
+
+* ``cores.count = "auto"`` (the ``host`` profile: this machine is the device): the devices' cores are threads of
+  this machine, so every core task of every device and every host pooling task is list-scheduled on one pool of
+  this machine's CPUs (``n_cpus``), after the reads it waits for. This is the validation configuration: the
+  emulated time must match the measured one.
+* any other profile: each device's tasks on its own cores (speeds and SSD from the profile), partials over its
+  link; the host's concurrent tasks on ``host_threads`` threads; the batch ends when the slowest of them is done,
+  plus the host's pooling after the devices (plain-SSD policies) and its serial work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from emulator.device.clock import (BatchInput, BatchTiming, ClockModel, CoreTask, DeviceBatch, IOGroup,
+                                   LinkTransfer, clock_model, emulate_batch, emulate_device)
+from emulator.device.energy import batch_device_energy_j
+from emulator.device.profile import AUTO, Profile
+from emulator.device.worker import IO_GROUP
+
+__all__ = ["BatchEmulated", "Emulation", "list_makespan"]
+
+
+def list_makespan(durations: Sequence[float], cores: int) -> float:
+    """Makespan of tasks list-scheduled in order, each on the earliest-free of ``cores`` cores."""
+    free = [0.0] * max(1, int(cores))
+    for d in durations:
+        k = min(range(len(free)), key=free.__getitem__)
+        free[k] += d
+    return max(free)
+
+
+@dataclass(frozen=True)
+class BatchEmulated:
+    """One batch: ``emulated_s`` (emulated, under the profile) and ``measured_s`` (this machine's wall time
+    between the previous batch's completion and this one's), with the parts the emulated figure is made of."""
+    batch: int
+    emulated_s: float
+    measured_s: float
+    serial_s: float
+    parallel_s: float
+    after_s: float
+    link_bytes: int
+    energy_j: float
+
+
+@dataclass
+class Emulation:
+    """Accumulates a replay's batches on the device clock (see the module docstring)."""
+    profile: Profile
+    devices: list[str]
+    cores: list[tuple[int, int]]
+    host_threads: int
+    n_cpus: int
+    host_rates: tuple[float | None, float | None] = (None, None)  # this host's mem lookups/s, compute flop/s
+    batches: list[BatchEmulated] = field(default_factory=list)
+    last_timing: BatchTiming | None = None
+    busy_s: dict = field(default_factory=dict)  # (device, kind) -> emulated busy core-seconds
+
+    def __post_init__(self) -> None:
+        self.model: ClockModel = clock_model(self.profile, *self.host_rates)
+        self.shared = str(self.profile.cores.value) == AUTO
+
+    def add(self, batch: int, serial_s: float, record: Any, measured_s: float) -> BatchEmulated:
+        """One finished batch (``record``: the engine's ``(t_dispatch_ns, responses, host_cpu, after_cpu)``)."""
+        if record is None:
+            record = (0, [], [], [])
+        t0, responses, host_cpu, after_cpu = record
+        devs = []
+        link = 0
+        for d, req, resp in responses:
+            tasks = tuple(CoreTask(r.task_id, r.core, r.cpu_s, r.after) for r in resp.tasks)
+            groups = ()
+            if resp.io is not None and resp.io.submit_ns is not None and resp.io.submit_ns.size:
+                groups = (IOGroup(IO_GROUP, (resp.io.submit_ns - t0) * 1e-9, resp.io.nbytes.astype(np.float64),
+                                  resp.io.latency_ns * 1e-9),)
+            # pooled partials cross the link; a plain SSD sends the pages it read
+            nbytes = resp.link_bytes if req.pools else (int(resp.io.bytes_read) if resp.io is not None else 0)
+            link += nbytes
+            after = tuple(t.task_id for t in tasks) or ((IO_GROUP,) if groups else ())
+            transfers = (LinkTransfer("partials", nbytes, after),) if nbytes else ()
+            mem, comp = self.cores[d]
+            devs.append(DeviceBatch(self.devices[d], mem, comp, tasks, (), transfers, io_groups=groups))
+        if self.shared:
+            timing, parallel, after_s = self._shared(batch, devs, host_cpu, after_cpu)
+        else:
+            host_work = list_makespan(host_cpu, self.host_threads)
+            after_s = list_makespan(after_cpu, self.host_threads)
+            timing = emulate_batch(BatchInput(batch, tuple(devs), host_merge_s=after_s, host_work_s=host_work),
+                                   self.model)
+            parallel = timing.emulated_s - after_s
+        total = serial_s + parallel + after_s
+        energy = batch_device_energy_j(timing, self.profile.power) if timing.devices else 0.0
+        for dt in timing.devices:
+            for kind, s in dt.busy_s.items():
+                self.busy_s[(dt.device, kind)] = self.busy_s.get((dt.device, kind), 0.0) + s
+        out = BatchEmulated(batch, total, measured_s, serial_s, parallel, after_s, link, energy)
+        self.batches.append(out)
+        self.last_timing = timing
+        return out
+
+    def _shared(self, batch: int, devs: list[DeviceBatch], host_cpu: Sequence[float],
+                after_cpu: Sequence[float]) -> tuple[BatchTiming, float, float]:
+        """The host profile: every task of every device and of the host on one pool of this machine's CPUs."""
+        tasks, groups, ids = [], [], []
+        for dev in devs:
+            pre = f"{dev.device}:"
+            groups += [IOGroup(pre + g.group_id, g.submit_s, g.nbytes, g.latency_s) for g in dev.io_groups]
+            for t in dev.tasks:
+                tasks.append(CoreTask(pre + t.task_id, t.kind, t.duration_s, tuple(pre + a for a in t.after)))
+                ids.append(pre + t.task_id)
+        tasks += [CoreTask(f"host{k}", "mem", s) for k, s in enumerate(host_cpu)]
+        waits = tuple(ids) + tuple(g.group_id for g in groups)
+        tasks += [CoreTask(f"after{k}", "mem", s, waits) for k, s in enumerate(after_cpu)]
+        cpus = DeviceBatch("cpus", self.n_cpus, 0, tuple(tasks), shared_cores=True, io_groups=tuple(groups))
+        timing = emulate_device(cpus, self.model)
+        end = max([s.end_s for s in timing.timeline] + [0.0])
+        after_end = max([s.end_s for s in timing.timeline if s.task_id.startswith("after")] + [0.0])
+        after_start = min([s.start_s for s in timing.timeline if s.task_id.startswith("after")] + [end])
+        bt = BatchTiming(batch, end, (timing,))
+        return bt, after_start if after_cpu else end, (after_end - after_start) if after_cpu else 0.0
+
+    # -- summaries ------------------------------------------------------------------------------------
+    def steady(self) -> list[BatchEmulated]:
+        """Batches after the first (which alone pays first-touch costs)."""
+        return self.batches[1:]
+
+    def summary(self) -> dict[str, Any]:
+        """Emulated and measured steady-state figures (labelled); median emulated/measured per batch."""
+        st = self.steady()
+        out: dict[str, Any] = {"profile": self.profile.name, "profile_origin": self.profile.origin,
+                               "mode": "shared host CPUs" if self.shared else "per-device cores",
+                               "batches": len(self.batches), "steady_batches": len(st)}
+        if not st:
+            return out
+        em = np.array([b.emulated_s for b in st])
+        me = np.array([b.measured_s for b in st])
+        ratio = em / np.maximum(me, 1e-12)
+        out.update({
+            "emulated_batch_s": float(np.median(em)), "measured_batch_s": float(np.median(me)),
+            "emulated_total_s": float(em.sum()), "measured_total_s": float(me.sum()),
+            "ratio_median": float(np.median(ratio)), "ratio_p10": float(np.percentile(ratio, 10)),
+            "ratio_p90": float(np.percentile(ratio, 90)),
+            "serial_s": float(np.median([b.serial_s for b in st])),
+            "parallel_s": float(np.median([b.parallel_s for b in st])),
+            "after_s": float(np.median([b.after_s for b in st])),
+            "link_bytes_per_batch": float(np.mean([b.link_bytes for b in st])),
+            "device_energy_j": float(sum(b.energy_j for b in st)),
+            "few_batches": len(st) < 10,
+        })
+        return out
