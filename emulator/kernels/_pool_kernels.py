@@ -23,11 +23,10 @@ FBGEMM kernel does the same things, on this AVX2 machine; ``screc bench dram``):
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from emulator.kernels._args import KIND_DRAM, KIND_PAGE
-from emulator.kernels._simd import prefetch, vadd, vload_f16, vload_f32, vload_row, vstore_f32, vzero
+from emulator.kernels._simd import atomic_add, prefetch, vadd, vload_f16, vload_f32, vload_row, vstore_f32, vzero
 from emulator.kernels.jit import njit
 
 _AHEAD_FULL = 24  # lookups ahead a full block's lines are prefetched (24-32 best at dim 64-256 here)
@@ -177,17 +176,6 @@ def pool_rows_serial(src, dim, n_rows, indices, offsets, out, row_stride, accumu
     # np.int64(0), not a literal 0: a Literal[int] argument would compile another (slower here) variant
     return pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, np.int64(0),
                            offsets.shape[0] - 1, accumulate)
-
-
-@njit(parallel=True)
-def pool_rows_parallel(src, dim, n_rows, indices, offsets, out, row_stride, accumulate, chunks):
-    if not csr_ok(offsets, indices.shape[0]):
-        return False
-    n_failed = 0
-    for c in numba.prange(chunks.shape[0] - 1):
-        n_failed += not pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, chunks[c],
-                                        chunks[c + 1], accumulate)
-    return n_failed == 0
 
 
 # ---------------------------------------------------------------- pool_sources
@@ -340,17 +328,6 @@ def pool_sources_serial(offsets, kinds, locs, limits, dram, pages, staged, page_
     return True
 
 
-@njit(parallel=True)
-def pool_sources_parallel(offsets, kinds, locs, limits, dram, pages, staged, page_half, dim, out, row_stride,
-                          accumulate, chunks):
-    if not sources_ok(offsets, kinds, locs, limits):
-        return False
-    for c in numba.prange(chunks.shape[0] - 1):
-        pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
-                           chunks[c], chunks[c + 1], accumulate)
-    return True
-
-
 # ---------------------------------------------------------------- checks
 
 
@@ -388,3 +365,56 @@ def sources_in_range(kinds, locs, lo, hi, limits):
         ok &= np.uint64(locs[k]) < limit
         k += np.uint64(1)
     return ok
+
+
+# ---------------------------------------------------------------- host threads (emulator.kernels.pooling_threads)
+
+
+@njit
+def chunk_bounds(offsets, n_chunks):
+    """Bag boundaries ``[0, ..., n_bags]`` splitting the lookups into about ``n_chunks`` equal parts
+    (strictly increasing; fewer chunks when bags are few or long)."""
+    n_bags = offsets.shape[0] - 1
+    n = max(min(n_bags, n_chunks), 1)
+    bounds = np.empty(n + 1, np.int64)
+    bounds[0] = 0
+    m = 1
+    lo, span = offsets[0], offsets[n_bags] - offsets[0]
+    for c in range(1, n):
+        target = lo + (span * c) // n
+        b = np.searchsorted(offsets, target)  # the first bag starting at or after the target lookup
+        if b > bounds[m - 1] and b < n_bags:
+            bounds[m] = b
+            m += 1
+    bounds[m] = n_bags
+    return bounds[:m + 1]
+
+
+@njit
+def pool_rows_claim(src, dim, n_rows, indices, offsets, out, row_stride, accumulate, chunks, state):
+    """Pool chunks of bags claimed one at a time (``state[0]``: next chunk) until none is left; counts
+    finished chunks in ``state[1]`` and failed ones (a row out of range) in ``state[2]``. Run by
+    every host thread at once; the offsets must have been checked (``csr_ok``)."""
+    n = chunks.shape[0] - 1
+    while True:
+        c = atomic_add(state, 0, 1)
+        if c >= n:
+            return
+        if not pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, chunks[c], chunks[c + 1],
+                               accumulate):
+            atomic_add(state, 2, 1)
+        atomic_add(state, 1, 1)
+
+
+@njit
+def pool_sources_claim(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride, accumulate,
+                       chunks, state):
+    """``pool_rows_claim`` for ``pool_sources_range`` (locations checked before: ``sources_ok``)."""
+    n = chunks.shape[0] - 1
+    while True:
+        c = atomic_add(state, 0, 1)
+        if c >= n:
+            return
+        pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
+                           chunks[c], chunks[c + 1], accumulate)
+        atomic_add(state, 1, 1)

@@ -22,35 +22,26 @@ ahead, and splitting bags over threads; none of it reorders the additions of
 one output element (lanes are independent columns, and one thread owns a whole
 bag), and no fast-math is used.
 
-Threads. ``threads=1`` runs the serial kernel. ``threads=N>1`` runs a
-``prange`` kernel over ``N * _CHUNKS_PER_THREAD`` chunks of bags (equal
-lookups, handed out dynamically) with ``numba.set_num_threads(N)``, which is
-thread-local in Numba: set for the calling thread and restored before
-returning. Parallel launches are serialised by a module lock, so several
-Python threads may call these functions (the workqueue threading layer would
-otherwise abort on concurrent launches). Parallel speed-ups need idle cores:
-on a loaded machine a worker woken per call can wait a whole time slice.
+Threads. ``threads=1`` runs the serial kernel on the calling thread.
+``threads=N>1`` splits the bags into ``N * CHUNKS_PER_THREAD`` chunks of equal
+lookups that the calling thread and ``N - 1`` helper threads claim one at a
+time (:mod:`emulator.kernels.pooling_threads`); several Python threads may
+call at once. The output is the same bits for every ``N``.
 """
 
 from __future__ import annotations
 
-import threading
-
-import numba
 import numpy as np
 
 from emulator.kernels import _args
 from emulator.kernels import _pool_kernels as _k
 from emulator.kernels._args import DTYPE_FP16, DTYPE_FP32, KIND_DRAM, KIND_PAGE, KIND_STAGED
+from emulator.kernels.pooling_threads import chunk_count, run_claimed
 
 __all__ = [
     "DTYPE_FP32", "DTYPE_FP16", "KIND_DRAM", "KIND_PAGE", "KIND_STAGED",
     "dtype_code", "pool_rows", "pool_sources", "gather_rows", "extract_rows",
 ]
-
-
-_CHUNKS_PER_THREAD = 8  # parallel kernels split the bags into threads * this chunks of equal lookups
-_PARALLEL_LOCK = threading.Lock()
 
 
 def dtype_code(dtype) -> int:
@@ -65,29 +56,11 @@ def dtype_code(dtype) -> int:
 # ---------------------------------------------------------------- running the kernels
 
 
-def _chunks(offsets: np.ndarray, threads: int) -> np.ndarray:
-    """Bag boundaries splitting the lookups into about ``threads * _CHUNKS_PER_THREAD`` equal parts."""
-    n_bags = offsets.size - 1
-    n = min(n_bags, threads * _CHUNKS_PER_THREAD)
-    targets = np.linspace(offsets[0], offsets[-1], n + 1)
-    bounds = np.searchsorted(offsets, targets, side="left").clip(0, n_bags)
-    bounds[0], bounds[-1] = 0, n_bags
-    return np.unique(bounds).astype(np.int64)
-
-
-def _run(threads: int, offsets: np.ndarray, serial, parallel, *args):
-    """The serial kernel, or the parallel one with ``threads`` threads (set and restored, one launch at
-    a time); returns what the kernel returns."""
-    if threads == 1 or offsets.size <= 2:
-        return serial(*args)
-    chunks = _chunks(offsets, threads)
-    with _PARALLEL_LOCK, numba.parallel_chunksize(1):  # chunk size 1: chunks handed out dynamically
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            return parallel(*args, chunks)
-        finally:
-            numba.set_num_threads(previous)
+def _claimed(claim, args: tuple, offsets: np.ndarray, threads: int) -> bool:
+    """``claim(*args, chunks, state)`` on ``threads`` host threads; False if a chunk failed."""
+    chunks = _k.chunk_bounds(offsets, chunk_count(threads))
+    n = chunks.size - 1
+    return run_claimed(claim, (*args, chunks), n, min(threads, n))[2] == 0
 
 
 # ---------------------------------------------------------------- public API
@@ -111,8 +84,12 @@ def pool_rows(table: np.ndarray, indices: np.ndarray, offsets: np.ndarray, out: 
     _args.check_offsets(offsets)
     out_flat, row_stride = _args.out_view(out, offsets.size - 1, dim)
     threads = _args.check_threads(threads)
-    if not _run(threads, offsets, _k.pool_rows_serial, _k.pool_rows_parallel,
-                src, dim, rows, indices, offsets, out_flat, row_stride, bool(accumulate)):
+    args = (src, dim, rows, indices, offsets, out_flat, row_stride, bool(accumulate))
+    if threads == 1 or offsets.size <= 2:
+        ok = _k.pool_rows_serial(*args)
+    else:
+        ok = _k.csr_ok(offsets, indices.size) and _claimed(_k.pool_rows_claim, args, offsets, threads)
+    if not ok:
         _args.raise_for_offsets(offsets, indices.size)
         lo, hi = int(offsets[0]), int(offsets[-1])
         bad = lo + int(np.flatnonzero((indices[lo:hi] < 0) | (indices[lo:hi] >= rows))[0])
@@ -138,9 +115,13 @@ def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram:
     out_flat, row_stride = _args.out_view(out, offsets.size - 1, dim)
     threads = _args.check_threads(threads)
     limits = _args.location_limits(dram, pages, staged, dtype_code, dim)
-    if not _run(threads, offsets, _k.pool_sources_serial, _k.pool_sources_parallel,
-                offsets, kinds, locs, limits, dram_flat, pages, staged_flat, page_half, int(dim), out_flat,
-                row_stride, bool(accumulate)):
+    args = (offsets, kinds, locs, dram_flat, pages, staged_flat, page_half, int(dim), out_flat, row_stride,
+            bool(accumulate))
+    if threads == 1 or offsets.size <= 2:
+        ok = _k.pool_sources_serial(offsets, kinds, locs, limits, *args[3:])
+    else:
+        ok = _k.sources_ok(offsets, kinds, locs, limits) and _claimed(_k.pool_sources_claim, args, offsets, threads)
+    if not ok:
         _args.raise_for_offsets(offsets, kinds.size)
         _args.raise_for_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), limits, dram, pages,
                                   staged, dtype_code, dim)
