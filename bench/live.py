@@ -348,8 +348,17 @@ class Overhead:
         return (self.view_s / self.stats_s - 1.0) * 100.0
 
 
-def _fake_replay(n_batches: int, stats: ReplayStats | None, rng: np.random.Generator, rows_per_batch: int) -> float:
+def _fake_replay(n_batches: int, stats: ReplayStats | None, rng: np.random.Generator, rows_per_batch: int,
+                 tables: int = 0) -> float:
     table = rng.standard_normal((1 << 16, 32), dtype=np.float32)
+    per_table = None
+    if tables:  # per-table figures of every batch, as the engine's table_counters would hand them
+        from emulator.replay.table_stats import TableCounters
+
+        z = np.zeros(tables, np.int64)
+        per_table = TableCounters(tuple(f"t{i}" for i in range(tables)),
+                                  np.tile(np.array([448, 64, 0, 0], np.int64), (tables, 1)) // tables, z, z + 4096, z + 1,
+                                  z, np.full(tables, 1e-5 / tables))
     rows = rng.integers(0, table.shape[0], size=(n_batches, rows_per_batch))
     out = np.empty(32, dtype=np.float32)
     if stats is not None:
@@ -363,33 +372,34 @@ def _fake_replay(n_batches: int, stats: ReplayStats | None, rng: np.random.Gener
                                tiers={"dram": TierCounters(lookups=448, bytes=448 * 128),
                                       "ssd_raw": TierCounters(lookups=64, bytes=64 * 4096, busy_s=1e-5)},
                                devices=[DeviceCounters("dev0", ios=64, bytes=64 * 4096, busy_s=1e-5, inflight_s=3e-5)],
-                               cores=[CoreCounters("dev0", "mem", 2, busy_s=1e-5, lookups=64, ios=64)])
+                               cores=[CoreCounters("dev0", "mem", 2, busy_s=1e-5, lookups=64, ios=64)], tables=per_table)
             stats.set_dram_used(i)
     return time.perf_counter() - t0
 
 
 def measure_overhead(n_batches: int = 10_000, repeats: int = 3, refresh_per_s: float = 4.0, seed: int = 0,
-                     rows_per_batch: int = 512) -> Overhead:
+                     rows_per_batch: int = 512, tables: int = 0) -> Overhead:
     """Time a synthetic replay loop bare, with :class:`ReplayStats`, and with a live :class:`LiveView`.
 
     Each fake batch gathers and sums ``rows_per_batch`` random rows of a 64Ki x 32 fp32
-    table in NumPy (512 rows: about 0.1 ms here), then records counters like an engine would.
+    table in NumPy (512 rows: about 0.1 ms here), then records counters like an engine would (with
+    ``tables`` > 0 also per-table figures of that many tables, which the view shows in its tables panel).
 
     The view renders into an in-memory terminal-like console (ANSI codes and
     all) at ``refresh_per_s``. The best of ``repeats`` interleaved runs is kept
     per variant. Wall-clock figures: expect noise on a busy machine.
     """
     rng = np.random.default_rng(seed)
-    _fake_replay(100, ReplayStats(), rng, rows_per_batch)  # warm up caches and code paths
+    _fake_replay(100, ReplayStats(), rng, rows_per_batch, tables)  # warm up caches and code paths
     best = {"bare": math.inf, "stats": math.inf, "view": math.inf}
     refreshes, display_cpu_s = 0, 0.0
     for _ in range(repeats):
         best["bare"] = min(best["bare"], _fake_replay(n_batches, None, rng, rows_per_batch))
-        best["stats"] = min(best["stats"], _fake_replay(n_batches, ReplayStats(), rng, rows_per_batch))
+        best["stats"] = min(best["stats"], _fake_replay(n_batches, ReplayStats(), rng, rows_per_batch, tables))
         stats = ReplayStats()
         console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system="truecolor")
         with LiveView(stats.snapshot, console, refresh_per_s=refresh_per_s, live=True) as view:
-            view_s = _fake_replay(n_batches, stats, rng, rows_per_batch)
+            view_s = _fake_replay(n_batches, stats, rng, rows_per_batch, tables)
         if view_s < best["view"]:
             best["view"], refreshes, display_cpu_s = view_s, view.refreshes, view.display_cpu_s
     return Overhead(n_batches, rows_per_batch, best["bare"], best["stats"], best["view"], refreshes, display_cpu_s)
@@ -398,9 +408,9 @@ def measure_overhead(n_batches: int = 10_000, repeats: int = 3, refresh_per_s: f
 if __name__ == "__main__":  # python -m bench.live [rows_per_batch [n_batches [repeats]]]: the overhead figures
     import sys
 
-    argv = [int(a) for a in sys.argv[1:4]]
-    o = measure_overhead(**dict(zip(("rows_per_batch", "n_batches", "repeats"), argv)))
-    print(f"{o.rows_per_batch} rows per batch, "
+    argv = [int(a) for a in sys.argv[1:5]]  # python -m bench.live [rows [batches [repeats [tables]]]]
+    o = measure_overhead(**dict(zip(("rows_per_batch", "n_batches", "repeats", "tables"), argv)))
+    print(f"{o.rows_per_batch} rows per batch, {argv[3] if len(argv) > 3 else 0} tables with per-table figures, "
           f"{o.n_batches} batches: bare {o.bare_s:.3f} s, +stats {o.stats_s:.3f} s ({o.stats_overhead_pct:+.1f}%), "
           f"+live view {o.view_s:.3f} s ({o.view_overhead_pct:+.1f}% over stats, {o.refreshes} refreshes, "
           f"{o.cpu_ms_per_refresh:.1f} ms CPU each = {o.display_core_share * 100:.1f}% of a core)")

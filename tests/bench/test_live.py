@@ -160,7 +160,7 @@ def test_a_failing_display_never_stops_the_replay():
 
 
 def test_measure_overhead_helper_runs():
-    o = measure_overhead(n_batches=200, repeats=1, refresh_per_s=20)
+    o = measure_overhead(n_batches=200, repeats=1, refresh_per_s=20, tables=30)
     assert o.n_batches == 200 and o.bare_s > 0 and o.stats_s > 0 and o.view_s > 0 and o.refreshes >= 1
     assert isinstance(o.view_overhead_pct, float) and o.display_core_share >= 0  # figures only, no timing asserts
 

@@ -8,7 +8,7 @@ import contextlib
 import numpy as np
 import pytest
 
-import emulator.replay.engine as engine
+from emulator.replay import engine
 from emulator.store.store import Store
 from plans.host_replays import (FEATURES, MAX_BATCH_LOOKUPS, batch_features, calibration_batch_sizes, calibration_jobs,
                                 calibration_plans, run_interleaved)

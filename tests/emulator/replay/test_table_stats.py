@@ -79,7 +79,7 @@ def finished(tiny_store, tiny_trace, tmp_path_factory):
 @pytest.mark.parametrize("which", ["plain-lru", "dense", "prefix-lru"])
 def test_sums_per_table_equal_the_batch_totals(finished, which):
     _, runs = finished
-    plan, tables, batches = runs[which]
+    _, tables, batches = runs[which]
     for p, work in batches:
         c = table_counters(p, work, tables)
         assert c.names == tuple(t.name for t in tables)
@@ -131,7 +131,7 @@ def _one_batch_counters(names, lookups, hits=None):
 def test_tier_attribution_by_hand(finished):
     """Busy time per tier and device shared by lookups: hand-built totals on a real batch's lookups."""
     _, runs = finished
-    plan, tables, batches = runs["plain-lru"]
+    _, tables, batches = runs["plain-lru"]
     p, _ = batches[0]
     # tables 0 and 3 are on dev0 (raw), 1 and 2 on dev1 (TT, raw); dram_s 1 s, dev0 mem 2 s, dev1 mem 4 s, dev1
     # compute 8 s, dev0 compute 16 s (no TT table there: unattributed)
@@ -150,7 +150,7 @@ def test_tier_attribution_by_hand(finished):
 
 def test_engine_filled_busy_time_is_used_as_is(finished):
     _, runs = finished
-    plan, tables, batches = runs["dense"]
+    _, tables, batches = runs["dense"]
     p, work = batches[0]
     busy = np.zeros(len(tables))
     add_table_busy(busy, [2], [7], 0.5)  # a slow-path call: all of it to its table
