@@ -215,3 +215,34 @@ def test_prediction_check_uses_the_steady_interval():
     assert got["measured_with_first_batch_s"] == pytest.approx(0.06 / 11)
     assert prediction_check(plan, {"batches": 1, "elapsed_s": 0.01})["measured_batch_s"] == 0.01  # one batch: no steady
     assert prediction_check(Plan("x", (TablePlacement("a", 0, "ssd_raw"),)), {"batches": 3, "elapsed_s": 1}) is None
+
+
+@pytest.mark.parametrize("plan_of", [lambda s: _mixed_plan(s), lambda s: uniform_plan(s.store_id, _rows(s), "all-dram")],
+                         ids=["mixed", "all-dram"])
+def test_host_threads_give_identical_outputs(tiny_store, tiny_trace, plan_of):
+    # host pooling is split by bags over the threads: every bag is summed by one task, so the bits cannot move
+    store = Store.open(tiny_store)
+    plan = plan_of(store)
+    runs = [_collect(store, plan, tiny_trace, engine="pread", host_threads=n)[0] for n in (1, 2, 3)]
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_replay_on_the_device_clock(tiny_store, tiny_trace):
+    # every batch gets an emulated time made of its parts (host serial work + the parallel phase + host work
+    # after the devices), beside its measured interval; device tasks were timed on their own threads
+    from emulator.device.profile import load_profile
+
+    store = Store.open(tiny_store)
+    with Replayer(store, _mixed_plan(store), ReplayConfig(engine="pread", device_profile=load_profile("host"),
+                                                          host_threads=2)) as rep, TraceReader(tiny_trace) as r:
+        rep.run(r)
+        em = rep.emulation
+        assert len(em.batches) == r.num_batches and not rep.host_pooled
+    for b in em.batches:
+        assert b.emulated_s == pytest.approx(b.serial_s + b.parallel_s + b.after_s)
+        assert b.measured_s > 0 and b.link_bytes > 0
+    assert {k for k, _ in em.busy_s} == {"cpus"}  # the host profile: one pool of this machine's CPUs
+    s = em.summary()
+    assert s["steady_batches"] == r.num_batches - 1 and s["profile"] == "host"
