@@ -32,7 +32,9 @@ COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
     ("bench.bench_tt", "bench", ""),
     ("bench.bench_predict", "bench", ""),
     ("bench.bench_quant", "bench", ""),
+    ("bench.bench_emulate", "bench", ""),
     ("bench.cmd_report", None, ""),
+    ("bench.cmd_cluster", "cluster", "a Ray cluster: its nodes; the modelled projection to more nodes"),
     ("bench.cmd_demo", None, ""),
 )
 

@@ -160,9 +160,15 @@ def measure_once(store, reader, plan: Plan, measured: BatchRange, replay: Replay
             if per_batch > 0:
                 expected = max(cfg.min_batches, math.ceil(cfg.min_seconds / per_batch))
         loop = TraceLoop(reader, measured, cfg.min_batches, cfg.min_seconds, cfg.max_batches, expected, clock=clock)
+        if rep.emulation is not None:
+            rep.emulation.reset()  # the warm-up's batches are not measured, on either clock
         with (watch(stats) if watch is not None else contextlib.nullcontext()):
             totals = rep.run(loop)
         payload = stats.summary()
+        if rep.emulation is not None:
+            payload["emulated"] = rep.emulation.summary(reader.batch_size)
+        payload["host_threads"] = rep.host_threads
+        payload["pooled_by"] = "host" if rep.host_pooled else "devices"
         payload.update({
             "policy": plan.planner, "engine": rc.engine, "queue_depth": rc.queue_depth,
             "devices_used": len(plan.devices), "pipeline": rc.pipeline and not rc.verify,

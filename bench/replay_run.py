@@ -115,7 +115,7 @@ def run_replay(store: Store, reader: TraceReader, plan: Plan, config: ReplayConf
                         for dp, c in zip(plan.devices, rep._cores)],
         })
         if rep.emulation is not None:
-            payload["emulated"] = rep.emulation.summary()
+            payload["emulated"] = rep.emulation.summary(reader.batch_size)
     payload["prediction"] = prediction_check(plan, payload)
     peak = peak_rss_bytes()
     # Memory: the process's peak resident set against the DRAM the plan holds. The overhead is what the

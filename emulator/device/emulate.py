@@ -29,7 +29,7 @@ from emulator.device.clock import (BatchInput, BatchTiming, ClockModel, CoreTask
                                    LinkTransfer, clock_model, emulate_batch, emulate_device)
 from emulator.device.energy import batch_device_energy_j
 from emulator.device.profile import AUTO, Profile
-from emulator.device.worker import IO_GROUP
+from emulator.device.worker import CONTROL, IO_GROUP
 
 __all__ = ["BatchEmulated", "Emulation", "list_makespan"]
 
@@ -82,7 +82,12 @@ class Emulation:
         devs = []
         link = 0
         for d, req, resp in responses:
-            tasks = tuple(CoreTask(r.task_id, r.core, r.cpu_s, r.after) for r in resp.tasks)
+            # the emulator's own threads (a device's control loop, the thread driving its ring) use this
+            # machine's CPUs: tasks under the host profile, not device work under any other
+            tasks = tuple(CoreTask(r.task_id, r.core, r.cpu_s, r.after) for r in resp.tasks
+                          if self.shared or r.task_id != CONTROL)
+            if self.shared and resp.io is not None and resp.io.cpu_s > 0:
+                tasks = (CoreTask("io-thread", "mem", resp.io.cpu_s),) + tasks
             groups = ()
             if resp.io is not None and resp.io.submit_ns is not None and resp.io.submit_ns.size:
                 groups = (IOGroup(IO_GROUP, (resp.io.submit_ns - t0) * 1e-9, resp.io.nbytes.astype(np.float64),
@@ -90,7 +95,8 @@ class Emulation:
             # pooled partials cross the link; a plain SSD sends the pages it read
             nbytes = resp.link_bytes if req.pools else (int(resp.io.bytes_read) if resp.io is not None else 0)
             link += nbytes
-            after = tuple(t.task_id for t in tasks) or ((IO_GROUP,) if groups else ())
+            after = tuple(t.task_id for t in tasks if t.task_id not in (CONTROL, "io-thread")) or \
+                ((IO_GROUP,) if groups else ())
             transfers = (LinkTransfer("partials", nbytes, after),) if nbytes else ()
             mem, comp = self.cores[d]
             devs.append(DeviceBatch(self.devices[d], mem, comp, tasks, (), transfers, io_groups=groups))
@@ -134,12 +140,19 @@ class Emulation:
         return bt, after_start if after_cpu else end, (after_end - after_start) if after_cpu else 0.0
 
     # -- summaries ------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the batches so far (e.g. a warm-up's)."""
+        self.batches.clear()
+        self.busy_s.clear()
+        self.last_timing = None
+
     def steady(self) -> list[BatchEmulated]:
         """Batches after the first (which alone pays first-touch costs)."""
         return self.batches[1:]
 
-    def summary(self) -> dict[str, Any]:
-        """Emulated and measured steady-state figures (labelled); median emulated/measured per batch."""
+    def summary(self, samples_per_batch: int | None = None) -> dict[str, Any]:
+        """Emulated and measured steady-state figures (labelled); median emulated/measured per batch; with
+        ``samples_per_batch``, steady queries/s emulated and measured (samples over the summed times)."""
         st = self.steady()
         out: dict[str, Any] = {"profile": self.profile.name, "profile_origin": self.profile.origin,
                                "mode": "shared host CPUs" if self.shared else "per-device cores",
@@ -160,5 +173,13 @@ class Emulation:
             "link_bytes_per_batch": float(np.mean([b.link_bytes for b in st])),
             "device_energy_j": float(sum(b.energy_j for b in st)),
             "few_batches": len(st) < 10,
+            "busy_core_s": {f"{d}/{k}": v for (d, k), v in sorted(self.busy_s.items())},
         })
+        if samples_per_batch:
+            out["emulated_qps"] = samples_per_batch * len(st) / max(float(em.sum()), 1e-12)
+            out["measured_qps"] = samples_per_batch * len(st) / max(float(me.sum()), 1e-12)
+            steady_s = max(float(em.sum()), 1e-12)
+            out["device_energy_w"] = out["device_energy_j"] / steady_s
+            out["queries_per_joule_devices"] = (samples_per_batch * len(st) / out["device_energy_j"]
+                                                if out["device_energy_j"] > 0 else None)
         return out

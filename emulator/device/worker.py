@@ -31,11 +31,13 @@ import numpy as np
 
 from emulator.io.types import IOFailure
 
-__all__ = ["DeviceRequest", "DeviceResponse", "DeviceWorker", "IORecord", "PoolTask", "RebuildTask",
+__all__ = ["CONTROL", "DeviceRequest", "DeviceResponse", "DeviceWorker", "IORecord", "PoolTask", "RebuildTask",
            "TaskRecord", "IO_GROUP"]
 
 #: the id of a device's reads in a batch, as tasks name it in ``after``
 IO_GROUP = "io"
+#: the device's control loop (dispatching its tasks and waiting), timed as a task of its own
+CONTROL = "control"
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +100,7 @@ class IORecord:
     ios: int
     bytes_read: int
     busy_s: float
+    cpu_s: float = 0.0  # CPU seconds of the thread that drove the reads (submissions and completions)
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,6 +151,13 @@ class DeviceWorker:
 
     # -- the device ------------------------------------------------------------------------------------
     def _serve(self, req: DeviceRequest, io_handle, dest: np.ndarray) -> DeviceResponse:
+        """The device's control loop (its own thread): its CPU time is a task too (``CONTROL``)."""
+        c0 = time.thread_time()
+        resp = self._serve_tasks(req, io_handle, dest)
+        ctl = TaskRecord(CONTROL, "mem", time.thread_time() - c0)
+        return DeviceResponse(resp.batch_id, resp.device, resp.partials, (ctl,) + resp.tasks, resp.io)
+
+    def _serve_tasks(self, req: DeviceRequest, io_handle, dest: np.ndarray) -> DeviceResponse:
         from emulator.tt.kernels import tt_rebuild_rows
 
         staged = {g: np.empty((n, req.staged_dims[g]), np.float32) for g, n in req.staged_rows.items()}
@@ -183,7 +193,7 @@ class DeviceWorker:
                     f.result()
                 raise
             io = IORecord(res.submit_ns, res.latency_ns, np.asarray(res.nread, np.int64), res.ios,
-                          res.bytes_read, res.elapsed_s)
+                          res.bytes_read, res.elapsed_s, res.cpu_s)
         mem_futs = [self._mem.submit(pool, k, t) for k, t in enumerate(req.pools) if t.core == "mem"]
         records.extend(f.result() for f in rebuild_futs)
         compute_futs = [self._compute.submit(pool, k, t) for k, t in enumerate(req.pools) if t.core != "mem"]

@@ -180,10 +180,11 @@ class IOEngine(ABC):
     def _run(self, req: Requests, latency: bool) -> IOResult:
         with self._lock:
             self._check_open()
-            t0 = self.clock()
+            t0, c0 = self.clock(), time.thread_time()
             out = self._read_batch(req, latency) if len(req) else BatchOutcome(
                 np.zeros(0, np.int64), T.new_stats(), np.zeros(0, np.int64) if latency else None)
             elapsed = self.clock() - t0
+            cpu = time.thread_time() - c0
         s = out.stats
         with self._stats_lock:
             c = self._c
@@ -205,7 +206,7 @@ class IOEngine(ABC):
             nread=out.nread, ios=int(s[T.ST_SUBMITTED]), bytes_read=int(s[T.ST_BYTES]),
             retries=int(s[T.ST_RETRIES]), short_reads=int(s[T.ST_SHORT]),
             max_in_flight=int(s[T.ST_MAX_IN_FLIGHT]), syscalls=int(s[T.ST_SYSCALLS]),
-            elapsed_s=elapsed, latency_ns=out.latency_ns, submit_ns=out.submit_ns,
+            elapsed_s=elapsed, latency_ns=out.latency_ns, submit_ns=out.submit_ns, cpu_s=cpu,
         )
 
     @abstractmethod

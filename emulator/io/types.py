@@ -86,6 +86,8 @@ class IOResult:
     #: per read, when it was submitted (CLOCK_MONOTONIC ns, the clock of ``time.perf_counter_ns`` on Linux);
     #: given with ``latency_ns``. The device clock places each read at its real submission and completion.
     submit_ns: np.ndarray | None = None
+    #: CPU seconds of the thread that drove the batch (submissions, completions; not the kernel's own work)
+    cpu_s: float = 0.0
 
     @property
     def requests(self) -> int:

@@ -87,7 +87,7 @@ def test_worker_serves_raw_and_tt_rows_like_numpy(tmp_path):
     finally:
         worker.close()
         eng.close()
-    assert resp.batch_id == 7 and [r.task_id for r in resp.tasks][:2] == ["r0", "r1"]
+    assert resp.batch_id == 7 and [r.task_id for r in resp.tasks][:3] == ["control", "r0", "r1"]
     assert np.array_equal(resp.partials[0], pool_reference(raw[ids], _csr([20, 10, 20])))
     want_tt = pool_reference(tt_rebuild_rows_reference(tt, look), _csr([12, 18]))
     np.testing.assert_allclose(resp.partials[1], want_tt, rtol=1e-4, atol=1e-5)
