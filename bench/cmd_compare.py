@@ -33,7 +33,7 @@ from bench.common import (add_dram_budget_arg, add_json_arg, add_out_dir_arg, en
                           ensure_writable_file, format_bytes, is_live, parse_size_or_share, size_arg,
                           stderr_console, stdout_console, write_json)
 from bench.measure import BatchRange, Measurement, add_measure_args, measure_config, measure_rounds, notes
-from bench.replay_run import add_replay_args, check_engine_verify
+from bench.replay_run import add_replay_args, check_engine_verify, device_clock_args
 from bench.tables import fit_table, ms_cell, num
 from emulator.plan import Plan
 from emulator.replay.engine import ReplayConfig
@@ -63,7 +63,8 @@ def policy_plans(store: Store, reader: TraceReader, budget_bytes: int, policies:
 
     planning = PlanningConfig(dram_budget_bytes=budget_bytes, devices=args.devices, device_dram_bytes=args.device_dram,
                               accuracy_budget=args.accuracy_budget, time_limit_s=args.time_limit, queue_depth=args.qd,
-                              calibration=args.calibration, store=str(store.path), trace=str(reader.path))
+                              calibration=args.calibration, store=str(store.path), trace=str(reader.path),
+                              device_profile=args.device_profile, cores=args.cores)
     request = PresetRequest(dram_budget_bytes=budget_bytes, profile_batches=args.profile_batches, planning=planning,
                             plan_dir=str(plan_dir))
     plans, plan_notes = [], {}
@@ -74,11 +75,21 @@ def policy_plans(store: Store, reader: TraceReader, budget_bytes: int, policies:
             continue
         result = preset_plan(policy, store, reader, request)
         plan = result.plan
-        if policy in BASELINES:
+        if policy in BASELINES or policy == "all-tt":
             plan = spread_over_devices(plan, store, args.devices)
+            if policy == "all-tt":  # its devices rebuild and pool TT rows: every core compute-centric
+                plan = dataclasses.replace(plan, devices=tuple(
+                    dataclasses.replace(d, mem_cores=0, compute_cores=_profile_cores(args)) for d in plan.devices))
         plans.append((policy, plan))
         plan_notes[policy] = [str(n) for n in result.notes]
     return plans, plan_notes
+
+
+def _profile_cores(args) -> int:
+    """Cores per device: ``--cores``, else the device profile's count (``auto``: this machine's CPUs)."""
+    from emulator.device.profile import load_profile
+
+    return int(args.cores) if args.cores else int(load_profile(args.device_profile).core_count)
 
 
 def _prediction(plan: Plan, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -109,11 +120,14 @@ def compare_rows(store: Store, measurements: list[Measurement], budget_bytes: in
         })
         row["prediction"] = _prediction(m.plan, row)
         rows.append(row)
-    for key in ("all-ssd", "lru"):
+    for key in ("all-dram", "all-ssd", "lru"):
         base = next((r for r in rows if r["policy"] == key), None)
         for r in rows:
             ok = base and base.get("steady_qps") and r.get("steady_qps")
             r[f"speedup_vs_{key.replace('-', '_')}"] = r["steady_qps"] / base["steady_qps"] if ok else None
+            be, re_ = (base or {}).get("emulated") or {}, r.get("emulated") or {}
+            ok = be.get("emulated_qps") and re_.get("emulated_qps")
+            r[f"emulated_speedup_vs_{key.replace('-', '_')}"] = re_["emulated_qps"] / be["emulated_qps"] if ok else None
     return rows
 
 
@@ -134,6 +148,17 @@ def render(rows: list[dict[str, Any]], budget_bytes: int, raw_bytes: int, rounds
                       "-" if not r.get("tt_weighted_rel_error") else f"{r['tt_weighted_rel_error']:.4f}")
                      for r in rows])
     parts: list[RenderableType] = [head, speed, res]
+    emu = [r for r in rows if (r.get("emulated") or {}).get("emulated_qps")]
+    if emu:
+        prof = emu[0]["emulated"]["profile"]
+        parts.append(fit_table(f"emulated under the {prof} profile (device clock); energy modelled",
+                               ("policy", "queries/s", "x all-dram", "x all-ssd", "x lru", "link/batch", "q/J"),
+                               [(r["policy"], num(r["emulated"]["emulated_qps"], ",.0f"),
+                                 num(r.get("emulated_speedup_vs_all_dram"), ".2f"),
+                                 num(r.get("emulated_speedup_vs_all_ssd"), ".2f"),
+                                 num(r.get("emulated_speedup_vs_lru"), ".2f"),
+                                 format_bytes(r["emulated"].get("link_bytes_per_batch") or 0),
+                                 num(r["emulated"].get("queries_per_joule"), ",.0f")) for r in emu]))
     pred = [(r["policy"], r["prediction"]) for r in rows if r.get("prediction")]
     if pred:
         parts.append(fit_table("batch time: the planner's prediction (modelled) against the measured one",
@@ -212,8 +237,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     err = stderr_console()
     out = err if args.json == "-" else stdout_console()  # bare --json: stdout holds the JSON only
     live = is_live() and not args.no_live
+    profile, rates = device_clock_args(args)
+    if args.host_threads is not None and args.host_threads < 1:
+        raise InputError(f"--host-threads must be >= 1, got {args.host_threads}")
     replay = ReplayConfig(engine=args.engine, queue_depth=args.qd, allow_buffered=args.buffered_io,
-                          pipeline=not args.no_pipeline)
+                          pipeline=not args.no_pipeline, host_threads=args.host_threads, offload=args.offload,
+                          device_profile=profile, host_rates=rates)
     with TraceReader(args.trace) as reader:
         if args.profile_batches is None:
             args.profile_batches = max(1, reader.num_batches // 2)
@@ -272,6 +301,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile-batches", type=int, default=None,
                    help="batches used for statistics and plans; the rest are replayed (default: half)")
     p.add_argument("--devices", type=int, default=1, help="emulated devices, for every policy (default 1)")
+    p.add_argument("--cores", type=int, default=None,
+                   help="cores per device for the planned policies and all-tt (default: the device profile's)")
     p.add_argument("--device-dram", type=size_arg("--device-dram"), default=4 << 30,
                    help="device memory for TT cores (default 4GiB)")
     p.add_argument("--accuracy-budget", type=float, default=None, help="bound on the lookup-weighted TT error")

@@ -54,7 +54,8 @@ class BatchEmulated:
     parallel_s: float
     after_s: float
     link_bytes: int
-    energy_j: float
+    energy_j: float  # modelled: the devices' (profile power figures)
+    host_cpu_s: float = 0.0  # host CPU seconds not already counted as device cores (host energy, modelled)
 
 
 @dataclass
@@ -110,10 +111,12 @@ class Emulation:
             parallel = timing.emulated_s - after_s
         total = serial_s + parallel + after_s
         energy = batch_device_energy_j(timing, self.profile.power) if timing.devices else 0.0
+        # under the host profile the host's pooling tasks ran on the "cpus" device (its energy has them)
+        host_cpu = serial_s + (0.0 if self.shared else float(sum(host_cpu) + sum(after_cpu)))
         for dt in timing.devices:
             for kind, s in dt.busy_s.items():
                 self.busy_s[(dt.device, kind)] = self.busy_s.get((dt.device, kind), 0.0) + s
-        out = BatchEmulated(batch, total, measured_s, serial_s, parallel, after_s, link, energy)
+        out = BatchEmulated(batch, total, measured_s, serial_s, parallel, after_s, link, energy, host_cpu)
         self.batches.append(out)
         self.last_timing = timing
         return out
@@ -175,11 +178,15 @@ class Emulation:
             "few_batches": len(st) < 10,
             "busy_core_s": {f"{d}/{k}": v for (d, k), v in sorted(self.busy_s.items())},
         })
+        from emulator.device.energy import HOST_W_PER_CPU, HOST_W_PER_CPU_SOURCE
+
+        host_j = float(sum(b.host_cpu_s for b in st)) * HOST_W_PER_CPU
+        out.update({"host_energy_j": host_j, "energy_j": out["device_energy_j"] + host_j,
+                    "energy_basis": "modelled: devices from the profile's power figures (busy cores, idle, SSD "
+                                    f"active); host CPU seconds x {HOST_W_PER_CPU:g} W ({HOST_W_PER_CPU_SOURCE})"})
         if samples_per_batch:
-            out["emulated_qps"] = samples_per_batch * len(st) / max(float(em.sum()), 1e-12)
-            out["measured_qps"] = samples_per_batch * len(st) / max(float(me.sum()), 1e-12)
-            steady_s = max(float(em.sum()), 1e-12)
-            out["device_energy_w"] = out["device_energy_j"] / steady_s
-            out["queries_per_joule_devices"] = (samples_per_batch * len(st) / out["device_energy_j"]
-                                                if out["device_energy_j"] > 0 else None)
+            queries = samples_per_batch * len(st)
+            out["emulated_qps"] = queries / max(float(em.sum()), 1e-12)
+            out["measured_qps"] = queries / max(float(me.sum()), 1e-12)
+            out["queries_per_joule"] = queries / out["energy_j"] if out["energy_j"] > 0 else None
         return out
