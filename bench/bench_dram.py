@@ -11,9 +11,12 @@ that first pass of each side is also its warm-up (Numba compile, torch's
 first call, first touch of the table and outputs), and no clock runs during
 it. Timing then alternates the two sides, one pass over all batches each,
 for about ``seconds`` in total: pooled lookups per second of the best pass
-(``lookups_per_s``) and of the median pass (``*_median``), for both sides. Both
+(``lookups_per_s``) and of the median pass (``*_median``), for both sides, and
+their ratios (``ratio``: best passes, ``ratio_median``: median passes). Both
 run with ``threads`` threads (``torch.set_num_threads`` and the kernel's
-``threads``), both restored afterwards.
+``threads``), both restored afterwards. :func:`run_bench_dram_threads` runs
+that for several thread counts on one workload (``--threads all``: every
+count from 1 to the CPUs). Every figure is measured on this machine.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import argparse
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 import numba
@@ -102,9 +105,34 @@ def _time_passes(sides: dict[str, Callable[[], None]], seconds: float,
             return times
 
 
+def cpu_threads() -> int:
+    """The most threads both sides may use: the CPUs (Numba's thread count, which defaults to them)."""
+    return max(1, min(os.cpu_count() or 1, numba.config.NUMBA_NUM_THREADS))
+
+
+def run_bench_dram_threads(config: DramBenchConfig, thread_counts: list[int],
+                           on_step: Callable[[str], None] | None = None,
+                           clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """:func:`run_bench_dram` at each of ``thread_counts`` on one workload (built once); returns
+    ``{"benchmark": "dram", "thread_counts": [...], "runs": [one result per count]}``."""
+    if not thread_counts:
+        raise InputError("no thread counts to run")
+    for n in thread_counts:
+        replace(config, threads=n).check()
+    step = on_step or (lambda _msg: None)
+    step("building table and Zipf batches")
+    workload = make_workload(config)
+    runs = [run_bench_dram(replace(config, threads=n), on_step=lambda msg, n=n: step(f"{n} thread(s): {msg}"),
+                           clock=clock, workload=workload) for n in thread_counts]
+    return {"benchmark": "dram", "thread_counts": list(thread_counts), "runs": runs,
+            "conditions": {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}}
+
+
 def run_bench_dram(config: DramBenchConfig, on_step: Callable[[str], None] | None = None,
-                   clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
-    """Run the benchmark; returns a JSON-ready dict (torch figures are None when torch is missing)."""
+                   clock: Callable[[], float] = time.perf_counter,
+                   workload: tuple[np.ndarray, list[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
+    """Run the benchmark; returns a JSON-ready dict (torch figures are None when torch is missing).
+    ``workload`` (``make_workload(config)``'s result) is built when None."""
     config.check()
     step = on_step or (lambda _msg: None)
     torch = None
@@ -117,8 +145,10 @@ def run_bench_dram(config: DramBenchConfig, on_step: Callable[[str], None] | Non
     else:
         torch_missing = "torch comparison switched off"
 
-    step("building table and Zipf batches")
-    table, batches, offsets = make_workload(config)
+    if workload is None:
+        step("building table and Zipf batches")
+        workload = make_workload(config)
+    table, batches, offsets = workload
     n_per_pass = N_BATCHES * config.batch * config.pooling
     outs = [np.empty((config.batch, config.dim), np.float32) for _ in batches]
 
@@ -162,6 +192,7 @@ def run_bench_dram(config: DramBenchConfig, on_step: Callable[[str], None] | Non
     lookups_per_s = n_per_pass / min(times["kernel"])
     torch_lookups_per_s = n_per_pass / min(times["torch"]) if "torch" in times else None
     torch_median = n_per_pass / statistics.median(times["torch"]) if "torch" in times else None
+    kernel_median = n_per_pass / statistics.median(times["kernel"])
     return {
         "benchmark": "dram",
         "config": asdict(config),
@@ -171,8 +202,9 @@ def run_bench_dram(config: DramBenchConfig, on_step: Callable[[str], None] | Non
         "lookups_per_s": lookups_per_s,
         "torch_lookups_per_s": torch_lookups_per_s,
         "ratio": lookups_per_s / torch_lookups_per_s if torch_lookups_per_s else None,
-        "lookups_per_s_median": n_per_pass / statistics.median(times["kernel"]),
+        "lookups_per_s_median": kernel_median,
         "torch_lookups_per_s_median": torch_median,
+        "ratio_median": kernel_median / torch_median if torch_median else None,
         "warm_up": "one untimed pass per side (the outputs compared) before any clock",
         "passes": len(times["kernel"]),
         "torch_passes": len(times.get("torch", [])),
@@ -189,7 +221,18 @@ def run_bench_dram(config: DramBenchConfig, on_step: Callable[[str], None] | Non
 
 EXAMPLE = """example:
   screc bench dram --rows 1000000 --dim 64 --batch 2048 --pooling 32 --alpha 1.05 --seconds 5
-  screc bench dram --threads 2 --json runs/bench_dram.json"""
+  screc bench dram --threads all --json runs/bench_dram.json   # every thread count from 1 to the CPUs"""
+
+
+def parse_threads(text: str) -> list[int]:
+    """``--threads``: ``N`` -> [N]; ``all`` -> [1, ..., CPUs]. Bad text raises InputError."""
+    if text.strip().lower() == "all":
+        return list(range(1, cpu_threads() + 1))
+    try:
+        n = int(text)
+    except ValueError:
+        raise InputError(f"--threads must be a positive integer or 'all', got {text!r}") from None
+    return [n]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -204,9 +247,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=d.batch, help=f"bags per batch (default {d.batch})")
     p.add_argument("--pooling", type=int, default=d.pooling, help=f"lookups per bag (default {d.pooling})")
     p.add_argument("--alpha", type=float, default=d.alpha, help=f"Zipf exponent of row popularity (default {d.alpha})")
-    p.add_argument("--threads", type=int, default=d.threads, help="threads for both sides (default 1)")
+    p.add_argument("--threads", default=None, metavar="N|all",
+                   help="threads for both sides, or 'all' for every count from 1 to the CPUs "
+                        f"(default: the CPUs, {cpu_threads()})")
     p.add_argument("--seconds", type=float, default=d.seconds,
-                   help=f"timing budget, both sides (default {d.seconds:g})")
+                   help=f"timing budget per thread count, both sides (default {d.seconds:g})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the table and the lookups (default 0)")
     p.add_argument("--no-torch", action="store_true", help="measure the kernel alone")
     add_json_arg(p)
@@ -218,44 +263,65 @@ def _handle(args: argparse.Namespace) -> int:
     from bench.common import check_out, emit_result, is_live, stderr_console
 
     check_out(args)
+    counts = parse_threads(args.threads) if args.threads is not None else [cpu_threads()]
     config = DramBenchConfig(rows=args.rows, dim=args.dim, batch=args.batch, pooling=args.pooling, alpha=args.alpha,
-                             threads=args.threads, seconds=args.seconds, seed=args.seed, use_torch=not args.no_torch)
-    config.check()
+                             threads=counts[0], seconds=args.seconds, seed=args.seed, use_torch=not args.no_torch)
+    for n in counts:
+        replace(config, threads=n).check()
     err = stderr_console()
     if is_live():
         with err.status("bench dram") as status:
-            result = run_bench_dram(config, on_step=lambda msg: status.update(f"bench dram: {msg}"))
+            result = _run(config, counts, lambda msg: status.update(f"bench dram: {msg}"))
     else:
-        result = run_bench_dram(config)
-    if result["torch_missing"] and config.use_torch:
-        err.print(result["torch_missing"], soft_wrap=True)
+        result = _run(config, counts, None)
+    first = result["runs"][0] if "runs" in result else result
+    if first["torch_missing"] and config.use_torch:
+        err.print(first["torch_missing"], soft_wrap=True)
     emit_result("bench-dram", result, args, render)
     return 0
 
 
+def _run(config: DramBenchConfig, counts: list[int], on_step) -> dict[str, Any]:
+    """One count: the plain result (as ``run_bench_dram``); several: the sweep."""
+    if len(counts) == 1:
+        return run_bench_dram(config, on_step=on_step)
+    return run_bench_dram_threads(config, counts, on_step=on_step)
+
+
+def _rate(x: float | None) -> str:
+    return "-" if x is None else f"{x / 1e6:,.1f} M"
+
+
 def render(result: dict[str, Any]):
-    """The result as a rich Table (pure: no printing)."""
+    """The result (one thread count or a sweep) as a rich Table (pure: no printing)."""
     from rich.table import Table
 
-    c = result["config"]
-    t = Table(title=f"bench dram: {c['rows']:,} x {c['dim']} fp32 ({format_bytes(result['table_bytes'])}), "
-                    f"{c['batch']} bags x {c['pooling']} lookups, Zipf {c['alpha']:g}, {result['threads']} thread(s)")
+    runs = result["runs"] if "runs" in result else [result]
+    first = runs[0]
+    c = first["config"]
+    t = Table(title=f"bench dram (measured): {c['rows']:,} x {c['dim']} fp32 ({format_bytes(first['table_bytes'])}), "
+                    f"{c['batch']} bags x {c['pooling']} lookups, Zipf {c['alpha']:g}")
+    t.add_column("threads", justify="right")
     t.add_column("pooling", justify="left")
-    t.add_column("lookups/s best", justify="right")
-    t.add_column("median", justify="right")
+    t.add_column("lookups/s median", justify="right")
+    t.add_column("best", justify="right")
     t.add_column("vs torch", justify="right")
-    t.add_row("screc pool_rows (Numba)", f"{result['lookups_per_s']:,.0f}", f"{result['lookups_per_s_median']:,.0f}",
-              "-" if result["ratio"] is None else f"{result['ratio']:.2f}x")
-    has_torch = result["torch_lookups_per_s"] is not None
-    t.add_row(f"torch EmbeddingBag {result['torch_version'] or ''}".rstrip(),
-              f"{result['torch_lookups_per_s']:,.0f}" if has_torch else "-",
-              f"{result['torch_lookups_per_s_median']:,.0f}" if has_torch else "-", "1.00x" if has_torch else "-")
-    notes = [f"best of {result['passes']} passes of {result['lookups_per_pass']:,} lookups after an untimed one",
-             f"load average {result['conditions']['loadavg_1m']:.2f} on {result['conditions']['cpus']} CPUs"]
-    if result["torch_missing"]:
-        notes.append(result["torch_missing"])
-    elif result["outputs_bit_exact"] is not None:
-        notes.append("outputs bit-identical" if result["outputs_bit_exact"]
-                     else f"outputs allclose (max abs diff {result['max_abs_diff']:.2g})")
+    for r in runs:
+        has_torch = r["torch_lookups_per_s"] is not None
+        t.add_row(str(r["threads"]), "screc pool_rows (Numba)", _rate(r["lookups_per_s_median"]),
+                  _rate(r["lookups_per_s"]), "-" if r["ratio_median"] is None else f"{r['ratio_median']:.2f}x")
+        t.add_row("", f"torch EmbeddingBag {r['torch_version'] or ''}".rstrip(),
+                  _rate(r["torch_lookups_per_s_median"]), _rate(r["torch_lookups_per_s"]),
+                  "1.00x" if has_torch else "-", end_section=True)
+    conditions = result.get("conditions", first["conditions"])
+    notes = [f"median and best of >= {min(r['passes'] for r in runs)} alternating passes of "
+             f"{first['lookups_per_pass']:,} lookups after an untimed one; vs torch: ratio of medians",
+             f"load average {conditions['loadavg_1m']:.2f} on {conditions['cpus']} CPUs"]
+    if first["torch_missing"]:
+        notes.append(first["torch_missing"])
+    else:
+        exact = all(r["outputs_bit_exact"] for r in runs)
+        notes.append("outputs bit-identical" if exact else
+                     f"outputs allclose (max abs diff {max(r['max_abs_diff'] for r in runs):.2g})")
     t.caption = "; ".join(notes)
     return t

@@ -23,10 +23,11 @@ FBGEMM kernel does the same things, on this AVX2 machine; ``screc bench dram``):
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from emulator.kernels._args import KIND_DRAM, KIND_PAGE
-from emulator.kernels._simd import atomic_add, prefetch, vadd, vload_f16, vload_f32, vload_row, vstore_f32, vzero
+from emulator.kernels._simd import prefetch, vadd, vload_f16, vload_f32, vload_row, vstore_f32, vzero
 from emulator.kernels.jit import njit
 
 _AHEAD_FULL = 24  # lookups ahead a full block's lines are prefetched (24-32 best at dim 64-256 here)
@@ -367,7 +368,7 @@ def sources_in_range(kinds, locs, lo, hi, limits):
     return ok
 
 
-# ---------------------------------------------------------------- host threads (emulator.kernels.pooling_threads)
+# ---------------------------------------------------------------- threads (prange over chunks of bags)
 
 
 @njit
@@ -390,31 +391,26 @@ def chunk_bounds(offsets, n_chunks):
     return bounds[:m + 1]
 
 
-@njit
-def pool_rows_claim(src, dim, n_rows, indices, offsets, out, row_stride, accumulate, chunks, state):
-    """Pool chunks of bags claimed one at a time (``state[0]``: next chunk) until none is left; counts
-    finished chunks in ``state[1]`` and failed ones (a row out of range) in ``state[2]``. Run by
-    every host thread at once; the offsets must have been checked (``csr_ok``)."""
-    n = chunks.shape[0] - 1
-    while True:
-        c = atomic_add(state, 0, 1)
-        if c >= n:
-            return
-        if not pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, chunks[c], chunks[c + 1],
-                               accumulate):
-            atomic_add(state, 2, 1)
-        atomic_add(state, 1, 1)
+@njit(parallel=True)
+def pool_rows_parallel(src, dim, n_rows, indices, offsets, out, row_stride, accumulate, n_chunks):
+    """``pool_rows_serial`` with the bags split into ``n_chunks`` chunks of equal lookups over ``prange``."""
+    if not csr_ok(offsets, indices.shape[0]):
+        return False
+    chunks = chunk_bounds(offsets, n_chunks)
+    n_failed = 0
+    for c in numba.prange(chunks.shape[0] - 1):
+        n_failed += not pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, chunks[c],
+                                        chunks[c + 1], accumulate)
+    return n_failed == 0
 
 
-@njit
-def pool_sources_claim(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride, accumulate,
-                       chunks, state):
-    """``pool_rows_claim`` for ``pool_sources_range`` (locations checked before: ``sources_ok``)."""
-    n = chunks.shape[0] - 1
-    while True:
-        c = atomic_add(state, 0, 1)
-        if c >= n:
-            return
+@njit(parallel=True)
+def pool_sources_parallel(offsets, kinds, locs, limits, dram, pages, staged, page_half, dim, out, row_stride,
+                          accumulate, n_chunks):
+    if not sources_ok(offsets, kinds, locs, limits):
+        return False
+    chunks = chunk_bounds(offsets, n_chunks)
+    for c in numba.prange(chunks.shape[0] - 1):
         pool_sources_range(offsets, kinds, locs, dram, pages, staged, page_half, dim, out, row_stride,
                            chunks[c], chunks[c + 1], accumulate)
-        atomic_add(state, 1, 1)
+    return True

@@ -19,8 +19,6 @@ loop, as FBGEMM's generated kernels keep theirs:
   if it is uint16 (an fp16 table viewed as its bits), chosen at compile time
 * ``vstore_f32(arr, i, v, n)`` -> stores lanes ``[0, n)`` at element ``i``
 * ``prefetch(arr, i)`` -> ``prefetcht0`` of element ``i`` (never faults)
-* ``atomic_add(arr, i, v)`` -> atomic ``fetch_add`` on element ``i`` of an int64 array (host
-  threads claim chunks of bags with it)
 
 ``n`` must be in ``[0, 16]``; callers guarantee it (no check on the hot path).
 A constant ``n = 16`` folds the mask away into a plain vector load.
@@ -164,17 +162,3 @@ def prefetch(typingctx, arr, index):
 
     return types.void(arr, index), codegen
 
-
-@intrinsic
-def atomic_add(typingctx, arr, index, value):
-    """``arr[index] += value`` as one sequentially consistent atomic read-modify-write of a 1-D int64
-    array; returns the value before the add (``fetch_add``). Host threads claim work with it."""
-    if not (_is_1d(arr) and arr.dtype == types.int64 and _is_index(index) and _is_index(value)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _element_ptr(context, builder, sig.args[0], args[0], args[1])
-        v = context.cast(builder, args[2], sig.args[2], types.int64)
-        return builder.atomic_rmw("add", ptr, v, "seq_cst")
-
-    return types.int64(arr, index, value), codegen

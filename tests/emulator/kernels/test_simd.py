@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emulator.kernels._simd import atomic_add, prefetch, vadd, vload_f16, vload_f32, vload_row, vstore_f32, vzero
+from emulator.kernels._simd import prefetch, vadd, vload_f16, vload_f32, vload_row, vstore_f32, vzero
 from emulator.kernels.jit import njit
 
 
@@ -53,23 +53,3 @@ def test_vload_row_picks_the_format_from_the_dtype_and_store_is_masked():
     _row_store(f16, 4, 16, out, 16)
     np.testing.assert_array_equal(out, np.arange(4, 20, dtype=np.float32))
 
-
-@njit(cache=False)
-def _bump(a, i, times, by):
-    first = atomic_add(a, i, by)
-    for _ in range(times - 1):
-        atomic_add(a, i, by)
-    return first
-
-
-def test_atomic_add_returns_the_old_value_and_loses_no_update_across_threads():
-    import threading
-
-    a = np.array([7, 0], np.int64)
-    assert _bump(a, 0, 1, 5) == 7 and a[0] == 12  # fetch_add: the value before
-    threads = [threading.Thread(target=_bump, args=(a, 1, 200_000, 3)) for _ in range(4)]  # nogil: concurrent
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert a[1] == 4 * 200_000 * 3 and a[0] == 12

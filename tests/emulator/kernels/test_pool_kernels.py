@@ -1,4 +1,4 @@
-"""emulator.kernels.pooling_threads: chunks of bags claimed by host threads give the serial bits for any N."""
+"""emulator.kernels._pool_kernels: chunks of bags for threads=N, and the same bits for any N."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from emulator.kernels import _pool_kernels as K
 from emulator.kernels.pooling import DTYPE_FP32, pool_rows, pool_sources
-from emulator.kernels.pooling_threads import chunk_count, run_claimed
 from tests import naive
 from tests.emulator.kernels.test_pooling import assert_same_bits, mixed_sources, random_csr, table
 
@@ -56,24 +55,6 @@ def test_any_thread_count_gives_the_serial_bits(threads):
     out = np.full((500, 100), np.nan, np.float32)
     pool_rows(t, indices, offsets, out, threads=threads)
     assert_same_bits(out, naive.pool_rows_ref(t, indices, offsets))
-
-
-def test_run_claimed_finishes_every_chunk_once():
-    rng = np.random.default_rng(2)
-    t = table(rng, 100, 64, np.float32)
-    indices, offsets = random_csr(rng, 200, 10, 100)
-    chunks = K.chunk_bounds(offsets, chunk_count(3))
-    out = np.zeros((200, 64), np.float32)
-    args = (t.reshape(-1), 64, 100, indices, offsets, out.reshape(-1), 64, True, chunks)
-    state = run_claimed(K.pool_rows_claim, args, chunks.size - 1, 3)
-    n = chunks.size - 1
-    # every thread claims until the counter passes n: 3 threads claim n + 3 times; all finish, none fails
-    assert state[1] == n and state[2] == 0 and n <= state[0]
-    assert_same_bits(out, naive.pool_rows_ref(t, indices, offsets))  # accumulated onto zeros once
-    for threads in (2, 5):  # more threads than CPUs or chunks: the same bits
-        again = np.zeros_like(out)
-        run_claimed(K.pool_rows_claim, (*args[:5], again.reshape(-1), *args[6:]), n, threads)
-        assert np.array_equal(again.view(np.uint32), out.view(np.uint32))
 
 
 def test_a_bad_row_in_any_chunk_fails_the_call():
