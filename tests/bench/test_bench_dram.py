@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from bench.bench_dram import DramBenchConfig, _time_passes, make_workload, render, run_bench_dram, zipf_indices
+from bench.bench_dram import (DramBenchConfig, _time_passes, cpu_threads, make_workload, parse_threads, render,
+                              run_bench_dram, run_bench_dram_threads, zipf_indices)
 from tests.conftest import run_cli
 from tracegen.errors import InputError
 
@@ -45,7 +46,7 @@ def test_rates_from_a_fake_clock_are_the_hand_derived_ones():
     result = run_bench_dram(DramBenchConfig(**{**TINY, "seconds": 10}), clock=lambda: float(next(ticks)))
     assert result["lookups_per_s"] == result["lookups_per_s_median"] == 256.0
     assert result["torch_lookups_per_s"] == result["torch_lookups_per_s_median"] == 256.0
-    assert result["ratio"] == 1.0
+    assert result["ratio"] == result["ratio_median"] == 1.0
     # 10 s of budget: rounds of 2 passes (2 reads each) + 1 read to check the budget = 5 s; 2 rounds give
     # start + 10 = the budget, and MIN_PASSES (3) asks for a third
     assert result["passes"] == result["torch_passes"] == 3
@@ -146,3 +147,38 @@ def test_render_without_torch():
     text = console.export_text()
     assert "screc pool_rows" in text and "switched off" in text
     assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())  # an 80-column terminal
+
+
+def test_parse_threads():
+    assert parse_threads("2") == [2]
+    assert parse_threads("all") == parse_threads(" ALL ") == list(range(1, cpu_threads() + 1))
+    with pytest.raises(InputError, match="positive integer or 'all'"):
+        parse_threads("two")
+
+
+def test_a_sweep_runs_every_count_on_one_workload():
+    counts = list(range(1, cpu_threads() + 1))
+    result = run_bench_dram_threads(DramBenchConfig(**TINY, use_torch=False), counts)
+    assert result["thread_counts"] == counts and [r["threads"] for r in result["runs"]] == counts
+    assert all(r["lookups_per_s_median"] > 0 and r["ratio_median"] is None for r in result["runs"])
+    json.dumps(result)
+    with pytest.raises(InputError):
+        run_bench_dram_threads(DramBenchConfig(**TINY), [1, 10**6])  # checked before any work
+
+
+def test_cli_threads_all_renders_a_row_pair_per_count(capsys, tmp_path):
+    from rich.console import Console
+
+    base = ["bench", "dram", "--rows", "300", "--dim", "8", "--batch", "4", "--pooling", "3", "--seconds", "0.01",
+            "--out-dir", str(tmp_path / "runs"), "--threads", "all"]
+    code, out, _ = run_cli([*base, "--json"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["thread_counts"] == list(range(1, cpu_threads() + 1))
+    console = Console(width=80, record=True)
+    console.print(render(result))
+    text = console.export_text()
+    assert text.count("screc pool_rows") == len(result["runs"]) and "measured" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    code, _, err = run_cli([*base[:-1], "x"], capsys)
+    assert code == 2 and "--threads must be a positive integer or 'all'" in err
