@@ -338,6 +338,9 @@ def make_report(run_paths: Sequence[str | os.PathLike], out_dir: str | os.PathLi
             plot_throughput_vs_budget(rows, out / PLOT_FILES[2]),
             plot_tier_share(rows, labels, out / PLOT_FILES[3]),
             plot_access_curves(runs, out / PLOT_FILES[4])]
+    from bench.report_timeline import TIMELINE_FILE, plot_timeline
+
+    made.append(plot_timeline(rows, out / TIMELINE_FILE, _figure, _save))
     return [p for p in made if p is not None]
 
 

@@ -149,6 +149,20 @@ class Emulation:
         self.busy_s.clear()
         self.last_timing = None
 
+    def timeline(self) -> dict[str, Any] | None:
+        """The last batch's emulated timeline (per device: each core's tasks, the reads' first start and last
+        completion), for ``screc report``; times in seconds from the batch's dispatch (emulated)."""
+        if self.last_timing is None or not self.batches:
+            return None
+        b = self.batches[-1]
+        devs = []
+        for dt in self.last_timing.devices:
+            reads = [float(dt.read_start_s.min()), float(dt.read_done_s.max())] if dt.read_done_s.size else None
+            devs.append({"device": dt.device, "reads": reads, "partials_at_host_s": dt.partials_at_host_s,
+                         "slots": [[s.core, s.kind, s.start_s, s.end_s, s.task_id] for s in dt.timeline]})
+        return {"batch": b.batch, "emulated_s": b.emulated_s, "serial_s": b.serial_s, "parallel_s": b.parallel_s,
+                "after_s": b.after_s, "profile": self.profile.name, "devices": devs}
+
     def steady(self) -> list[BatchEmulated]:
         """Batches after the first (which alone pays first-touch costs)."""
         return self.batches[1:]
@@ -177,6 +191,7 @@ class Emulation:
             "device_energy_j": float(sum(b.energy_j for b in st)),
             "few_batches": len(st) < 10,
             "busy_core_s": {f"{d}/{k}": v for (d, k), v in sorted(self.busy_s.items())},
+            "timeline": self.timeline(),
         })
         from emulator.device.energy import HOST_W_PER_CPU, HOST_W_PER_CPU_SOURCE
 
