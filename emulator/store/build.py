@@ -1,25 +1,71 @@
-"""Building and verifying stores (see :mod:`emulator.store.store` for the format)."""
+"""Building and verifying stores (see :mod:`emulator.store.store` for the format).
+
+A build runs on every core: a pool of ``workers`` threads takes tasks of two
+kinds, in table order, at most ``2 x workers`` at a time (memory stays bounded
+whatever the model's size):
+
+* write: generate (or read) one step of a table's rows (``WRITE_BYTES``, a
+  multiple of the 4 MiB checksum chunk), lay them out in pages, CRC32 each
+  chunk and ``pwrite`` them at their offset;
+* finish, once every step of a table is written: its TT-SVDs (read back from
+  the page cache through a memory map), their errors on sampled rows, its row
+  formats, then ``fsync``.
+
+The weights generator (a Numba kernel), zlib's CRC32, NumPy's GEMMs (BLAS held
+to one thread per caller for the build) and file writes all release the GIL,
+so the threads run in parallel; TT cores go into ``tt.h5`` from the main
+thread in table order, so a parallel build writes the same bytes as a serial
+one (``workers=1``).
+
+Writes are buffered, with writeback started at once after each step
+(``sync_file_range(SYNC_FILE_RANGE_WRITE)``) and one ``fsync`` per file at its
+end, rather than O_DIRECT: the finish step reads the rows it just wrote back
+from the page cache (O_DIRECT would make it read them from the disk, or keep
+each table in memory), the disk drains the dirty pages while the cores compute
+(the final fsyncs find little left to write), and no buffer alignment is
+needed. ``fio --rw=write --bs=1M --end_fsync=1`` is the matching reference
+(``screc bench build``).
+
+TT methods (``tt_method``): ``"fast"`` (the default) decomposes every table
+with :func:`emulator.tt.decomposition.tt_svd_fast` (two or three streamed
+passes of float32 GEMMs, one decomposition for all requested ranks) and
+measures the errors with the compiled rebuild kernel; ``"svd"`` is the method
+of stores built before the method was recorded (:func:`tt_svd` in float64 up
+to ``IN_MEMORY_TT_BYTES``, :func:`tt_svd_streamed` above, once per rank; errors
+by the NumPy reference rebuild). A tolerance (``tt_rel_tol``) always takes the
+``"svd"`` path. The manifest records the method and the weights generator.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
+import ctypes
+import math
+import mmap
 import os
+import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from emulator.store.layout import RowLayout
-from emulator.store.manifest import (BuildInfo, FileEntry, FormatEntry, Manifest, StoreWeights, TableEntry, TTEntry,
-                                     WeightsSource, write_manifest)
+from emulator.store.manifest import (CHUNK_BYTES, BuildInfo, FileEntry, FormatEntry, Manifest, StoreWeights,
+                                     TableEntry, TTEntry, WeightsSource, write_manifest)
 from emulator.store.quant import STORED_FORMATS, FormatLayout, quantize_rows, reconstruction_error
 from emulator.store.store import (ERROR_SAMPLE_ROWS, IN_MEMORY_TT_BYTES, WRITE_BYTES, Progress, Store,
                                   StoreBuildConfig, _ChecksummedWriter, chunk_mismatches, file_crcs)
-from emulator.store.weights import ArrayRows, SyntheticRows, SyntheticWeightsConfig
+from emulator.store.weights import DEFAULT_GENERATOR, ArrayRows, SyntheticWeightsConfig, synthetic_rows
 from tracegen.atomic import atomic_dir, fsync_file, release_reserve, reserve_space
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec, TableSpec
+
+TT_METHODS = ("fast", "svd")
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 def _read_checked(src, start: int, stop: int, source: str | None, table: str) -> np.ndarray:
@@ -37,33 +83,158 @@ def _read_checked(src, start: int, stop: int, source: str | None, table: str) ->
     return block
 
 
-def _write_raw(src, lay: RowLayout, path: Path, progress: Progress | None, desc: str,
-               source: str | None = None) -> FileEntry:
-    rows_per_step = max(lay.rows_per_page, (WRITE_BYTES // lay.span_bytes) * lay.rows_per_page)
-    w = _ChecksummedWriter(path)
+# ---------------------------------------------------------------------------------------------- threads
+
+
+def _libc():
     try:
-        for start in range(0, lay.rows, rows_per_step):
-            stop = min(lay.rows, start + rows_per_step)
-            w.write(lay.pack(_read_checked(src, start, stop, source, path.stem)))
-            if progress:
-                progress(desc, stop, lay.rows)
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+def _start_writeback(fd: int, offset: int, nbytes: int) -> None:
+    """Ask the kernel to start writing ``[offset, offset + nbytes)`` back now, without waiting for it."""
+    fn = getattr(_LIBC, "sync_file_range", None)
+    if fn is not None:
+        fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
+
+
+def _openblas():
+    """(get, set) of the thread count of the OpenBLAS NumPy is linked with, or None."""
+    with open("/proc/self/maps") as f:
+        paths = {line.split()[-1] for line in f if "openblas" in line and ".so" in line}
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
+            get, put = (getattr(lib, f"{prefix}_{verb}_num_threads{suffix}", None) for verb in ("get", "set"))
+            if get is not None and put is not None:
+                return get, put
+    return None
+
+
+@contextlib.contextmanager
+def _blas_threads(n: int) -> Iterator[None]:
+    """BLAS limited to ``n`` threads per call inside the block (the build's own threads share the cores)."""
+    blas = _openblas()
+    if blas is None:
+        yield
+        return
+    get, put = blas
+    before = get()
+    put(n)
+    try:
+        yield
     finally:
-        w.close()
-    return FileEntry(str(path.relative_to(path.parent.parent)), w.bytes, tuple(w.crcs))
+        put(before)
 
 
-def _build_tt(store_dir: Path, table: TableSpec, lay: RowLayout, raw_file: Path, config: StoreBuildConfig,
-              h5, index: int) -> list[TTEntry]:
-    from emulator.tt.decomposition import (factorize_dim, factorize_rows, reconstruction_error, save_tt, tt_svd,
-                             tt_svd_streamed)
+# ---------------------------------------------------------------------------------------------- tasks
 
+
+@dataclass
+class _Table:
+    """One table's build state, shared by its tasks; its file and row source are opened by the first task
+    that needs them (so that the per-table set-up runs on the workers, not in the scheduling thread)."""
+
+    index: int
+    spec: TableSpec
+    lay: RowLayout
+    path: Path
+    steps: list[tuple[int, int, int]]  # (first row, end row, byte offset)
+    source: str | None  # the imported file, if any
+    crcs: dict[int, list[int]] = field(default_factory=dict)  # byte offset -> CRC32 per chunk
+    src: Any = None
+    fd: int | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def written(self) -> bool:
+        return len(self.crcs) == len(self.steps)
+
+    def mapped(self) -> np.ndarray:
+        """The written file's bytes, read-only, through a memory map (the page cache; no second open)."""
+        if not self.lay.file_bytes:
+            return np.zeros(0, dtype=np.uint8)
+        return np.frombuffer(mmap.mmap(self.fd, self.lay.file_bytes, prot=mmap.PROT_READ), dtype=np.uint8)
+
+    @property
+    def weights(self) -> WeightsSource:
+        return WeightsSource("synthetic") if self.source is None else WeightsSource("import", self.source)
+
+    def open(self, wcfg: SyntheticWeightsConfig, fds: list[int]) -> None:
+        with self.lock:
+            if self.fd is not None:
+                return
+            if self.source is None:
+                self.src = synthetic_rows(self.spec, self.index, wcfg)
+            else:
+                self.src = ArrayRows(self.spec, self.source)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fds.append(fd)
+            if self.lay.file_bytes:  # a full disk fails here; and ext4 writes allocated blocks far faster
+                os.posix_fallocate(fd, 0, self.lay.file_bytes)
+            self.fd = fd
+
+
+def _steps(lay: RowLayout) -> list[tuple[int, int, int]]:
+    """Write steps of about WRITE_BYTES, each a whole number of page groups and of checksum chunks."""
+    unit = math.lcm(lay.span_bytes, CHUNK_BYTES)  # bytes of a step boundary that is both
+    groups = unit // lay.span_bytes * max(1, WRITE_BYTES // unit)
+    rows = groups * lay.rows_per_page
+    return [(start, min(lay.rows, start + rows), (start // lay.rows_per_page) * lay.span_bytes)
+            for start in range(0, lay.rows, rows)]
+
+
+def _write_step(t: _Table, start: int, stop: int, offset: int, run: "_Runner") -> list[int]:
+    if run.stop.is_set():
+        raise KeyboardInterrupt
+    t.open(run.wcfg, run.fds)
+    data = memoryview(t.lay.pack(_read_checked(t.src, start, stop, t.source, t.spec.name))).cast("B")
+    crcs = [zlib.crc32(data[k:k + CHUNK_BYTES]) for k in range(0, len(data), CHUNK_BYTES)]
+    done = 0
+    while done < len(data):  # a full disk raises OSError(ENOSPC): atomic_dir names the store and cleans up
+        done += os.pwrite(t.fd, data[done:], offset + done)
+    _start_writeback(t.fd, offset, len(data))
+    return crcs
+
+
+def _tt_error(tt, read_at, sample: np.ndarray) -> dict:
+    """:func:`emulator.tt.cores.reconstruction_error` with the rows rebuilt by the compiled kernel
+    (:func:`emulator.tt.kernels.tt_rebuild_rows`, float32; tested against the NumPy reference), differences
+    taken in float64."""
+    from emulator.tt.kernels import tt_rebuild_rows
+
+    if sample.size == 0:
+        return {"rel_fro_error": 0.0, "max_abs_error": 0.0, "sample_rows": 0}
+    true = np.asarray(read_at(sample), dtype=np.float64)
+    diff = true - tt_rebuild_rows(tt, sample).astype(np.float64)
+    norm, err = float(np.linalg.norm(true)), float(np.linalg.norm(diff))
+    return {"rel_fro_error": err / norm if norm > 0 else (0.0 if err == 0 else math.inf),
+            "max_abs_error": float(np.abs(diff).max()), "sample_rows": int(sample.size)}
+
+
+def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str) -> list:
+    """The table's TT variants as (cores, error) pairs."""
+    from emulator.tt.decomposition import (factorize_dim, factorize_rows, reconstruction_error as tt_error, tt_svd,
+                                           tt_svd_fast, tt_svd_streamed)
+
+    table, lay = t.spec, t.lay
     if table.rows < config.tt_min_rows or not (config.tt_ranks or config.tt_rel_tol):
         return []
-    mm = np.memmap(raw_file, dtype=np.uint8, mode="r")
-    view = lay.rows_view(mm)
+    view = lay.rows_view(t.mapped())
     rpp = lay.rows_per_page
 
     def read_rows(start: int, stop: int) -> np.ndarray:
+        if lay.dense or rpp == 1:  # rows in file order: a slice
+            return np.asarray(view.reshape(-1, table.dim)[start:stop], dtype=np.float32)
         r = np.arange(start, stop, dtype=np.int64)
         return np.asarray(view[r // rpp, r % rpp], dtype=np.float32)
 
@@ -73,37 +244,32 @@ def _build_tt(store_dir: Path, table: TableSpec, lay: RowLayout, raw_file: Path,
 
     p = factorize_rows(table.rows, 3)
     q = factorize_dim(table.dim, 3)
+    rng = np.random.default_rng([config.weights_seed, t.index, 0xE77])
+    sample = np.sort(rng.choice(table.rows, size=min(ERROR_SAMPLE_ROWS, table.rows), replace=False))
+    if tt_method == "fast" and config.tt_ranks:
+        tts, _ = tt_svd_fast(view, table.rows, table.dim, p, q, config.tt_ranks, seed=config.weights_seed)
+        return [(tt, _tt_error(tt, read_at, sample)) for tt in tts if lay.rows * lay.row_bytes / tt.nbytes > 1.0]
     small = table.rows * table.dim * 4 <= IN_MEMORY_TT_BYTES
     dense = read_rows(0, table.rows) if small else None
-    rng = np.random.default_rng([config.weights_seed, index, 0xE77])
-    sample = np.sort(rng.choice(table.rows, size=min(ERROR_SAMPLE_ROWS, table.rows), replace=False))
-    variants = []
     targets = [(r, None) for r in config.tt_ranks] if config.tt_ranks else [(None, config.tt_rel_tol)]
+    out = []
     for rank, tol in targets:
-        if small:
-            tt = tt_svd(dense, p, q, max_rank=rank, rel_tol=tol)
-        else:
-            tt = tt_svd_streamed(read_rows, table.rows, table.dim, p, q, max_rank=rank, rel_tol=tol)
-        core_bytes = tt.nbytes
-        ratio = lay.rows * lay.row_bytes / core_bytes
-        if ratio <= 1.0:
-            continue
-        err = reconstruction_error(tt, read_at, sample)
-        r_eff = int(max(tt.ranks))
-        group = f"{table.name}/r{r_eff}"
-        if group in h5:
-            continue  # two requested ranks collapsed to the same effective rank
-        # HDF5 cannot fail a write cleanly: make a full disk fail here instead (see tracegen.atomic.reserve_space)
-        reserve_space(h5.filename, max(os.path.getsize(h5.filename), h5.id.get_filesize()) + core_bytes
-                      + core_bytes // 4 + (256 << 10))
-        save_tt(h5.create_group(group), tt)
-        variants.append(TTEntry(
-            rank=r_eff, file="tt.h5", group=group, tt_p_shapes=tuple(int(x) for x in tt.p_shapes),
-            tt_q_shapes=tuple(int(x) for x in tt.q_shapes), tt_ranks=tuple(int(x) for x in tt.ranks),
-            bytes=int(core_bytes), compression_ratio=float(ratio), rel_fro_error=float(err["rel_fro_error"]),
-            max_abs_error=float(err["max_abs_error"]), error_sample_rows=int(err["sample_rows"])))
-    del mm
-    return variants
+        tt = tt_svd(dense, p, q, max_rank=rank, rel_tol=tol) if small else \
+            tt_svd_streamed(read_rows, table.rows, table.dim, p, q, max_rank=rank, rel_tol=tol)
+        if lay.rows * lay.row_bytes / tt.nbytes > 1.0:
+            out.append((tt, tt_error(tt, read_at, sample)))
+    return out
+
+
+def _finish(t: _Table, run: "_Runner") -> tuple:
+    if run.stop.is_set():
+        raise KeyboardInterrupt
+    t.open(run.wcfg, run.fds)  # (an empty table has no write step)
+    tts = _tt_variants(t, run.config, run.tt_method)
+    formats = _build_formats(t.spec, t.lay, t.path, run.config, t.index, None)  # progress: main thread only
+    if hasattr(t.src, "close"):
+        t.src.close()
+    return tts, formats
 
 
 def _build_formats(table: TableSpec, lay: RowLayout, raw_file: Path, config: StoreBuildConfig, index: int,
@@ -145,12 +311,34 @@ def _build_formats(table: TableSpec, lay: RowLayout, raw_file: Path, config: Sto
     return entries
 
 
-def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfig = StoreBuildConfig(),
-                progress: Progress | None = None) -> Store:
-    """Build a store for ``spec`` at ``out`` (replacing an existing one only when complete)."""
-    import h5py
+def _save_tts(h5, t: _Table, tts: list) -> list[TTEntry]:
+    """Write a table's TT cores into ``tt.h5`` (main thread, table order) and describe them."""
+    from emulator.tt.decomposition import save_tt
 
-    out = Path(out)
+    variants = []
+    for tt, err in tts:
+        r_eff = int(max(tt.ranks))
+        group = f"{t.spec.name}/r{r_eff}"
+        if group in h5:
+            continue  # two requested ranks collapsed to the same effective rank
+        # HDF5 cannot fail a write cleanly: make a full disk fail here instead (see tracegen.atomic.reserve_space)
+        reserve_space(h5.filename, max(os.path.getsize(h5.filename), h5.id.get_filesize()) + tt.nbytes
+                      + tt.nbytes // 4 + (256 << 10))
+        save_tt(h5.create_group(group), tt)
+        variants.append(TTEntry(
+            rank=r_eff, file="tt.h5", group=group, tt_p_shapes=tuple(int(x) for x in tt.p_shapes),
+            tt_q_shapes=tuple(int(x) for x in tt.q_shapes), tt_ranks=tuple(int(x) for x in tt.ranks),
+            bytes=int(tt.nbytes), compression_ratio=float(t.lay.rows * t.lay.row_bytes / tt.nbytes),
+            rel_fro_error=float(err["rel_fro_error"]), max_abs_error=float(err["max_abs_error"]),
+            error_sample_rows=int(err["sample_rows"])))
+    return variants
+
+
+# ---------------------------------------------------------------------------------------------- build
+
+
+def _check(spec: ModelSpec, out: Path, config: StoreBuildConfig, workers: int | None, weights_generator: str,
+           tt_method: str) -> int:
     if isinstance(config.weights_seed, bool) or not isinstance(config.weights_seed, int) or config.weights_seed < 0:
         raise InputError(f"weights seed must be a whole number >= 0, got {config.weights_seed!r}")
     if out.exists() and not (out / "manifest.json").is_file() and (not out.is_dir() or any(out.iterdir())):
@@ -162,44 +350,131 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
     if bad or len(set(config.row_formats)) != len(config.row_formats):
         raise InputError(f"row formats must be distinct names among {', '.join(STORED_FORMATS)}, "
                          f"got {', '.join(config.row_formats)}")
-    wcfg = SyntheticWeightsConfig(config.weights_seed, config.signal_rank, config.noise_ratio)
+    if tt_method not in TT_METHODS:
+        raise InputError(f"TT method must be one of {', '.join(TT_METHODS)}, got {tt_method!r}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers must be a whole number >= 1, got {workers!r}")
+    SyntheticWeightsConfig(generator=weights_generator)  # names a generator (else InputError)
+    return workers
+
+
+def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfig = StoreBuildConfig(),
+                progress: Progress | None = None, *, workers: int | None = None,
+                weights_generator: str = DEFAULT_GENERATOR, tt_method: str = "fast") -> Store:
+    """Build a store for ``spec`` at ``out`` (replacing an existing one only when complete) with ``workers``
+    threads (default: one per core; the store's bytes do not depend on it). ``weights_generator`` and
+    ``tt_method`` (see the module doc) are recorded in the manifest."""
+    import h5py
+
+    out = Path(out)
+    workers = _check(spec, out, config, workers, weights_generator, tt_method)
+    wcfg = SyntheticWeightsConfig(config.weights_seed, config.signal_rank, config.noise_ratio, weights_generator)
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
         (tmp / "raw").mkdir()
         if config.row_formats:
             (tmp / "rows").mkdir()
-        tables = []
         h5path = tmp / "tt.h5"
-        with h5py.File(h5path, "w") as h5:
-            for i, table in enumerate(spec.tables):
-                lay = RowLayout(table.rows, table.dim, table.dtype)
-                if table.name in config.imports:
-                    src = ArrayRows(table, config.imports[table.name])
-                    weights = WeightsSource("import", str(config.imports[table.name]))
-                else:
-                    src = SyntheticRows(table, i, wcfg)
-                    weights = WeightsSource("synthetic")
-                raw_file = tmp / "raw" / f"{table.name}.bin"
-                raw = _write_raw(src, lay, raw_file, progress, f"raw {table.name}", config.imports.get(table.name))
-                if hasattr(src, "close"):
-                    src.close()
-                if progress:
-                    progress(f"tt {table.name}", 0, 1)
-                tt = _build_tt(tmp, table, lay, raw_file, config, h5, i)
-                if progress:
-                    progress(f"tt {table.name}", 1, 1)
-                formats = _build_formats(table, lay, raw_file, config, i, progress)
-                tables.append(TableEntry.of(table.name, lay, raw, tuple(tt), weights, tuple(formats)))
+        with h5py.File(h5path, "w") as h5, _blas_threads(1), _Runner(workers, config, wcfg, tt_method) as runner:
+            tables = runner.run(spec, tmp, h5, progress)
         release_reserve(h5path)
         fsync_file(h5path)
         manifest = Manifest(
             spec=spec, tables=tuple(tables),
             files=(FileEntry("tt.h5", h5path.stat().st_size, tuple(file_crcs(h5path))),),
-            weights=StoreWeights(config.weights_seed, config.signal_rank, config.noise_ratio),
+            weights=StoreWeights(config.weights_seed, config.signal_rank, config.noise_ratio,
+                                 generator=weights_generator),
             build=BuildInfo(tuple(config.tt_ranks), config.tt_rel_tol, round(time.perf_counter() - t0, 3),
-                            tuple(config.row_formats)))
+                            tuple(config.row_formats), tt_method))
         fsync_file(write_manifest(tmp, manifest))  # written last
     return Store.open(out)
+
+
+class _Runner:
+    """The build's thread pool and its bounded, table-ordered schedule (see the module doc)."""
+
+    def __init__(self, workers: int, config: StoreBuildConfig, wcfg: SyntheticWeightsConfig, tt_method: str):
+        self.workers, self.config, self.wcfg, self.tt_method = workers, config, wcfg, tt_method
+        self.stop = threading.Event()
+        self.pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="store-build")
+        self.fds: list[int] = []
+
+    def __enter__(self) -> "_Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()  # on an error or Ctrl-C: queued tasks return at once, running ones finish their step
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for fd in self.fds:
+            os.close(fd)
+
+    def sync(self) -> None:
+        """Make every file written durable: one ``syncfs`` of their filesystem (far cheaper than an
+        ``fsync`` per file when a model has hundreds of small tables), else ``fsync`` each."""
+        fn = getattr(_LIBC, "syncfs", None)
+        if fn is not None and self.fds:
+            fn.argtypes = [ctypes.c_int]
+            if fn(self.fds[0]) == 0:
+                return
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        for fd in self.fds:
+            os.fsync(fd)
+
+    def run(self, spec: ModelSpec, tmp: Path, h5, progress: Progress | None) -> list[TableEntry]:
+        config = self.config
+        lays = [RowLayout(t.rows, t.dim, t.dtype) for t in spec.tables]
+        total = sum(lay.file_bytes for lay in lays)
+        todo = iter(range(len(spec.tables)))
+        writes: list[tuple[_Table, tuple[int, int, int]]] = []
+        inflight: dict[cf.Future, tuple[str, _Table, int]] = {}
+        finished: dict[int, tuple] = {}
+        tables: dict[int, _Table] = {}
+        entries: list[TableEntry] = []
+        done_bytes = 0
+        limit = 2 * self.workers
+        while True:
+            while len(inflight) < limit:
+                if not writes:
+                    i = next(todo, None)
+                    if i is None:
+                        break
+                    table = spec.tables[i]
+                    t = tables[i] = _Table(i, table, lays[i], tmp / "raw" / f"{table.name}.bin", _steps(lays[i]),
+                                           config.imports.get(table.name))
+                    writes = [(t, s) for s in t.steps]
+                    if not writes:  # an empty table: nothing to write
+                        inflight[self.pool.submit(_finish, t, self)] = ("f", t, 0)
+                        continue
+                t, (start, stop, offset) = writes.pop(0)
+                inflight[self.pool.submit(_write_step, t, start, stop, offset, self)] = ("w", t, offset)
+            if not inflight:
+                break
+            ready, _ = cf.wait(inflight, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            for fut in ready:
+                kind, t, offset = inflight.pop(fut)
+                result = fut.result()  # a task's error (InputError, OSError) ends the build here
+                if kind == "w":
+                    t.crcs[offset] = result
+                    done_bytes += min(t.lay.file_bytes - offset, len(result) * CHUNK_BYTES)
+                    if progress:
+                        progress("raw", done_bytes, total)
+                    if t.written:
+                        inflight[self.pool.submit(_finish, t, self)] = ("f", t, 0)
+                else:
+                    finished[t.index] = result
+            while len(entries) in finished:  # TT cores into tt.h5 in table order (same bytes as a serial build)
+                t = tables.pop(len(entries))
+                tts, formats = finished.pop(t.index)
+                if progress:
+                    progress("tt", len(entries) + 1, len(spec.tables))
+                raw = FileEntry(str(t.path.relative_to(tmp)), t.lay.file_bytes,
+                                tuple(c for off in sorted(t.crcs) for c in t.crcs[off]))
+                entries.append(TableEntry.of(t.spec.name, t.lay, raw, tuple(_save_tts(h5, t, tts)), t.weights,
+                                             tuple(formats)))
+        self.sync()
+        return entries
 
 
 @dataclass

@@ -6,8 +6,8 @@
     store_id                 content hash of every other field (see manifest_id)
     spec                     the ModelSpec the store was built for
     page_bytes, chunk_bytes  4096, 4 MiB (CRC32 granularity)
-    weights                  StoreWeights: how the rows were made (seed, signal rank, noise ratio)
-    build                    BuildInfo: requested TT ranks / tolerance, build seconds
+    weights                  StoreWeights: how the rows were made (seed, signal rank, noise ratio, generator)
+    build                    BuildInfo: requested TT ranks / tolerance, build seconds, TT-SVD method
     tables                   one TableEntry per spec table: geometry, raw FileEntry, TT variants,
                              row formats (FormatEntry: fp16/int8/int4 file, layout, errors; key only when any)
     files                    FileEntry per shared file (tt.h5)
@@ -151,20 +151,23 @@ class TableEntry(_Record):
 class StoreWeights(_Record):
     """How synthetic rows were generated (see emulator.store.weights)."""
 
+    _OMIT_EMPTY = ("generator",)
     seed: int
     signal_rank: int
     noise_ratio: float
     source: str = "synthetic"
+    generator: str | None = None  # weights.GENERATORS; None: a store built before it was recorded ("tt-gauss")
 
 
 @dataclass(frozen=True)
 class BuildInfo(_Record):
-    _OMIT_EMPTY = ("row_formats",)
+    _OMIT_EMPTY = ("row_formats", "tt_method")
 
     tt_ranks: tuple[int, ...]
     tt_rel_tol: float | None
     seconds: float
     row_formats: tuple[str, ...] = ()  # requested row formats (JSON key only when any)
+    tt_method: str | None = None  # emulator.store.build.TT_METHODS; None: built before it was recorded ("svd")
 
 
 @dataclass(frozen=True)
@@ -322,7 +325,9 @@ class _Parser:
         if not isinstance(w, dict) or w.get("source") != "synthetic" or not _is_int(w.get("seed")) \
                 or not _is_int(w.get("signal_rank"), 1) or not _is_number(w.get("noise_ratio")):
             raise self.bad("'weights' must hold source 'synthetic', a seed, a signal_rank and a noise_ratio")
-        weights = StoreWeights(w["seed"], w["signal_rank"], w["noise_ratio"])
+        if not isinstance(w.get("generator", ""), str):
+            raise self.bad("'weights'.generator must be a name when present")
+        weights = StoreWeights(w["seed"], w["signal_rank"], w["noise_ratio"], generator=w.get("generator"))
         tol = b.get("tt_rel_tol") if isinstance(b, dict) else None
         if not isinstance(b, dict) or not isinstance(b.get("tt_ranks"), list) \
                 or not all(_is_int(x, 1) for x in b["tt_ranks"]) or not (tol is None or _is_number(tol)) \
@@ -331,7 +336,9 @@ class _Parser:
         fmts = b.get("row_formats", [])
         if not isinstance(fmts, list) or not all(isinstance(f, str) for f in fmts) or ("row_formats" in b and not fmts):
             raise self.bad("'build'.row_formats must be a non-empty list of format names when present")
-        build = BuildInfo(tuple(b["tt_ranks"]), tol, b["seconds"], tuple(fmts))
+        if not isinstance(b.get("tt_method", ""), str):
+            raise self.bad("'build'.tt_method must be a name when present")
+        build = BuildInfo(tuple(b["tt_ranks"]), tol, b["seconds"], tuple(fmts), b.get("tt_method"))
         if r is None and "remap" not in m:
             return weights, build, None
         keys = ("file", "source_store_id", "raw_row_order", "tt_row_order")

@@ -86,7 +86,9 @@ def test_tt_variants_of_an_exactly_low_rank_table(tmp_path):
     for v in lr.tt:  # rank 2 data: both ranks rebuild it to float32 rounding, every row, not only the sample
         tt = store.load_tt(0, v.rank)
         full = np.abs(tt_rebuild_rows_reference(tt, np.arange(512)) - w).max()
-        assert v.rel_fro_error < 1e-5 and full < 1e-5 and v.max_abs_error <= full + 1e-12
+        # (the build measures with the compiled float32 rebuild, this test with the float64 reference: the two
+        # maxima agree to float32 rounding of values near 1)
+        assert v.rel_fro_error < 1e-5 and full < 1e-5 and v.max_abs_error <= full + 1e-6
         assert v.error_sample_rows == 512  # a table this small is sampled whole
     assert small.tt == ()  # below tt_min_rows (256): not compressed
 

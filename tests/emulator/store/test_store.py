@@ -9,7 +9,7 @@ import pytest
 from emulator.store.store import Store, StoreBuildConfig
 from emulator.store.build import build_store, verify_store
 from emulator.tt.decomposition import tt_rebuild_rows_reference
-from emulator.store.weights import SyntheticRows, SyntheticWeightsConfig
+from emulator.store.weights import GENERATORS, SyntheticWeightsConfig, synthetic_rows
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec, TableSpec
 
@@ -28,18 +28,19 @@ def test_build_and_open(tiny_store, tiny_spec):
 def test_rows_are_the_synthetic_weights(tiny_store, tiny_spec):
     s = Store.open(tiny_store)
     for i, t in enumerate(tiny_spec.tables):
-        src = SyntheticRows(t, i, SyntheticWeightsConfig(seed=1))
+        src = synthetic_rows(t, i, SyntheticWeightsConfig(seed=1))  # the default generator
         want = src.read(0, t.rows).astype(s.layouts[i].np_dtype)
         assert np.array_equal(s.read_range(i, 0, t.rows), want)
         # generated a chunk at a time: any split gives the same rows
         assert np.array_equal(np.concatenate([src.read(0, 7), src.read(7, t.rows)]), src.read(0, t.rows))
 
 
-def test_weights_deterministic_and_noisy():
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_weights_deterministic_and_noisy(generator):
     t = TableSpec("x", 5000, 16)
-    a = SyntheticRows(t, 0, SyntheticWeightsConfig(seed=5, noise_ratio=0.1)).read(100, 300)
-    b = SyntheticRows(t, 0, SyntheticWeightsConfig(seed=5, noise_ratio=0.1)).read(100, 300)
-    c = SyntheticRows(t, 0, SyntheticWeightsConfig(seed=6, noise_ratio=0.1)).read(100, 300)
+    a = synthetic_rows(t, 0, SyntheticWeightsConfig(seed=5, noise_ratio=0.1, generator=generator)).read(100, 300)
+    b = synthetic_rows(t, 0, SyntheticWeightsConfig(seed=5, noise_ratio=0.1, generator=generator)).read(100, 300)
+    c = synthetic_rows(t, 0, SyntheticWeightsConfig(seed=6, noise_ratio=0.1, generator=generator)).read(100, 300)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert 0.05 < float(a.std()) < 0.2  # signal std 0.1, noise 0.01
 
