@@ -33,6 +33,7 @@ COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
     ("bench.bench_predict", "bench", ""),
     ("bench.bench_quant", "bench", ""),
     ("bench.bench_emulate", "bench", ""),
+    ("bench.bench_tracegen", "bench", ""),
     ("bench.cmd_report", None, ""),
     ("bench.cmd_cluster", "cluster", "a Ray cluster: its nodes; the modelled projection to more nodes"),
     ("bench.cmd_demo", None, ""),

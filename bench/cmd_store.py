@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 
 from bench.common import (emit_json, ProgressAdapter, add_json_arg, add_model_arg, ensure_writable_dir, ensure_writable_file,
-                          format_bytes, make_progress, stdout_console, write_json)
+                          format_bytes, make_progress, stderr_console, stdout_console, stop_flag, write_json)
 from emulator.store.store import Store, StoreBuildConfig
 from emulator.store.build import build_store, verify_store
 from tracegen.errors import InputError
@@ -57,6 +57,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     config = StoreBuildConfig(weights_seed=args.seed, signal_rank=args.signal_rank, noise_ratio=args.noise_ratio,
                               tt_ranks=tt_ranks, tt_rel_tol=args.tt_tol, imports=_imports(args.imports),
                               row_formats=_row_formats(args.row_formats))
+    if args.ray:
+        return _build_sharded(args, spec, config)
     t0 = time.perf_counter()
     with make_progress() as progress:
         store = build_store(spec, args.output, config, progress=ProgressAdapter(progress))
@@ -73,10 +75,54 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_sharded(args: argparse.Namespace, spec, config: StoreBuildConfig) -> int:
+    """store build --ray: table shards built on the cluster's storage nodes (emulator.cluster.shards)."""
+    from emulator.cluster.connect import connect
+    from emulator.cluster.shards import build_sharded
+
+    connect(args.ray)
+    err = stderr_console()
+    t0 = time.perf_counter()
+    with stop_flag() as stop:
+        m = build_sharded(spec, args.output, config, shards=args.shards, should_stop=stop.is_set, on_shard=lambda s: err.print(
+            f"shard {s.index} ({len(s.tables)} tables) on {s.location.key}: {s.status} {s.problem}", markup=False))
+    secs = time.perf_counter() - t0
+    summary = {"store": str(args.output), "complete": m.complete, "raw_bytes": m.raw_bytes, "seconds": round(secs, 3),
+               "shards": [{"index": s.index, "location": s.location.key, "path": s.path, "status": s.status,
+                           "store_id": s.store_id, "tables": len(s.tables), "raw_bytes": s.raw_bytes,
+                           "seconds": s.seconds, "problem": s.problem} for s in m.shards], "notes": list(m.notes)}
+    if emit_json(args.json, summary):
+        return 0 if m.complete else 1
+    for note in m.notes:
+        stdout_console().print(f"note: {note}", markup=False)
+    failed = [s for s in m.shards if not s.done]
+    if failed:
+        stderr_console().print(f"screc store build: {len(failed)} of {len(m.shards)} shards not built (first: shard "
+                               f"{failed[0].index} on {failed[0].location.key}: {failed[0].problem}); run the same "
+                               f"command again to resume", markup=False, highlight=False)
+        return 1
+    kept = sum(s.status == "kept" for s in m.shards)
+    stdout_console().print(f"built {args.output}: {len(m.shards)} shards ({kept} kept from an earlier run) on "
+                           f"{len({s.location.key for s in m.shards})} nodes, {format_bytes(m.raw_bytes)} raw, "
+                           f"{secs:.1f} s (measured)", markup=False, highlight=False)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    from emulator.cluster.manifest import is_cluster_store
+
     ensure_writable_file(args.json)
-    with make_progress() as progress:
-        report = verify_store(args.store, progress=ProgressAdapter(progress))
+    if args.ray or is_cluster_store(args.store):  # every shard checked on its node (emulator.cluster.shards)
+        if not args.ray:
+            raise InputError("is a cluster store: verify it on its nodes with --ray ADDRESS", args.store)
+        from emulator.cluster.connect import connect
+        from emulator.cluster.shards import verify_sharded
+
+        connect(args.ray)
+        report = verify_sharded(args.store)
+    else:
+        with make_progress() as progress:
+            report = verify_store(args.store, progress=ProgressAdapter(progress))
     if args.json:
         write_json(args.json, report.to_dict())
     if not report.ok:
@@ -141,10 +187,12 @@ BUILD_EXAMPLE = """example:
   screc store build --model criteo-kaggle --scale 0.05 --tt-ranks 8,16 --out-dir stores/ck --json
   screc store build --model my_spec.toml --import t0=t0.npy --out-dir stores/mine --json runs/build.json
   screc store build --model tiny --row-formats fp16,int8,int4 --out-dir stores/tiny-q
+  screc store build --model meta-2021 --scale 0.01 --ray auto --out-dir stores/meta   (shards on the nodes)
 """
 VERIFY_EXAMPLE = """example:
   screc store verify stores/tiny
   screc store verify stores/tiny --json runs/verify.json
+  screc store verify stores/meta --ray auto          (a cluster store: each shard on its node)
 """
 INFO_EXAMPLE = """example:
   screc store info stores/tiny
@@ -182,6 +230,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(FBGEMM's row-wise layouts; default none)")
     p.add_argument("--import", dest="imports", action="append", metavar="TABLE=FILE",
                    help="take a table's weights from FILE.npy or FILE.h5[:DATASET] (repeatable)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="build table shards as Ray tasks, each on the node that serves it, into that node's "
+                        "screc-disk directory; --out-dir then holds the cluster manifest (HOST:PORT or auto; "
+                        "re-run to resume; docs/cluster.md)")
+    p.add_argument("--shards", type=int, default=None, help="with --ray: table shards (default one per storage node)")
     add_json_arg(p, "a summary (path, id, tables, bytes, seconds)")
     p.set_defaults(func=cmd_build)
 
@@ -189,6 +242,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Check every chunk of every file against the manifest; exit 2 on any mismatch.",
                        epilog=VERIFY_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("store", help="store directory")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="a cluster store: check every shard on the node where it lives (HOST:PORT or auto)")
     add_json_arg(p, "the report (files, bytes, problems)")
     p.set_defaults(func=cmd_verify)
 

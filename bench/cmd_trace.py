@@ -59,6 +59,8 @@ def cmd_gen(args: argparse.Namespace) -> int:
     params = _params(args, num_batches=args.batches)
     spec, params = select(spec, params, args.tables)
     out = Path(args.output)
+    if args.ray:  # parts written by Ray tasks into the directory -o (emulator.cluster.trace_gen)
+        return _gen_parts(args, spec, params, out)
     check_writable(out)
     if args.json not in (None, "-"):
         check_writable(args.json)
@@ -95,6 +97,34 @@ def cmd_gen(args: argparse.Namespace) -> int:
     stdout_console().print(
         f"wrote {out}: {args.batches} batches, {lookups:,} lookups, {format_bytes(size)}, {elapsed_s:.2f} s, "
         f"{rate_text} lookups/s, trace_id {trace_id}{bound}", soft_wrap=True, markup=False, highlight=False)
+    return 0
+
+
+def _gen_parts(args: argparse.Namespace, spec, params, out: Path) -> int:
+    """trace gen --ray: a parts trace (a directory read as one trace by tracegen.trace_parts)."""
+    from emulator.cluster.connect import connect
+    from emulator.cluster.trace_gen import generate_parts
+    from tracegen.atomic import check_writable
+
+    check_writable(out, "dir")
+    if args.json not in (None, "-"):
+        check_writable(args.json)
+    connect(args.ray)
+    with stop_flag() as stop:
+        doc = generate_parts(spec, params, out, parts=args.parts, batch_parts=args.batch_parts,
+                             should_stop=stop.is_set)
+    summary = {"output": str(out), "model": spec.name, "tables": spec.num_tables, "batches": args.batches,
+               "lookups": doc["num_lookups"], "parts": len(doc["parts"]), "seconds": doc["seconds"],
+               "lookups_per_s": doc["num_lookups"] / max(doc["seconds"], 1e-9), "trace_id": doc["trace_id"],
+               "nodes": len({p["made_on"]["node_id"] for p in doc["parts"]}), "measured": True}
+    if args.json is not None:
+        write_json(args.json, summary)
+        if args.json == "-":
+            return 0
+    stdout_console().print(
+        f"wrote {out}: {summary['parts']} parts made on {summary['nodes']} nodes, {args.batches} batches, "
+        f"{summary['lookups']:,} lookups, {doc['seconds']:.2f} s (measured), parts trace_id {doc['trace_id']}",
+        soft_wrap=True, markup=False, highlight=False)
     return 0
 
 
@@ -281,7 +311,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="generate only these tables, as in the whole model: a slice (0::4) or names (t1,t7)")
     p.add_argument("--write-bound", action="store_true",
                    help="also time writing the same bytes with numpy.tofile (+fsync) next to the output")
-    p.add_argument("-o", "--output", required=True, help="trace file to write (HDF5)")
+    p.add_argument("-o", "--output", required=True, help="trace file to write (HDF5); with --ray a new directory")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="generate as parts, Ray tasks on a cluster (HOST:PORT or auto), into the directory -o, "
+                        "which must be at the same path on every node; read as one trace (docs/cluster.md)")
+    p.add_argument("--parts", type=int, default=None, help="with --ray: table groups (default: the cluster's CPUs)")
+    p.add_argument("--batch-parts", type=int, default=1,
+                   help="with --ray: batch ranges per table group (default 1; more needs --reuse 0)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="the figures as JSON: bare to stdout, or written to FILE")
     p.set_defaults(func=cmd_gen)

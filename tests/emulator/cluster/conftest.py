@@ -34,6 +34,10 @@ class LocalCluster:
     def disk(self, name: str) -> Path:
         return self.root / name
 
+    def disks(self) -> list[str]:
+        """The disks of the alive nodes: the head's and the workers'."""
+        return ["disk2", *self.workers]
+
     def kill(self, name: str) -> None:
         """Kill the worker node whose disk is ``name`` at once (no graceful shutdown)."""
         self.cluster.remove_node(self.workers.pop(name), allow_graceful=False)
