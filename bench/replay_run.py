@@ -111,7 +111,7 @@ def run_replay(store: Store, reader: TraceReader, plan: Plan, config: ReplayConf
             "verify": totals.get("verify"), "store": str(store.path), "trace": str(reader.path),
             "first_batch_s": totals.get("first_batch_s"), "steady_batch_s": totals.get("steady_batch_s"),
             "host_threads": rep.host_threads, "pooled_by": "host" if rep.host_pooled else "devices",
-            "devices": [{"name": dp.name, "mem_cores": c[0], "compute_cores": c[1]}
+            "device_cores": [{"name": dp.name, "mem_cores": c[0], "compute_cores": c[1]}
                         for dp, c in zip(plan.devices, rep._cores)],
         })
         if rep.emulation is not None:

@@ -458,8 +458,10 @@ class Replayer:
                                       lookups=int(p.dev_lookups[SSD_RAW][k]), bytes=d.bytes, ios=d.ios))
             cores.append(CoreCounters(dp.name, "compute", n_cores=max(1, dp.compute_cores),
                                       busy_s=info.compute_s[k], lookups=int(p.dev_lookups[SSD_TT][k])))
+        from emulator.replay.table_stats import table_counters
+
         stats.record_batch(latency, samples=p.batch.batch_size, lookups=p.batch.num_lookups, tiers=tiers,
-                           devices=devs, cores=cores)
+                           devices=devs, cores=cores, tables=table_counters(p, info, self.tables))
 
     def _batch_failure(self, p: Prepared, dev: int, e: "IOFailure") -> "BatchFailure":
         """Name the table and the rows a failed read was serving; the batch returns nothing."""
