@@ -32,10 +32,11 @@ from tracegen.trace_io import TraceReader
 WRITE_BUFFER_BYTES = 64 << 20
 
 
-def write_bound(directory: str | os.PathLike, nbytes: int, clock: Callable[[], float] = time.perf_counter
-                ) -> float:
+def write_bound(directory: str | os.PathLike, nbytes: int, clock: Callable[[], float] = time.perf_counter,
+                should_stop: Callable[[], bool] | None = None) -> float:
     """Seconds to write ``nbytes`` bytes to a new file in ``directory`` with ``numpy.tofile`` (64 MiB at a
-    time from one buffer) and fsync it; the file is removed."""
+    time from one buffer) and fsync it; the file is removed. ``should_stop()`` is asked after every 64 MiB
+    (:class:`KeyboardInterrupt` when it says so)."""
     buf = np.random.default_rng(0).integers(0, 2**31 - 1, size=WRITE_BUFFER_BYTES // 4, dtype=np.int32)
     fd, name = tempfile.mkstemp(prefix=".tofile-", dir=directory)
     try:
@@ -46,6 +47,8 @@ def write_bound(directory: str | os.PathLike, nbytes: int, clock: Callable[[], f
                 part = buf if left >= buf.nbytes else buf[: max(1, left // 4)]
                 part.tofile(f)
                 left -= part.nbytes
+                if should_stop is not None and should_stop():
+                    raise KeyboardInterrupt
             f.flush()
             os.fsync(f.fileno())
         return clock() - t0

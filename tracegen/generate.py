@@ -28,6 +28,8 @@ The same ``(spec, params)`` gives byte-identical traces.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
@@ -119,6 +121,12 @@ class TraceGenerator:
                         for ti, t in enumerate(self.spec.tables)]
         self._lag = params.reuse > 0 and params.reuse_window > 0
         self._next_batch = 0  # with lag reuse: the batch the histories are ready for
+        self.stage_seconds = {"bags_s": 0.0, "tables_s": 0.0}  # measured, summed over threads
+        self._lock = threading.Lock()
+
+    def _timed(self, stage: str, t0: float) -> None:
+        with self._lock:
+            self.stage_seconds[stage] += time.perf_counter() - t0
 
     def _reset_histories(self) -> None:
         for tg in self._tables:
@@ -163,8 +171,10 @@ class TraceGenerator:
         offsets[0] = 0
 
         def bags(ti: int) -> np.random.Generator:  # table ti's bag sizes, summed within the table
+            t0 = time.perf_counter()
             rng = _batch_rng(self.params.seed, self._keys[ti], i)
             np.cumsum(bag_sizes(self._tables[ti].table.pooling, B, rng), out=offsets[ti * B + 1 : (ti + 1) * B + 1])
+            self._timed("bags_s", t0)
             return rng
 
         rngs = list(ordered_map(pool, bags, range(T), budget=64))
@@ -182,11 +192,13 @@ class TraceGenerator:
         prev_bounds = previous[1][::B][: T + 1] if reuse > 0 and i > 0 and not self._lag else None
 
         def fill(ti: int) -> tuple[int, np.ndarray]:
+            t0 = time.perf_counter()
             out = np.empty(int(ends[ti]), dtype=np.int64)
             prev = None
             if prev_bounds is not None:
                 prev = previous[0][int(prev_bounds[ti]) : int(prev_bounds[ti + 1])]
             self._tables[ti].fill(rngs[ti], out, prev, self.params)
+            self._timed("tables_s", t0)
             return ti, out
 
         return offsets, ordered_map(pool, fill, range(T), cost=lambda ti: 8 * int(ends[ti]), budget=GEN_AHEAD_BYTES)
@@ -204,7 +216,8 @@ def generate_batch(spec: ModelSpec, params: GeneratorParams, i: int) -> tuple[np
 
 def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.PathLike,
                    progress: Callable[[int, int], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None, workers: int | None = None) -> str:
+                   should_stop: Callable[[], bool] | None = None, workers: int | None = None,
+                   stats: dict[str, float] | None = None) -> str:
     """Write the ``params.num_batches`` batches of ``(spec, params)`` to ``path``; return the trace id.
 
     Tables are generated on ``workers`` threads (default: every core; the file is the same for any number),
@@ -216,10 +229,14 @@ def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.Path
     lookups. The file records the effective spec (batch size, skew overrides and pooling scale applied) and
     the parameters. ``progress(done_batches, total)`` is called after each batch. ``should_stop()`` is asked
     after every table: when it says so, generation stops with :class:`KeyboardInterrupt` and the file is not
-    written (nothing is left behind).
+    written (nothing is left behind). ``stats``, when given, receives where the time went (measured
+    seconds, summed over threads that overlap): ``bags_s`` and ``tables_s`` (generation), the writer's
+    :attr:`TraceWriter.stage_seconds`, ``wait_tables_s`` (the writer waiting for generated tables) and
+    ``close_s`` (last chunks, fsync and rename).
     """
     gen = TraceGenerator(spec, params)
     total = params.num_batches
+    wait_s = 0.0
     with thread_pool(workers) as pool, \
             TraceWriter(path, gen.spec, seed=params.seed, params=params.to_dict()) as writer:
         prev = None
@@ -228,16 +245,24 @@ def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.Path
             writer.begin_batch(offsets, donate=True)
             keep = [] if params.reuse > 0 and params.reuse_window == 0 else None
             try:
+                t0 = time.perf_counter()
                 for t, idx in tables:
+                    wait_s += time.perf_counter() - t0
                     if should_stop is not None and should_stop():
                         raise KeyboardInterrupt
                     writer.append_table(t, idx, donate=True)
                     if keep is not None:
                         keep.append(idx)
+                    t0 = time.perf_counter()
             finally:
                 tables.close()  # cancels the tables not started when stopping early
             writer.end_batch()
             prev = (np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64), offsets) if keep is not None else None
             if progress is not None:
                 progress(i + 1, total)
+        t_close = time.perf_counter()
+    if stats is not None:
+        stats.update(gen.stage_seconds)
+        stats.update(writer.stage_seconds)
+        stats.update(wait_tables_s=wait_s, close_s=time.perf_counter() - t_close)
     return writer.trace_id

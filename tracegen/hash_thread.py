@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import threading
+import time
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class HashThread:
         self._cv = threading.Condition()
         self._closed = False
         self._busy = False  # a buffer taken off the queue is being hashed
+        self.busy_s = self.stall_s = 0.0  # hashing; callers waiting for room in the queue
         self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
         self._thread.start()
 
@@ -40,7 +42,9 @@ class HashThread:
                     return
                 buf = self._items.popleft()
                 self._busy = True
+            t0 = time.perf_counter()
             self._h.update(buf)  # no lock held: the GIL is released for large buffers
+            self.busy_s += time.perf_counter() - t0
             with self._cv:
                 self._busy = False
                 self._queued = max(0, self._queued - memoryview(buf).nbytes)
@@ -56,8 +60,10 @@ class HashThread:
         with self._cv:
             if self._closed:
                 raise ValueError("HashThread is closed")
+            t0 = time.perf_counter()
             while self._queued and self._queued + n > self._queue_bytes:
                 self._cv.wait()
+            self.stall_s += time.perf_counter() - t0
             self._items.append(data)
             self._queued += n
             self._cv.notify_all()

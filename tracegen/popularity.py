@@ -90,11 +90,35 @@ def power_integral(a: np.ndarray, b: np.ndarray, s: np.ndarray) -> np.ndarray:
     return np.exp((1.0 - s) * la) * lr * ratio
 
 
+GUIDE_PER_CELL = 8  # guide entries per cell: a draw's cell is then almost always found in one or two steps
+
+
 def guide_table(cdf: np.ndarray) -> np.ndarray:
-    """``guide[g]`` = first ``k`` with ``cdf[k] > g / m`` (``m`` a power of two ``>= 4 * len(cdf)``)."""
-    m = 1 << max(0, int(4 * cdf.size - 1).bit_length())
+    """``guide[g]`` = first ``k`` with ``cdf[k] > g / m`` (int32; ``m`` a power of two ``>= GUIDE_PER_CELL *
+    len(cdf)``). The cell of ``x`` lies in ``guide[int(x * m)] .. guide[int(x * m) + 1]`` (:func:`find_cell`),
+    whatever ``m`` is: the guide only speeds the search up."""
+    m = 1 << max(0, int(GUIDE_PER_CELL * cdf.size - 1).bit_length())
     g = np.searchsorted(cdf, np.arange(m + 1, dtype=np.float64) / m, side="right")
-    return np.minimum(g, cdf.size - 1).astype(np.int64)
+    return np.minimum(g, cdf.size - 1).astype(np.int32)
+
+
+@numba.njit
+def find_cell(cdf, guide, x):
+    """The first cell ``c`` with ``cdf[c] > x`` (``0 <= x < 1``): bisection down to a few cells, then a scan
+    (the guide leaves none to search almost always, and a short scan mispredicts less than bisection)."""
+    g = np.int64(x * (guide.size - 1))  # exact: guide.size - 1 is a power of two
+    c = np.int64(guide[g])
+    hi = np.int64(guide[g + 1])
+    if c < hi:
+        while hi - c > 4:
+            mid = (c + hi) >> 1
+            if cdf[mid] > x:
+                hi = mid
+            else:
+                c = mid + 1
+        while c < hi and cdf[c] <= x:
+            c += 1
+    return c
 
 
 def cell_starts(rows: int, cell_bits: int = CELL_BITS) -> tuple[np.ndarray, np.ndarray]:
@@ -139,20 +163,11 @@ def next_uniform(state):  # SplitMix64 (Steele, Lea & Flood 2014): the next stat
 
 @numba.njit(**NJIT_OPTIONS)
 def _ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, w_lo, s, q, c, out):
-    m = guide.size - 1
     state = np.uint64(seed)
     for j in range(out.size):
         while True:
             state, x = next_uniform(state)
-            lo = guide[np.int64(x * m)]
-            hi = guide[np.int64(x * m) + 1]
-            while lo < hi:  # first cell with cdf > x
-                mid = (lo + hi) >> 1
-                if cdf[mid] > x:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            cell = lo
+            cell = find_cell(cdf, guide, x)
             k = cell_lo[cell]
             cnt = cell_n[cell]
             if cnt > 1:

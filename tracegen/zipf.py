@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 from tracegen.jit import NJIT_OPTIONS as _NJIT_OPTIONS
-from tracegen.popularity import cell_starts, guide_table, next_uniform
+from tracegen.popularity import cell_starts, find_cell, guide_table, next_uniform
 
 CELL_BITS = 9  # 2**9 Zipf cells per octave of ranks: acceptance above 0.998
 
@@ -26,23 +26,13 @@ CELL_BITS = 9  # 2**9 Zipf cells per octave of ranks: acceptance above 0.998
 
 @numba.njit(**_NJIT_OPTIONS)
 def _zipf_ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, alpha, out):
-    m = guide.size - 1
     state = np.uint64(seed)
     used = 0
     for j in range(out.size):
         while True:
             state, x = next_uniform(state)
             used += 1
-            g = np.int64(x * m)  # exact: m is a power of two
-            lo = guide[g]
-            hi = guide[g + 1]
-            while lo < hi:  # first cell c with cdf[c] > x
-                mid = (lo + hi) >> 1
-                if cdf[mid] > x:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            c = lo
+            c = find_cell(cdf, guide, x)  # first cell c with cdf[c] > x
             k = cell_lo[c]  # 0-based rank
             cnt = cell_n[c]
             if cnt > 1:
