@@ -10,6 +10,7 @@ from bench.common import (add_json_arg, add_out_dir_arg, ensure_writable_dir, en
 from bench.replay_run import add_replay_args, check_batch_range, replay_config, run_replay
 from emulator.store.store import Store
 from plans.planner import PresetRequest, load_plan, preset_plan
+from tracegen.errors import InputError
 from tracegen.trace_io import TraceReader
 
 POLICIES = ("all-dram", "all-ssd", "all-tt")
@@ -58,6 +59,22 @@ def summary_line(payload: dict, run_dir) -> str:
             + f"\n  result in {run_dir}")
 
 
+def with_cores(plan, cores: int):
+    """``plan`` with ``cores`` cores per device, split between memory- and compute-centric as the plan splits
+    them (all compute-centric for a device whose plan has no memory-centric core, and vice versa)."""
+    import dataclasses
+
+    if cores < 1:
+        raise InputError(f"--cores must be >= 1, got {cores}")
+    devs = []
+    for d in plan.devices:
+        total = d.mem_cores + d.compute_cores
+        mem = round(cores * d.mem_cores / total) if total else cores // 2
+        mem = min(max(mem, 1 if d.mem_cores and cores > 1 else 0), cores - (1 if d.compute_cores and cores > 1 else 0))
+        devs.append(dataclasses.replace(d, mem_cores=mem, compute_cores=cores - mem))
+    return dataclasses.replace(plan, devices=tuple(devs))
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from bench.results import write_run
 
@@ -69,8 +86,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         check_batch_range(config, reader)
         if args.plan:
             plan = load_plan(args.plan, store)
+            if args.devices is not None and args.devices != len(plan.devices):
+                raise InputError(f"--devices {args.devices}: the plan places its tables on {len(plan.devices)} "
+                                 f"device(s); --devices applies to --policy", args.plan)
         else:
+            from plans.planner import spread_over_devices
+
             plan = preset_plan(args.policy or "all-ssd", store, reader, PresetRequest(tt_rank=args.tt_rank)).plan
+            plan = spread_over_devices(plan, store, args.devices or 1)
+            if (args.policy or "all-ssd") == "all-tt":  # its devices rebuild and pool: compute-centric cores
+                import dataclasses
+
+                plan = dataclasses.replace(plan, devices=tuple(dataclasses.replace(d, mem_cores=0, compute_cores=1)
+                                                               for d in plan.devices))
+        if args.cores is not None:
+            plan = with_cores(plan, args.cores)
         payload = run_replay(store, reader, plan, config, live=is_live() and not args.no_live)
     run_dir = write_run("replay", sys.argv, payload, store_id=store.store_id, trace_id=reader.trace_id,
                         runs_dir=args.out_dir)
@@ -91,6 +121,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--policy", choices=POLICIES, default=None, help="simple placement (default all-ssd)")
     g.add_argument("--plan", default=None, help="a plan from `screc plan solve`")
     p.add_argument("--tt-rank", type=int, default=None, help="TT rank for --policy all-tt")
+    p.add_argument("--devices", type=int, default=None, help="devices the --policy's tables are spread over "
+                                                              "(default 1; a plan names its own)")
+    p.add_argument("--cores", type=int, default=None,
+                   help="cores per device (threads), split as the plan splits them (default: the plan's)")
     p.add_argument("--verify", action="store_true", help="check every batch against a NumPy reference")
     p.add_argument("--start-batch", type=int, default=0,
                    help="first batch to replay (e.g. after the batches a plan was profiled on)")

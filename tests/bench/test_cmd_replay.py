@@ -136,3 +136,12 @@ def test_summary_puts_the_steady_state_first_and_flags_few_batches():
     assert "5.00 ms measured vs 4.00 ms predicted (modelled) (+25%)" in text and "1,234 IOs (1.00 MiB)" in text
     payload["steady_batches"] = 10
     assert "only" not in summary_line(payload, "runs/x")
+
+
+def test_with_cores_keeps_the_plans_split():
+    from bench.cmd_replay import with_cores
+    from emulator.plan import DevicePlan, Plan
+
+    plan = Plan(store_id="x", tables=(), devices=(DevicePlan("d0", 1, 1), DevicePlan("d1", 0, 2),
+                                                   DevicePlan("d2", 3, 1)))
+    assert [(d.mem_cores, d.compute_cores) for d in with_cores(plan, 8).devices] == [(4, 4), (0, 8), (6, 2)]
