@@ -19,6 +19,8 @@ loop, as FBGEMM's generated kernels keep theirs:
   if it is uint16 (an fp16 table viewed as its bits), chosen at compile time
 * ``vstore_f32(arr, i, v, n)`` -> stores lanes ``[0, n)`` at element ``i``
 * ``prefetch(arr, i)`` -> ``prefetcht0`` of element ``i`` (never faults)
+* ``vload_f32_at(addr, n)`` / ``prefetch_at(addr)`` -> the same at a byte address (an integer:
+  kernels select a row's address among arrays without a branch)
 
 ``n`` must be in ``[0, 16]``; callers guarantee it (no check on the hot path).
 A constant ``n = 16`` folds the mask away into a plain vector load.
@@ -162,3 +164,36 @@ def prefetch(typingctx, arr, index):
 
     return types.void(arr, index), codegen
 
+
+
+def _address(builder, addr):
+    """An integer address as a pointer (the caller keeps the array it points into alive)."""
+    return builder.inttoptr(addr, _PTR)
+
+
+@intrinsic
+def vload_f32_at(typingctx, addr, n):
+    """``vload_f32`` from a byte address (an integer, e.g. ``arr.ctypes.data + offset``): lanes ``[0, n)``."""
+    if not (_is_index(addr) and _is_index(n)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _masked_load(builder, _address(builder, args[0]), _VEC, _mask(builder, args[1]))
+
+    return F32x16(addr, n), codegen
+
+
+@intrinsic
+def prefetch_at(typingctx, addr):
+    """``prefetch`` of a byte address (never faults)."""
+    if not _is_index(addr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [_PTR, _I32, _I32, _I32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [_address(builder, args[0]), ir.Constant(_I32, 0), ir.Constant(_I32, 3),
+                          ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(addr), codegen

@@ -29,12 +29,12 @@ with ``numba.set_num_threads(N)`` (thread-local in Numba: set for the calling
 thread and restored before returning). One thread pools a whole bag in lookup
 order, so the output is the same bits for every ``N``. Parallel launches are
 serialised by a module lock, so several Python threads may call these
-functions. Measured at 2 threads (``screc bench dram``), this was about twice
-as fast per pass on an idle machine as chunks claimed by the caller and a
-helper thread woken per call (the OpenMP workers spin briefly between calls,
-a woken helper first waits for its vCPU); on a loaded machine a ``prange``
-region waits at its barrier for a descheduled worker, and speed-ups need idle
-cores.
+functions. Measured at 2 threads (``screc bench dram``, best passes, load
+average about 5 on 2 CPUs), this pooled about twice as fast as chunks claimed
+by the caller and a helper thread woken per call (the OpenMP workers spin
+briefly between calls; a woken helper first waits for its vCPU), though the
+claimed chunks kept steadier medians under that load: a ``prange`` region
+waits at its barrier for a descheduled worker, so speed-ups need idle cores.
 """
 
 from __future__ import annotations

@@ -189,16 +189,18 @@ def test_pool_sources_any_tier_mix_equals_the_plain_sum():
     assert np.array_equal(out.view(np.uint32), pool_rows(t, indices, offsets, np.empty_like(out)).view(np.uint32))
 
 
+@pytest.mark.parametrize("code,dram_dtype", [(DTYPE_FP16, np.float16),  # the per-tier kernel
+                                             (DTYPE_FP32, np.float32)])  # every tier float32: branch-free
 @pytest.mark.parametrize("dim", [50, 128])  # the row's tail only; two whole 64-column blocks
-def test_pool_sources_accumulate_and_parallel(dim):
+def test_pool_sources_accumulate_and_parallel(dim, code, dram_dtype):
     rng = np.random.default_rng(12)
-    offsets, kinds, locs, dram, pages, staged = mixed_sources(rng, dim, DTYPE_FP16, np.float16, n_bags=120)
+    offsets, kinds, locs, dram, pages, staged = mixed_sources(rng, dim, code, dram_dtype, n_bags=120)
     start = table(rng, 120, dim, np.float32)
-    serial = pool_sources(offsets, kinds, locs, dram, pages, staged, DTYPE_FP16, dim, start.copy(), accumulate=True)
-    parallel = pool_sources(offsets, kinds, locs, dram, pages, staged, DTYPE_FP16, dim, start.copy(),
+    serial = pool_sources(offsets, kinds, locs, dram, pages, staged, code, dim, start.copy(), accumulate=True)
+    parallel = pool_sources(offsets, kinds, locs, dram, pages, staged, code, dim, start.copy(),
                             accumulate=True, threads=2)
     assert np.array_equal(serial.view(np.uint32), parallel.view(np.uint32))
-    want = naive.pool_sources_ref(offsets, kinds, locs, dram, pages, staged, DTYPE_FP16, dim, out=start,
+    want = naive.pool_sources_ref(offsets, kinds, locs, dram, pages, staged, code, dim, out=start,
                                   accumulate=True)
     assert_same_bits(serial, want)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emulator.kernels._simd import prefetch, vadd, vload_f16, vload_f32, vload_row, vstore_f32, vzero
+from emulator.kernels._simd import (prefetch, prefetch_at, vadd, vload_f16, vload_f32, vload_f32_at, vload_row,
+                                    vstore_f32, vzero)
 from emulator.kernels.jit import njit
 
 
@@ -53,3 +54,22 @@ def test_vload_row_picks_the_format_from_the_dtype_and_store_is_masked():
     _row_store(f16, 4, 16, out, 16)
     np.testing.assert_array_equal(out, np.arange(4, 20, dtype=np.float32))
 
+
+
+@njit(cache=False)
+def _load_at_store(buf, offset, n, out):
+    at = buf.ctypes.data + offset
+    prefetch_at(at)
+    vstore_f32(out, 0, vload_f32_at(at, n), 16)
+
+
+@pytest.mark.parametrize("n", [0, 5, 16])
+def test_load_at_a_byte_address_is_the_masked_load(n):
+    values = np.arange(1, 17, dtype=np.float32)
+    buf = np.zeros(5 + 4 * n, np.uint8)  # ends right after the n-th value at byte 5: lanes >= n are not read
+    buf[5:] = np.frombuffer(values[:n].tobytes(), np.uint8)
+    got, want = np.full(16, np.nan, np.float32), np.full(16, np.nan, np.float32)
+    _load_at_store(buf, 5, n, got)
+    _load_f32_store(buf, 5, n, want)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, np.concatenate([values[:n], np.zeros(16 - n, np.float32)]))
