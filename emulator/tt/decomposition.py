@@ -371,13 +371,33 @@ def _tt_svd_tail(c: np.ndarray, r0: int, p, q, max_rank):
     ranks, cores = [r0], []
     for k in range(1, d - 1):
         c = c.reshape(ranks[-1] * p[k] * q[k], -1)
-        u, c = _truncated_gram_svd(c, max_rank)
+        u, c = _truncated_fast_svd(c, max_rank)
         r = u.shape[1]
         cores.append(u.reshape(ranks[-1], p[k], q[k], r).transpose(1, 0, 2, 3).astype(np.float32))
         ranks.append(r)
     cores.append(c.reshape(ranks[-1], p[-1], q[-1], 1).transpose(1, 0, 2, 3).astype(np.float32))
     ranks.append(1)
     return cores, ranks
+
+
+def _truncated_fast_svd(c: np.ndarray, max_rank: int):
+    """Leading ``max_rank`` left singular vectors ``u`` of ``c`` and ``u.T @ c``: from the Gram matrix of
+    the shorter side, or by a randomized range finder (as :func:`tt_svd_randomized`, seeded) when that
+    costs under half as many multiply-adds."""
+    m, n = c.shape
+    c = np.asarray(c, dtype=np.float32)
+    k = min(max_rank + RANDOMIZED_OVERSAMPLE, m, n)
+    if (2 + 2 * RANDOMIZED_POWER_ITERS) * k * m * n * 2 < min(m, n) ** 2 * max(m, n):
+        omega = np.random.default_rng([m, n, 0x7A6]).standard_normal((n, k), dtype=np.float32)
+        y = c @ omega
+        for _ in range(RANDOMIZED_POWER_ITERS):
+            y = c @ (c.T @ np.linalg.qr(y.astype(np.float64))[0].astype(np.float32))
+        qm = np.linalg.qr(y.astype(np.float64))[0]
+        b = qm.T.astype(np.float32) @ c  # (k, n)
+        w, v = np.linalg.eigh((b @ b.T).astype(np.float64))
+        vb = v[:, np.argsort(w)[::-1][:max(1, min(max_rank, k))]]
+        return qm @ vb, vb.T.astype(np.float32) @ b
+    return _truncated_gram_svd(c, max_rank)
 
 
 def _truncated_gram_svd(c: np.ndarray, max_rank: int):
