@@ -46,6 +46,7 @@ import numpy as np
 
 from emulator.kernels import _args
 from emulator.kernels import _pool_kernels as _k
+from emulator.kernels import _pool_sources_kernels as _ks
 from emulator.kernels._args import DTYPE_FP16, DTYPE_FP32, KIND_DRAM, KIND_PAGE, KIND_STAGED
 
 __all__ = [
@@ -140,9 +141,9 @@ def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram:
     args = (offsets, kinds, locs, dram_flat, pages, staged_flat, page_half, int(dim), out_flat, row_stride,
             bool(accumulate))
     if threads == 1 or offsets.size <= 2:
-        ok = _k.pool_sources_serial(offsets, kinds, locs, limits, *args[3:])
+        ok = _ks.pool_sources_serial(offsets, kinds, locs, limits, *args[3:])
     else:
-        ok = _parallel(_k.pool_sources_parallel, (offsets, kinds, locs, limits, *args[3:]), threads)
+        ok = _parallel(_ks.pool_sources_parallel, (offsets, kinds, locs, limits, *args[3:]), threads)
     if not ok:
         _args.raise_for_offsets(offsets, kinds.size)
         _args.raise_for_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), limits, dram, pages,
