@@ -11,17 +11,21 @@ and split by tier:
 * ``ssd_tt``  the table's cold rows rebuilt from TT cores (held in emulated
   device memory) by the compute-centric cores, once per unique row.
 
-Pooling (:func:`emulator.kernels.pooling.pool_sources`) then sums every bag in lookup
-order from whichever tier each row came from, so raw and DRAM results equal
-the NumPy reference bit for bit, whatever the mix. With ``pipeline`` on, the
-reads of batch ``i+1`` are in flight (on the engines' IO threads) while batch
-``i`` is rebuilt and pooled.
+Each device of the plan is a :class:`~emulator.device.worker.DeviceWorker` on its own threads (its IO ring,
+its TT cores, its memory- and compute-centric cores). Per batch the host splits the work
+(:mod:`emulator.replay.offload`): devices pool their raw and TT rows and return partial sums per (table, bag);
+the host pools the DRAM rows on its threads meanwhile (:mod:`emulator.replay.host`) and adds the partials.
+Plain-SSD policies (all-dram, all-ssd, lru, static-topk) have their devices only read; the host pools every
+lookup. Each partial sums its rows in lookup order, so raw and DRAM results equal a NumPy reference summed in
+the same grouping bit for bit. With ``pipeline`` on, the reads of batch ``i+1`` are in flight (on the devices'
+IO threads) while batch ``i`` is rebuilt and pooled. With a device profile, every batch is placed on the device
+clock (:mod:`emulator.device.emulate`) from its tasks' CPU times and its reads' records, beside its measured
+interval.
 
-This module holds the engine itself (IO, rebuild, pooling, the run loop and
-its statistics); the tables are opened in :mod:`emulator.replay.tables`, each
-batch is planned in :mod:`emulator.replay.prepare` (the batched path's passes
-in :mod:`emulator.replay.groups`), remaps read in :mod:`emulator.replay.remap`
-and ``--verify`` checks made in :mod:`emulator.replay.verify`.
+This module holds the engine itself (dispatch, merging, the run loop and its statistics); the tables are opened
+in :mod:`emulator.replay.tables`, each batch is planned in :mod:`emulator.replay.prepare` (the batched path's
+passes in :mod:`emulator.replay.groups`), remaps read in :mod:`emulator.replay.remap` and ``--verify`` checks
+made in :mod:`emulator.replay.verify`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from emulator.io.types import IOFailure
-from emulator.tiers import KIND_DRAM
 from emulator.plan import Plan
 from emulator.replay.counters import CoreCounters, DeviceCounters, ReplayStats, TierCounters
 from emulator.replay.prepare import prepare_batch
@@ -109,7 +112,6 @@ class Replayer:
         """One device worker per device of the plan (its engine, TT cores and core threads), the host's pool
         threads, and the device clock's view of the profile, if any."""
         import os
-        from concurrent.futures import ThreadPoolExecutor
 
         from emulator.device.worker import DeviceWorker
         from emulator.replay.offload import host_pooled
@@ -122,7 +124,9 @@ class Replayer:
         self._cores = [(max(1, dp.mem_cores), max(1, dp.compute_cores)) for dp in self.plan.devices]
         self.workers = [DeviceWorker(d, eng, lambda t: self.tables[t].tt, *self._cores[d])
                         for d, eng in enumerate(self.engines)]
-        self._host_pool = ThreadPoolExecutor(self.host_threads, thread_name_prefix="screc-host")
+        from emulator.replay.host import HostPooling
+
+        self.host = HostPooling(self.tables, self._slow, self.host_threads, self.host_pooled, self.clock)
         self.emulation = None
         if self.config.device_profile is not None:
             from emulator.device.emulate import Emulation
@@ -216,16 +220,16 @@ class Replayer:
         host_futs = []
         if split is not None:  # host partials, while the devices work
             for w, hw, out in zip(p.works, split.host, group_out):
-                host_futs += self._host_tasks(w, hw.offsets, hw.lookups, out, p.dest, None)
+                host_futs += self.host.tasks(w, hw.offsets, hw.lookups, out, p.dest, None)
         responses = self._gather(p, futs, work)
         host_cpu = [f.result() for f in host_futs]
         work.dram_s += sum(host_cpu)
         after_cpu: list[float] = []
-        staged, group_staged = self._rebuild_tt(p, work, groups=split is None)
+        staged, group_staged = self.host.rebuild_tt(p, work, groups=split is None)
         pooled: list = [None] * len(self.tables)
-        self._pool_slow(p, staged, pooled, work)
+        self.host.pool_slow(p, staged, pooled, work)
         if split is None:
-            after_cpu = self._pool_groups(p, group_staged, group_out, work)
+            after_cpu = self.host.pool_groups(p, group_staged, group_out, work)
         else:
             for d, req, resp in responses:
                 for task, part in zip(req.pools, resp.partials):
@@ -263,43 +267,6 @@ class Replayer:
             out.append((d, req, resp))
         return out
 
-    def _host_tasks(self, w, offsets: np.ndarray, lookups: np.ndarray | None, out: np.ndarray, dest: np.ndarray,
-                    staged: np.ndarray | None) -> list:
-        """Pool a group's lookups (``lookups`` of ``w``, None: all) over every bag on the host's threads, split
-        by lookups (each bag in one task: the same sums for any number of threads). Futures of CPU seconds."""
-        from emulator.device.worker import split_by_lookups
-
-        g = w.group
-
-        def task(a: int, b: int) -> float:
-            c0 = time.thread_time()
-            lo, hi = int(offsets[a]), int(offsets[b])
-            sel = slice(lo, hi) if lookups is None else lookups[lo:hi]
-            _pool_host(g, offsets[a:b + 1] - lo, w.kind[sel], w.loc[sel], dest, staged, out[a:b])
-            return time.thread_time() - c0
-        return [self._host_pool.submit(task, a, b) for a, b in split_by_lookups(offsets, self.host_threads)]
-
-    def _rebuild_tt(self, p: Prepared, work: BatchWork, groups: bool = True) -> tuple[list, list]:
-        """TT rows the host rebuilds: per slow table and (``groups``: when the host pools everything) per group,
-        rows staged in float32."""
-        from emulator.replay.groups import rebuild_group
-        from emulator.tt.kernels import tt_rebuild_rows
-
-        staged = []
-        for tab, lk in zip(self._slow, p.slow):
-            if lk.tt_rows is None:
-                staged.append(np.zeros((0, tab.layout.dim), np.float32))
-                continue
-            t0 = self.clock()
-            staged.append(tt_rebuild_rows(tab.tt, lk.tt_rows))
-            work.compute_s[tab.device] += self.clock() - t0
-        group_staged = []
-        for w in (p.works if groups else ()):
-            g = w.group
-            group_staged.append(rebuild_group(w, lambda m, g=g: self.tables[int(g.tables[m])].tt, self.clock,
-                                              work.compute_s) if w.tt_rows else np.zeros((0, g.dim), np.float32))
-        return staged, group_staged
-
     def _check_short(self, p: Prepared, dev: int, nread: np.ndarray) -> None:
         r = p.reads[dev]
         short = np.flatnonzero(nread != r.nbytes)
@@ -309,60 +276,6 @@ class Replayer:
             raise InputError(f"batch {p.batch.index}: short read of table {tab.name} at byte {int(r.offsets[k])} "
                              f"({int(nread[k])} of {int(r.nbytes[k])} bytes); the store file is truncated",
                              self.store.table_path(tab.index))
-
-    def _pool_slow(self, p: Prepared, staged: list, pooled: list, work: BatchWork) -> None:
-        """Pool the slow-path tables one by one, on the host (then their LRU caches' release and admission).
-        With devices that pool (:mod:`emulator.replay.offload`) the sums keep the devices' grouping: the DRAM
-        rows' partial plus the other rows' partial, as every other table's."""
-        from emulator.device.worker import subset_csr
-        from emulator.kernels.pooling import dtype_code, pool_sources
-
-        B = p.batch.batch_size
-        for tab, lk, st in zip(self._slow, p.slow, staged):
-            out = np.empty((B, tab.layout.dim), dtype=np.float32)
-            t0 = self.clock()
-            code = dtype_code(tab.layout.np_dtype)
-            hot = lk.kind == KIND_DRAM
-            if self.host_pooled or hot.all() or not hot.any():
-                pool_sources(lk.offsets, lk.kind, lk.loc, tab.dram, p.dest, st, code, tab.layout.dim, out)
-            else:
-                part = np.empty_like(out)
-                for m, dst in ((hot, out), (~hot, part)):
-                    off, idx = subset_csr(lk.offsets, m)
-                    pool_sources(off, lk.kind[idx], lk.loc[idx], tab.dram, p.dest, st, code, tab.layout.dim, dst)
-                out += part
-            cw = p.cache_work.get(tab.index)
-            if cw is not None:  # after pooling: release this batch's hits, admit its misses from the pages
-                tab.cache.unpin(cw.hit_slots)
-                if cw.admit_rows is not None:
-                    tab.cache.admit(cw.admit_rows, p.dest, cw.admit_dest)
-            dt = self.clock() - t0
-            # the pooling time of a table is shared by the tiers its lookups came from
-            n = lk.kind.size or 1
-            n_hot = int(np.count_nonzero(lk.kind == KIND_DRAM))
-            work.dram_s += dt * n_hot / n
-            if tab.tt is None:
-                work.mem_s[tab.device] += dt * (n - n_hot) / n
-            else:
-                work.compute_s[tab.device] += dt * (n - n_hot) / n
-            pooled[tab.index] = out
-
-    def _pool_groups(self, p: Prepared, group_staged: list, group_out: list, work: BatchWork) -> list[float]:
-        """The host pools every lookup of each group (plain-SSD policies), on its threads, after the reads;
-        a group's time is shared by tiers and devices by lookups. Returns the tasks' CPU seconds."""
-        futs = [(w, self._host_tasks(w, w.offsets, None, out, p.dest, st))
-                for w, st, out in zip(p.works, group_staged, group_out)]
-        cpu = []
-        for w, fs in futs:
-            dt = [f.result() for f in fs]
-            cpu += dt
-            total = sum(dt)
-            n = w.kind.size or 1
-            work.dram_s += total * (w.kind.size - w.n_cold) / n
-            for d in range(len(work.mem_s)):
-                work.mem_s[d] += total * int(w.page_per_dev[d]) / n
-                work.compute_s[d] += total * int(w.tt_per_dev[d]) / n
-        return cpu
 
     # --- a whole trace ---------------------------------------------------------------------------
     def run(self, reader: TraceReader, on_batch: Callable[[BatchOutput], None] | None = None) -> dict[str, Any]:
@@ -490,8 +403,8 @@ class Replayer:
     def close(self) -> None:
         for wk in getattr(self, "workers", []):
             wk.close()
-        if getattr(self, "_host_pool", None) is not None:
-            self._host_pool.shutdown(wait=True)
+        if getattr(self, "host", None) is not None:
+            self.host.close()
         for e in getattr(self, "engines", []):
             e.close()
 
@@ -501,17 +414,3 @@ class Replayer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def _pool_host(g, offsets: np.ndarray, kind: np.ndarray, loc: np.ndarray, dest: np.ndarray,
-               staged: np.ndarray | None, out: np.ndarray) -> None:
-    """One host pooling call over some of a group's bags (quantized rows dequantized as they are pooled; fp16
-    groups without TT rows too: whole 64-column blocks loaded unmasked, the same sums bit for bit)."""
-    from emulator.kernels.pooling import dtype_code, pool_sources
-
-    if g.row_format in ("int8", "int4") or (g.row_format == "fp16" and not g.tt_members):
-        from emulator.kernels.quant import pool_sources_quantized
-
-        pool_sources_quantized(offsets, kind, loc, g.dram, dest, g.row_format, g.dim, out)
-    else:
-        st = staged if staged is not None else np.zeros((0, g.dim), np.float32)
-        pool_sources(offsets, kind, loc, g.dram, dest, st, dtype_code(g.np_dtype), g.dim, out)
