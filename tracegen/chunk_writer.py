@@ -5,8 +5,10 @@ HDF5's own write path runs the fletcher32 filter one 16-bit word at a time (abou
 type and checking each table's index range in the same Numba pass, :func:`narrow_copy`), and a writer
 thread stores each full chunk with its checksum (:func:`tracegen.fletcher._fletcher32_words`, bit for bit
 HDF5's) through ``H5Dwrite_chunk``: what HDF5 stores is byte for byte what its filter would have stored (the
-last, partial chunk padded with the fill value 0, as HDF5 pads an edge chunk). Chunks reach the file in
-order, so the same appends give the same file.
+last, partial chunk padded with the fill value 0, as HDF5 pads an edge chunk). Every HDF5 call of a file
+being written (chunk stores, resizes, small writes) goes through one :class:`OrderedWriter` thread, in the
+order the caller made them: HDF5 allocates file space in call order, so the same appends give the same
+file, byte for byte.
 
 A chunk stays in memory until it is full (a chunk spans batches), so only the dataset's extent must cover
 it before it is written: the caller resizes the dataset before appending past its end.
@@ -56,20 +58,80 @@ def narrow_copy(src: np.ndarray, dst: np.ndarray) -> tuple[int, int]:
     return int(mn), int(mx)
 
 
+class OrderedWriter:
+    """A thread running the calls given to :meth:`submit` one at a time, in order (all of a file's HDF5 calls,
+    so that its layout does not depend on timing). A call that raises stops the others (their ``release``
+    callbacks still run); the error is raised by the next :meth:`submit` or by :meth:`close`."""
+
+    def __init__(self, name: str = "hdf5-writer"):
+        self._todo: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        self._abort = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._todo.get()
+            if item is None:
+                return
+            fn, args, release = item
+            try:
+                if not self._abort and self._error is None:
+                    fn(*args)
+            except BaseException as e:  # noqa: BLE001 - raised to the caller at its next call
+                self._error = e
+            finally:
+                if release is not None:
+                    release()
+
+    def check(self) -> None:
+        """Raise the error a call met, if any."""
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, fn: Callable, *args, release: Callable[[], None] | None = None) -> None:
+        """Run ``fn(*args)`` after every call submitted before; ``release()`` after it, whatever happens."""
+        self.check()
+        self._todo.put((fn, args, release))
+
+    def call(self, fn: Callable, *args):
+        """Run ``fn(*args)`` in order and wait for its result."""
+        done = threading.Event()
+        out: list = []
+        self.submit(lambda: out.append(fn(*args)), release=done.set)
+        done.wait()
+        self.check()
+        return out[0]
+
+    def close(self) -> None:
+        """Run what is queued, stop the thread and raise the error a call met, if any."""
+        self._todo.put(None)
+        self._thread.join()
+        self.check()
+
+    def abort(self) -> None:
+        """Stop the thread without running what is queued (the file is being thrown away)."""
+        self._abort = True
+        self._todo.put(None)
+        self._thread.join()
+
+
 class ChunkAppender:
     """Appends values to ``ds`` (1-D, chunked, with the fletcher32 filter, empty) chunk by chunk.
 
     :meth:`append` copies into the chunk being filled (from any integer array; see :meth:`append_checked`
-    for a range check in the same pass); each full chunk goes to the writer thread. :meth:`close` writes the
-    last, partial chunk and waits for the writer; :meth:`abort` drops whatever is not written. An error in the
-    writer thread is raised by the next call.
+    for a range check in the same pass); each full chunk is checksummed and stored on ``writer``'s thread.
+    :meth:`close` submits the last, partial chunk (``writer.close()`` then waits for it). ``on_written(bytes)``
+    is called on that thread after each chunk is stored.
     """
 
-    def __init__(self, ds: h5py.Dataset, on_written: Callable[[int], None] | None = None):
+    def __init__(self, ds: h5py.Dataset, writer: OrderedWriter, on_written: Callable[[int], None] | None = None):
         if ds.ndim != 1 or ds.chunks is None or ds.shape[0] != 0:
             raise ValueError(f"{ds.name}: ChunkAppender needs an empty, chunked 1-D dataset")
         self.ds = ds
-        self._on_written = on_written  # called (on the writer thread) with the bytes of each chunk written
+        self._writer = writer
+        self._on_written = on_written
         self.dtype = ds.dtype
         self.chunk = int(ds.chunks[0])
         # one extra element of room: the checksum goes right after the data (4 bytes, in a uint32 view)
@@ -81,55 +143,39 @@ class ChunkAppender:
         self._buf = self._free.get()
         self._fill = 0  # elements in the chunk being filled
         self._next_chunk = 0  # index of the chunk being filled
-        self._todo: queue.Queue = queue.Queue()
-        self._error: BaseException | None = None
-        self._abort = False
+        self._size = 0
         self.checksum_s = self.write_s = self.stall_s = 0.0  # writer thread: fletcher32, HDF5; caller: waits
-        self._thread = threading.Thread(target=self._run, name=f"chunk-writer{ds.name}", daemon=True)
-        self._thread.start()
 
     @property
     def size(self) -> int:
         """Values appended so far."""
-        return self._next_chunk * self.chunk + self._fill
+        return self._size
 
-    def _run(self) -> None:
-        while True:
-            item = self._todo.get()
-            if item is None:
-                return
-            k, buf = item
-            try:
-                if not self._abort and self._error is None:
-                    n = self.chunk * self.dtype.itemsize
-                    raw = buf.view(np.uint8)
-                    t0 = time.perf_counter()
-                    raw[n : n + 4].view(np.uint32)[0] = _fletcher32_words(raw[:n].view(np.uint16))
-                    t1 = time.perf_counter()
-                    self.ds.id.write_direct_chunk((k * self.chunk,), raw[: self._nbytes], 0)
-                    if self._on_written is not None:
-                        self._on_written(self._nbytes)
-                    self.checksum_s += t1 - t0
-                    self.write_s += time.perf_counter() - t1
-            except BaseException as e:  # raised to the caller at its next call
-                self._error = e
-            finally:
-                self._free.put(buf)
+    def _store(self, k: int, buf: np.ndarray) -> None:  # on the writer thread
+        n = self.chunk * self.dtype.itemsize
+        raw = buf.view(np.uint8)
+        t0 = time.perf_counter()
+        raw[n : n + 4].view(np.uint32)[0] = _fletcher32_words(raw[:n].view(np.uint16))
+        t1 = time.perf_counter()
+        self.ds.id.write_direct_chunk((k * self.chunk,), raw[: self._nbytes], 0)
+        if self._on_written is not None:
+            self._on_written(self._nbytes)
+        self.checksum_s += t1 - t0
+        self.write_s += time.perf_counter() - t1
 
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
+    def _send(self) -> None:
+        buf = self._buf
+        self._writer.submit(self._store, self._next_chunk, buf, release=lambda: self._free.put(buf))
+        self._next_chunk += 1
+        self._fill = 0
 
     def _room(self) -> np.ndarray:
         """The free part of the chunk being filled (a full chunk is sent to the writer first)."""
         if self._fill == self.chunk:
-            self._check()
-            self._todo.put((self._next_chunk, self._buf))
-            self._next_chunk += 1
+            self._send()
             t0 = time.perf_counter()
             self._buf = self._free.get()  # waits while every buffer is queued: the writer sets the pace
             self.stall_s += time.perf_counter() - t0
-            self._fill = 0
         return self._buf[self._fill : self.chunk]
 
     def append(self, values: np.ndarray) -> None:
@@ -141,6 +187,7 @@ class ChunkAppender:
             n = min(room.size, values.size - pos)
             room[:n] = values[pos : pos + n]
             self._fill += n
+            self._size += n
             pos += n
 
     def append_checked(self, values: np.ndarray) -> tuple[int, int]:
@@ -153,25 +200,12 @@ class ChunkAppender:
             lo, hi = narrow_copy(values[pos : pos + n], room[:n])
             mn, mx = (lo, hi) if pos == 0 else (min(mn, lo), max(mx, hi))
             self._fill += n
+            self._size += n
             pos += n
         return mn, mx
 
     def close(self) -> None:
-        """Write the last chunk (padded with zeros) and wait until every chunk is in the file."""
-        try:
-            self._check()
-            if self._fill:
-                self._buf[self._fill : self.chunk] = 0
-                self._todo.put((self._next_chunk, self._buf))
-                self._next_chunk += 1
-                self._fill = 0
-        finally:
-            self._todo.put(None)
-            self._thread.join()
-        self._check()
-
-    def abort(self) -> None:
-        """Stop the writer thread without writing what is queued (the file is being thrown away)."""
-        self._abort = True
-        self._todo.put(None)
-        self._thread.join()
+        """Submit the last chunk, padded with zeros (``writer.close()`` waits until it is stored)."""
+        if self._fill:
+            self._buf[self._fill : self.chunk] = 0
+            self._send()

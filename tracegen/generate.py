@@ -49,6 +49,7 @@ from tracegen.pooling import bag_sizes, scale_pooling
 from tracegen.popularity import PopularitySampler, TablePopularity, guide_table
 from tracegen.reuse import ReuseHistory
 from tracegen.spec import ModelSpec, TableSpec
+from tracegen.trace_fast import ArrayPool
 from tracegen.trace_io import TraceWriter
 from tracegen.zipf import CELL_BITS, ZipfSampler, zipf_cells, zipf_ranks
 
@@ -61,6 +62,7 @@ __all__ = [
 
 
 GEN_AHEAD_BYTES = 256 << 20  # tables' lookups (int64) generated ahead of the writer
+TABLE_POOL_BYTES = 768 << 20  # tables' arrays kept for reuse (fresh ones pay page faults and zeroing)
 
 
 def _batch_rng(seed: int, table_index: int, batch_index: int) -> np.random.Generator:
@@ -121,6 +123,7 @@ class TraceGenerator:
                         for ti, t in enumerate(self.spec.tables)]
         self._lag = params.reuse > 0 and params.reuse_window > 0
         self._next_batch = 0  # with lag reuse: the batch the histories are ready for
+        self._arrays = ArrayPool(slots=64, max_bytes=TABLE_POOL_BYTES)  # reused once the writer has let go
         self.stage_seconds = {"bags_s": 0.0, "tables_s": 0.0}  # measured, summed over threads
         self._lock = threading.Lock()
 
@@ -193,7 +196,7 @@ class TraceGenerator:
 
         def fill(ti: int) -> tuple[int, np.ndarray]:
             t0 = time.perf_counter()
-            out = np.empty(int(ends[ti]), dtype=np.int64)
+            out = self._arrays.take(int(ends[ti]), slack=True)
             prev = None
             if prev_bounds is not None:
                 prev = previous[0][int(prev_bounds[ti]) : int(prev_bounds[ti + 1])]

@@ -3,9 +3,10 @@
 Batches are streamed: a whole batch (:meth:`TraceWriter.append`) or table by table
 (:meth:`~TraceWriter.begin_batch`, :meth:`~TraceWriter.append_table`, :meth:`~TraceWriter.end_batch`), which
 give the same file and the same ``trace_id``. The work overlaps on three threads: the caller's copies each
-table into the chunk being filled, checking its index range in the same pass; a writer thread per dataset
-checksums full chunks (fletcher32) and stores them (:mod:`tracegen.chunk_writer`); a hash thread computes the
-SHA-256 ``trace_id`` (:mod:`tracegen.hash_thread`). Memory holds a few chunks and the buffers waiting to be
+table into the chunk being filled, checking its index range in the same pass; a writer thread checksums full
+chunks (fletcher32) and makes every HDF5 call in the caller's order, so the file's layout does not depend on
+timing (:mod:`tracegen.chunk_writer`); a hash thread computes the SHA-256 ``trace_id``
+(:mod:`tracegen.hash_thread`). Memory holds a few chunks and the buffers waiting to be
 hashed (bounded), never the trace.
 """
 
@@ -22,7 +23,7 @@ import h5py
 import numpy as np
 
 from tracegen.atomic import atomic_path, release_reserve, reserve_space, start_writeback
-from tracegen.chunk_writer import ChunkAppender
+from tracegen.chunk_writer import ChunkAppender, OrderedWriter
 from tracegen.errors import InputError
 from tracegen.hash_thread import HashThread
 from tracegen.spec import ModelSpec
@@ -70,6 +71,7 @@ class TraceWriter:
         self._hash: HashThread | None = None
         self._trace_id: str | None = None
         self._app: dict[str, ChunkAppender] = {}
+        self._writer: OrderedWriter | None = None
         self._copy_s = 0.0
         self._stages: dict[str, float] | None = None
 
@@ -88,8 +90,10 @@ class TraceWriter:
                                          chunks=(chunk,), fletcher32=True)
             off = self._f.create_dataset("offsets", shape=(0,), maxshape=(None,), dtype=np.int64,
                                          chunks=(min(_CHUNK, tb1),), fletcher32=True)
-            self._f.create_dataset("batch_ptr", shape=(1,), maxshape=(None,), dtype=np.int64, data=[0],
-                                   fletcher32=True)
+            self._ptr_ds = self._f.create_dataset("batch_ptr", shape=(1,), maxshape=(None,), dtype=np.int64,
+                                                  data=[0], fletcher32=True)
+            self._off_ds, self._ind_ds = off, ind
+            self._f.flush()  # batch_ptr's first chunk takes the first data address, as it always has
             self._reserve(0)
             self._hash = HashThread("sha256")  # ~3x faster than BLAKE2b here; trace_id is its first 32 hex digits
             self._hash.update(self.spec.to_json().encode())
@@ -100,7 +104,9 @@ class TraceWriter:
                 self._fd = None
             self._unsynced = 0
             self._sync_lock = threading.Lock()
-            self._app = {"offsets": ChunkAppender(off, self._written), "indices": ChunkAppender(ind, self._written)}
+            self._writer = OrderedWriter()
+            self._app = {"offsets": ChunkAppender(off, self._writer, self._written),
+                         "indices": ChunkAppender(ind, self._writer, self._written)}
         except BaseException as e:
             self._stop_threads()
             f, self._f = self._f, None
@@ -122,8 +128,9 @@ class TraceWriter:
             start_writeback(self._fd)
 
     def _stop_threads(self) -> None:
-        for app in self._app.values():
-            app.abort()
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
         self._app = {}
         if self._hash is not None:
             self._hash.abort()
@@ -172,9 +179,9 @@ class TraceWriter:
         check_csr(offsets, int(offsets[-1]) if offsets.size else 0, f"batch {self._n_batches}", None)
         n = int(offsets[-1])
         self._reserve(n * np.dtype(self._idx_dtype).itemsize + offsets.nbytes + 8)
-        f = self._f
-        f["offsets"].resize((self._n_batches * tb1 + tb1,))
-        f["indices"].resize((self._n_lookups + n,))  # once per batch: chunks up to its end may be written
+        self._writer.submit(self._off_ds.resize, (self._n_batches * tb1 + tb1,))
+        # once per batch: chunks up to its end may then be written
+        self._writer.submit(self._ind_ds.resize, (self._n_lookups + n,))
         self._app["offsets"].append(offsets)
         self._hash.update(offsets if donate else offsets.copy())  # the hash thread reads it later
         self._open_batch = offsets
@@ -215,10 +222,12 @@ class TraceWriter:
             raise ValueError(f"end_batch() after {self._next_table} of {self.num_tables} tables")
         self._n_lookups += int(off[-1])
         self._n_batches += 1
-        f = self._f
-        f["batch_ptr"].resize((self._n_batches + 1,))
-        f["batch_ptr"][self._n_batches] = self._n_lookups
+        self._writer.submit(self._set_batch_ptr, self._n_batches, self._n_lookups)
         self._open_batch = None
+
+    def _set_batch_ptr(self, n_batches: int, n_lookups: int) -> None:  # on the writer thread
+        self._ptr_ds.resize((n_batches + 1,))
+        self._ptr_ds[n_batches] = n_lookups
 
     @property
     def stage_seconds(self) -> dict[str, float]:
@@ -250,10 +259,12 @@ class TraceWriter:
                 raise ValueError("trace closed inside begin_batch() ... end_batch()")
             if exc_type is None:
                 for app in self._app.values():
-                    app.close()  # the last chunks; raises what a writer thread met
+                    app.close()  # the last chunks
+                self._writer.close()  # every HDF5 call made; raises what one met
                 self._trace_id = self._hash.hexdigest()[:32]
                 self._stages = self.stage_seconds
                 self._app = {}
+                self._writer = None
                 self._hash.close()
                 self._hash = None
                 a = f.attrs

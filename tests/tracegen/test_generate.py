@@ -45,6 +45,32 @@ def test_same_seed_gives_the_same_bytes(tmp_path, tiny_spec):
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
 
 
+@pytest.mark.parametrize("reuse", [dict(reuse=0.3), dict(reuse=0.3, reuse_window=500)], ids=["prev", "lag"])
+def test_any_number_of_workers_writes_the_same_bytes(tmp_path, tiny_spec, reuse):
+    # batch 512: ~9K lookups a batch in 16Ki-entry index chunks, so chunks span batches; 5 batches, 3+ chunks
+    params = GeneratorParams(seed=3, num_batches=5, batch_size=512, **reuse)
+    paths = [tmp_path / f"w{w}.h5" for w in (1, 2, 3)]
+    ids = {generate_trace(tiny_spec, params, p, workers=w) for p, w in zip(paths, (1, 2, 3))}
+    assert len(ids) == 1
+    assert paths[0].read_bytes() == paths[1].read_bytes() == paths[2].read_bytes()
+    gen = TraceGenerator(tiny_spec, params)
+    with TraceReader(paths[1]) as r:
+        assert r._f["indices"].chunks[0] < r.num_lookups  # more than one chunk
+        prev = None
+        for i in range(5):
+            prev = gen.batch(i, prev)
+            b = r.batch(i)
+            assert np.array_equal(b.indices, prev[0]) and np.array_equal(b.offsets, prev[1])
+
+
+def test_generation_stats_name_the_stages(tmp_path, tiny_spec):
+    stats = {}
+    generate_trace(tiny_spec, GeneratorParams(seed=1, num_batches=2), tmp_path / "t.h5", stats=stats)
+    assert {"bags_s", "tables_s", "copy_s", "checksum_s", "write_s", "hash_s", "write_stall_s", "hash_stall_s",
+            "wait_tables_s", "close_s"} == set(stats)
+    assert all(v >= 0 for v in stats.values()) and stats["tables_s"] > 0 and stats["hash_s"] > 0
+
+
 def test_different_seed_differs(tmp_path, tiny_spec):
     id_a = generate_trace(tiny_spec, GeneratorParams(seed=1, num_batches=2), tmp_path / "a.h5")
     id_b = generate_trace(tiny_spec, GeneratorParams(seed=2, num_batches=2), tmp_path / "b.h5")
