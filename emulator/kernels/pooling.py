@@ -138,12 +138,12 @@ def pool_sources(offsets: np.ndarray, kinds: np.ndarray, locs: np.ndarray, dram:
     out_flat, row_stride = _args.out_view(out, offsets.size - 1, dim)
     threads = _args.check_threads(threads)
     limits = _args.location_limits(dram, pages, staged, dtype_code, dim)
-    args = (offsets, kinds, locs, dram_flat, pages, staged_flat, page_half, int(dim), out_flat, row_stride,
-            bool(accumulate))
+    args = (offsets, kinds, locs, limits, dram_flat, pages, staged_flat, page_half, int(dim), out_flat,
+            row_stride, bool(accumulate))
     if threads == 1 or offsets.size <= 2:
-        ok = _ks.pool_sources_serial(offsets, kinds, locs, limits, *args[3:])
+        ok = _ks.pool_sources_serial(*args)
     else:
-        ok = _parallel(_ks.pool_sources_parallel, (offsets, kinds, locs, limits, *args[3:]), threads)
+        ok = _parallel(_ks.pool_sources_parallel, args, threads)
     if not ok:
         _args.raise_for_offsets(offsets, kinds.size)
         _args.raise_for_locations(kinds, locs, int(offsets[0]), int(offsets[-1]), limits, dram, pages,
