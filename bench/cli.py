@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[tuple[str, str | None, str], ...] = (
     ("bench.bench_tt", "bench", ""),
     ("bench.bench_predict", "bench", ""),
     ("bench.bench_quant", "bench", ""),
+    ("bench.bench_build", "bench", ""),
     ("bench.bench_emulate", "bench", ""),
     ("bench.bench_tracegen", "bench", ""),
     ("bench.cmd_report", None, ""),

@@ -218,6 +218,10 @@ class HashSyntheticRows:
         sample = self._expand(0, min(table.rows, 4096), 0.0)  # scale the signal to standard deviation SIGNAL_STD
         std = float(sample.std()) or 1.0
         self._g[0] = (self._g[0] * np.float32(SIGNAL_STD / std)).astype(np.float32)
+        from emulator.tt.decomposition import TTCores
+
+        self.signal = TTCores(p_shapes=p, q_shapes=q, ranks=ranks,  # the signal's cores (the kernel's g1 scaled)
+                              cores=(self._g[0][:, None], tt.cores[1], tt.cores[2]))
         self.noise_std = np.float32(config.noise_ratio * SIGNAL_STD)
         self._noise_scale = np.float32(self.noise_std * _HASH_UNIT)
 

@@ -10,6 +10,8 @@ import pytest
 
 from emulator.tt.decomposition import (TTCores, factorize_dim, factorize_rows, load_tt, random_tt, reconstruction_error, row_digits,
                          save_tt, tt_rebuild_range, tt_rebuild_rows_reference, tt_svd, tt_svd_streamed)
+from emulator.tt.decomposition import (GRAM_METHOD, RANDOMIZED_METHOD, tt_svd_fast, tt_svd_gram,
+                                       tt_svd_randomized)
 from tests.naive import tt_rebuild_rows_naive
 from tracegen.errors import InputError
 
@@ -234,6 +236,66 @@ def test_streamed_rank_from_tolerance_meets_it():
     table += 0.2 * table.std() * rng.standard_normal(table.shape).astype(np.float32)
     got = tt_svd_streamed(lambda s, e: table[s:e], 336, 16, P3, Q3, None, rel_tol=0.15, chunk_rows=50)
     assert rel_err(dense(got), table) <= 0.15 + 1e-6
+
+
+# ---------------------------------------------------------------------------------------------- fast TT-SVD
+
+
+def _noisy(p, q, ranks, rows, seed, noise=0.05):
+    rng = np.random.default_rng(seed)
+    signal = dense(random_tt(p, q, ranks, rng))[:rows]
+    return (signal + noise * signal.std() * rng.standard_normal(signal.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", [tt_svd_gram, tt_svd_randomized])
+def test_fast_tt_svd_of_an_exactly_low_rank_table_is_exact(method):
+    table = dense(random_tt(P3, Q3, (1, 3, 5, 1), np.random.default_rng(2)))  # all 336 rows: TT ranks 3, 5
+    for tt, rank in zip(method(table, 336, 16, P3, Q3, (5, 6)), (5, 6)):
+        assert max(tt.ranks) <= rank and rel_err(tt_rebuild_range(tt, 0, 336), table) < 1e-5
+
+
+@pytest.mark.parametrize("p, q, rows", [((12, 14, 16), (2, 4, 8), 2600), ((20, 25), (4, 4), 480),
+                                        ((4, 5, 5, 5), (2, 2, 2, 2), 500)])
+@pytest.mark.parametrize("method, slack", [(tt_svd_gram, 1e-4), (tt_svd_randomized, 0.02)])
+def test_fast_tt_svd_error_is_the_exact_tt_svd_error(p, q, rows, method, slack):
+    # a rank-4 signal plus 5% noise cut at ranks 2 (below the signal), 4 and 8 (into the noise): the Gram
+    # method is TT-SVD in float32 (same error to 1e-4 relative); the randomized one within 2%
+    table = _noisy(p, q, (1,) + (4,) * (len(p) - 1) + (1,), rows, seed=5)
+    ranks = (2, 4, 8)
+    got = method(table, rows, table.shape[1], p, q, ranks, chunk_bytes=4096)  # many column blocks
+    for tt, rank in zip(got, ranks):
+        exact = tt_svd(table, p, q, max_rank=rank)
+        assert tt.ranks == exact.ranks
+        err, want = rel_err(tt_rebuild_range(tt, 0, rows), table), rel_err(tt_rebuild_range(exact, 0, rows), table)
+        assert want - 1e-6 <= err <= want * (1 + slack)
+
+
+def test_fast_tt_svd_reads_arrays_page_views_and_callables_alike():
+    p, q, rows = (8, 9, 10), (2, 2, 4), 700
+    table = _noisy(p, q, (1, 3, 3, 1), rows, seed=6)
+    padded = np.zeros((175, 4, 16), np.float32)  # a store's page view: 4 rows a group, the last group part-filled
+    padded.reshape(-1, 16)[:rows] = table
+    calls = []
+
+    def read_rows(start, stop):
+        calls.append(stop - start)
+        return table[start:stop]
+
+    results = [tt_svd_gram(src, rows, 16, p, q, (3,), chunk_bytes=1 << 12)[0] for src in (table, padded, read_rows)]
+    for tt in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(tt.cores, results[0].cores))
+    assert calls and max(calls) <= 90  # bounded reads: 4096 B blocks of i_2 values, 10 rows each, per i_1
+
+
+def test_fast_tt_svd_picks_the_cheaper_first_step_and_ranks_nest():
+    table = _noisy(P3, Q3, (1, 3, 5, 1), 336, seed=7)
+    # p_1 q_1 = 6 * 2 = 12 <= 4 (8 + 10): the Gram matrix is cheaper
+    tts, method = tt_svd_fast(table, 336, 16, P3, Q3, (4, 8))
+    assert method == GRAM_METHOD
+    assert np.allclose(tts[0].cores[0], tts[1].cores[0][..., :4])  # one eigendecomposition: the first cores nest
+    wide = _noisy((40, 3, 3), (16, 1, 1), (1, 2, 2, 1), 360, seed=8)  # p_1 q_1 = 640 > 4 (2 + 10)
+    tts, method = tt_svd_fast(wide, 360, 16, (40, 3, 3), (16, 1, 1), (2,))
+    assert method == RANDOMIZED_METHOD and tts[0].ranks == (1, 2, 2, 1)
 
 
 # ---------------------------------------------------------------------------------------------- HDF5
