@@ -43,6 +43,7 @@ import numpy as np
 from emulator.device.profile import load_profile
 from plans.cost import tt_flops_per_row
 from plans.machine import profile_devices  # noqa: F401  (re-exported: devices of any device profile)
+from plans.task_costs import TaskCosts
 from plans.types import PAGE_BYTES, Calibration, DeviceProfile, HostCosts
 from tracegen.errors import InputError
 
@@ -322,22 +323,28 @@ def _measure_io_of(store, where: Path, seconds: float, queue_depths: Sequence[in
 
 
 def _fit_host(store, where: Path, calib: Calibration, notes: list[str], *, replay_batches: int, queue_depth: int,
-              seed: int, on_sample) -> HostCosts:
-    """The host thread's costs fitted on replays of the store (or of a scratch store written in ``where``)."""
+              seed: int, on_sample) -> tuple[HostCosts, TaskCosts]:
+    """The host thread's costs and the device-worker tasks' costs (:mod:`plans.task_costs`) fitted on replays
+    of the store (or of a scratch store written in ``where``)."""
     from plans.host_fit import measure_host_costs
+    from plans.task_costs import measure_task_costs
 
     if store is None:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix=".screc-calibrate-", dir=where) as tmp:
-            host, _ = measure_host_costs(_scratch_store(Path(tmp) / "store", seed), calib, batches=replay_batches,
-                                         queue_depth=queue_depth, seed=seed, on_sample=on_sample)
-        notes.append("host costs fitted on replays of a scratch store (8 tables) and of 64 tiny tables")
+            scratch = _scratch_store(Path(tmp) / "store", seed)
+            host, _ = measure_host_costs(scratch, calib, batches=replay_batches, queue_depth=queue_depth,
+                                         seed=seed, on_sample=on_sample)
+            tasks = measure_task_costs(scratch, queue_depth=queue_depth, seed=seed)
+        notes.append("host and task costs fitted on replays of a scratch store (8 tables) and of 64 tiny tables")
     else:
         host, _ = measure_host_costs(store, calib, batches=replay_batches, queue_depth=queue_depth, seed=seed,
                                      on_sample=on_sample)
-        notes.append(f"host costs fitted on replays of store {store.store_id[:12]} and of 64 tiny tables")
-    return host
+        tasks = measure_task_costs(store, queue_depth=queue_depth, seed=seed)
+        notes.append(f"host costs fitted on replays of store {store.store_id[:12]} and of 64 tiny tables; task "
+                     "costs (thread-CPU time of the device workers' tasks) on replays of the store")
+    return host, tasks
 
 
 def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Sequence[int] = DEFAULT_QUEUE_DEPTHS,
@@ -366,12 +373,13 @@ def measure_calibration(store_or_dir, seconds: float = 10.0, *, queue_depths: Se
                         io_latency_s_by_qd=lat, read_bytes_per_s=bw, mem_core_lookups_per_s=mem,
                         tt_rows_per_s_by_rank=tt_rates, compute_core_flops_per_s=flops, io_read_bytes=PAGE_BYTES,
                         machine=machine, notes=tuple(notes), source="measured")
-    host = None
+    host = tasks = None
     if host_costs:
-        host = _fit_host(store, where, calib, notes, replay_batches=replay_batches, queue_depth=queue_depth,
-                         seed=seed, on_sample=on_sample)
+        host, tasks = _fit_host(store, where, calib, notes, replay_batches=replay_batches, queue_depth=queue_depth,
+                                seed=seed, on_sample=on_sample)
     machine["load_average_after"] = _load_average()
-    return calib if host is None else dataclasses.replace(calib, host=host, notes=tuple(notes), machine=machine)
+    return calib if host is None else dataclasses.replace(calib, host=host, tasks=tasks, notes=tuple(notes),
+                                                          machine=machine)
 
 
 def default_calibration() -> Calibration:

@@ -302,6 +302,10 @@ def predict_batch_time(plan, stats: WorkloadStats, calib: Calibration, devices: 
         raise ValueError(f"plan has {len(plan.devices)} devices, {len(devices)} profiles given")
     if is_host_serial(devices, calib):
         return _predict_host_serial(plan, stats, calib, devices)
+    if devices and all(d.clock for d in devices) and calib.tasks is not None:
+        from plans.clock_cost import predict_clock_batch_time
+
+        return predict_clock_batch_time(plan, stats, calib, devices, host_threads)
     n = len(devices)
     io, mem, comp = [0.0] * n, [0.0] * n, [0.0] * n
     dram = 0.0

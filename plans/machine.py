@@ -9,8 +9,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from emulator.device.profile import Profile
+from emulator.device.profile import AUTO, Profile
 from emulator.jsondoc import load_json_doc, save_json_doc
+from plans.task_costs import TaskCosts
 from tracegen.errors import InputError
 
 PAGE_BYTES = 4096
@@ -75,7 +76,9 @@ class Calibration:
     one compute-centric core rebuilding rows of the reference TT shape, and
     ``compute_core_flops_per_s`` the same expressed in flops (so tables of
     other shapes can be costed). ``source`` is "measured" or "modelled".
-    ``host``: the replay host thread's costs (None in version-1 files).
+    ``host``: the replay host thread's costs (None in version-1 files). ``tasks``: this host's thread-CPU
+    costs of the device-worker engine's tasks (:class:`plans.task_costs.TaskCosts`; None in older files), what
+    the device-clock cost model (:mod:`plans.clock_cost`) scales by a device profile.
     """
 
     dram_lookups_per_s: float
@@ -92,8 +95,13 @@ class Calibration:
     source: str = "measured"
     version: int = CALIBRATION_FORMAT_VERSION
     host: HostCosts | None = None
+    tasks: TaskCosts | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.tasks, Mapping):
+            object.__setattr__(self, "tasks", TaskCosts.from_dict(self.tasks))
+        if self.tasks is not None and not isinstance(self.tasks, TaskCosts):
+            raise ValueError("calibration task costs must be an object of per-unit seconds")
         if isinstance(self.host, Mapping):
             object.__setattr__(self, "host", HostCosts.from_dict(self.host))
         if self.host is not None and not isinstance(self.host, HostCosts):
@@ -136,6 +144,7 @@ class Calibration:
         d["machine"] = dict(self.machine)
         d["notes"] = list(self.notes)
         d["host"] = None if self.host is None else self.host.to_dict()
+        d["tasks"] = None if self.tasks is None else self.tasks.to_dict()
         return d
 
     @classmethod
@@ -179,6 +188,11 @@ class DeviceProfile:
     page_bytes: int = PAGE_BYTES
     execution: str = "parallel"
     queue_depth: int = 128
+    clock: bool = False  # a device-clock profile's device: predicted as the emulator composes it (plans.clock_cost)
+    link_bytes_per_s: float = float("inf")
+    link_latency_s: float = 0.0
+    ssd_latency_s: float = 0.0  # a target SSD's read latency (ssd_parallelism > 0)
+    ssd_parallelism: int = 0  # a target SSD's reads in flight; 0: this machine's disk (measured)
 
     def __post_init__(self) -> None:
         if self.execution not in EXECUTION_MODELS:
@@ -213,14 +227,21 @@ def profile_devices(profile: Profile, calib: Calibration | None, n_devices: int 
     modelled = profile.modelled or (needs_calib and calib.source != "measured")
     if profile.ssd.mode == "target":
         ssd = dict(ssd_capacity_bytes=int(profile.ssd.capacity_bytes.value), iops=float(profile.ssd.iops.value),
-                   read_bytes_per_s=float(profile.ssd.read_bytes_per_s.value))
+                   read_bytes_per_s=float(profile.ssd.read_bytes_per_s.value),
+                   ssd_latency_s=float(profile.ssd.latency_s.value),
+                   ssd_parallelism=int(profile.ssd.internal_parallelism.value))
     else:
         free = int(calib.machine.get("disk_free_bytes", 1 << 40))
         ssd = dict(ssd_capacity_bytes=free // n_devices, iops=calib.iops_at(queue_depth) / n_devices,
                    read_bytes_per_s=calib.read_bytes_per_s / n_devices)
     mem = profile.mem.rate_given(calib.mem_core_lookups_per_s if calib else 0.0)
     compute = profile.compute.rate_given(calib.compute_core_flops_per_s if calib else 0.0)
+    # devices with cores of their own are predicted as the device clock composes them (the host profile's
+    # devices share this machine's CPUs: the parallel-resource model)
+    clock = str(profile.cores.value) != AUTO
     return [DeviceProfile(name=f"dev{d}", cores=cores, device_dram_bytes=int(profile.device_memory_bytes.value),
                           mem_core_lookups_per_s=mem, compute_core_flops_per_s=compute, modelled=modelled,
-                          queue_depth=int(queue_depth), **ssd)
+                          queue_depth=int(queue_depth), clock=clock,
+                          link_bytes_per_s=float(profile.link.bytes_per_s.value),
+                          link_latency_s=float(profile.link.latency_s.value), **ssd)
             for d in range(n_devices)]

@@ -67,6 +67,7 @@ class PlanningConfig:
     solver: str = "cbc"
     queue_depth: int = 128
     formulation: str = "auto"
+    host_threads: int = 1  # host threads pooling DRAM rows (and, for plain-SSD policies, every row)
 
     def __post_init__(self) -> None:
         if self.planner not in _LIBRARY_PLANNER:
@@ -80,7 +81,7 @@ class PlanningConfig:
             from emulator.device.profile import load_profile
 
             load_profile(self.device_profile)  # a bad file is refused before any work
-        for name in ("devices", "folds", "queue_depth"):
+        for name in ("devices", "folds", "queue_depth", "host_threads"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cores is not None and self.cores < 1:
@@ -220,7 +221,7 @@ def plan_from_profile(profile: Profile, cfg: PlanningConfig) -> PlanResult:
     from plans.types import Budgets, PlannerOptions
 
     calib, devices, notes = _calibration_and_devices(cfg)
-    budgets = Budgets(cfg.dram_budget_bytes, cfg.accuracy_budget, cfg.accuracy_mode)
+    budgets = Budgets(cfg.dram_budget_bytes, cfg.accuracy_budget, cfg.accuracy_mode, cfg.host_threads)
     options = PlannerOptions(queue_depth=cfg.queue_depth, solver=cfg.solver, time_limit_s=cfg.time_limit_s,
                              formulation=cfg.formulation)
     plan = make_planner(_LIBRARY_PLANNER[cfg.planner], options).plan(profile.stats, calib, budgets, devices)

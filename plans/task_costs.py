@@ -1,0 +1,306 @@
+"""This host's costs of the device-worker engine's tasks, per unit of work, measured as thread-CPU time.
+
+The device clock (:mod:`emulator.device.emulate`) composes a batch from tasks whose durations are the thread-CPU
+seconds of real kernel calls on this machine, scaled by a device profile. To predict what it composes, the
+planner needs what each kind of task costs here per unit of work. :func:`measure_task_costs` replays synthetic
+batches of a store (:mod:`plans.host_replays`' traces and calibration plans) with the device clock on, captures
+every batch's record (its device requests and responses, the host's pooling tasks, the main thread's CPU
+seconds) and fits, by non-negative least squares on relative residuals:
+
+* pooling tasks (host DRAM pooling, device memory-centric pooling of raw rows from pages, compute-centric
+  pooling of rebuilt TT rows; the host's pooling of every row for plain-SSD policies): seconds per task, per
+  lookup of each source (DRAM row, page row, staged TT row) and per output bag;
+* TT rebuild tasks: seconds per task, per row and per flop of the rows' rebuild;
+* the host's serial work (main thread, per batch): per batch, table, lookup, cold lookup (raw or TT), read
+  request, unique TT row, device served (its request sent, its response awaited), device pooling task dispatched, partial row merged, and lookup of a group with cold
+  rows per device (splitting the batch among the devices passes over the group's lookups once per device).
+
+Each device task's fit is on single tasks (their lookups and bags are in the request); the host's pooling tasks
+are fitted per batch on their summed CPU seconds (their split is not recorded). All figures are measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["SERIAL_FEATURES", "TaskCosts", "TaskSamples", "capture_records", "fit_task_costs", "measure_task_costs"]
+
+SERIAL_FEATURES = ("batch", "table", "lookup", "cold_lookup", "read", "tt_row", "device", "pool_task", "merge_row",
+                   "split_lookup")
+POOL_FEATURES = ("task", "dram_lookup", "page_lookup", "staged_lookup", "bag")
+REBUILD_FEATURES = ("task", "row", "flop")
+
+
+@dataclass(frozen=True)
+class TaskCosts:
+    """Thread-CPU seconds per unit of each task kind on this host (see the module docstring). ``serial``:
+    main-thread seconds per :data:`SERIAL_FEATURES` unit; ``pool``: a pooling task's seconds per
+    :data:`POOL_FEATURES` unit; ``rebuild``: a TT rebuild task's per :data:`REBUILD_FEATURES` unit; ``fit``:
+    the samples' counts and residuals; ``source``: "measured" or "modelled"."""
+
+    serial: Mapping[str, float]
+    pool: Mapping[str, float]
+    rebuild: Mapping[str, float]
+    fit: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "measured"
+
+    def __post_init__(self) -> None:
+        for name, keys in (("serial", SERIAL_FEATURES), ("pool", POOL_FEATURES), ("rebuild", REBUILD_FEATURES)):
+            d = {k: float(v) for k, v in dict(getattr(self, name)).items()}
+            missing = [k for k in keys if k not in d]
+            if missing:
+                raise ValueError(f"task costs {name}: missing {', '.join(missing)}")
+            if any(not 0 <= v < float("inf") for v in d.values()):
+                raise ValueError(f"task costs {name}: every figure must be finite and >= 0")
+            object.__setattr__(self, name, d)
+
+    def serial_s(self, counts: Mapping[str, float]) -> float:
+        return sum(self.serial[k] * float(counts.get(k, 0.0)) for k in SERIAL_FEATURES)
+
+    def pool_s(self, tasks: float, dram: float = 0.0, page: float = 0.0, staged: float = 0.0,
+               bags: float = 0.0) -> float:
+        """CPU seconds of ``tasks`` pooling tasks covering these lookups and output bags in all."""
+        p = self.pool
+        return (p["task"] * tasks + p["dram_lookup"] * dram + p["page_lookup"] * page + p["staged_lookup"] * staged
+                + p["bag"] * bags)
+
+    def rebuild_s(self, tasks: float, rows: float, flops: float) -> float:
+        r = self.rebuild
+        return r["task"] * tasks + r["row"] * rows + r["flop"] * flops
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fit"] = dict(self.fit)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TaskCosts":
+        return cls(**dict(d))
+
+
+# --- what one batch's record holds -------------------------------------------------------------
+
+
+@dataclass
+class TaskSamples:
+    """Rows of the three fits, gathered over captured batches."""
+
+    serial_x: list = field(default_factory=list)
+    serial_y: list = field(default_factory=list)
+    pool_x: list = field(default_factory=list)
+    pool_y: list = field(default_factory=list)
+    rebuild_x: list = field(default_factory=list)
+    rebuild_y: list = field(default_factory=list)
+
+    def extend(self, other: "TaskSamples") -> None:
+        for name in ("serial_x", "serial_y", "pool_x", "pool_y", "rebuild_x", "rebuild_y"):
+            getattr(self, name).extend(getattr(other, name))
+
+
+def _serial_counts(p, responses, n_dev: int, host_pooled: bool) -> dict[str, float]:
+    """What the main thread did for prepared batch ``p`` (see :data:`SERIAL_FEATURES`)."""
+    from emulator.tiers import KIND_DRAM
+
+    c = dict.fromkeys(SERIAL_FEATURES, 0.0)
+    c["batch"] = 1.0
+    c["table"] = float(p.batch.num_tables)
+    c["lookup"] = float(p.batch.num_lookups)
+    for w in p.works:
+        c["cold_lookup"] += float(np.count_nonzero(w.kind != KIND_DRAM))
+        c["tt_row"] += float(sum(rows.size for _, rows in w.tt_rows))
+    for lk in p.slow:
+        c["cold_lookup"] += float(np.count_nonzero(lk.kind != KIND_DRAM))
+        c["tt_row"] += float(lk.tt_rows.size) if lk.tt_rows is not None else 0.0
+    c["read"] = float(sum(r.count for r in p.reads if r is not None))
+    if not host_pooled:
+        c["split_lookup"] = float(n_dev * sum(w.kind.size for w in p.works if w.n_cold > 0))
+    for _, req, _ in responses:
+        c["device"] += 1.0
+        c["pool_task"] += len(req.pools)
+        c["merge_row"] += float(sum(t.bags.size for t in req.pools))
+    return c
+
+
+def _pool_row(task) -> list[float]:
+    from emulator.tiers import KIND_DRAM, KIND_PAGE, KIND_STAGED
+
+    k = task.kinds
+    return [1.0, float(np.count_nonzero(k == KIND_DRAM)), float(np.count_nonzero(k == KIND_PAGE)),
+            float(np.count_nonzero(k == KIND_STAGED)), float(task.bags.size)]
+
+
+def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_pooled: bool,
+                  n_dev: int) -> TaskSamples:
+    """One captured batch as fit rows: its serial counts, each device task, and the host's pooling tasks
+    (summed: their split over the host's threads is not recorded)."""
+    from emulator.tiers import KIND_DRAM, KIND_PAGE, KIND_STAGED
+
+    out = TaskSamples()
+    _, responses, host_cpu, after_cpu = record
+    counts = _serial_counts(p, responses, n_dev, host_pooled)
+    out.serial_x.append([counts[k] for k in SERIAL_FEATURES])
+    out.serial_y.append(serial_s)
+    for _, req, resp in responses:
+        cpu = {r.task_id: r.cpu_s for r in resp.tasks}
+        for t in req.pools:
+            out.pool_x.append(_pool_row(t))
+            out.pool_y.append(cpu[t.task_id])
+        for t in req.rebuilds:
+            rows = float(sum(r.size for _, r, _ in t.parts))
+            flops = float(sum(r.size * flops_of[tab] for tab, r, _ in t.parts))
+            out.rebuild_x.append([1.0, rows, flops])
+            out.rebuild_y.append(cpu[t.task_id])
+    tasks = after_cpu if host_pooled else host_cpu
+    if tasks:
+        dram = page = staged = bags = 0.0
+        for w in p.works:
+            dram += float(np.count_nonzero(w.kind == KIND_DRAM))
+            bags += float(w.offsets.size - 1)
+            if host_pooled:
+                page += float(np.count_nonzero(w.kind == KIND_PAGE))
+                staged += float(np.count_nonzero(w.kind == KIND_STAGED))
+        out.pool_x.append([float(len(tasks)), dram, page, staged, bags])
+        out.pool_y.append(float(sum(tasks)))
+    return out
+
+
+def capture_records(rep, flops_of: Sequence[float], into: TaskSamples) -> None:
+    """Wrap replayer ``rep`` (emulating: ``rep.emulation`` set) so that every finished batch's record is added
+    to ``into`` (on this instance only; the replay runs as usual)."""
+    if rep.emulation is None:
+        raise ValueError("capturing task records needs a replayer with a device profile (the device clock)")
+    pending: dict[int, Any] = {}
+    finish, add = rep.finish, rep.emulation.add
+
+    def finish_and_keep(p):
+        out = finish(p)
+        pending[p.batch.index] = p
+        return out
+
+    def add_and_capture(batch, serial_s, record, measured_s):
+        p = pending.pop(batch, None)
+        if p is not None and record is not None:
+            into.extend(batch_samples(p, serial_s, record, flops_of, rep.host_pooled, len(rep.engines)))
+        return add(batch, serial_s, record, measured_s)
+
+    rep.finish = finish_and_keep
+    rep.emulation.add = add_and_capture
+
+
+# --- fitting -----------------------------------------------------------------------------------
+
+
+def _fit(x: list, y: list, names: Sequence[str], iterations: int = 20) -> tuple[dict[str, float], float]:
+    """Non-negative coefficients minimising relative residuals (reweighted towards absolute deviations, robust
+    to a task a burst of load slowed down); and the median |relative residual|."""
+    from plans.host_fit import nnls
+
+    if not y:
+        return dict.fromkeys(names, 0.0), float("nan")
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = b > 0
+    a, b = a[keep], b[keep]
+    if not b.size:
+        return dict.fromkeys(names, 0.0), float("nan")
+    scale = a.max(axis=0)
+    scale[scale == 0] = 1.0
+    an = a / scale / b[:, None]
+    w = np.ones_like(b)
+    coef = np.zeros(a.shape[1])
+    for _ in range(iterations):
+        sw = np.sqrt(w)
+        coef = nnls(an * sw[:, None], sw)
+        w = 1.0 / np.maximum(np.abs(an @ coef - 1.0), 0.02)
+    coef = coef / scale
+    rel = a @ coef / b - 1.0
+    return dict(zip(names, coef.tolist())), float(np.median(np.abs(rel)))
+
+
+def fit_task_costs(samples: TaskSamples) -> TaskCosts:
+    serial, e_serial = _fit(samples.serial_x, samples.serial_y, SERIAL_FEATURES)
+    pool, e_pool = _fit(samples.pool_x, samples.pool_y, POOL_FEATURES)
+    rebuild, e_rebuild = _fit(samples.rebuild_x, samples.rebuild_y, REBUILD_FEATURES)
+    fit = {"serial_batches": len(samples.serial_y), "pool_rows": len(samples.pool_y),
+           "rebuild_tasks": len(samples.rebuild_y), "serial_median_abs_rel_error": e_serial,
+           "pool_median_abs_rel_error": e_pool, "rebuild_median_abs_rel_error": e_rebuild}
+    return TaskCosts(serial, pool, rebuild, fit)
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def _flops_of(store, plan) -> list[float]:
+    from emulator.tiers import SSD_TT
+    from plans.cost import tt_flops_per_row
+
+    out = []
+    for t in store.tables:
+        p = plan.placement(t.name)
+        if p.cold_tier == SSD_TT and p.tt_rank is not None:
+            v = t.tt_variant(p.tt_rank)
+            out.append(tt_flops_per_row(v.tt_q_shapes, v.tt_ranks))
+        else:
+            out.append(0.0)
+    return out
+
+
+def _with_cores(plan, mem: int, compute: int):
+    import dataclasses
+
+    return dataclasses.replace(plan, devices=tuple(dataclasses.replace(d, mem_cores=mem, compute_cores=compute)
+                                                   for d in plan.devices))
+
+
+CORE_COUNTS = (1, 3, 8)  # cores of each kind per device, cycled over the calibration plans
+
+
+def measure_task_costs(store, *, batches: int = 6, batch_sizes: Sequence[int] | None = None,
+                       queue_depth: int = 128, seed: int = 0, on_plan=None) -> TaskCosts:
+    """Replay synthetic batches of ``store`` under the calibration plans with the device clock on (the ``host``
+    profile) and fit :class:`TaskCosts` on the captured tasks (module docstring). Each plan is replayed with
+    the devices pooling (:data:`CORE_COUNTS` cores of each kind, cycled, so that the tasks per batch vary apart
+    from the devices) and the plain-SSD plans also with the host pooling every row, on traces of the
+    calibration's batch sizes; a warm-up pass over each trace first, then one captured pass."""
+    from emulator.device.profile import load_profile
+    from emulator.replay.engine import ReplayConfig, Replayer
+    from plans.host_replays import calibration_batch_sizes, calibration_plans, write_random_remap, \
+        write_synthetic_trace
+    from tracegen.trace_io import TraceReader
+
+    rng = np.random.default_rng(seed)
+    sizes = list(batch_sizes or calibration_batch_sizes(store.spec))
+    host = load_profile("host")
+    samples = TaskSamples()
+    with tempfile.TemporaryDirectory(prefix="screc-task-costs-") as tmp, contextlib.ExitStack() as stack:
+        readers = []
+        for b in sizes:
+            path = Path(tmp) / f"trace-b{b}.h5"
+            write_synthetic_trace(path, store.spec, max(2, batches), b, rng)
+            readers.append(stack.enter_context(TraceReader(path)))
+        remap = write_random_remap(store, Path(tmp) / "remap.h5", rng)
+        runs = []
+        for k, (label, plan) in enumerate(calibration_plans(store, remap)):
+            cores = CORE_COUNTS[k % len(CORE_COUNTS)]
+            runs.append((f"{label} {cores} cores", _with_cores(plan, cores, cores), "device"))
+            if "tt" not in label and "dram" not in label:
+                runs.append((label + " host-pooled", plan, "host"))
+        for label, plan, offload in runs:
+            if on_plan:
+                on_plan(label)
+            cfg = ReplayConfig(queue_depth=queue_depth, offload=offload, device_profile=host)
+            with Replayer(store, plan, cfg) as rep:
+                for reader in readers:
+                    rep.run(reader)  # warm-up: first touches, threads
+                capture_records(rep, _flops_of(store, plan), samples)
+                for reader in readers:
+                    rep.run(reader)
+    costs = fit_task_costs(samples)
+    return TaskCosts(costs.serial, costs.pool, costs.rebuild, {**costs.fit, "batch_sizes": sizes, "batches": batches,
+                                                               "plans": [r[0] for r in runs],
+                                                               "store_id": store.store_id})
