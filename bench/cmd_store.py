@@ -11,7 +11,8 @@ from rich.table import Table
 from bench.common import (emit_json, ProgressAdapter, add_json_arg, add_model_arg, ensure_writable_dir, ensure_writable_file,
                           format_bytes, make_progress, stderr_console, stdout_console, stop_flag, write_json)
 from emulator.store.store import Store, StoreBuildConfig
-from emulator.store.build import build_store, verify_store
+from emulator.store.build import TT_METHODS, build_store, verify_store
+from emulator.store.weights import DEFAULT_GENERATOR, GENERATORS
 from tracegen.errors import InputError
 
 
@@ -59,12 +60,16 @@ def cmd_build(args: argparse.Namespace) -> int:
                               row_formats=_row_formats(args.row_formats))
     if args.ray:
         return _build_sharded(args, spec, config)
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
     t0 = time.perf_counter()
     with make_progress() as progress:
-        store = build_store(spec, args.output, config, progress=ProgressAdapter(progress))
+        store = build_store(spec, args.output, config, progress=ProgressAdapter(progress), workers=args.workers,
+                            weights_generator=args.weights_generator, tt_method=args.tt_method)
     secs = time.perf_counter() - t0
     summary = {"store": str(store.path), "store_id": store.store_id, "tables": len(store.tables),
-               "raw_bytes": store.raw_bytes, "seconds": round(secs, 3),
+               "raw_bytes": store.raw_bytes, "seconds": round(secs, 3), "workers": args.workers,
+               "weights_generator": args.weights_generator, "tt_method": args.tt_method,
                "write_bytes_per_s": store.raw_bytes / secs if secs > 0 else None}
     if args.json:
         write_json(args.json, summary)
@@ -187,6 +192,7 @@ BUILD_EXAMPLE = """example:
   screc store build --model criteo-kaggle --scale 0.05 --tt-ranks 8,16 --out-dir stores/ck --json
   screc store build --model my_spec.toml --import t0=t0.npy --out-dir stores/mine --json runs/build.json
   screc store build --model tiny --row-formats fp16,int8,int4 --out-dir stores/tiny-q
+  screc store build --model meta-2021 --scale 0.001 --out-dir stores/m21 --workers 2   (screc bench build: vs fio)
   screc store build --model meta-2021 --scale 0.01 --ray auto --out-dir stores/meta   (shards on the nodes)
 """
 VERIFY_EXAMPLE = """example:
@@ -228,6 +234,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--row-formats", default="", metavar="LIST",
                    help="also store every table in these row formats, comma separated: fp16,int8,int4 "
                         "(FBGEMM's row-wise layouts; default none)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="build threads (default: one per core; the store's bytes do not depend on it)")
+    p.add_argument("--weights-generator", choices=GENERATORS, default=DEFAULT_GENERATOR,
+                   help="synthetic weights: tt-hash (fast, the default) or tt-gauss (stores built before the "
+                        "generator was recorded)")
+    p.add_argument("--tt-method", choices=TT_METHODS, default="fast",
+                   help="TT-SVD: fast (streamed float32 Gram or randomized first step, the default) or svd "
+                        "(float64, once per rank: stores built before the method was recorded)")
     p.add_argument("--import", dest="imports", action="append", metavar="TABLE=FILE",
                    help="take a table's weights from FILE.npy or FILE.h5[:DATASET] (repeatable)")
     p.add_argument("--ray", default=None, metavar="ADDRESS",

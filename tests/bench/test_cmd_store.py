@@ -86,3 +86,16 @@ def test_build_row_formats_and_info(tmp_path, capsys):
     code, _, err = run_cli(["store", "build", "--model", "tiny", "--row-formats", "int8,int3",
                             "--out-dir", str(tmp_path / "t")], capsys)
     assert code == 2 and one_line_error(err) and "int3" in err and not (tmp_path / "t").exists()
+
+
+def test_build_workers_generator_and_tt_method_flags(tmp_path, capsys):
+    code, _, err = run_cli(["store", "build", "--model", "tiny", "--tt-ranks", "4", "--workers", "2",
+                            "--weights-generator", "tt-gauss", "--tt-method", "svd", "--out-dir", str(tmp_path / "s"),
+                            "--json", str(tmp_path / "b.json")], capsys)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["weights"]["generator"] == "tt-gauss" and manifest["build"]["tt_method"] == "svd"
+    assert json.loads((tmp_path / "b.json").read_text())["workers"] == 2
+    code, _, err = run_cli(["store", "build", "--model", "tiny", "--workers", "0", "--out-dir", str(tmp_path / "t")],
+                           capsys)
+    assert code == 2 and one_line_error(err) and "--workers" in err and not (tmp_path / "t").exists()
