@@ -36,7 +36,7 @@ def _nodes(args: argparse.Namespace) -> int:
     nodes = [{**n.to_dict(), "replay_slots": n.replay_slots, "cpus": n.cpus} for n in cluster_nodes()]
     if emit_json(args.json, {"nodes": nodes}):
         return 0
-    stdout_console().print(fit_table(f"{len(nodes)} alive nodes", ("node id", "address", "disk (screc-disk)",
+    stdout_console().print(fit_table(f"{len(nodes)} alive nodes", ("node id", "address", "disk (SCREC_DISK)",
                                                                     "replay slots", "CPUs"),
                                      [(n["node_id"][:12], n["address"], n["disk"] or "-", f"{n['replay_slots']:g}",
                                        f"{n['cpus']:g}") for n in nodes]))

@@ -1,10 +1,14 @@
 """Connecting to a Ray cluster and placing work on its nodes.
 
-A node of a screc cluster says where its local disk is with the Ray node label
-``screc-disk`` (a directory on that node, e.g. ``ray start --labels
-'{"screc-disk": "/mnt/nvme/screc"}'``) and how many replays it runs at a time
-with the custom resource ``replay_slot`` (``--resources '{"replay_slot": 1}'``:
-one, so that two replays never share a node's cores and disk). A storage
+A node of a screc cluster says where its local disk is with the environment
+variable ``SCREC_DISK`` of its ``ray start`` (a directory on that node:
+``SCREC_DISK=/mnt/nvme/screc ray start ...``; the node's tasks inherit it, and
+the driver asks each node with a small task), or with the Ray node label
+``screc-disk`` where the label can hold a path (nodes started from Python; Ray's
+``ray start --labels`` accepts no ``/`` in a value). It says how many replays it
+runs at a time with the custom resource ``replay_slot`` (``--resources
+'{"replay_slot": 1}'``: one, so that two replays never share a node's cores and
+disk). A storage
 location is ``ADDRESS:DIRECTORY``: a node restarted with the same address and
 disk label is the same location (its shards are still there), whatever its new
 Ray node id.
@@ -24,7 +28,9 @@ from typing import Any, Callable
 
 from tracegen.errors import InputError
 
-DISK_LABEL = "screc-disk"  # node label: the node's local directory for shards and trace parts
+DISK_ENV = "SCREC_DISK"  # environment of a node's `ray start`: its local directory for shards
+DISK_LABEL = "screc-disk"  # or this node label (nodes started from Python)
+PROBE_TIMEOUT_S = 60.0
 REPLAY_SLOT = "replay_slot"  # custom resource: replays a node runs at a time (1)
 INSTALL_HINT = "pip install 'screc[cluster]'"
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray resolves localhost to 127.0.0.1, not the NIC
@@ -105,8 +111,7 @@ class NodeInfo:
         return {"node_id": self.node_id, "address": self.address, "disk": self.disk}
 
 
-def cluster_nodes() -> list[NodeInfo]:
-    """The alive nodes, ordered by (address, disk, node id) so that an assignment made from them is stable."""
+def _nodes() -> list[NodeInfo]:
     ray = import_ray()
     out = []
     for n in ray.nodes():
@@ -115,22 +120,48 @@ def cluster_nodes() -> list[NodeInfo]:
         res = n.get("Resources") or {}
         out.append(NodeInfo(n["NodeID"], n.get("NodeManagerAddress", ""), (n.get("Labels") or {}).get(DISK_LABEL),
                             float(res.get(REPLAY_SLOT, 0.0)), float(res.get("CPU", 0.0))))
-    return sorted(out, key=lambda n: (n.address, n.disk or "", n.node_id))
+    return out
+
+
+def node_disk() -> str | None:
+    """(A task on a node.) The node's disk directory from its environment."""
+    return os.environ.get(DISK_ENV) or None
+
+
+def cluster_nodes(disks: bool = True) -> list[NodeInfo]:
+    """The alive nodes, ordered by (address, disk, node id) so that an assignment made from them is stable.
+
+    ``disks``: a node without the ``screc-disk`` label is asked for ``SCREC_DISK`` by one small task."""
+    import dataclasses
+
+    ray = import_ray()
+    nodes = _nodes()
+    ask = [n for n in nodes if not n.disk] if disks else []
+    refs = [on_node(node_disk, n.node_id, num_cpus=0).remote() for n in ask]
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
+    found = {}
+    for n, ref in zip(ask, refs):
+        try:
+            found[n.node_id] = ray.get(ref, timeout=0)
+        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):  # a node that died meanwhile
+            found[n.node_id] = None
+    nodes = [dataclasses.replace(n, disk=found[n.node_id]) if n.node_id in found else n for n in nodes]
+    return sorted(nodes, key=lambda n: (n.address, n.disk or "", n.node_id))
 
 
 def storage_nodes() -> list[NodeInfo]:
-    """The alive nodes with a local disk (the ``screc-disk`` label); InputError when there is none."""
+    """The alive nodes with a local disk; InputError when there is none."""
     nodes = [n for n in cluster_nodes() if n.disk]
     if not nodes:
-        raise InputError(f"no node of the Ray cluster has a local disk for screc: start each node with the label "
-                         f"{DISK_LABEL} naming a directory, e.g. ray start --labels '{{\"{DISK_LABEL}\": "
-                         f"\"/mnt/nvme/screc\"}}'")
+        raise InputError(f"no node of the Ray cluster has a local disk for screc: start each node with {DISK_ENV} "
+                         f"naming a directory on it, e.g. {DISK_ENV}=/mnt/nvme/screc ray start --address ...")
     return nodes
 
 
 def replay_nodes() -> list[NodeInfo]:
     """The alive nodes with a replay slot; InputError when there is none (tasks would wait forever)."""
-    nodes = [n for n in cluster_nodes() if n.replay_slots >= 1]
+    nodes = [n for n in cluster_nodes(disks=False) if n.replay_slots >= 1]
     if not nodes:
         raise InputError(f"no node of the Ray cluster has a {REPLAY_SLOT} resource: start each node that may "
                          f"measure replays with --resources '{{\"{REPLAY_SLOT}\": 1}}'")
@@ -165,4 +196,4 @@ def where_am_i() -> dict[str, Any]:
     except AttributeError:  # older Ray
         pass
     return {"node_id": node_id, "address": ray.util.get_node_ip_address(), "hostname": socket.gethostname(),
-            "disk": labels.get(DISK_LABEL)}
+            "disk": labels.get(DISK_LABEL) or node_disk()}

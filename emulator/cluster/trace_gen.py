@@ -100,7 +100,7 @@ def generate_parts(spec: ModelSpec, params: GeneratorParams, out: str | Path, pa
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError("exists; a parts trace is written into a new or empty directory", out)
     effective = params.effective_spec(spec)
-    groups = table_groups(spec, parts or max(1, int(sum(n.cpus for n in cluster_nodes()))))
+    groups = table_groups(spec, parts or max(1, int(sum(n.cpus for n in cluster_nodes(disks=False)))))
     ranges = batch_ranges(params.num_batches, batch_parts)
     task = remote(generate_part, num_cpus=1, max_retries=0)
     t0 = time.perf_counter()

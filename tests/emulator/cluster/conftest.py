@@ -1,7 +1,8 @@
 """One multi-node Ray cluster on this machine for every cluster test, bound to 127.0.0.1 only.
 
 Three nodes (the head and two workers), each with one CPU, a 100 MB object store, no dashboard, one replay
-slot and its own "local disk" (a separate directory, given by the ``screc-disk`` node label). The worker
+slot and its own "local disk" (a separate directory: the head's by the ``screc-disk`` node label, the
+workers' by ``SCREC_DISK`` in their processes' environment, as ``ray start`` would give it). The worker
 nodes' disks sort first (``disk0``, ``disk1``; the head's is ``disk2``), so shard 0 of a build lands on a
 worker node, which a test may kill. Skipped, with the reason, when Ray (the cluster extra) is not installed;
 under SCREC_STRICT_SKIPS=1 that skip is a failure (tests/conftest.py).
@@ -18,11 +19,14 @@ RAY_MISSING = "Ray is not installed (the cluster extra: pip install 'screc[clust
 NODE_ARGS = dict(num_cpus=1, node_ip_address="127.0.0.1", object_store_memory=100 << 20)
 
 
-def node_args(disk: Path) -> dict:
-    from emulator.cluster.connect import DISK_LABEL, REPLAY_SLOT
+def node_args(disk: Path, label: bool = False) -> dict:
+    """A node's arguments: its disk by the SCREC_DISK environment of its processes (as `ray start` gives it),
+    or by the screc-disk label (``label``)."""
+    from emulator.cluster.connect import DISK_ENV, DISK_LABEL, REPLAY_SLOT
 
     disk.mkdir(parents=True, exist_ok=True)
-    return {**NODE_ARGS, "labels": {DISK_LABEL: str(disk)}, "resources": {REPLAY_SLOT: 1}}
+    where = {"labels": {DISK_LABEL: str(disk)}} if label else {"env_vars": {DISK_ENV: str(disk)}}
+    return {**NODE_ARGS, **where, "resources": {REPLAY_SLOT: 1}}
 
 
 @dataclass
@@ -60,7 +64,7 @@ def ray_cluster(tmp_path_factory):
     keep_loopback()  # the nodes and the driver resolve localhost to 127.0.0.1, never the machine's interface
     root = tmp_path_factory.mktemp("ray_nodes")
     cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={**node_args(root / "disk2"), "include_dashboard": False})
+                      head_node_args={**node_args(root / "disk2", label=True), "include_dashboard": False})
     tc = LocalCluster(cluster, root)
     try:
         for name in ("disk0", "disk1"):
