@@ -63,6 +63,7 @@ __all__ = [
 
 GEN_AHEAD_BYTES = 256 << 20  # tables' lookups (int64) generated ahead of the writer
 TABLE_POOL_BYTES = 768 << 20  # tables' arrays kept for reuse (fresh ones pay page faults and zeroing)
+PARTS_POOL_BYTES = 384 << 20  # the same for the batch's offsets, table by table (B values each)
 
 
 def _batch_rng(seed: int, table_index: int, batch_index: int) -> np.random.Generator:
@@ -123,7 +124,9 @@ class TraceGenerator:
                         for ti, t in enumerate(self.spec.tables)]
         self._lag = params.reuse > 0 and params.reuse_window > 0
         self._next_batch = 0  # with lag reuse: the batch the histories are ready for
-        self._arrays = ArrayPool(slots=64, max_bytes=TABLE_POOL_BYTES)  # reused once the writer has let go
+        # arrays reused once the writer has let go of them: tables' lookups, offsets parts
+        self._arrays = ArrayPool(slots=64, max_bytes=TABLE_POOL_BYTES)
+        self._parts = ArrayPool(slots=512, max_bytes=PARTS_POOL_BYTES)
         self.stage_seconds = {"bags_s": 0.0, "tables_s": 0.0}  # measured, summed over threads
         self._lock = threading.Lock()
 
@@ -153,11 +156,26 @@ class TraceGenerator:
     def batch_tables(self, i: int, previous: tuple[np.ndarray, np.ndarray] | None = None,
                      pool: ThreadPoolExecutor | None = None) -> tuple[np.ndarray, Iterator[tuple[int, np.ndarray]]]:
         """Batch ``i`` table by table: its offsets (``T*B + 1``), and an iterator of ``(table, indices)`` for
-        tables ``0 .. T-1`` (the tables' lookups generated ahead, on ``pool`` when given, within
-        ``GEN_AHEAD_BYTES``; :meth:`batch` concatenates them). The same with or without a pool."""
+        tables ``0 .. T-1`` (see :meth:`batch_stream`; :meth:`batch` concatenates them)."""
+        B, T = self.batch_size, self.spec.num_tables
+        prev = None if previous is None else (previous[0], previous[1][::B][: T + 1])
+        parts, tables = self.batch_stream(i, prev, pool)
+        offsets = np.concatenate(list(parts))
+        return offsets, tables()
+
+    def batch_stream(self, i: int, previous: tuple[np.ndarray, np.ndarray] | None = None,
+                     pool: ThreadPoolExecutor | None = None
+                     ) -> tuple[Iterator[np.ndarray], Callable[[], Iterator[tuple[int, np.ndarray]]]]:
+        """Batch ``i`` in two streams, never whole in memory: its offsets in consecutive parts (together
+        ``T*B + 1`` values: a leading 0, then each table's ``B``), and, once they are all consumed,
+        ``tables()``: an iterator of ``(table, indices)`` for tables ``0 .. T-1``. Both are generated ahead on
+        ``pool`` when given (the tables within ``GEN_AHEAD_BYTES``); the same with or without a pool.
+        ``previous`` is batch ``i - 1`` as ``(indices, where each table starts (T+1))``, used only with
+        reuse from the previous batch (regenerated when ``None``)."""
         if i < 0:
             raise IndexError(f"batch index {i} < 0")
         reuse = float(self.params.reuse)
+        B, T = self.batch_size, self.spec.num_tables
         if self._lag:
             if i != self._next_batch:  # the histories must have seen batches 0 .. i-1, in order
                 self._reset_histories()
@@ -166,33 +184,31 @@ class TraceGenerator:
                         pass
             self._next_batch = i + 1
         elif reuse > 0 and i > 0 and previous is None:
-            previous = self.batch(0, pool=pool)
+            prev = self.batch(0, pool=pool)
             for j in range(1, i):
-                previous = self.batch(j, previous, pool=pool)
-        B, T = self.batch_size, self.spec.num_tables
-        offsets = np.empty(T * B + 1, dtype=np.int64)
-        offsets[0] = 0
+                prev = self.batch(j, prev, pool=pool)
+            previous = (prev[0], prev[1][::B][: T + 1])
+        rngs: list[np.random.Generator | None] = [None] * T
+        ends = np.zeros(T, np.int64)  # each table's lookups
 
-        def bags(ti: int) -> np.random.Generator:  # table ti's bag sizes, summed within the table
+        def bags(ti: int) -> tuple[np.random.Generator, np.ndarray]:  # bag sizes summed within table ti
             t0 = time.perf_counter()
             rng = _batch_rng(self.params.seed, self._keys[ti], i)
-            np.cumsum(bag_sizes(self._tables[ti].table.pooling, B, rng), out=offsets[ti * B + 1 : (ti + 1) * B + 1])
+            local = np.cumsum(bag_sizes(self._tables[ti].table.pooling, B, rng), out=self._parts.take(B))
             self._timed("bags_s", t0)
-            return rng
+            return rng, local
 
-        rngs = list(ordered_map(pool, bags, range(T), budget=64))
-        ends = offsets[B::B].copy()  # each table's lookups
-        bases = np.cumsum(ends) - ends
+        def parts() -> Iterator[np.ndarray]:
+            yield np.zeros(1, np.int64)
+            base = 0
+            for ti, (rng, local) in enumerate(ordered_map(pool, bags, range(T), budget=64)):
+                rngs[ti], ends[ti] = rng, local[-1]
+                if base:
+                    local += base  # from within-table to batch offsets
+                base += int(ends[ti])
+                yield local
 
-        def shift(tables: range) -> None:  # from within-table to batch offsets
-            for ti in tables:
-                if bases[ti]:
-                    offsets[ti * B + 1 : (ti + 1) * B + 1] += bases[ti]
-
-        step = max(1, T // 16)
-        for _ in ordered_map(pool, shift, [range(t, min(T, t + step)) for t in range(0, T, step)], budget=64):
-            pass
-        prev_bounds = previous[1][::B][: T + 1] if reuse > 0 and i > 0 and not self._lag else None
+        prev_bounds = previous[1] if reuse > 0 and i > 0 and not self._lag else None
 
         def fill(ti: int) -> tuple[int, np.ndarray]:
             t0 = time.perf_counter()
@@ -204,7 +220,12 @@ class TraceGenerator:
             self._timed("tables_s", t0)
             return ti, out
 
-        return offsets, ordered_map(pool, fill, range(T), cost=lambda ti: 8 * int(ends[ti]), budget=GEN_AHEAD_BYTES)
+        def tables() -> Iterator[tuple[int, np.ndarray]]:
+            if any(r is None for r in rngs):
+                raise ValueError("batch_stream: consume the offsets before the tables")
+            return ordered_map(pool, fill, range(T), cost=lambda ti: 8 * int(ends[ti]), budget=GEN_AHEAD_BYTES)
+
+        return parts(), tables
 
 
 def generate_batch(spec: ModelSpec, params: GeneratorParams, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -224,10 +245,11 @@ def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.Path
     """Write the ``params.num_batches`` batches of ``(spec, params)`` to ``path``; return the trace id.
 
     Tables are generated on ``workers`` threads (default: every core; the file is the same for any number),
-    ahead of the writer by at most ``GEN_AHEAD_BYTES``, and written table by table
-    (:meth:`TraceWriter.begin_batch`), which checksums, writes and hashes them on threads of its own. Memory
-    holds the batch's offsets, the tables generated ahead and the writer's bounded buffers: about 1.6 GB
-    for a full-size ``meta-2022`` batch (1.4G lookups, 11 GB as int64). With reuse from the previous batch,
+    ahead of the writer by at most ``GEN_AHEAD_BYTES``, and written table by table, offsets first
+    (:meth:`TraceWriter.begin_batch_parts`), which checksums, writes and hashes them on threads of its own
+    (:meth:`TraceGenerator.batch_stream`). Memory holds the tables generated ahead, the offsets and tables
+    waiting to be hashed and the writer's chunk buffers, all bounded, not the batch: about 1 GB for a full
+    ``meta-2022`` batch (1.4G lookups, 11 GB as int64, and 0.8 GB of offsets). With reuse from the previous batch,
     that batch is kept whole (it is sampled from); with lag reuse, each table's last ``reuse_window``
     lookups. The file records the effective spec (batch size, skew overrides and pooling scale applied) and
     the parameters. ``progress(done_batches, total)`` is called after each batch. ``should_stop()`` is asked
@@ -244,8 +266,9 @@ def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.Path
             TraceWriter(path, gen.spec, seed=params.seed, params=params.to_dict()) as writer:
         prev = None
         for i in range(total):
-            offsets, tables = gen.batch_tables(i, prev, pool)
-            writer.begin_batch(offsets, donate=True)
+            parts, tables_of = gen.batch_stream(i, prev, pool)
+            writer.begin_batch_parts(parts, donate=True)
+            tables = tables_of()
             keep = [] if params.reuse > 0 and params.reuse_window == 0 else None
             try:
                 t0 = time.perf_counter()
@@ -260,7 +283,9 @@ def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.Path
             finally:
                 tables.close()  # cancels the tables not started when stopping early
             writer.end_batch()
-            prev = (np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64), offsets) if keep is not None else None
+            if keep is not None:
+                bounds = np.concatenate([[0], np.cumsum([k.size for k in keep])]).astype(np.int64)
+                prev = (np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64), bounds)
             if progress is not None:
                 progress(i + 1, total)
         t_close = time.perf_counter()

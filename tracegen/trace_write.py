@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import h5py
 import numpy as np
@@ -66,7 +66,7 @@ class TraceWriter:
         self._f: h5py.File | None = None
         self._n_batches = 0
         self._n_lookups = 0
-        self._open_batch: np.ndarray | None = None  # offsets of a batch being written table by table
+        self._open_batch: np.ndarray | None = None  # where each table of the open batch starts (T+1)
         self._next_table = 0
         self._hash: HashThread | None = None
         self._trace_id: str | None = None
@@ -168,34 +168,56 @@ class TraceWriter:
 
     def begin_batch(self, offsets: np.ndarray, *, donate: bool = False) -> None:
         """Start a batch written table by table: its offsets (length T*B+1, starting at 0) come first."""
-        if self._f is None:
-            raise ValueError("use TraceWriter as a context manager")
-        if self._open_batch is not None:
-            raise ValueError("begin_batch() before end_batch() of the previous batch")
         offsets = np.ascontiguousarray(offsets, dtype=np.int64)
         tb1 = self.num_tables * self.batch_size + 1
         if offsets.shape != (tb1,):
             raise ValueError(f"offsets must have length T*B+1 = {tb1}, got {offsets.shape}")
-        check_csr(offsets, int(offsets[-1]) if offsets.size else 0, f"batch {self._n_batches}", None)
-        n = int(offsets[-1])
-        self._reserve(n * np.dtype(self._idx_dtype).itemsize + offsets.nbytes + 8)
+        self.begin_batch_parts([offsets], donate=donate)
+
+    def begin_batch_parts(self, parts: Iterable[np.ndarray], *, donate: bool = False) -> None:
+        """:meth:`begin_batch` with the offsets in consecutive parts (together T*B+1 values starting at 0),
+        each written and hashed as it comes, so the batch's offsets never need to be in memory at once."""
+        if self._f is None:
+            raise ValueError("use TraceWriter as a context manager")
+        if self._open_batch is not None:
+            raise ValueError("begin_batch() before end_batch() of the previous batch")
+        B, tb1 = self.batch_size, self.num_tables * self.batch_size + 1
+        what = f"batch {self._n_batches}"
+        self._reserve(tb1 * 8)
         self._writer.submit(self._off_ds.resize, (self._n_batches * tb1 + tb1,))
+        bounds = np.zeros(self.num_tables + 1, np.int64)  # where each table's lookups start
+        count, last = 0, 0
+        for part in parts:
+            part = np.ascontiguousarray(part, dtype=np.int64).reshape(-1)
+            if not part.size:
+                continue
+            if count + part.size > tb1:
+                raise ValueError(f"offsets must have length T*B+1 = {tb1}, got more")
+            if count == 0 and part[0] != 0:
+                raise InputError(f"{what}: offsets do not start at 0")
+            if part[0] < last or (part.size > 1 and np.any(part[1:] < part[:-1])):
+                raise InputError(f"{what}: offsets are not monotonic (negative bag length)")
+            at = np.arange(-(-count // B) * B, count + part.size, B)  # table boundaries within this part
+            bounds[at // B] = part[at - count]
+            self._app["offsets"].append(part)
+            self._hash.update(part if donate else part.copy())  # the hash thread reads it later
+            count, last = count + part.size, int(part[-1])
+        if count != tb1:
+            raise ValueError(f"offsets must have length T*B+1 = {tb1}, got {count}")
+        self._reserve(last * np.dtype(self._idx_dtype).itemsize + 8)
         # once per batch: chunks up to its end may then be written
-        self._writer.submit(self._ind_ds.resize, (self._n_lookups + n,))
-        self._app["offsets"].append(offsets)
-        self._hash.update(offsets if donate else offsets.copy())  # the hash thread reads it later
-        self._open_batch = offsets
+        self._writer.submit(self._ind_ds.resize, (self._n_lookups + last,))
+        self._open_batch = bounds
         self._next_table = 0
 
     def append_table(self, t: int, indices: np.ndarray, *, donate: bool = False) -> None:
         """The lookups of table ``t`` of the open batch (tables in order ``0 .. T-1``)."""
-        off = self._open_batch
-        if off is None:
+        bounds = self._open_batch
+        if bounds is None:
             raise ValueError("append_table() outside begin_batch() ... end_batch()")
         if t != self._next_table:
             raise ValueError(f"expected table {self._next_table}, got table {t}")
-        B = self.batch_size
-        lo, hi = int(off[t * B]), int(off[(t + 1) * B])
+        lo, hi = int(bounds[t]), int(bounds[t + 1])
         indices = np.asarray(indices)
         if indices.shape != (hi - lo,):
             raise ValueError(f"table {t}: {indices.size} indices, but its offsets say {hi - lo}")
@@ -220,7 +242,7 @@ class TraceWriter:
             raise ValueError("end_batch() without begin_batch()")
         if self._next_table != self.num_tables:
             raise ValueError(f"end_batch() after {self._next_table} of {self.num_tables} tables")
-        self._n_lookups += int(off[-1])
+        self._n_lookups += int(off[-1])  # the last table's end
         self._n_batches += 1
         self._writer.submit(self._set_batch_ptr, self._n_batches, self._n_lookups)
         self._open_batch = None

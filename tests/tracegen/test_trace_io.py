@@ -512,3 +512,31 @@ def test_flipped_inner_b_tree_keys_of_an_earliest_format_trace_are_errors(tmp_pa
     assert len(positions) >= 2 * 3 * 16, len(positions)
     counts = _flip_outcomes(old, positions, tmp_path, np.random.default_rng(13))
     assert counts["error"] > 0, counts
+
+
+def test_offsets_in_parts_write_the_same_file(tmp_path):
+    ref = _write(tmp_path / "ref.h5", [B0, B1])
+    assert ref == SMALL_TRACE_ID
+    with TraceWriter(tmp_path / "p.h5", small_spec(batch_size=2), seed=7, params={"k": 1}) as w:
+        for idx, off in (B0, B1):
+            off = np.array(off)
+            w.begin_batch_parts([off[:1], off[1:1], off[1:4], off[4:]])  # any split, empty parts too
+            w.append_table(0, np.array(idx[: off[2]]))
+            w.append_table(1, np.array(idx[off[2] :]))
+            w.end_batch()
+    assert w.trace_id == ref
+    assert (tmp_path / "p.h5").read_bytes() == (tmp_path / "ref.h5").read_bytes()
+
+
+@pytest.mark.parametrize("parts, problem", [
+    ([[1, 1, 3], [4, 6]], "do not start at 0"),
+    ([[0, 1, 3], [2, 6]], "not monotonic"),  # decreasing across parts
+    ([[0, 3, 1, 4, 6]], "not monotonic"),
+    ([[0, 1, 3], [4]], "length"),
+    ([[0, 1, 3], [4, 6, 7]], "length"),
+])
+def test_offsets_in_parts_are_checked(tmp_path, parts, problem):
+    with pytest.raises((InputError, ValueError), match=problem):
+        with TraceWriter(tmp_path / "bad.h5", small_spec(batch_size=2)) as w:
+            w.begin_batch_parts([np.array(p) for p in parts])
+    assert not (tmp_path / "bad.h5").exists() and list(tmp_path.iterdir()) == []
