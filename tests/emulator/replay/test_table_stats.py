@@ -199,10 +199,10 @@ def test_replay_stats_keep_per_table_totals():
     assert "attributed" in p["tables_busy_basis"]
 
 
-def test_segment_sums_with_empty_segments():
-    from emulator.replay.table_stats import _segment_sums
+def test_segment_counts_with_empty_segments():
+    from emulator.replay.table_stats import _segment_counts
 
-    values = np.array([1, 0, 1, 1, 0, 1], np.uint8)
-    cum = np.array([0, 0, 2, 2, 5, 6, 6])  # segments [], [1 0], [], [1 1 0], [1], []
-    np.testing.assert_array_equal(_segment_sums(values, cum), [0, 1, 0, 2, 1, 0])
-    np.testing.assert_array_equal(_segment_sums(values[:0], np.zeros(3, np.int64)), [0, 0])
+    values = np.array([1, 0, 2, 2, 0, 1], np.uint8)
+    cum = np.array([0, 0, 2, 2, 5, 6, 6])  # segments [], [1 0], [], [2 2 0], [1], []
+    np.testing.assert_array_equal(_segment_counts(values, cum), [0, 1, 0, 2, 1, 0])
+    np.testing.assert_array_equal(_segment_counts(values[:0], np.zeros(3, np.int64)), [0, 0])
