@@ -74,12 +74,16 @@ class Emulation:
     def __post_init__(self) -> None:
         self.model: ClockModel = clock_model(self.profile, *self.host_rates)
         self.shared = str(self.profile.cores.value) == AUTO
+        # the preparation steps that are a device's own work in SCRec (planning its page reads, de-duplicating
+        # its TT rows) run on its memory-centric cores under a target profile; under the host profile they stay
+        # where they ran (the host's main thread)
+        self.device_prep = not self.shared
 
     def add(self, batch: int, serial_s: float, record: Any, measured_s: float) -> BatchEmulated:
         """One finished batch (``record``: the engine's ``(t_dispatch_ns, responses, host_cpu, after_cpu)``)."""
         if record is None:
-            record = (0, [], [], [])
-        t0, responses, host_cpu, after_cpu = record
+            record = (0, [], [], [], None)
+        t0, responses, host_cpu, after_cpu, prep = (tuple(record) + (None,))[:5]
         devs = []
         link = 0
         for d, req, resp in responses:
@@ -89,6 +93,8 @@ class Emulation:
                           if self.shared or r.task_id != CONTROL)
             if self.shared and resp.io is not None and resp.io.cpu_s > 0:
                 tasks = (CoreTask("io-thread", "mem", resp.io.cpu_s),) + tasks
+            if self.device_prep and prep is not None and prep[d] > 0:
+                tasks = (CoreTask("prepare", "mem", float(prep[d])),) + tasks
             groups = ()
             if resp.io is not None and resp.io.submit_ns is not None and resp.io.submit_ns.size:
                 groups = (IOGroup(IO_GROUP, (resp.io.submit_ns - t0) * 1e-9, resp.io.nbytes.astype(np.float64),
@@ -96,7 +102,7 @@ class Emulation:
             # pooled partials cross the link; a plain SSD sends the pages it read
             nbytes = resp.link_bytes if req.pools else (int(resp.io.bytes_read) if resp.io is not None else 0)
             link += nbytes
-            after = tuple(t.task_id for t in tasks if t.task_id not in (CONTROL, "io-thread")) or \
+            after = tuple(t.task_id for t in tasks if t.task_id not in (CONTROL, "io-thread", "prepare")) or \
                 ((IO_GROUP,) if groups else ())
             transfers = (LinkTransfer("partials", nbytes, after),) if nbytes else ()
             mem, comp = self.cores[d]

@@ -128,6 +128,7 @@ class Replayer:
 
         self.host = HostPooling(self.tables, self._slow, self.host_threads, self.host_pooled, self.clock)
         self.emulation = None
+        self._prep_moved = 0.0  # CPU seconds of device-side preparation since the last batch completed
         if self.config.device_profile is not None:
             from emulator.device.emulate import Emulation
 
@@ -178,8 +179,11 @@ class Replayer:
     # --- one batch -------------------------------------------------------------------------------
     def prepare(self, batch: Batch) -> Prepared:
         """Split lookups by tier and plan the page reads (no IO yet)."""
-        return prepare_batch(batch, self._slow, self.groups, self._dev_files, self.config.max_read_bytes,
-                             self.clock, self._buffer)
+        p = prepare_batch(batch, self._slow, self.groups, self._dev_files, self.config.max_read_bytes,
+                          self.clock, self._buffer)
+        if self.emulation is not None and self.emulation.device_prep and p.device_prep_s is not None:
+            self._prep_moved += float(p.device_prep_s.sum())  # device work under the profile, not host serial
+        return p
 
     def _buffer(self, nbytes: int) -> np.ndarray:
         k = self._next_buffer
@@ -242,7 +246,7 @@ class Replayer:
             for k, t in enumerate(w.group.tables):
                 pooled[int(t)] = out[k * B:(k + 1) * B]
         if self.emulation is not None:
-            p.device_record = (t_dispatch, responses, host_cpu, after_cpu)
+            p.device_record = (t_dispatch, responses, host_cpu, after_cpu, p.device_prep_s)
         return BatchOutput(p.batch.index, pooled), work
 
     def _gather(self, p: Prepared, futs: list, work: BatchWork) -> list:
@@ -351,8 +355,9 @@ class Replayer:
             # the host's serial work since the last batch completed (reading the trace, preparing the next batch,
             # dispatching, merging, recording): main-thread CPU seconds; and the measured interval beside it
             cpu, wall = time.thread_time() - cpu_excluded, self.clock()
-            self.emulation.add(p.batch.index, cpu - self._marks[0], p.device_record, wall - self._marks[1])
-            self._marks = (cpu, wall)
+            serial = cpu - self._marks[0] - self._prep_moved
+            self.emulation.add(p.batch.index, max(0.0, serial), p.device_record, wall - self._marks[1])
+            self._marks, self._prep_moved = (cpu, wall), 0.0
 
     def _record(self, stats: ReplayStats, p: Prepared, info: BatchWork, latency: float) -> None:
         """A finished batch's counters into the live stats: per tier, per device, per core pool."""

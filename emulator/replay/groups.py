@@ -20,6 +20,7 @@ destination buffer and of rows in the staging array differ.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,7 @@ class GroupWork:
     n_cold: int = 0
     page_per_dev: np.ndarray | None = None  # KIND_PAGE lookups per device
     tt_per_dev: np.ndarray | None = None  # KIND_STAGED lookups per device
+    tt_prep_s: float = 0.0  # thread-CPU seconds de-duplicating the TT rows (device-side work in SCRec)
     lru_lookups: int = 0  # cold lookups of LRU members (probes of the group's cache)
     lru_hits: int = 0
     cache_hit_slots: np.ndarray | None = None  # slots pinned by this batch's hits (released after pooling)
@@ -138,6 +140,7 @@ def prepare_group(g: Group, batch, n_dev: int, raw_pending: list) -> GroupWork:
             raw_pending[int(d)].append((w, pos[sel], page[sel], inpage[sel]))
     tt = ~raw
     if tt.any():
+        c0 = time.thread_time()
         pos, r, k = ci[tt], old[tt], tl[tt]
         uniq, inv = np.unique(g.key_base[k] + r, return_inverse=True)
         kind[pos] = KIND_STAGED
@@ -148,6 +151,7 @@ def prepare_group(g: Group, batch, n_dev: int, raw_pending: list) -> GroupWork:
         for a, b in zip(cuts[:-1], cuts[1:]):
             m = int(owner[a])
             w.tt_rows.append((m, uniq[a:b] - g.key_base[m]))
+        w.tt_prep_s = time.thread_time() - c0
     return w
 
 

@@ -12,6 +12,7 @@ accuracy replay and the host cost fit) consume.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,8 +34,10 @@ class _Pending:
     cache_work: dict[int, CacheWork] = field(default_factory=dict)
     per_dev: list[list[tuple]] = field(default_factory=list)  # per device: (file id, offsets, nbytes, dest, table)
     dev_lookups: dict[str, np.ndarray] = field(default_factory=dict)
+    dev_prep_s: np.ndarray | None = None  # per device: CPU seconds of the device-side steps (see prepare_batch)
 
     def __post_init__(self) -> None:
+        self.dev_prep_s = np.zeros(self.n_dev)
         self.per_dev = [[] for _ in range(self.n_dev)]
         self.dev_lookups = {SSD_RAW: np.zeros(self.n_dev, np.int64), SSD_TT: np.zeros(self.n_dev, np.int64)}
 
@@ -42,6 +45,10 @@ class _Pending:
 def prepare_batch(batch: Batch, slow: list, groups: list, dev_files: list, max_read_bytes: int,
                   clock: Callable[[], float], buffer: Callable[[int], np.ndarray]) -> Prepared:
     """Split lookups by tier and plan the page reads (no IO yet).
+
+    The steps SCRec's devices do for their own rows (planning a device's de-duplicated, coalesced page reads;
+    de-duplicating its TT rows) are timed per device (``Prepared.device_prep_s``, thread-CPU seconds): the
+    device clock runs them on the device under a target profile.
 
     ``slow``: the tables served one by one, ``groups``: the batched path's groups, ``dev_files``: per device, its
     group raw files' (first global page, file id, table index) arrays (see :func:`emulator.replay.tables.open_tables`);
@@ -63,9 +70,12 @@ def prepare_batch(batch: Batch, slow: list, groups: list, dev_files: list, max_r
         st.tiers[SSD_TT] += n_tt
         st.dev_lookups[SSD_RAW] += w.page_per_dev
         st.dev_lookups[SSD_TT] += w.tt_per_dev
+        if w.tt_prep_s:
+            st.dev_prep_s += w.tt_prep_s * w.tt_per_dev / max(1, int(w.tt_per_dev.sum()))
     reads = [_device_reads(st, dev, raw_pending[dev], dev_files[dev], max_read_bytes) for dev in range(st.n_dev)]
     return Prepared(batch, slow_lookups, [tab.index for tab in slow], reads, buffer(st.dest_pos), st.tiers,
-                    st.dev_lookups, works=works, cache_work=st.cache_work, lru_hits=st.lru_hits, t_start=t_start)
+                    st.dev_lookups, works=works, cache_work=st.cache_work, lru_hits=st.lru_hits, t_start=t_start,
+                    device_prep_s=st.dev_prep_s)
 
 
 def prepare_slow_table(tab, batch: Batch, st: _Pending, max_read_bytes: int) -> TableLookups:
@@ -133,10 +143,12 @@ def _device_reads(st: _Pending, dev: int, raw_pending: list, files: tuple, max_r
     parts = [(np.full(r[1].size, r[0], np.int64), r[1], r[2], r[3], np.full(r[1].size, r[4], np.int64))
              for r in st.per_dev[dev]]
     if raw_pending:
+        c0 = time.thread_time()
         base, fids, ftabs = files
         *req, used = plan_raw(raw_pending, base, fids, ftabs, st.dest_pos, max_read_bytes, PAGE_BYTES)
         parts.append(tuple(req))
         st.dest_pos += used
+        st.dev_prep_s[dev] += time.thread_time() - c0
     if not parts:
         return None
     return DeviceReads(*(np.concatenate([q[j] for q in parts]) for j in range(5)))

@@ -81,6 +81,7 @@ class Prepared:
     handles: list = field(default_factory=list)  # (device, engine handle) of reads in flight
     t_start: float = 0.0
     device_record: Any = None  # what the device clock needs of this batch (set by the engine when emulating)
+    device_prep_s: np.ndarray | None = None  # per device: CPU seconds of preparation steps that are device work
     _per_table: list[TableLookups] | None = None
 
     def tables(self) -> list[TableLookups]:

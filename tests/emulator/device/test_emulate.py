@@ -81,3 +81,18 @@ def test_summary_excludes_the_first_batch():
     s = em.summary()
     assert s["steady_batches"] == 3 and s["emulated_batch_s"] == pytest.approx(0.002)
     assert s["ratio_median"] == pytest.approx(1.0) and s["few_batches"]
+
+
+def test_device_side_preparation_runs_on_the_device_under_a_target_profile():
+    # As the smartssd test, plus 0.5 ms of the device's own preparation (planning its reads, de-duplicating its TT
+    # rows) on its one memory-centric core from 0: m0 waits for that core (0.5 ms), not only for the read (86.28
+    # us): 0.5 - 1.5 ms; partials at the host 3 us later; + 0.2 ms serial = 1703 us. Under the host profile the
+    # preparation stays in the host's serial time (not a task).
+    t0 = 10**12
+    em = Emulation(load_profile("smartssd"), ["dev0"], [(1, 1)], host_threads=1, n_cpus=2,
+                   host_rates=(25e6, 100e9))
+    resp = _resp([TaskRecord("m0", "mem", 0.001, ("io",))], submit_s=[0.0], latency_s=[1.0], nbytes=[4096],
+                 partial_bytes=3940, t0_ns=t0)
+    b = em.add(0, 0.0002, (t0, [(0, _req(), resp)], [], [], np.array([0.0005])), measured_s=0.01)
+    assert b.emulated_s == pytest.approx(1703e-6, rel=1e-9)
+    assert Emulation(load_profile("host"), ["dev0"], [(1, 1)], 1, 2).device_prep is False
