@@ -11,7 +11,8 @@ Typical use by the engine::
     stats.start(total_batches=n, samples_per_batch=B, policy="mip", dram_budget_bytes=budget)
     for batch in trace:   # ... serve it, then:
         stats.record_batch(latency_s, B, batch.num_lookups, tiers={"dram": TierCounters(lookups=...), ...},
-                           devices=[DeviceCounters("dev0", ios=...)], cores=[CoreCounters("dev0", "mem", 2, ...)])
+                           devices=[DeviceCounters("dev0", ios=...)], cores=[CoreCounters("dev0", "mem", 2, ...)],
+                           tables=table_counters(prepared, work, tables))  # per table, optional
     stats.stop()
     payload = stats.summary()          # the ``replay`` result payload (see bench/cmd_report.py)
 

@@ -206,3 +206,23 @@ def test_segment_counts_with_empty_segments():
     cum = np.array([0, 0, 2, 2, 5, 6, 6])  # segments [], [1 0], [], [2 2 0], [1], []
     np.testing.assert_array_equal(_segment_counts(values, cum), [0, 1, 0, 2, 1, 0])
     np.testing.assert_array_equal(_segment_counts(values[:0], np.zeros(3, np.int64)), [0, 0])
+
+
+def test_a_run_of_real_batches_into_replay_stats(finished):
+    """What the engine does per finished batch: the summary's per-table rows add up to the run's tier totals."""
+    _, runs = finished
+    _, tables, batches = runs["plain-lru"]
+    stats = ReplayStats()
+    stats.start(len(batches), 32, "lru", None)
+    tiers = {k: 0 for k in (DRAM, SSD_RAW, SSD_TT, LRU)}
+    for p, work in batches:
+        stats.record_batch(1e-3, p.batch.batch_size, p.batch.num_lookups, tables=table_counters(p, work, tables))
+        for k in tiers:
+            tiers[k] += p.tier_lookups[k]
+    rows = stats.summary()["tables"]
+    assert [r["name"] for r in rows] == [t.name for t in tables]
+    for k in tiers:
+        assert sum(r[k] for r in rows) == tiers[k], k
+    assert sum(r["lookups"] for r in rows) == sum(p.batch.num_lookups for p, _ in batches)
+    assert sum(r["lru_hits"] for r in rows) == sum(p.lru_hits for p, _ in batches)
+    assert sum(r["busy_share"] for r in rows) == pytest.approx(1.0)
