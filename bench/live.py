@@ -224,6 +224,8 @@ def plain_line(snapshot: Snapshot) -> str:
         parts.append(" ".join(f"{t.name} {pct(t.share)}" for t in s.tiers))
     if s.devices:
         parts.append(" ".join(f"{d.name} {si(d.iops)} IOPS qd {d.avg_queue_depth:.1f}" for d in s.devices))
+    if s.tables:
+        parts.append(f"busiest table {s.tables[0].name} ({pct(s.tables[0].busy_share)} of busy s, attributed)")
     parts.append(f"DRAM {_dram_text(s)}")
     if s.failed_batches:
         parts.append(f"{s.failed_batches:,} failed")

@@ -184,6 +184,8 @@ def test_top_tables_panel_fits_80_columns_without_cutting_a_figure():
     # 12.3 M lookups: 19% dram, 81% TT, no LRU, nothing read, 1.2 M TT rows; the long name wraps, never cut
     assert lines[k].split()[1:] == ["12.3", "M", "19%", "0%", "81%", "-", "0", "B", "1.2", "M", "123.46"]
     assert lines[k].split()[0] + lines[k + 1].strip() == "a_very_long_embedding_table_name"  # folded, whole
+    line = plain_line(_snapshot(tables=_table_views(), tables_total=856))
+    assert "| busiest table clicks (75.0% of busy s, attributed) | DRAM" in line
 
 
 def test_tables_panel_only_with_per_table_figures():
