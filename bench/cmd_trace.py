@@ -32,6 +32,8 @@ GEN_EXAMPLE = """example:
   screc trace gen --model meta-2021 --params runs/meta2021_fit.json --batches 1 -o traces/meta2021.h5
   screc trace gen --model meta-2021 --params runs/meta2021_fit.json --tables 0::4 --batches 1 -o traces/q.h5 \\
       --json runs/q_gen.json --write-bound                 (every 4th table; lookups/s vs numpy.tofile)
+  screc trace gen --model meta-2021 --scale 0.01 --batches 8 --ray auto --parts 32 -o traces/meta.parts
+                                                          (Ray tasks write parts read as one trace: docs/cluster.md)
 """
 STATS_EXAMPLE = """example:
   screc trace stats traces/tiny.h5
