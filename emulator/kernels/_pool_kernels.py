@@ -142,6 +142,27 @@ def pool_rows_range(src, dim, n_rows, indices, offsets, out, row_stride, b_lo, b
                 vstore_f32(out, o + c16, a1, 16)
                 vstore_f32(out, o + c32, a2, 16)
                 vstore_f32(out, o + c48, a3, 16)
+            elif rem == 16 or rem == 32:  # dims 16, 32 (or tails of 80, 96, ...): one or two whole vectors
+                two = rem == 32
+                last = np.uint64(rem - 1)
+                if accumulate:
+                    a0 = vload_f32(out, o, 16)
+                    a1 = vload_f32(out, o + c16, 16) if two else vzero()
+                else:
+                    a0, a1 = vzero(), vzero()
+                while k < hi:
+                    q = np.uint64(indices[min(k + tail_ahead, last_k)])
+                    if q >= rows:
+                        return False
+                    _prefetch_lines(src, q * udim + ujb, line, last)
+                    p = np.uint64(indices[k]) * udim + ujb
+                    a0 = vadd(a0, vload_row(src, p, 16))
+                    if two:
+                        a1 = vadd(a1, vload_row(src, p + c16, 16))
+                    k += np.uint64(1)
+                vstore_f32(out, o, a0, 16)
+                if two:
+                    vstore_f32(out, o + c16, a1, 16)
             else:  # the row's tail: whole vectors unmasked, a partial one masked (lanes past dim read nothing)
                 n0, n1, n2, n3 = _lanes(rem, 0), _lanes(rem, 1), _lanes(rem, 2), _lanes(rem, 3)
                 last = np.uint64(rem - 1)
