@@ -235,7 +235,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also store every table in these row formats, comma separated: fp16,int8,int4 "
                         "(FBGEMM's row-wise layouts; default none)")
     p.add_argument("--workers", type=int, default=None,
-                   help="build threads (default: one per core; the store's bytes do not depend on it)")
+                   help="build threads (default: twice the cores; the store's bytes do not depend on it)")
     p.add_argument("--weights-generator", choices=GENERATORS, default=DEFAULT_GENERATOR,
                    help="synthetic weights: tt-hash (fast, the default) or tt-gauss (stores built before the "
                         "generator was recorded)")

@@ -17,14 +17,16 @@ so the threads run in parallel; TT cores go into ``tt.h5`` from the main
 thread in table order, so a parallel build writes the same bytes as a serial
 one (``workers=1``).
 
-Writes are buffered, with writeback started at once after each step
-(``sync_file_range(SYNC_FILE_RANGE_WRITE)``) and one ``fsync`` per file at its
-end, rather than O_DIRECT: the finish step reads the rows it just wrote back
-from the page cache (O_DIRECT would make it read them from the disk, or keep
-each table in memory), the disk drains the dirty pages while the cores compute
-(the final fsyncs find little left to write), and no buffer alignment is
-needed. ``fio --rw=write --bs=1M --end_fsync=1`` is the matching reference
-(``screc bench build``).
+Writes use O_DIRECT (falling back to buffered writes on a filesystem without
+it), from a page-aligned buffer per thread that the weights kernel generates
+into, and one ``syncfs`` at the end makes the files and their metadata
+durable: the data goes from the buffer to the disk with no copy into the page
+cache (that copy cost as much CPU as generating the rows) and no dirty-page
+throttling; ``default_workers`` runs twice as many threads as cores, so that
+while one thread waits for its write another computes. The finish step reads
+the rows back through a memory map after ``POSIX_FADV_WILLNEED`` (the kernel
+reads the file ahead while the TT-SVD starts). ``fio --rw=write --bs=1M
+--direct=1 --end_fsync=1`` is the matching reference (``screc bench build``).
 
 TT methods (``tt_method``): ``"fast"`` (the default) decomposes every table
 with :func:`emulator.tt.decomposition.tt_svd_fast` (two or three streamed
@@ -41,6 +43,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import ctypes
+import errno
 import math
 import mmap
 import os
@@ -53,13 +56,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from emulator.store.layout import RowLayout
+from emulator.store.layout import PAGE_BYTES, RowLayout
 from emulator.store.manifest import (CHUNK_BYTES, BuildInfo, FileEntry, FormatEntry, Manifest, StoreWeights,
                                      TableEntry, TTEntry, WeightsSource, write_manifest)
 from emulator.store.quant import STORED_FORMATS, FormatLayout, quantize_rows, reconstruction_error
 from emulator.store.store import (ERROR_SAMPLE_ROWS, IN_MEMORY_TT_BYTES, WRITE_BYTES, Progress, Store,
                                   StoreBuildConfig, _ChecksummedWriter, chunk_mismatches, file_crcs)
-from emulator.store.weights import DEFAULT_GENERATOR, ArrayRows, SyntheticWeightsConfig, synthetic_rows
+from emulator.store.weights import (DEFAULT_GENERATOR, ArrayRows, HashSyntheticRows, SyntheticWeightsConfig,
+                                    synthetic_rows)
 from tracegen.atomic import atomic_dir, fsync_file, release_reserve, reserve_space
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec, TableSpec
@@ -113,7 +117,8 @@ def _openblas():
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                               ("openblas", "")):
             get, put = (getattr(lib, f"{prefix}_{verb}_num_threads{suffix}", None) for verb in ("get", "set"))
             if get is not None and put is not None:
                 return get, put
@@ -153,6 +158,7 @@ class _Table:
     crcs: dict[int, list[int]] = field(default_factory=dict)  # byte offset -> CRC32 per chunk
     src: Any = None
     fd: int | None = None
+    direct: bool = False  # the file is open with O_DIRECT
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -177,7 +183,14 @@ class _Table:
                 self.src = synthetic_rows(self.spec, self.index, wcfg)
             else:
                 self.src = ArrayRows(self.spec, self.source)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            try:
+                fd = os.open(self.path, flags | getattr(os, "O_DIRECT", 0), 0o644)
+                self.direct = hasattr(os, "O_DIRECT")
+            except OSError as e:  # a filesystem without O_DIRECT (tmpfs): buffered writes
+                if e.errno != errno.EINVAL:
+                    raise
+                fd = os.open(self.path, flags, 0o644)
             fds.append(fd)
             if self.lay.file_bytes:  # a full disk fails here; and ext4 writes allocated blocks far faster
                 os.posix_fallocate(fd, 0, self.lay.file_bytes)
@@ -193,16 +206,42 @@ def _steps(lay: RowLayout) -> list[tuple[int, int, int]]:
             for start in range(0, lay.rows, rows)]
 
 
+_BUFFERS = threading.local()
+
+
+def _aligned(nbytes: int) -> np.ndarray:
+    """This thread's reusable page-aligned byte buffer, ``nbytes`` long (O_DIRECT needs aligned memory; reuse
+    spares the page faults of a fresh 64 MiB array at every step)."""
+    buf = getattr(_BUFFERS, "buf", None)
+    if buf is None or buf.size < nbytes:
+        raw = np.empty(nbytes + PAGE_BYTES, dtype=np.uint8)
+        skip = (-raw.ctypes.data) % PAGE_BYTES
+        buf = _BUFFERS.buf = raw[skip:skip + nbytes]
+    return buf[:nbytes]
+
+
 def _write_step(t: _Table, start: int, stop: int, offset: int, run: "_Runner") -> list[int]:
     if run.stop.is_set():
         raise KeyboardInterrupt
     t.open(run.wcfg, run.fds)
-    data = memoryview(t.lay.pack(_read_checked(t.src, start, stop, t.source, t.spec.name))).cast("B")
-    crcs = [zlib.crc32(data[k:k + CHUNK_BYTES]) for k in range(0, len(data), CHUNK_BYTES)]
+    lay, n = t.lay, stop - start
+    nbytes = -(-n // lay.rows_per_page) * lay.span_bytes
+    if isinstance(t.src, HashSyntheticRows) and lay.dense and lay.np_dtype == np.float32:
+        data = _aligned(nbytes)  # generated in place: rows back to back, then the last group's zero padding
+        t.src.read(start, stop, out=data[:n * lay.row_bytes].view(np.float32).reshape(n, lay.dim))
+        data[n * lay.row_bytes:] = 0
+    else:
+        data = lay.pack(_read_checked(t.src, start, stop, t.source, t.spec.name))
+        if t.direct:
+            _aligned(nbytes)[:] = data
+            data = _aligned(nbytes)
+    view = memoryview(data).cast("B")
+    crcs = [zlib.crc32(view[k:k + CHUNK_BYTES]) for k in range(0, nbytes, CHUNK_BYTES)]
     done = 0
-    while done < len(data):  # a full disk raises OSError(ENOSPC): atomic_dir names the store and cleans up
-        done += os.pwrite(t.fd, data[done:], offset + done)
-    _start_writeback(t.fd, offset, len(data))
+    while done < nbytes:  # a full disk raises OSError(ENOSPC): atomic_dir names the store and cleans up
+        done += os.pwrite(t.fd, view[done:], offset + done)
+    if not t.direct:
+        _start_writeback(t.fd, offset, nbytes)
     return crcs
 
 
@@ -229,6 +268,8 @@ def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str) -> list:
     table, lay = t.spec, t.lay
     if table.rows < config.tt_min_rows or not (config.tt_ranks or config.tt_rel_tol):
         return []
+    if t.direct and lay.file_bytes:  # written around the page cache: have the kernel read it all back, ahead
+        os.posix_fadvise(t.fd, 0, lay.file_bytes, os.POSIX_FADV_WILLNEED)
     view = lay.rows_view(t.mapped())
     rpp = lay.rows_per_page
 
@@ -337,6 +378,11 @@ def _save_tts(h5, t: _Table, tts: list) -> list[TTEntry]:
 # ---------------------------------------------------------------------------------------------- build
 
 
+def default_workers() -> int:
+    """Build threads: twice the cores (an O_DIRECT write blocks its thread while the disk works)."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def _check(spec: ModelSpec, out: Path, config: StoreBuildConfig, workers: int | None, weights_generator: str,
            tt_method: str) -> int:
     if isinstance(config.weights_seed, bool) or not isinstance(config.weights_seed, int) or config.weights_seed < 0:
@@ -352,7 +398,7 @@ def _check(spec: ModelSpec, out: Path, config: StoreBuildConfig, workers: int | 
                          f"got {', '.join(config.row_formats)}")
     if tt_method not in TT_METHODS:
         raise InputError(f"TT method must be one of {', '.join(TT_METHODS)}, got {tt_method!r}")
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = default_workers() if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"workers must be a whole number >= 1, got {workers!r}")
     SyntheticWeightsConfig(generator=weights_generator)  # names a generator (else InputError)
@@ -363,8 +409,8 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
                 progress: Progress | None = None, *, workers: int | None = None,
                 weights_generator: str = DEFAULT_GENERATOR, tt_method: str = "fast") -> Store:
     """Build a store for ``spec`` at ``out`` (replacing an existing one only when complete) with ``workers``
-    threads (default: one per core; the store's bytes do not depend on it). ``weights_generator`` and
-    ``tt_method`` (see the module doc) are recorded in the manifest."""
+    threads (default: :func:`default_workers`; the store's bytes do not depend on it). ``weights_generator``
+    and ``tt_method`` (see the module doc) are recorded in the manifest."""
     import h5py
 
     out = Path(out)

@@ -27,6 +27,7 @@ the one it was built with):
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,12 +176,14 @@ def _hash_rows_kernel(g1, g2, g3x, p2, p3, start, stop, key, noise_scale, out): 
                         for j3 in range(q3):
                             leftx[b, base + j3] = acc
             prev = i12
-        o = row - start
+        orow = out[row - start]  # 1-D views: LLVM vectorizes the loops over k (2-D indexing defeats it)
+        lrow, grow = leftx[0], g3x[i3, 0]
         for k in range(dim):
-            out[o, k] = leftx[0, k] * g3x[i3, 0, k]
+            orow[k] = lrow[k] * grow[k]
         for b in range(1, r2):
+            lrow, grow = leftx[b], g3x[i3, b]
             for k in range(dim):
-                out[o, k] += leftx[b, k] * g3x[i3, b, k]
+                orow[k] += lrow[k] * grow[k]
         if noise_scale != 0:  # a 32-bit seed per row (SplitMix64), then a 32-bit mix per element (vectorizes)
             z = key + np.uint64(row + 1) * _M1
             z = (z ^ (z >> np.uint64(30))) * _C1
@@ -194,47 +197,63 @@ def _hash_rows_kernel(g1, g2, g3x, p2, p3, start, stop, key, noise_scale, out): 
                 h = np.uint32(h ^ (h >> np.uint32(16)))
                 s = ((h & np.uint32(0xFF)) + ((h >> np.uint32(8)) & np.uint32(0xFF))
                      + ((h >> np.uint32(16)) & np.uint32(0xFF)) + (h >> np.uint32(24)))
-                out[o, c] += noise_scale * np.float32(np.int32(s) - _HALF_SUM)
+                orow[c] += noise_scale * np.float32(np.int32(s) - _HALF_SUM)
 
 
 class HashSyntheticRows:
-    """Rows of one synthetic table, generated on demand (the ``tt-hash`` generator; see the module doc)."""
+    """Rows of one synthetic table, generated on demand (the ``tt-hash`` generator; see the module doc).
+
+    The signal's cores are Gaussian, the first scaled so that the signal's root mean square over the TT's
+    whole index range is ``SIGNAL_STD`` (computed from the cores, exactly: no sample of rows).
+    """
 
     def __init__(self, table: TableSpec, table_index: int, config: SyntheticWeightsConfig):
-        from emulator.tt.decomposition import factorize_dim, factorize_rows, random_tt
+        from emulator.tt.decomposition import factorize_dim, factorize_rows
 
         self.rows, self.dim = table.rows, table.dim
         p = factorize_rows(table.rows, 3)
         q = factorize_dim(table.dim, 3)
-        ranks = (1, config.signal_rank, config.signal_rank, 1)
+        r = config.signal_rank
         rng = np.random.default_rng([config.seed, table_index, 0x5157])
-        tt = random_tt(p, q, ranks, rng, 1.0)
+        g1 = rng.standard_normal((p[0], q[0], r), dtype=np.float32)
+        g2 = rng.standard_normal((p[1], r, q[1], r), dtype=np.float32)
+        g3 = rng.standard_normal((p[2], r, q[2]), dtype=np.float32)
+        # ||W||^2 = sum over the cores' contraction: a (r x r) Gram matrix carried from core to core
+        gram = np.einsum("ija,ijb->ab", g1, g1, dtype=np.float64)
+        gram = np.einsum("iajc,ab,ibjd->cd", g2, gram, g2, dtype=np.float64)
+        total = float(np.einsum("iaj,ab,ibj->", g3, gram, g3, dtype=np.float64))
+        rms = np.sqrt(total / (math.prod(p) * table.dim)) or 1.0
+        g1 *= np.float32(SIGNAL_STD / rms)
         self._p = p
-        g3 = tt.cores[2][..., 0]  # (p3, r2, q3), tiled over (j1 j2) for the kernel
-        self._g = [np.ascontiguousarray(tt.cores[0][:, 0]), np.ascontiguousarray(tt.cores[1]),
-                   np.ascontiguousarray(np.tile(g3, (1, 1, q[0] * q[1])))]
+        self._q = q
+        self._r = r
+        self._g = (g1, g2, np.ascontiguousarray(np.tile(g3, (1, 1, q[0] * q[1]))))  # g3 tiled for the kernel
         self._key = np.uint64(np.random.SeedSequence([config.seed, table_index, 0x401E]).generate_state(1,
                                                                                                        np.uint64)[0])
-        sample = self._expand(0, min(table.rows, 4096), 0.0)  # scale the signal to standard deviation SIGNAL_STD
-        std = float(sample.std()) or 1.0
-        self._g[0] = (self._g[0] * np.float32(SIGNAL_STD / std)).astype(np.float32)
-        from emulator.tt.decomposition import TTCores
-
-        self.signal = TTCores(p_shapes=p, q_shapes=q, ranks=ranks,  # the signal's cores (the kernel's g1 scaled)
-                              cores=(self._g[0][:, None], tt.cores[1], tt.cores[2]))
         self.noise_std = np.float32(config.noise_ratio * SIGNAL_STD)
         self._noise_scale = np.float32(self.noise_std * _HASH_UNIT)
 
-    def _expand(self, start: int, stop: int, noise_scale: float) -> np.ndarray:
-        out = np.empty((stop - start, self.dim), dtype=np.float32)
-        _hash_rows_kernel(self._g[0], self._g[1], self._g[2], self._p[1], self._p[2], start, stop, self._key,
-                          np.float32(noise_scale), out)
-        return out
+    @property
+    def signal(self):
+        """The signal as :class:`emulator.tt.cores.TTCores`."""
+        from emulator.tt.decomposition import TTCores
 
-    def read(self, start: int, stop: int) -> np.ndarray:
+        p, q, r = self._p, self._q, self._r
+        g3 = self._g[2][:, :, :q[2]]
+        return TTCores(p_shapes=p, q_shapes=q, ranks=(1, r, r, 1),
+                       cores=(self._g[0][:, None], self._g[1], np.ascontiguousarray(g3[..., None])))
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None, noise: bool = True) -> np.ndarray:
+        """Rows ``[start, stop)`` as float32 ``(n, dim)``, into ``out`` (C-contiguous, float32) when given."""
         if not 0 <= start <= stop <= self.rows:
             raise ValueError(f"rows [{start}, {stop}) are not within [0, {self.rows}]")
-        return self._expand(start, stop, self._noise_scale)
+        if out is None:
+            out = np.empty((stop - start, self.dim), dtype=np.float32)
+        elif out.shape != (stop - start, self.dim) or out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be C-contiguous float32 of shape {(stop - start, self.dim)}")
+        _hash_rows_kernel(self._g[0], self._g[1], self._g[2], self._p[1], self._p[2], start, stop, self._key,
+                          self._noise_scale if noise else np.float32(0.0), out)
+        return out
 
 
 class ArrayRows:

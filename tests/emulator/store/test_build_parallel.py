@@ -19,8 +19,9 @@ from tracegen.spec import ModelSpec, TableSpec
 
 # 40,000 x 64 fp32 = 9.8 MiB (three 4 MiB write steps below), a padded layout (24 fp32: 42 rows a page), an fp16
 # table, a wide row (1100 fp32: two pages a row), a table below tt_min_rows
-SPEC = ModelSpec("par", (TableSpec("big", 40_000, 64), TableSpec("gappy", 3000, 24), TableSpec("half", 2000, 16, "fp16"),
-                         TableSpec("wide", 300, 1100), TableSpec("tiny", 100, 8)), batch_size=4)
+SPEC = ModelSpec("par", (TableSpec("big", 40_000, 64), TableSpec("gappy", 3000, 24),
+                         TableSpec("half", 2000, 16, "fp16"), TableSpec("wide", 300, 1100), TableSpec("tiny", 100, 8)),
+                 batch_size=4)
 
 
 def _files(path):

@@ -29,7 +29,8 @@ def test_round_trip_of_a_built_store_is_identical(tiny_store, tmp_path):
 
 def test_records_hold_the_layout_and_variants(tiny_store, tiny_spec):
     m = read_manifest(tiny_store)
-    assert m.spec == tiny_spec and m.weights == StoreWeights(seed=1, signal_rank=8, noise_ratio=0.05, generator="tt-hash")
+    assert m.spec == tiny_spec
+    assert m.weights == StoreWeights(seed=1, signal_rank=8, noise_ratio=0.05, generator="tt-hash")
     t0 = m.tables[0]
     assert isinstance(t0, TableEntry) and t0.name == "t0" and t0.rows == 500 and t0.dim == 16
     # 16 fp32 = 64 B rows, 4096 // 64 = 64 rows per page, ceil(500 / 64) = 8 pages of 4 KiB
