@@ -86,11 +86,12 @@ def test_pool_rows_offsets_into_a_longer_indices_array():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_pool_rows_accumulate_continues_the_sum(dtype):
+@pytest.mark.parametrize("dim", [16, 70, 96])  # one whole vector; a block and a masked tail; a block and 2 vectors
+def test_pool_rows_accumulate_continues_the_sum(dtype, dim):
     rng = np.random.default_rng(3)
-    t = table(rng, 40, 70, dtype)
+    t = table(rng, 40, dim, dtype)
     first, second = random_csr(rng, 25, 6, 40), random_csr(rng, 25, 6, 40)
-    out = np.empty((25, 70), np.float32)
+    out = np.empty((25, dim), np.float32)
     pool_rows(t, *first, out)
     pool_rows(t, *second, out, accumulate=True)
     # pooling each bag's lookups of both calls in one go gives the same bits
@@ -100,16 +101,17 @@ def test_pool_rows_accumulate_continues_the_sum(dtype):
     assert_same_bits(out, naive.pool_rows_ref(t, np.concatenate(both), offsets))
 
 
-def test_pool_rows_into_a_column_slice_of_a_wider_output():
-    # a DLRM-style (B, T*dim) output: table 1 pools into columns [20, 40) and leaves the rest alone
+@pytest.mark.parametrize("dim", [20, 32, 64])  # a masked tail; whole vectors; a whole block
+def test_pool_rows_into_a_column_slice_of_a_wider_output(dim):
+    # a DLRM-style (B, T*dim) output: table 1 pools into columns [dim, 2 dim) and leaves the rest alone
     rng = np.random.default_rng(4)
-    t = table(rng, 30, 20, np.float32)
+    t = table(rng, 30, dim, np.float32)
     indices, offsets = random_csr(rng, 8, 5, 30)
-    wide = np.full((8, 60), -1.0, np.float32)
-    pool_rows(t, indices, offsets, wide[:, 20:40])
-    assert_same_bits(np.ascontiguousarray(wide[:, 20:40]), naive.pool_rows_ref(t, indices, offsets))
-    np.testing.assert_array_equal(wide[:, :20], -1.0)
-    np.testing.assert_array_equal(wide[:, 40:], -1.0)
+    wide = np.full((8, 3 * dim), -1.0, np.float32)
+    pool_rows(t, indices, offsets, wide[:, dim:2 * dim])
+    assert_same_bits(np.ascontiguousarray(wide[:, dim:2 * dim]), naive.pool_rows_ref(t, indices, offsets))
+    np.testing.assert_array_equal(wide[:, :dim], -1.0)
+    np.testing.assert_array_equal(wide[:, 2 * dim:], -1.0)
 
 
 def test_pool_rows_fp16_every_bit_pattern():
