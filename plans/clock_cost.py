@@ -12,8 +12,9 @@ each kind of task's cost per unit of work on this host (:class:`plans.task_costs
 ``screc calibrate``) times the plan's expected work (its :class:`~plans.types.TableLoad` s), divided by the
 cores that share it and by the profile's speed:
 
-* serial: per batch, table, lookup, cold lookup, read, unique TT row, device pooling task and partial row merged
-  (and, when the host pools every row, the TT rebuild on the main thread);
+* serial: per batch, table, lookup, cold lookup, read, unique TT row, device served, device pooling task and
+  partial row merged (and, when the host pools every row, the TT rebuild on the main thread); each device's
+  preparation of its reads and TT rows is a task on one of its memory-centric cores;
 * host DRAM pooling (``host_threads`` tasks per group of tables, split by lookups) and, for plain-SSD policies
   (:data:`emulator.replay.offload.HOST_POOLED_POLICIES`), the host pooling every lookup after the devices;
 * device pooling tasks: one per core per group of its tables with lookups of that kind; bags (output rows) are
@@ -21,8 +22,9 @@ cores that share it and by the profile's speed:
 * reads: pipelined (submitted while the previous batch is served), so only what outlasts the host's serial
   work shows: the profile's target SSD (``internal_parallelism`` reads in flight at ``latency_s`` each, pages
   over ``read_bytes_per_s``) or, as the engine submits reads only as fast as this machine's disk completes
-  them (the clock places reads at their real submission times), the calibration's IOPS for every device's reads
-  on the one disk, whichever is longer.
+  them (the clock places reads at their real submission times), the part of this disk's time for every
+  device's reads of the batch that shows after the dispatch (``TaskCosts.visible_io_s``: fitted on the
+  calibration replays against the calibration's IOPS), whichever is longer.
 
 All figures are modelled (a formula on measured coefficients).
 """
@@ -118,11 +120,10 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
     tt_groups: list[set] = [set() for _ in range(n)]
     groups: set = set()
     counts = dict.fromkeys(("batch", "table", "lookup", "cold_lookup", "read", "tt_row", "device", "pool_task",
-                            "merge_row", "split_lookup"), 0.0)
+                            "merge_row"), 0.0)
     counts["batch"] = 1.0
     dram = page = staged = 0.0
     tt_rows = tt_flops = 0.0
-    cold_group_lookups: dict = {}
     for ts, load in zip(stats.tables, plan_loads(plan, stats)):
         p = plan.placement(ts.name)
         d = p.device
@@ -142,8 +143,6 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
         w = work[d]
         w.reads += load.io_reads
         w.pages += load.io_pages
-        if cold > 0:
-            cold_group_lookups[key] = cold_group_lookups.get(key, 0.0)
         dim = load.dram_row_bytes / 4.0 if p.row_format == "fp32" else load.dram_row_bytes
         if load.mem_core_lookups > 0:
             bags = _bags_with(load.mem_core_lookups, B)
@@ -159,10 +158,6 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
             w.tt_rows += load.tt_rebuild_rows
             w.tt_flops += load.tt_flops
             tt_groups[d].add(key)
-    for ts, load in zip(stats.tables, plan_loads(plan, stats)):  # lookups of the groups the devices split
-        key = (load.dram_row_bytes, plan.placement(ts.name).row_format)
-        if key in cold_group_lookups:
-            cold_group_lookups[key] += load.lookups
     all_bags = B * len(stats.tables)
     counts["device"] = float(sum(1 for w in work if w.reads or (not by_host and (w.raw_lookups or w.tt_lookups))))
     host_tasks = float(len(groups) * threads)
@@ -171,7 +166,6 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
         after = tasks.pool_s(host_tasks, dram=dram, page=page, staged=staged, bags=all_bags) / threads
         host_pool = 0.0
     else:
-        counts["split_lookup"] = n * sum(cold_group_lookups.values())
         mem_cores = [max(1, dp.mem_cores) for dp in plan.devices]
         comp_cores = [max(1, dp.compute_cores) for dp in plan.devices]
         for d, w in enumerate(work):
@@ -181,13 +175,19 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
         serial = tasks.serial_s(counts)
         host_pool = tasks.pool_s(host_tasks, dram=dram, bags=all_bags) / threads
         after = 0.0
-    disk_s = _disk_s(work, calib, devices)
+    from plans.task_costs import disk_seconds
+
+    disk = tasks.visible_io_s(disk_seconds([w.reads for w in work], calib.iops_at, devices[0].queue_depth))
     io_t, mem_t, comp_t, link_t, dev_t = [], [], [], [], []
     for d, (w, dev) in enumerate(zip(work, devices)):
         speed_mem = dev.mem_core_lookups_per_s / calib.mem_core_lookups_per_s
         speed_comp = dev.compute_core_flops_per_s / calib.compute_core_flops_per_s
-        io = max(_target_io_s(w.reads, w.pages, dev) if dev.ssd_parallelism else 0.0, disk_s if w.reads else 0.0)
-        io = max(0.0, io - serial - after)  # pipelined: the reads were submitted during the previous batch
+        # pipelined: the reads were submitted while the previous batch was served
+        target = max(0.0, _target_io_s(w.reads, w.pages, dev) - serial - after) if dev.ssd_parallelism else 0.0
+        io = max(target, disk if w.reads else 0.0)
+        # the device's own preparation (page reads planned, TT rows de-duplicated) on a memory-centric core
+        # (a plain SSD's partials wait only for its reads)
+        prep = 0.0 if by_host else tasks.prep_s(w.raw_lookups, w.tt_lookups, w.reads, w.tt_rows) / speed_mem
         mem = comp = 0.0
         if by_host:
             nbytes = w.pages * dev.page_bytes
@@ -206,17 +206,6 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
         mem_t.append(mem)
         comp_t.append(comp)
         link_t.append(link)
-        dev_t.append(max(io + mem, comp) + link)
+        dev_t.append(max(max(io, prep) + mem, comp) + link)
     return ClockPerf(host_pool, tuple(io_t), tuple(mem_t), tuple(comp_t), serial_s=serial, after_s=after,
                      device_s=tuple(dev_t), link_s=tuple(link_t))
-
-
-def _disk_s(work: Sequence[_DeviceWork], calib: Calibration, devices: Sequence[DeviceProfile]) -> float:
-    """Seconds this machine's one disk takes for every device's reads of a batch (each device's ring keeps up
-    to its queue depth in flight): the engine submits a device's reads as this disk completes them."""
-    reads = [w.reads for w in work]
-    total = sum(reads)
-    if total <= 0:
-        return 0.0
-    depth = sum(min(r, dev.queue_depth) for r, dev in zip(reads, devices))
-    return total / calib.iops_at(max(1, int(depth)))

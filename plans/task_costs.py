@@ -12,8 +12,16 @@ seconds) and fits, by non-negative least squares on relative residuals:
   lookup of each source (DRAM row, page row, staged TT row) and per output bag;
 * TT rebuild tasks: seconds per task, per row and per flop of the rows' rebuild;
 * the host's serial work (main thread, per batch): per batch, table, lookup, cold lookup (raw or TT), read
-  request, unique TT row, device served (its request sent, its response awaited), device pooling task dispatched, partial row merged, and lookup of a group with cold
-  rows per device (splitting the batch among the devices passes over the group's lookups once per device).
+  request, unique TT row, device served (its request sent, its response awaited), device pooling task dispatched
+  and partial row merged;
+* a device's preparation (planning its page reads, de-duplicating its TT rows: device work under a target
+  profile, :mod:`emulator.device.emulate`), per device: per device with cold lookups, raw lookup, TT lookup,
+  read and unique TT row (the serial fit is on the main thread's seconds without it);
+* this machine's disk under the engine: how long after a batch's dispatch its last read completes, against
+  the seconds the calibration's IOPS give for the batch's reads (every device's reads share the one disk, at
+  the sum of the devices' queue depths): ``max(0, scale x disk seconds - hidden_s)`` (least squares). The
+  device clock places reads at their real submission times, so under any profile a batch's reads end no
+  earlier than this disk lets them (reads are pipelined: submitted while the previous batch is served).
 
 Each device task's fit is on single tasks (their lookups and bags are in the request); the host's pooling tasks
 are fitted per batch on their summed CPU seconds (their split is not recorded). All figures are measured.
@@ -31,10 +39,11 @@ import numpy as np
 
 __all__ = ["SERIAL_FEATURES", "TaskCosts", "TaskSamples", "capture_records", "fit_task_costs", "measure_task_costs"]
 
-SERIAL_FEATURES = ("batch", "table", "lookup", "cold_lookup", "read", "tt_row", "device", "pool_task", "merge_row",
-                   "split_lookup")
+SERIAL_FEATURES = ("batch", "table", "lookup", "cold_lookup", "read", "tt_row", "device", "pool_task", "merge_row")
 POOL_FEATURES = ("task", "dram_lookup", "page_lookup", "staged_lookup", "bag")
 REBUILD_FEATURES = ("task", "row", "flop")
+IO_FEATURES = ("scale", "hidden_s")
+PREP_FEATURES = ("device", "raw_lookup", "tt_lookup", "read", "tt_row")
 
 
 @dataclass(frozen=True)
@@ -47,11 +56,14 @@ class TaskCosts:
     serial: Mapping[str, float]
     pool: Mapping[str, float]
     rebuild: Mapping[str, float]
+    io: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(IO_FEATURES, 0.0))
+    prep: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(PREP_FEATURES, 0.0))
     fit: Mapping[str, Any] = field(default_factory=dict)
     source: str = "measured"
 
     def __post_init__(self) -> None:
-        for name, keys in (("serial", SERIAL_FEATURES), ("pool", POOL_FEATURES), ("rebuild", REBUILD_FEATURES)):
+        for name, keys in (("serial", SERIAL_FEATURES), ("pool", POOL_FEATURES), ("rebuild", REBUILD_FEATURES),
+                           ("io", IO_FEATURES), ("prep", PREP_FEATURES)):
             d = {k: float(v) for k, v in dict(getattr(self, name)).items()}
             missing = [k for k in keys if k not in d]
             if missing:
@@ -73,6 +85,18 @@ class TaskCosts:
     def rebuild_s(self, tasks: float, rows: float, flops: float) -> float:
         r = self.rebuild
         return r["task"] * tasks + r["row"] * rows + r["flop"] * flops
+
+    def prep_s(self, raw: float, tt: float, reads: float, tt_rows: float) -> float:
+        """CPU seconds of one device's preparation of a batch (0 without cold lookups)."""
+        p = self.prep
+        if raw <= 0 and tt <= 0:
+            return 0.0
+        return p["device"] + p["raw_lookup"] * raw + p["tt_lookup"] * tt + p["read"] * reads + p["tt_row"] * tt_rows
+
+    def visible_io_s(self, disk_s: float) -> float:
+        """Seconds after a batch's dispatch until its reads are in, given the seconds the calibration's IOPS
+        give for them (``disk_s``, see :func:`disk_seconds`)."""
+        return max(0.0, self.io["scale"] * disk_s - self.io["hidden_s"]) if disk_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -97,13 +121,28 @@ class TaskSamples:
     pool_y: list = field(default_factory=list)
     rebuild_x: list = field(default_factory=list)
     rebuild_y: list = field(default_factory=list)
+    io_x: list = field(default_factory=list)
+    io_y: list = field(default_factory=list)
+    prep_x: list = field(default_factory=list)
+    prep_y: list = field(default_factory=list)
 
     def extend(self, other: "TaskSamples") -> None:
-        for name in ("serial_x", "serial_y", "pool_x", "pool_y", "rebuild_x", "rebuild_y"):
+        for name in ("serial_x", "serial_y", "pool_x", "pool_y", "rebuild_x", "rebuild_y", "io_x", "io_y",
+                     "prep_x", "prep_y"):
             getattr(self, name).extend(getattr(other, name))
 
 
-def _serial_counts(p, responses, n_dev: int, host_pooled: bool) -> dict[str, float]:
+def disk_seconds(reads: Sequence[float], iops_at, queue_depth: int) -> float:
+    """Seconds this machine's disk needs for every device's ``reads`` of a batch at the calibration's IOPS
+    (``iops_at(depth)``), the devices' rings keeping up to ``queue_depth`` each in flight."""
+    total = float(sum(reads))
+    if total <= 0:
+        return 0.0
+    depth = sum(min(float(r), float(queue_depth)) for r in reads)
+    return total / iops_at(max(1, int(depth)))
+
+
+def _serial_counts(p, responses) -> dict[str, float]:
     """What the main thread did for prepared batch ``p`` (see :data:`SERIAL_FEATURES`)."""
     from emulator.tiers import KIND_DRAM
 
@@ -118,13 +157,27 @@ def _serial_counts(p, responses, n_dev: int, host_pooled: bool) -> dict[str, flo
         c["cold_lookup"] += float(np.count_nonzero(lk.kind != KIND_DRAM))
         c["tt_row"] += float(lk.tt_rows.size) if lk.tt_rows is not None else 0.0
     c["read"] = float(sum(r.count for r in p.reads if r is not None))
-    if not host_pooled:
-        c["split_lookup"] = float(n_dev * sum(w.kind.size for w in p.works if w.n_cold > 0))
     for _, req, _ in responses:
         c["device"] += 1.0
         c["pool_task"] += len(req.pools)
         c["merge_row"] += float(sum(t.bags.size for t in req.pools))
     return c
+
+
+def _prep_rows(p, n_dev: int) -> list[list[float]]:
+    """Per device: [has cold lookups, raw lookups, TT lookups, reads, unique TT rows] of prepared batch ``p``."""
+    from emulator.tiers import SSD_RAW, SSD_TT
+
+    raw, tt = p.dev_lookups[SSD_RAW], p.dev_lookups[SSD_TT]
+    rows = [0.0] * n_dev
+    for w in p.works:
+        for m, r in w.tt_rows:
+            rows[int(w.group.device[m])] += r.size
+    out = []
+    for d in range(n_dev):
+        reads = float(p.reads[d].count) if d < len(p.reads) and p.reads[d] is not None else 0.0
+        out.append([float(raw[d] + tt[d] > 0), float(raw[d]), float(tt[d]), reads, float(rows[d])])
+    return out
 
 
 def _pool_row(task) -> list[float]:
@@ -136,16 +189,27 @@ def _pool_row(task) -> list[float]:
 
 
 def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_pooled: bool,
-                  n_dev: int) -> TaskSamples:
+                  disk_of=None) -> TaskSamples:
     """One captured batch as fit rows: its serial counts, each device task, and the host's pooling tasks
     (summed: their split over the host's threads is not recorded)."""
     from emulator.tiers import KIND_DRAM, KIND_PAGE, KIND_STAGED
 
     out = TaskSamples()
-    _, responses, host_cpu, after_cpu = record
-    counts = _serial_counts(p, responses, n_dev, host_pooled)
+    t0, responses, host_cpu, after_cpu, prep = (tuple(record) + (None,))[:5]
+    counts = _serial_counts(p, responses)
     out.serial_x.append([counts[k] for k in SERIAL_FEATURES])
-    out.serial_y.append(serial_s)
+    # under the host profile a device's preparation ran on the main thread: fitted apart
+    out.serial_y.append(serial_s - (float(np.sum(prep)) if prep is not None else 0.0))
+    if prep is not None:
+        for d, row in enumerate(_prep_rows(p, len(prep))):
+            if row[0]:
+                out.prep_x.append(row)
+                out.prep_y.append(float(prep[d]))
+    ios = [resp.io for _, _, resp in responses if resp.io is not None and resp.io.submit_ns.size]
+    if ios and disk_of is not None:
+        last = max(int((io.submit_ns + io.latency_ns).max()) for io in ios)
+        out.io_x.append(disk_of([io.submit_ns.size for io in ios]))
+        out.io_y.append(max(0.0, (last - t0) * 1e-9))
     for _, req, resp in responses:
         cpu = {r.task_id: r.cpu_s for r in resp.tasks}
         for t in req.pools:
@@ -170,9 +234,10 @@ def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_po
     return out
 
 
-def capture_records(rep, flops_of: Sequence[float], into: TaskSamples) -> None:
+def capture_records(rep, flops_of: Sequence[float], into: TaskSamples, disk_of=None) -> None:
     """Wrap replayer ``rep`` (emulating: ``rep.emulation`` set) so that every finished batch's record is added
-    to ``into`` (on this instance only; the replay runs as usual)."""
+    to ``into`` (on this instance only; the replay runs as usual). ``disk_of(reads per device)``: the
+    calibration's seconds for them (:func:`disk_seconds`), to fit the visible IO on (None: not fitted)."""
     if rep.emulation is None:
         raise ValueError("capturing task records needs a replayer with a device profile (the device clock)")
     pending: dict[int, Any] = {}
@@ -186,7 +251,7 @@ def capture_records(rep, flops_of: Sequence[float], into: TaskSamples) -> None:
     def add_and_capture(batch, serial_s, record, measured_s):
         p = pending.pop(batch, None)
         if p is not None and record is not None:
-            into.extend(batch_samples(p, serial_s, record, flops_of, rep.host_pooled, len(rep.engines)))
+            into.extend(batch_samples(p, serial_s, record, flops_of, rep.host_pooled, disk_of))
         return add(batch, serial_s, record, measured_s)
 
     rep.finish = finish_and_keep
@@ -222,14 +287,33 @@ def _fit(x: list, y: list, names: Sequence[str], iterations: int = 20) -> tuple[
     return dict(zip(names, coef.tolist())), float(np.median(np.abs(rel)))
 
 
+def _fit_visible_io(x: list, y: list) -> tuple[dict[str, float], float]:
+    """``scale`` and ``hidden_s`` of ``max(0, scale x disk_s - hidden_s)`` by least squares on the batches with
+    reads (``hidden_s`` >= 0: refitted through the origin otherwise); and the median |residual| / median y."""
+    if len(y) < 2:
+        return dict.fromkeys(IO_FEATURES, 0.0), float("nan")
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    sol, *_ = np.linalg.lstsq(np.column_stack([a, -np.ones_like(a)]), b, rcond=None)
+    scale, hidden = float(sol[0]), float(sol[1])
+    if hidden < 0:
+        scale, hidden = float(a @ b / max(a @ a, 1e-30)), 0.0
+    scale = max(scale, 0.0)
+    res = np.maximum(0.0, scale * a - hidden) - b
+    return {"scale": scale, "hidden_s": hidden}, float(np.median(np.abs(res)) / max(np.median(b), 1e-12))
+
+
 def fit_task_costs(samples: TaskSamples) -> TaskCosts:
     serial, e_serial = _fit(samples.serial_x, samples.serial_y, SERIAL_FEATURES)
     pool, e_pool = _fit(samples.pool_x, samples.pool_y, POOL_FEATURES)
     rebuild, e_rebuild = _fit(samples.rebuild_x, samples.rebuild_y, REBUILD_FEATURES)
+    io, e_io = _fit_visible_io(samples.io_x, samples.io_y)
+    prep, e_prep = _fit(samples.prep_x, samples.prep_y, PREP_FEATURES)
     fit = {"serial_batches": len(samples.serial_y), "pool_rows": len(samples.pool_y),
-           "rebuild_tasks": len(samples.rebuild_y), "serial_median_abs_rel_error": e_serial,
-           "pool_median_abs_rel_error": e_pool, "rebuild_median_abs_rel_error": e_rebuild}
-    return TaskCosts(serial, pool, rebuild, fit)
+           "rebuild_tasks": len(samples.rebuild_y), "io_batches": len(samples.io_y),
+           "serial_median_abs_rel_error": e_serial, "pool_median_abs_rel_error": e_pool,
+           "rebuild_median_abs_rel_error": e_rebuild, "io_median_abs_rel_error": e_io,
+           "prep_device_batches": len(samples.prep_y), "prep_median_abs_rel_error": e_prep}
+    return TaskCosts(serial, pool, rebuild, io, prep, fit)
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -250,23 +334,30 @@ def _flops_of(store, plan) -> list[float]:
     return out
 
 
-def _with_cores(plan, mem: int, compute: int):
+def _spread(plan, n_dev: int, cores: int):
+    """``plan`` on ``n_dev`` devices of ``cores`` cores of each kind, table i on device i mod n_dev."""
     import dataclasses
 
-    return dataclasses.replace(plan, devices=tuple(dataclasses.replace(d, mem_cores=mem, compute_cores=compute)
-                                                   for d in plan.devices))
+    from emulator.plan import DevicePlan
+
+    devs = tuple(DevicePlan(f"cal{d}", cores, cores) for d in range(n_dev))
+    return dataclasses.replace(plan, devices=devs, tables=tuple(dataclasses.replace(t, device=i % n_dev)
+                                                                for i, t in enumerate(plan.tables)))
 
 
-CORE_COUNTS = (1, 3, 8)  # cores of each kind per device, cycled over the calibration plans
+#: (devices, cores of each kind per device), cycled over the calibration plans so that the devices served and
+#: the pooling tasks per batch vary apart from each other
+LAYOUTS = ((1, 1), (2, 3), (4, 8), (1, 8), (2, 1), (4, 3))
 
 
 def measure_task_costs(store, *, batches: int = 6, batch_sizes: Sequence[int] | None = None,
-                       queue_depth: int = 128, seed: int = 0, on_plan=None) -> TaskCosts:
+                       queue_depth: int = 128, seed: int = 0, iops_at=None, on_plan=None) -> TaskCosts:
     """Replay synthetic batches of ``store`` under the calibration plans with the device clock on (the ``host``
     profile) and fit :class:`TaskCosts` on the captured tasks (module docstring). Each plan is replayed with
-    the devices pooling (:data:`CORE_COUNTS` cores of each kind, cycled, so that the tasks per batch vary apart
-    from the devices) and the plain-SSD plans also with the host pooling every row, on traces of the
-    calibration's batch sizes; a warm-up pass over each trace first, then one captured pass."""
+    the devices pooling (its tables spread over the devices of one of :data:`LAYOUTS`, cycled) and the
+    plain-SSD plans also with the host pooling every row, on traces of the
+    calibration's batch sizes; a warm-up pass over each trace first, then one captured pass. ``iops_at``: the
+    calibration's IOPS by queue depth, for the visible-IO fit (None: not fitted)."""
     from emulator.device.profile import load_profile
     from emulator.replay.engine import ReplayConfig, Replayer
     from plans.host_replays import calibration_batch_sizes, calibration_plans, write_random_remap, \
@@ -286,10 +377,11 @@ def measure_task_costs(store, *, batches: int = 6, batch_sizes: Sequence[int] | 
         remap = write_random_remap(store, Path(tmp) / "remap.h5", rng)
         runs = []
         for k, (label, plan) in enumerate(calibration_plans(store, remap)):
-            cores = CORE_COUNTS[k % len(CORE_COUNTS)]
-            runs.append((f"{label} {cores} cores", _with_cores(plan, cores, cores), "device"))
+            n_dev, cores = LAYOUTS[k % len(LAYOUTS)]
+            runs.append((f"{label} on {n_dev}x{cores} cores", _spread(plan, n_dev, cores), "device"))
             if "tt" not in label and "dram" not in label:
-                runs.append((label + " host-pooled", plan, "host"))
+                n_dev = LAYOUTS[(k + 2) % len(LAYOUTS)][0]
+                runs.append((f"{label} host-pooled on {n_dev}", _spread(plan, n_dev, 1), "host"))
         for label, plan, offload in runs:
             if on_plan:
                 on_plan(label)
@@ -297,10 +389,12 @@ def measure_task_costs(store, *, batches: int = 6, batch_sizes: Sequence[int] | 
             with Replayer(store, plan, cfg) as rep:
                 for reader in readers:
                     rep.run(reader)  # warm-up: first touches, threads
-                capture_records(rep, _flops_of(store, plan), samples)
+                disk_of = None if iops_at is None else \
+                    (lambda reads: disk_seconds(reads, iops_at, queue_depth))
+                capture_records(rep, _flops_of(store, plan), samples, disk_of)
                 for reader in readers:
                     rep.run(reader)
     costs = fit_task_costs(samples)
-    return TaskCosts(costs.serial, costs.pool, costs.rebuild, {**costs.fit, "batch_sizes": sizes, "batches": batches,
+    return TaskCosts(costs.serial, costs.pool, costs.rebuild, costs.io, costs.prep, {**costs.fit, "batch_sizes": sizes, "batches": batches,
                                                                "plans": [r[0] for r in runs],
                                                                "store_id": store.store_id})
