@@ -96,12 +96,10 @@ class _TableGenerator:
     def fill(self, rng: np.random.Generator, out: np.ndarray, prev: np.ndarray | None, params: GeneratorParams
              ) -> None:
         n = out.size
-        if self.pop is not None:
-            self.pop.fill(int(rng.integers(0, 2**64, dtype=np.uint64)), out)
+        if self.pop is not None:  # ranks, then rows through the permutation (fused, block by block)
+            self.pop.fill(int(rng.integers(0, 2**64, dtype=np.uint64)), out, self.perm)
         else:
-            self.sampler.fill(rng, out)
-        if self.perm is not None:
-            self.perm.apply(out, out)
+            self.sampler.fill(rng, out, self.perm)
         reuse = float(params.reuse)
         if self.history is not None:
             self.history.apply(out, int(rng.integers(0, 2**64, dtype=np.uint64)), reuse,

@@ -18,6 +18,7 @@ from tracegen.jit import NJIT_OPTIONS as _NJIT_OPTIONS
 
 PERM_HEAD_ROWS = 1 << 16  # rows of the hottest ranks kept in memory (512 KiB per table)
 FEISTEL_ROUNDS = 4
+PERMUTE_BLOCK = 1 << 14  # ranks drawn then permuted per block by the fused samplers (128 KiB, in cache)
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _S32 = np.uint64(32)
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -112,6 +113,10 @@ class HashPermutation:
         self.keys = np.ascontiguousarray(keys, dtype=np.uint64)
         self.shape = permutation_shape(self.rows)
         self.head = hash_permute(np.arange(min(self.rows, head_rows), dtype=np.int64), self.rows, self.keys)
+
+    def kernel_args(self) -> tuple:
+        """``(head, rows, a, b, keys)``: what ``_permute_kernel`` (and the samplers' fused kernels) take."""
+        return (self.head, self.rows, *self.shape, self.keys)
 
     def apply(self, ranks: np.ndarray, out: np.ndarray) -> None:
         """``out[i] = perm(ranks[i])``; ``out`` may be ``ranks``. Ranks must lie in ``[0, rows)`` (not checked)."""

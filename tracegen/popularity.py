@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 from tracegen.jit import NJIT_OPTIONS
+from tracegen.permutation import PERMUTE_BLOCK, HashPermutation, _permute_kernel
 
 CELL_BITS = 9
 HEAD_EXACT = 4096  # Z is summed exactly over the first ranks, integrated beyond
@@ -179,6 +180,18 @@ def _ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, w_lo, s, q, c, out
                     continue
             out[j] = k
             break
+    return state
+
+
+@numba.njit(**NJIT_OPTIONS)
+def _ranks_permuted_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, w_lo, s, q, c, head, rows, a, b, keys,
+                           out):
+    # _ranks_kernel then the permutation, block by block while the block is in cache: the same values
+    state = np.uint64(seed)
+    for lo in range(0, out.size, PERMUTE_BLOCK):
+        blk = out[lo : min(out.size, lo + PERMUTE_BLOCK)]
+        state = _ranks_kernel(state, cdf, guide, cell_lo, cell_n, squeeze, w_lo, s, q, c, blk)
+        _permute_kernel(blk, head, rows, a, b, keys, blk)
 
 
 class PopularitySampler:
@@ -188,15 +201,20 @@ class PopularitySampler:
         self.p = p
         self.cells = popularity_cells(p)
 
-    def fill(self, seed: int, out: np.ndarray) -> None:
-        """Fill ``out`` (contiguous 1-d int64) from the SplitMix64 stream started at ``seed`` (64-bit)."""
+    def fill(self, seed: int, out: np.ndarray, perm: HashPermutation | None = None) -> None:
+        """Fill ``out`` (contiguous 1-d int64) from the SplitMix64 stream started at ``seed`` (64-bit); with
+        ``perm``, with the rows of those ranks (``perm.apply`` fused in, block by block: the same values)."""
         if not isinstance(out, np.ndarray) or out.dtype != np.int64 or out.ndim != 1 or not out.flags.c_contiguous:
             raise ValueError("out must be a contiguous 1-d int64 array")
         if not 0 <= int(seed) < 2**64:
             raise ValueError(f"seed {seed} is not a 64-bit unsigned integer")
         c = self.cells
-        _ranks_kernel(np.uint64(seed), c["cdf"], c["guide"], c["lo"], c["n"], c["squeeze"], c["w_lo"],
-                      float(self.p.s), float(self.p.q), float(self.p.floor), out)
+        args = (c["cdf"], c["guide"], c["lo"], c["n"], c["squeeze"], c["w_lo"], float(self.p.s), float(self.p.q),
+                float(self.p.floor))
+        if perm is None:
+            _ranks_kernel(np.uint64(seed), *args, out)
+        else:
+            _ranks_permuted_kernel(np.uint64(seed), *args, *perm.kernel_args(), out)
 
 
 def rank_probabilities(p: TablePopularity) -> np.ndarray:

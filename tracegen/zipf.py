@@ -8,7 +8,8 @@ import numba
 import numpy as np
 
 from tracegen.jit import NJIT_OPTIONS as _NJIT_OPTIONS
-from tracegen.popularity import cell_starts, find_cell, guide_table, next_uniform
+from tracegen.permutation import PERMUTE_BLOCK, HashPermutation, _permute_kernel
+from tracegen.popularity import _M1, cell_starts, find_cell, guide_table, next_uniform
 
 CELL_BITS = 9  # 2**9 Zipf cells per octave of ranks: acceptance above 0.998
 
@@ -48,6 +49,20 @@ def _zipf_ranks_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, alpha, out):
     return used
 
 
+@numba.njit(**_NJIT_OPTIONS)
+def _zipf_permuted_kernel(seed, cdf, guide, cell_lo, cell_n, squeeze, alpha, head, rows, a, b, keys, out):
+    # _zipf_ranks_kernel then the permutation, block by block while the block is in cache: the same values
+    state = np.uint64(seed)
+    used = 0
+    for lo in range(0, out.size, PERMUTE_BLOCK):
+        blk = out[lo : min(out.size, lo + PERMUTE_BLOCK)]
+        u = _zipf_ranks_kernel(state, cdf, guide, cell_lo, cell_n, squeeze, alpha, blk)
+        state += np.uint64(u) * _M1  # SplitMix64 steps its state by _M1 per uniform
+        used += u
+        _permute_kernel(blk, head, rows, a, b, keys, blk)
+    return used
+
+
 def zipf_cells(rows: int, alpha: float, cell_bits: int = CELL_BITS) -> dict[str, np.ndarray]:
     """The cell tables of Zipf(``alpha``) over ``rows`` ranks (see the comment above).
 
@@ -75,12 +90,15 @@ class ZipfSampler:
             raise ValueError(f"bad Zipf support rows={rows} alpha={alpha}")
         self.cells = zipf_cells(self.rows, self.alpha, cell_bits) if self.alpha > 0 else None
 
-    def fill(self, rng: np.random.Generator, out: np.ndarray) -> None:
-        """Fill ``out`` (contiguous int64) with ranks; takes one 64-bit seed from ``rng``."""
+    def fill(self, rng: np.random.Generator, out: np.ndarray, perm: HashPermutation | None = None) -> None:
+        """Fill ``out`` (contiguous int64) with ranks; takes one 64-bit seed from ``rng``. With ``perm``, with
+        the rows of those ranks (``perm.apply`` fused in, block by block: the same values)."""
         if self.cells is None:
             out[:] = rng.integers(0, self.rows, size=out.size, dtype=np.int64)
+            if perm is not None:
+                perm.apply(out, out)
             return
-        zipf_ranks(int(rng.integers(0, 2**64, dtype=np.uint64)), self, out)
+        zipf_ranks(int(rng.integers(0, 2**64, dtype=np.uint64)), self, out, perm)
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
         out = np.empty(int(size), dtype=np.int64)
@@ -88,8 +106,9 @@ class ZipfSampler:
         return out
 
 
-def zipf_ranks(seed: int, sampler: ZipfSampler, out: np.ndarray) -> int:
-    """Kernel wrapper: fill ``out`` with ranks drawn from the SplitMix64 stream started at ``seed``.
+def zipf_ranks(seed: int, sampler: ZipfSampler, out: np.ndarray, perm: HashPermutation | None = None) -> int:
+    """Kernel wrapper: fill ``out`` with ranks drawn from the SplitMix64 stream started at ``seed`` (then
+    mapped through ``perm`` when given, fused).
 
     Returns how many uniforms were used (one per rank, two in cells of more
     than one rank, more after the rare rejections). Needs ``sampler.alpha > 0``.
@@ -101,5 +120,7 @@ def zipf_ranks(seed: int, sampler: ZipfSampler, out: np.ndarray) -> int:
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"seed {seed} is not a 64-bit unsigned integer")
     c = sampler.cells
-    return int(_zipf_ranks_kernel(np.uint64(seed), c["cdf"], c["guide"], c["lo"], c["n"], c["squeeze"],
-                                  sampler.alpha, out))
+    args = (c["cdf"], c["guide"], c["lo"], c["n"], c["squeeze"], sampler.alpha)
+    if perm is None:
+        return int(_zipf_ranks_kernel(np.uint64(seed), *args, out))
+    return int(_zipf_permuted_kernel(np.uint64(seed), *args, *perm.kernel_args(), out))

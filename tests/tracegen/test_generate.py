@@ -211,6 +211,18 @@ def test_zipf_whole_distribution_chi_square():
     assert chi2 < rows + 500
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.9])
+def test_zipf_with_fused_permutation_gives_the_rows_of_the_unfused_ranks(alpha):
+    from tracegen.permutation import PERMUTE_BLOCK
+
+    sampler, perm = ZipfSampler(500_000, alpha), HashPermutation(500_000, permutation_keys(8, 1))
+    for n in (0, 3, PERMUTE_BLOCK, 2 * PERMUTE_BLOCK + 5):
+        ranks, rows = np.empty(n, np.int64), np.empty(n, np.int64)
+        sampler.fill(np.random.default_rng(n), ranks)
+        sampler.fill(np.random.default_rng(n), rows, perm)
+        assert np.array_equal(rows, hash_permute(ranks, 500_000, perm.keys)), n
+
+
 def test_zipf_kernel_matches_naive_reference():
     for rows, alpha, seed in [(3000, 1.05, 1), (50_000_000, 0.9, 2), (777, 2.5, 3), (1, 1.0, 4)]:
         s = ZipfSampler(rows, alpha)

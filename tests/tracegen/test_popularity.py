@@ -92,3 +92,15 @@ def test_histogram_counter_against_a_hand_computed_trace():
     assert b.index_hist[:4].tolist() == [2, 2, 3, 5] and b.index_hist.sum() == 12
     ref = naive.locality_hist_naive([[5, 1, 5, 2, 5, 2], [0, 0, 9, 0, 0, 0]])
     assert ref == (12, 5, b.col_size_hist.tolist(), b.index_hist.tolist())
+
+
+def test_fused_permutation_gives_the_rows_of_the_unfused_ranks():
+    from tracegen.permutation import PERMUTE_BLOCK, HashPermutation, hash_permute, permutation_keys
+
+    p = TablePopularity(s=1.1, q=3.0, uniform=0.05, active=200_000)
+    sampler, perm = PopularitySampler(p), HashPermutation(300_000, permutation_keys(4, 2))
+    for n in (0, 5, PERMUTE_BLOCK, 3 * PERMUTE_BLOCK + 17):
+        ranks, rows = np.empty(n, np.int64), np.empty(n, np.int64)
+        sampler.fill(99, ranks)
+        sampler.fill(99, rows, perm)
+        assert np.array_equal(rows, hash_permute(ranks, 300_000, perm.keys)), n
