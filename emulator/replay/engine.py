@@ -141,6 +141,14 @@ class Replayer:
         from emulator.kernels.pooling import dtype_code, pool_sources
         from emulator.tt.kernels import tt_rebuild_rows
 
+        from emulator.replay.groups import _locate
+
+        z = np.zeros(1, np.int64)
+        _locate(z, z, np.full(1, -1, np.int64), z, z, z, True, np.empty(1, np.int64), np.empty(1, np.int64),
+                np.empty(1, np.int64))  # the batched path's locate pass
+        from emulator.replay.offload import route_lookups
+
+        route_lookups(np.array([0, 1], np.int64), np.zeros(1, np.uint8), z, 1, 1)  # the device split
         seen = set()
         for tab in self.tables:
             lay = tab.layout

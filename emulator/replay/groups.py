@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from emulator.kernels.jit import njit
 from emulator.tiers import COLD_NONE, COLD_RAW, COLD_TT, KIND_DRAM, KIND_PAGE, KIND_STAGED  # noqa: F401
 
 
@@ -98,30 +99,56 @@ def gather_group(g: Group, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ids, offs, counts
 
 
+_NO_PERM: dict[int, np.ndarray] = {}
+
+
+def _no_perm(k: int) -> np.ndarray:
+    _NO_PERM[k] = np.full(k, -1, np.int64)
+    return _NO_PERM[k]
+
+
+@njit
+def _locate(ids, counts, perm_base, perm, dram_base, hot, any_cold, loc, cold_pos, cold_member):  # pragma: no cover
+    """One pass over a group's lookups (member-major): the remap (old -> new id), the DRAM location
+    (``dram_base + new``) and, when ``any_cold``, the cold lookups (``new >= hot``) with their member, in order.
+    Returns how many are cold."""
+    n_cold = 0
+    a = 0
+    for m in range(counts.size):
+        pb, db, h = perm_base[m], dram_base[m], hot[m]
+        for k in range(a, a + counts[m]):
+            x = ids[k]
+            if pb >= 0:
+                x = perm[pb + x]
+            loc[k] = x + db
+            if any_cold and x >= h:
+                cold_pos[n_cold] = k
+                cold_member[n_cold] = m
+                n_cold += 1
+        a += counts[m]
+    return n_cold
+
+
 def prepare_group(g: Group, batch, n_dev: int, raw_pending: list) -> GroupWork:
     """Translate, split and locate a group's lookups; raw cold rows are appended to ``raw_pending[device]``
     as (work, positions, global pages, byte offsets in page) for :func:`plan_raw` to place."""
     ids, offs, counts = gather_group(g, batch)
     n = ids.size
-    new = ids
-    if g.perm.size:
-        pb = np.repeat(g.perm_base, counts)
-        m = pb >= 0
-        new = ids.copy()
-        new[m] = g.perm[pb[m] + ids[m]]
-    loc = new + np.repeat(g.dram_base, counts)
+    loc = np.empty(n, np.int64)
     kind = np.zeros(n, np.uint8)
     w = GroupWork(g, ids, offs, counts, kind, loc, [], page_per_dev=np.zeros(n_dev, np.int64),
                   tt_per_dev=np.zeros(n_dev, np.int64))
-    if not (g.cold_kind != COLD_NONE).any():
+    any_cold = bool((g.cold_kind != COLD_NONE).any())
+    cold_pos = np.empty(n if any_cold else 0, np.int64)
+    cold_member = np.empty(n if any_cold else 0, np.int64)
+    perm_base = g.perm_base if g.perm.size else (_NO_PERM[g.size] if g.size in _NO_PERM else _no_perm(g.size))
+    n_cold = _locate(ids, counts, perm_base, g.perm, g.dram_base, g.hot, any_cold, loc, cold_pos, cold_member)
+    if not any_cold:
         return w
-    ci = np.flatnonzero(new >= np.repeat(g.hot, counts))
-    w.n_cold = int(ci.size)
-    if not ci.size:
+    ci, tl = cold_pos[:n_cold], cold_member[:n_cold]  # cold lookups, in order, and the member of each
+    w.n_cold = int(n_cold)
+    if not n_cold:
         return w
-    cum = np.zeros(g.size + 1, np.int64)
-    np.cumsum(counts, out=cum[1:])
-    tl = np.searchsorted(cum, ci, side="right") - 1  # member of each cold lookup
     old = ids[ci]
     ck = g.cold_kind[tl]
     raw = ck == COLD_RAW

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emulator.device.worker import IO_GROUP, DeviceRequest, PoolTask, RebuildTask, split_by_lookups, subset_csr
+from emulator.device.worker import IO_GROUP, DeviceRequest, PoolTask, RebuildTask, split_by_lookups
+from emulator.kernels.jit import njit
 from emulator.tiers import KIND_DRAM, KIND_PAGE, KIND_STAGED
 
 __all__ = ["HOST_POOLED_POLICIES", "GroupHostWork", "OffloadPlan", "host_pooled", "split_batch"]
@@ -88,6 +89,43 @@ def _device_tt(w, d: int, n_compute: int, gi: int, batch_id: int):
     return tuple(RebuildTask(f"g{gi}.tt{k}", gi, tuple(t)) for k, t in enumerate(tasks)), new_start, shift
 
 
+@njit
+def _route(offsets, kind, member_dev, B, n_dev, order, start, bag_counts):  # pragma: no cover
+    n_bags = offsets.size - 1
+    n_slots = 1 + 2 * n_dev
+    counts = np.zeros(n_slots, np.int64)
+    for b in range(n_bags):
+        d = member_dev[b // B]
+        for k in range(offsets[b], offsets[b + 1]):
+            s = 0 if kind[k] == KIND_DRAM else 1 + 2 * d + (1 if kind[k] == KIND_STAGED else 0)
+            counts[s] += 1
+            bag_counts[s, b] += 1
+    start[0] = 0
+    for s in range(n_slots):
+        start[s + 1] = start[s] + counts[s]
+    pos = start[:-1].copy()
+    for b in range(n_bags):
+        d = member_dev[b // B]
+        for k in range(offsets[b], offsets[b + 1]):
+            s = 0 if kind[k] == KIND_DRAM else 1 + 2 * d + (1 if kind[k] == KIND_STAGED else 0)
+            order[pos[s]] = k
+            pos[s] += 1
+
+
+def route_lookups(offsets: np.ndarray, kind: np.ndarray, member_dev: np.ndarray, batch_size: int, n_dev: int):
+    """A group's lookups by where they are pooled, in one counting sort: slot 0 the host (``KIND_DRAM``), slot
+    ``1 + 2d`` device ``d``'s raw rows, ``2 + 2d`` its TT rows. Returns ``(order, start, bag_counts)``: slot
+    ``s``'s lookups are ``order[start[s]:start[s+1]]`` (in lookup order), ``bag_counts[s, b]`` of them in bag
+    ``b`` (bag ``b`` belongs to member ``b // batch_size``, on device ``member_dev[member]``)."""
+    n_slots = 1 + 2 * n_dev
+    order = np.empty(kind.size, np.int64)
+    start = np.zeros(n_slots + 1, np.int64)
+    bag_counts = np.zeros((n_slots, offsets.size - 1), np.int64)
+    _route(offsets, kind, member_dev.astype(np.int64, copy=False), int(batch_size), int(n_dev), order, start,
+           bag_counts)
+    return order, start, bag_counts
+
+
 def split_batch(p, batch_id: int, n_dev: int, cores: list[tuple[int, int]]) -> OffloadPlan:
     """Split the groups of prepared batch ``p`` into device requests and host partials (module docstring).
     ``cores[d]`` = (memory-centric, compute-centric) cores of device ``d``."""
@@ -103,31 +141,30 @@ def split_batch(p, batch_id: int, n_dev: int, cores: list[tuple[int, int]]) -> O
             host.append(GroupHostWork(w.offsets, None))
             continue
         n_bags = w.offsets.size - 1
-        bag_of = np.repeat(np.arange(n_bags, dtype=np.int64), np.diff(w.offsets))
-        dev_of = g.device[bag_of // B]
-        h_off, h_idx = subset_csr(w.offsets, w.kind == KIND_DRAM, bag_of=bag_of)
-        hw = GroupHostWork(h_off, h_idx)
+        order, start, bag_counts = route_lookups(w.offsets, w.kind, g.device, B, n_dev)
+        h_off = np.zeros(n_bags + 1, np.int64)
+        np.cumsum(bag_counts[0], out=h_off[1:])
+        hw = GroupHostWork(h_off, order[start[0]:start[1]])
         host.append(hw)
         fmt = g.row_format if g.row_format in ("int8", "int4", "fp16") else \
             ("fp16" if g.np_dtype == np.float16 else "fp32")
         for d in range(n_dev):
-            on_dev = dev_of == d
             for kind, core in ((KIND_PAGE, "mem"), (KIND_STAGED, "compute")):
-                keep = on_dev & (w.kind == kind)
-                if not keep.any():
+                slot = 1 + 2 * d + (kind == KIND_STAGED)
+                if start[slot] == start[slot + 1]:
                     continue
-                counts = np.bincount(bag_of[keep], minlength=n_bags)
+                counts = bag_counts[slot]
                 bags = np.flatnonzero(counts)
                 off = np.zeros(bags.size + 1, np.int64)
                 np.cumsum(counts[bags], out=off[1:])
-                idx = np.flatnonzero(keep)
+                idx = order[start[slot]:start[slot + 1]]
                 locs = w.loc[idx]
                 after: tuple[str, ...] = (IO_GROUP,)
                 if kind == KIND_STAGED:
                     tasks, n_rows, shift = _device_tt(w, d, cores[d][1], gi, batch_id)
                     rebuilds[d].extend(tasks)
                     staged_rows[d][gi], staged_dims[d][gi] = n_rows, g.dim
-                    locs = locs + shift[bag_of[idx] // B]
+                    locs = locs + np.repeat(shift[bags // B], counts[bags])
                     after = tuple(t.task_id for t in tasks)
                 kinds = w.kind[idx]
                 n_cores = cores[d][0] if core == "mem" else cores[d][1]
