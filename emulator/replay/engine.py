@@ -74,6 +74,9 @@ class ReplayConfig:
     offload: str = "auto"  # who pools SSD rows: "device" (SCRec), "host" (plain SSDs), "auto" (by policy)
     device_profile: Any = None  # emulator.device.profile.Profile: emulate device time under it (None: don't)
     host_rates: tuple = (None, None)  # this host's measured mem lookups/s and compute flop/s (absolute-rate profiles)
+    # builds device d's worker: (index, engine, tt_of, mem_cores, compute_cores) -> an object with start_io,
+    # submit and close (emulator.device.worker.DeviceWorker's interface); None: local workers on this machine
+    device_factory: Any = None
 
 
 class Replayer:
@@ -122,8 +125,10 @@ class Replayer:
             raise ValueError("host_threads must be >= 1")
         self.host_pooled = host_pooled(self.plan.planner, self.config.offload)
         self._cores = [(max(1, dp.mem_cores), max(1, dp.compute_cores)) for dp in self.plan.devices]
-        self.workers = [DeviceWorker(d, eng, lambda t: self.tables[t].tt, *self._cores[d])
-                        for d, eng in enumerate(self.engines)]
+        make = self.config.device_factory or DeviceWorker
+        self.workers = []
+        for d, eng in enumerate(self.engines):
+            self.workers.append(make(d, eng, lambda t: self.tables[t].tt, *self._cores[d]))
         from emulator.replay.host import HostPooling
 
         self.host = HostPooling(self.tables, self._slow, self.host_threads, self.host_pooled, self.clock)
