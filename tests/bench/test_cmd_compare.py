@@ -112,3 +112,22 @@ def test_unwritable_outputs_fail_before_any_work(tiny_store, tiny_trace, tmp_pat
                                capsys)
         assert code == 2 and one_line_error(err) and "round" not in err, (extra, err)
     assert not (tmp_path / "runs").exists()  # nothing was measured or written
+
+
+def test_compare_on_an_emulated_profile(tiny_store, tiny_trace, tmp_path, capsys):
+    # smartssd devices (modelled rates: no calibration): every policy measured and emulated, speed-ups on the
+    # device clock over all-dram / all-ssd, energy modelled, SCRec's reported figure stated beside ours
+    code, out, err = run_cli(["compare", "--store", str(tiny_store), "--trace", str(tiny_trace), "--dram-budget",
+                              "10%", "--devices", "2", "--cores", "4", "--device-profile", "smartssd",
+                              "--policies", "all-dram,all-ssd,all-tt,screc", "--json", str(tmp_path / "c.json"),
+                              *_fast(tmp_path)], capsys)
+    assert code == 0, err
+    rows = {r["policy"]: r for r in json.loads((tmp_path / "c.json").read_text())["rows"]}
+    for r in rows.values():
+        e = r["emulated"]
+        assert e["profile"] == "smartssd" and e["mode"] == "per-device cores" and e["emulated_qps"] > 0
+        assert e["energy_j"] > 0 and e["queries_per_joule"] > 0
+    assert rows["all-dram"]["emulated_speedup_vs_all_dram"] == pytest.approx(1.0)
+    assert rows["all-ssd"]["pooled_by"] == "host" and rows["screc"]["pooled_by"] == "devices"
+    assert rows["all-ssd"]["emulated"]["link_bytes_per_batch"] == pytest.approx(rows["all-ssd"]["bytes_read_per_batch"])
+    assert "emulated under the smartssd profile" in out and "SCRec reports 55.77x" in out
