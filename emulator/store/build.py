@@ -70,6 +70,7 @@ from tracegen.spec import ModelSpec, TableSpec
 
 TT_METHODS = ("fast", "svd")
 _SYNC_FILE_RANGE_WRITE = 2
+TT_KEEP_BYTES = 1 << 30  # tables up to this size stay in memory for the TT-SVD (and are gathered for it once)
 
 
 def _read_checked(src, start: int, stop: int, source: str | None, table: str) -> np.ndarray:
@@ -159,6 +160,7 @@ class _Table:
     src: Any = None
     fd: int | None = None
     direct: bool = False  # the file is open with O_DIRECT
+    rows_buf: np.ndarray | None = None  # the whole file's bytes, kept in memory for the TT-SVD (see open)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -175,10 +177,16 @@ class _Table:
     def weights(self) -> WeightsSource:
         return WeightsSource("synthetic") if self.source is None else WeightsSource("import", self.source)
 
-    def open(self, wcfg: SyntheticWeightsConfig, fds: list[int]) -> None:
+    def open(self, wcfg: SyntheticWeightsConfig, fds: list[int], keep: bool = False) -> None:
+        """Open the file and the row source; ``keep``: write the rows through a page-aligned copy of the whole
+        file kept in memory until the TT-SVD has read it (no read-back from the disk)."""
         with self.lock:
             if self.fd is not None:
                 return
+            if keep:
+                raw = np.empty(self.lay.file_bytes + PAGE_BYTES, dtype=np.uint8)
+                skip = (-raw.ctypes.data) % PAGE_BYTES
+                self.rows_buf = raw[skip:skip + self.lay.file_bytes]
             if self.source is None:
                 self.src = synthetic_rows(self.spec, self.index, wcfg)
             else:
@@ -223,18 +231,19 @@ def _aligned(nbytes: int) -> np.ndarray:
 def _write_step(t: _Table, start: int, stop: int, offset: int, run: "_Runner") -> list[int]:
     if run.stop.is_set():
         raise KeyboardInterrupt
-    t.open(run.wcfg, run.fds)
+    t.open(run.wcfg, run.fds, run.keeps(t))
     lay, n = t.lay, stop - start
     nbytes = -(-n // lay.rows_per_page) * lay.span_bytes
+    target = _aligned(nbytes) if t.rows_buf is None else t.rows_buf[offset:offset + nbytes]
     if isinstance(t.src, HashSyntheticRows) and lay.dense and lay.np_dtype == np.float32:
-        data = _aligned(nbytes)  # generated in place: rows back to back, then the last group's zero padding
+        data = target  # generated in place: rows back to back, then the last group's zero padding
         t.src.read(start, stop, out=data[:n * lay.row_bytes].view(np.float32).reshape(n, lay.dim))
         data[n * lay.row_bytes:] = 0
     else:
         data = lay.pack(_read_checked(t.src, start, stop, t.source, t.spec.name))
-        if t.direct:
-            _aligned(nbytes)[:] = data
-            data = _aligned(nbytes)
+        if t.direct or t.rows_buf is not None:
+            target[:] = data
+            data = target
     view = memoryview(data).cast("B")
     crcs = [zlib.crc32(view[k:k + CHUNK_BYTES]) for k in range(0, nbytes, CHUNK_BYTES)]
     done = 0
@@ -268,9 +277,12 @@ def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str) -> list:
     table, lay = t.spec, t.lay
     if table.rows < config.tt_min_rows or not (config.tt_ranks or config.tt_rel_tol):
         return []
-    if t.direct and lay.file_bytes:  # written around the page cache: have the kernel read it all back, ahead
-        os.posix_fadvise(t.fd, 0, lay.file_bytes, os.POSIX_FADV_WILLNEED)
-    view = lay.rows_view(t.mapped())
+    if t.rows_buf is not None:
+        view = lay.rows_view(t.rows_buf)
+    else:
+        if t.direct and lay.file_bytes:  # written around the page cache: the kernel reads it all back, ahead
+            os.posix_fadvise(t.fd, 0, lay.file_bytes, os.POSIX_FADV_WILLNEED)
+        view = lay.rows_view(t.mapped())
     rpp = lay.rows_per_page
 
     def read_rows(start: int, stop: int) -> np.ndarray:
@@ -288,7 +300,8 @@ def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str) -> list:
     rng = np.random.default_rng([config.weights_seed, t.index, 0xE77])
     sample = np.sort(rng.choice(table.rows, size=min(ERROR_SAMPLE_ROWS, table.rows), replace=False))
     if tt_method == "fast" and config.tt_ranks:
-        tts, _ = tt_svd_fast(view, table.rows, table.dim, p, q, config.tt_ranks, seed=config.weights_seed)
+        tts, _ = tt_svd_fast(view, table.rows, table.dim, p, q, config.tt_ranks, seed=config.weights_seed,
+                             keep_bytes=TT_KEEP_BYTES)
         return [(tt, _tt_error(tt, read_at, sample)) for tt in tts if lay.rows * lay.row_bytes / tt.nbytes > 1.0]
     small = table.rows * table.dim * 4 <= IN_MEMORY_TT_BYTES
     dense = read_rows(0, table.rows) if small else None
@@ -307,6 +320,7 @@ def _finish(t: _Table, run: "_Runner") -> tuple:
         raise KeyboardInterrupt
     t.open(run.wcfg, run.fds)  # (an empty table has no write step)
     tts = _tt_variants(t, run.config, run.tt_method)
+    t.rows_buf = None
     formats = _build_formats(t.spec, t.lay, t.path, run.config, t.index, None)  # progress: main thread only
     if hasattr(t.src, "close"):
         t.src.close()
@@ -454,6 +468,12 @@ class _Runner:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for fd in self.fds:
             os.close(fd)
+
+    def keeps(self, t: _Table) -> bool:
+        """Whether ``t``'s rows stay in memory for its TT-SVD (the fast method, up to TT_KEEP_BYTES)."""
+        c = self.config
+        return (self.tt_method == "fast" and bool(c.tt_ranks) and t.spec.rows >= c.tt_min_rows
+                and 0 < t.lay.file_bytes <= TT_KEEP_BYTES)
 
     def sync(self) -> None:
         """Make every file written durable: one ``syncfs`` of their filesystem (far cheaper than an

@@ -194,16 +194,18 @@ RANDOMIZED_METHOD = "randomized"  # tt_svd_randomized
 
 
 def tt_svd_fast(table, rows: int, dim: int, p_shapes, q_shapes, ranks,
-                *, seed: int = 0, chunk_bytes: int = 64 << 20) -> tuple[list[TTCores], str]:
+                *, seed: int = 0, chunk_bytes: int = 64 << 20, keep_bytes: int = 0) -> tuple[list[TTCores], str]:
     """TT-SVD at each of ``ranks``, the first step by whichever of :func:`tt_svd_gram` (exact up to float32
     rounding) and :func:`tt_svd_randomized` does fewer multiply-adds per element; returns the cores and the
-    method's name (``GRAM_METHOD`` or ``RANDOMIZED_METHOD``)."""
+    method's name (``GRAM_METHOD`` or ``RANDOMIZED_METHOD``). A table of at most ``keep_bytes`` (float32) is
+    gathered into the first unfolding once and kept for every pass, instead of once per pass."""
     p, q = tuple(int(x) for x in p_shapes), tuple(int(x) for x in q_shapes)
     k = max(int(r) for r in ranks) + RANDOMIZED_OVERSAMPLE
-    if p[0] * q[0] <= (2 + 2 * RANDOMIZED_POWER_ITERS) * k:
-        return tt_svd_gram(table, rows, dim, p, q, ranks, chunk_bytes=chunk_bytes), GRAM_METHOD
-    return (tt_svd_randomized(table, rows, dim, p, q, ranks, seed=seed, chunk_bytes=chunk_bytes),
-            RANDOMIZED_METHOD)
+    if p[0] * q[0] <= 2 * (2 + 2 * RANDOMIZED_POWER_ITERS) * k:  # (Gram: a symmetric product, half the work)
+        return (tt_svd_gram(table, rows, dim, p, q, ranks, chunk_bytes=chunk_bytes, keep_bytes=keep_bytes),
+                GRAM_METHOD)
+    return (tt_svd_randomized(table, rows, dim, p, q, ranks, seed=seed, chunk_bytes=chunk_bytes,
+                              keep_bytes=keep_bytes), RANDOMIZED_METHOD)
 
 
 @njit
@@ -216,15 +218,18 @@ def _gather_unfolding(table, rows, rest_rows, a, b, q0, rest_cols, out):  # prag
         for s in range(a, b):
             r = i1 * rest_rows + s
             col = (s - a) * rest_cols
-            if r < rows:
-                g, k = r // rpg, r % rpg
+            if r < rows:  # 1-D row views: the copies vectorize (2-D indexing defeats LLVM)
+                src = table[r // rpg, r % rpg]
                 for j1 in range(q0):
+                    dst = out[i1 * q0 + j1]
+                    base = j1 * rest_cols
                     for t in range(rest_cols):
-                        out[i1 * q0 + j1, col + t] = table[g, k, j1 * rest_cols + t]
+                        dst[col + t] = src[base + t]
             else:
                 for j1 in range(q0):
+                    dst = out[i1 * q0 + j1]
                     for t in range(rest_cols):
-                        out[i1 * q0 + j1, col + t] = 0.0
+                        dst[col + t] = 0.0
 
 
 def _column_blocks(table, rows, dim, p, q, chunk_bytes):
@@ -252,6 +257,15 @@ def _column_blocks(table, rows, dim, p, q, chunk_bytes):
         for i1 in range(p[0]):
             x[i1] = _read_padded(_reader(table), rows, i1 * rest_rows + a, i1 * rest_rows + b, dim, np.float32)
         yield a, b, x.reshape(p[0], b - a, q[0], rest_cols).transpose(0, 2, 1, 3).reshape(m, -1)
+
+
+def _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes):
+    """A callable giving the column blocks of the first unfolding: gathered anew at each call (streamed), or,
+    when the table takes at most ``keep_bytes``, gathered once into one block kept for every call."""
+    if math.prod(p) * dim * 4 <= keep_bytes:
+        kept = list(_column_blocks(table, rows, dim, p, q, 1 << 62))
+        return lambda: iter(kept)
+    return lambda: _column_blocks(table, rows, dim, p, q, chunk_bytes)
 
 
 def _reader(table):
@@ -288,7 +302,7 @@ def _finish(u: np.ndarray, rem: np.ndarray, ranks, p, q) -> list[TTCores]:
 
 
 def tt_svd_gram(table, rows: int, dim: int, p_shapes, q_shapes, ranks,
-                *, chunk_bytes: int = 64 << 20) -> list[TTCores]:
+                *, chunk_bytes: int = 64 << 20, keep_bytes: int = 0) -> list[TTCores]:
     """TT-SVD at each of ``ranks`` (max ranks), streaming the table twice in blocks of about ``chunk_bytes``.
 
     The first unfolding ``C = (i_1 j_1) x (i_2 j_2 .. i_d j_d)`` is the only one
@@ -306,22 +320,23 @@ def tt_svd_gram(table, rows: int, dim: int, p_shapes, q_shapes, ranks,
     if len(p) < 2:
         return [tt_svd(_read_padded(_reader(table), rows, 0, math.prod(p), dim), p, q) for _ in ranks]
     m, rest_rows, rest_cols = p[0] * q[0], math.prod(p[1:]), math.prod(q[1:])
+    blocks = _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes)
     gram = np.zeros((m, m), dtype=np.float64)
-    for _, _, c in _column_blocks(table, rows, dim, p, q, chunk_bytes):
+    for _, _, c in blocks():
         gram += c @ c.T
     w, v = np.linalg.eigh(gram)
     top = min(max(ranks), m)
     u = np.ascontiguousarray(v[:, np.argsort(w)[::-1][:top]])
     ut = u.T.astype(np.float32)
     rem = np.empty((top, rest_rows, rest_cols), dtype=np.float32)  # U^T C
-    for a, b, c in _column_blocks(table, rows, dim, p, q, chunk_bytes):
+    for a, b, c in blocks():
         rem[:, a:b] = (ut @ c).reshape(top, b - a, rest_cols)
     return _finish(u, rem, ranks, p, q)
 
 
 def tt_svd_randomized(table, rows: int, dim: int, p_shapes, q_shapes,
                       ranks, *, oversample: int = RANDOMIZED_OVERSAMPLE, power_iters: int = RANDOMIZED_POWER_ITERS,
-                      seed: int = 0, chunk_bytes: int = 64 << 20) -> list[TTCores]:
+                      seed: int = 0, chunk_bytes: int = 64 << 20, keep_bytes: int = 0) -> list[TTCores]:
     """TT-SVD at each of ``ranks`` (max ranks) with a randomized first step, streaming the table
     ``2 + power_iters`` times: ``(2 + 2 power_iters) (max(ranks) + oversample)`` multiply-adds per element,
     fewer than :func:`tt_svd_gram` when ``p_1 q_1`` is larger.
@@ -341,20 +356,21 @@ def tt_svd_randomized(table, rows: int, dim: int, p_shapes, q_shapes,
     if len(p) < 2:
         return [tt_svd(_read_padded(_reader(table), rows, 0, math.prod(p), dim), p, q) for _ in ranks]
     m, rest_rows, rest_cols = p[0] * q[0], math.prod(p[1:]), math.prod(q[1:])
+    blocks = _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes)
     k = min(max(ranks) + int(oversample), m, rest_rows * rest_cols)
     y = np.zeros((m, k), dtype=np.float64)
-    for a, _, c in _column_blocks(table, rows, dim, p, q, chunk_bytes):
+    for a, _, c in blocks():
         omega = np.random.default_rng([int(seed), 0x7A5, a]).standard_normal((c.shape[1], k), dtype=np.float32)
         y += c @ omega
     for _ in range(int(power_iters)):
         qy = np.linalg.qr(y)[0].astype(np.float32)
         y = np.zeros((m, k), dtype=np.float64)
-        for _, _, c in _column_blocks(table, rows, dim, p, q, chunk_bytes):
+        for _, _, c in blocks():
             y += c @ (c.T @ qy)
     qm = np.linalg.qr(y)[0]
     qt = qm.T.astype(np.float32)
     sketch = np.empty((qm.shape[1], rest_rows, rest_cols), dtype=np.float32)  # B = Q^T C
-    for a, b, c in _column_blocks(table, rows, dim, p, q, chunk_bytes):
+    for a, b, c in blocks():
         sketch[:, a:b] = (qt @ c).reshape(-1, b - a, rest_cols)
     flat = sketch.reshape(sketch.shape[0], -1)
     gram = (flat @ flat.T).astype(np.float64)
