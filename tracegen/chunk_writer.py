@@ -24,6 +24,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
+from tracegen.atomic import start_writeback
 from tracegen.fletcher import _fletcher32_words
 from tracegen.jit import njit
 
@@ -114,6 +115,46 @@ class OrderedWriter:
         """Stop the thread without running what is queued (the file is being thrown away)."""
         self._abort = True
         self._todo.put(None)
+        self._thread.join()
+
+
+class WritebackThread:
+    """Starts the kernel writing a file's dirty pages (:func:`tracegen.atomic.start_writeback`) after every
+    ``every_bytes`` reported by :meth:`written`, from a thread of its own: the request may block while the
+    disk's queue is full, and the writer must not. The final fsync then has little left to wait for."""
+
+    def __init__(self, fd: int, every_bytes: int):
+        self._fd, self._every = int(fd), int(every_bytes)
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self.kicks = 0
+        self._thread = threading.Thread(target=self._run, name="writeback", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                return
+            start_writeback(self._fd)
+            self.kicks += 1
+
+    def written(self, nbytes: int) -> None:
+        """``nbytes`` more were written to the file."""
+        with self._lock:
+            self._pending += int(nbytes)
+            if self._pending < self._every:
+                return
+            self._pending = 0
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread (before the file's descriptor is closed)."""
+        self._stop = True
+        self._wake.set()
         self._thread.join()
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,8 +21,8 @@ from typing import Any, Iterable
 import h5py
 import numpy as np
 
-from tracegen.atomic import atomic_path, release_reserve, reserve_space, start_writeback
-from tracegen.chunk_writer import ChunkAppender, OrderedWriter
+from tracegen.atomic import atomic_path, release_reserve, reserve_space
+from tracegen.chunk_writer import ChunkAppender, OrderedWriter, WritebackThread
 from tracegen.errors import InputError
 from tracegen.hash_thread import HashThread
 from tracegen.spec import ModelSpec
@@ -72,6 +71,7 @@ class TraceWriter:
         self._trace_id: str | None = None
         self._app: dict[str, ChunkAppender] = {}
         self._writer: OrderedWriter | None = None
+        self._kick: WritebackThread | None = None
         self._copy_s = 0.0
         self._stages: dict[str, float] | None = None
 
@@ -99,14 +99,14 @@ class TraceWriter:
             self._hash.update(self.spec.to_json().encode())
             self._hash.update(str(self.batch_size).encode())
             try:  # HDF5's own descriptor (sec2 driver): not ours to close
-                self._fd: int | None = int(self._f.id.get_vfd_handle())
+                fd = int(self._f.id.get_vfd_handle())
             except Exception:  # noqa: BLE001 - another driver: no early writeback, the final fsync does it all
-                self._fd = None
-            self._unsynced = 0
-            self._sync_lock = threading.Lock()
+                fd = None
+            self._kick = None if fd is None else WritebackThread(fd, WRITEBACK_BYTES)
             self._writer = OrderedWriter()
-            self._app = {"offsets": ChunkAppender(off, self._writer, self._written),
-                         "indices": ChunkAppender(ind, self._writer, self._written)}
+            done = None if self._kick is None else self._kick.written
+            self._app = {"offsets": ChunkAppender(off, self._writer, done),
+                         "indices": ChunkAppender(ind, self._writer, done)}
         except BaseException as e:
             self._stop_threads()
             f, self._f = self._f, None
@@ -117,20 +117,13 @@ class TraceWriter:
             raise
         return self
 
-    def _written(self, nbytes: int) -> None:
-        """Called by the writer threads after each chunk: every ``WRITEBACK_BYTES``, start writeback."""
-        with self._sync_lock:
-            self._unsynced += nbytes
-            if self._unsynced < WRITEBACK_BYTES:
-                return
-            self._unsynced = 0
-        if self._fd is not None:
-            start_writeback(self._fd)
-
     def _stop_threads(self) -> None:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+        if self._kick is not None:
+            self._kick.close()
+            self._kick = None
         self._app = {}
         if self._hash is not None:
             self._hash.abort()
@@ -283,6 +276,9 @@ class TraceWriter:
                 for app in self._app.values():
                     app.close()  # the last chunks
                 self._writer.close()  # every HDF5 call made; raises what one met
+                if self._kick is not None:
+                    self._kick.close()
+                    self._kick = None
                 self._trace_id = self._hash.hexdigest()[:32]
                 self._stages = self.stage_seconds
                 self._app = {}

@@ -86,3 +86,29 @@ def test_ordered_writer_abort_drops_what_is_queued():
     threading.Timer(0.05, gate.set).start()
     w.abort()
     assert seen == []
+
+
+def test_writeback_thread_kicks_after_every_so_many_bytes(tmp_path):
+    import os
+    import time
+
+    from tracegen.chunk_writer import WritebackThread
+
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
+    try:
+        os.write(fd, b"x" * 4096)
+        k = WritebackThread(fd, every_bytes=100)
+        k.written(60)
+        k.written(30)  # 90 < 100: no kick yet
+        time.sleep(0.05)
+        assert k.kicks == 0
+        k.written(20)  # 110: one kick
+        for _ in range(200):  # wait for the thread (up to 2 s), not a timing assertion
+            if k.kicks:
+                break
+            time.sleep(0.01)
+        assert k.kicks == 1
+        k.close()
+        assert not k._thread.is_alive()
+    finally:
+        os.close(fd)
