@@ -57,6 +57,8 @@ def cmd_gen(args: argparse.Namespace) -> int:
     _positive_int("--batches", args.batches)
     if args.batch_size is not None:
         _positive_int("--batch-size", args.batch_size)
+    if args.workers is not None:
+        _positive_int("--workers", args.workers)
     spec = load_model(args.model, scale=args.scale, batch_size=args.batch_size)
     params = _params(args, num_batches=args.batches)
     spec, params = select(spec, params, args.tables)
@@ -70,7 +72,7 @@ def cmd_gen(args: argparse.Namespace) -> int:
     with make_progress() as progress, stop_flag() as stop:
         task = progress.add_task(f"trace {spec.name}", total=args.batches)
         trace_id = generate_trace(spec, params, out, progress=lambda done, total: progress.update(task, completed=done),
-                                  should_stop=stop.is_set)
+                                  should_stop=stop.is_set, workers=args.workers)
         if stop.is_set():  # Ctrl-C after the last table: the trace was completed, but the user asked to stop
             out.unlink(missing_ok=True)
             raise KeyboardInterrupt
@@ -311,6 +313,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="generator parameters JSON, e.g. from `screc trace fit` (flags given override it)")
     p.add_argument("--tables", default=None,
                    help="generate only these tables, as in the whole model: a slice (0::4) or names (t1,t7)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="generator threads (default: every core; the trace is the same for any number)")
     p.add_argument("--write-bound", action="store_true",
                    help="also time writing the same bytes with numpy.tofile (+fsync) next to the output")
     p.add_argument("-o", "--output", required=True, help="trace file to write (HDF5); with --ray a new directory")
