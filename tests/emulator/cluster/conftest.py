@@ -10,6 +10,7 @@ under SCREC_STRICT_SKIPS=1 that skip is a failure (tests/conftest.py).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,9 @@ def ray_cluster(tmp_path_factory):
     from emulator.cluster.connect import connect, keep_loopback
 
     keep_loopback()  # the nodes and the driver resolve localhost to 127.0.0.1, never the machine's interface
+    # Ray's memory monitor kills tasks when the whole machine's memory is nearly full, which other processes
+    # on a shared test machine can cause: these tests measure nothing that needs it
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     root = tmp_path_factory.mktemp("ray_nodes")
     cluster = Cluster(initialize_head=True, connect=False,
                       head_node_args={**node_args(root / "disk2", label=True), "include_dashboard": False})

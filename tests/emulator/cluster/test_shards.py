@@ -6,6 +6,8 @@ store ids) and rebuilds only the lost one."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -97,15 +99,17 @@ def test_node_killed_mid_build_leaves_no_shard_and_resume_keeps_done_shards(ray_
     result: dict = {}
     th = threading.Thread(target=lambda: result.update(m=build_sharded(spec, out, CONFIG, shards=3)))
     th.start()
-    shard_parent = None
+    shard_parent, builder = None, None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and th.is_alive():  # the temporary directory of shard 0's build appears
         parents = list(ray_cluster.disk("disk0").glob("killed-*"))
-        if parents and any(p.name.startswith(".shard-000.tmp-") for p in parents[0].iterdir()):
-            shard_parent = parents[0]
+        tmp = [p for p in parents[0].iterdir() if p.name.startswith(".shard-000.tmp-")] if parents else []
+        if tmp:  # named .shard-000.tmp-<pid of the building process>-<random> (tracegen.atomic)
+            shard_parent, builder = parents[0], int(tmp[0].name.split(".tmp-")[1].split("-")[0])
             break
-        time.sleep(0.01)
+        time.sleep(0.005)
     assert shard_parent is not None, "shard 0's build was not seen in progress"
+    os.kill(builder, signal.SIGKILL)  # the node dies: its building process at once, then the rest of it
     ray_cluster.kill("disk0")
     th.join(timeout=120)
     m = result["m"]
