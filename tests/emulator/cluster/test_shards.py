@@ -130,3 +130,14 @@ def test_node_killed_mid_build_leaves_no_shard_and_resume_keeps_done_shards(ray_
     assert {k: _shard_files(Path(again.shards[k].path)) for k in (1, 2)} == before
     assert not [p for p in shard_parent.iterdir() if ".tmp-" in p.name]  # the dead build's leftovers are gone
     assert verify_sharded(out).ok
+
+
+def test_stop_cancels_the_tasks_and_leaves_a_resumable_manifest(ray_cluster, tmp_path):
+    from emulator.cluster.shards import build_sharded
+
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        build_sharded(_spec(), out, CONFIG, shards=3, should_stop=lambda: True)
+    m = read_cluster_manifest(out)
+    assert not m.complete and all(s.status in ("pending", "built") for s in m.shards)
+    assert build_sharded(_spec(), out, CONFIG).complete  # the same command resumes it
