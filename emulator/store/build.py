@@ -509,6 +509,8 @@ class _Runner:
                     table = spec.tables[i]
                     t = tables[i] = _Table(i, table, lays[i], tmp / "raw" / f"{table.name}.bin", _steps(lays[i]),
                                            config.imports.get(table.name))
+                    if t.source is not None:  # an imported file (NumPy or HDF5) is opened here, not in a worker
+                        t.open(self.wcfg, self.fds, self.keeps(t))
                     writes = [(t, s) for s in t.steps]
                     if not writes:  # an empty table: nothing to write
                         inflight[self.pool.submit(_finish, t, self)] = ("f", t, 0)
