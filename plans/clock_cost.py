@@ -162,7 +162,8 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
     counts["device"] = float(sum(1 for w in work if w.reads or (not by_host and (w.raw_lookups or w.tt_lookups))))
     host_tasks = float(len(groups) * threads)
     if by_host:  # plain SSDs: the host pools every row after the reads, and rebuilds TT rows on its main thread
-        serial = tasks.serial_s(counts) + (tasks.rebuild_s(1.0, tt_rows, tt_flops) if tt_rows else 0.0)
+        serial = tasks.serial_s(counts, host_pooled=True) + \
+            (tasks.rebuild_s(1.0, tt_rows, tt_flops) if tt_rows else 0.0)
         after = tasks.pool_s(host_tasks, dram=dram, page=page, staged=staged, bags=all_bags) / threads
         host_pool = 0.0
     else:

@@ -11,7 +11,8 @@ seconds) and fits, by non-negative least squares on relative residuals:
   pooling of rebuilt TT rows; the host's pooling of every row for plain-SSD policies): seconds per task, per
   lookup of each source (DRAM row, page row, staged TT row) and per output bag;
 * TT rebuild tasks: seconds per task, per row and per flop of the rows' rebuild;
-* the host's serial work (main thread, per batch): per batch, table, lookup, cold lookup (raw or TT), read
+* the host's serial work (main thread, per batch; fitted apart for replays whose host pools every row): per
+  batch, table, lookup, cold lookup (raw or TT), read
   request, unique TT row, device served (its request sent, its response awaited), device pooling task dispatched
   and partial row merged;
 * a device's preparation (planning its page reads, de-duplicating its TT rows: device work under a target
@@ -30,6 +31,7 @@ are fitted per batch on their summed CPU seconds (their split is not recorded). 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,12 +60,15 @@ class TaskCosts:
     rebuild: Mapping[str, float]
     io: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(IO_FEATURES, 0.0))
     prep: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(PREP_FEATURES, 0.0))
+    serial_host: Mapping[str, float] | None = None  # the main thread's when the host pools every row
     fit: Mapping[str, Any] = field(default_factory=dict)
     source: str = "measured"
 
     def __post_init__(self) -> None:
+        if self.serial_host is None:
+            object.__setattr__(self, "serial_host", dict(self.serial))
         for name, keys in (("serial", SERIAL_FEATURES), ("pool", POOL_FEATURES), ("rebuild", REBUILD_FEATURES),
-                           ("io", IO_FEATURES), ("prep", PREP_FEATURES)):
+                           ("io", IO_FEATURES), ("prep", PREP_FEATURES), ("serial_host", SERIAL_FEATURES)):
             d = {k: float(v) for k, v in dict(getattr(self, name)).items()}
             missing = [k for k in keys if k not in d]
             if missing:
@@ -72,8 +77,11 @@ class TaskCosts:
                 raise ValueError(f"task costs {name}: every figure must be finite and >= 0")
             object.__setattr__(self, name, d)
 
-    def serial_s(self, counts: Mapping[str, float]) -> float:
-        return sum(self.serial[k] * float(counts.get(k, 0.0)) for k in SERIAL_FEATURES)
+    def serial_s(self, counts: Mapping[str, float], host_pooled: bool = False) -> float:
+        """Main-thread seconds of a batch with these counts (``host_pooled``: the host pools every row, its
+        devices only read: fitted apart, the main thread's work differs)."""
+        c = self.serial_host if host_pooled else self.serial
+        return sum(c[k] * float(counts.get(k, 0.0)) for k in SERIAL_FEATURES)
 
     def pool_s(self, tasks: float, dram: float = 0.0, page: float = 0.0, staged: float = 0.0,
                bags: float = 0.0) -> float:
@@ -125,10 +133,12 @@ class TaskSamples:
     io_y: list = field(default_factory=list)
     prep_x: list = field(default_factory=list)
     prep_y: list = field(default_factory=list)
+    serial_host_x: list = field(default_factory=list)
+    serial_host_y: list = field(default_factory=list)
 
     def extend(self, other: "TaskSamples") -> None:
         for name in ("serial_x", "serial_y", "pool_x", "pool_y", "rebuild_x", "rebuild_y", "io_x", "io_y",
-                     "prep_x", "prep_y"):
+                     "prep_x", "prep_y", "serial_host_x", "serial_host_y"):
             getattr(self, name).extend(getattr(other, name))
 
 
@@ -197,9 +207,10 @@ def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_po
     out = TaskSamples()
     t0, responses, host_cpu, after_cpu, prep = (tuple(record) + (None,))[:5]
     counts = _serial_counts(p, responses)
-    out.serial_x.append([counts[k] for k in SERIAL_FEATURES])
+    xs, ys = (out.serial_host_x, out.serial_host_y) if host_pooled else (out.serial_x, out.serial_y)
+    xs.append([counts[k] for k in SERIAL_FEATURES])
     # under the host profile a device's preparation ran on the main thread: fitted apart
-    out.serial_y.append(serial_s - (float(np.sum(prep)) if prep is not None else 0.0))
+    ys.append(serial_s - (float(np.sum(prep)) if prep is not None else 0.0))
     if prep is not None:
         for d, row in enumerate(_prep_rows(p, len(prep))):
             if row[0]:
@@ -304,6 +315,8 @@ def _fit_visible_io(x: list, y: list) -> tuple[dict[str, float], float]:
 
 def fit_task_costs(samples: TaskSamples) -> TaskCosts:
     serial, e_serial = _fit(samples.serial_x, samples.serial_y, SERIAL_FEATURES)
+    serial_host, e_host = _fit(samples.serial_host_x, samples.serial_host_y, SERIAL_FEATURES) \
+        if samples.serial_host_y else (None, float("nan"))
     pool, e_pool = _fit(samples.pool_x, samples.pool_y, POOL_FEATURES)
     rebuild, e_rebuild = _fit(samples.rebuild_x, samples.rebuild_y, REBUILD_FEATURES)
     io, e_io = _fit_visible_io(samples.io_x, samples.io_y)
@@ -312,8 +325,9 @@ def fit_task_costs(samples: TaskSamples) -> TaskCosts:
            "rebuild_tasks": len(samples.rebuild_y), "io_batches": len(samples.io_y),
            "serial_median_abs_rel_error": e_serial, "pool_median_abs_rel_error": e_pool,
            "rebuild_median_abs_rel_error": e_rebuild, "io_median_abs_rel_error": e_io,
-           "prep_device_batches": len(samples.prep_y), "prep_median_abs_rel_error": e_prep}
-    return TaskCosts(serial, pool, rebuild, io, prep, fit)
+           "prep_device_batches": len(samples.prep_y), "prep_median_abs_rel_error": e_prep,
+           "serial_host_batches": len(samples.serial_host_y), "serial_host_median_abs_rel_error": e_host}
+    return TaskCosts(serial, pool, rebuild, io, prep, serial_host, fit)
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -336,8 +350,6 @@ def _flops_of(store, plan) -> list[float]:
 
 def _spread(plan, n_dev: int, cores: int):
     """``plan`` on ``n_dev`` devices of ``cores`` cores of each kind, table i on device i mod n_dev."""
-    import dataclasses
-
     from emulator.plan import DevicePlan
 
     devs = tuple(DevicePlan(f"cal{d}", cores, cores) for d in range(n_dev))
@@ -395,6 +407,6 @@ def measure_task_costs(store, *, batches: int = 6, batch_sizes: Sequence[int] | 
                 for reader in readers:
                     rep.run(reader)
     costs = fit_task_costs(samples)
-    return TaskCosts(costs.serial, costs.pool, costs.rebuild, costs.io, costs.prep, {**costs.fit, "batch_sizes": sizes, "batches": batches,
-                                                               "plans": [r[0] for r in runs],
-                                                               "store_id": store.store_id})
+    fit = {**costs.fit, "batch_sizes": sizes, "batches": batches, "plans": [r[0] for r in runs],
+           "store_id": store.store_id}
+    return dataclasses.replace(costs, fit=fit)

@@ -133,7 +133,8 @@ def cal_with_tasks(tmp_path_factory):
     from plans.task_costs import IO_FEATURES, POOL_FEATURES, PREP_FEATURES, REBUILD_FEATURES, SERIAL_FEATURES, \
         TaskCosts
 
-    tasks = TaskCosts({k: (1e-4 if k == "batch" else 1e-8) for k in SERIAL_FEATURES}, dict.fromkeys(POOL_FEATURES, 1e-8),
+    tasks = TaskCosts({k: (1e-4 if k == "batch" else 1e-8) for k in SERIAL_FEATURES},
+                      dict.fromkeys(POOL_FEATURES, 1e-8),
                       dict.fromkeys(REBUILD_FEATURES, 1e-8), dict.fromkeys(IO_FEATURES, 0.0),
                       dict.fromkeys(PREP_FEATURES, 0.0), source="modelled")
     path = tmp_path_factory.mktemp("predict-emulated") / "cal.json"

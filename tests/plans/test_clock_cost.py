@@ -46,7 +46,8 @@ def test_devices_pooling_raw_rows_by_hand():
     assert perf.device_s[0] == pytest.approx(DISK + 2e-5 + LINK_PARTIALS)
     assert perf.total_s == pytest.approx(1e-3 + DISK + 2e-5 + LINK_PARTIALS)
     d = perf.to_dict()
-    assert d["execution"] == "device-clock" and d["total_s"] == perf.total_s and d["bottleneck"] == "device[0]"  # the 4.3 ms link
+    # the 4.3 ms link makes the device the bottleneck
+    assert d["execution"] == "device-clock" and d["total_s"] == perf.total_s and d["bottleneck"] == "device[0]"
 
 
 def test_devices_rebuilding_tt_rows_by_hand():
