@@ -188,8 +188,11 @@ def _profile_devices(cfg: PlanningConfig, calib: Any, notes: list[PlanNote]) -> 
     profile = load_profile(cfg.device_profile)
     devices = profile_devices(profile, calib, cfg.devices, cfg.cores, queue_depth=cfg.queue_depth)
     basis = "modelled" if devices[0].modelled else "measured"
+    how = ("predicted as the device clock composes a batch: host serial work + max(host pooling, each device) + "
+           "host pooling after the devices (plans.clock_cost, on the calibration's task costs)") \
+        if devices[0].clock and calib.tasks is not None else "every core and the IO working in parallel"
     notes.append(PlanNote(f"devices from the device profile {profile.name} ({profile.origin}; every figure and "
-                          "its source: `screc plan profiles`), every core and the IO working in parallel", basis))
+                          f"its source: `screc plan profiles`), {how}", basis))
     return devices, notes
 
 
