@@ -10,7 +10,14 @@ from typing import Any
 
 from rich.console import Group, RenderableType
 
-from bench.common import add_json_arg, add_model_arg, emit_json, ensure_writable_file, format_bytes, stdout_console
+from bench.common import (
+    add_json_arg,
+    add_model_arg,
+    emit_json,
+    ensure_writable_file,
+    format_bytes,
+    stdout_console,
+)
 from bench.tables import fit_table
 from tracegen.errors import InputError
 

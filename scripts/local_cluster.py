@@ -11,7 +11,6 @@ node on loopback: see docs/cluster.md). Prints the address to pass as ``--ray``:
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading

@@ -38,9 +38,22 @@ from typing import Any, Callable
 
 import numpy as np
 
-from emulator.cluster.connect import NodeInfo, import_ray, on_node, storage_nodes, where_am_i
-from emulator.cluster.manifest import (CLUSTER_MANIFEST, ClusterManifest, ShardEntry, ShardLocation, is_cluster_store,
-                                       read_cluster_manifest, write_cluster_manifest)
+from emulator.cluster.connect import (
+    NodeInfo,
+    import_ray,
+    on_node,
+    storage_nodes,
+    where_am_i,
+)
+from emulator.cluster.manifest import (
+    CLUSTER_MANIFEST,
+    ClusterManifest,
+    ShardEntry,
+    ShardLocation,
+    is_cluster_store,
+    read_cluster_manifest,
+    write_cluster_manifest,
+)
 from emulator.store.store import StoreBuildConfig
 from tracegen.errors import InputError
 from tracegen.spec import ModelSpec

@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from emulator.cluster.connect import REPLAY_SLOT, import_ray, remote, replay_nodes, where_am_i
+from emulator.cluster.connect import (
+    REPLAY_SLOT,
+    import_ray,
+    remote,
+    replay_nodes,
+    where_am_i,
+)
 from tracegen.errors import InputError
 
 WAIT_S = 0.5

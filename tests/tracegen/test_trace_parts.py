@@ -12,7 +12,13 @@ from tracegen.errors import InputError
 from tracegen.generate import GeneratorParams, TraceGenerator, generate_trace
 from tracegen.selection import select
 from tracegen.trace_io import TraceReader
-from tracegen.trace_parts import PartEntry, PartsReader, merge_parts, open_trace, parts_manifest
+from tracegen.trace_parts import (
+    PartEntry,
+    PartsReader,
+    merge_parts,
+    open_trace,
+    parts_manifest,
+)
 from tracegen.trace_write import TraceWriter
 
 PARAMS = GeneratorParams(seed=11, num_batches=3)
