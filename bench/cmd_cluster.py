@@ -1,4 +1,5 @@
-"""``screc cluster nodes | project``: a Ray cluster's nodes as screc sees them; the modelled projection to more nodes."""
+"""``screc cluster nodes | merge-parts | project``: a Ray cluster's nodes as screc sees them, a parts trace as one
+file, the modelled projection to more nodes."""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ NODES_EXAMPLE = """example:
   screc cluster nodes --ray auto
   screc cluster nodes --ray 10.0.0.1:6379 --json
 """
+MERGE_EXAMPLE = """example:
+  screc trace gen --model meta-2021 --scale 0.01 --batches 8 --ray auto -o traces/meta.parts
+  screc cluster merge-parts traces/meta.parts -o traces/meta.h5
+"""
 PROJECT_EXAMPLE = """example:
   screc store build --model meta-2021 --scale 0.001 --tt-ranks '' --out-dir stores/m --json runs/build.json
   screc replay --store stores/m --trace traces/m.h5 --policy all-ssd --batches 20 --json runs/replay.json
@@ -47,6 +52,28 @@ def _nodes(args: argparse.Namespace) -> int:
                                                                     "replay slots", "CPUs"),
                                      [(n["node_id"][:12], n["address"], n["disk"] or "-", f"{n['replay_slots']:g}",
                                        f"{n['cpus']:g}") for n in nodes]))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """A parts trace (trace gen --ray) written as one trace file."""
+    import time
+
+    from tracegen.atomic import check_writable
+    from tracegen.trace_parts import PartsReader, merge_parts
+
+    check_writable(args.output)
+    ensure_writable_file(args.json)
+    with PartsReader(args.parts) as r:  # checked before any work
+        parts, batches, lookups = len(r.parts), r.num_batches, r.num_lookups
+    t0 = time.perf_counter()
+    trace_id = merge_parts(args.parts, args.output)
+    doc = {"output": str(args.output), "parts": parts, "batches": batches, "lookups": lookups,
+           "seconds": round(time.perf_counter() - t0, 3), "trace_id": trace_id}
+    if emit_json(args.json, doc):
+        return 0
+    stdout_console().print(f"wrote {args.output}: {parts} parts, {batches} batches, {lookups:,} lookups, "
+                           f"{doc['seconds']:.2f} s (measured), trace_id {trace_id}", markup=False, highlight=False)
     return 0
 
 
@@ -151,6 +178,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray", required=True, metavar="ADDRESS", help="the cluster: HOST:PORT or auto")
     add_json_arg(p, "the nodes")
     p.set_defaults(func=_nodes)
+
+    p = sub.add_parser("merge-parts", help="write a parts trace (trace gen --ray) as one trace file",
+                       description="Write the parts of a trace made by `trace gen --ray` as one trace file (the "
+                                   "trace_id of generating it in one process).", epilog=MERGE_EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("parts", help="the parts directory (holding parts.json)")
+    p.add_argument("-o", "--output", required=True, help="trace file to write (HDF5)")
+    add_json_arg(p, "a summary (parts, batches, lookups, seconds, trace_id)")
+    p.set_defaults(func=_merge)
 
     p = sub.add_parser("project", help="modelled build time and replay throughput on 16-64 nodes",
                        description="Project a sharded store's build time and replay throughput to more nodes "

@@ -63,3 +63,17 @@ def test_project_cli_bad_input_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(["cluster", "project", "--build-json", str(tmp_path / "no.json"), "--lookup-rate", "1"],
                            capsys)
     assert code == 2 and one_line_error(err) and "not found" in err
+
+
+def test_merge_parts_cli(tiny_spec, tmp_path, capsys):
+    from tests.tracegen.test_trace_parts import PARAMS, _write_parts
+    from tracegen.generate import generate_trace
+
+    _write_parts(tiny_spec, tmp_path / "p", [(0, 2), (2, tiny_spec.num_tables)], [(0, 3)])
+    code, out, err = run_cli(["cluster", "merge-parts", str(tmp_path / "p"), "-o", str(tmp_path / "m.h5"), "--json",
+                              str(tmp_path / "m.json")], capsys)
+    assert code == 0, err
+    assert json.loads((tmp_path / "m.json").read_text())["trace_id"] == generate_trace(tiny_spec, PARAMS,
+                                                                                         tmp_path / "one.h5")
+    code, _, err = run_cli(["cluster", "merge-parts", str(tmp_path), "-o", str(tmp_path / "x.h5")], capsys)
+    assert code == 2 and one_line_error(err) and "parts.json" in err and not (tmp_path / "x.h5").exists()
