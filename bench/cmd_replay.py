@@ -7,7 +7,8 @@ import sys
 
 from bench.common import (add_json_arg, add_out_dir_arg, ensure_writable_dir, ensure_writable_file, format_bytes,
                           is_live, stdout_console, write_json)
-from bench.replay_run import add_replay_args, check_batch_range, replay_config, run_replay
+from bench.replay_run import (add_remote_args, add_replay_args, check_batch_range, network_line, remote_devices,
+                              replay_config, run_replay)
 from emulator.store.store import Store
 from plans.planner import PresetRequest, load_plan, preset_plan
 from tracegen.errors import InputError
@@ -18,6 +19,8 @@ EXAMPLE = """example:
   screc replay --store stores/tiny --trace traces/tiny.h5 --policy all-ssd --verify
   screc replay --store stores/ck --trace traces/ck.h5 --plan plan.json --start-batch 50 --qd 32 --json
   screc replay --store stores/ck --trace traces/ck.h5 --policy all-tt --tt-rank 8 --out-dir /tmp/runs --json r.json
+  screc replay --store stores/ck --trace traces/ck.h5 --plan plan.json --ray auto --remote-devices \
+      --remote-store stores/ck     (each device a Ray actor on a node, reading <SCREC_DISK>/stores/ck there)
 
 The summary (plain lines when the output is not a terminal):
   policy     all-dram, all-ssd, all-tt, or the plan's planner (screc = the MIP plan)
@@ -30,6 +33,8 @@ The summary (plain lines when the output is not a terminal):
              rebuilt from TT cores within the bound from the manifest's measured TT error
   batch ... predicted  the steady-state batch time (after the first batch) against the plan's prediction
              (modelled by the planner's cost model)
+  network    with --remote-devices: array bytes each way per batch and the time in Ray and on the wire
+             (round trip minus the device's own serve time), measured, apart from the emulated device link
 """
 
 
@@ -56,6 +61,7 @@ def summary_line(payload: dict, run_dir) -> str:
             + (f", verify ok ({v['exact_bags']} exact bags, {v['tt_bags']} TT bags)" if v else "")
             + (f"\n  batch {pr['measured_batch_s'] * 1e3:.2f} ms measured vs {pr['predicted_batch_s'] * 1e3:.2f} ms "
                f"predicted (modelled) ({pr['relative_error']:+.0%})" if pr else "")
+            + network_line(payload)
             + f"\n  result in {run_dir}")
 
 
@@ -101,7 +107,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
                                                                for d in plan.devices))
         if args.cores is not None:
             plan = with_cores(plan, args.cores)
+        remote = remote_devices(args, store, plan)
+        if remote is not None:
+            import dataclasses
+
+            config = dataclasses.replace(config, device_factory=remote)
         payload = run_replay(store, reader, plan, config, live=is_live() and not args.no_live)
+        if remote is not None:
+            payload["network"] = remote.summary()
     run_dir = write_run("replay", sys.argv, payload, store_id=store.store_id, trace_id=reader.trace_id,
                         runs_dir=args.out_dir)
     if args.json:
@@ -129,6 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start-batch", type=int, default=0,
                    help="first batch to replay (e.g. after the batches a plan was profiled on)")
     add_replay_args(p)
+    add_remote_args(p)
     add_json_arg(p, "the result payload")
     add_out_dir_arg(p)
     p.set_defaults(func=cmd_replay)

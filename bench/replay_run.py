@@ -152,3 +152,46 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--calibration", default=None,
                        help="calibration JSON from `screc calibrate`: this host's core rates, for profiles with "
                             "absolute core rates (default: modelled rates)")
+
+
+def add_remote_args(p: argparse.ArgumentParser) -> None:
+    """``--ray ADDRESS --remote-devices [--remote-store DIR]``: the plan's devices as Ray actors on the nodes."""
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="a Ray cluster (HOST:PORT or auto) whose nodes run the devices (with --remote-devices)")
+    p.add_argument("--remote-devices", action="store_true",
+                   help="each device of the plan an actor on a node of --ray (spread over the nodes in turn), "
+                        "reading that node's copy of the store; the network is measured apart")
+    p.add_argument("--remote-store", default=None, metavar="DIR",
+                   help="the store on every node: relative to each node's SCREC_DISK, or absolute (default: "
+                        "--store's path, on a shared file system or copied to the same path)")
+
+
+def remote_devices(args: argparse.Namespace, store: Store, plan: Plan):
+    """The device factory of ``--ray ADDRESS --remote-devices`` (None without them)."""
+    ray, remote = getattr(args, "ray", None), getattr(args, "remote_devices", False)
+    if remote and not ray:
+        raise InputError("--remote-devices needs --ray ADDRESS (the cluster whose nodes run the devices)")
+    if ray and not remote:
+        raise InputError("--ray: replay runs its devices on the cluster only with --remote-devices")
+    if getattr(args, "remote_store", None) and not remote:
+        raise InputError("--remote-store applies to --remote-devices")
+    if not remote:
+        return None
+    from emulator.cluster.remote_device import RemoteDevices
+
+    return RemoteDevices(ray, store, plan, store_dir=args.remote_store)
+
+
+def network_line(payload: dict) -> str:
+    """The remote devices' network figures of a payload (measured), or ''."""
+    net = payload.get("network")
+    if not net:
+        return ""
+    devs = net["devices"]
+    sent = sum(d["request_bytes_per_batch"] for d in devs)
+    got = sum(d["response_bytes_per_batch"] for d in devs)
+    pages = sum(d["pages_bytes_per_batch"] for d in devs)
+    wire = max((d["wire_s_per_batch"] for d in devs), default=0.0)
+    return (f"\n  network (measured, Ray, apart from the device link): {len(devs)} remote devices, per batch "
+            f"{sent / 1e3:,.1f} kB sent, {got / 1e3:,.1f} kB received ({pages / 1e3:,.1f} kB of pages), "
+            f"wire time up to {wire * 1e3:.2f} ms per device")

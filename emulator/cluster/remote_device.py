@@ -361,11 +361,15 @@ class RemoteDevices:
         nodes = cluster_nodes()
         if not nodes:
             raise InputError("the Ray cluster has no alive node")
+        relative = self.store_dir is not None and not os.path.isabs(self.store_dir)
+        spread = [n for n in nodes if n.disk] if relative else nodes  # a relative store is under a node's disk
+        if not spread:
+            raise InputError(f"no node of the Ray cluster has a disk (SCREC_DISK) for the store {self.store_dir}")
         self._nodes = {}
         wanted = dict(self.node_of_device or {})
         for d in range(len(self.plan.devices)):
             key = wanted.get(d)
-            hit = nodes[d % len(nodes)] if key is None else \
+            hit = spread[d % len(spread)] if key is None else \
                 next((n for n in nodes if key in (n.node_id, n.disk, n.location)), None)
             if hit is None:
                 raise InputError(f"device {d}: no alive node of the Ray cluster is {key!r} (a node id, disk or "
