@@ -161,6 +161,7 @@ class _Table:
     fd: int | None = None
     direct: bool = False  # the file is open with O_DIRECT
     rows_buf: np.ndarray | None = None  # the whole file's bytes, kept in memory for the TT-SVD (see open)
+    pooled: np.ndarray | None = None  # the pool's buffer behind rows_buf
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -177,16 +178,15 @@ class _Table:
     def weights(self) -> WeightsSource:
         return WeightsSource("synthetic") if self.source is None else WeightsSource("import", self.source)
 
-    def open(self, wcfg: SyntheticWeightsConfig, fds: list[int], keep: bool = False) -> None:
-        """Open the file and the row source; ``keep``: write the rows through a page-aligned copy of the whole
-        file kept in memory until the TT-SVD has read it (no read-back from the disk)."""
+    def open(self, wcfg: SyntheticWeightsConfig, fds: list[int], pool: _Pool | None = None) -> None:
+        """Open the file and the row source; with a ``pool``: write the rows through a page-aligned copy of
+        the whole file, kept in memory until the TT-SVD has read it (no read-back from the disk)."""
         with self.lock:
             if self.fd is not None:
                 return
-            if keep:
-                raw = np.empty(self.lay.file_bytes + PAGE_BYTES, dtype=np.uint8)
-                skip = (-raw.ctypes.data) % PAGE_BYTES
-                self.rows_buf = raw[skip:skip + self.lay.file_bytes]
+            if pool is not None:
+                self.pooled = pool.take(self.lay.file_bytes)
+                self.rows_buf = self.pooled[:self.lay.file_bytes]
             if self.source is None:
                 self.src = synthetic_rows(self.spec, self.index, wcfg)
             else:
@@ -217,6 +217,32 @@ def _steps(lay: RowLayout) -> list[tuple[int, int, int]]:
 _BUFFERS = threading.local()
 
 
+class _Pool:
+    """Page-aligned byte buffers reused across tables: fresh pages cost page faults (slow on VMs), reused
+    ones do not. ``take`` gives the smallest free buffer that is large enough (or a new one), ``give`` returns
+    it; the pool holds at most what was in use at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.free: list[np.ndarray] = []
+
+    def take(self, nbytes: int) -> np.ndarray:
+        with self.lock:
+            fits = [b for b in self.free if b.size >= nbytes]
+            if fits:
+                buf = min(fits, key=lambda b: b.size)
+                self.free = [b for b in self.free if b is not buf]
+                return buf
+        raw = np.empty(nbytes + PAGE_BYTES, dtype=np.uint8)
+        skip = (-raw.ctypes.data) % PAGE_BYTES
+        return raw[skip:skip + nbytes]
+
+    def give(self, buf: np.ndarray | None) -> None:
+        if buf is not None:
+            with self.lock:
+                self.free.append(buf)
+
+
 def _aligned(nbytes: int) -> np.ndarray:
     """This thread's reusable page-aligned byte buffer, ``nbytes`` long (O_DIRECT needs aligned memory; reuse
     spares the page faults of a fresh 64 MiB array at every step)."""
@@ -231,7 +257,7 @@ def _aligned(nbytes: int) -> np.ndarray:
 def _write_step(t: _Table, start: int, stop: int, offset: int, run: "_Runner") -> list[int]:
     if run.stop.is_set():
         raise KeyboardInterrupt
-    t.open(run.wcfg, run.fds, run.keeps(t))
+    t.open(run.wcfg, run.fds, run.buffers if run.keeps(t) else None)
     lay, n = t.lay, stop - start
     nbytes = -(-n // lay.rows_per_page) * lay.span_bytes
     target = _aligned(nbytes) if t.rows_buf is None else t.rows_buf[offset:offset + nbytes]
@@ -269,7 +295,7 @@ def _tt_error(tt, read_at, sample: np.ndarray) -> dict:
             "max_abs_error": float(np.abs(diff).max()), "sample_rows": int(sample.size)}
 
 
-def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str) -> list:
+def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str, pool: "_Pool | None" = None) -> list:
     """The table's TT variants as (cores, error) pairs."""
     from emulator.tt.decomposition import (factorize_dim, factorize_rows, reconstruction_error as tt_error, tt_svd,
                                            tt_svd_fast, tt_svd_streamed)
@@ -300,8 +326,16 @@ def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str) -> list:
     rng = np.random.default_rng([config.weights_seed, t.index, 0xE77])
     sample = np.sort(rng.choice(table.rows, size=min(ERROR_SAMPLE_ROWS, table.rows), replace=False))
     if tt_method == "fast" and config.tt_ranks:
-        tts, _ = tt_svd_fast(view, table.rows, table.dim, p, q, config.tt_ranks, seed=config.weights_seed,
-                             keep_bytes=TT_KEEP_BYTES)
+        unfolding = None
+        if pool is not None and math.prod(p) * table.dim * 4 <= TT_KEEP_BYTES:
+            unfolding = pool.take(math.prod(p) * table.dim * 4)
+        try:
+            tts, _ = tt_svd_fast(view, table.rows, table.dim, p, q, config.tt_ranks, seed=config.weights_seed,
+                                 keep_bytes=TT_KEEP_BYTES,
+                                 out_buffer=None if unfolding is None else unfolding.view(np.float32))
+        finally:
+            if pool is not None:
+                pool.give(unfolding)
         return [(tt, _tt_error(tt, read_at, sample)) for tt in tts if lay.rows * lay.row_bytes / tt.nbytes > 1.0]
     small = table.rows * table.dim * 4 <= IN_MEMORY_TT_BYTES
     dense = read_rows(0, table.rows) if small else None
@@ -319,8 +353,10 @@ def _finish(t: _Table, run: "_Runner") -> tuple:
     if run.stop.is_set():
         raise KeyboardInterrupt
     t.open(run.wcfg, run.fds)  # (an empty table has no write step)
-    tts = _tt_variants(t, run.config, run.tt_method)
-    t.rows_buf = None
+    tts = _tt_variants(t, run.config, run.tt_method, run.buffers)
+    if t.pooled is not None:
+        run.buffers.give(t.pooled)
+        t.rows_buf = t.pooled = None
     formats = _build_formats(t.spec, t.lay, t.path, run.config, t.index, None)  # progress: main thread only
     if hasattr(t.src, "close"):
         t.src.close()
@@ -459,6 +495,7 @@ class _Runner:
         self.stop = threading.Event()
         self.pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="store-build")
         self.fds: list[int] = []
+        self.buffers = _Pool()
 
     def __enter__(self) -> "_Runner":
         return self
@@ -510,7 +547,7 @@ class _Runner:
                     t = tables[i] = _Table(i, table, lays[i], tmp / "raw" / f"{table.name}.bin", _steps(lays[i]),
                                            config.imports.get(table.name))
                     if t.source is not None:  # an imported file (NumPy or HDF5) is opened here, not in a worker
-                        t.open(self.wcfg, self.fds, self.keeps(t))
+                        t.open(self.wcfg, self.fds, self.buffers if self.keeps(t) else None)
                     writes = [(t, s) for s in t.steps]
                     if not writes:  # an empty table: nothing to write
                         inflight[self.pool.submit(_finish, t, self)] = ("f", t, 0)

@@ -194,18 +194,20 @@ RANDOMIZED_METHOD = "randomized"  # tt_svd_randomized
 
 
 def tt_svd_fast(table, rows: int, dim: int, p_shapes, q_shapes, ranks,
-                *, seed: int = 0, chunk_bytes: int = 64 << 20, keep_bytes: int = 0) -> tuple[list[TTCores], str]:
+                *, seed: int = 0, chunk_bytes: int = 64 << 20, keep_bytes: int = 0,
+                out_buffer=None) -> tuple[list[TTCores], str]:
     """TT-SVD at each of ``ranks``, the first step by whichever of :func:`tt_svd_gram` (exact up to float32
     rounding) and :func:`tt_svd_randomized` does fewer multiply-adds per element; returns the cores and the
     method's name (``GRAM_METHOD`` or ``RANDOMIZED_METHOD``). A table of at most ``keep_bytes`` (float32) is
-    gathered into the first unfolding once and kept for every pass, instead of once per pass."""
+    gathered into the first unfolding once and kept for every pass, instead of once per pass (into
+    ``out_buffer``, a float32 1-D array, when it is large enough: reused memory costs no page faults)."""
     p, q = tuple(int(x) for x in p_shapes), tuple(int(x) for x in q_shapes)
     k = max(int(r) for r in ranks) + RANDOMIZED_OVERSAMPLE
     if p[0] * q[0] <= 2 * (2 + 2 * RANDOMIZED_POWER_ITERS) * k:  # (Gram: a symmetric product, half the work)
-        return (tt_svd_gram(table, rows, dim, p, q, ranks, chunk_bytes=chunk_bytes, keep_bytes=keep_bytes),
-                GRAM_METHOD)
+        return (tt_svd_gram(table, rows, dim, p, q, ranks, chunk_bytes=chunk_bytes, keep_bytes=keep_bytes,
+                            out_buffer=out_buffer), GRAM_METHOD)
     return (tt_svd_randomized(table, rows, dim, p, q, ranks, seed=seed, chunk_bytes=chunk_bytes,
-                              keep_bytes=keep_bytes), RANDOMIZED_METHOD)
+                              keep_bytes=keep_bytes, out_buffer=out_buffer), RANDOMIZED_METHOD)
 
 
 @njit
@@ -232,7 +234,7 @@ def _gather_unfolding(table, rows, rest_rows, a, b, q0, rest_cols, out):  # prag
                         dst[col + t] = 0.0
 
 
-def _column_blocks(table, rows, dim, p, q, chunk_bytes):
+def _column_blocks(table, rows, dim, p, q, chunk_bytes, out_buffer=None):
     """The first unfolding ``C`` ((i_1 j_1) x (i_2..i_d, j_2..j_d)) by blocks of columns: yields
     ``(start, stop, block)``, the block ``(p_1 q_1, (stop-start) * rest_cols)`` float32 for rows
     ``[start, stop)`` of the remaining row index ``(i_2..i_d)``. ``table``: a callable ``read_rows(start,
@@ -249,7 +251,11 @@ def _column_blocks(table, rows, dim, p, q, chunk_bytes):
     for a in range(0, rest_rows, step):
         b = min(rest_rows, a + step)
         if not callable(table) and t3 is not None:
-            out = np.empty((m, (b - a) * rest_cols), dtype=np.float32)
+            size = m * (b - a) * rest_cols
+            if out_buffer is not None and out_buffer.size >= size:  # the caller's memory (no fresh pages)
+                out = out_buffer[:size].reshape(m, (b - a) * rest_cols)
+            else:
+                out = np.empty((m, (b - a) * rest_cols), dtype=np.float32)
             _gather_unfolding(t3, rows, rest_rows, a, b, q[0], rest_cols, out)
             yield a, b, out
             continue
@@ -259,11 +265,12 @@ def _column_blocks(table, rows, dim, p, q, chunk_bytes):
         yield a, b, x.reshape(p[0], b - a, q[0], rest_cols).transpose(0, 2, 1, 3).reshape(m, -1)
 
 
-def _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes):
+def _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes, out_buffer=None):
     """A callable giving the column blocks of the first unfolding: gathered anew at each call (streamed), or,
-    when the table takes at most ``keep_bytes``, gathered once into one block kept for every call."""
+    when the table takes at most ``keep_bytes``, gathered once into one block kept for every call (in
+    ``out_buffer``, a float32 1-D array, when it is large enough)."""
     if math.prod(p) * dim * 4 <= keep_bytes:
-        kept = list(_column_blocks(table, rows, dim, p, q, 1 << 62))
+        kept = list(_column_blocks(table, rows, dim, p, q, 1 << 62, out_buffer))
         return lambda: iter(kept)
     return lambda: _column_blocks(table, rows, dim, p, q, chunk_bytes)
 
@@ -302,7 +309,7 @@ def _finish(u: np.ndarray, rem: np.ndarray, ranks, p, q) -> list[TTCores]:
 
 
 def tt_svd_gram(table, rows: int, dim: int, p_shapes, q_shapes, ranks,
-                *, chunk_bytes: int = 64 << 20, keep_bytes: int = 0) -> list[TTCores]:
+                *, chunk_bytes: int = 64 << 20, keep_bytes: int = 0, out_buffer=None) -> list[TTCores]:
     """TT-SVD at each of ``ranks`` (max ranks), streaming the table twice in blocks of about ``chunk_bytes``.
 
     The first unfolding ``C = (i_1 j_1) x (i_2 j_2 .. i_d j_d)`` is the only one
@@ -320,7 +327,7 @@ def tt_svd_gram(table, rows: int, dim: int, p_shapes, q_shapes, ranks,
     if len(p) < 2:
         return [tt_svd(_read_padded(_reader(table), rows, 0, math.prod(p), dim), p, q) for _ in ranks]
     m, rest_rows, rest_cols = p[0] * q[0], math.prod(p[1:]), math.prod(q[1:])
-    blocks = _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes)
+    blocks = _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes, out_buffer)
     gram = np.zeros((m, m), dtype=np.float64)
     for _, _, c in blocks():
         gram += c @ c.T
@@ -336,7 +343,8 @@ def tt_svd_gram(table, rows: int, dim: int, p_shapes, q_shapes, ranks,
 
 def tt_svd_randomized(table, rows: int, dim: int, p_shapes, q_shapes,
                       ranks, *, oversample: int = RANDOMIZED_OVERSAMPLE, power_iters: int = RANDOMIZED_POWER_ITERS,
-                      seed: int = 0, chunk_bytes: int = 64 << 20, keep_bytes: int = 0) -> list[TTCores]:
+                      seed: int = 0, chunk_bytes: int = 64 << 20, keep_bytes: int = 0,
+                      out_buffer=None) -> list[TTCores]:
     """TT-SVD at each of ``ranks`` (max ranks) with a randomized first step, streaming the table
     ``2 + power_iters`` times: ``(2 + 2 power_iters) (max(ranks) + oversample)`` multiply-adds per element,
     fewer than :func:`tt_svd_gram` when ``p_1 q_1`` is larger.
@@ -356,7 +364,7 @@ def tt_svd_randomized(table, rows: int, dim: int, p_shapes, q_shapes,
     if len(p) < 2:
         return [tt_svd(_read_padded(_reader(table), rows, 0, math.prod(p), dim), p, q) for _ in ranks]
     m, rest_rows, rest_cols = p[0] * q[0], math.prod(p[1:]), math.prod(q[1:])
-    blocks = _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes)
+    blocks = _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes, out_buffer)
     k = min(max(ranks) + int(oversample), m, rest_rows * rest_cols)
     y = np.zeros((m, k), dtype=np.float64)
     for a, _, c in blocks():
