@@ -189,7 +189,10 @@ class DeviceActor:
             buf = aligned_empty(dest_bytes)
         else:
             self._free.remove(buf)
-        handle = self.worker.start_io(file_ids, offsets, nbytes, buf, dest_offsets)
+        try:
+            handle = self.worker.start_io(file_ids, offsets, nbytes, buf, dest_offsets)
+        except Exception as e:  # noqa: BLE001 - raised by the batch's submit, which the host waits for
+            handle = e
         self._pending[key] = (handle, buf, t_recv)
 
     def submit(self, key: int | None, req, dest_bytes: int, segments: np.ndarray):
@@ -199,14 +202,16 @@ class DeviceActor:
         t0 = time.perf_counter()
         handle, buf, t_recv = self._pending.pop(key) if key is not None else (None, aligned_empty(4096), 0)
         try:
+            if isinstance(handle, Exception):
+                raise handle
             try:
                 resp = self.worker.submit(req, handle, buf).result()
             except IOFailure as e:  # returned, not raised (it does not pickle): the host raises it with its path
                 return ("io-failure", e.errno, self.paths.get(str(e.path), str(e.path)), e.offset, e.nbytes)
             pages = np.concatenate([buf[s:s + n] for s, n in segments]) if len(segments) else np.zeros(0, np.uint8)
         finally:
-            if key is not None:
-                self._free.append(buf)
+            if key is not None:  # keep the two largest buffers (the host double-buffers its batches)
+                self._free = sorted(self._free + [buf], key=lambda b: b.size)[-2:]
         return resp, pages, t_recv, time.perf_counter() - t0
 
 
@@ -252,7 +257,7 @@ class _RemoteFuture:
                 raise self._device.error(e) from None
         arrived = self._arrived[0] if self._arrived else time.perf_counter()
         d = self._device
-        if value[0] == "io-failure":  # a failed read on the node, named by the host's path of the file
+        if isinstance(value[0], str):  # a failed read on the node, named by the host's path of the file
             _, err, rel, offset, nbytes = value
             raise IOFailure(err, d.host_paths.get(rel, rel), offset, nbytes)
         resp, pages, t_recv, device_s = value
