@@ -117,9 +117,9 @@ class TraceGenerator:
         self.spec = params.effective_spec(spec)
         self.params = params
         self._keys = params.source_tables or tuple(range(self.spec.num_tables))
-        pop = params.popularity_of()
-        self._tables = [_TableGenerator(t, self._keys[ti], params, pop.get(t.name))
-                        for ti, t in enumerate(self.spec.tables)]
+        self._pop = params.popularity_of()
+        # built on first use, by the worker that generates the table (sampler cells, permutation head)
+        self._tables: list[_TableGenerator | None] = [None] * self.spec.num_tables
         self._lag = params.reuse > 0 and params.reuse_window > 0
         self._next_batch = 0  # with lag reuse: the batch the histories are ready for
         # arrays reused once the writer has let go of them: tables' lookups, offsets parts
@@ -132,9 +132,21 @@ class TraceGenerator:
         with self._lock:
             self.stage_seconds[stage] += time.perf_counter() - t0
 
+    def _table(self, ti: int) -> _TableGenerator:
+        tg = self._tables[ti]
+        if tg is None:
+            t = self.spec.tables[ti]
+            tg = _TableGenerator(t, self._keys[ti], self.params, self._pop.get(t.name))
+            with self._lock:
+                if self._tables[ti] is None:
+                    self._tables[ti] = tg
+                tg = self._tables[ti]
+        return tg
+
     def _reset_histories(self) -> None:
         for tg in self._tables:
-            tg.history = ReuseHistory(self.params.reuse_window)
+            if tg is not None:
+                tg.history = ReuseHistory(self.params.reuse_window)
         self._next_batch = 0
 
     @property
@@ -192,7 +204,7 @@ class TraceGenerator:
         def bags(ti: int) -> tuple[np.random.Generator, np.ndarray]:  # bag sizes summed within table ti
             t0 = time.perf_counter()
             rng = _batch_rng(self.params.seed, self._keys[ti], i)
-            local = np.cumsum(bag_sizes(self._tables[ti].table.pooling, B, rng), out=self._parts.take(B))
+            local = np.cumsum(bag_sizes(self.spec.tables[ti].pooling, B, rng), out=self._parts.take(B))
             self._timed("bags_s", t0)
             return rng, local
 
@@ -214,7 +226,7 @@ class TraceGenerator:
             prev = None
             if prev_bounds is not None:
                 prev = previous[0][int(prev_bounds[ti]) : int(prev_bounds[ti + 1])]
-            self._tables[ti].fill(rngs[ti], out, prev, self.params)
+            self._table(ti).fill(rngs[ti], out, prev, self.params)
             self._timed("tables_s", t0)
             return ti, out
 
