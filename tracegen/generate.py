@@ -22,7 +22,11 @@ selection of tables, can be generated without the rest, unless reuse is on):
    ``i`` then depends on the batches before it; :func:`generate_batch`
    regenerates them.
 
-The same ``(spec, params)`` gives byte-identical traces.
+The same ``(spec, params)`` gives byte-identical traces, with any number of
+threads: :func:`generate_trace` draws tables on a thread pool (the Numba
+kernels and NumPy's generators release the GIL), each from its own stream, and
+the writer takes them in table order (:mod:`tracegen.parallel`,
+:mod:`tracegen.trace_write`).
 """
 
 from __future__ import annotations
