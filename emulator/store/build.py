@@ -47,6 +47,7 @@ import errno
 import math
 import mmap
 import os
+import signal
 import threading
 import time
 import zlib
@@ -357,6 +358,8 @@ def _finish(t: _Table, run: "_Runner") -> tuple:
     if t.pooled is not None:
         run.buffers.give(t.pooled)
         t.rows_buf = t.pooled = None
+    if run.stop.is_set():
+        raise KeyboardInterrupt
     formats = _build_formats(t.spec, t.lay, t.path, run.config, t.index, None)  # progress: main thread only
     if hasattr(t.src, "close"):
         t.src.close()
@@ -526,6 +529,25 @@ class _Runner:
             os.fsync(fd)
 
     def run(self, spec: ModelSpec, tmp: Path, h5, progress: Progress | None) -> list[TableEntry]:
+        """Build every table (see the module doc). Ctrl-C (SIGINT, in the main thread) stops the workers at
+        their next step and raises KeyboardInterrupt here, outside any lock (a KeyboardInterrupt inside
+        ``concurrent.futures.wait`` can break its condition variable)."""
+        if threading.current_thread() is not threading.main_thread():
+            return self._run(spec, tmp, h5, progress)
+        interrupted = []
+
+        def on_sigint(_signum, _frame):
+            interrupted.append(True)
+            self.stop.set()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            return self._run(spec, tmp, h5, progress, interrupted)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _run(self, spec: ModelSpec, tmp: Path, h5, progress: Progress | None,
+             interrupted: list | None = None) -> list[TableEntry]:
         config = self.config
         lays = [RowLayout(t.rows, t.dim, t.dtype) for t in spec.tables]
         total = sum(lay.file_bytes for lay in lays)
@@ -556,7 +578,9 @@ class _Runner:
                 inflight[self.pool.submit(_write_step, t, start, stop, offset, self)] = ("w", t, offset)
             if not inflight:
                 break
-            ready, _ = cf.wait(inflight, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            ready, _ = cf.wait(inflight, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+            if interrupted:
+                raise KeyboardInterrupt
             for fut in ready:
                 kind, t, offset = inflight.pop(fut)
                 result = fut.result()  # a task's error (InputError, OSError) ends the build here
