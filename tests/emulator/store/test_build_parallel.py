@@ -94,3 +94,20 @@ def test_a_failing_step_stops_the_build_and_leaves_nothing(tmp_path, small_steps
     with pytest.raises(InputError, match=r"not finite \(row 35000\)"):
         build_store(SPEC, tmp_path / "s", StoreBuildConfig(imports={"big": str(tmp_path / "bad.npy")}), workers=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npy"]
+
+
+def test_ctrl_c_stops_the_build_and_leaves_nothing(tmp_path, small_steps):
+    import signal
+
+    calls = []
+
+    def progress(desc, done, total):  # Ctrl-C as soon as the first step is written
+        calls.append(desc)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        build_store(SPEC, tmp_path / "s", StoreBuildConfig(tt_ranks=(4,)), progress=progress, workers=2)
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGINT) is before
+    assert len(calls) < 8  # stopped early: the "big" table's 3 steps and 5 tables' TT were not all reported
