@@ -23,18 +23,19 @@ one output element (lanes are independent columns, and one thread owns a whole
 bag), and no fast-math is used.
 
 Threads. ``threads=1`` runs the serial kernel on the calling thread.
-``threads=N>1`` runs a ``prange`` kernel over ``N * CHUNKS_PER_THREAD`` chunks
-of bags of equal lookups (bounds computed in Numba), handed out one at a time,
-with ``numba.set_num_threads(N)`` (thread-local in Numba: set for the calling
+``threads=N>1`` runs a ``prange`` kernel over N chunks of bags of equal
+lookups (bounds computed in Numba), one per thread (static schedule), with
+``numba.set_num_threads(N)`` (thread-local in Numba: set for the calling
 thread and restored before returning). One thread pools a whole bag in lookup
 order, so the output is the same bits for every ``N``. Parallel launches are
 serialised by a module lock, so several Python threads may call these
-functions. Measured at 2 threads (``screc bench dram``, best passes, load
-average about 5 on 2 CPUs), this pooled about twice as fast as chunks claimed
-by the caller and a helper thread woken per call (the OpenMP workers spin
-briefly between calls; a woken helper first waits for its vCPU), though the
-claimed chunks kept steadier medians under that load: a ``prange`` region
-waits at its barrier for a descheduled worker, so speed-ups need idle cores.
+functions. Measured at 2 threads (``screc bench dram``, the benchmark at
+SCHED_FIFO priority to shield it from other processes): 8 chunks per thread
+handed out one at a time were no faster, and setting and restoring Numba's
+chunk size per call cost about 5%; chunks claimed by the caller and a helper
+thread woken per call (a thread pool) pooled about half as fast. A ``prange``
+region ends at a barrier that waits for every worker, so on a loaded machine
+a descheduled worker stalls the call: speed-ups need idle cores.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ __all__ = [
     "dtype_code", "pool_rows", "pool_sources", "gather_rows", "extract_rows",
 ]
 
-CHUNKS_PER_THREAD = 8  # threads=N splits the bags into N * this chunks of equal lookups
 _PARALLEL_LOCK = threading.Lock()
 
 
@@ -71,19 +71,17 @@ def dtype_code(dtype) -> int:
 
 
 def _parallel(kernel, args: tuple, threads: int) -> bool:
-    """``kernel(*args, n_chunks)`` on ``threads`` Numba threads (set and restored, one launch at a time),
-    its chunks handed out one at a time (chunk size 1)."""
+    """``kernel(*args, n_chunks)`` with one chunk per thread on ``threads`` Numba threads (set and restored
+    when they differ, one launch at a time)."""
     with _PARALLEL_LOCK:
         previous = numba.get_num_threads()
-        if previous != threads:
-            numba.set_num_threads(threads)
-        chunksize = numba.set_parallel_chunksize(1)
+        if previous == threads:
+            return kernel(*args, threads)
+        numba.set_num_threads(threads)
         try:
-            return kernel(*args, threads * CHUNKS_PER_THREAD)
+            return kernel(*args, threads)
         finally:
-            numba.set_parallel_chunksize(chunksize)
-            if previous != threads:
-                numba.set_num_threads(previous)
+            numba.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------- public API
