@@ -194,7 +194,8 @@ class Replayer:
         """Split lookups by tier and plan the page reads (no IO yet)."""
         p = prepare_batch(batch, self._slow, self.groups, self._dev_files, self.config.max_read_bytes,
                           self.clock, self._buffer)
-        if self.emulation is not None and self.emulation.device_prep and p.device_prep_s is not None:
+        if self.emulation is not None and self.emulation.device_prep and not self.host_pooled \
+                and p.device_prep_s is not None:
             self._prep_moved += float(p.device_prep_s.sum())  # device work under the profile, not host serial
         return p
 
@@ -259,7 +260,8 @@ class Replayer:
             for k, t in enumerate(w.group.tables):
                 pooled[int(t)] = out[k * B:(k + 1) * B]
         if self.emulation is not None:
-            p.device_record = (t_dispatch, responses, host_cpu, after_cpu, p.device_prep_s)
+            prep = None if self.host_pooled else p.device_prep_s  # plain SSDs: the host plans its reads
+            p.device_record = (t_dispatch, responses, host_cpu, after_cpu, prep)
         return BatchOutput(p.batch.index, pooled), work
 
     def _gather(self, p: Prepared, futs: list, work: BatchWork) -> list:

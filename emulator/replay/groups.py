@@ -70,7 +70,7 @@ class GroupWork:
     n_cold: int = 0
     page_per_dev: np.ndarray | None = None  # KIND_PAGE lookups per device
     tt_per_dev: np.ndarray | None = None  # KIND_STAGED lookups per device
-    tt_prep_s: float = 0.0  # thread-CPU seconds de-duplicating the TT rows (device-side work in SCRec)
+    cold_prep_s: float = 0.0  # thread-CPU seconds locating cold rows in pages, de-duplicating TT rows (device work)
     lru_lookups: int = 0  # cold lookups of LRU members (probes of the group's cache)
     lru_hits: int = 0
     cache_hit_slots: np.ndarray | None = None  # slots pinned by this batch's hits (released after pooling)
@@ -149,13 +149,17 @@ def prepare_group(g: Group, batch, n_dev: int, raw_pending: list) -> GroupWork:
     w.n_cold = int(n_cold)
     if not n_cold:
         return w
+    c0 = time.thread_time()  # from here on: each cold row's own device work in SCRec (but an LRU probe)
+    probe_s = 0.0
     old = ids[ci]
     ck = g.cold_kind[tl]
     raw = ck == COLD_RAW
     if raw.any():
         pos, r, k = ci[raw], old[raw], tl[raw]
         if g.cache is not None:
+            p0 = time.thread_time()
             pos, r, k = _probe_cache(g, w, pos, r, k)
+            probe_s = time.thread_time() - p0
         kind[pos] = KIND_PAGE
         rpp = g.rows_per_page[k]
         page = g.page_base[k] + r // rpp
@@ -167,7 +171,6 @@ def prepare_group(g: Group, batch, n_dev: int, raw_pending: list) -> GroupWork:
             raw_pending[int(d)].append((w, pos[sel], page[sel], inpage[sel]))
     tt = ~raw
     if tt.any():
-        c0 = time.thread_time()
         pos, r, k = ci[tt], old[tt], tl[tt]
         uniq, inv = np.unique(g.key_base[k] + r, return_inverse=True)
         kind[pos] = KIND_STAGED
@@ -178,7 +181,7 @@ def prepare_group(g: Group, batch, n_dev: int, raw_pending: list) -> GroupWork:
         for a, b in zip(cuts[:-1], cuts[1:]):
             m = int(owner[a])
             w.tt_rows.append((m, uniq[a:b] - g.key_base[m]))
-        w.tt_prep_s = time.thread_time() - c0
+    w.cold_prep_s = time.thread_time() - c0 - probe_s
     return w
 
 

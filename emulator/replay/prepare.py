@@ -46,8 +46,8 @@ def prepare_batch(batch: Batch, slow: list, groups: list, dev_files: list, max_r
                   clock: Callable[[], float], buffer: Callable[[int], np.ndarray]) -> Prepared:
     """Split lookups by tier and plan the page reads (no IO yet).
 
-    The steps SCRec's devices do for their own rows (planning a device's de-duplicated, coalesced page reads;
-    de-duplicating its TT rows) are timed per device (``Prepared.device_prep_s``, thread-CPU seconds): the
+    The steps SCRec's devices do for their own rows (locating cold rows in pages and planning the device's
+    de-duplicated, coalesced page reads; de-duplicating its TT rows) are timed per device (``Prepared.device_prep_s``, thread-CPU seconds): the
     device clock runs them on the device under a target profile.
 
     ``slow``: the tables served one by one, ``groups``: the batched path's groups, ``dev_files``: per device, its
@@ -70,8 +70,9 @@ def prepare_batch(batch: Batch, slow: list, groups: list, dev_files: list, max_r
         st.tiers[SSD_TT] += n_tt
         st.dev_lookups[SSD_RAW] += w.page_per_dev
         st.dev_lookups[SSD_TT] += w.tt_per_dev
-        if w.tt_prep_s:
-            st.dev_prep_s += w.tt_prep_s * w.tt_per_dev / max(1, int(w.tt_per_dev.sum()))
+        if w.cold_prep_s:
+            cold = w.page_per_dev + w.tt_per_dev
+            st.dev_prep_s += w.cold_prep_s * cold / max(1, int(cold.sum()))
     reads = [_device_reads(st, dev, raw_pending[dev], dev_files[dev], max_read_bytes) for dev in range(st.n_dev)]
     return Prepared(batch, slow_lookups, [tab.index for tab in slow], reads, buffer(st.dest_pos), st.tiers,
                     st.dev_lookups, works=works, cache_work=st.cache_work, lru_hits=st.lru_hits, t_start=t_start,
