@@ -280,7 +280,10 @@ def _fit(x: list, y: list, names: Sequence[str], iterations: int = 20) -> tuple[
     if not y:
         return dict.fromkeys(names, 0.0), float("nan")
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    # relative residuals: a sample timed near zero (a difference of two noisy times) would outweigh every other
     keep = b > 0
+    if keep.any():
+        keep &= b >= 0.1 * np.median(b[keep])
     a, b = a[keep], b[keep]
     if not b.size:
         return dict.fromkeys(names, 0.0), float("nan")
