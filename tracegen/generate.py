@@ -252,6 +252,14 @@ def generate_batch(spec: ModelSpec, params: GeneratorParams, i: int) -> tuple[np
     return TraceGenerator(spec, params).batch(i)
 
 
+def _stopping(items: Iterator, should_stop: Callable[[], bool] | None) -> Iterator:
+    """``items``, asking ``should_stop()`` before each (:class:`KeyboardInterrupt` when it says so)."""
+    for item in items:
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt
+        yield item
+
+
 def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.PathLike,
                    progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None, workers: int | None = None,
@@ -267,7 +275,7 @@ def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.Path
     that batch is kept whole (it is sampled from); with lag reuse, each table's last ``reuse_window``
     lookups. The file records the effective spec (batch size, skew overrides and pooling scale applied) and
     the parameters. ``progress(done_batches, total)`` is called after each batch. ``should_stop()`` is asked
-    after every table: when it says so, generation stops with :class:`KeyboardInterrupt` and the file is not
+    after every table (bag sizes, then lookups): when it says so, generation stops with :class:`KeyboardInterrupt` and the file is not
     written (nothing is left behind). ``stats``, when given, receives where the time went (measured
     seconds, summed over threads that overlap): ``bags_s`` and ``tables_s`` (generation), the writer's
     :attr:`TraceWriter.stage_seconds`, ``wait_tables_s`` (the writer waiting for generated tables) and
@@ -281,7 +289,10 @@ def generate_trace(spec: ModelSpec, params: GeneratorParams, path: str | os.Path
         prev = None
         for i in range(total):
             parts, tables_of = gen.batch_stream(i, prev, pool)
-            writer.begin_batch_parts(parts, donate=True)
+            try:
+                writer.begin_batch_parts(_stopping(parts, should_stop), donate=True)
+            finally:
+                parts.close()  # cancels the bag sizes not started when stopping early
             tables = tables_of()
             keep = [] if params.reuse > 0 and params.reuse_window == 0 else None
             try:
