@@ -63,6 +63,22 @@ def test_any_number_of_workers_writes_the_same_bytes(tmp_path, tiny_spec, reuse)
             assert np.array_equal(b.indices, prev[0]) and np.array_equal(b.offsets, prev[1])
 
 
+@pytest.mark.parametrize("after", [1, 3, 40, 130], ids=["bags", "bags-later", "tables", "later-batch"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_should_stop_leaves_nothing_behind(tmp_path, tiny_spec, after, workers):
+    # tiny: 4 tables of batch 32 -> 129 offsets in 5 parts, then 4 tables, per batch (9 questions a batch)
+    asked = []
+
+    def stop():
+        asked.append(1)
+        return len(asked) >= after
+
+    params = GeneratorParams(seed=2, num_batches=100 if after > 9 else 1)
+    with pytest.raises(KeyboardInterrupt):
+        generate_trace(tiny_spec, params, tmp_path / "t.h5", should_stop=stop, workers=workers)
+    assert len(asked) == after and list(tmp_path.iterdir()) == []
+
+
 def test_generation_stats_name_the_stages(tmp_path, tiny_spec):
     stats = {}
     generate_trace(tiny_spec, GeneratorParams(seed=1, num_batches=2), tmp_path / "t.h5", stats=stats)
