@@ -1,8 +1,8 @@
 """Building and verifying stores (see :mod:`emulator.store.store` for the format).
 
 A build runs on every core: a pool of ``workers`` threads takes tasks of two
-kinds, in table order, at most ``2 x workers`` at a time (memory stays bounded
-whatever the model's size):
+kinds, largest table first, at most ``2 x workers`` at a time (memory stays
+bounded whatever the model's size):
 
 * write: generate (or read) one step of a table's rows (``WRITE_BYTES``, a
   multiple of the 4 MiB checksum chunk), lay them out in pages, CRC32 each
@@ -551,7 +551,9 @@ class _Runner:
         config = self.config
         lays = [RowLayout(t.rows, t.dim, t.dtype) for t in spec.tables]
         total = sum(lay.file_bytes for lay in lays)
-        todo = iter(range(len(spec.tables)))
+        # largest tables first (their TT-SVDs are the longest tasks: started early, they overlap the rest);
+        # the entries and tt.h5 still follow the spec's order
+        todo = iter(sorted(range(len(spec.tables)), key=lambda i: (-lays[i].file_bytes, i)))
         writes: list[tuple[_Table, tuple[int, int, int]]] = []
         inflight: dict[cf.Future, tuple[str, _Table, int]] = {}
         finished: dict[int, tuple] = {}
