@@ -485,7 +485,8 @@ def build_store(spec: ModelSpec, out: str | os.PathLike, config: StoreBuildConfi
             weights=StoreWeights(config.weights_seed, config.signal_rank, config.noise_ratio,
                                  generator=weights_generator),
             build=BuildInfo(tuple(config.tt_ranks), config.tt_rel_tol, round(time.perf_counter() - t0, 3),
-                            tuple(config.row_formats), tt_method))
+                            tuple(config.row_formats),
+                            "svd" if config.tt_rel_tol and not config.tt_ranks else tt_method))
         fsync_file(write_manifest(tmp, manifest))  # written last
     return Store.open(out)
 

@@ -111,3 +111,10 @@ def test_ctrl_c_stops_the_build_and_leaves_nothing(tmp_path, small_steps):
         build_store(SPEC, tmp_path / "s", StoreBuildConfig(tt_ranks=(4,)), progress=progress, workers=2)
     assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGINT) is before
     assert len(calls) < 8  # stopped early: the "big" table's 3 steps and 5 tables' TT were not all reported
+
+
+def test_a_tolerance_is_met_by_the_svd_method_and_the_manifest_says_so(tmp_path):
+    spec = ModelSpec("tol", (TableSpec("a", 3000, 16),), batch_size=4)
+    store = build_store(spec, tmp_path / "s", StoreBuildConfig(tt_ranks=(), tt_rel_tol=0.1), workers=2)
+    assert store.manifest.build.tt_method == "svd"
+    assert [v.rel_fro_error <= 0.1 for v in store.tables[0].tt] == [True]  # signal + 5% noise: one variant
