@@ -28,7 +28,7 @@ from tracegen.atomic import start_writeback
 from tracegen.fletcher import _fletcher32_words
 from tracegen.jit import njit
 
-_BUFFERS = 4  # chunk buffers per dataset: one being filled, the others queued or being written
+BUFFER_BYTES = 64 << 20  # chunk buffers per dataset (4 to 16): one being filled, the others queued or written
 
 
 @njit
@@ -178,7 +178,7 @@ class ChunkAppender:
         # one extra element of room: the checksum goes right after the data (4 bytes, in a uint32 view)
         extra = -(-4 // self.dtype.itemsize)
         self._free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(_BUFFERS):
+        for _ in range(min(16, max(4, BUFFER_BYTES // (self.chunk * self.dtype.itemsize)))):
             self._free.put(np.zeros(self.chunk + extra, self.dtype))
         self._nbytes = self.chunk * self.dtype.itemsize + 4
         self._buf = self._free.get()
