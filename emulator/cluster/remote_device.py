@@ -215,7 +215,6 @@ class DeviceActor:
         return resp, pages, t_recv, time.perf_counter() - t0
 
 
-
 # -- the host's side ---------------------------------------------------------------------------------------
 @dataclass
 class _Reads:

@@ -30,6 +30,26 @@ def _mixed_plan(store, lru: bool = False) -> Plan:
     ), planner="mixed-test")
 
 
+def test_segments_are_the_merged_byte_ranges_of_the_reads(rng):
+    from emulator.cluster.remote_device import _segments
+
+    assert _segments(np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0, 2)
+    for _ in range(20):
+        n = int(rng.integers(1, 40))
+        starts = rng.integers(0, 200, n) * 64
+        sizes = rng.integers(1, 5, n) * 64
+        covered = np.zeros(int((starts + sizes).max()) + 1, bool)  # the plain reference: bytes covered, by a loop
+        for a, b in zip(starts, sizes):
+            covered[a:a + b] = True
+        seg = _segments(starts, sizes)
+        mask = np.zeros_like(covered)
+        for a, b in seg:
+            assert not mask[a:a + b].any()  # disjoint, and never touching (they would have merged)
+            mask[a:a + b] = True
+            assert a == 0 or not covered[a - 1]
+        assert np.array_equal(mask, covered) and (np.diff(seg[:, 0]) > 0).all()
+
+
 @pytest.fixture(scope="module")
 def node_stores(ray_cluster, tiny_store):
     """The tiny store copied onto both worker nodes' disks (each node reads its own copy)."""
