@@ -7,7 +7,9 @@ Sides, each run in a scratch directory under ``--out-dir`` (removed afterwards):
   (:mod:`emulator.store.build` writes with O_DIRECT and makes the files durable with one flush at the end;
   fio's bandwidth includes its final fsync). Measured.
 * ``build raw``: :func:`emulator.store.build.build_store` with no TT variants. Measured: the raw bytes of
-  the store over the wall time of the whole call (generation, checksums, writes, manifest, the final flush).
+  the store over the wall time of the whole call (generation, checksums, writes, manifest, the final flush),
+  and the process's CPU time over the call (all threads; on a loaded machine it shows the work, the wall
+  time the share of the cores the build got).
 * ``build tt``: the same with ``--tt-ranks`` (default 8,16), the figure still raw bytes over wall time.
 
 Before any clock starts a small store is built once (compiles or loads the Numba kernels). With
@@ -83,11 +85,12 @@ def _timed_build(spec, path: Path, config: BuildBenchConfig, tt_ranks: tuple[int
     from emulator.store.build import build_store
     from emulator.store.store import StoreBuildConfig
 
-    t0 = clock()
+    t0, cpu0 = clock(), time.process_time()
     store = build_store(spec, path, StoreBuildConfig(weights_seed=config.seed, tt_ranks=tt_ranks),
                         workers=config.workers)
-    seconds = clock() - t0
+    seconds, cpu_seconds = clock() - t0, time.process_time() - cpu0
     out = {"bytes": store.raw_bytes, "seconds": seconds, "mib_per_s": store.raw_bytes / MIB / seconds,
+           "cpu_seconds": cpu_seconds,  # this process's CPU time (all threads), measured
            "tt_variants": sum(len(t.tt) for t in store.tables), "tt_method": store.manifest.build.tt_method,
            "weights_generator": store.manifest.weights.generator}
     shutil.rmtree(path)
@@ -212,7 +215,7 @@ def render(result: dict[str, Any]):
     table = Table(title=f"bench build: {result['model']}, {result['tables']} tables, "
                         f"{format_bytes(result['raw_bytes'])} raw, median of {c['rounds']} (measured)")
     for col, just in (("side", "left"), ("MiB/s", "right"), ("x fio", "right"), ("goal", "right"),
-                      ("seconds", "right")):
+                      ("seconds", "right"), ("CPU s", "right")):
         table.add_column(col, justify=just)
     labels = {"fio": "fio seq. write, direct", "build_raw": "store build, raw rows",
               "build_tt": f"store build, TT {','.join(map(str, c['tt_ranks']))}"}
@@ -222,10 +225,11 @@ def render(result: dict[str, Any]):
         goal = result["goal"].get(side)
         table.add_row(labels[side], f"{result['mib_per_s'][side]:,.0f}", "-" if ratio is None else f"{ratio:.2f}",
                       "-" if goal is None else f">= {goal:g}" + ("" if result["meets_goal"][side] else " (missed)"),
-                      f"{secs:.2f}")
+                      f"{secs:.2f}", "-" if side == "fio" else
+                      f"{statistics.median(r['cpu_seconds'] for r in result['runs'][side]):.2f}")
     cond = result["conditions"]
     table.caption = (f"{result['fio_version']}: {' '.join(result['fio_command'][1:])}; MiB/s = raw bytes / wall "
-                     f"time; load average {cond['loadavg_1m']:.2f} (after {cond['loadavg_1m_after']:.2f}) on "
+                     f"time; CPU s = the build's CPU time, all threads; load average {cond['loadavg_1m']:.2f} (after {cond['loadavg_1m_after']:.2f}) on "
                      f"{cond['cpus']} CPUs")
     return table
 

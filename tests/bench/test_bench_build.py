@@ -41,6 +41,7 @@ def test_two_rounds_of_the_three_sides(tmp_path):
         assert len(runs) == 2
         for r in runs:  # each figure is its run's own bytes over its own seconds
             assert r["seconds"] > 0 and r["mib_per_s"] == pytest.approx(r["bytes"] / 2**20 / r["seconds"])
+            assert side == "fio" or r["cpu_seconds"] > 0
         assert min(r["mib_per_s"] for r in runs) <= out["mib_per_s"][side] <= max(r["mib_per_s"] for r in runs)
     assert all(r["bytes"] == raw for s in ("build_raw", "build_tt") for r in out["runs"][s])
     assert all(r["bytes"] >= raw for r in out["runs"]["fio"])  # fio writes whole MiBs
