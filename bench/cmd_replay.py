@@ -112,7 +112,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
             import dataclasses
 
             config = dataclasses.replace(config, device_factory=remote)
-        payload = run_replay(store, reader, plan, config, live=is_live() and not args.no_live)
+        try:
+            payload = run_replay(store, reader, plan, config, live=is_live() and not args.no_live)
+        finally:
+            if remote is not None:
+                remote.close()  # the devices' actors end with the replay, whatever happened
         if remote is not None:
             payload["network"] = remote.summary()
     run_dir = write_run("replay", sys.argv, payload, store_id=store.store_id, trace_id=reader.trace_id,

@@ -379,6 +379,16 @@ class RemoteDevices:
                 raise InputError(f"device {d}: no alive node of the Ray cluster is {key!r} (a node id, disk or "
                                  f"ADDRESS:DIRECTORY)")
             self._nodes[d] = hit
+        # the actors' processes start now, together (a few seconds each); each becomes its device when called
+        self._actors = {d: self._start_actor(n) for d, n in self._nodes.items()}
+
+    @staticmethod
+    def _start_actor(node):
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(DeviceActor).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote()
 
     def node_store(self, node) -> str:
         """The store's directory on ``node``."""
@@ -393,7 +403,6 @@ class RemoteDevices:
 
     def __call__(self, index: int, engine, tt_of, mem_cores: int, compute_cores: int) -> RemoteDevice:
         from emulator.cluster.connect import import_ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         ray = import_ray()
         node = self._nodes[index]
@@ -401,17 +410,30 @@ class RemoteDevices:
         tts, formats = self._device_tables(index, tt_of)
         setup = DeviceSetup(index, self.node_store(node), self.store.store_id, engine.name, engine.queue_depth,
                             engine.allow_buffered, files, tts, formats, mem_cores, compute_cores)
-        actor = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(DeviceActor).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False)).remote()
+        actor = self._actors.pop(index, None) or self._start_actor(node)
         dev = RemoteDevice(index, actor, {**node.to_dict(), "store": setup.store_dir}, host_files, host_paths,
                            self.plan.devices[index].name)
         try:
             dev.node = {**ray.get(actor.setup.remote(setup)), "store": setup.store_dir}
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - the replay cannot start: every device's actor ends
             dev.close()
+            self.close()
             raise dev.error(e) from None
         self.devices.append(dev)
         return dev
+
+    def close(self) -> None:
+        """End every device's actor (the replay closes its devices itself; this also ends those never used)."""
+        import ray
+
+        for dev in self.devices:
+            dev.close()
+        for actor in self._actors.values():
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - an actor already gone
+                pass
+        self._actors = {}
 
     def _files(self, index: int, engine) -> tuple[tuple[tuple[str, int], ...], np.ndarray, dict[str, str]]:
         """Device ``index``'s files as the host opened them (relative path, size) by file id, whether the host
