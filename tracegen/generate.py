@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 
-GEN_AHEAD_BYTES = 256 << 20  # tables' lookups (int64) generated ahead of the writer
+GEN_AHEAD_BYTES = 512 << 20  # tables' lookups (int64) generated ahead of the writer (2+ of the largest)
 TABLE_POOL_BYTES = 768 << 20  # tables' arrays kept for reuse (fresh ones pay page faults and zeroing)
 PARTS_POOL_BYTES = 384 << 20  # the same for the batch's offsets, table by table (B values each)
 
