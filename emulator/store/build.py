@@ -161,8 +161,8 @@ class _Table:
     src: Any = None
     fd: int | None = None
     direct: bool = False  # the file is open with O_DIRECT
-    rows_buf: np.ndarray | None = None  # the whole file's bytes, kept in memory for the TT-SVD (see open)
-    pooled: np.ndarray | None = None  # the pool's buffer behind rows_buf
+    unfolding: np.ndarray | None = None  # the rows as the TT-SVD's first unfolding, filled by the steps (open)
+    pooled: np.ndarray | None = None  # the pool's buffer behind it
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -176,18 +176,29 @@ class _Table:
         return np.frombuffer(mmap.mmap(self.fd, self.lay.file_bytes, prot=mmap.PROT_READ), dtype=np.uint8)
 
     @property
+    def tt_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        from emulator.tt.decomposition import factorize_dim, factorize_rows
+
+        return factorize_rows(self.spec.rows, 3), factorize_dim(self.spec.dim, 3)
+
+    @property
     def weights(self) -> WeightsSource:
         return WeightsSource("synthetic") if self.source is None else WeightsSource("import", self.source)
 
     def open(self, wcfg: SyntheticWeightsConfig, fds: list[int], pool: _Pool | None = None) -> None:
-        """Open the file and the row source; with a ``pool``: write the rows through a page-aligned copy of
-        the whole file, kept in memory until the TT-SVD has read it (no read-back from the disk)."""
+        """Open the file and the row source; with a ``pool``: the write steps also lay the rows out as the
+        TT-SVD's first unfolding in memory (no read-back from the disk, no separate gather pass)."""
         with self.lock:
             if self.fd is not None:
                 return
             if pool is not None:
-                self.pooled = pool.take(self.lay.file_bytes)
-                self.rows_buf = self.pooled[:self.lay.file_bytes]
+                from emulator.tt.decomposition import unfolding_shape, zero_padding_rows
+
+                p, q = self.tt_shapes
+                m, n = unfolding_shape(p, q)
+                self.pooled = pool.take(m * n * 4)
+                self.unfolding = self.pooled[:m * n * 4].view(np.float32).reshape(m, n)
+                zero_padding_rows(self.spec.rows, p, q, self.unfolding)
             if self.source is None:
                 self.src = synthetic_rows(self.spec, self.index, wcfg)
             else:
@@ -261,16 +272,21 @@ def _write_step(t: _Table, start: int, stop: int, offset: int, run: "_Runner") -
     t.open(run.wcfg, run.fds, run.buffers if run.keeps(t) else None)
     lay, n = t.lay, stop - start
     nbytes = -(-n // lay.rows_per_page) * lay.span_bytes
-    target = _aligned(nbytes) if t.rows_buf is None else t.rows_buf[offset:offset + nbytes]
+    target = _aligned(nbytes)
     if isinstance(t.src, HashSyntheticRows) and lay.dense and lay.np_dtype == np.float32:
         data = target  # generated in place: rows back to back, then the last group's zero padding
-        t.src.read(start, stop, out=data[:n * lay.row_bytes].view(np.float32).reshape(n, lay.dim))
+        values = t.src.read(start, stop, out=data[:n * lay.row_bytes].view(np.float32).reshape(n, lay.dim))
         data[n * lay.row_bytes:] = 0
     else:
-        data = lay.pack(_read_checked(t.src, start, stop, t.source, t.spec.name))
-        if t.direct or t.rows_buf is not None:
+        values = _read_checked(t.src, start, stop, t.source, t.spec.name).astype(lay.np_dtype, copy=False)
+        data = lay.pack(values)
+        if t.direct:
             target[:] = data
             data = target
+    if t.unfolding is not None:
+        from emulator.tt.decomposition import scatter_rows
+
+        scatter_rows(values, start, *t.tt_shapes, t.unfolding)
     view = memoryview(data).cast("B")
     crcs = [zlib.crc32(view[k:k + CHUNK_BYTES]) for k in range(0, nbytes, CHUNK_BYTES)]
     done = 0
@@ -304,12 +320,19 @@ def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str, pool: "_Po
     table, lay = t.spec, t.lay
     if table.rows < config.tt_min_rows or not (config.tt_ranks or config.tt_rel_tol):
         return []
-    if t.rows_buf is not None:
-        view = lay.rows_view(t.rows_buf)
-    else:
-        if t.direct and lay.file_bytes:  # written around the page cache: the kernel reads it all back, ahead
-            os.posix_fadvise(t.fd, 0, lay.file_bytes, os.POSIX_FADV_WILLNEED)
-        view = lay.rows_view(t.mapped())
+    if t.unfolding is not None:
+        from emulator.tt.decomposition import Unfolding, tt_svd_fast
+
+        p, q = t.tt_shapes
+        unfolding = Unfolding(t.unfolding, p, q)
+        rng = np.random.default_rng([config.weights_seed, t.index, 0xE77])
+        sample = np.sort(rng.choice(table.rows, size=min(ERROR_SAMPLE_ROWS, table.rows), replace=False))
+        tts, _ = tt_svd_fast(unfolding, table.rows, table.dim, p, q, config.tt_ranks, seed=config.weights_seed)
+        return [(tt, _tt_error(tt, unfolding.rows_at, sample)) for tt in tts
+                if lay.rows * lay.row_bytes / tt.nbytes > 1.0]
+    if t.direct and lay.file_bytes:  # written around the page cache: the kernel reads it all back, ahead
+        os.posix_fadvise(t.fd, 0, lay.file_bytes, os.POSIX_FADV_WILLNEED)
+    view = lay.rows_view(t.mapped())
     rpp = lay.rows_per_page
 
     def read_rows(start: int, stop: int) -> np.ndarray:
@@ -357,7 +380,7 @@ def _finish(t: _Table, run: "_Runner") -> tuple:
     tts = _tt_variants(t, run.config, run.tt_method, run.buffers)
     if t.pooled is not None:
         run.buffers.give(t.pooled)
-        t.rows_buf = t.pooled = None
+        t.unfolding = t.pooled = None
     if run.stop.is_set():
         raise KeyboardInterrupt
     formats = _build_formats(t.spec, t.lay, t.path, run.config, t.index, None)  # progress: main thread only
@@ -511,10 +534,11 @@ class _Runner:
             os.close(fd)
 
     def keeps(self, t: _Table) -> bool:
-        """Whether ``t``'s rows stay in memory for its TT-SVD (the fast method, up to TT_KEEP_BYTES)."""
+        """Whether ``t``'s write steps lay its rows out for its TT-SVD in memory (the fast method, tables up
+        to TT_KEEP_BYTES)."""
         c = self.config
         return (self.tt_method == "fast" and bool(c.tt_ranks) and t.spec.rows >= c.tt_min_rows
-                and 0 < t.lay.file_bytes <= TT_KEEP_BYTES)
+                and 0 < math.prod(t.tt_shapes[0]) * t.spec.dim * 4 <= TT_KEEP_BYTES)
 
     def sync(self) -> None:
         """Make every file written durable: one ``syncfs`` of their filesystem (far cheaper than an

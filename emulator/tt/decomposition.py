@@ -265,10 +265,64 @@ def _column_blocks(table, rows, dim, p, q, chunk_bytes, out_buffer=None):
         yield a, b, x.reshape(p[0], b - a, q[0], rest_cols).transpose(0, 2, 1, 3).reshape(m, -1)
 
 
+class Unfolding:
+    """A table already laid out as its first unfolding ``(p_1 q_1, rest)`` float32 (see :func:`scatter_rows`):
+    the fast TT-SVDs take it in place of the table and read it as their one block."""
+
+    def __init__(self, array: np.ndarray, p_shapes, q_shapes):
+        self.p, self.q = tuple(p_shapes), tuple(q_shapes)
+        if array.shape != unfolding_shape(self.p, self.q) or array.dtype != np.float32:
+            raise ValueError(f"an unfolding of p={self.p}, q={self.q} is float32 {unfolding_shape(self.p, self.q)}")
+        self.array = array
+
+    def rows_at(self, rows: np.ndarray) -> np.ndarray:
+        """Table rows ``rows`` (n, dim) read back from the unfolding."""
+        rows = np.asarray(rows, dtype=np.int64)
+        rest_rows, rest_cols = math.prod(self.p[1:]), math.prod(self.q[1:])
+        u = self.array.reshape(self.p[0], self.q[0], rest_rows, rest_cols)
+        return u[rows // rest_rows, :, rows % rest_rows, :].reshape(rows.size, -1)
+
+
+def unfolding_shape(p_shapes, q_shapes) -> tuple[int, int]:
+    """Shape of the first unfolding of a table of ``prod(p_shapes)`` rows (padded) by ``prod(q_shapes)``."""
+    return p_shapes[0] * q_shapes[0], math.prod(p_shapes[1:]) * math.prod(q_shapes[1:])
+
+
+def scatter_rows(block: np.ndarray, first_row: int, p_shapes, q_shapes, out: np.ndarray) -> None:
+    """Lay table rows ``[first_row, first_row + len(block))`` (float32) into the first unfolding ``out``."""
+    p, q = tuple(p_shapes), tuple(q_shapes)
+    _scatter_rows_kernel(np.ascontiguousarray(block, dtype=np.float32), int(first_row), math.prod(p[1:]), q[0],
+                         math.prod(q[1:]), out)
+
+
+def zero_padding_rows(rows: int, p_shapes, q_shapes, out: np.ndarray) -> None:
+    """Zero the first unfolding's entries of the padding rows ``[rows, prod(p_shapes))``."""
+    p, q = tuple(p_shapes), tuple(q_shapes)
+    pad = math.prod(p) - int(rows)
+    if pad > 0:
+        _scatter_rows_kernel(np.zeros((pad, math.prod(q)), np.float32), int(rows), math.prod(p[1:]), q[0],
+                             math.prod(q[1:]), out)
+
+
+@njit
+def _scatter_rows_kernel(block, first_row, rest_rows, q0, rest_cols, out):  # pragma: no cover (compiled)
+    for k in range(block.shape[0]):
+        r = first_row + k
+        i1, s = r // rest_rows, r % rest_rows
+        src = block[k]
+        for j1 in range(q0):
+            dst = out[i1 * q0 + j1]
+            col, base = s * rest_cols, j1 * rest_cols
+            for t in range(rest_cols):
+                dst[col + t] = src[base + t]
+
+
 def _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes, out_buffer=None):
     """A callable giving the column blocks of the first unfolding: gathered anew at each call (streamed), or,
     when the table takes at most ``keep_bytes``, gathered once into one block kept for every call (in
-    ``out_buffer``, a float32 1-D array, when it is large enough)."""
+    ``out_buffer``, a float32 1-D array, when it is large enough); an :class:`Unfolding` is that block."""
+    if isinstance(table, Unfolding):
+        return lambda: iter([(0, math.prod(p[1:]), table.array)])
     if math.prod(p) * dim * 4 <= keep_bytes:
         kept = list(_column_blocks(table, rows, dim, p, q, 1 << 62, out_buffer))
         return lambda: iter(kept)

@@ -10,8 +10,8 @@ import pytest
 
 from emulator.tt.decomposition import (TTCores, factorize_dim, factorize_rows, load_tt, random_tt, reconstruction_error, row_digits,
                          save_tt, tt_rebuild_range, tt_rebuild_rows_reference, tt_svd, tt_svd_streamed)
-from emulator.tt.decomposition import (GRAM_METHOD, RANDOMIZED_METHOD, tt_svd_fast, tt_svd_gram,
-                                       tt_svd_randomized)
+from emulator.tt.decomposition import (GRAM_METHOD, RANDOMIZED_METHOD, Unfolding, scatter_rows, tt_svd_fast,
+                                       tt_svd_gram, tt_svd_randomized, unfolding_shape, zero_padding_rows)
 from tests.naive import tt_rebuild_rows_naive
 from tracegen.errors import InputError
 
@@ -285,6 +285,21 @@ def test_fast_tt_svd_reads_arrays_page_views_and_callables_alike():
     for tt in results[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(tt.cores, results[0].cores))
     assert calls and max(calls) <= 90  # bounded reads: 4096 B blocks of i_2 values, 10 rows each, per i_1
+
+
+def test_rows_scattered_in_any_order_make_the_unfolding_the_svds_gather():
+    p, q, rows = (8, 9, 10), (2, 2, 4), 700
+    table = _noisy(p, q, (1, 3, 3, 1), rows, seed=9)
+    out = np.full(unfolding_shape(p, q), np.nan, np.float32)  # (16, 720): every entry must be written
+    zero_padding_rows(rows, p, q, out)
+    for a, b in ((300, 700), (0, 1), (1, 300)):  # steps finish in any order
+        scatter_rows(table[a:b], a, p, q, out)
+    unfolding = Unfolding(out, p, q)
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(unfolding.rows_at(np.array([0, 5, 699])), table[[0, 5, 699]])
+    for method in (tt_svd_gram, tt_svd_randomized):
+        a, b = method(unfolding, rows, 16, p, q, (3,))[0], method(table, rows, 16, p, q, (3,))[0]
+        assert all(np.array_equal(x, y) for x, y in zip(a.cores, b.cores))
 
 
 def test_fast_tt_svd_picks_the_cheaper_first_step_and_ranks_nest():
