@@ -18,7 +18,7 @@ cores that share it and by the profile's speed:
 * host DRAM pooling (``host_threads`` tasks per group of tables, split by lookups) and, for plain-SSD policies
   (:data:`emulator.replay.offload.HOST_POOLED_POLICIES`), the host pooling every lookup after the devices;
 * device pooling tasks: one per core per group of its tables with lookups of that kind; bags (output rows) are
-  expected from Poisson lookups per bag;
+  expected from Poisson lookups per bag; pooling work is counted in rows of 64 floats (``DIM_UNIT``);
 * reads: pipelined (submitted while the previous batch is served), so only what outlasts the host's serial
   work shows: the profile's target SSD (``internal_parallelism`` reads in flight at ``latency_s`` each, pages
   over ``read_bytes_per_s``) or, as the engine submits reads only as fast as this machine's disk completes
@@ -100,6 +100,11 @@ class _DeviceWork:
     reads: float = 0.0
     pages: float = 0.0
     dims: float = 0.0  # sum over partial rows of their floats (link bytes / 4)
+    # pooling work in rows of DIM_UNIT floats (plans.task_costs)
+    raw_units: float = 0.0
+    raw_bag_units: float = 0.0
+    tt_units: float = 0.0
+    tt_bag_units: float = 0.0
 
 
 def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, devices: Sequence[DeviceProfile],
@@ -107,6 +112,7 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
     """The device clock's batch time of ``plan`` (module docstring); ``calib.tasks`` must be measured."""
     from emulator.replay.offload import host_pooled
     from plans.cost import plan_loads
+    from plans.task_costs import DIM_UNIT, disk_seconds
 
     tasks = calib.tasks
     if tasks is None:
@@ -122,7 +128,7 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
     counts = dict.fromkeys(("batch", "table", "lookup", "cold_lookup", "read", "tt_row", "device", "pool_task",
                             "merge_row"), 0.0)
     counts["batch"] = 1.0
-    dram = page = staged = 0.0
+    dram = page = staged = bag_units = 0.0  # pooling work in rows of DIM_UNIT floats
     tt_rows = tt_flops = 0.0
     for ts, load in zip(stats.tables, plan_loads(plan, stats)):
         p = plan.placement(ts.name)
@@ -135,36 +141,41 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
         counts["cold_lookup"] += cold
         counts["read"] += load.io_reads
         counts["tt_row"] += load.tt_rebuild_rows
-        dram += load.dram_lookups
-        page += load.mem_core_lookups
-        staged += load.tt_lookups
+        dim = load.dram_row_bytes / 4.0 if p.row_format == "fp32" else load.dram_row_bytes
+        u = dim / DIM_UNIT
+        dram += u * load.dram_lookups
+        page += u * load.mem_core_lookups
+        staged += u * load.tt_lookups
+        bag_units += u * B
         tt_rows += load.tt_rebuild_rows
         tt_flops += load.tt_flops
         w = work[d]
         w.reads += load.io_reads
         w.pages += load.io_pages
-        dim = load.dram_row_bytes / 4.0 if p.row_format == "fp32" else load.dram_row_bytes
         if load.mem_core_lookups > 0:
             bags = _bags_with(load.mem_core_lookups, B)
             w.raw_lookups += load.mem_core_lookups
             w.raw_bags += bags
+            w.raw_units += u * load.mem_core_lookups
+            w.raw_bag_units += u * bags
             w.dims += bags * dim
             raw_groups[d].add(key)
         if load.tt_lookups > 0:
             bags = _bags_with(load.tt_lookups, B)
             w.tt_lookups += load.tt_lookups
             w.tt_bags += bags
+            w.tt_units += u * load.tt_lookups
+            w.tt_bag_units += u * bags
             w.dims += bags * dim
             w.tt_rows += load.tt_rebuild_rows
             w.tt_flops += load.tt_flops
             tt_groups[d].add(key)
-    all_bags = B * len(stats.tables)
     counts["device"] = float(sum(1 for w in work if w.reads or (not by_host and (w.raw_lookups or w.tt_lookups))))
     host_tasks = float(len(groups) * threads)
     if by_host:  # plain SSDs: the host pools every row after the reads, and rebuilds TT rows on its main thread
         serial = tasks.serial_s(counts, host_pooled=True) + \
             (tasks.rebuild_s(1.0, tt_rows, tt_flops) if tt_rows else 0.0)
-        after = tasks.pool_s(host_tasks, dram=dram, page=page, staged=staged, bags=all_bags) / threads
+        after = tasks.pool_s(host_tasks, dram=dram, page=page, staged=staged, bags=bag_units) / threads
         host_pool = 0.0
     else:
         mem_cores = [max(1, dp.mem_cores) for dp in plan.devices]
@@ -174,10 +185,8 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
             counts["pool_task"] += len(tt_groups[d]) * min(comp_cores[d], max(1.0, w.tt_bags))
             counts["merge_row"] += w.raw_bags + w.tt_bags
         serial = tasks.serial_s(counts)
-        host_pool = tasks.pool_s(host_tasks, dram=dram, bags=all_bags) / threads
+        host_pool = tasks.pool_s(host_tasks, dram=dram, bags=bag_units) / threads
         after = 0.0
-    from plans.task_costs import disk_seconds
-
     disk = tasks.visible_io_s(disk_seconds([w.reads for w in work], calib.iops_at, devices[0].queue_depth))
     io_t, mem_t, comp_t, link_t, dev_t = [], [], [], [], []
     for d, (w, dev) in enumerate(zip(work, devices)):
@@ -196,11 +205,11 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
             m, c = max(1, plan.devices[d].mem_cores), max(1, plan.devices[d].compute_cores)
             if w.raw_lookups:
                 k = len(raw_groups[d]) * min(m, max(1.0, w.raw_bags))
-                mem = tasks.pool_s(k, page=w.raw_lookups, bags=w.raw_bags) / min(m, k) / speed_mem
+                mem = tasks.pool_s(k, page=w.raw_units, bags=w.raw_bag_units) / min(m, k) / speed_mem
             if w.tt_lookups:
                 k = len(tt_groups[d]) * min(c, max(1.0, w.tt_bags))
                 comp = (tasks.rebuild_s(len(tt_groups[d]) * c, w.tt_rows, w.tt_flops) / c
-                        + tasks.pool_s(k, staged=w.tt_lookups, bags=w.tt_bags) / min(c, k)) / speed_comp
+                        + tasks.pool_s(k, staged=w.tt_units, bags=w.tt_bag_units) / min(c, k)) / speed_comp
             nbytes = w.dims * 4.0
         link = nbytes / dev.link_bytes_per_s + (dev.link_latency_s if nbytes else 0.0)
         io_t.append(io)

@@ -9,7 +9,8 @@ seconds) and fits, by non-negative least squares on relative residuals:
 
 * pooling tasks (host DRAM pooling, device memory-centric pooling of raw rows from pages, compute-centric
   pooling of rebuilt TT rows; the host's pooling of every row for plain-SSD policies): seconds per task, per
-  lookup of each source (DRAM row, page row, staged TT row) and per output bag;
+  lookup of each source (DRAM row, page row, staged TT row) and per output bag, lookups and bags counted in
+  rows of :data:`DIM_UNIT` floats (a 256-float row counts 4: the kernels' work grows with the row);
 * TT rebuild tasks: seconds per task, per row and per flop of the rows' rebuild;
 * the host's serial work (main thread, per batch; fitted apart for replays whose host pools every row): per
   batch, table, lookup, cold lookup (raw or TT), read
@@ -43,6 +44,7 @@ __all__ = ["SERIAL_FEATURES", "TaskCosts", "TaskSamples", "capture_records", "fi
 
 SERIAL_FEATURES = ("batch", "table", "lookup", "cold_lookup", "read", "tt_row", "device", "pool_task", "merge_row")
 POOL_FEATURES = ("task", "dram_lookup", "page_lookup", "staged_lookup", "bag")
+DIM_UNIT = 64  # pooling lookups and bags are counted in rows of this many floats
 REBUILD_FEATURES = ("task", "row", "flop")
 IO_FEATURES = ("scale", "hidden_s")
 PREP_FEATURES = ("device", "raw_lookup", "tt_lookup", "read", "tt_row")
@@ -85,7 +87,8 @@ class TaskCosts:
 
     def pool_s(self, tasks: float, dram: float = 0.0, page: float = 0.0, staged: float = 0.0,
                bags: float = 0.0) -> float:
-        """CPU seconds of ``tasks`` pooling tasks covering these lookups and output bags in all."""
+        """CPU seconds of ``tasks`` pooling tasks covering these lookups and output bags in all (counted in rows
+        of :data:`DIM_UNIT` floats)."""
         p = self.pool
         return (p["task"] * tasks + p["dram_lookup"] * dram + p["page_lookup"] * page + p["staged_lookup"] * staged
                 + p["bag"] * bags)
@@ -194,8 +197,9 @@ def _pool_row(task) -> list[float]:
     from emulator.tiers import KIND_DRAM, KIND_PAGE, KIND_STAGED
 
     k = task.kinds
-    return [1.0, float(np.count_nonzero(k == KIND_DRAM)), float(np.count_nonzero(k == KIND_PAGE)),
-            float(np.count_nonzero(k == KIND_STAGED)), float(task.bags.size)]
+    u = task.dim / DIM_UNIT
+    return [1.0, u * float(np.count_nonzero(k == KIND_DRAM)), u * float(np.count_nonzero(k == KIND_PAGE)),
+            u * float(np.count_nonzero(k == KIND_STAGED)), u * float(task.bags.size)]
 
 
 def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_pooled: bool,
@@ -235,11 +239,12 @@ def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_po
     if tasks:
         dram = page = staged = bags = 0.0
         for w in p.works:
-            dram += float(np.count_nonzero(w.kind == KIND_DRAM))
-            bags += float(w.offsets.size - 1)
+            u = w.group.dim / DIM_UNIT
+            dram += u * float(np.count_nonzero(w.kind == KIND_DRAM))
+            bags += u * float(w.offsets.size - 1)
             if host_pooled:
-                page += float(np.count_nonzero(w.kind == KIND_PAGE))
-                staged += float(np.count_nonzero(w.kind == KIND_STAGED))
+                page += u * float(np.count_nonzero(w.kind == KIND_PAGE))
+                staged += u * float(np.count_nonzero(w.kind == KIND_STAGED))
         out.pool_x.append([float(len(tasks)), dram, page, staged, bags])
         out.pool_y.append(float(sum(tasks)))
     return out
@@ -374,6 +379,7 @@ def measure_task_costs(store, *, batches: int = 6, batch_sizes: Sequence[int] | 
     calibration's batch sizes; a warm-up pass over each trace first, then one captured pass. ``iops_at``: the
     calibration's IOPS by queue depth, for the visible-IO fit (None: not fitted)."""
     from emulator.device.profile import load_profile
+    from emulator.replay.counters import ReplayStats
     from emulator.replay.engine import ReplayConfig, Replayer
     from plans.host_replays import calibration_batch_sizes, calibration_plans, write_random_remap, \
         write_synthetic_trace
@@ -401,7 +407,7 @@ def measure_task_costs(store, *, batches: int = 6, batch_sizes: Sequence[int] | 
             if on_plan:
                 on_plan(label)
             cfg = ReplayConfig(queue_depth=queue_depth, offload=offload, device_profile=host)
-            with Replayer(store, plan, cfg) as rep:
+            with Replayer(store, plan, cfg, stats=ReplayStats()) as rep:  # live statistics, as replays run
                 for reader in readers:
                     rep.run(reader)  # warm-up: first touches, threads
                 disk_of = None if iops_at is None else \

@@ -24,7 +24,9 @@ CAL_T = dataclasses.replace(CAL, tasks=TASKS)
 CDEV = dataclasses.replace(DEV, mem_core_lookups_per_s=2e5, compute_core_flops_per_s=2e9, clock=True,
                            link_bytes_per_s=1e6, link_latency_s=1e-4)
 # table a at 100 hot rows (stats(): 100 lookups, batch of 100): 60 DRAM lookups, 40 cold, 20 pages (20 reads);
-# bags with a cold lookup: 100 (1 - e^-0.4); a partial row is 128 B
+# bags with a cold lookup: 100 (1 - e^-0.4); a partial row is 128 B; pooling a 32-float row counts half of a
+# 64-float one (plans.task_costs.DIM_UNIT)
+U = 0.5
 BAGS = 100 * -math.expm1(-0.4)
 LINK_PARTIALS = BAGS * 128 / 1e6 + 1e-4
 # 20 reads at depth 20: the calibration's IOPS at depth >= 16 is 1.6e5 (clamped); scale 1, nothing hidden
@@ -39,12 +41,13 @@ def test_devices_pooling_raw_rows_by_hand():
     perf = predict_clock_batch_time(plan("ssd_raw", "screc"), stats(), CAL_T, [CDEV], host_threads=2)
     assert perf.serial_s == pytest.approx(1e-3) and perf.after_s == 0.0
     # host DRAM pooling: 60 lookups x 1 us over 2 threads
-    assert perf.dram_s == pytest.approx(30e-6)
+    assert perf.dram_s == pytest.approx(60 * 1e-6 * U / 2)
     # 40 raw lookups x 2 us on 2 memory-centric cores at speed 2, after the visible reads; then the partials
-    assert perf.mem_core_s[0] == pytest.approx(40 * 2e-6 / 2 / 2) and perf.io_s[0] == pytest.approx(DISK)
+    mem = 40 * 2e-6 * U / 2 / 2
+    assert perf.mem_core_s[0] == pytest.approx(mem) and perf.io_s[0] == pytest.approx(DISK)
     assert perf.link_s[0] == pytest.approx(LINK_PARTIALS)
-    assert perf.device_s[0] == pytest.approx(DISK + 2e-5 + LINK_PARTIALS)
-    assert perf.total_s == pytest.approx(1e-3 + DISK + 2e-5 + LINK_PARTIALS)
+    assert perf.device_s[0] == pytest.approx(DISK + mem + LINK_PARTIALS)
+    assert perf.total_s == pytest.approx(1e-3 + DISK + mem + LINK_PARTIALS)
     d = perf.to_dict()
     # the 4.3 ms link makes the device the bottleneck
     assert d["execution"] == "device-clock" and d["total_s"] == perf.total_s and d["bottleneck"] == "device[0]"
@@ -53,7 +56,7 @@ def test_devices_pooling_raw_rows_by_hand():
 def test_devices_rebuilding_tt_rows_by_hand():
     perf = predict_clock_batch_time(plan("ssd_tt", "screc", 8), stats(), CAL_T, [CDEV], host_threads=2)
     # 40 rows x 10 us over 2 compute-centric cores, then 40 staged lookups x 3 us over 2, all at speed 2
-    comp = (40 * 1e-5 / 2 + 40 * 3e-6 / 2) / 2
+    comp = (40 * 1e-5 / 2 + 40 * 3e-6 * U / 2) / 2
     assert perf.compute_core_s[0] == pytest.approx(comp) and perf.io_s[0] == 0.0
     assert perf.total_s == pytest.approx(1e-3 + comp + LINK_PARTIALS)
 
@@ -61,11 +64,12 @@ def test_devices_rebuilding_tt_rows_by_hand():
 def test_plain_ssd_policies_pool_on_the_host_after_the_reads():
     perf = predict_clock_batch_time(plan("ssd_raw", "all-ssd"), stats(), CAL_T, [CDEV], host_threads=2)
     # the host pools every lookup after the devices: (60 x 1 us + 40 x 2 us) / 2 threads
-    assert perf.after_s == pytest.approx(70e-6) and perf.dram_s == 0.0 and perf.mem_core_s[0] == 0.0
+    after = (60 * 1e-6 + 40 * 2e-6) * U / 2
+    assert perf.after_s == pytest.approx(after) and perf.dram_s == 0.0 and perf.mem_core_s[0] == 0.0
     # the device only reads and sends its 20 pages over the link
     link = 20 * 4096 / 1e6 + 1e-4
     assert perf.device_s[0] == pytest.approx(DISK + link)
-    assert perf.total_s == pytest.approx(1e-3 + DISK + link + 70e-6)
+    assert perf.total_s == pytest.approx(1e-3 + DISK + link + after)
 
 
 def test_a_target_ssd_shows_only_what_outlasts_the_serial_work():
