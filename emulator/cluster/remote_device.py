@@ -465,8 +465,8 @@ class RemoteDevices:
             return set()
         import h5py
 
-        with h5py.File(self.plan.remap, "r") as f:
-            return {name for name in f if f[name].attrs.get("kind") == "prefix"}
+        with h5py.File(self.plan.remap, "r") as f:  # a table's remap is dense or a prefix (remap.load_remap)
+            return {name for name in f if str(f[name].attrs.get("kind", "dense")) != "dense"}
 
     def _device_tables(self, index: int, tt_of) -> tuple[tuple, tuple]:
         """Device ``index``'s TT tables (host index, name, rank) and the (dim, row format) of its tables."""

@@ -104,6 +104,33 @@ def test_remote_devices_equal_local_devices(ray_cluster, node_stores, tiny_store
     assert [d["batches"] for d in summary["devices"]] == [totals["batches"]] * 2
 
 
+def test_prefix_remapped_tables_served_by_the_host_get_their_pages(ray_cluster, node_stores, tiny_store, tiny_trace,
+                                                                     tmp_path):
+    # a prefix remap puts table 3 (raw, device 1) on the host's one-by-one path: the host pools its rows from
+    # pages device 1 sends back, while the devices pool the other tables (device 0's raw table 0 among them)
+    import dataclasses
+
+    from emulator.cluster.remote_device import RemoteDevices
+    from emulator.store.store import Store
+    from plans.remap import Remap, TableRemap
+
+    store = Store.open(tiny_store)
+    rng = np.random.default_rng(7)
+    t3 = store.tables[3]
+    Remap([TableRemap(t3.name, t3.rows, prefix=rng.permutation(t3.rows)[:t3.rows // 4])]).save(tmp_path / "prefix.h5")
+    base = _mixed_plan(store)
+    plan = dataclasses.replace(base, remap=str(tmp_path / "prefix.h5"), tables=tuple(
+        dataclasses.replace(pl, hot_rows=min(pl.hot_rows, 20)) for pl in base.tables))
+    local, _ = _replay(store, plan, tiny_trace, offload="device", verify=True)
+    remote = RemoteDevices(None, store, plan, node_of_device=node_stores, store_dir=STORE_ON_NODE)
+    outs, totals = _replay(store, plan, tiny_trace, remote, offload="device", verify=True)
+    assert totals["verify"]["exact_bags"] > 0
+    for a, b in zip(local, outs):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    pages = [sum(t.pages_bytes for t in remote.transfers() if t.device == d) for d in (0, 1)]
+    assert pages[0] == 0 and pages[1] > 0
+
+
 def test_responses_carry_their_transfer_apart_from_the_device_link(ray_cluster, node_stores, tiny_store,
                                                                     tiny_trace):
     import time
