@@ -238,6 +238,12 @@ def run_bench_predict(cfg: PredictConfig, on_step: Callable[[str], None] | None 
             row["measured_on"] = node
     notes = [f"only {replayed - 1} steady-state batches per replay (fewer than {FEW_BATCHES}): rough figures, "
              f"replay more with --batches or a longer trace"] if replayed - 1 < FEW_BATCHES else []
+    if cfg.emulated and calib.tasks is None:
+        notes.append("the calibration has no task costs (written before they were measured): the predictions use "
+                     "the parallel-resource model, not the device clock's composition; re-run `screc calibrate`")
+    if cfg.emulated:
+        notes.append("plain-SSD policies (all-ssd, static-topk, lru): the device clock places reads at their real "
+                     "submission times on this machine, so their emulated time follows this disk (and its load)")
     if cfg.ray:
         notes.append("each plan's rounds were measured as one Ray task on a cluster node (measured_on in every "
                      "row); the calibration is the driver's (the given file, or measured on the driver's machine)")
