@@ -31,7 +31,9 @@ reads the file ahead while the TT-SVD starts). ``fio --rw=write --bs=1M
 TT methods (``tt_method``): ``"fast"`` (the default) decomposes every table
 with :func:`emulator.tt.decomposition.tt_svd_fast` (two or three streamed
 passes of float32 GEMMs, one decomposition for all requested ranks) and
-measures the errors with the compiled rebuild kernel; ``"svd"`` is the method
+measures the errors on ``ERROR_SAMPLE_ROWS`` rows in random aligned blocks of
+``ERROR_BLOCK_ROWS`` (rebuilt by GEMMs over their shared row prefixes; a
+table of at most ``ERROR_SAMPLE_ROWS`` rows whole); ``"svd"`` is the method
 of stores built before the method was recorded (:func:`tt_svd` in float64 up
 to ``IN_MEMORY_TT_BYTES``, :func:`tt_svd_streamed` above, once per rank; errors
 by the NumPy reference rebuild). A tolerance (``tt_rel_tol``) always takes the
@@ -44,6 +46,7 @@ import concurrent.futures as cf
 import contextlib
 import ctypes
 import errno
+import functools
 import math
 import mmap
 import os
@@ -71,7 +74,7 @@ from tracegen.spec import ModelSpec, TableSpec
 
 TT_METHODS = ("fast", "svd")
 _SYNC_FILE_RANGE_WRITE = 2
-TT_KEEP_BYTES = 1 << 30  # tables up to this size stay in memory for the TT-SVD (and are gathered for it once)
+TT_KEEP_BYTES = 1 << 30  # tables up to this size are laid out in memory for the TT-SVD by their write steps
 
 
 def _read_checked(src, start: int, stop: int, source: str | None, table: str) -> np.ndarray:
@@ -175,7 +178,7 @@ class _Table:
             return np.zeros(0, dtype=np.uint8)
         return np.frombuffer(mmap.mmap(self.fd, self.lay.file_bytes, prot=mmap.PROT_READ), dtype=np.uint8)
 
-    @property
+    @functools.cached_property
     def tt_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         from emulator.tt.decomposition import factorize_dim, factorize_rows
 
@@ -297,22 +300,37 @@ def _write_step(t: _Table, start: int, stop: int, offset: int, run: "_Runner") -
     return crcs
 
 
-def _tt_error(tt, read_at, sample: np.ndarray) -> dict:
-    """:func:`emulator.tt.cores.reconstruction_error` with the rows rebuilt by the compiled kernel
-    (:func:`emulator.tt.kernels.tt_rebuild_rows`, float32; tested against the NumPy reference), differences
-    taken in float64."""
-    from emulator.tt.kernels import tt_rebuild_rows
+ERROR_BLOCK_ROWS = 64  # tt_method "fast": errors measured on ERROR_SAMPLE_ROWS rows in random blocks of these
 
+
+def _error_blocks(rows: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """The row ranges whose errors a fast-method build measures: the whole table up to ERROR_SAMPLE_ROWS rows,
+    else ERROR_SAMPLE_ROWS // ERROR_BLOCK_ROWS aligned blocks of ERROR_BLOCK_ROWS rows drawn without
+    replacement (contiguous rows rebuild by a few GEMMs; single rows by one small product each)."""
+    if rows <= ERROR_SAMPLE_ROWS:
+        return [(0, rows)]
+    n = rows // ERROR_BLOCK_ROWS
+    starts = np.sort(rng.choice(n, size=min(n, ERROR_SAMPLE_ROWS // ERROR_BLOCK_ROWS), replace=False))
+    return [(int(s) * ERROR_BLOCK_ROWS, (int(s) + 1) * ERROR_BLOCK_ROWS) for s in starts]
+
+
+def _tt_error(tt, read_at, blocks: list[tuple[int, int]]) -> dict:
+    """:func:`emulator.tt.cores.reconstruction_error` over the rows of ``blocks``, each block rebuilt by
+    :func:`emulator.tt.cores.tt_rebuild_range` (GEMMs over shared row prefixes), differences in float64."""
+    from emulator.tt.cores import tt_rebuild_range
+
+    sample = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in blocks])
     if sample.size == 0:
         return {"rel_fro_error": 0.0, "max_abs_error": 0.0, "sample_rows": 0}
     true = np.asarray(read_at(sample), dtype=np.float64)
-    diff = true - tt_rebuild_rows(tt, sample).astype(np.float64)
+    rebuilt = np.concatenate([tt_rebuild_range(tt, a, b) for a, b in blocks])
+    diff = true - rebuilt.astype(np.float64)
     norm, err = float(np.linalg.norm(true)), float(np.linalg.norm(diff))
     return {"rel_fro_error": err / norm if norm > 0 else (0.0 if err == 0 else math.inf),
             "max_abs_error": float(np.abs(diff).max()), "sample_rows": int(sample.size)}
 
 
-def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str, pool: "_Pool | None" = None) -> list:
+def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str) -> list:
     """The table's TT variants as (cores, error) pairs."""
     from emulator.tt.decomposition import (factorize_dim, factorize_rows, reconstruction_error as tt_error, tt_svd,
                                            tt_svd_fast, tt_svd_streamed)
@@ -325,10 +343,9 @@ def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str, pool: "_Po
 
         p, q = t.tt_shapes
         unfolding = Unfolding(t.unfolding, p, q)
-        rng = np.random.default_rng([config.weights_seed, t.index, 0xE77])
-        sample = np.sort(rng.choice(table.rows, size=min(ERROR_SAMPLE_ROWS, table.rows), replace=False))
+        blocks = _error_blocks(table.rows, np.random.default_rng([config.weights_seed, t.index, 0xE77]))
         tts, _ = tt_svd_fast(unfolding, table.rows, table.dim, p, q, config.tt_ranks, seed=config.weights_seed)
-        return [(tt, _tt_error(tt, unfolding.rows_at, sample)) for tt in tts
+        return [(tt, _tt_error(tt, unfolding.rows_at, blocks)) for tt in tts
                 if lay.rows * lay.row_bytes / tt.nbytes > 1.0]
     if t.direct and lay.file_bytes:  # written around the page cache: the kernel reads it all back, ahead
         os.posix_fadvise(t.fd, 0, lay.file_bytes, os.POSIX_FADV_WILLNEED)
@@ -349,18 +366,10 @@ def _tt_variants(t: _Table, config: StoreBuildConfig, tt_method: str, pool: "_Po
     q = factorize_dim(table.dim, 3)
     rng = np.random.default_rng([config.weights_seed, t.index, 0xE77])
     sample = np.sort(rng.choice(table.rows, size=min(ERROR_SAMPLE_ROWS, table.rows), replace=False))
-    if tt_method == "fast" and config.tt_ranks:
-        unfolding = None
-        if pool is not None and math.prod(p) * table.dim * 4 <= TT_KEEP_BYTES:
-            unfolding = pool.take(math.prod(p) * table.dim * 4)
-        try:
-            tts, _ = tt_svd_fast(view, table.rows, table.dim, p, q, config.tt_ranks, seed=config.weights_seed,
-                                 keep_bytes=TT_KEEP_BYTES,
-                                 out_buffer=None if unfolding is None else unfolding.view(np.float32))
-        finally:
-            if pool is not None:
-                pool.give(unfolding)
-        return [(tt, _tt_error(tt, read_at, sample)) for tt in tts if lay.rows * lay.row_bytes / tt.nbytes > 1.0]
+    if tt_method == "fast" and config.tt_ranks:  # a table over TT_KEEP_BYTES: streamed from the file
+        blocks = _error_blocks(table.rows, np.random.default_rng([config.weights_seed, t.index, 0xE77]))
+        tts, _ = tt_svd_fast(view, table.rows, table.dim, p, q, config.tt_ranks, seed=config.weights_seed)
+        return [(tt, _tt_error(tt, read_at, blocks)) for tt in tts if lay.rows * lay.row_bytes / tt.nbytes > 1.0]
     small = table.rows * table.dim * 4 <= IN_MEMORY_TT_BYTES
     dense = read_rows(0, table.rows) if small else None
     targets = [(r, None) for r in config.tt_ranks] if config.tt_ranks else [(None, config.tt_rel_tol)]
@@ -377,7 +386,7 @@ def _finish(t: _Table, run: "_Runner") -> tuple:
     if run.stop.is_set():
         raise KeyboardInterrupt
     t.open(run.wcfg, run.fds)  # (an empty table has no write step)
-    tts = _tt_variants(t, run.config, run.tt_method, run.buffers)
+    tts = _tt_variants(t, run.config, run.tt_method)
     if t.pooled is not None:
         run.buffers.give(t.pooled)
         t.unfolding = t.pooled = None

@@ -118,3 +118,16 @@ def test_a_tolerance_is_met_by_the_svd_method_and_the_manifest_says_so(tmp_path)
     store = build_store(spec, tmp_path / "s", StoreBuildConfig(tt_ranks=(), tt_rel_tol=0.1), workers=2)
     assert store.manifest.build.tt_method == "svd"
     assert [v.rel_fro_error <= 0.1 for v in store.tables[0].tt] == [True]  # signal + 5% noise: one variant
+
+
+def test_tables_over_the_memory_budget_are_decomposed_from_the_file(tmp_path, small_steps, monkeypatch):
+    config = StoreBuildConfig(weights_seed=3, tt_ranks=(4, 8))
+    kept = build_store(SPEC, tmp_path / "kept", config, workers=2)
+    monkeypatch.setattr(build, "TT_KEEP_BYTES", 0)  # every table streamed from its file (blocks of columns)
+    serial = build_store(SPEC, tmp_path / "serial", config, workers=1)
+    par = build_store(SPEC, tmp_path / "par", config, workers=3)
+    assert (tmp_path / "serial" / "tt.h5").read_bytes() == (tmp_path / "par" / "tt.h5").read_bytes()
+    for a, b in zip(kept.tables, par.tables):  # the same TT-SVD, summed in another order: errors agree closely
+        assert [v.tt_ranks for v in a.tt] == [v.tt_ranks for v in b.tt]
+        for va, vb in zip(a.tt, b.tt):
+            assert vb.rel_fro_error == pytest.approx(va.rel_fro_error, rel=1e-3)
