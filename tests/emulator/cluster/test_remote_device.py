@@ -209,9 +209,13 @@ def test_cli_replay_with_remote_devices(ray_cluster, node_stores, tiny_store, ti
     base = ["replay", "--store", str(tiny_store), "--trace", str(tiny_trace), "--plan", str(plan_path),
             "--engine", "pread", "--no-live", "--out-dir", str(tmp_path / "runs")]
     code, stdout, err = run_cli(base + ["--verify", "--ray", ray_cluster.cluster.address, "--remote-devices",
-                                        "--remote-store", STORE_ON_NODE, "--json", str(out)], capsys)
+                                        "--remote-store", STORE_ON_NODE, "--device-profile", "smartssd",
+                                        "--json", str(out)], capsys)
     assert code == 0, err
     doc = json.loads(out.read_text())
+    em = doc["emulated"]  # the device clock ran on the remote devices' records, under the target profile
+    assert em["profile"] == "smartssd" and em["batches"] == doc["batches"] and em["emulated_batch_s"] > 0
+    assert em["link_bytes_per_batch"] > 0
     net = doc["network"]
     assert net["kind"] == "measured" and len(net["devices"]) == 2 and net["bytes_per_batch"] > 0
     assert doc["verify"]["exact_bags"] > 0 and "network (measured" in stdout
