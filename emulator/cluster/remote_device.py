@@ -351,7 +351,7 @@ class RemoteDevices:
     plan: Any  # emulator.plan.Plan
     node_of_device: dict[int, str] | None = None
     store_dir: str | None = None
-    devices: list[RemoteDevice] = field(default_factory=list)
+    devices: list[RemoteDevice] = field(default_factory=list, init=False)  # the devices made, in order
 
     def __post_init__(self) -> None:
         from emulator.cluster.connect import cluster_nodes, connect, import_ray
