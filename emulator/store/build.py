@@ -300,7 +300,7 @@ def _write_step(t: _Table, start: int, stop: int, offset: int, run: "_Runner") -
     return crcs
 
 
-ERROR_BLOCK_ROWS = 64  # tt_method "fast": errors measured on ERROR_SAMPLE_ROWS rows in random blocks of these
+ERROR_BLOCK_ROWS = 256  # tt_method "fast": errors measured on ERROR_SAMPLE_ROWS rows in random blocks of these
 
 
 def _error_blocks(rows: int, rng: np.random.Generator) -> list[tuple[int, int]]:
