@@ -74,7 +74,8 @@ from tracegen.spec import ModelSpec, TableSpec
 
 TT_METHODS = ("fast", "svd")
 _SYNC_FILE_RANGE_WRITE = 2
-TT_KEEP_BYTES = 1 << 30  # tables up to this size are laid out in memory for the TT-SVD by their write steps
+TT_KEEP_BYTES = 1 << 30  # tables up to this size are laid out in memory for the TT-SVD by their write steps,
+TT_MEMORY_BYTES = 3 << 30  # as long as those in flight take at most this much
 
 
 def _read_checked(src, start: int, stop: int, source: str | None, table: str) -> np.ndarray:
@@ -188,13 +189,15 @@ class _Table:
     def weights(self) -> WeightsSource:
         return WeightsSource("synthetic") if self.source is None else WeightsSource("import", self.source)
 
-    def open(self, wcfg: SyntheticWeightsConfig, fds: list[int], pool: _Pool | None = None) -> None:
-        """Open the file and the row source; with a ``pool``: the write steps also lay the rows out as the
-        TT-SVD's first unfolding in memory (no read-back from the disk, no separate gather pass)."""
+    def open(self, wcfg: SyntheticWeightsConfig, fds: list[int], run: "_Runner | None" = None) -> None:
+        """Open the file and the row source; when ``run`` grants the memory (:meth:`_Runner.claim`): the write
+        steps also lay the rows out as the TT-SVD's first unfolding in memory (no read-back from the disk, no
+        separate gather pass)."""
         with self.lock:
             if self.fd is not None:
                 return
-            if pool is not None:
+            if run is not None and run.claim(self):
+                pool = run.buffers
                 from emulator.tt.decomposition import unfolding_shape, zero_padding_rows
 
                 p, q = self.tt_shapes
@@ -272,7 +275,7 @@ def _aligned(nbytes: int) -> np.ndarray:
 def _write_step(t: _Table, start: int, stop: int, offset: int, run: "_Runner") -> list[int]:
     if run.stop.is_set():
         raise KeyboardInterrupt
-    t.open(run.wcfg, run.fds, run.buffers if run.keeps(t) else None)
+    t.open(run.wcfg, run.fds, run)
     lay, n = t.lay, stop - start
     nbytes = -(-n // lay.rows_per_page) * lay.span_bytes
     target = _aligned(nbytes)
@@ -389,6 +392,7 @@ def _finish(t: _Table, run: "_Runner") -> tuple:
     tts = _tt_variants(t, run.config, run.tt_method)
     if t.pooled is not None:
         run.buffers.give(t.pooled)
+        run.release(t)
         t.unfolding = t.pooled = None
     if run.stop.is_set():
         raise KeyboardInterrupt
@@ -532,6 +536,8 @@ class _Runner:
         self.pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="store-build")
         self.fds: list[int] = []
         self.buffers = _Pool()
+        self.memory_lock = threading.Lock()
+        self.kept_bytes = 0  # of the tables laid out in memory for their TT-SVDs
 
     def __enter__(self) -> "_Runner":
         return self
@@ -542,12 +548,23 @@ class _Runner:
         for fd in self.fds:
             os.close(fd)
 
-    def keeps(self, t: _Table) -> bool:
-        """Whether ``t``'s write steps lay its rows out for its TT-SVD in memory (the fast method, tables up
-        to TT_KEEP_BYTES)."""
+    def claim(self, t: _Table) -> bool:
+        """Whether ``t``'s write steps lay its rows out for its TT-SVD in memory: the fast method, a table of
+        at most TT_KEEP_BYTES, and room left in TT_MEMORY_BYTES for all such tables in flight (else its TT-SVD
+        streams the file)."""
         c = self.config
-        return (self.tt_method == "fast" and bool(c.tt_ranks) and t.spec.rows >= c.tt_min_rows
-                and 0 < math.prod(t.tt_shapes[0]) * t.spec.dim * 4 <= TT_KEEP_BYTES)
+        need = math.prod(t.tt_shapes[0]) * t.spec.dim * 4
+        if not (self.tt_method == "fast" and c.tt_ranks and t.spec.rows >= c.tt_min_rows and 0 < need <= TT_KEEP_BYTES):
+            return False
+        with self.memory_lock:
+            if self.kept_bytes + need > TT_MEMORY_BYTES:
+                return False
+            self.kept_bytes += need
+            return True
+
+    def release(self, t: _Table) -> None:
+        with self.memory_lock:
+            self.kept_bytes -= math.prod(t.tt_shapes[0]) * t.spec.dim * 4
 
     def sync(self) -> None:
         """Make every file written durable: one ``syncfs`` of their filesystem (far cheaper than an
@@ -605,7 +622,7 @@ class _Runner:
                     t = tables[i] = _Table(i, table, lays[i], tmp / "raw" / f"{table.name}.bin", _steps(lays[i]),
                                            config.imports.get(table.name))
                     if t.source is not None:  # an imported file (NumPy or HDF5) is opened here, not in a worker
-                        t.open(self.wcfg, self.fds, self.buffers if self.keeps(t) else None)
+                        t.open(self.wcfg, self.fds, self)
                     writes = [(t, s) for s in t.steps]
                     if not writes:  # an empty table: nothing to write
                         inflight[self.pool.submit(_finish, t, self)] = ("f", t, 0)

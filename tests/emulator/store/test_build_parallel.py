@@ -120,10 +120,11 @@ def test_a_tolerance_is_met_by_the_svd_method_and_the_manifest_says_so(tmp_path)
     assert [v.rel_fro_error <= 0.1 for v in store.tables[0].tt] == [True]  # signal + 5% noise: one variant
 
 
-def test_tables_over_the_memory_budget_are_decomposed_from_the_file(tmp_path, small_steps, monkeypatch):
+@pytest.mark.parametrize("budget", ["TT_KEEP_BYTES", "TT_MEMORY_BYTES"])
+def test_tables_over_the_memory_budget_are_decomposed_from_the_file(tmp_path, small_steps, monkeypatch, budget):
     config = StoreBuildConfig(weights_seed=3, tt_ranks=(4, 8))
     kept = build_store(SPEC, tmp_path / "kept", config, workers=2)
-    monkeypatch.setattr(build, "TT_KEEP_BYTES", 0)  # every table streamed from its file (blocks of columns)
+    monkeypatch.setattr(build, budget, 0)  # every table streamed from its file (blocks of columns)
     serial = build_store(SPEC, tmp_path / "serial", config, workers=1)
     par = build_store(SPEC, tmp_path / "par", config, workers=3)
     assert (tmp_path / "serial" / "tt.h5").read_bytes() == (tmp_path / "par" / "tt.h5").read_bytes()
