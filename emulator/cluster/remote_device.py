@@ -29,6 +29,7 @@ host's path of the file, as a local device would raise it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -229,7 +230,7 @@ class _Reads:
 class _RemoteFuture:
     """``result()``: the device's :class:`RemoteResponse` (pages copied into the host's ``dest`` first)."""
 
-    def __init__(self, device: "RemoteDevice", ref, req, reads: _Reads | None, dest: np.ndarray,
+    def __init__(self, device: RemoteDevice, ref, req, reads: _Reads | None, dest: np.ndarray,
                  segments: np.ndarray, t_submit: float, request_bytes: int, send_s: float):
         self._device, self._req, self._reads, self._dest, self._segments = device, req, reads, dest, segments
         self._t_submit, self._request_bytes, self._send_s = t_submit, request_bytes, send_s
@@ -330,10 +331,8 @@ class RemoteDevice:
         self._closed = True
         import ray
 
-        try:  # at once (Ctrl-C stops within a second): the actor's process ends, and its files and ring with it
-            ray.kill(self.actor)
-        except Exception:  # noqa: BLE001 - an actor already gone
-            pass
+        with contextlib.suppress(Exception):  # an actor already gone; else at once (Ctrl-C stops within a
+            ray.kill(self.actor)  # second): the actor's process ends, and its files and ring with it
 
 
 @dataclass
@@ -429,10 +428,8 @@ class RemoteDevices:
         for dev in self.devices:
             dev.close()
         for actor in self._actors.values():
-            try:
+            with contextlib.suppress(Exception):  # an actor already gone
                 ray.kill(actor)
-            except Exception:  # noqa: BLE001 - an actor already gone
-                pass
         self._actors = {}
 
     def _files(self, index: int, engine) -> tuple[tuple[tuple[str, int], ...], np.ndarray, dict[str, str]]:

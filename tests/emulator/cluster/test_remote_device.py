@@ -21,7 +21,7 @@ def _mixed_plan(store, lru: bool = False) -> Plan:
     """Every tier on two devices: table 0 half hot + raw (device 0), table 1 hot prefix + TT (device 1),
     table 2 all TT (device 0), table 3 all raw (device 1; with ``lru``, an LRU cache in front of it)."""
     t = store.tables
-    rank = lambda i: t[i].tt[0].rank  # noqa: E731
+    rank = lambda i: t[i].tt[0].rank
     return Plan(store_id=store.store_id, devices=(DevicePlan("d0", 2, 2), DevicePlan("d1", 1, 1)), tables=(
         TablePlacement(t[0].name, t[0].rows // 2, "ssd_raw", device=0),
         TablePlacement(t[1].name, 100, "ssd_tt", rank(1), device=1),
@@ -61,7 +61,7 @@ def node_stores(ray_cluster, tiny_store):
 
 
 def _replay(store, plan, trace, factory=None, **cfg):
-    from emulator.replay.engine import Replayer, ReplayConfig
+    from emulator.replay.engine import ReplayConfig, Replayer
     from tracegen.trace_io import TraceReader
 
     outs = []
@@ -74,7 +74,7 @@ def _replay(store, plan, trace, factory=None, **cfg):
 @pytest.mark.parametrize("offload, lru", [("device", False), ("host", True), ("device", True)],
                          ids=["devices-pool", "plain-ssd-lru", "devices-pool-lru"])
 def test_remote_devices_equal_local_devices(ray_cluster, node_stores, tiny_store, tiny_trace, offload, lru):
-    from emulator.cluster.remote_device import RemoteDevices, RemoteResponse
+    from emulator.cluster.remote_device import RemoteDevices
     from emulator.store.store import Store
 
     store = Store.open(tiny_store)
@@ -137,7 +137,7 @@ def test_responses_carry_their_transfer_apart_from_the_device_link(ray_cluster, 
 
     from emulator.cluster.remote_device import RemoteDevices, RemoteResponse
     from emulator.device.profile import load_profile
-    from emulator.replay.engine import Replayer, ReplayConfig
+    from emulator.replay.engine import ReplayConfig, Replayer
     from emulator.store.store import Store
     from tracegen.trace_io import TraceReader
 
@@ -169,17 +169,16 @@ def test_a_killed_device_actor_is_one_error_naming_device_and_node(ray_cluster, 
     import ray
 
     from emulator.cluster.remote_device import RemoteDeviceError, RemoteDevices
-    from emulator.replay.engine import Replayer, ReplayConfig
+    from emulator.replay.engine import ReplayConfig, Replayer
     from emulator.store.store import Store
     from tracegen.trace_io import TraceReader
 
     store = Store.open(tiny_store)
     plan = _mixed_plan(store)
     remote = RemoteDevices(None, store, plan, node_of_device=node_stores, store_dir=STORE_ON_NODE)
-    with Replayer(store, plan, ReplayConfig(engine="pread", device_factory=remote)) as rep, \
-            TraceReader(tiny_trace) as r:
-        with pytest.raises(RemoteDeviceError) as e:
-            rep.run(r, on_batch=lambda o: ray.kill(remote.devices[1].actor) if o.index == 0 else None)
+    cfg = ReplayConfig(engine="pread", device_factory=remote)
+    with Replayer(store, plan, cfg) as rep, TraceReader(tiny_trace) as r, pytest.raises(RemoteDeviceError) as e:
+        rep.run(r, on_batch=lambda o: ray.kill(remote.devices[1].actor) if o.index == 0 else None)
     msg = str(e.value)
     assert isinstance(e.value, InputError) and "\n" not in msg
     assert "remote device 1 (d1)" in msg and "node 127.0.0.1" in msg and node_stores[1] in msg
@@ -187,7 +186,7 @@ def test_a_killed_device_actor_is_one_error_naming_device_and_node(ray_cluster, 
 
 def test_a_node_without_the_store_is_refused_naming_it(ray_cluster, node_stores, tiny_store):
     from emulator.cluster.remote_device import RemoteDeviceError, RemoteDevices
-    from emulator.replay.engine import Replayer, ReplayConfig
+    from emulator.replay.engine import ReplayConfig, Replayer
     from emulator.store.store import Store
 
     store = Store.open(tiny_store)
