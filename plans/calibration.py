@@ -336,12 +336,12 @@ def _fit_host(store, where: Path, calib: Calibration, notes: list[str], *, repla
             scratch = _scratch_store(Path(tmp) / "store", seed)
             host, _ = measure_host_costs(scratch, calib, batches=replay_batches, queue_depth=queue_depth,
                                          seed=seed, on_sample=on_sample)
-            tasks = measure_task_costs(scratch, queue_depth=queue_depth, seed=seed, iops_at=calib.iops_at)
+            tasks = measure_task_costs(scratch, queue_depth=queue_depth, seed=seed)
         notes.append("host and task costs fitted on replays of a scratch store (8 tables) and of 64 tiny tables")
     else:
         host, _ = measure_host_costs(store, calib, batches=replay_batches, queue_depth=queue_depth, seed=seed,
                                      on_sample=on_sample)
-        tasks = measure_task_costs(store, queue_depth=queue_depth, seed=seed, iops_at=calib.iops_at)
+        tasks = measure_task_costs(store, queue_depth=queue_depth, seed=seed)
         notes.append(f"host costs fitted on replays of store {store.store_id[:12]} and of 64 tiny tables; task "
                      "costs (thread-CPU time of the device workers' tasks) on replays of the store")
     return host, tasks

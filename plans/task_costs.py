@@ -20,10 +20,11 @@ seconds) and fits, by non-negative least squares on relative residuals:
   profile, :mod:`emulator.device.emulate`), per device: per device with cold lookups, raw lookup, TT lookup,
   read and unique TT row (the serial fit is on the main thread's seconds without it);
 * this machine's disk under the engine: how long after a batch's dispatch its last read completes, against
-  the seconds the calibration's IOPS give for the batch's reads (every device's reads share the one disk, at
-  the sum of the devices' queue depths): ``max(0, scale x disk seconds - hidden_s)`` (least squares). The
-  device clock places reads at their real submission times, so under any profile a batch's reads end no
-  earlier than this disk lets them (reads are pipelined: submitted while the previous batch is served).
+  the batch's reads (every device's reads share the one disk): ``max(0, read_s x reads - hidden_s)`` (least
+  squares; fitted on the reads themselves, not through the calibration's IOPS curve, which is measured at
+  another moment of a shared disk). The device clock places reads at their real submission times, so under
+  any profile a batch's reads end no earlier than this disk lets them (reads are pipelined: submitted while
+  the previous batch is served).
 
 Each device task's fit is on single tasks (their lookups and bags are in the request); the host's pooling tasks
 are fitted per batch on their summed CPU seconds (their split is not recorded). All figures are measured.
@@ -46,7 +47,7 @@ SERIAL_FEATURES = ("batch", "table", "lookup", "cold_lookup", "read", "tt_row", 
 POOL_FEATURES = ("task", "dram_lookup", "page_lookup", "staged_lookup", "bag")
 DIM_UNIT = 64  # pooling lookups and bags are counted in rows of this many floats
 REBUILD_FEATURES = ("task", "row", "flop")
-IO_FEATURES = ("scale", "hidden_s")
+IO_FEATURES = ("read_s", "hidden_s")
 PREP_FEATURES = ("device", "raw_lookup", "tt_lookup", "read", "tt_row")
 
 
@@ -104,10 +105,9 @@ class TaskCosts:
             return 0.0
         return p["device"] + p["raw_lookup"] * raw + p["tt_lookup"] * tt + p["read"] * reads + p["tt_row"] * tt_rows
 
-    def visible_io_s(self, disk_s: float) -> float:
-        """Seconds after a batch's dispatch until its reads are in, given the seconds the calibration's IOPS
-        give for them (``disk_s``, see :func:`disk_seconds`)."""
-        return max(0.0, self.io["scale"] * disk_s - self.io["hidden_s"]) if disk_s > 0 else 0.0
+    def visible_io_s(self, reads: float) -> float:
+        """Seconds after a batch's dispatch until its ``reads`` (every device's) are in on this machine."""
+        return max(0.0, self.io["read_s"] * reads - self.io["hidden_s"]) if reads > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -143,16 +143,6 @@ class TaskSamples:
         for name in ("serial_x", "serial_y", "pool_x", "pool_y", "rebuild_x", "rebuild_y", "io_x", "io_y",
                      "prep_x", "prep_y", "serial_host_x", "serial_host_y"):
             getattr(self, name).extend(getattr(other, name))
-
-
-def disk_seconds(reads: Sequence[float], iops_at, queue_depth: int) -> float:
-    """Seconds this machine's disk needs for every device's ``reads`` of a batch at the calibration's IOPS
-    (``iops_at(depth)``), the devices' rings keeping up to ``queue_depth`` each in flight."""
-    total = float(sum(reads))
-    if total <= 0:
-        return 0.0
-    depth = sum(min(float(r), float(queue_depth)) for r in reads)
-    return total / iops_at(max(1, int(depth)))
 
 
 def _serial_counts(p, responses) -> dict[str, float]:
@@ -202,8 +192,7 @@ def _pool_row(task) -> list[float]:
             u * float(np.count_nonzero(k == KIND_STAGED)), u * float(task.bags.size)]
 
 
-def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_pooled: bool,
-                  disk_of=None) -> TaskSamples:
+def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_pooled: bool) -> TaskSamples:
     """One captured batch as fit rows: its serial counts, each device task, and the host's pooling tasks
     (summed: their split over the host's threads is not recorded)."""
     from emulator.tiers import KIND_DRAM, KIND_PAGE, KIND_STAGED
@@ -221,9 +210,9 @@ def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_po
                 out.prep_x.append(row)
                 out.prep_y.append(float(prep[d]))
     ios = [resp.io for _, _, resp in responses if resp.io is not None and resp.io.submit_ns.size]
-    if ios and disk_of is not None:
+    if ios:
         last = max(int((io.submit_ns + io.latency_ns).max()) for io in ios)
-        out.io_x.append(disk_of([io.submit_ns.size for io in ios]))
+        out.io_x.append(float(sum(io.submit_ns.size for io in ios)))
         out.io_y.append(max(0.0, (last - t0) * 1e-9))
     for _, req, resp in responses:
         cpu = {r.task_id: r.cpu_s for r in resp.tasks}
@@ -250,10 +239,9 @@ def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_po
     return out
 
 
-def capture_records(rep, flops_of: Sequence[float], into: TaskSamples, disk_of=None) -> None:
+def capture_records(rep, flops_of: Sequence[float], into: TaskSamples) -> None:
     """Wrap replayer ``rep`` (emulating: ``rep.emulation`` set) so that every finished batch's record is added
-    to ``into`` (on this instance only; the replay runs as usual). ``disk_of(reads per device)``: the
-    calibration's seconds for them (:func:`disk_seconds`), to fit the visible IO on (None: not fitted)."""
+    to ``into`` (on this instance only; the replay runs as usual)."""
     if rep.emulation is None:
         raise ValueError("capturing task records needs a replayer with a device profile (the device clock)")
     pending: dict[int, Any] = {}
@@ -267,7 +255,7 @@ def capture_records(rep, flops_of: Sequence[float], into: TaskSamples, disk_of=N
     def add_and_capture(batch, serial_s, record, measured_s):
         p = pending.pop(batch, None)
         if p is not None and record is not None:
-            into.extend(batch_samples(p, serial_s, record, flops_of, rep.host_pooled, disk_of))
+            into.extend(batch_samples(p, serial_s, record, flops_of, rep.host_pooled))
         return add(batch, serial_s, record, measured_s)
 
     rep.finish = finish_and_keep
@@ -307,7 +295,7 @@ def _fit(x: list, y: list, names: Sequence[str], iterations: int = 20) -> tuple[
 
 
 def _fit_visible_io(x: list, y: list) -> tuple[dict[str, float], float]:
-    """``scale`` and ``hidden_s`` of ``max(0, scale x disk_s - hidden_s)`` by least squares on the batches with
+    """``read_s`` and ``hidden_s`` of ``max(0, read_s x reads - hidden_s)`` by least squares on the batches with
     reads (``hidden_s`` >= 0: refitted through the origin otherwise); and the median |residual| / median y."""
     if len(y) < 2:
         return dict.fromkeys(IO_FEATURES, 0.0), float("nan")
@@ -318,7 +306,7 @@ def _fit_visible_io(x: list, y: list) -> tuple[dict[str, float], float]:
         scale, hidden = float(a @ b / max(a @ a, 1e-30)), 0.0
     scale = max(scale, 0.0)
     res = np.maximum(0.0, scale * a - hidden) - b
-    return {"scale": scale, "hidden_s": hidden}, float(np.median(np.abs(res)) / max(np.median(b), 1e-12))
+    return {"read_s": scale, "hidden_s": hidden}, float(np.median(np.abs(res)) / max(np.median(b), 1e-12))
 
 
 def fit_task_costs(samples: TaskSamples) -> TaskCosts:
@@ -371,13 +359,12 @@ LAYOUTS = ((1, 1), (2, 3), (4, 8), (1, 8), (2, 1), (4, 3))
 
 
 def measure_task_costs(store, *, batches: int = 6, batch_sizes: Sequence[int] | None = None,
-                       queue_depth: int = 128, seed: int = 0, iops_at=None, on_plan=None) -> TaskCosts:
+                       queue_depth: int = 128, seed: int = 0, on_plan=None) -> TaskCosts:
     """Replay synthetic batches of ``store`` under the calibration plans with the device clock on (the ``host``
     profile) and fit :class:`TaskCosts` on the captured tasks (module docstring). Each plan is replayed with
     the devices pooling (its tables spread over the devices of one of :data:`LAYOUTS`, cycled) and the
     plain-SSD plans also with the host pooling every row, on traces of the
-    calibration's batch sizes; a warm-up pass over each trace first, then one captured pass. ``iops_at``: the
-    calibration's IOPS by queue depth, for the visible-IO fit (None: not fitted)."""
+    calibration's batch sizes; a warm-up pass over each trace first, then one captured pass."""
     from emulator.device.profile import load_profile
     from emulator.replay.counters import ReplayStats
     from emulator.replay.engine import ReplayConfig, Replayer
@@ -410,9 +397,7 @@ def measure_task_costs(store, *, batches: int = 6, batch_sizes: Sequence[int] | 
             with Replayer(store, plan, cfg, stats=ReplayStats()) as rep:  # live statistics, as replays run
                 for reader in readers:
                     rep.run(reader)  # warm-up: first touches, threads
-                disk_of = None if iops_at is None else \
-                    (lambda reads: disk_seconds(reads, iops_at, queue_depth))
-                capture_records(rep, _flops_of(store, plan), samples, disk_of)
+                capture_records(rep, _flops_of(store, plan), samples)
                 for reader in readers:
                     rep.run(reader)
     costs = fit_task_costs(samples)

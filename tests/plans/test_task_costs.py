@@ -9,8 +9,7 @@ import pytest
 
 from plans.calibration import default_calibration
 from plans.task_costs import (IO_FEATURES, POOL_FEATURES, PREP_FEATURES, REBUILD_FEATURES, SERIAL_FEATURES,
-                              TaskCosts, TaskSamples, capture_records, disk_seconds, fit_task_costs,
-                              measure_task_costs)
+                              TaskCosts, TaskSamples, capture_records, fit_task_costs, measure_task_costs)
 from plans.types import Calibration
 
 
@@ -35,16 +34,17 @@ def test_fits_recover_known_constants():
         x = [1.0, float(rng.uniform(10, 1e4)), float(rng.uniform(1e5, 1e8))]
         s.rebuild_x.append(x)
         s.rebuild_y.append(float(np.dot(x, [rebuild[k] for k in REBUILD_FEATURES])))
-        d = float(rng.uniform(1e-3, 5e-2))  # visible IO = 0.8 x disk seconds - 0.5 ms, every point above 0
-        s.io_x.append(d)
-        s.io_y.append(0.8 * d - 5e-4)
+        r = float(rng.integers(100, 5000))  # visible IO = 8 us x reads - 0.5 ms, every point above 0
+        s.io_x.append(r)
+        s.io_y.append(8e-6 * r - 5e-4)
     c = fit_task_costs(s)
     for got, want in ((c.serial, serial), (c.pool, pool), (c.rebuild, rebuild)):
         for k, v in want.items():
             assert got[k] == pytest.approx(v, rel=1e-3), k
-    assert c.io["scale"] == pytest.approx(0.8) and c.io["hidden_s"] == pytest.approx(5e-4)
+    assert c.io["read_s"] == pytest.approx(8e-6) and c.io["hidden_s"] == pytest.approx(5e-4)
     assert c.fit["serial_batches"] == 200 and c.fit["serial_median_abs_rel_error"] < 1e-6
-    assert c.visible_io_s(1e-2) == pytest.approx(7.5e-3) and c.visible_io_s(1e-4) == 0.0
+    # 1000 reads: 8 ms - 0.5 ms; 50 reads stay hidden
+    assert c.visible_io_s(1000) == pytest.approx(7.5e-3) and c.visible_io_s(50) == 0.0
 
 
 def test_task_costs_check_and_round_trip():
@@ -71,12 +71,6 @@ def test_calibration_carries_task_costs_and_reads_files_without_them():
     assert Calibration.from_dict(old).tasks is None
 
 
-def test_disk_seconds_by_hand():
-    # 100 and 300 reads, rings of 128: 100 + 128 = 228 in flight at 1000 IOPS per unit of depth
-    assert disk_seconds([100, 300], lambda d: 1000.0 * d, 128) == pytest.approx(400 / 228_000)
-    assert disk_seconds([0, 0], lambda d: 1.0, 128) == 0.0
-
-
 def test_capture_needs_the_device_clock():
     with pytest.raises(ValueError, match="device profile"):
         capture_records(type("R", (), {"emulation": None})(), [], TaskSamples())
@@ -86,10 +80,8 @@ def test_capture_needs_the_device_clock():
 def measured(tiny_store):
     from emulator.store.store import Store
 
-    cal = default_calibration()
     labels = []
-    costs = measure_task_costs(Store.open(tiny_store), batches=2, batch_sizes=(16,), iops_at=cal.iops_at,
-                               on_plan=labels.append)
+    costs = measure_task_costs(Store.open(tiny_store), batches=2, batch_sizes=(16,), on_plan=labels.append)
     return costs, labels
 
 
