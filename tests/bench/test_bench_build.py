@@ -10,7 +10,13 @@ import shutil
 import pytest
 from rich.console import Console
 
-from bench.bench_build import SIDES, BuildBenchConfig, fio_command, render, run_bench_build
+from bench.bench_build import (
+    SIDES,
+    BuildBenchConfig,
+    fio_command,
+    render,
+    run_bench_build,
+)
 from bench.cli import main
 from emulator.store.layout import RowLayout
 from tracegen.presets import load_model

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-import emulator.store.build as build
+import emulator.store.build_parallel as build
 from emulator.store.build import build_store, verify_store
 from emulator.store.store import StoreBuildConfig
 from emulator.store.weights import SyntheticRows, SyntheticWeightsConfig
@@ -125,7 +125,7 @@ def test_tables_over_the_memory_budget_are_decomposed_from_the_file(tmp_path, sm
     config = StoreBuildConfig(weights_seed=3, tt_ranks=(4, 8))
     kept = build_store(SPEC, tmp_path / "kept", config, workers=2)
     monkeypatch.setattr(build, budget, 0)  # every table streamed from its file (blocks of columns)
-    serial = build_store(SPEC, tmp_path / "serial", config, workers=1)
+    build_store(SPEC, tmp_path / "serial", config, workers=1)
     par = build_store(SPEC, tmp_path / "par", config, workers=3)
     assert (tmp_path / "serial" / "tt.h5").read_bytes() == (tmp_path / "par" / "tt.h5").read_bytes()
     for a, b in zip(kept.tables, par.tables):  # the same TT-SVD, summed in another order: errors agree closely

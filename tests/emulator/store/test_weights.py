@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emulator.store.weights import (_HALF_SUM, _HASH_UNIT, SIGNAL_STD, HashSyntheticRows, SyntheticWeightsConfig,
-                                    synthetic_rows)
+from emulator.store.weights import (
+    _HALF_SUM,
+    _HASH_UNIT,
+    SIGNAL_STD,
+    HashSyntheticRows,
+    SyntheticWeightsConfig,
+    synthetic_rows,
+)
 from emulator.tt.cores import tt_rebuild_rows_reference
 from tracegen.errors import InputError
 from tracegen.spec import TableSpec
