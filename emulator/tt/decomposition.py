@@ -1,5 +1,17 @@
 """TT-SVD: compress a table (in memory or streamed in row blocks) into :class:`emulator.tt.cores.TTCores`.
 
+* :func:`tt_svd` (in memory, float64) and :func:`tt_svd_streamed` (Gram matrices
+  of row blocks, right to left): one rank or a tolerance at a time.
+* :func:`tt_svd_fast`, for the store build: every requested rank from one
+  decomposition, the first step (the only one as large as the table) by
+  float32 GEMMs over the first unfolding, either its Gram matrix
+  (:func:`tt_svd_gram`, exact up to float32 rounding) or a randomized range
+  finder with one power iteration (:func:`tt_svd_randomized`), whichever does
+  fewer multiply-adds; the later, small steps by the Gram matrix of their
+  shorter side, or randomized where that is much cheaper. The table is read as
+  column blocks of the first unfolding gathered by a Numba kernel, or given
+  already laid out (:class:`Unfolding`, :func:`scatter_rows`).
+
 The cores' layout, the rebuilds and the HDF5 format are in :mod:`emulator.tt.cores`
 (re-exported here for callers that import them with the decomposition).
 """
