@@ -19,7 +19,7 @@ from tracegen.selection import select
 def result(tmp_path_factory):
     scratch = tmp_path_factory.mktemp("scratch")
     return scratch, run_bench_tracegen(TraceGenBenchConfig(model="tiny", batches=3, tables="1:", seed=4,
-                                                           scratch_dir=str(scratch)))
+                                                           bound_runs=3, scratch_dir=str(scratch)))
 
 
 def test_it_generates_what_trace_gen_generates(result, tmp_path):
@@ -33,6 +33,7 @@ def test_it_generates_what_trace_gen_generates(result, tmp_path):
 def test_figures_are_consistent(result):
     _, r = result
     assert r["ratio"] == pytest.approx(r["tofile_s"] / r["generate_s"])
+    assert len(r["tofile_runs_s"]) == 3 and r["tofile_s"] == sorted(r["tofile_runs_s"])[1]  # the median
     assert r["lookups_per_s"] == pytest.approx(r["lookups"] / r["generate_s"])
     assert r["tofile_bytes_per_s"] == pytest.approx(r["bytes"] / r["tofile_s"])
     assert r["peak_rss_bytes"] > 0 and r["measured"] is True
@@ -55,7 +56,7 @@ def test_command_json_and_errors(tmp_path, capsys):
     doc = json.loads(out)
     assert doc["batches"] == 2 and doc["workers"] == 1 and doc["lookups"] > 0
     assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]  # scratch removed
-    for argv in (["--batches", "0"], ["--workers", "0"], ["--scale", "0"], ["--model", "no-such-model"],
+    for argv in (["--batches", "0"], ["--workers", "0"], ["--bound-runs", "0"], ["--scale", "0"], ["--model", "no-such-model"],
                  ["--tables", "nope"]):
         code, _, err = run_cli(["bench", "tracegen", "--model", "tiny", "--out-dir", str(tmp_path / "r2"), *argv],
                                capsys) if "--model" not in argv else run_cli(
