@@ -31,7 +31,7 @@ from tracegen.errors import InputError
 
 EXAMPLE = """example:
   screc bench tracegen                                   (meta-2022, one full batch: 1.4G lookups, 6.4 GB)
-  screc bench tracegen --model meta-2021 --json runs/tracegen_2021.json
+  screc bench tracegen --model meta-2021 --params runs/meta2021_fit.json --json runs/tracegen_2021.json
   screc bench tracegen --tables 0::8 --workers 1         (every 8th table, one generator thread)
 """
 
@@ -43,6 +43,7 @@ class TraceGenBenchConfig:
     batch_size: int | None = None
     batches: int = 1
     tables: str | None = None  # a selection: a slice (0::8) or names
+    params: str | None = None  # generator parameters JSON (e.g. from `screc trace fit`), else the preset's Zipf
     seed: int = 0
     workers: int | None = None  # generator threads (default: every core)
     bound_runs: int = 2  # times the write bound is measured (median reported)
@@ -51,6 +52,21 @@ class TraceGenBenchConfig:
 
 def _peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+
+
+def _load_params(path: Path):
+    """Generator parameters from a JSON file (a fit document or a parameters JSON); InputError if unreadable."""
+    import json
+
+    from tracegen.fit import load_params_file
+
+    if not path.is_file():
+        raise InputError("parameters file not found", path)
+    try:
+        doc = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"not a JSON file ({e})", path) from None
+    return load_params_file(doc, path)
 
 
 def run_bench_tracegen(cfg: TraceGenBenchConfig, should_stop: Callable[[], bool] | None = None,
@@ -63,7 +79,9 @@ def run_bench_tracegen(cfg: TraceGenBenchConfig, should_stop: Callable[[], bool]
     from tracegen.selection import select
 
     spec = load_model(cfg.model, scale=cfg.scale, batch_size=cfg.batch_size)
-    spec, params = select(spec, GeneratorParams(seed=cfg.seed, num_batches=cfg.batches), cfg.tables)
+    base = GeneratorParams() if cfg.params is None else _load_params(Path(cfg.params))
+    params = GeneratorParams.from_dict({**base.to_dict(), "seed": cfg.seed, "num_batches": cfg.batches})
+    spec, params = select(spec, params, cfg.tables)
     scratch = Path(cfg.scratch_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".bench-tracegen-", dir=scratch))
@@ -141,6 +159,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="samples per batch (default the model's)")
     p.add_argument("--batches", type=int, default=1, help="batches to generate (default 1)")
     p.add_argument("--tables", default=None, help="only these tables: a slice (0::8) or names (default all)")
+    p.add_argument("--params", default=None,
+                   help="generator parameters JSON, e.g. from `screc trace fit` (default: the preset's Zipf skews)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="generator threads (default: every core)")
     p.add_argument("--bound-runs", type=int, default=2,
@@ -175,7 +195,7 @@ def _handle(args: argparse.Namespace) -> int:
     scratch = args.scratch_dir or args.out_dir
     ensure_writable_dir(scratch)
     cfg = TraceGenBenchConfig(model=args.model, scale=args.scale, batch_size=args.batch_size, batches=args.batches,
-                              tables=args.tables, seed=args.seed, workers=args.workers, bound_runs=args.bound_runs,
+                              tables=args.tables, params=args.params, seed=args.seed, workers=args.workers, bound_runs=args.bound_runs,
                               scratch_dir=scratch)
     with make_progress(stderr_console()) as bar, stop_flag() as stop:
         task = bar.add_task("bench tracegen", total=None)

@@ -49,6 +49,15 @@ def _render_text(r, width=120) -> str:
     return con.export_text()
 
 
+def test_params_file_drives_the_generator(tmp_path, capsys):
+    params = GeneratorParams(zipf_alpha=0.5, seed=9)  # the seed flag (default 0) overrides the file's
+    (tmp_path / "p.json").write_text(json.dumps(params.to_dict()))
+    r = run_bench_tracegen(TraceGenBenchConfig(model="tiny", params=str(tmp_path / "p.json"), bound_runs=1,
+                                               scratch_dir=str(tmp_path / "s")))
+    expected = generate_trace(get_preset("tiny"), GeneratorParams(zipf_alpha=0.5, seed=0), tmp_path / "t.h5")
+    assert r["trace_id"] == expected
+
+
 def test_command_json_and_errors(tmp_path, capsys):
     code, out, _ = run_cli(["bench", "tracegen", "--model", "tiny", "--batches", "2", "--workers", "1",
                             "--out-dir", str(tmp_path / "runs"), "--json"], capsys)
@@ -56,7 +65,9 @@ def test_command_json_and_errors(tmp_path, capsys):
     doc = json.loads(out)
     assert doc["batches"] == 2 and doc["workers"] == 1 and doc["lookups"] > 0
     assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]  # scratch removed
-    for argv in (["--batches", "0"], ["--workers", "0"], ["--bound-runs", "0"], ["--scale", "0"], ["--model", "no-such-model"],
+    (tmp_path / "bad.json").write_text("{nope")
+    for argv in (["--batches", "0"], ["--workers", "0"], ["--bound-runs", "0"], ["--params", str(tmp_path / "none")],
+                 ["--params", str(tmp_path / "bad.json")], ["--scale", "0"], ["--model", "no-such-model"],
                  ["--tables", "nope"]):
         code, _, err = run_cli(["bench", "tracegen", "--model", "tiny", "--out-dir", str(tmp_path / "r2"), *argv],
                                capsys) if "--model" not in argv else run_cli(
