@@ -24,7 +24,7 @@ cores that share it and by the profile's speed:
   over ``read_bytes_per_s``) or, as the engine submits reads only as fast as this machine's disk completes
   them (the clock places reads at their real submission times), the part of this disk's time for every
   device's reads of the batch that shows after the dispatch (``TaskCosts.visible_io_s``: fitted on the
-  calibration replays against their reads), whichever is longer.
+  calibration replays against their reads and serial work), whichever is longer.
 
 All figures are modelled (a formula on measured coefficients).
 """
@@ -187,7 +187,7 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
         serial = tasks.serial_s(counts)
         host_pool = tasks.pool_s(host_tasks, dram=dram, bags=bag_units) / threads
         after = 0.0
-    disk = tasks.visible_io_s(sum(w.reads for w in work))
+    disk = tasks.visible_io_s(sum(w.reads for w in work), serial)
     io_t, mem_t, comp_t, link_t, dev_t = [], [], [], [], []
     for d, (w, dev) in enumerate(zip(work, devices)):
         speed_mem = dev.mem_core_lookups_per_s / calib.mem_core_lookups_per_s

@@ -17,7 +17,7 @@ from tests.plans.test_cost import CAL, DEV, stats
 TASKS = TaskCosts(serial={"batch": 1e-3, "table": 0, "lookup": 0, "cold_lookup": 0, "read": 0, "tt_row": 0,
                           "device": 0, "pool_task": 0, "merge_row": 0},
                   pool={"task": 0, "dram_lookup": 1e-6, "page_lookup": 2e-6, "staged_lookup": 3e-6, "bag": 0},
-                  rebuild={"task": 0, "row": 1e-5, "flop": 0}, io={"read_s": 1e-5, "hidden_s": 5e-5},
+                  rebuild={"task": 0, "row": 1e-5, "flop": 0}, io={"read_s": 1e-4, "hidden_per_serial": 0.1, "hidden_s": 5e-5},
                   prep={"device": 0, "raw_lookup": 0, "tt_lookup": 0, "read": 0, "tt_row": 0})
 CAL_T = dataclasses.replace(CAL, tasks=TASKS)
 # twice this host's per-core rates (speed 2), a 1 MB/s link with 100 us per transfer, this machine's disk
@@ -29,8 +29,8 @@ CDEV = dataclasses.replace(DEV, mem_core_lookups_per_s=2e5, compute_core_flops_p
 U = 0.5
 BAGS = 100 * -math.expm1(-0.4)
 LINK_PARTIALS = BAGS * 128 / 1e6 + 1e-4
-# 20 reads on this machine's disk: 20 x 10 us - 50 us hidden behind the previous batch
-DISK = 20 * 1e-5 - 5e-5
+# 20 reads on this machine's disk: 20 x 100 us, less 0.1 x the 1 ms of serial work and 50 us
+DISK = 20 * 1e-4 - 0.1 * 1e-3 - 5e-5
 
 
 def plan(tier: str, planner: str, rank: int | None = None) -> Plan:
