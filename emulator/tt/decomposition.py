@@ -26,9 +26,19 @@ from typing import Callable
 import numpy as np
 
 from emulator.kernels.jit import njit
-from emulator.tt.cores import (_SVD_MAX_ELEMENTS, TTCores, factorize_dim, factorize_rows, load_tt,  # noqa: F401
-                               random_tt, reconstruction_error, row_digits, save_tt, tt_rebuild_range,
-                               tt_rebuild_rows_reference)
+from emulator.tt.cores import (  # noqa: F401
+    _SVD_MAX_ELEMENTS,
+    TTCores,
+    factorize_dim,
+    factorize_rows,
+    load_tt,
+    random_tt,
+    reconstruction_error,
+    row_digits,
+    save_tt,
+    tt_rebuild_range,
+    tt_rebuild_rows_reference,
+)
 
 # ---------------------------------------------------------------------------------------------- TT-SVD
 
@@ -312,8 +322,7 @@ def zero_padding_rows(rows: int, p_shapes, q_shapes, out: np.ndarray) -> None:
     p, q = tuple(p_shapes), tuple(q_shapes)
     pad = math.prod(p) - int(rows)
     if pad > 0:
-        _scatter_rows_kernel(np.zeros((pad, math.prod(q)), np.float32), int(rows), math.prod(p[1:]), q[0],
-                             math.prod(q[1:]), out)
+        _zero_rows_kernel(int(rows), pad, math.prod(p[1:]), q[0], math.prod(q[1:]), out)
 
 
 @njit
@@ -327,6 +336,32 @@ def _scatter_rows_kernel(block, first_row, rest_rows, q0, rest_cols, out):  # pr
             col, base = s * rest_cols, j1 * rest_cols
             for t in range(rest_cols):
                 dst[col + t] = src[base + t]
+
+
+@njit
+def _zero_rows_kernel(first_row, n, rest_rows, q0, rest_cols, out):  # pragma: no cover (compiled)
+    for k in range(n):
+        r = first_row + k
+        i1, s = r // rest_rows, r % rest_rows
+        for j1 in range(q0):
+            dst = out[i1 * q0 + j1]
+            for t in range(s * rest_cols, (s + 1) * rest_cols):
+                dst[t] = 0.0
+
+
+_POPULATE_BYTES = 16 << 20
+
+
+def _empty(shape, dtype=np.float32) -> np.ndarray:
+    """``np.empty``, but an array of 16 MiB or more has its pages mapped at once (``MAP_POPULATE``): faulting
+    them in one at a time on first touch costs several times more CPU on virtual machines."""
+    import mmap
+
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes < _POPULATE_BYTES or not hasattr(mmap, "MAP_POPULATE"):
+        return np.empty(shape, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 def _block_source(table, rows, dim, p, q, chunk_bytes, keep_bytes, out_buffer=None):
@@ -368,7 +403,9 @@ def _finish(u: np.ndarray, rem: np.ndarray, ranks, p, q) -> list[TTCores]:
         r = min(r, u.shape[1])
         c = rem[:r].reshape((r,) + p[1:] + q[1:])
         c = c.transpose([0] + [ax for k in range(1, d) for ax in (k, d - 1 + k)])
-        cores, tail_ranks = _tt_svd_tail(np.ascontiguousarray(c), r, p, q, r)
+        dense = _empty(c.shape, c.dtype)
+        np.copyto(dense, c)
+        cores, tail_ranks = _tt_svd_tail(dense, r, p, q, r)
         first = u[:, :r].reshape(1, p[0], q[0], r).transpose(1, 0, 2, 3).astype(np.float32)
         out.append(TTCores(p, q, [1] + tail_ranks, (first,) + tuple(cores)))
     return out
@@ -401,7 +438,7 @@ def tt_svd_gram(table, rows: int, dim: int, p_shapes, q_shapes, ranks,
     top = min(max(ranks), m)
     u = np.ascontiguousarray(v[:, np.argsort(w)[::-1][:top]])
     ut = u.T.astype(np.float32)
-    rem = np.empty((top, rest_rows, rest_cols), dtype=np.float32)  # U^T C
+    rem = _empty((top, rest_rows, rest_cols), np.float32)  # U^T C
     for a, b, c in blocks():
         rem[:, a:b] = (ut @ c).reshape(top, b - a, rest_cols)
     return _finish(u, rem, ranks, p, q)
@@ -434,16 +471,17 @@ def tt_svd_randomized(table, rows: int, dim: int, p_shapes, q_shapes,
     k = min(max(ranks) + int(oversample), m, rest_rows * rest_cols)
     y = np.zeros((m, k), dtype=np.float64)
     for a, _, c in blocks():
-        omega = np.random.default_rng([int(seed), 0x7A5, a]).standard_normal((c.shape[1], k), dtype=np.float32)
+        omega = np.random.default_rng([int(seed), 0x7A5, a]).standard_normal(
+            dtype=np.float32, out=_empty((c.shape[1], k), np.float32))
         y += c @ omega
     for _ in range(int(power_iters)):
         qy = np.linalg.qr(y)[0].astype(np.float32)
         y = np.zeros((m, k), dtype=np.float64)
         for _, _, c in blocks():
-            y += c @ (c.T @ qy)
+            y += c @ np.matmul(c.T, qy, out=_empty((c.shape[1], k), np.float32))
     qm = np.linalg.qr(y)[0]
     qt = qm.T.astype(np.float32)
-    sketch = np.empty((qm.shape[1], rest_rows, rest_cols), dtype=np.float32)  # B = Q^T C
+    sketch = _empty((qm.shape[1], rest_rows, rest_cols), np.float32)  # B = Q^T C
     for a, b, c in blocks():
         sketch[:, a:b] = (qt @ c).reshape(-1, b - a, rest_cols)
     flat = sketch.reshape(sketch.shape[0], -1)
