@@ -132,3 +132,14 @@ def test_tables_over_the_memory_budget_are_decomposed_from_the_file(tmp_path, sm
         assert [v.tt_ranks for v in a.tt] == [v.tt_ranks for v in b.tt]
         for va, vb in zip(a.tt, b.tt):
             assert vb.rel_fro_error == pytest.approx(va.rel_fro_error, rel=1e-3)
+
+
+def test_buffered_writes_where_o_direct_is_missing_give_the_same_store(tmp_path, small_steps, monkeypatch):
+    config = StoreBuildConfig(weights_seed=5, tt_ranks=(4,))
+    build_store(SPEC, tmp_path / "direct", config, workers=2)
+    monkeypatch.delattr(build.os, "O_DIRECT")  # as on a platform without it (a filesystem refusing it: EINVAL)
+    build_store(SPEC, tmp_path / "buffered", config, workers=2)
+    direct, buffered = _files(tmp_path / "direct"), _files(tmp_path / "buffered")
+    assert {k: v for k, v in direct.items() if k != "manifest.json"} == \
+        {k: v for k, v in buffered.items() if k != "manifest.json"}
+    assert verify_store(tmp_path / "buffered").ok
