@@ -333,16 +333,22 @@ def _error_blocks(rows: int, rng: np.random.Generator) -> list[tuple[int, int]]:
 
 def _tt_error(tt, read_at, blocks: list[tuple[int, int]]) -> dict:
     """:func:`emulator.tt.cores.reconstruction_error` over the rows of ``blocks``, each block rebuilt by
-    :func:`emulator.tt.cores.tt_rebuild_range` (GEMMs over shared row prefixes), differences in float64."""
+    :func:`emulator.tt.cores.tt_rebuild_range` (GEMMs over shared row prefixes); differences in float32
+    (rounded once each), their squares summed in float64."""
     from emulator.tt.cores import tt_rebuild_range
 
     sample = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in blocks])
     if sample.size == 0:
         return {"rel_fro_error": 0.0, "max_abs_error": 0.0, "sample_rows": 0}
-    true = np.asarray(read_at(sample), dtype=np.float64)
-    rebuilt = np.concatenate([tt_rebuild_range(tt, a, b) for a, b in blocks])
-    diff = true - rebuilt.astype(np.float64)
-    norm, err = float(np.linalg.norm(true)), float(np.linalg.norm(diff))
+    true = np.asarray(read_at(sample), dtype=np.float32)
+    rebuilt = np.empty_like(true)
+    at = 0
+    for a, b in blocks:
+        rebuilt[at:at + b - a] = tt_rebuild_range(tt, a, b)
+        at += b - a
+    diff = np.subtract(true, rebuilt, out=rebuilt)  # float32: each difference rounded once (0.5 ulp)
+    norm = math.sqrt(float(np.add.reduce(np.square(true).ravel(), dtype=np.float64)))  # sums in float64
+    err = math.sqrt(float(np.add.reduce(np.square(diff).ravel(), dtype=np.float64)))
     return {"rel_fro_error": err / norm if norm > 0 else (0.0 if err == 0 else math.inf),
             "max_abs_error": float(np.abs(diff).max()), "sample_rows": int(sample.size)}
 
