@@ -187,7 +187,7 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
         serial = tasks.serial_s(counts)
         host_pool = tasks.pool_s(host_tasks, dram=dram, bags=bag_units) / threads
         after = 0.0
-    disk = tasks.visible_io_s(sum(w.reads for w in work), serial)
+    disk = tasks.visible_io_s(sum(w.reads for w in work), sum(1 for w in work if w.reads > 0), serial)
     io_t, mem_t, comp_t, link_t, dev_t = [], [], [], [], []
     for d, (w, dev) in enumerate(zip(work, devices)):
         speed_mem = dev.mem_core_lookups_per_s / calib.mem_core_lookups_per_s

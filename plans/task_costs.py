@@ -20,10 +20,12 @@ seconds) and fits, by non-negative least squares on relative residuals:
   profile, :mod:`emulator.device.emulate`), per device: per device with cold lookups, raw lookup, TT lookup,
   read and unique TT row (the serial fit is on the main thread's seconds without it);
 * this machine's disk under the engine: how long after a batch's dispatch its last read completes, against
-  the batch's reads (every device's reads share the one disk) and the main thread's serial seconds (the reads
-  run while it works): ``max(0, read_s x reads - hidden_per_serial x serial - hidden_s)`` (non-negative least
-  squares on the batches whose reads outlast the dispatch; fitted on the reads themselves, not through the
-  calibration's IOPS curve, which is measured at another moment of a shared disk). The device clock places reads at their real submission times, so under
+  the batch's reads (every device's reads share the one disk; each device's ring keeps its own queue full, so
+  more devices read faster: a term per read over the devices reading), and the main thread's serial seconds
+  (the reads run while it works): ``max(0, read_s x reads + read_per_device_s x reads / devices reading -
+  hidden_per_serial x serial - hidden_s)`` (non-negative least squares on the batches whose reads outlast the
+  dispatch; fitted on the reads themselves, not through the calibration's IOPS curve, which is measured at
+  another moment of a shared disk). The device clock places reads at their real submission times, so under
   any profile a batch's reads end no earlier than this disk lets them (reads are pipelined: submitted while
   the previous batch is served).
 
@@ -48,7 +50,7 @@ SERIAL_FEATURES = ("batch", "table", "lookup", "cold_lookup", "read", "tt_row", 
 POOL_FEATURES = ("task", "dram_lookup", "page_lookup", "staged_lookup", "bag")
 DIM_UNIT = 64  # pooling lookups and bags are counted in rows of this many floats
 REBUILD_FEATURES = ("task", "row", "flop")
-IO_FEATURES = ("read_s", "hidden_per_serial", "hidden_s")
+IO_FEATURES = ("read_s", "read_per_device_s", "hidden_per_serial", "hidden_s")
 PREP_FEATURES = ("device", "raw_lookup", "tt_lookup", "read", "tt_row")
 
 
@@ -106,12 +108,14 @@ class TaskCosts:
             return 0.0
         return p["device"] + p["raw_lookup"] * raw + p["tt_lookup"] * tt + p["read"] * reads + p["tt_row"] * tt_rows
 
-    def visible_io_s(self, reads: float, serial_s: float = 0.0) -> float:
-        """Seconds after a batch's dispatch until its ``reads`` (every device's) are in on this machine, the
-        main thread's serial work taking ``serial_s`` meanwhile."""
+    def visible_io_s(self, reads: float, devices: int = 1, serial_s: float = 0.0) -> float:
+        """Seconds after a batch's dispatch until its ``reads`` (of ``devices`` devices reading) are in on this
+        machine, the main thread's serial work taking ``serial_s`` meanwhile."""
         io = self.io
-        return max(0.0, io["read_s"] * reads - io["hidden_per_serial"] * serial_s - io["hidden_s"]) \
-            if reads > 0 else 0.0
+        if reads <= 0:
+            return 0.0
+        return max(0.0, io["read_s"] * reads + io["read_per_device_s"] * reads / max(1, devices)
+                   - io["hidden_per_serial"] * serial_s - io["hidden_s"])
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -217,7 +221,8 @@ def batch_samples(p, serial_s: float, record, flops_of: Sequence[float], host_po
     ios = [resp.io for _, _, resp in responses if resp.io is not None and resp.io.submit_ns.size]
     if ios:
         last = max(int((io.submit_ns + io.latency_ns).max()) for io in ios)
-        out.io_x.append([float(sum(io.submit_ns.size for io in ios)), max(0.0, own)])
+        reads = float(sum(io.submit_ns.size for io in ios))
+        out.io_x.append([reads, reads / len(ios), max(0.0, own)])
         out.io_y.append(max(0.0, (last - t0) * 1e-9))
     for _, req, resp in responses:
         cpu = {r.task_id: r.cpu_s for r in resp.tasks}
@@ -300,20 +305,22 @@ def _fit(x: list, y: list, names: Sequence[str], iterations: int = 20) -> tuple[
 
 
 def _fit_visible_io(x: list, y: list) -> tuple[dict[str, float], float]:
-    """:data:`IO_FEATURES` of ``max(0, read_s x reads - hidden_per_serial x serial - hidden_s)`` by non-negative
-    least squares on the batches whose reads outlast the dispatch; and the median |residual| / median y."""
+    """:data:`IO_FEATURES` of ``max(0, read_s x reads + read_per_device_s x reads / devices - hidden_per_serial x
+    serial - hidden_s)`` by non-negative least squares on the batches whose reads outlast the dispatch; and the
+    median |residual| / median y (rows of ``x``: reads, reads per device reading, serial seconds)."""
     from plans.host_fit import nnls
 
-    a, b = np.asarray(x, dtype=np.float64).reshape(-1, 2), np.asarray(y, dtype=np.float64)
+    a, b = np.asarray(x, dtype=np.float64).reshape(-1, 3), np.asarray(y, dtype=np.float64)
     keep = b > 0
     if keep.sum() < 3:
         return dict.fromkeys(IO_FEATURES, 0.0), float("nan")
-    cols = np.column_stack([a[keep, 0], -a[keep, 1], -np.ones(int(keep.sum()))])
+    cols = np.column_stack([a[keep, 0], a[keep, 1], -a[keep, 2], -np.ones(int(keep.sum()))])
     scale = np.abs(cols).max(axis=0)
     scale[scale == 0] = 1.0
     coef = nnls(cols / scale, b[keep]) / scale
     io = dict(zip(IO_FEATURES, coef.tolist()))
-    pred = np.maximum(0.0, a[:, 0] * io["read_s"] - a[:, 1] * io["hidden_per_serial"] - io["hidden_s"])
+    pred = np.maximum(0.0, a[:, 0] * io["read_s"] + a[:, 1] * io["read_per_device_s"]
+                      - a[:, 2] * io["hidden_per_serial"] - io["hidden_s"])
     return io, float(np.median(np.abs(pred - b)) / max(np.median(b[keep]), 1e-12))
 
 

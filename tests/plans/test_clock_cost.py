@@ -17,7 +17,8 @@ from tests.plans.test_cost import CAL, DEV, stats
 TASKS = TaskCosts(serial={"batch": 1e-3, "table": 0, "lookup": 0, "cold_lookup": 0, "read": 0, "tt_row": 0,
                           "device": 0, "pool_task": 0, "merge_row": 0},
                   pool={"task": 0, "dram_lookup": 1e-6, "page_lookup": 2e-6, "staged_lookup": 3e-6, "bag": 0},
-                  rebuild={"task": 0, "row": 1e-5, "flop": 0}, io={"read_s": 1e-4, "hidden_per_serial": 0.1, "hidden_s": 5e-5},
+                  rebuild={"task": 0, "row": 1e-5, "flop": 0},
+                  io={"read_s": 1e-4, "read_per_device_s": 0.0, "hidden_per_serial": 0.1, "hidden_s": 5e-5},
                   prep={"device": 0, "raw_lookup": 0, "tt_lookup": 0, "read": 0, "tt_row": 0})
 CAL_T = dataclasses.replace(CAL, tasks=TASKS)
 # twice this host's per-core rates (speed 2), a 1 MB/s link with 100 us per transfer, this machine's disk

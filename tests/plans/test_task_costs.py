@@ -34,19 +34,19 @@ def test_fits_recover_known_constants():
         x = [1.0, float(rng.uniform(10, 1e4)), float(rng.uniform(1e5, 1e8))]
         s.rebuild_x.append(x)
         s.rebuild_y.append(float(np.dot(x, [rebuild[k] for k in REBUILD_FEATURES])))
-        # visible IO = 8 us x reads - 0.3 x serial - 0.5 ms, every point above 0
-        r, ser = float(rng.integers(1000, 5000)), float(rng.uniform(1e-3, 5e-3))
-        s.io_x.append([r, ser])
-        s.io_y.append(8e-6 * r - 0.3 * ser - 5e-4)
+        # visible IO = 8 us x reads + 12 us x reads per device - 0.3 x serial - 0.5 ms, every point above 0
+        r, n, ser = float(rng.integers(1000, 5000)), int(rng.integers(1, 5)), float(rng.uniform(1e-3, 5e-3))
+        s.io_x.append([r, r / n, ser])
+        s.io_y.append(8e-6 * r + 12e-6 * r / n - 0.3 * ser - 5e-4)
     c = fit_task_costs(s)
     for got, want in ((c.serial, serial), (c.pool, pool), (c.rebuild, rebuild)):
         for k, v in want.items():
             assert got[k] == pytest.approx(v, rel=1e-3), k
     assert c.io["read_s"] == pytest.approx(8e-6) and c.io["hidden_s"] == pytest.approx(5e-4)
-    assert c.io["hidden_per_serial"] == pytest.approx(0.3)
+    assert c.io["hidden_per_serial"] == pytest.approx(0.3) and c.io["read_per_device_s"] == pytest.approx(12e-6)
     assert c.fit["serial_batches"] == 200 and c.fit["serial_median_abs_rel_error"] < 1e-6
-    # 1000 reads: 8 ms - 0.3 x 1 ms - 0.5 ms; 50 reads stay hidden
-    assert c.visible_io_s(1000, 1e-3) == pytest.approx(7.2e-3) and c.visible_io_s(50) == 0.0
+    # 1000 reads on 2 devices: 8 ms + 6 ms - 0.3 x 1 ms - 0.5 ms; 20 reads stay hidden
+    assert c.visible_io_s(1000, 2, 1e-3) == pytest.approx(13.2e-3) and c.visible_io_s(20) == 0.0
 
 
 def test_task_costs_check_and_round_trip():
