@@ -40,12 +40,12 @@ KILLS: Counter = Counter()
 # says "ready" once imports are done, then runs the command line.
 CHILD = r"""
 import os, signal, sys
-import bench.cli, emulator.store.store, emulator.store.build, emulator.tt.decomposition, tracegen.atomic as atomic, tracegen.trace_io
+import bench.cli, emulator.store.store, emulator.store.build, emulator.store.build_parallel, emulator.tt.decomposition, tracegen.atomic as atomic, tracegen.trace_io
 import tracegen.generate
 point, k, when = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 argv = sys.argv[4:]
 targets = {  # point -> the functions whose calls it counts (together)
-    "raw_write": [(emulator.store.store._ChecksummedWriter, "write")],
+    "raw_write": [(emulator.store.build_parallel, "_write_step")],  # one step of a table's rows (pwrite)
     "tt_save": [(emulator.tt.decomposition, "save_tt")],
     "store_fsync": [(emulator.store.build, "fsync_file")],
     "fsync_file": [(atomic, "fsync_file")],
@@ -58,16 +58,20 @@ targets = {  # point -> the functions whose calls it counts (together)
 if point == "no_exchange":  # a filesystem without RENAME_EXCHANGE: the two-rename fallback
     atomic._exchange = lambda a, b: False
     point = "replace"
+import threading
 n = [0]
+lock = threading.Lock()
 def hook(real):
     def hooked(*a, **kw):
         if point == "replace" and not any(atomic.is_temporary_sibling(x) for x in a[:2]):
             return real(*a, **kw)  # only the renames of our outputs count
-        n[0] += 1
-        if n[0] == k and when == "before":
+        with lock:  # calls may come from several threads (the store build's writers)
+            n[0] += 1
+            mine = n[0]
+        if mine == k and when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
         r = real(*a, **kw)
-        if n[0] == k and when == "after":
+        if mine == k and when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
         return r
     return hooked
@@ -246,31 +250,31 @@ def test_build_refuses_to_replace_a_directory_that_is_not_a_store(tmp_path, tiny
 # --- disk full ------------------------------------------------------------------------------------
 
 def test_disk_full_while_writing_raw_rows(tmp_path, tiny_spec, previous_store, monkeypatch, capsys):
-    """ENOSPC after N bytes (the writer's file object): clear error, temporaries removed, previous intact."""
-    import emulator.store.store as store_mod
+    """ENOSPC after N bytes (the raw rows' pwrite calls): clear error, temporaries removed, previous intact."""
+    import threading
+
+    import emulator.store.build_parallel as build_mod
 
     prev_path, prev_id = previous_store
     out = tmp_path / "s"
     shutil.copytree(prev_path, out)
-    real_open = open
+    real_pwrite = os.pwrite
 
-    class FullFile:
-        def __init__(self, f, room):
-            self.f, self.room = f, room
+    class Disk:  # the room left on the disk, shared by the build's writer threads
+        def __init__(self, room):
+            self.room, self.lock = room, threading.Lock()
 
-        def write(self, b):
-            if len(b) > self.room:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.room -= len(b)
-            return self.f.write(b)
-
-        def __getattr__(self, name):
-            return getattr(self.f, name)
+        def pwrite(self, fd, data, offset):
+            with self.lock:
+                if len(data) > self.room:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                self.room -= len(data)
+            return real_pwrite(fd, data, offset)
 
     for room in (0, 5000, 60000):
-        monkeypatch.setattr(store_mod, "open", lambda p, m, buffering=-1, room=room: FullFile(
-            real_open(p, m, buffering=buffering), room) if "w" in m else real_open(p, m, buffering=buffering),
-            raising=False)  # the writer's files fill up; reads (verifying the previous store) do not
+        fake_os = type("FakeOS", (), {"__getattr__": lambda self, name: getattr(os, name)})()
+        fake_os.pwrite = Disk(room).pwrite
+        monkeypatch.setattr(build_mod, "os", fake_os)  # the raw rows' writes fill the disk; nothing else
         with pytest.raises(InputError, match="disk full") as ei:
             build_store(tiny_spec, out, StoreBuildConfig(tt_ranks=(4,), weights_seed=2))
         assert str(out) in str(ei.value) and ".tmp-" not in str(ei.value)
