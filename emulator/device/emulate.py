@@ -97,8 +97,12 @@ class Emulation:
                 tasks = (CoreTask("prepare", "mem", float(prep[d])),) + tasks
             groups = ()
             if resp.io is not None and resp.io.submit_ns is not None and resp.io.submit_ns.size:
-                groups = (IOGroup(IO_GROUP, (resp.io.submit_ns - t0) * 1e-9, resp.io.nbytes.astype(np.float64),
-                                  resp.io.latency_ns * 1e-9),)
+                submit = (resp.io.submit_ns - t0) * 1e-9
+                if self.model.ssd is not None:
+                    # a target SSD gets the batch's reads when the host handed them over (the first submission):
+                    # this machine's ring submitted later ones only as fast as its own disk completed reads
+                    submit = np.full(submit.shape, float(submit.min()))
+                groups = (IOGroup(IO_GROUP, submit, resp.io.nbytes.astype(np.float64), resp.io.latency_ns * 1e-9),)
             # pooled partials cross the link; a plain SSD sends the pages it read
             nbytes = resp.link_bytes if req.pools else (int(resp.io.bytes_read) if resp.io is not None else 0)
             link += nbytes

@@ -96,3 +96,19 @@ def test_device_side_preparation_runs_on_the_device_under_a_target_profile():
     b = em.add(0, 0.0002, (t0, [(0, _req(), resp)], [], [], np.array([0.0005])), measured_s=0.01)
     assert b.emulated_s == pytest.approx(1703e-6, rel=1e-9)
     assert Emulation(load_profile("host"), ["dev0"], [(1, 1)], 1, 2).device_prep is False
+
+
+def test_a_target_ssd_gets_the_batchs_reads_at_once():
+    # Reads this machine's ring submitted 0, 1 and 2 ms after the first (its disk paced them): a target SSD
+    # (smartssd: 46 slots, 85 us, 3.2 GB/s) gets all three at the first submission; each streams 4096 B in
+    # 1.28 us over the one channel after its 85 us: done at 86.28, 87.56, 88.84 us. m0 (1 ms) follows the last.
+    t0 = 10**12
+    em = Emulation(load_profile("smartssd"), ["dev0"], [(1, 1)], host_threads=1, n_cpus=2,
+                   host_rates=(25e6, 100e9))
+    resp = _resp([TaskRecord("m0", "mem", 0.001, ("io",))], submit_s=[0.0, 0.001, 0.002],
+                 latency_s=[1.0, 1.0, 1.0], nbytes=[4096] * 3, t0_ns=t0)
+    b = em.add(0, 0.0, (t0, [(0, _req(False), resp)], [], []), measured_s=0.01)
+    dev = em.last_timing.devices[0]
+    assert dev.read_done_s.tolist() == pytest.approx([86.28e-6, 87.56e-6, 88.84e-6])
+    # no partials (a plain request): the pages cross the link, 12,288 B at 3.94 GB/s + 2 us after m0
+    assert b.emulated_s == pytest.approx(88.84e-6 + 0.001 + 12288 / 3.94e9 + 2e-6)
