@@ -21,10 +21,10 @@ cores that share it and by the profile's speed:
   expected from Poisson lookups per bag; pooling work is counted in rows of 64 floats (``DIM_UNIT``);
 * reads: pipelined (submitted while the previous batch is served), so only what outlasts the host's serial
   work shows: the profile's target SSD (``internal_parallelism`` reads in flight at ``latency_s`` each, pages
-  over ``read_bytes_per_s``) or, as the engine submits reads only as fast as this machine's disk completes
-  them (the clock places reads at their real submission times), the part of this disk's time for every
-  device's reads of the batch that shows after the dispatch (``TaskCosts.visible_io_s``: fitted on the
-  calibration replays against their reads and serial work), whichever is longer.
+  over ``read_bytes_per_s``; the clock hands a target SSD the batch's reads at once) or, with this machine's
+  disk as measured, the part of this disk's time for every device's reads of the batch that shows after the
+  dispatch (``TaskCosts.visible_io_s``: fitted on the calibration replays against their reads and serial
+  work).
 
 All figures are modelled (a formula on measured coefficients).
 """
@@ -194,7 +194,8 @@ def predict_clock_batch_time(plan, stats: WorkloadStats, calib: Calibration, dev
         speed_comp = dev.compute_core_flops_per_s / calib.compute_core_flops_per_s
         # pipelined: the reads were submitted while the previous batch was served
         target = max(0.0, _target_io_s(w.reads, w.pages, dev) - serial - after) if dev.ssd_parallelism else 0.0
-        io = max(target, disk if w.reads else 0.0)
+        # a target SSD gets the batch's reads at once (the clock does not replay this disk's pacing)
+        io = target if dev.ssd_parallelism else (disk if w.reads else 0.0)
         # the device's own preparation (page reads planned, TT rows de-duplicated) on a memory-centric core
         # (a plain SSD's partials wait only for its reads)
         prep = 0.0 if by_host else tasks.prep_s(w.raw_lookups, w.tt_lookups, w.reads, w.tt_rows) / speed_mem
