@@ -34,7 +34,8 @@ from emulator.device.profile import CORE_KINDS, Profile
 from emulator.device.ssd import TargetSSD, busy_union_s, complete_reads
 
 __all__ = ["BatchInput", "BatchTiming", "ClockModel", "CoreTask", "DeviceBatch", "DeviceTiming", "IOGroup",
-           "IORequest", "LinkTransfer", "Slot", "TargetSSD", "clock_model", "emulate_batch", "emulate_device"]
+           "IORequest", "LinkTransfer", "Slot", "TargetSSD", "ThreadTask", "clock_model", "emulate_batch",
+           "emulate_device", "schedule_on_cpus"]
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,50 @@ def emulate_device(dev: DeviceBatch, model: ClockModel) -> DeviceTiming:
     at_host = max([a for _, a in arrivals] or [s.end_s for s in slots] or [0.0])
     return DeviceTiming(dev.device, at_host, busy, busy_union_s(read_start, read_done), tuple(slots),
                         tuple(arrivals), io_done, read_start, read_done)
+
+
+@dataclass(frozen=True)
+class ThreadTask:
+    """A task of a thread pool (``pool``: e.g. ``dev0:mem``) that also needs one of the machine's CPUs."""
+    task_id: str
+    kind: str
+    pool: str
+    duration_s: float
+    after: tuple[str, ...] = ()
+
+
+def schedule_on_cpus(tasks: Sequence[ThreadTask], pools: Mapping[str, int], n_cpus: int,
+                     speed: Mapping[str, float], done: dict[str, float]) -> list[Slot]:
+    """List scheduling with two limits, the host profile's: a task runs on a thread of its pool (a device's
+    memory- or compute-centric cores, the host's pooling threads, one control thread...) *and* on one of the
+    machine's ``n_cpus`` CPUs. In order, each task starts when what it waits for is done (``done``: ids ->
+    times, updated), the earliest-free thread of its pool is free and a CPU is free: the CPU giving the
+    earliest start, on ties the one freed last (best fit), then the lowest index. Slots name the CPU
+    (``cpu0``, ...)."""
+    if n_cpus < 1:
+        raise ValueError("n_cpus must be >= 1")
+    cpu_free = [0.0] * n_cpus
+    threads = {name: [0.0] * max(1, int(n)) for name, n in pools.items()}
+    slots = []
+    for t in tasks:
+        if t.pool not in threads:
+            raise ValueError(f"task {t.task_id}: unknown thread pool {t.pool!r}")
+        if not t.duration_s >= 0:
+            raise ValueError(f"task {t.task_id}: duration_s must be >= 0")
+        ready = _ready_at(t.after, done, f"task {t.task_id}")
+        free = threads[t.pool]
+        th = min(range(len(free)), key=lambda c: (free[c], c))
+        earliest = max(ready, free[th])
+        # the CPU giving the earliest start; on ties the one freed last (best fit), then the lowest index
+        cpu = min(range(n_cpus), key=lambda c: (max(earliest, cpu_free[c]), -cpu_free[c], c))
+        start = max(earliest, cpu_free[cpu])
+        end = start + t.duration_s / speed.get(t.kind, 1.0)
+        free[th] = cpu_free[cpu] = end
+        if t.task_id in done:
+            raise ValueError(f"task id {t.task_id!r} is used twice")
+        done[t.task_id] = end
+        slots.append(Slot(f"cpu{cpu}", t.kind, start, end, t.task_id))
+    return slots
 
 
 def emulate_batch(batch: BatchInput, model: ClockModel) -> BatchTiming:

@@ -25,8 +25,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from emulator.device.clock import (BatchInput, BatchTiming, ClockModel, CoreTask, DeviceBatch, IOGroup,
-                                   LinkTransfer, clock_model, emulate_batch, emulate_device)
+from emulator.device.clock import (BatchInput, BatchTiming, ClockModel, CoreTask, DeviceBatch, DeviceTiming, IOGroup,
+                                   LinkTransfer, ThreadTask, clock_model, emulate_batch, schedule_on_cpus)
+from emulator.device.profile import CORE_KINDS
+from emulator.device.ssd import busy_union_s, complete_reads
 from emulator.device.energy import batch_device_energy_j
 from emulator.device.profile import AUTO, Profile
 from emulator.device.worker import CONTROL, IO_GROUP
@@ -133,22 +135,39 @@ class Emulation:
 
     def _shared(self, batch: int, devs: list[DeviceBatch], host_cpu: Sequence[float],
                 after_cpu: Sequence[float]) -> tuple[BatchTiming, float, float]:
-        """The host profile: every task of every device and of the host on one pool of this machine's CPUs."""
-        tasks, groups, ids = [], [], []
+        """The host profile: the devices' cores, the host's pooling threads and the emulator's own threads (a
+        device's control loop, the thread driving its ring) are threads of this machine, so a task needs a
+        thread of its pool *and* one of this machine's CPUs (:func:`emulator.device.clock.schedule_on_cpus`)."""
+        tasks, pools, ids, done = [], {"host": self.host_threads}, [], {}
+        starts, ends = [], []
         for dev in devs:
             pre = f"{dev.device}:"
-            groups += [IOGroup(pre + g.group_id, g.submit_s, g.nbytes, g.latency_s) for g in dev.io_groups]
+            pools.update({pre + "mem": dev.mem_cores, pre + "compute": dev.compute_cores, pre + CONTROL: 1,
+                          pre + "io-thread": 1, pre + "prepare": 1})
+            for g in dev.io_groups:
+                lat = np.asarray(g.latency_s, dtype=np.float64)
+                st, dn = complete_reads(np.asarray(g.submit_s, dtype=np.float64), g.nbytes, lat, None)
+                done[pre + g.group_id] = float(dn.max())
+                starts.append(st)
+                ends.append(dn)
             for t in dev.tasks:
-                tasks.append(CoreTask(pre + t.task_id, t.kind, t.duration_s, tuple(pre + a for a in t.after)))
+                pool = pre + (t.task_id if t.task_id in (CONTROL, "io-thread", "prepare") else t.kind)
+                tasks.append(ThreadTask(pre + t.task_id, t.kind, pool, t.duration_s, tuple(pre + a for a in t.after)))
                 ids.append(pre + t.task_id)
-        tasks += [CoreTask(f"host{k}", "mem", s) for k, s in enumerate(host_cpu)]
-        waits = tuple(ids) + tuple(g.group_id for g in groups)
-        tasks += [CoreTask(f"after{k}", "mem", s, waits) for k, s in enumerate(after_cpu)]
-        cpus = DeviceBatch("cpus", self.n_cpus, 0, tuple(tasks), shared_cores=True, io_groups=tuple(groups))
-        timing = emulate_device(cpus, self.model)
-        end = max([s.end_s for s in timing.timeline] + [0.0])
-        after_end = max([s.end_s for s in timing.timeline if s.task_id.startswith("after")] + [0.0])
-        after_start = min([s.start_s for s in timing.timeline if s.task_id.startswith("after")] + [end])
+        tasks += [ThreadTask(f"host{k}", "mem", "host", s) for k, s in enumerate(host_cpu)]
+        waits = tuple(ids) + tuple(k for k in done)
+        tasks += [ThreadTask(f"after{k}", "mem", "host", s, waits) for k, s in enumerate(after_cpu)]
+        slots = schedule_on_cpus(tasks, pools, self.n_cpus, self.model.speed, done)
+        busy = dict.fromkeys(CORE_KINDS, 0.0)
+        for sl in slots:
+            busy[sl.kind] = busy.get(sl.kind, 0.0) + sl.end_s - sl.start_s
+        rs = np.concatenate(starts) if starts else np.zeros(0)
+        rd = np.concatenate(ends) if ends else np.zeros(0)
+        end = max([s.end_s for s in slots] + [0.0])
+        timing = DeviceTiming("cpus", end, busy, busy_union_s(rs, rd) if rs.size else 0.0, tuple(slots), (),
+                              {}, rs, rd)
+        after_end = max([s.end_s for s in slots if s.task_id.startswith("after")] + [0.0])
+        after_start = min([s.start_s for s in slots if s.task_id.startswith("after")] + [end])
         bt = BatchTiming(batch, end, (timing,))
         return bt, after_start if after_cpu else end, (after_end - after_start) if after_cpu else 0.0
 

@@ -33,20 +33,35 @@ def test_list_makespan():
 
 
 def test_host_profile_shares_this_machines_cpus():
-    # 2 CPUs. Device read: submitted 1 ms before dispatch, 3 ms latency -> in at 2 ms. Tasks in list order:
-    # r0 (compute, 4 ms) cpu0 0-4; m0 (mem, after io, 1 ms) cpu1 2-3; c0 (after r0, 2 ms) cpu1 4-6;
-    # host0 (3 ms) cpu0 4-7. Parallel phase 7 ms, plus 1 ms serial host work = 8 ms.
+    # 2 CPUs; the device has one memory- and one compute-centric thread, the host 2 pooling threads. Device read:
+    # submitted 1 ms before dispatch, 3 ms latency -> in at 2 ms. Tasks in list order, each on the CPU giving
+    # the earliest start (ties: the one freed last): r0 (compute, 4 ms) cpu0 0-4; m0 (mem, after io, 1 ms)
+    # cpu1 2-3; c0 (after r0, 2 ms; both CPUs free by 4) cpu0 4-6; host0 (3 ms) cpu1 3-6. Parallel phase 6 ms,
+    # plus 1 ms serial host work = 7 ms.
     t0 = 10**12
     em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=2, n_cpus=2)
     tasks = [TaskRecord("r0", "compute", 0.004), TaskRecord("m0", "mem", 0.001, ("io",)),
              TaskRecord("c0", "compute", 0.002, ("r0",))]
     resp = _resp(tasks, submit_s=[-0.001], latency_s=[0.003], nbytes=[4096], t0_ns=t0)
     b = em.add(3, 0.001, (t0, [(0, _req(), resp)], [0.003], []), measured_s=0.0085)
-    assert b.emulated_s == pytest.approx(0.008)
-    assert b.parallel_s == pytest.approx(0.007) and b.after_s == 0 and b.measured_s == 0.0085
+    assert b.emulated_s == pytest.approx(0.007)
+    assert b.parallel_s == pytest.approx(0.006) and b.after_s == 0 and b.measured_s == 0.0085
     slots = {s.task_id: (s.core, s.start_s, s.end_s) for s in em.last_timing.devices[0].timeline}
-    assert slots["dev0:m0"] == ("core1", pytest.approx(0.002), pytest.approx(0.003))
-    assert slots["host0"] == ("core0", pytest.approx(0.004), pytest.approx(0.007))
+    assert slots["dev0:m0"] == ("cpu1", pytest.approx(0.002), pytest.approx(0.003))
+    assert slots["host0"] == ("cpu1", pytest.approx(0.003), pytest.approx(0.006))
+
+
+def test_host_profile_tasks_need_a_thread_of_their_pool_and_a_cpu():
+    # 2 CPUs but one compute-centric thread on the device: its two 1 ms rebuilds run one after the other on
+    # cpu0 (0-1, 1-2 ms: r1 can start at 1 on either CPU, cpu0 is the one freed last); the host's two 1 ms
+    # pooling tasks take cpu1 (0-1, 1-2). Parallel phase: 2 ms.
+    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=2, n_cpus=2)
+    tasks = [TaskRecord("r0", "compute", 0.001), TaskRecord("r1", "compute", 0.001)]
+    b = em.add(0, 0.0, (0, [(0, _req(), _resp(tasks))], [0.001, 0.001], []), measured_s=0.002)
+    slots = {s.task_id: (s.start_s, s.end_s) for s in em.last_timing.devices[0].timeline}
+    assert slots["dev0:r1"] == (pytest.approx(0.001), pytest.approx(0.002))
+    assert slots["host1"] == (pytest.approx(0.001), pytest.approx(0.002))
+    assert b.parallel_s == pytest.approx(0.002)
 
 
 def test_host_pooling_after_the_reads():
