@@ -240,12 +240,14 @@ def emulate_device(dev: DeviceBatch, model: ClockModel) -> DeviceTiming:
 
 @dataclass(frozen=True)
 class ThreadTask:
-    """A task of a thread pool (``pool``: e.g. ``dev0:mem``) that also needs one of the machine's CPUs."""
+    """A task of a thread pool (``pool``: e.g. ``dev0:mem``) that also needs one of the machine's CPUs;
+    ``delay_s``: hand-offs between threads before it can start (after what it waits for)."""
     task_id: str
     kind: str
     pool: str
     duration_s: float
     after: tuple[str, ...] = ()
+    delay_s: float = 0.0
 
 
 def schedule_on_cpus(tasks: Sequence[ThreadTask], pools: Mapping[str, int], n_cpus: int,
@@ -253,7 +255,7 @@ def schedule_on_cpus(tasks: Sequence[ThreadTask], pools: Mapping[str, int], n_cp
     """List scheduling with two limits, the host profile's: a task runs on a thread of its pool (a device's
     memory- or compute-centric cores, the host's pooling threads, one control thread...) *and* on one of the
     machine's ``n_cpus`` CPUs. In order, each task starts when what it waits for is done (``done``: ids ->
-    times, updated), the earliest-free thread of its pool is free and a CPU is free: the CPU giving the
+    times, updated) plus its hand-off delay, the earliest-free thread of its pool is free and a CPU is free: the CPU giving the
     earliest start, on ties the one freed last (best fit), then the lowest index. Slots name the CPU
     (``cpu0``, ...)."""
     if n_cpus < 1:
@@ -266,7 +268,7 @@ def schedule_on_cpus(tasks: Sequence[ThreadTask], pools: Mapping[str, int], n_cp
             raise ValueError(f"task {t.task_id}: unknown thread pool {t.pool!r}")
         if not t.duration_s >= 0:
             raise ValueError(f"task {t.task_id}: duration_s must be >= 0")
-        ready = _ready_at(t.after, done, f"task {t.task_id}")
+        ready = _ready_at(t.after, done, f"task {t.task_id}") + t.delay_s
         free = threads[t.pool]
         th = min(range(len(free)), key=lambda c: (free[c], c))
         earliest = max(ready, free[th])

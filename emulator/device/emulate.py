@@ -36,6 +36,22 @@ from emulator.device.worker import CONTROL, IO_GROUP
 __all__ = ["BatchEmulated", "Emulation", "list_makespan"]
 
 
+def measure_handoff_s(rounds: int = 64) -> float:
+    """This machine's thread hand-off latency: half the median round trip of a no-op task through a one-thread
+    pool (submit, the worker wakes and runs it, the caller wakes on its result). Measured, in seconds."""
+    from concurrent.futures import ThreadPoolExecutor
+    import time
+
+    trips = []
+    with ThreadPoolExecutor(1) as ex:
+        ex.submit(lambda: None).result()
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            ex.submit(lambda: None).result()
+            trips.append(time.perf_counter() - t0)
+    return float(np.median(trips)) / 2
+
+
 def list_makespan(durations: Sequence[float], cores: int) -> float:
     """Makespan of tasks list-scheduled in order, each on the earliest-free of ``cores`` cores."""
     free = [0.0] * max(1, int(cores))
@@ -69,6 +85,7 @@ class Emulation:
     host_threads: int
     n_cpus: int
     host_rates: tuple[float | None, float | None] = (None, None)  # this host's mem lookups/s, compute flop/s
+    handoff_s: float | None = None  # host profile: one thread hand-off (None: measured at start)
     batches: list[BatchEmulated] = field(default_factory=list)
     last_timing: BatchTiming | None = None
     busy_s: dict = field(default_factory=dict)  # (device, kind) -> emulated busy core-seconds
@@ -80,6 +97,9 @@ class Emulation:
         # its TT rows) run on its memory-centric cores under a target profile; under the host profile they stay
         # where they ran (the host's main thread)
         self.device_prep = not self.shared
+        if self.shared and self.handoff_s is None:
+            self.handoff_s = measure_handoff_s()  # measured: this machine's threads hand work to each other
+        self.handoff_s = float(self.handoff_s or 0.0)
 
     def add(self, batch: int, serial_s: float, record: Any, measured_s: float) -> BatchEmulated:
         """One finished batch (``record``: the engine's ``(t_dispatch_ns, responses, host_cpu, after_cpu)``)."""
@@ -150,20 +170,31 @@ class Emulation:
                 done[pre + g.group_id] = float(dn.max())
                 starts.append(st)
                 ends.append(dn)
+            h = self.handoff_s  # main -> the device's control thread -> a core (or control relaying a result)
             for t in dev.tasks:
                 pool = pre + (t.task_id if t.task_id in (CONTROL, "io-thread", "prepare") else t.kind)
-                tasks.append(ThreadTask(pre + t.task_id, t.kind, pool, t.duration_s, tuple(pre + a for a in t.after)))
+                delay = 0.0 if t.task_id in ("io-thread", "prepare") else (2 * h if not t.after else h)
+                if t.task_id == CONTROL:
+                    delay = h
+                tasks.append(ThreadTask(pre + t.task_id, t.kind, pool, t.duration_s, tuple(pre + a for a in t.after),
+                                        delay))
                 ids.append(pre + t.task_id)
-        tasks += [ThreadTask(f"host{k}", "mem", "host", s) for k, s in enumerate(host_cpu)]
+        tasks += [ThreadTask(f"host{k}", "mem", "host", s, (), self.handoff_s) for k, s in enumerate(host_cpu)]
         waits = tuple(ids) + tuple(k for k in done)
-        tasks += [ThreadTask(f"after{k}", "mem", "host", s, waits) for k, s in enumerate(after_cpu)]
+        tasks += [ThreadTask(f"after{k}", "mem", "host", s, waits, 3 * self.handoff_s) for k, s in enumerate(after_cpu)]
         slots = schedule_on_cpus(tasks, pools, self.n_cpus, self.model.speed, done)
         busy = dict.fromkeys(CORE_KINDS, 0.0)
         for sl in slots:
             busy[sl.kind] = busy.get(sl.kind, 0.0) + sl.end_s - sl.start_s
         rs = np.concatenate(starts) if starts else np.zeros(0)
         rd = np.concatenate(ends) if ends else np.zeros(0)
-        end = max([s.end_s for s in slots] + [0.0])
+        # results travel back: a core -> its device's control thread -> the host's main thread; a host thread -> main
+        h = self.handoff_s
+        def back(task_id: str) -> float:
+            if task_id.endswith((":io-thread", ":prepare")):
+                return 0.0
+            return 2 * h if ":" in task_id and not task_id.endswith(":" + CONTROL) else h
+        end = max([s.end_s + back(s.task_id) for s in slots] + [0.0])
         timing = DeviceTiming("cpus", end, busy, busy_union_s(rs, rd) if rs.size else 0.0, tuple(slots), (),
                               {}, rs, rd)
         after_end = max([s.end_s for s in slots if s.task_id.startswith("after")] + [0.0])

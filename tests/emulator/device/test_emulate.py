@@ -39,7 +39,7 @@ def test_host_profile_shares_this_machines_cpus():
     # cpu1 2-3; c0 (after r0, 2 ms; both CPUs free by 4) cpu0 4-6; host0 (3 ms) cpu1 3-6. Parallel phase 6 ms,
     # plus 1 ms serial host work = 7 ms.
     t0 = 10**12
-    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=2, n_cpus=2)
+    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=2, n_cpus=2, handoff_s=0.0)
     tasks = [TaskRecord("r0", "compute", 0.004), TaskRecord("m0", "mem", 0.001, ("io",)),
              TaskRecord("c0", "compute", 0.002, ("r0",))]
     resp = _resp(tasks, submit_s=[-0.001], latency_s=[0.003], nbytes=[4096], t0_ns=t0)
@@ -55,7 +55,7 @@ def test_host_profile_tasks_need_a_thread_of_their_pool_and_a_cpu():
     # 2 CPUs but one compute-centric thread on the device: its two 1 ms rebuilds run one after the other on
     # cpu0 (0-1, 1-2 ms: r1 can start at 1 on either CPU, cpu0 is the one freed last); the host's two 1 ms
     # pooling tasks take cpu1 (0-1, 1-2). Parallel phase: 2 ms.
-    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=2, n_cpus=2)
+    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=2, n_cpus=2, handoff_s=0.0)
     tasks = [TaskRecord("r0", "compute", 0.001), TaskRecord("r1", "compute", 0.001)]
     b = em.add(0, 0.0, (0, [(0, _req(), _resp(tasks))], [0.001, 0.001], []), measured_s=0.002)
     slots = {s.task_id: (s.start_s, s.end_s) for s in em.last_timing.devices[0].timeline}
@@ -67,7 +67,7 @@ def test_host_profile_tasks_need_a_thread_of_their_pool_and_a_cpu():
 def test_host_pooling_after_the_reads():
     # A plain SSD: the device only reads (in at 2 ms); the host pools after: two 1 ms tasks on 2 CPUs -> 2-3 ms.
     t0 = 10**12
-    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=2, n_cpus=2)
+    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=2, n_cpus=2, handoff_s=0.0)
     resp = _resp([], submit_s=[0.0, 0.0], latency_s=[0.002, 0.001], nbytes=[4096, 4096], t0_ns=t0)
     b = em.add(0, 0.0, (t0, [(0, _req(False), resp)], [], [0.001, 0.001]), measured_s=0.003)
     assert b.parallel_s == pytest.approx(0.002) and b.after_s == pytest.approx(0.001)
@@ -90,7 +90,7 @@ def test_target_device_with_its_own_cores_and_link():
 
 
 def test_summary_excludes_the_first_batch():
-    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=1, n_cpus=1)
+    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=1, n_cpus=1, handoff_s=0.0)
     for k, (serial, measured) in enumerate([(0.5, 9.0), (0.001, 0.002), (0.002, 0.002), (0.003, 0.002)]):
         em.add(k, serial, None, measured)
     s = em.summary()
@@ -127,3 +127,22 @@ def test_a_target_ssd_gets_the_batchs_reads_at_once():
     assert dev.read_done_s.tolist() == pytest.approx([86.28e-6, 87.56e-6, 88.84e-6])
     # no partials (a plain request): the pages cross the link, 12,288 B at 3.94 GB/s + 2 us after m0
     assert b.emulated_s == pytest.approx(88.84e-6 + 0.001 + 12288 / 3.94e9 + 2e-6)
+
+
+def test_host_profile_hand_offs_between_threads():
+    # One hand-off h = 0.1 ms (measured on the machine; given here). r0 (no dependency) reaches its core through
+    # the device's control thread: starts at 2h = 0.2 ms, ends 1.2 ms; its result goes back core -> control ->
+    # main: + 2h. host0 reaches a host thread in h: 0.1-0.6 ms, back + h. Parallel phase: 1.2 + 0.2 = 1.4 ms.
+    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=2, n_cpus=2, handoff_s=1e-4)
+    b = em.add(0, 0.0, (0, [(0, _req(), _resp([TaskRecord("r0", "compute", 0.001)]))], [0.0005], []),
+               measured_s=0.0015)
+    slots = {s.task_id: (s.start_s, s.end_s) for s in em.last_timing.devices[0].timeline}
+    assert slots["dev0:r0"] == (pytest.approx(2e-4), pytest.approx(1.2e-3))
+    assert slots["host0"] == (pytest.approx(1e-4), pytest.approx(6e-4))
+    assert b.parallel_s == pytest.approx(1.4e-3)
+
+
+def test_handoff_is_measured_under_the_host_profile():
+    em = Emulation(load_profile("host"), ["dev0"], [(1, 1)], host_threads=1, n_cpus=2)
+    assert 0 < em.handoff_s < 0.05  # a thread wakes within 50 ms here, however loaded
+    assert Emulation(load_profile("smartssd"), ["dev0"], [(1, 1)], 1, 2, host_rates=(25e6, 100e9)).handoff_s == 0
