@@ -371,8 +371,11 @@ class Replayer:
             # dispatching, merging, recording): main-thread CPU seconds; and the measured interval beside it
             cpu, wall = time.thread_time() - cpu_excluded, self.clock()
             serial = cpu - self._marks[0] - self._prep_moved
+            t_e, c_e = self._base_clock(), time.thread_time()
             self.emulation.add(p.batch.index, max(0.0, serial), p.device_record, wall - self._marks[1])
-            self._marks, self._prep_moved = (cpu, wall), 0.0
+            # the clock's own bookkeeping is not the emulated system's work: excluded from every timing, as --verify
+            self._excluded_s += self._base_clock() - t_e
+            self._marks, self._prep_moved = (cpu + time.thread_time() - c_e, wall), 0.0
 
     def _record(self, stats: ReplayStats, p: Prepared, info: BatchWork, latency: float) -> None:
         """A finished batch's counters into the live stats: per tier, per device, per core pool."""
