@@ -5,8 +5,16 @@ from __future__ import annotations
 import os
 import re
 
+import signal
+
 import numpy as np
 import pytest
+
+# A shell without job control starts background commands (`cmd &` in a script, as CI harnesses may) with SIGINT
+# ignored, and the children the tests press Ctrl-C on would inherit that: give this process a handler, so every
+# child starts with SIGINT at its default (a caught signal is reset by exec; an ignored one is not).
+if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from tracegen.spec import ModelSpec, PoolingSpec, TableSpec
 
