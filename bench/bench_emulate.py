@@ -71,7 +71,7 @@ def run_bench_emulate(store, reader, cfg: EmulateBenchConfig,
                       on_step: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every policy at every device count on both clocks; returns the result (rows per run)."""
     from bench.measure import BatchRange, MeasureConfig, measure_rounds
-    from emulator.device.profile import load_profile
+    from emulator.device.profile import host_threads, load_profile
     from emulator.replay.engine import ReplayConfig
 
     n = reader.num_batches
@@ -109,7 +109,7 @@ def run_bench_emulate(store, reader, cfg: EmulateBenchConfig,
     return {"profile": "host", "goal": f"emulated / measured within {GOAL:.0%} (median over batches)",
             "dram_budget_bytes": budget, "store": str(store.path), "trace": str(reader.path),
             "measured_batches": [measured.start, measured.start + measured.count], "rounds": cfg.rounds,
-            "engine": cfg.engine, "queue_depth": cfg.queue_depth, "cpus": len(os.sched_getaffinity(0)),
+            "engine": cfg.engine, "queue_depth": cfg.queue_depth, "cpus": host_threads(),
             "load_average": list(os.getloadavg()), "rows": rows}
 
 

@@ -31,7 +31,7 @@ from emulator.device.profile import CORE_KINDS
 from emulator.device.ssd import busy_union_s, complete_reads
 from emulator.device.energy import batch_device_energy_j
 from emulator.device.profile import AUTO, Profile
-from emulator.device.worker import CONTROL, IO_GROUP
+from emulator.device.worker import CONTROL, IO_GROUP, IO_THREAD, PREPARE
 
 __all__ = ["BatchEmulated", "Emulation", "list_makespan"]
 
@@ -114,9 +114,9 @@ class Emulation:
             tasks = tuple(CoreTask(r.task_id, r.core, r.cpu_s, r.after) for r in resp.tasks
                           if self.shared or r.task_id != CONTROL)
             if self.shared and resp.io is not None and resp.io.cpu_s > 0:
-                tasks = (CoreTask("io-thread", "mem", resp.io.cpu_s),) + tasks
+                tasks = (CoreTask(IO_THREAD, "mem", resp.io.cpu_s),) + tasks
             if self.device_prep and prep is not None and prep[d] > 0:
-                tasks = (CoreTask("prepare", "mem", float(prep[d])),) + tasks
+                tasks = (CoreTask(PREPARE, "mem", float(prep[d])),) + tasks
             groups = ()
             if resp.io is not None and resp.io.submit_ns is not None and resp.io.submit_ns.size:
                 submit = (resp.io.submit_ns - t0) * 1e-9
@@ -128,7 +128,7 @@ class Emulation:
             # pooled partials cross the link; a plain SSD sends the pages it read
             nbytes = resp.link_bytes if req.pools else (int(resp.io.bytes_read) if resp.io is not None else 0)
             link += nbytes
-            after = tuple(t.task_id for t in tasks if t.task_id not in (CONTROL, "io-thread", "prepare")) or \
+            after = tuple(t.task_id for t in tasks if t.task_id not in (CONTROL, IO_THREAD, PREPARE)) or \
                 ((IO_GROUP,) if groups else ())
             transfers = (LinkTransfer("partials", nbytes, after),) if nbytes else ()
             mem, comp = self.cores[d]
@@ -163,7 +163,7 @@ class Emulation:
         for dev in devs:
             pre = f"{dev.device}:"
             pools.update({pre + "mem": dev.mem_cores, pre + "compute": dev.compute_cores, pre + CONTROL: 1,
-                          pre + "io-thread": 1, pre + "prepare": 1})
+                          pre + IO_THREAD: 1, pre + PREPARE: 1})
             for g in dev.io_groups:
                 lat = np.asarray(g.latency_s, dtype=np.float64)
                 st, dn = complete_reads(np.asarray(g.submit_s, dtype=np.float64), g.nbytes, lat, None)
@@ -172,8 +172,8 @@ class Emulation:
                 ends.append(dn)
             h = self.handoff_s  # main -> the device's control thread -> a core (or control relaying a result)
             for t in dev.tasks:
-                pool = pre + (t.task_id if t.task_id in (CONTROL, "io-thread", "prepare") else t.kind)
-                delay = 0.0 if t.task_id in ("io-thread", "prepare") else (2 * h if not t.after else h)
+                pool = pre + (t.task_id if t.task_id in (CONTROL, IO_THREAD, PREPARE) else t.kind)
+                delay = 0.0 if t.task_id in (IO_THREAD, PREPARE) else (2 * h if not t.after else h)
                 if t.task_id == CONTROL:
                     delay = h
                 tasks.append(ThreadTask(pre + t.task_id, t.kind, pool, t.duration_s, tuple(pre + a for a in t.after),
@@ -191,7 +191,7 @@ class Emulation:
         # results travel back: a core -> its device's control thread -> the host's main thread; a host thread -> main
         h = self.handoff_s
         def back(task_id: str) -> float:
-            if task_id.endswith((":io-thread", ":prepare")):
+            if task_id.endswith((":" + IO_THREAD, ":" + PREPARE)):
                 return 0.0
             return 2 * h if ":" in task_id and not task_id.endswith(":" + CONTROL) else h
         end = max([s.end_s + back(s.task_id) for s in slots] + [0.0])

@@ -25,19 +25,23 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
 from emulator.io.types import IOFailure
 
-__all__ = ["CONTROL", "DeviceRequest", "DeviceResponse", "DeviceWorker", "IORecord", "PoolTask", "RebuildTask",
+__all__ = ["CONTROL", "IO_THREAD", "PREPARE", "DeviceRequest", "DeviceResponse", "DeviceWorker", "IORecord", "PoolTask", "RebuildTask",
            "TaskRecord", "IO_GROUP"]
 
 #: the id of a device's reads in a batch, as tasks name it in ``after``
 IO_GROUP = "io"
 #: the device's control loop (dispatching its tasks and waiting), timed as a task of its own
 CONTROL = "control"
+#: the emulator's other per-device CPU users, placed on the clock as tasks: the thread driving the device's ring
+#: and the device's own preparation of a batch (see emulator.device.emulate)
+IO_THREAD = "io-thread"
+PREPARE = "prepare"
 
 
 @dataclass(frozen=True, eq=False)
@@ -272,7 +276,3 @@ def merge_partials(out: np.ndarray, bags: np.ndarray, partial: np.ndarray) -> No
     """The host adds a device's pooled partials to its own: ``out[bags[i]] += partial[i]`` (bags unique)."""
     out[bags] += partial
 
-
-def timed_tasks(records: Sequence[TaskRecord]) -> float:
-    """Total measured core-seconds of some task records."""
-    return float(sum(r.cpu_s for r in records))

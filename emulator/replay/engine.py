@@ -114,12 +114,11 @@ class Replayer:
     def _start_workers(self) -> None:
         """One device worker per device of the plan (its engine, TT cores and core threads), the host's pool
         threads, and the device clock's view of the profile, if any."""
-        import os
-
+        from emulator.device.profile import host_threads
         from emulator.device.worker import DeviceWorker
         from emulator.replay.offload import host_pooled
 
-        n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n_cpu = host_threads()
         self.host_threads = int(self.config.host_threads or n_cpu)
         if self.host_threads < 1:
             raise ValueError("host_threads must be >= 1")
@@ -249,9 +248,11 @@ class Replayer:
         if split is None:
             after_cpu = self.host.pool_groups(p, group_staged, group_out, work)
         else:
+            from emulator.device.worker import merge_partials
+
             for d, req, resp in responses:
                 for task, part in zip(req.pools, resp.partials):
-                    group_out[task.group][task.bags] += part  # the host adds the device's partials
+                    merge_partials(group_out[task.group], task.bags, part)  # the host adds the device's partials
         from emulator.replay.groups import finish_cache
 
         B = p.batch.batch_size
